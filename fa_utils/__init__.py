@@ -1,0 +1,9 @@
+"""fa_utils: the reproduction companion of "Feature Alignment as a Generative Process"
+(Farias & Maziero, Front. Artif. Intell. 5:1025148, 2023).
+
+Modules, one role each: ``config`` (profiles), ``data``, ``models`` (Appendix B), ``fa``
+(the method, Section 3.1), ``train`` (steps, fit loop, checkpoints), ``metrics``,
+``plotting``, ``outputs`` (figures/results folders), ``toy`` (Section 3.2),
+``experiments`` (what notebooks call), ``runner`` (``python -m fa_utils``).
+"""
+__version__ = "0.1.0"

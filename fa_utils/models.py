@@ -1,0 +1,278 @@
+"""Networks only: Appendix B (Tables 7-12) for every dataset, and the toy MLP (Section 3.2).
+
+Conventions (Appendix B): ``Conv2d(f, k, s, p)`` has f filters, a k x k kernel, stride s
+and padding p; every activation is LeakyReLU with negative slope 0.01. Images are
+(B, C, H, W) float in [0, 1]; latents are (B, Z).
+
+Where a table is ambiguous we say so in the class docstring:
+
+* Table 11 (FA generator) lists 7x7 convolutions with padding 1, which would shrink a
+  64x64 image to 52x52 although the generator maps an image to an image of the same size
+  ("refines r into G(r)"). We use padding 3 so that every convolution keeps the size.
+  BatchNorm follows each convolution but the last (Section 4: "only the generator utilizes
+  batch normalization").
+* Table 12 (GAN generator) for MNIST: 4 -> 8 -> 16 -> 32 cannot reach 28; the first
+  stride-2 transposed convolution uses ``output_padding=0`` there (4 -> 7 -> 14 -> 28).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+
+NEGATIVE_SLOPE = 0.01
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The encoder shape of one dataset (Tables 7-9)."""
+
+    channels: int
+    size: int
+    widths: tuple[int, ...]  # one (stride 1, stride 2) conv pair per width
+    hidden: int  # width of the Linear layer after flatten
+
+    @property
+    def feature_size(self) -> int:
+        """Spatial size after the conv pairs (each stride-2 conv halves, rounding up)."""
+        s = self.size
+        for _ in self.widths:
+            s = (s + 1) // 2
+        return s
+
+    @property
+    def flat_dim(self) -> int:
+        return self.widths[-1] * self.feature_size ** 2
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mnist": Architecture(1, 28, (32, 64), 4096),  # Table 7
+    "cifar10": Architecture(3, 32, (32, 64, 128), 2048),  # Table 8
+    "celeba": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
+    "stl10": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
+}
+
+
+def architecture(dataset: str) -> Architecture:
+    """The :class:`Architecture` of ``dataset``.
+
+    Raises:
+        ValueError: unknown dataset name.
+    """
+    try:
+        return ARCHITECTURES[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}") from None
+
+
+def _act() -> nn.LeakyReLU:
+    return nn.LeakyReLU(NEGATIVE_SLOPE)
+
+
+def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
+    """The convolutional trunk of Tables 7-10 followed by Flatten, Linear(hidden), LeakyReLU.
+
+    Shapes: (B, C, H, W) -> (B, hidden). With ``batchnorm`` (Table 10, discriminator) a
+    BatchNorm2d follows every stride-2 convolution's activation.
+    """
+    layers: list[nn.Module] = []
+    c = arch.channels
+    for w in arch.widths:
+        layers += [nn.Conv2d(c, w, 3, 1, 1), _act(), nn.Conv2d(w, w, 3, 2, 1), _act()]
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(w))
+        c = w
+    layers += [nn.Flatten(), nn.Linear(arch.flat_dim, arch.hidden), _act()]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """The FA / VFA encoder of Tables 7-9 with named linear heads.
+
+    ``heads`` maps a head name to its width, e.g. ``{"z": 128}`` for plain FA or
+    ``{"mu": 128, "logvar": 128, "logits": 10}`` for conditional VFA (Section 3.3-3.4:
+    mean, log-variance and a class layer parallel to them). Each head is a
+    ``Linear(hidden, width)`` on the trunk's features ("Linear(Z)" in the tables).
+
+    forward: (B, C, H, W) -> dict name -> (B, width).
+    """
+
+    def __init__(self, arch: Architecture, heads: Mapping[str, int]):
+        super().__init__()
+        if not heads:
+            raise ValueError("an Encoder needs at least one head, e.g. heads={'z': 128}")
+        self.arch = arch
+        self.trunk = conv_trunk(arch)
+        self.heads = nn.ModuleDict({name: nn.Linear(arch.hidden, int(width))
+                                    for name, width in heads.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.trunk(x)
+        return {name: head(h) for name, head in self.heads.items()}
+
+
+def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
+    """The encoder of ``dataset`` (Tables 7-9) with orthogonal initialisation (Section 4)."""
+    enc = Encoder(architecture(dataset), heads)
+    init_orthogonal_(enc)
+    return enc
+
+
+class Discriminator(nn.Module):
+    """Table 10: the encoder trunk with BatchNorm after each stride-2 conv, then Linear(1).
+
+    No sigmoid (least-squares GAN). forward: (B, C, H, W) -> (B,).
+    """
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        self.trunk = conv_trunk(arch, batchnorm=True)
+        self.out = nn.Linear(arch.hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.trunk(x)).squeeze(1)
+
+
+class FAGenerator(nn.Module):
+    """Table 11: refines an FA image r into G(r), same shape (B, C, H, W) -> (B, C, H, W).
+
+    Conv2d(128, 7) + BatchNorm + LeakyReLU, twice, then Conv2d(C, 7) + Sigmoid; padding 3
+    keeps the resolution (the table's padding 1 would shrink it; see module docstring).
+    """
+
+    def __init__(self, channels: int, width: int = 128, kernel: int = 7):
+        super().__init__()
+        p = kernel // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, kernel, 1, p), nn.BatchNorm2d(width), _act(),
+            nn.Conv2d(width, width, kernel, 1, p), nn.BatchNorm2d(width), _act(),
+            nn.Conv2d(width, channels, kernel, 1, p), nn.Sigmoid(),
+        )
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return self.net(r)
+
+
+class GANGenerator(nn.Module):
+    """Table 12: Linear(Z, 4096) -> (256, 4, 4) -> ConvTranspose2d stack -> Conv2d -> Sigmoid.
+
+    CelebA / STL-10 (64x64): seven 3x3 transposed convs alternating stride 2 and 1 (filters
+    256, 128, 128, 64, 64, 32, 32), 4 -> 64. MNIST / CIFAR-10 drop the last two (Table 12
+    caption) and reach 32x32; for MNIST the first upsampling uses ``output_padding=0`` to give 28x28.
+    Also the VAE baseline's decoder (METHOD.md section 7). forward: (B, Z) -> (B, C, H, W).
+    """
+
+    def __init__(self, arch: Architecture, latent_dim: int):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 4096), _act())
+        # (filters, stride) of Table 12's transposed convolutions, kernel 3, padding 1
+        spec = [(256, 2), (128, 1), (128, 2), (64, 1), (64, 2), (32, 1), (32, 2)]
+        if arch.size != 64:
+            spec = spec[:-2]
+        layers: list[nn.Module] = []
+        c, s = 256, 4
+        first_up = True
+        for w, stride in spec:
+            if stride == 2:
+                out_pad = 0 if (arch.size == 28 and first_up) else 1
+                first_up = False
+                s = 2 * s - 1 + out_pad
+            else:
+                out_pad = 0
+            layers += [nn.ConvTranspose2d(c, w, 3, stride, 1, output_padding=out_pad), _act()]
+            c = w
+        if s != arch.size:  # pragma: no cover - guarded by the tests of every dataset
+            raise AssertionError(f"GANGenerator reaches {s}, expected {arch.size}")
+        layers += [nn.Conv2d(c, arch.channels, 3, 1, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(-1, 256, 4, 4))
+
+
+class MirroredDecoder(nn.Module):
+    """The encoder of Tables 7-9 mirrored: Linear(Z, hidden), Linear(hidden, flat),
+    then transposed convs back to the image, Sigmoid. (B, Z) -> (B, C, H, W).
+
+    Used as the "same encoder with a mirrored decoder" VAE of the speed comparison.
+    """
+
+    def __init__(self, arch: Architecture, latent_dim: int):
+        super().__init__()
+        self.arch = arch
+        layers: list[nn.Module] = [nn.Linear(latent_dim, arch.hidden), _act(),
+                                   nn.Linear(arch.hidden, arch.flat_dim), _act(),
+                                   nn.Unflatten(1, (arch.widths[-1], arch.feature_size,
+                                                    arch.feature_size))]
+        widths = list(arch.widths[::-1])
+        sizes = [arch.size]
+        for _ in arch.widths:
+            sizes.append((sizes[-1] + 1) // 2)
+        sizes = sizes[::-1]  # e.g. 7, 14, 28
+        for i, w in enumerate(widths):
+            nxt = widths[i + 1] if i + 1 < len(widths) else arch.channels
+            out_pad = sizes[i + 1] - (2 * sizes[i] - 1)
+            layers += [nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), _act()]
+            if nxt == arch.channels:
+                layers += [nn.Conv2d(w, nxt, 3, 1, 1), nn.Sigmoid()]
+            else:
+                layers += [nn.Conv2d(w, nxt, 3, 1, 1), _act()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class ToyMLP(nn.Module):
+    """Section 3.2: 1 -> hidden -> hidden -> out, fully connected, LeakyReLU(0.01).
+
+    ``out = 1`` is the plain regressor of Figure 2a; ``out = 2`` gives (f, l) of Figure 2b,
+    f approximating sin(3 pi x) and l the extra latent neuron. (B, 1) -> (B, out).
+    """
+
+    def __init__(self, hidden: int = 1024, out: int = 2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, hidden), _act(), nn.Linear(hidden, hidden), _act(),
+                                 nn.Linear(hidden, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def init_orthogonal_(module: nn.Module, gain: float = 1.0) -> nn.Module:
+    """Orthogonal initialisation of every Conv/Linear weight, zero biases (Section 4).
+
+    Convolution weights are orthogonalised as (out, in * k * k) matrices
+    (``torch.nn.init.orthogonal_``). Returns ``module`` for chaining.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.orthogonal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+def clampable_weights(module: nn.Module) -> list[torch.Tensor]:
+    """The Conv/Linear weights (not biases, not BatchNorm) that Eq. 9 clamps."""
+    return [m.weight for m in module.modules()
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+
+
+@torch.no_grad()
+def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
+    """Clamp Conv/Linear weights elementwise to [-bound, bound] in place (Eq. 9).
+
+    Section 4 and Appendix 7.1: the one-weight recursion diverges for w^2 > 2, hence
+    bound sqrt(2). Biases and normalisation parameters are left alone (authors' code).
+    """
+    for w in clampable_weights(module):
+        w.clamp_(-bound, bound)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,130 @@
+"""Where results go: ``figures/``, ``results/`` and ``runs/`` of the project, and the
+writers of figures (with a manifest) and result tables.
+
+The root is the repository (found from this package's location when it is installed in
+editable mode, else the current folder); the environment variable ``FA_OUTPUT_ROOT``
+redirects all three folders, which the tests use so that a test run never overwrites the
+main job's figures.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+OUTPUT_ROOT_ENV = "FA_OUTPUT_ROOT"
+MANIFEST = "MANIFEST.json"
+
+
+def repo_root() -> Path:
+    """The repository holding this package (editable install), else the current folder."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists() and (here / "notebooks").is_dir():
+        return here
+    return Path.cwd().resolve()
+
+
+def project_root() -> Path:
+    """Where outputs go: ``$FA_OUTPUT_ROOT`` if set, else :func:`repo_root`."""
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    if env:
+        return Path(env).resolve()
+    return repo_root()
+
+
+def _sub(name: str) -> Path:
+    path = project_root() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir() -> Path:
+    """The ``figures/`` folder (created if needed)."""
+    return _sub("figures")
+
+
+def results_dir() -> Path:
+    """The ``results/`` folder (created if needed)."""
+    return _sub("results")
+
+
+def runs_dir() -> Path:
+    """The ignored ``runs/`` folder: checkpoints, executed notebooks, logs."""
+    return _sub("runs")
+
+
+def checkpoint_path(name: str, profile: str) -> Path:
+    """``runs/checkpoints/<name>-<profile>.pt``: one checkpoint per experiment and profile,
+    so that a smoke run never resumes from (or overwrites) a quick one."""
+    path = runs_dir() / "checkpoints"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / f"{name}-{profile}.pt"
+
+
+def _update_manifest(folder: Path, key: str, entry: dict) -> None:
+    manifest = folder / MANIFEST
+    data = {}
+    if manifest.exists():
+        try:
+            data = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data[key] = entry
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n")
+    os.replace(tmp, manifest)
+
+
+def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "",
+                dpi: int = 110) -> Path:
+    """Save ``fig`` as ``figures/<name>.png`` and record it in ``figures/MANIFEST.json``.
+
+    Args:
+        name: named after the paper's figure, e.g. ``"fig02b_toy_with_fa"``.
+        caption: one sentence saying what it shows (and how it relates to the paper's).
+        profile: the profile that produced it (smoke / quick / paper).
+        source: the notebook or function that made it.
+    """
+    path = figures_dir() / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    _update_manifest(figures_dir(), path.name, {
+        "caption": caption, "profile": profile, "source": source,
+        "written": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats with 4 significant digits, None as '-'."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                *, profile: str, notes: Optional[str] = None, source: str = "") -> Path:
+    """Write ``results/<name>.md``: a title, the table, notes, and provenance.
+
+    Returns the path. Rows are written as given; nothing is filled in by hand.
+    """
+    rows = list(rows)
+    text = [f"# {title}", "", markdown_table(columns, rows), ""]
+    if notes:
+        text += [notes.strip(), ""]
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text.append(f"_Written by {source or 'fa_utils'} at profile `{profile}`, {stamp}._")
+    path = results_dir() / f"{name}.md"
+    path.write_text("\n".join(text) + "\n")
+    return path

@@ -1,0 +1,134 @@
+"""Figures: image grids (torchvision ``make_grid``), loss curves, scatter of latents.
+
+Every function draws on a matplotlib Axes it is given (or makes a figure) and returns it;
+saving goes through :func:`fa_utils.outputs.save_figure`.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """(B, C, H, W) images in [0, 1] -> an (H', W', 3) numpy grid, values clipped to [0, 1].
+
+    Grayscale is repeated to RGB by ``make_grid``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding,
+                     pad_value=1.0)
+    return grid.permute(1, 2, 0).numpy()
+
+
+def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = None):
+    """Draw an image grid on ``ax`` without ticks; returns ``ax``."""
+    ax.imshow(image_grid(images, nrow=nrow), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per: float = 0.9,
+                 title: Optional[str] = None):
+    """One row of ``ncols`` images per entry (e.g. originals, FA recovery); returns the figure.
+
+    Shapes: each value (B, C, H, W) with B >= ncols.
+    """
+    fig, axes = plt.subplots(len(rows), 1, figsize=(ncols * figsize_per, len(rows) * figsize_per + 0.4),
+                             squeeze=False)
+    for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
+        show_images(ax, imgs[:ncols], nrow=ncols)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: str = "",
+                logy: bool = True, smooth: int = 1, references: Optional[Mapping[str, float]] = None):
+    """Plot (step, value) curves; ``smooth`` > 1 applies a running mean; horizontal lines for
+    ``references`` (label -> value). Returns ``ax``."""
+    for label, pts in curves.items():
+        if not pts:
+            continue
+        arr = np.asarray(pts, dtype=float)
+        x, y = arr[:, 0], arr[:, 1]
+        if smooth > 1 and len(y) >= smooth:
+            kernel = np.ones(smooth) / smooth
+            y = np.convolve(y, kernel, mode="valid")
+            x = x[smooth - 1:]
+        ax.plot(x, y, label=label, marker="o" if len(x) < 30 else None, ms=3)
+    for label, value in (references or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="gray")
+        ax.annotate(label, (ax.get_xlim()[0], value), fontsize=8, va="bottom", color="gray")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def scatter_latents(ax, z: torch.Tensor, labels: torch.Tensor, title: Optional[str] = None):
+    """Scatter (N, 2) latents coloured by integer class (Figure 6a); returns ``ax``."""
+    z = z.detach().cpu().numpy()
+    labels = labels.detach().cpu().numpy()
+    sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8,
+                    vmin=-0.5, vmax=9.5)
+    cb = plt.colorbar(sc, ax=ax, ticks=range(10))
+    cb.set_label("digit")
+    ax.set_xlabel("latent neuron 1")
+    ax.set_ylabel("latent neuron 2")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_inversion(ax, x: torch.Tensor, x_hat: torch.Tensor, title: str, tolerance: float):
+    """Figure 2: recovered x_hat against the true x over the domain, with the identity line;
+    points within ``tolerance`` are drawn in one colour, the rest in another. Returns ``ax``."""
+    x = x.detach().cpu().numpy()
+    x_hat = x_hat.detach().cpu().numpy()
+    ok = np.abs(x_hat - x) < tolerance
+    ax.plot(x, x, color="gray", lw=1, ls="--", label="x_hat = x")
+    ax.scatter(x[ok], x_hat[ok], s=4, color="tab:green", label=f"|x_hat - x| < {tolerance}")
+    ax.scatter(x[~ok], x_hat[~ok], s=4, color="tab:red", label="not recovered")
+    ax.set_xlabel("x")
+    ax.set_ylabel("recovered x_hat")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def heatmap(ax, rows: Sequence[Sequence[float]], xlabel: str, ylabel: str, title: str = ""):
+    """(a, b, value) rows as an annotated heatmap with a on the y axis; returns ``ax``."""
+    ys = sorted({r[0] for r in rows})
+    xs = sorted({r[1] for r in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for a, b, v in rows:
+        grid[ys.index(a), xs.index(b)] = v
+    shown = np.log10(np.clip(grid, 1e-12, None))
+    im = ax.imshow(np.where(np.isfinite(shown), shown, np.nan), cmap="viridis_r", aspect="auto")
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            v = grid[i, j]
+            ax.text(j, i, "nan" if not np.isfinite(v) else (f"{v:.3g}" if v < 1e3 else "diverged"),
+                    ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    plt.colorbar(im, ax=ax, label="log10 value")
+    return ax
