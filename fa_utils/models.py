@@ -242,16 +242,20 @@ class ToyMLP(nn.Module):
         return self.net(x)
 
 
-def init_orthogonal_(module: nn.Module, gain: float = 1.0) -> nn.Module:
-    """Orthogonal initialisation of every Conv/Linear weight, zero biases (Section 4).
+def init_orthogonal_(module: nn.Module, gain: float = 1.0, zero_bias: bool = False) -> nn.Module:
+    """Orthogonal initialisation of every Conv/Linear weight (Section 4).
 
     Convolution weights are orthogonalised as (out, in * k * k) matrices
-    (``torch.nn.init.orthogonal_``). Returns ``module`` for chaining.
+    (``torch.nn.init.orthogonal_``). Biases keep PyTorch's default initialisation unless
+    ``zero_bias``: with zero biases and r_0 = 0 every LeakyReLU of the encoder sits exactly
+    at its kink, where PyTorch's derivative is the negative slope 0.01, so the first FA step
+    is scaled by 0.01 per layer (1e-10 for Table 7) and training starts from vanishing
+    gradients. Returns ``module`` for chaining.
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.orthogonal_(m.weight, gain=gain)
-            if m.bias is not None:
+            if zero_bias and m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
 

@@ -55,9 +55,12 @@ def test_unknown_dataset_and_empty_heads():
 
 def test_orthogonal_init_and_clamp():
     lin = torch.nn.Linear(64, 16)
+    bias = lin.bias.detach().clone()
     models.init_orthogonal_(lin)
     w = lin.weight
     assert torch.allclose(w @ w.T, torch.eye(16), atol=1e-5)
+    assert torch.equal(lin.bias, bias)  # biases keep PyTorch's default
+    models.init_orthogonal_(lin, zero_bias=True)
     assert torch.all(lin.bias == 0)
     with torch.no_grad():
         lin.weight.mul_(10)
