@@ -21,8 +21,9 @@ def test_one_example_is_the_same_alone_and_in_a_batch_of_128():
     x = torch.rand(128, 1, 28, 28)
     batch = fa.reconstruct(enc, x).image
     alone = fa.reconstruct(enc, x[:1]).image
-    assert alone.abs().max() > 1e-3  # the step does something
-    torch.testing.assert_close(batch[:1], alone, rtol=1e-4, atol=1e-6)
+    scale = alone.abs().max().item()
+    assert scale > 0  # the step does something
+    torch.testing.assert_close(batch[:1], alone, rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_linear_encoder_one_step_from_zero_is_the_transpose():
@@ -51,9 +52,12 @@ def test_reconstruction_loss_reaches_the_encoder_only_with_create_graph():
 
 
 def test_inner_energy_decreases_over_steps():
-    enc = tiny_encoder(z=6)
+    torch.manual_seed(0)
+    mlp = models.init_orthogonal_(torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(36, 16), torch.nn.LeakyReLU(0.01), torch.nn.Linear(16, 6)))
     x = torch.rand(8, 1, 6, 6)
-    res = fa.reconstruct(enc, x, T=20, tau=0.05, track_energy=True, track_trajectory=True)
+    res = fa.align(mlp, mlp(x), torch.zeros_like(x), T=20, tau=0.3, create_graph=False,
+                   track_energy=True, track_trajectory=True)
     e = torch.stack(res.energies)  # (T + 1, B)
     assert e.shape == (21, 8) and len(res.trajectory) == 21
     assert torch.all(e[1:] <= e[:-1] + 1e-7), e
