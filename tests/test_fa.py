@@ -17,7 +17,7 @@ def tiny_encoder(dtype=torch.float32, z=3):
 def test_one_example_is_the_same_alone_and_in_a_batch_of_128():
     # pins the reduction: a batch mean would divide each example's step by 128
     torch.manual_seed(0)
-    enc = models.make_encoder("mnist", {"z": 16})
+    enc = models.Encoder(models.architecture("mnist"), {"z": 16})  # Table 7, default init
     x = torch.rand(128, 1, 28, 28)
     batch = fa.reconstruct(enc, x).image
     alone = fa.reconstruct(enc, x[:1]).image
