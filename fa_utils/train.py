@@ -82,6 +82,9 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
             torch.save(dict(payload), fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
