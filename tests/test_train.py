@@ -28,7 +28,7 @@ def run(path, stop_after=None, epochs=3):
     hist = train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
                      batch_size=8, epochs=epochs, seed=0, config=CONFIG, generator=gen,
                      checkpoint=path, ckpt_every=2, stop_after=stop_after, progress=False,
-                     eval_fn=lambda: {"w_norm": float(sum(p.norm() for p in enc.parameters()))},
+                     eval_fn=lambda: {"w_norm": float(sum(p.detach().norm() for p in enc.parameters()))},
                      eval_every=5)
     return enc, hist
 
