@@ -294,3 +294,299 @@ def describe(config) -> str:
         mark = "" if value == getattr(reference, f.name) else "   (differs from quick)"
         lines.append(f"  {f.name:16s} = {value!r}{mark}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Sections 3.3-3.4 and 5: VFA, VFA-GAN and the baselines (notebooks 03 and 04)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VFAConfig:
+    """Section 3.3 (Eq. 5, Figure 3): VFA, and its conditional variant (Section 3.4,
+    Figures 6b and 8).
+
+    Choices (METHOD.md sections 3-4; see :mod:`fa_utils.vfa`):
+
+    * ``beta_schedule="uniform"``: beta ~ U(0, ``beta``) per example. Section 4 states it
+      for all models ("sample beta from a uniform distribution, with a different random
+      value for each training example"); the paper never gives VFA's constant beta.
+      ``"fixed"`` uses ``beta`` for every example (Eq. 5 read literally).
+    * ``rand_side="mu"``: the random-input side of the inner loss is mu(r) (the paper's
+      "no random normal vector"); ``"mu+sigma"`` is the authors' code, mu(r) + sigma(r).
+    * ``conditional``: a linear class head ``logits`` parallel to mu and logvar (labeled
+      datasets only); the inner target adds ``class_scale * onehot(y)`` and the outer loss
+      adds ``class_weight * ||onehot(y) - c(x)||^2`` (the supervised part, our reading).
+      Table 3's VFA size (14.0 M on MNIST) includes this 10-class head.
+    * ``squash="none"``, Adam lr 5e-4, betas (0.5, 0.999) at quick, as notebook 02's FA:
+      after 70 steps on the MNIST sample the held-out MSE was 0.046 with it, 0.068 with the
+      authors' sigmoid at lr 1e-4 (METHOD.md section 9: sigmoid with lr 5e-4 is unstable for
+      VFA, keep lr <= 1e-4 with ``squash="sigmoid"``). Paper profile: lr 1e-5 (Section 4).
+      Images read off an unsquashed r are clamped to [0, 1] for display and FID.
+    """
+
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    device: str = "auto"
+    dataset: str = "mnist"
+    data_source: str = "auto"
+    data_root: str = "data"
+    download: bool = False
+    n_train: Optional[int] = None
+    n_test: int = 500
+    latent_dim: int = 128
+    conditional: bool = True
+    class_scale: float = 1.0  # one-hot value of the inner target in training
+    class_weight: float = 1.0  # weight of the supervised ||onehot(y) - c(x)||^2 term
+    beta: float = 1.0  # KL weight ("fixed") or upper end of U(0, beta) ("uniform")
+    beta_schedule: str = "uniform"
+    rand_side: str = "mu"
+    batch_size: int = 128
+    epochs: int = 6
+    lr: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    T: int = 1
+    tau: float = 1.0
+    r_init: str = "zeros"
+    squash: str = "none"
+    weight_clamp: Optional[float] = math.sqrt(2.0)
+    emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 8.0)  # one-hot values of Figure 6b
+    emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
+    num_workers: int = 0
+    ckpt_every: int = 200
+
+    def __post_init__(self):
+        _check_positive("vfa", self, ("class_scale", "beta", "emphasis_per_class"))
+
+
+@dataclass(frozen=True)
+class VFAGANConfig:
+    """Section 3.4 (Eq. 6-8, Figure 4) and Section 5 (Tables 2-6, Figure 15): VFA-GAN and
+    the AE / VAE / GAN baselines. The VFA part (encoder, Eq. 6) comes from the ``vfa``
+    section with the same profile, seed and dataset, so notebook 04 reuses notebook 03's
+    trained encoder when their settings agree.
+
+    Choices (see :mod:`fa_utils.vfa` and :mod:`fa_utils.baselines`):
+
+    * ``fake_source="reconstruction"``: G and D see G(r_hat) with r_hat the FA
+      reconstruction of the real batch (Eq. 7-8 as written); ``"prior"``: G(r) with r
+      decoded from z ~ N(0, I); ``"authors"``: G's adversarial term on reconstructions,
+      D's fakes from the prior (the authors' code). The perceptual term always compares
+      x with G(r_hat(x)).
+    * ``gen_kernel=3``: Section 4 says every convolution has k = 3; Table 11 says 7. The
+      paper's sizes (Tables 3-5) imply 3 for MNIST, CIFAR-10 and CelebA, Table 6 implies 7.
+    * ``vae_decoder="auto"``: the decoder / generator the paper's sizes imply: the mirrored
+      encoder (:class:`fa_utils.models.MirroredDecoder`) for MNIST, CIFAR-10 and CelebA,
+      Table 12's generator for STL-10. ``"table12"`` or ``"mirrored"`` force one.
+    * Optimisers: the paper's Adam lr 1e-5 at paper; at quick lr 2e-4, betas (0.5, 0.999)
+      for the adversarial parts (the usual DCGAN/LSGAN setting) and ``baseline_lr`` for the
+      AE and VAE.
+    """
+
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    device: str = "auto"
+    dataset: str = "mnist"
+    data_source: str = "auto"
+    data_root: str = "data"
+    download: bool = False
+    n_train: Optional[int] = None
+    n_test: int = 500
+    seeds: tuple = (0,)  # Table 2 trials (paper: three initialisations)
+    latent_dim: int = 128  # Z of the AE, VAE and GAN baselines
+    batch_size: int = 128
+    gen_width: int = 128  # Table 11's filters
+    gen_kernel: int = 3
+    perceptual_weight: float = 0.01  # lambda of Eq. 7 (Section 4)
+    fake_source: str = "reconstruction"
+    vae_decoder: str = "auto"
+    vfagan_epochs: int = 2  # G and D epochs on top of the trained VFA encoder
+    ae_epochs: int = 3  # AE and VAE
+    gan_epochs: int = 3  # the GAN baseline
+    gan_lr: float = 2e-4
+    baseline_lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    fid_samples: int = 2000  # generated images per model for the Frechet distance
+    fid_real: int = 4500  # reference images (training split)
+    recon_images: int = 100  # held-out images for Figure 15
+    gan_recon_steps: int = 100  # Adam steps of argmin_z ||x - G(z)||^2
+    gan_recon_lr: float = 0.05
+    time_repeats: int = 20  # interleaved timing rounds (fastest kept)
+    time_all_datasets: bool = False  # time Tables 4-6's models too (64x64 ones are slow on a CPU)
+    num_workers: int = 0
+    ckpt_every: int = 200
+
+    def __post_init__(self):
+        _check_positive("vfagan", self, ("gen_width", "gen_kernel", "vfagan_epochs", "ae_epochs",
+                                         "gan_epochs", "gan_lr", "baseline_lr", "fid_samples",
+                                         "fid_real", "recon_images", "gan_recon_steps",
+                                         "gan_recon_lr", "time_repeats"))
+        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                     for s in self.seeds):
+            raise ConfigError(f"vfagan parameter seeds must be a non-empty tuple of ints, "
+                              f"got {self.seeds!r}")
+        if self.perceptual_weight < 0:
+            raise ConfigError(f"vfagan parameter perceptual_weight must be >= 0, "
+                              f"got {self.perceptual_weight}")
+
+
+def _check_positive(section: str, cfg, names) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise ConfigError(f"{section} parameter {name} must be > 0, got {value}")
+
+
+SECTIONS.update(vfa=VFAConfig, vfagan=VFAGANConfig)
+CHOICES.update(beta_schedule=("fixed", "uniform"), rand_side=("mu", "mu+sigma"),
+               fake_source=("reconstruction", "prior", "authors"),
+               vae_decoder=("auto", "mirrored", "table12"))
+_PROFILE_VALUES.update(
+    vfa={
+        "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
+                      emphasis_scales=(1.0, 4.0), ckpt_every=50),
+        "quick": dict(),
+        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
+                      lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
+    },
+    vfagan={
+        "smoke": dict(n_train=64, n_test=64, batch_size=32, vfagan_epochs=1, ae_epochs=1,
+                      gan_epochs=1, fid_samples=200, fid_real=64, recon_images=16,
+                      gan_recon_steps=10, time_repeats=3, ckpt_every=50),
+        "quick": dict(),
+        "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
+                      vfagan_epochs=50, ae_epochs=50, gan_epochs=50, gan_lr=1e-5,
+                      baseline_lr=1e-5, beta1=0.9, fid_samples=10000, fid_real=10000,
+                      recon_images=1000, gan_recon_steps=500, time_all_datasets=True,
+                      num_workers=4, ckpt_every=1000),
+    },
+)
+
+
+# --------------------------------------------------------------------------------------
+# Section 3.5 and Appendix A: local FA and the convergence analysis (notebooks 05 and 06)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalFAConfig:
+    """Section 3.5 (Algorithms 2-3, Figure 16): local feature alignment, and the memory it
+    saves against global FA (see :mod:`fa_utils.local`).
+
+    Choices: arcsinh after every layer but ``Linear(Z)``; the inner problem is posed on each
+    layer's linear operator and reconstruction applies sinh after each arcsinh
+    (``align_activation=False``, Algorithm 3 read literally; ``True`` aligns through the
+    arcsinh and applies no sinh); r_0 = 0 and one step (authors' code); the Eq. 9 clamp on
+    (``clamp_weights``); orthogonal init rescaled to operator norm 1 per layer
+    (``spectral_init``, see :func:`fa_utils.local.make_local_net`); Adam lr 1e-3, betas
+    (0.5, 0.999) at quick (4e-3 diverged on MNIST), the paper's lr 1e-5 at paper.
+    ``datasets`` are trained and shown (Figure 16); ``memory_datasets`` are measured on
+    random inputs at ``memory_batch`` (the paper's batch is 128).
+    """
+
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    device: str = "auto"
+    datasets: tuple = ("mnist",)
+    data_source: str = "auto"
+    data_root: str = "data"
+    download: bool = False
+    n_train: Optional[int] = None
+    n_test: int = 500
+    latent_dim: int = 128
+    batch_size: int = 128
+    epochs: int = 2
+    lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    T: int = 1  # inner steps per layer in training
+    tau: float = 1.0
+    recon_T: int = 1  # inner steps per layer in Algorithm 3
+    recon_tau: float = 1.0
+    r_init: str = "zeros"
+    clamp_weights: bool = True  # Eq. 9, |w| <= sqrt(2), after every layer update
+    align_activation: bool = False
+    spectral_init: bool = True  # orthogonal init scaled to operator norm 1 per layer
+    memory_datasets: tuple = DATASET_NAMES
+    memory_batch: int = 128
+    memory_repeats: int = 1  # timed steps per method and architecture (median)
+    num_workers: int = 0
+    ckpt_every: int = 200
+
+    def __post_init__(self):
+        for name in ("datasets", "memory_datasets"):
+            value = getattr(self, name)
+            bad = [d for d in value if d not in DATASET_NAMES]
+            if not value or bad:
+                raise ConfigError(f"local parameter {name} must be a non-empty tuple of "
+                                  f"{list(DATASET_NAMES)}, got {value!r}")
+        for name in ("recon_T", "memory_batch", "memory_repeats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"local parameter {name} must be >= 1, got {getattr(self, name)}")
+        if not self.recon_tau > 0:
+            raise ConfigError(f"local parameter recon_tau must be > 0, got {self.recon_tau}")
+
+
+@dataclass(frozen=True)
+class AppendixConfig:
+    """Appendix A (Sections 7.1-7.2; see :mod:`fa_utils.appendix`): the one-weight
+    recursion (Eq. 13) against its closed form (Eq. 18), FA on a linear layer driving W^T
+    towards the pseudo-inverse, and what the sqrt(2) clamp (Eq. 9) changes.
+
+    ``one_weight_x``: the input recovered, so the target is a = w x and the limit a / w = x.
+    ``linear_in`` x ``linear_in`` is the square layer, ``linear_out`` < ``linear_in`` the
+    layer with fewer outputs; ``linear_tolerance`` bounds the final RMS distances.
+    """
+
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    device: str = "auto"
+    one_weight_ws: tuple = (0.3, 0.7, 1.0, 1.3, 1.4, 1.45, 1.6)
+    one_weight_x: float = 1.0
+    one_weight_r0: float = -0.5
+    one_weight_steps: int = 40
+    linear_in: int = 32
+    linear_out: int = 12
+    linear_batch: int = 256
+    linear_steps: int = 800
+    linear_lr: float = 1e-2  # Adam, decayed linearly to 0
+    linear_tolerance: float = 0.01
+    clamp_w0: float = 1.6
+    clamp_dim: int = 8  # diagonal layer of this size, weights from clamp_w0 down to 0.4
+    clamp_T: int = 4  # inner steps in training and in the inference check
+    clamp_lr: float = 0.01
+    clamp_steps: int = 200
+
+    def __post_init__(self):
+        for name in ("one_weight_steps", "linear_in", "linear_out", "linear_batch",
+                     "linear_steps", "clamp_dim", "clamp_T", "clamp_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"appendix parameter {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("linear_lr", "linear_tolerance", "clamp_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"appendix parameter {name} must be > 0, got {getattr(self, name)}")
+        if self.linear_out >= self.linear_in:
+            raise ConfigError(f"appendix parameter linear_out ({self.linear_out}) must be "
+                              f"smaller than linear_in ({self.linear_in})")
+        if not self.one_weight_ws:
+            raise ConfigError("appendix parameter one_weight_ws must not be empty")
+
+
+SECTIONS.update(local=LocalFAConfig, appendix=AppendixConfig)
+_PROFILE_VALUES.update(
+    local={
+        "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
+                      memory_datasets=("mnist",), ckpt_every=50),
+        "quick": dict(),
+        "paper": dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
+                      n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
+                      memory_repeats=5, num_workers=4, ckpt_every=1000),
+    },
+    appendix={
+        "smoke": dict(linear_steps=300, clamp_steps=100),
+        "quick": dict(),
+        "paper": dict(linear_in=64, linear_out=24, linear_steps=2000),
+    },
+)

@@ -1,0 +1,706 @@
+"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16) and the memory it saves.
+
+The network (:class:`LocalFANet`) has each dataset's encoder shape (Tables 7-9): the conv
+pairs, ``Linear(hidden)`` and ``Linear(Z)``, with arcsinh instead of LeakyReLU after every
+layer but the last (``Linear(Z)`` has no activation, as in the tables). Each layer is a
+:class:`LocalBlock`: a linear operator ``op`` (Conv2d, or Flatten + Linear) followed by an
+optional arcsinh.
+
+Training (Algorithm 2), for every layer l of one batch, from the first to the last:
+
+    x_l      = the layer's input, detached from the layers below
+    a_l      = op_l(x_l)                                   (the target, with its graph)
+    r_hat_l  = r_0 - tau * d/dr 1/2 ||a_l - op_l(r)||^2     (T steps, :func:`fa.align`)
+    C_l      = ||x_l - r_hat_l||^2                          -> Adam on theta_l only
+    x_{l+1}  = arcsinh(a_l).detach()                        (Algorithm 2, line 14)
+
+Reconstruction (Algorithm 3), from the latent down: h = z; for each layer from the last,
+a = sinh(h) where the layer has an arcsinh, then T inner steps of the same problem on
+``op_l`` give the estimate of x_l.
+
+Ambiguity (documented choice, ``align_activation``): Algorithm 3 inverts the non-linearity
+analytically ("if layer = non-linear function f then r = f^-1(r)"), which is consistent
+only if the inner problem is posed on the linear operator. Our default therefore aligns
+``op_l`` (``align_activation=False``) and applies sinh at reconstruction. The other
+consistent reading (``align_activation=True``) poses the inner problem on arcsinh(op_l(.))
+in training *and* in reconstruction and then applies no sinh (applying both would invert
+the arcsinh twice). With the default, r_0 = 0 and one step, r_hat_l = W_l^T W_l x_l: each
+layer is a tied-weight linear autoencoder and the bias cancels out of the inner step (its
+gradient is zero up to rounding), so the default network has no biases (see
+:class:`LocalFANet`).
+
+Memory (the paper's claim, never measured there): :class:`SavedTensorMeter` counts the
+bytes autograd saves for backward through ``torch.autograd.graph.saved_tensors_hooks``
+(works on a CPU); :func:`measure_step_memory` runs one global FA step
+(:func:`fa_utils.train.fa_step` on :func:`fa_utils.models.make_encoder`) or one local FA
+step under it, plus ``torch.cuda.max_memory_allocated`` when a GPU is used.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import fa
+from .models import Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_
+
+SQRT2 = math.sqrt(2.0)
+#: Stored in local-FA checkpoints; bumped when :class:`LocalFANet`'s layout changes, so that
+#: an old checkpoint is refused with a clear message instead of a state_dict error.
+LOCAL_NET_FORMAT = 2
+
+
+# --------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------
+
+
+class LocalBlock(nn.Module):
+    """One layer of local FA: ``op`` (Conv2d, or Flatten + Linear) then arcsinh if
+    ``activation``. forward: x_l -> x_{l+1} = arcsinh(op(x_l)) (or op(x_l))."""
+
+    def __init__(self, op: nn.Module, activation: bool):
+        super().__init__()
+        self.op = op
+        self.activation = bool(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.op(x)
+        return torch.asinh(a) if self.activation else a
+
+    def inverse_activation(self, h: torch.Tensor) -> torch.Tensor:
+        """sinh(h) after an arcsinh layer, else h (Algorithm 3, lines 12-14)."""
+        return torch.sinh(h) if self.activation else h
+
+    def extra_repr(self) -> str:
+        return f"activation={'asinh' if self.activation else 'none'}"
+
+
+class LocalFANet(nn.Module):
+    """Tables 7-9's encoder with arcsinh activations, as a list of :class:`LocalBlock`.
+
+    Layers: for each width w of the architecture, Conv2d(w, 3, 1, 1) and Conv2d(w, 3, 2, 1),
+    each + arcsinh; then Flatten + Linear(hidden) + arcsinh; then Linear(Z), no activation.
+    forward: (B, C, H, W) -> (B, Z). ``input_shapes[l]`` is the per-example shape of x_l.
+
+    ``bias``: give every layer a bias. With the default inner problem on the linear
+    operator the bias cancels out of the inner step (r_1 = W^T (W x + b - b)), so its
+    gradient is zero analytically; in floating point it is rounding noise of either sign,
+    which Adam's normalisation turns into full-size random steps (measured: biases moving
+    by lr every step). Hence no biases by default; training uses ``bias=align_activation``.
+    """
+
+    def __init__(self, arch: Architecture, latent_dim: int = 128, bias: bool = False):
+        super().__init__()
+        self.arch = arch
+        self.latent_dim = int(latent_dim)
+        blocks: list[LocalBlock] = []
+        c = arch.channels
+        for w in arch.widths:
+            blocks.append(LocalBlock(nn.Conv2d(c, w, 3, 1, 1, bias=bias), True))
+            blocks.append(LocalBlock(nn.Conv2d(w, w, 3, 2, 1, bias=bias), True))
+            c = w
+        blocks.append(LocalBlock(nn.Sequential(nn.Flatten(),
+                                               nn.Linear(arch.flat_dim, arch.hidden, bias=bias)), True))
+        blocks.append(LocalBlock(nn.Linear(arch.hidden, self.latent_dim, bias=bias), False))
+        self.blocks = nn.ModuleList(blocks)
+        shapes = [(arch.channels, arch.size, arch.size)]
+        for w in arch.widths:
+            s = shapes[-1][1]
+            shapes += [(w, s, s), (w, (s + 1) // 2, (s + 1) // 2)]
+        shapes += [(arch.hidden,)]
+        self.input_shapes: list[tuple[int, ...]] = shapes  # input of block l, l = 0..L
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[x_0 = x, x_1, ..., x_{L+1} = z]: every layer's input and the latent, no graph."""
+        out = [x]
+        for block in self.blocks:
+            out.append(block(out[-1]))
+        return out
+
+
+def make_local_net(arch: str | Architecture, latent_dim: int = 128, *,
+                   spectral_init: bool = True, seed: int = 0, bias: bool = False) -> LocalFANet:
+    """The local-FA network of a dataset (or an :class:`Architecture`).
+
+    Orthogonal weights and zero biases (Section 4; arcsinh is smooth at 0, so zero biases
+    put no unit at a kink). With ``spectral_init`` each layer's weight is then divided by
+    the operator norm of its linear map (:func:`operator_norm`): an orthogonal 3x3 kernel
+    acts on an image with norm up to 3 (each pixel sits in 9 patches), so the inner
+    iteration r <- r + W^T (a - W r) would start outside its stable range ||W||^2 < 2
+    (the matrix form of Appendix 7.1's w^2 < 2), and the one-step reconstruction W^T W x
+    would be ~9x too large. Orthogonality of the kernel is kept; only its scale changes.
+    """
+    net = LocalFANet(architecture(arch) if isinstance(arch, str) else arch, latent_dim, bias)
+    init_orthogonal_(net, zero_bias=True)
+    if spectral_init:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for block, shape in zip(net.blocks, net.input_shapes):
+                norm = operator_norm(block.op, shape, generator=g)
+                for w in (m.weight for m in block.op.modules() if hasattr(m, "weight")):
+                    w.div_(norm)
+    return net
+
+
+def operator_norm(op: nn.Module, input_shape, iters: int = 30,
+                  generator: Optional[torch.Generator] = None) -> float:
+    """Largest singular value of the linear part of ``op`` (bias removed) on inputs of
+    ``input_shape`` (per example), by power iteration on W^T W. Shapes: (1, *input_shape).
+
+    Runs with one intra-op thread (a batch of one: on a busy 2-core CPU the second thread
+    made it ~10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _power_iteration(op, input_shape, iters, generator)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _power_iteration(op, input_shape, iters, generator) -> float:
+    p = next(op.parameters())
+    v = torch.randn((1, *input_shape), generator=generator).to(p.device, p.dtype)
+    lam = torch.tensor(0.0)
+    with torch.enable_grad():
+        zero = op(torch.zeros_like(v)).detach()
+        for _ in range(iters):
+            v = (v / v.norm()).requires_grad_(True)
+            (wtw_v,) = torch.autograd.grad(0.5 * (op(v) - zero).pow(2).sum(), v)
+            lam = wtw_v.norm()
+            v = wtw_v.detach()
+    return float(lam.sqrt())
+
+
+def make_optimizers(net: LocalFANet, lr: float, betas=(0.5, 0.999)) -> list[torch.optim.Adam]:
+    """One Adam per layer: a layer's update never touches another layer's state."""
+    return [torch.optim.Adam(b.parameters(), lr=lr, betas=betas) for b in net.blocks]
+
+
+# --------------------------------------------------------------------------------------
+# Algorithm 2: training
+# --------------------------------------------------------------------------------------
+
+
+def _inner(block: LocalBlock, align_activation: bool):
+    """The function whose inner problem is solved for ``block`` (see module docstring)."""
+    return block if align_activation else block.op
+
+
+def _linear_parts(op: nn.Module):
+    """(kind, module) of a block's linear operator: ("conv", Conv2d), ("linear", Linear) or
+    ("flat", Linear) for Flatten + Linear; None for anything else."""
+    if isinstance(op, nn.Conv2d) and op.padding_mode == "zeros" and not isinstance(op.padding, str):
+        return "conv", op
+    if isinstance(op, nn.Linear):
+        return "linear", op
+    if (isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[0], nn.Flatten)
+            and op[0].start_dim == 1 and isinstance(op[1], nn.Linear)):
+        return "flat", op[1]
+    return None
+
+
+def transposed_step(op: nn.Module, target: torch.Tensor, input_shape, *, tau: float = 1.0,
+                    create_graph: bool = True) -> torch.Tensor:
+    """One inner step of 1/2 ||target - op(r)||^2 from r_0 = 0, written as the transposed
+    operator: r_1 = tau * W^T (target - op(0)), with op(0) (the bias) on a batch of one.
+
+    The same maths as :func:`fa.align`'s first step from zeros (tested to fp32 rounding),
+    without the batch-B forward of op(0) and the zeros it would save for backward: the
+    analogue for one layer of :func:`fa_utils.fa.shared_start_step`, which global FA's
+    training step uses. Shapes: target (B, *out) -> (B, *input_shape).
+
+    Raises:
+        ValueError: ``op`` is not a Conv2d, Linear or Flatten + Linear.
+    """
+    parts = _linear_parts(op)
+    if parts is None:
+        raise ValueError(f"transposed_step needs a Conv2d, Linear or Flatten+Linear, got {op}")
+    kind, m = parts
+    with torch.set_grad_enabled(create_graph):
+        zero = torch.zeros((1, *input_shape), device=target.device, dtype=target.dtype)
+        g = target - op(zero)  # (B, *out): the residual at r_0 = 0, op(0) broadcast
+        if kind == "conv":
+            size = input_shape[-2:]
+            out_pad = [int(size[i]) - ((g.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
+                                       + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
+                       for i in range(2)]
+            r = torch.nn.functional.conv_transpose2d(g, m.weight, None, m.stride, m.padding,
+                                                     out_pad, m.groups, m.dilation)
+        else:
+            r = (g @ m.weight).reshape(g.shape[0], *input_shape)
+        r = tau * r
+    return r if create_graph else r.detach()
+
+
+def _use_transposed(op: nn.Module, T: int, r_init: str, align_activation: bool,
+                    shared_start: Optional[bool]) -> bool:
+    ok = T == 1 and r_init == "zeros" and not align_activation and _linear_parts(op) is not None
+    if shared_start and not ok:
+        raise ValueError("shared_start=True needs T=1, r_init='zeros', align_activation=False "
+                         "and a Conv2d / Linear layer")
+    return ok if shared_start is None else bool(shared_start)
+
+
+def _solve(block: LocalBlock, target: torch.Tensor, input_shape, *, T: int, tau: float,
+           r_init: str, align_activation: bool, generator: Optional[torch.Generator],
+           create_graph: bool, shared_start: Optional[bool]) -> torch.Tensor:
+    """The inner problem of one layer: :func:`transposed_step` when it applies, else
+    :func:`fa.align` from :func:`fa.init_r`'s start. (B, *out) -> (B, *input_shape)."""
+    if _use_transposed(block.op, T, r_init, align_activation, shared_start):
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        return transposed_step(block.op, target, input_shape, tau=tau, create_graph=create_graph)
+    r0 = fa.init_r((target.shape[0], *input_shape), r_init, generator=generator,
+                   device=target.device, dtype=target.dtype)
+    return fa.align(_inner(block, align_activation), target, r0, T=T, tau=tau,
+                    create_graph=create_graph).r
+
+
+def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
+                     r_init: str = "zeros", align_activation: bool = False,
+                     generator: Optional[torch.Generator] = None,
+                     shared_start: Optional[bool] = None):
+    """Algorithm 2, lines 2-12, for one layer: C_l = ||x_l - r_hat_l||^2.
+
+    Args:
+        block: layer l. x: (B, ...) its input, treated as a constant (detached here).
+        shared_start: ``None``: take the step with :func:`transposed_step` when it applies
+            (T = 1, r_0 = 0, ``align_activation=False``), else :func:`fa.align`; ``False``:
+            always :func:`fa.align`; ``True``: require the transposed step.
+
+    Returns:
+        (C_l scalar: per-example sum, batch mean, with a graph to ``block``'s parameters
+        only; x_{l+1} = block(x_l) detached; r_hat_l detached).
+    """
+    x = x.detach()
+    a = block.op(x)
+    x_next = (torch.asinh(a) if block.activation else a).detach()
+    target = block(x) if align_activation else a
+    r = _solve(block, target, x.shape[1:], T=T, tau=tau, r_init=r_init,
+               align_activation=align_activation, generator=generator, create_graph=True,
+               shared_start=shared_start)
+    return fa.reconstruction_loss(x, r), x_next, r.detach()
+
+
+def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
+                     clamp: Optional[float] = SQRT2, **kwargs) -> tuple[torch.Tensor, float]:
+    """One Adam step of layer l on C_l (then the Eq. 9 clamp of its weights if ``clamp``).
+
+    Everything built here (the layer's graph) is freed on return, before the next layer.
+
+    Returns:
+        (x_{l+1} detached, C_l as a float).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss, x_next, _ = local_layer_loss(block, x, **kwargs)
+    loss.backward()
+    optimizer.step()
+    if clamp is not None:
+        clamp_weights_(block, clamp)
+    return x_next, loss.item()
+
+
+def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: torch.Tensor, *,
+               clamp: Optional[float] = SQRT2, **kwargs) -> dict[str, float]:
+    """Algorithm 2 on one batch: every layer in turn, from the first to the last, each
+    updated by its own optimiser before the next layer runs (keyword arguments go to
+    :func:`local_layer_loss`).
+
+    Shapes: x (B, C, H, W). Returns ``{"c0": C_0, ..., "cL": C_L, "loss": mean over layers
+    of C_l / dim(x_l)}`` (C_l per example; ``loss`` per element, so that layers of
+    different sizes weigh alike in the log).
+    """
+    out: dict[str, float] = {}
+    per_elem = []
+    for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
+        n = x[0].numel()
+        x, c = local_layer_step(block, opt, x, clamp=clamp, **kwargs)
+        out[f"c{i}"] = c
+        per_elem.append(c / n)
+    out["loss"] = sum(per_elem) / len(per_elem)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Algorithm 3: reconstruction
+# --------------------------------------------------------------------------------------
+
+
+def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *, T: int = 1,
+                 tau: float = 1.0, r_init: str = "zeros", align_activation: bool = False,
+                 generator: Optional[torch.Generator] = None,
+                 shared_start: Optional[bool] = None) -> torch.Tensor:
+    """Estimate a layer's input from its output h (one layer of Algorithm 3, no graph).
+
+    ``align_activation=False``: T steps of 1/2 ||sinh(h) - op(r)||^2 (sinh only after an
+    arcsinh layer). ``True``: T steps of 1/2 ||h - block(r)||^2 and no sinh.
+    Shapes: h (B, *out) -> (B, *input_shape).
+    """
+    target = h if align_activation else block.inverse_activation(h)
+    return _solve(block, target.detach(), tuple(input_shape), T=T, tau=tau, r_init=r_init,
+                  align_activation=align_activation, generator=generator, create_graph=False,
+                  shared_start=shared_start)
+
+
+def local_reconstruct(net: LocalFANet, z: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Algorithm 3: from latents z (B, Z) down to images (B, C, H, W), layer by layer.
+
+    Keyword arguments go to :func:`invert_block` (T, tau, r_init, align_activation,
+    generator). No squashing: the result is the last inner iterate as it is.
+    """
+    h = z
+    for block, shape in zip(reversed(net.blocks), reversed(net.input_shapes)):
+        h = invert_block(block, h, shape, **kwargs)
+    return h
+
+
+def local_recover(net: LocalFANet, x: torch.Tensor, *, batch_size: int = 500, seed: int = 0,
+                  **kwargs) -> torch.Tensor:
+    """x -> z = net(x) -> Algorithm 3, in batches. (N, C, H, W) -> (N, C, H, W) on x's device."""
+    device = next(net.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for chunk in x.split(batch_size):
+        with torch.no_grad():
+            z = net(chunk.to(device))
+        out.append(local_reconstruct(net, z, generator=g, **kwargs).to(x.device))
+    return torch.cat(out)
+
+
+def layer_errors(net: LocalFANet, x: torch.Tensor, **kwargs) -> list[float]:
+    """Relative error ||r_l - x_l|| / ||x_l|| of inverting each layer alone from its *true*
+    output x_{l+1} (where information is lost). (N, C, H, W) -> L + 1 floats."""
+    device = next(net.parameters()).device
+    feats = net.features(x.to(device))
+    errs = []
+    for l, (block, shape) in enumerate(zip(net.blocks, net.input_shapes)):
+        r = invert_block(block, feats[l + 1], shape, **kwargs)
+        errs.append(float((r - feats[l]).norm() / feats[l].norm().clamp_min(1e-12)))
+    return errs
+
+
+# --------------------------------------------------------------------------------------
+# Training from a config (what notebook 05 calls)
+# --------------------------------------------------------------------------------------
+
+
+def data_config(cfg, dataset: str):
+    """The :class:`fa_utils.config.FAConfig` that loads ``dataset`` with ``cfg``'s data
+    settings (for :func:`fa_utils.experiments.load_image_data`): same sample split and seed
+    as notebook 02, so held-out images are the same."""
+    from .config import make_config
+    base = make_config("fa", cfg.profile, seed=cfg.seed, dataset=dataset,
+                       data_source=cfg.data_source, data_root=cfg.data_root,
+                       download=cfg.download, n_test=cfg.n_test)
+    return replace(base, n_train=cfg.n_train)
+
+
+def recon_kwargs(cfg) -> dict:
+    """Algorithm 3's settings from a :class:`fa_utils.config.LocalFAConfig`."""
+    return dict(T=cfg.recon_T, tau=cfg.recon_tau, r_init=cfg.r_init,
+                align_activation=cfg.align_activation)
+
+
+def train_local(cfg, data, dataset: str, *, progress: bool = True,
+                stop_after: Optional[int] = None):
+    """Train (or resume from ``runs/checkpoints/local-<dataset>-z<Z>-<profile>.pt``) a
+    local-FA network with Algorithm 2 on ``data.train``; held-out MSE of Algorithm 3 is
+    logged twice per epoch as ``test_mse``.
+
+    Returns:
+        (network in eval mode, :class:`fa_utils.train.History`).
+    """
+    from .config import to_dict
+    from .metrics import mse_per_pixel
+    from .outputs import checkpoint_path
+    from .train import fit, resolve_device, seeded_generator
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    net = make_local_net(dataset, cfg.latent_dim, spectral_init=cfg.spectral_init,
+                         seed=cfg.seed, bias=cfg.align_activation).to(device)
+    opts = make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
+    generator = seeded_generator(cfg.seed + 1)
+    step_fn = functools.partial(
+        local_step, net, opts, clamp=SQRT2 if cfg.clamp_weights else None, T=cfg.T,
+        tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
+        generator=generator if cfg.r_init != "zeros" else None)
+
+    def eval_fn() -> dict[str, float]:
+        x = data.test_x
+        return {"test_mse": mse_per_pixel(x, local_recover(net, x, seed=cfg.seed,
+                                                            **recon_kwargs(cfg)))}
+
+    run_config = dict(to_dict(cfg), dataset=dataset, bias=cfg.align_activation,
+                      network=LOCAL_NET_FORMAT)
+    for k in ("datasets", "memory_datasets", "memory_batch", "memory_repeats", "recon_T",
+              "recon_tau"):
+        run_config.pop(k, None)  # evaluation-only settings do not change the trained net
+    history = fit(step_fn, modules={"net": net},
+                  optimizers={f"adam{i}": o for i, o in enumerate(opts)},
+                  dataset=data.train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                  seed=cfg.seed, config=run_config, generator=generator, device=device,
+                  checkpoint=checkpoint_path(f"local-{dataset}-z{cfg.latent_dim}", cfg.profile),
+                  ckpt_every=cfg.ckpt_every, eval_fn=eval_fn,
+                  eval_every=max(1, len(data.train) // cfg.batch_size // 2), stop_after=stop_after,
+                  num_workers=cfg.num_workers, desc=f"local FA {dataset}", progress=progress)
+    net.eval()
+    return net, history
+
+
+def global_fa_mse(dataset: str, profile: str, x: torch.Tensor,
+                  latent_dim: int = 128) -> Optional[float]:
+    """Held-out MSE of notebook 02's global FA encoder if its checkpoint exists, else None.
+
+    Reads ``runs/checkpoints/fa-<dataset>-z<Z>-<profile>.pt`` and recovers x with the
+    inner-problem settings stored in it. Nothing is trained here.
+    """
+    from .experiments import recover
+    from .metrics import mse_per_pixel
+    from .outputs import checkpoint_path
+    from .train import load_checkpoint
+
+    path = checkpoint_path(f"fa-{dataset}-z{latent_dim}", profile)
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path)
+    c = ckpt["config"]
+    enc = Encoder(architecture(dataset), {"z": latent_dim})  # weights come from the file
+    enc.load_state_dict(ckpt["modules"]["encoder"])
+    enc.eval()
+    x_hat = recover(enc, x, T=c["T"], tau=c["tau"], r_init=c["r_init"], squash=c["squash"],
+                    seed=c["seed"])
+    return mse_per_pixel(x, x_hat)
+
+
+# --------------------------------------------------------------------------------------
+# Memory: bytes saved for backward, CUDA peaks, step times
+# --------------------------------------------------------------------------------------
+
+
+class _Packed:
+    """What the pack hook stores instead of a tensor; its death marks the tensor's release."""
+
+    __slots__ = ("tensor", "meter", "key", "__weakref__")
+
+    def __init__(self, tensor, meter, key):
+        self.tensor, self.meter, self.key = tensor, meter, key
+
+    def __del__(self):
+        if self.key is not None:
+            self.meter._release(self.key)
+
+
+class SavedTensorMeter:
+    """Count what autograd saves for backward while the context is active.
+
+    ``total_bytes``: the bytes of every tensor packed (numel * element size), summed over
+    the context (a tensor saved twice counts twice; parameters count). ``peak_bytes``: the
+    peak of *live* saved storage: each storage counted once while any saved reference to
+    it is alive, parameters (``exclude``) not counted. A graph freed by ``backward`` (or by
+    going out of scope) releases its saved tensors, so for local FA this is the peak over
+    layers, and for global FA the whole graph. ``count``: number of tensors packed.
+    """
+
+    def __init__(self, exclude: Sequence[torch.Tensor] = ()):
+        self.excluded = {p.untyped_storage().data_ptr() for p in exclude}
+        self.total_bytes = 0
+        self.count = 0
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self._live: dict[int, list[int]] = {}  # storage ptr -> [nbytes, references]
+        self._ctx = None
+
+    def _pack(self, t: torch.Tensor):
+        self.total_bytes += t.numel() * t.element_size()
+        self.count += 1
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in self.excluded or storage.nbytes() == 0:
+            return _Packed(t, self, None)
+        entry = self._live.get(ptr)
+        if entry is None:
+            self._live[ptr] = [storage.nbytes(), 1]
+            self.live_bytes += storage.nbytes()
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        else:
+            entry[1] += 1
+        return _Packed(t, self, ptr)
+
+    def _release(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live_bytes -= entry[0]
+            del self._live[ptr]
+
+    @staticmethod
+    def _unpack(p: _Packed) -> torch.Tensor:
+        return p.tensor
+
+    def __enter__(self) -> "SavedTensorMeter":
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+        self._ctx = None
+
+
+@dataclass
+class StepMemory:
+    """One method's training step on one architecture (:func:`measure_step_memory`).
+
+    Bytes are per step at ``batch``; ``cuda_*`` are None without a GPU.
+    """
+
+    dataset: str
+    method: str  # "global" or "local"
+    batch: int
+    saved_total_bytes: int
+    saved_peak_bytes: int
+    n_saved: int
+    step_time_s: float
+    cuda_peak_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during the step
+    cuda_step_bytes: Optional[int] = None  # the same minus what was allocated before it
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _shared(shared_start: Optional[bool]) -> dict:
+    return {} if shared_start is None else {"shared_start": shared_start}
+
+
+def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int = 128,
+                        latent_dim: int = 128, repeats: int = 1, device="cpu", seed: int = 0,
+                        T: int = 1, name: Optional[str] = None,
+                        shared_start: Optional[bool] = None) -> StepMemory:
+    """Measure one training step of global FA or local FA on random inputs.
+
+    ``global``: :func:`fa_utils.train.fa_step` (Algorithm 1, T inner steps, double
+    backward) on the network of ``make_encoder(dataset, {"z": latent_dim})``. ``local``:
+    :func:`local_step` (Algorithm 2) on :class:`LocalFANet`. Both: r_0 = 0, tau = 1, Adam,
+    Eq. 9 clamp, PyTorch's default init (values do not change what is saved).
+    ``shared_start``: ``None`` measures each method's training path (both take their first
+    inner step from r_0 = 0 without a batch of zeros: :func:`fa_utils.fa.shared_start_step`
+    and :func:`transposed_step`); ``False`` forces both through :func:`fa_utils.fa.align`.
+    The saved-tensor counts come from the first measured step; ``step_time_s`` is the
+    median over ``repeats`` steps. On CUDA one unmeasured warm-up step first allocates the
+    optimiser state, so ``cuda_step_bytes`` is what the step itself needs on top of the
+    resident weights, gradients and Adam moments.
+
+    Raises:
+        ValueError: unknown method.
+    """
+    device = torch.device(device)
+    arch = architecture(dataset) if isinstance(dataset, str) else dataset
+    name = name or (dataset if isinstance(dataset, str) else "custom")
+    torch.manual_seed(seed)
+    x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)
+    # PyTorch's default initialisation: what is saved (and the time a step takes) does not
+    # depend on the weights' values, and the orthogonal init's QR of the 4096-wide layers
+    # would cost more than the step itself on a CPU
+    if method == "global":
+        from .train import fa_step
+        model = Encoder(arch, {"z": latent_dim}).to(device)  # = models.make_encoder's network
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
+        step = functools.partial(fa_step, model, opt, x, T=T, **_shared(shared_start))
+    elif method == "local":
+        model = LocalFANet(arch, latent_dim, bias=False).to(device)  # the training default
+        opts = make_optimizers(model, 1e-4)
+        step = functools.partial(local_step, model, opts, x, T=T, shared_start=shared_start)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose 'global' or 'local'")
+    cuda = device.type == "cuda"
+    if cuda:
+        step()  # warm-up: Adam state, cuDNN plans
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) if cuda else None
+    meter = SavedTensorMeter(exclude=list(model.parameters()))
+    times = []
+    for i in range(max(1, repeats)):
+        _sync(device)
+        t0 = time.perf_counter()
+        if i == 0:
+            with meter:
+                step()
+        else:
+            step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    return StepMemory(dataset=name, method=method, batch=batch,
+                      saved_total_bytes=meter.total_bytes, saved_peak_bytes=meter.peak_bytes,
+                      n_saved=meter.count, step_time_s=statistics.median(times),
+                      cuda_peak_bytes=peak, cuda_step_bytes=None if peak is None else peak - before)
+
+
+def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int = 128,
+                   repeats: int = 1, device="cpu", dedupe: bool = True,
+                   ) -> list[tuple[str, StepMemory, StepMemory]]:
+    """Global vs local FA step memory for each dataset's architecture.
+
+    With ``dedupe``, datasets sharing an architecture (CelebA and STL-10, Table 9) are
+    measured once and reported under the joined name, e.g. ``"celeba / stl10"``.
+
+    Returns:
+        [(label, global StepMemory, local StepMemory)] in the order of ``datasets``.
+    """
+    groups: dict[Architecture, list[str]] = {}
+    for d in datasets:
+        arch = architecture(d)
+        key = arch if dedupe else (arch, d)
+        groups.setdefault(key, []).append(d)
+    out = []
+    for key, names in groups.items():
+        label = " / ".join(names)
+        arch = architecture(names[0])
+        g = measure_step_memory(arch, "global", batch=batch, latent_dim=latent_dim,
+                                repeats=repeats, device=device, name=label)
+        l = measure_step_memory(arch, "local", batch=batch, latent_dim=latent_dim,
+                                repeats=repeats, device=device, name=label)
+        out.append((label, g, l))
+    return out
+
+
+def memory_rows(results) -> list[tuple]:
+    """Rows for ``results/local_vs_global_memory.md`` from :func:`compare_memory`."""
+    mb = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
+    ratio = lambda a, b: None if a is None or b is None or b == 0 else a / b  # noqa: E731
+    rows = []
+    for label, g, l in results:
+        rows.append((label, g.batch, mb(g.saved_total_bytes), mb(l.saved_total_bytes),
+                     mb(g.saved_peak_bytes), mb(l.saved_peak_bytes),
+                     ratio(l.saved_peak_bytes, g.saved_peak_bytes),
+                     mb(g.cuda_step_bytes), mb(l.cuda_step_bytes),
+                     ratio(l.cuda_step_bytes, g.cuda_step_bytes),
+                     g.step_time_s, l.step_time_s,
+                     "not reported (Sec. 3.5/6 claim 'less memory', no number)"))
+    return rows
+
+
+MEMORY_COLUMNS = [
+    "architecture", "batch", "global: saved, sum over step (MiB)", "local: saved, sum (MiB)",
+    "global: peak live saved (MiB)", "local: peak live saved (MiB)", "ratio local/global (peak saved)",
+    "global: CUDA step peak (MiB)", "local: CUDA step peak (MiB)", "ratio local/global (CUDA)",
+    "global step (s)", "local step (s)", "paper"]
