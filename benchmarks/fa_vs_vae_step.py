@@ -1,5 +1,6 @@
 """One FA training step of an encoder against one VAE step of the same encoder with a
-mirrored decoder, batch 128, measured in the same run (interleaved, medians).
+mirrored decoder, batch 128, measured in the same run (interleaved, medians). The full
+suite (all architectures, scaling, memory, FLOPs) is ``python -m benchmarks.run``.
 
     python benchmarks/fa_vs_vae_step.py [--dataset mnist] [--batch 128] [--repeats 10]
 

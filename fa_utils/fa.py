@@ -16,6 +16,18 @@ Two reductions matter (METHOD.md section 1):
 With ``create_graph=True`` the inner gradient stays in the autograd graph, so C reaches the
 encoder's parameters through dL/dr (a double backward). Training, sampling, the notebooks
 and the tests all call :func:`align`.
+
+Speed (same results): with r_0 = 0, shared by the whole batch, :func:`reconstruct` and
+:func:`decode_latent` take the first inner step with :func:`shared_start_step`, which runs
+E(0) once on a batch of one and applies the transposed Jacobian to the B residuals layer by
+layer; T > 1 continues with :func:`align`'s loop. This removes the batch-B forward of
+E(r_0) and its backward: an FA training step drops from ~1.5x to ~1.0x the FLOPs of a VAE
+step of the same encoder (``benchmarks/run.py``). The result equals the textbook step
+within fp32 rounding (``tests/test_speed_equivalence.py``); ``shared_start=False`` forces
+the textbook path. Caveat, measured: coordinates whose exact gradient is zero (e.g. the
+head's bias, which shifts E(x) and E(r) alike) get round-off gradients of ~1e-8 instead of
+the textbook path's exact cancellation, and Adam with eps = 1e-8 turns those into steps of
+up to lr: such coordinates drift, without effect on the loss.
 """
 from __future__ import annotations
 
@@ -23,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 R_INITS = ("zeros", "uniform", "normal")
@@ -127,36 +140,207 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
     Raises:
         ValueError: T < 1, tau <= 0, unknown squash, or mismatched latent shapes.
     """
+    _check_inner_args(T, tau, squash)
+    energies: list[torch.Tensor] = []
+    trajectory: list[torch.Tensor] = []
+    r = _iterate(encode, z_target, r0.detach(), T=T, tau=tau, create_graph=create_graph,
+                 energies=energies if track_energy else None,
+                 trajectory=trajectory if track_trajectory else None)
+    return AlignResult(r=r, image=apply_squash(r, squash), energies=energies,
+                       trajectory=trajectory)
+
+
+def _check_inner_args(T: int, tau: float, squash: str) -> None:
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    apply_squash(r0[:0], squash)  # validate early
-    energies: list[torch.Tensor] = []
-    trajectory: list[torch.Tensor] = []
+    apply_squash(torch.zeros(0), squash)  # validate early
+
+
+def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor,
+             r: torch.Tensor, *, T: int, tau: float, create_graph: bool,
+             energies: Optional[list] = None, trajectory: Optional[list] = None) -> torch.Tensor:
+    """T steps of Eq. 2 from r (the body of :func:`align`).
+
+    ``r`` may carry a graph to the encoder (a first step already taken with
+    ``create_graph=True``); it is used as it is then, and detached otherwise.
+    """
     if not create_graph:
         z_target = z_target.detach()
     with torch.enable_grad():
-        r = r0.detach().requires_grad_(True)
+        if not create_graph or not r.requires_grad:
+            r = r.detach().requires_grad_(True)
         for _ in range(T):
-            if track_trajectory:
+            if trajectory is not None:
                 trajectory.append(r.detach().clone())
             energy = inner_energy(z_target, encode(r))
-            if track_energy:
+            if energies is not None:
                 energies.append(energy.detach())
             # sum over the batch: each r_i only sees its own term (never a mean)
             (grad,) = torch.autograd.grad(energy.sum(), r, create_graph=create_graph)
             r = r - tau * grad
             if not create_graph:
                 r = r.detach().requires_grad_(True)
-        if track_energy:
+        if energies is not None:
             energies.append(inner_energy(z_target, encode(r)).detach())
-    if track_trajectory:
+    if trajectory is not None:
         trajectory.append(r.detach().clone())
     if not create_graph:
         r = r.detach()
-    return AlignResult(r=r, image=apply_squash(r, squash), energies=energies,
-                       trajectory=trajectory)
+    return r
+
+
+# --------------------------------------------------------------------------------------
+# The first step from a start shared by the whole batch (r_0 = 0): a faster, equal path
+# --------------------------------------------------------------------------------------
+
+#: Layers the shared-start step knows how to transpose (piecewise-linear activations only).
+SHARED_START_LAYERS = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
+
+
+def _module_has_hooks(module: nn.Module) -> bool:
+    from torch.nn.modules import module as _m
+    if any(getattr(_m, name, None) for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+               or getattr(m, "_backward_pre_hooks", None) for m in module.modules())
+
+
+def supports_shared_start(encoder: nn.Module, head: str = "z") -> bool:
+    """Whether :func:`shared_start_step` can take the first inner step of ``encoder``.
+
+    True for a :class:`fa_utils.models.Encoder` (not a subclass with its own forward, not a
+    ``DistributedDataParallel`` wrapper: pass its ``.module``) whose trunk holds only
+    Conv2d (zero padding given as numbers), Linear, LeakyReLU, ReLU, Flatten(start_dim=1)
+    and Identity layers, with the head ``head``, and no module hooks.
+    """
+    from .models import Encoder
+    if not isinstance(encoder, Encoder) or type(encoder).forward is not Encoder.forward:
+        return False
+    if head not in encoder.heads or not isinstance(encoder.heads[head], nn.Linear):
+        return False
+    for m in encoder.trunk:
+        if not isinstance(m, SHARED_START_LAYERS):
+            return False
+        if isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            return False
+        if isinstance(m, nn.Flatten) and m.start_dim != 1:
+            return False
+    return not _module_has_hooks(encoder)
+
+
+def shared_start_step(encoder: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
+                      head: str = "z", tau: float = 1.0, create_graph: bool = True) -> torch.Tensor:
+    """One step of Eq. 2 from a start r_0 shared by every example (r_0 = 0 in training).
+
+    r_1 = r_0 - tau * J_E(r_0)^T (E(r_0) - z_target), with E(r_0) and the Jacobian's
+    activation pattern computed once, on a batch of one, and J^T applied to the B latent
+    residuals layer by layer (transposed convolutions and matrix products). This equals
+    :func:`align`'s first step (same maths; fp32 rounding differs, about 1e-6 relative) and
+    skips the batch-B forward of E(r_0) and, in training, its backward: the FA training
+    step then costs about as much as a VAE step (METHOD.md 1: from r_0 = 0 the step is the
+    transposed Jacobian of the encoder at the origin). Only piecewise-linear activations
+    are supported, whose derivative does not depend on the weights to first order.
+
+    Args:
+        encoder: an encoder for which :func:`supports_shared_start` holds.
+        z_target: (B, Z) latents; may carry a graph to the encoder (training).
+        r0: (1, C, H, W) the shared start (a constant).
+        create_graph: keep the step in the graph (training); ``False`` returns it detached.
+
+    Returns:
+        (B, C, H, W) r_1.
+
+    Raises:
+        ValueError: an unsupported encoder, or a latent shape that differs from E(r_0)'s.
+    """
+    if not supports_shared_start(encoder, head):
+        raise ValueError(f"shared_start_step does not support this encoder/head "
+                         f"({type(encoder).__name__}, head {head!r}); see supports_shared_start")
+    if r0.shape[0] != 1:
+        raise ValueError(f"r0 must be one shared start of shape (1, ...), got {tuple(r0.shape)}")
+    r0 = r0.detach()
+    if not create_graph:
+        z_target = z_target.detach()
+    with torch.set_grad_enabled(create_graph):
+        tape: list[tuple[str, object]] = []
+        h = r0
+        for m in encoder.trunk:
+            if isinstance(m, nn.Conv2d):
+                tape.append(("conv", (m, h.shape[-2:])))
+                h = m(h)
+            elif isinstance(m, nn.Linear):
+                tape.append(("linear", m))
+                h = m(h)
+            elif isinstance(m, (nn.LeakyReLU, nn.ReLU)):
+                slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else 0.0
+                with torch.no_grad():  # the derivative is piecewise constant: no gradient
+                    # PyTorch's convention at the kink (input exactly 0): the slope
+                    d = torch.where(h > 0, torch.ones((), dtype=h.dtype, device=h.device),
+                                    torch.full((), slope, dtype=h.dtype, device=h.device))
+                tape.append(("mask", d))
+                h = m(h)
+            elif isinstance(m, nn.Flatten):
+                tape.append(("shape", h.shape[1:]))
+                h = m(h)
+            # nn.Identity: nothing to record
+        head_layer = encoder.heads[head]
+        z_r = head_layer(h)
+        if z_target.shape[1:] != z_r.shape[1:]:
+            raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
+                             f"E(r) {tuple(z_r.shape)}")
+        g = z_r - z_target  # (B, Z): dL/dE(r) of L = 1/2 ||z - E(r)||^2, per example
+        g = g @ head_layer.weight
+        for kind, item in reversed(tape):
+            if kind == "linear":
+                g = g @ item.weight
+            elif kind == "mask":
+                g = g * item
+            elif kind == "shape":
+                g = g.reshape(g.shape[0], *item)
+            else:  # conv: the transpose of Conv2d(h) with respect to h
+                m, in_size = item
+                out_pad = [int(in_size[i]) - ((g.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
+                                              + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
+                           for i in range(2)]
+                g = F.conv_transpose2d(g, m.weight, None, m.stride, m.padding, out_pad,
+                                       m.groups, m.dilation)
+        r1 = r0 - tau * g
+    return r1 if create_graph else r1.detach()
+
+
+def _use_shared_start(shared_start: Optional[bool], encoder: nn.Module, head: str,
+                      r_init: str, kwargs: dict) -> bool:
+    if shared_start is False:
+        return False
+    ok = (r_init == "zeros" and not kwargs.get("track_energy")
+          and not kwargs.get("track_trajectory") and supports_shared_start(encoder, head))
+    if shared_start and not ok:
+        raise ValueError("shared_start=True needs r_init='zeros', no tracking and an encoder "
+                         "for which fa.supports_shared_start holds")
+    return ok
+
+
+def _solve(encoder: nn.Module, z: torch.Tensor, shape, *, head: str, T: int, tau: float,
+           r_init: str, squash: str, generator: Optional[torch.Generator], create_graph: bool,
+           shared_start: Optional[bool], kwargs: dict) -> AlignResult:
+    """The inner problem for latents z from :func:`init_r`'s start, by the shared-start
+    first step when it applies, else by :func:`align`."""
+    if _use_shared_start(shared_start, encoder, head, r_init, kwargs):
+        _check_inner_args(T, tau, squash)
+        r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
+        r = shared_start_step(encoder, z, r0, head=head, tau=tau, create_graph=create_graph)
+        if T > 1:
+            r = _iterate(head_encoder(encoder, head), z, r, T=T - 1, tau=tau,
+                         create_graph=create_graph)
+        return AlignResult(r=r, image=apply_squash(r, squash))
+    r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
+                dtype=z.dtype)
+    return align(head_encoder(encoder, head), z, r0, T=T, tau=tau, create_graph=create_graph,
+                 squash=squash, **kwargs)
 
 
 def head_encoder(encoder: nn.Module, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -185,37 +369,49 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
                 tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
                 generator: Optional[torch.Generator] = None,
-                create_graph: bool = False, **kwargs) -> AlignResult:
+                create_graph: bool = False, shared_start: Optional[bool] = None,
+                inner_encoder: Optional[nn.Module] = None, **kwargs) -> AlignResult:
     """Recover x from its latent alone: z_x = E(x)[head], then :func:`align` from r_0.
 
     Shapes: x (B, C, H, W) -> AlignResult with image (B, C, H, W). With
     ``create_graph=True`` this is the forward pass of the FA training loss.
     Extra keyword arguments go to :func:`align`.
+
+    Args:
+        shared_start: ``None`` (default): take the first inner step with
+            :func:`shared_start_step` when r_init is ``"zeros"``, nothing is tracked and the
+            encoder supports it (same result within fp32 rounding, faster); ``False``: always
+            :func:`align`; ``True``: require the shared-start path.
+        inner_encoder: the module that runs the inner problem E(r) (default ``encoder``);
+            e.g. the module inside a ``DistributedDataParallel`` wrapper, so that the
+            wrapper sees one forward (E(x)) per step.
     """
     encode = head_encoder(encoder, head)
+    _check_inner_args(T, tau, squash)
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         z_x = encode(x)
-    r0 = init_r(x.shape, r_init, generator=generator, device=x.device, dtype=x.dtype)
-    return align(encode, z_x, r0, T=T, tau=tau, create_graph=create_graph, squash=squash,
-                 **kwargs)
+    return _solve(encoder if inner_encoder is None else inner_encoder, z_x, x.shape[1:],
+                  head=head, T=T, tau=tau, r_init=r_init, squash=squash, generator=generator,
+                  create_graph=create_graph, shared_start=shared_start, kwargs=kwargs)
 
 
 def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: str = "z", T: int = 1,
                   tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
-                  generator: Optional[torch.Generator] = None, **kwargs) -> AlignResult:
+                  generator: Optional[torch.Generator] = None,
+                  shared_start: Optional[bool] = None, **kwargs) -> AlignResult:
     """The image whose latent is z, found by the inner optimisation (Figure 1, right).
 
     Args:
         z: (B, Z) latents (e.g. drawn from N(0, I) for sampling).
         shape: the image shape (C, H, W).
+        shared_start: as in :func:`reconstruct`.
 
     Returns:
         :class:`AlignResult` with image (B, C, H, W), detached.
     """
-    r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
-                dtype=z.dtype)
-    return align(head_encoder(encoder, head), z, r0, T=T, tau=tau, create_graph=False,
-                 squash=squash, **kwargs)
+    return _solve(encoder, z, tuple(shape), head=head, T=T, tau=tau, r_init=r_init,
+                  squash=squash, generator=generator, create_graph=False,
+                  shared_start=shared_start, kwargs=kwargs)
 
 
 def transposed_jacobian_decoder(encoder: nn.Module, z: torch.Tensor, shape, *,

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import fa
-from .models import clamp_weights_
+from .models import clamp_weights_, clampable_weights  # noqa: F401
 
 CHECKPOINT_FORMAT = 1
 
@@ -125,32 +125,107 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
             tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
-            generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: Optional[torch.Generator] = None, shared_start: Optional[bool] = None,
+            inner_encoder: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1's outer loss C = ||x - squash(r_T)||^2 (per-example sum, batch mean).
 
     Shapes: x (B, C, H, W) -> (scalar loss with a graph to the encoder, image (B, C, H, W)).
+
+    ``shared_start``: see :func:`fa_utils.fa.reconstruct` (default: the faster, equal
+    first step from r_0 = 0 when it applies). A ``DistributedDataParallel`` encoder runs
+    E(x) through the wrapper and the inner problem on its ``.module`` (one wrapper forward
+    per step) unless ``inner_encoder`` says otherwise.
     """
+    if inner_encoder is None and isinstance(encoder, nn.parallel.DistributedDataParallel):
+        inner_encoder = encoder.module
     result = fa.reconstruct(encoder, x, head=head, T=T, tau=tau, r_init=r_init, squash=squash,
-                            generator=generator, create_graph=True)
+                            generator=generator, create_graph=True, shared_start=shared_start,
+                            inner_encoder=inner_encoder)
     return fa.reconstruction_loss(x, result.image), result.image
+
+
+def clamp_weights_fast_(module: nn.Module | list, bound: float = math.sqrt(2)) -> None:
+    """Eq. 9's clamp of the Conv/Linear weights (as :func:`fa_utils.models.clamp_weights_`),
+    on a module or a precomputed list of weights: one ``torch._foreach`` pair on CUDA (two
+    launches for all weights), an in-place ``clamp_`` per weight elsewhere (one pass over
+    memory instead of two: measured 2x faster than foreach on a CPU)."""
+    weights = module if isinstance(module, (list, tuple)) else clampable_weights(module)
+    if not weights:
+        return
+    with torch.no_grad():
+        if weights[0].device.type == "cuda":
+            torch._foreach_clamp_min_(weights, -bound)
+            torch._foreach_clamp_max_(weights, bound)
+        else:
+            for w in weights:
+                w.clamp_(-bound, bound)
+
+
+def _step_values(loss: torch.Tensor, numel: int, sync: bool):
+    loss = loss.detach()
+    values = {"loss": loss, "mse": loss / numel}
+    if not sync:
+        return values
+    return dict(zip(values, torch.stack(list(values.values())).tolist()))  # one sync
 
 
 def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
             generator: Optional[torch.Generator] = None, weight_clamp: Optional[float] = math.sqrt(2),
+            sync: bool = True, autocast_dtype: Optional[torch.dtype] = None,
             **fa_kwargs) -> dict[str, float]:
     """One FA training step (Algorithm 1): loss, double backward, Adam, Eq. 9 clamp.
 
-    Returns ``{"loss": C, "mse": per-pixel mean squared error}`` as floats.
+    Returns ``{"loss": C, "mse": per-pixel mean squared error}`` as floats (one device
+    sync for both), or as 0-d tensors without any sync when ``sync=False``. The mse is
+    C / (C*H*W), the same number as ``(image - x).pow(2).mean()`` up to rounding.
+
+    ``autocast_dtype``: run the loss under ``torch.autocast`` with this dtype (e.g.
+    ``torch.bfloat16`` on a GPU). Off by default and unmeasured here (no GPU): the
+    second-order step in reduced precision is an option to measure, not a recommendation.
+    Other keyword arguments go to :func:`fa_loss` (head, T, tau, r_init, squash,
+    shared_start, inner_encoder).
     """
     optimizer.zero_grad(set_to_none=True)
-    loss, image = fa_loss(encoder, x, generator=generator, **fa_kwargs)
+    if autocast_dtype is None:
+        loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
+    else:
+        with torch.autocast(x.device.type, dtype=autocast_dtype):
+            loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
+        loss = loss.float()
     loss.backward()
     optimizer.step()
     if weight_clamp is not None:
-        clamp_weights_(encoder, weight_clamp)
-    with torch.no_grad():
-        mse = (image - x).pow(2).mean()
-    return {"loss": loss.detach().item(), "mse": mse.item()}
+        clamp_weights_fast_(encoder, weight_clamp)
+    return _step_values(loss, x[0].numel(), sync)
+
+
+def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
+              fused: Optional[bool] = None, device: torch.device | str | None = None,
+              **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with the fused implementation where this torch has it for the
+    parameters' device (CPU and CUDA in torch >= 2.4), else the default one.
+
+    Measured on the MNIST encoder (13.4 M parameters, 2 shared CPU cores, 2 threads):
+    fused 97 ms per step against 224 ms (for-loop) and 209 ms (foreach). Same update
+    within fp32 rounding.
+
+    Args:
+        fused: ``None``: fused when supported; ``True``/``False``: force.
+        device: the parameters' device (default: the first parameter's).
+    """
+    params = list(params)
+    if fused is None:
+        first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
+        dev = torch.device(device) if device is not None else first.device
+        fused = dev.type in ("cpu", "cuda") and all(
+            p.is_floating_point() for g in params
+            for p in (g["params"] if isinstance(g, dict) else [g]))
+    if fused:
+        try:
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, **kwargs)
+        except (RuntimeError, TypeError):  # an older torch without fused Adam on this device
+            pass
+    return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
 
 
 def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
@@ -210,9 +285,33 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's part of an epoch order: of each full global batch of ``batch_size``
+    indices, the ``rank``-th of ``world_size`` equal consecutive slices. The ranks' shards
+    of global batch k together are exactly single-process batch k.
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by ``world_size``.
+    """
+    if batch_size % world_size:
+        raise ValueError(f"the global batch size {batch_size} must be divisible by the "
+                         f"number of processes {world_size}")
+    local = batch_size // world_size
+    n_batches = len(order) // batch_size
+    return order[: n_batches * batch_size].view(n_batches, batch_size)[
+        :, rank * local:(rank + 1) * local].reshape(-1)
+
+
 def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers: int,
-             pin_memory: bool):
-    """Yield image batches (B, C, H, W) in ``order`` (full batches only)."""
+             pin_memory: bool, shard: Optional[tuple[int, int]] = None):
+    """Yield image batches (B, C, H, W) in ``order`` (full batches only).
+
+    ``shard=(rank, world_size)``: yield this rank's (B / world_size)-row slice of each
+    global batch (:func:`shard_order`).
+    """
+    if shard is not None and shard[1] > 1:
+        order = shard_order(order, batch_size, *shard)
+        batch_size //= shard[1]
     n_batches = len(order) // batch_size
     order = order[: n_batches * batch_size]
     if isinstance(dataset, TensorDataset):
@@ -242,6 +341,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         eval_fn: Optional[Callable[[], Mapping[str, float]]] = None, eval_every: Optional[int] = None,
         stop_after: Optional[int] = None, num_workers: int = 0, desc: str = "train",
         progress: bool = True, nan_hint: str = "Lower the learning rate or keep the weight clamp on.",
+        distributed: Optional[Any] = None,
         ) -> History:
     """Train for ``epochs`` epochs of full batches, resuming from ``checkpoint`` if it exists.
 
@@ -261,6 +361,15 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         stop_after: stop (after checkpointing) once this many total steps are done: a
             deliberate interruption, for tests and time-boxed sessions.
         progress: show a tqdm progress bar.
+        distributed: ``None`` (one process), or an object with ``rank`` and ``world_size``
+            (e.g. :class:`fa_utils.distributed.DistInfo`) inside an initialised
+            ``torch.distributed`` process group. Then ``batch_size`` is the *global* batch:
+            every rank gets its ``batch_size / world_size`` rows of each single-process
+            batch (:func:`shard_order`), the logged values are averaged over the ranks
+            (so the history and the NaN guard agree everywhere), the checkpoint is written by
+            rank 0 only (the others wait at a barrier) and read by every rank, and the
+            progress bar shows on rank 0. ``step_fn`` must average gradients (a DDP model).
+            ``eval_fn`` runs on every rank.
 
     Returns:
         The :class:`History` (also stored in the checkpoint).
@@ -272,6 +381,11 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     """
     from tqdm.auto import tqdm
 
+    rank, world = (0, 1) if distributed is None else (int(distributed.rank),
+                                                       int(distributed.world_size))
+    if world > 1 and batch_size % world:
+        raise ValueError(f"the global batch size {batch_size} must be divisible by the "
+                         f"number of processes {world}")
     n = len(dataset)
     steps_per_epoch = n // batch_size
     if steps_per_epoch < 1:
@@ -306,6 +420,9 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     def save() -> None:
         if checkpoint is None:
             return
+        if rank != 0:
+            _barrier(world)
+            return
         save_checkpoint(checkpoint, {
             "format": CHECKPOINT_FORMAT, "step": step, "config": config,
             "modules": {k: m.state_dict() for k, m in modules.items()},
@@ -313,6 +430,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": history.to_dict(),
         })
+        _barrier(world)
 
     def evaluate() -> None:
         if eval_fn is None:
@@ -325,7 +443,8 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         history.log("eval", step, values)
 
     end = total if stop_after is None else min(total, stop_after)
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress or rank != 0,
+               leave=False)
     last_saved = step
     for m in modules.values():
         m.train()
@@ -334,8 +453,11 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         while step < end:
             epoch, offset = divmod(step, steps_per_epoch)
             order = _epoch_order(n, seed, epoch)[offset * batch_size:]
-            for x in _batches(dataset, order, batch_size, num_workers, pin):
+            for x in _batches(dataset, order, batch_size, num_workers, pin,
+                              shard=(rank, world) if world > 1 else None):
                 values = step_fn(x.to(device, non_blocking=pin))
+                if world > 1:
+                    values = _mean_over_ranks(values, device)
                 _check_finite(values, step, nan_hint)
                 step += 1
                 history.log("train", step, values)
@@ -354,5 +476,25 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                                                   next(iter(history.eval.values()))[-1][0] != step):
         evaluate()
     if step != last_saved or (checkpoint is not None and not Path(checkpoint).exists()):
-        save()
+        save()  # the same decision on every rank (one shared file system)
     return history
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def _mean_over_ranks(values: Mapping[str, Any], device: torch.device) -> dict[str, float]:
+    """All-reduce the logged values (floats or 0-d tensors) to their mean over the ranks:
+    one collective, one sync."""
+    import torch.distributed as dist
+    names = list(values)
+    buf = torch.tensor([float(values[k]) for k in names], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        buf = buf.to(device)
+    dist.all_reduce(buf)
+    buf /= dist.get_world_size()
+    return dict(zip(names, buf.tolist()))

@@ -1,0 +1,1 @@
+"""Benchmarks of the FA step (``python -m benchmarks.run``); not part of the package."""

@@ -1,0 +1,163 @@
+"""The optimised FA step gives the results of a straightforward one.
+
+``train.fa_step`` takes the first inner step from r_0 = 0 with ``fa.shared_start_step``
+(E(0) on a batch of one, the transposed Jacobian applied layer by layer), clamps with a
+precomputed list and syncs once; ``train.make_adam`` picks the fused Adam. The reference
+below is Algorithm 1 written plainly in fp32: E(x), r_0 = 0, autograd.grad with
+create_graph, loss, backward, Adam, clamp.
+
+Tolerance: parameters after k steps within rtol 1e-5, atol 1e-6; gradients within 1e-5 of
+each tensor's largest entry. Adam's eps is 1e-3 in the parameter comparison: FA has exact
+null directions (a bias that shifts E(x) and E(r) alike) whose gradient is round-off,
+~1e-8, and differs between any two orders of summation; with eps = 1e-8 Adam turns it into
+lr-sized steps of those coordinates. The same optimiser runs on both sides.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fa_utils import fa, models, train
+
+ADAM = dict(lr=1e-3, betas=(0.5, 0.999), eps=1e-3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks: one thread is faster, and immune to the stalls of a parallel region
+    on a CPU shared with other jobs. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def small_encoder(seed=0, arch=models.Architecture(1, 12, (4, 8), 32), z=8):
+    torch.manual_seed(seed)
+    return models.init_orthogonal_(models.Encoder(arch, {"z": z}))
+
+
+def reference_step(enc, opt, x, *, T=1, tau=1.0, squash="none", bound=math.sqrt(2)):
+    """Algorithm 1, plainly: no shortcut, batch-B E(r_0), module walk for the clamp."""
+    opt.zero_grad()
+    z_x = enc(x)["z"]
+    r = torch.zeros_like(x).requires_grad_(True)
+    for _ in range(T):
+        energy = 0.5 * (z_x - enc(r)["z"]).pow(2).sum()
+        (g,) = torch.autograd.grad(energy, r, create_graph=True)
+        r = r - tau * g
+    image = torch.sigmoid(r) if squash == "sigmoid" else r
+    loss = (x - image).pow(2).flatten(1).sum(1).mean()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.clamp_(-bound, bound)
+    return loss.item()
+
+
+@pytest.mark.parametrize("T,squash,fused", [(1, "none", False), (1, "none", True),
+                                            (2, "sigmoid", False)])
+def test_parameters_after_k_steps_equal_the_reference(T, squash, fused):
+    x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    ref, fast = small_encoder(), small_encoder()
+    ref_opt = torch.optim.Adam(ref.parameters(), **ADAM)
+    fast_opt = train.make_adam(fast.parameters(), fused=fused, **ADAM)
+    assert fast_opt.defaults.get("fused") is (True if fused else None)
+    assert fa.supports_shared_start(fast)
+    for _ in range(4):
+        want = reference_step(ref, ref_opt, x, T=T, squash=squash)
+        got = train.fa_step(fast, fast_opt, x, T=T, squash=squash)
+        assert got["loss"] == pytest.approx(want, rel=1e-5)
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=RTOL, atol=ATOL, msg=name)
+    assert max(float((p - q).detach().abs().max()) for p, q in
+               zip(ref.parameters(), small_encoder().parameters())) > 1e-3  # it moved
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_gradients_equal_the_textbook_path_on_the_mnist_encoder(T):
+    torch.manual_seed(0)
+    enc = models.Encoder(models.architecture("mnist"), {"z": 32})  # Table 7, default init
+    x = torch.rand(8, 1, 28, 28)
+    grads = {}
+    for shared in (False, True):
+        enc.zero_grad(set_to_none=True)
+        loss, _ = train.fa_loss(enc, x, T=T, tau=0.5, shared_start=shared)
+        loss.backward()
+        grads[shared] = [p.grad.clone() for p in enc.parameters()]
+    overall = max(float(b.abs().max()) for b in grads[False])
+    for (name, _), a, b in zip(enc.named_parameters(), grads[True], grads[False]):
+        # 1e-5 of the tensor's largest entry; for a null direction (the head's bias, whose
+        # gradient is round-off) 1e-5 of the largest gradient overall
+        largest = float(b.abs().max())
+        scale = overall if largest < 1e-4 * overall else largest
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * scale, msg=name)
+
+
+def test_reconstruction_and_decoding_equal_align():
+    enc = small_encoder(z=6)
+    x = torch.rand(5, 1, 12, 12)
+    for T in (1, 3):
+        a = fa.reconstruct(enc, x, T=T, tau=0.7, squash="sigmoid", shared_start=True).image
+        b = fa.reconstruct(enc, x, T=T, tau=0.7, squash="sigmoid", shared_start=False).image
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        z = torch.randn(4, 6)
+        a = fa.decode_latent(enc, z, (1, 12, 12), T=T, shared_start=True)
+        b = fa.decode_latent(enc, z, (1, 12, 12), T=T, shared_start=False)
+        torch.testing.assert_close(a.r, b.r, rtol=1e-5, atol=1e-6)
+        assert not a.r.requires_grad
+
+
+def test_shared_start_is_used_only_where_it_is_exact():
+    enc = small_encoder()
+    assert fa.supports_shared_start(enc) and not fa.supports_shared_start(enc, "mu")
+
+    class Sub(models.Encoder):
+        def forward(self, x):
+            return {"z": super().forward(x)["z"] * 2}
+
+    sub = Sub(models.Architecture(1, 12, (4, 8), 32), {"z": 8})
+    assert not fa.supports_shared_start(sub)
+    handle = enc.trunk[0].register_forward_hook(lambda m, i, o: o)
+    assert not fa.supports_shared_start(enc)
+    handle.remove()
+    enc.trunk[1] = nn.Tanh()  # smooth activation: its derivative depends on the weights
+    assert not fa.supports_shared_start(enc)
+    x = torch.rand(3, 1, 12, 12)
+    with pytest.raises(ValueError, match="shared_start=True needs"):
+        fa.reconstruct(enc, x, shared_start=True)
+    with pytest.raises(ValueError, match="shared_start=True needs"):
+        fa.reconstruct(small_encoder(), x, r_init="uniform", shared_start=True)
+    fa.reconstruct(enc, x)  # falls back to align silently
+
+
+def test_step_values_sync_once_or_not_at_all():
+    enc = small_encoder()
+    opt = torch.optim.Adam(enc.parameters(), **ADAM)
+    x = torch.rand(4, 1, 12, 12)
+    lazy = train.fa_step(enc, opt, x, sync=False)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in lazy.values())
+    with torch.no_grad():
+        image = fa.reconstruct(enc, x).image
+    eager = train.fa_step(enc, opt, x)
+    assert all(isinstance(v, float) for v in eager.values())
+    assert eager["mse"] == pytest.approx(eager["loss"] / x[0].numel(), rel=1e-6)
+    assert eager["mse"] == pytest.approx(float((image - x).pow(2).mean()), rel=1e-5)
+
+
+def test_channels_last_encoder_gives_the_same_step():
+    x = torch.rand(8, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    arch = models.Architecture(3, 12, (4, 8), 32)
+    a, b = small_encoder(arch=arch), small_encoder(arch=arch).to(memory_format=torch.channels_last)
+    for enc, xx in ((a, x), (b, x.contiguous(memory_format=torch.channels_last))):
+        loss, _ = train.fa_loss(enc, xx)
+        loss.backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        scale = float(p.grad.abs().max())
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=1e-5 * scale + 1e-12, msg=name)
