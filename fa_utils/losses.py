@@ -20,3 +20,37 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype,
                       device=generator.device if generator is not None else mu.device)
     return mu + eps.to(mu.device) * (0.5 * logvar).exp()
+
+
+# --------------------------------------------------------------------------------------
+# VFA-GAN and GAN baseline (Section 3.4, Eq. 7-8): least squares, real +1, fake -1
+# --------------------------------------------------------------------------------------
+
+LSGAN_REAL = 1.0
+LSGAN_FAKE = -1.0
+
+
+def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 8: ||1 - D(x)||^2 + ||-1 - D(G(r))||^2 (Mao et al., labels +1 real, -1 fake).
+
+    Reduction: each term is the batch *mean* of the per-example squared error (D outputs
+    one number per example), and the two are added. Shapes: (B,), (B',) -> scalar.
+    """
+    return ((LSGAN_REAL - d_real).pow(2).mean()
+            + (LSGAN_FAKE - d_fake).pow(2).mean())
+
+
+def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 7's adversarial term ||1 - D(G(r))||^2, batch mean. (B,) -> scalar."""
+    return (LSGAN_REAL - d_fake).pow(2).mean()
+
+
+def perceptual_moments_loss(mu_x: torch.Tensor, var_x: torch.Tensor, mu_g: torch.Tensor,
+                            var_g: torch.Tensor) -> torch.Tensor:
+    """Eq. 7's perceptual term ||mu(x) - mu(G(r))||^2 + ||sigma^2(x) - sigma^2(G(r))||^2:
+    the encoder's mean and variance heads as "high-level features" (Section 3.4).
+
+    Reduction: per-example sum over latent dimensions, batch mean.
+    Shapes: four (B, Z) tensors -> scalar.
+    """
+    return ((mu_x - mu_g).pow(2).sum(1) + (var_x - var_g).pow(2).sum(1)).mean()

@@ -1,0 +1,177 @@
+"""The baselines of Section 5: autoencoder (AE), variational autoencoder (VAE), least-squares
+GAN, and GAN reconstruction by argmin_z ||x - G(z)||^2 (Section 4, Figure 15).
+
+Architectures (what the paper's sizes imply; see :func:`paper_decoder_kind`):
+
+* encoder: Tables 7-9 (:func:`fa_utils.models.make_encoder`), heads ``z`` (AE) or
+  ``mu``/``logvar`` (VAE);
+* decoder of the AE and VAE = generator of the GAN: the paper's parameter counts (Tables
+  3-5) equal exactly the encoder mirrored (:class:`fa_utils.models.MirroredDecoder`,
+  Linear(Z, hidden), Linear(hidden, flat), transposed convs) for MNIST, CIFAR-10 and
+  CelebA, and Table 12's generator (:class:`fa_utils.models.GANGenerator`) with Z = 512 for
+  STL-10 (Table 6); Table 12's caption describes the latter for every dataset. ``"auto"``
+  follows the sizes;
+* discriminator: Table 10 (:class:`fa_utils.models.Discriminator`), LSGAN losses
+  (:mod:`fa_utils.losses`).
+
+All losses are per-example sums over pixels / latent dimensions, averaged over the batch.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .losses import (kl_normal, lsgan_discriminator_loss, lsgan_generator_loss,
+                     reparameterise)
+from .models import (Architecture, Discriminator, GANGenerator, MirroredDecoder,
+                     architecture, init_orthogonal_)
+
+DECODERS = ("auto", "mirrored", "table12")
+
+#: The decoder kind whose parameter count equals the paper's VAE / GAN sizes (Tables 3-6).
+PAPER_DECODER = {"mnist": "mirrored", "cifar10": "mirrored", "celeba": "mirrored",
+                 "stl10": "table12"}
+
+
+def paper_decoder_kind(dataset: str, choice: str = "auto") -> str:
+    """``choice`` unless ``"auto"``, else the kind the paper's sizes imply for ``dataset``.
+
+    Raises:
+        ValueError: unknown choice or dataset.
+    """
+    if choice not in DECODERS:
+        raise ValueError(f"unknown decoder {choice!r}; choose one of {list(DECODERS)}")
+    if choice != "auto":
+        return choice
+    architecture(dataset)  # validates the name
+    return PAPER_DECODER[dataset]
+
+
+def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
+                 orthogonal: bool = True) -> nn.Module:
+    """The AE/VAE decoder = GAN generator for ``dataset``: (B, Z) -> (B, C, H, W) in [0, 1].
+
+    ``orthogonal``: Section 4's initialisation (the paper states it for the encoder and
+    the generator).
+    """
+    arch: Architecture = architecture(dataset)
+    kind = paper_decoder_kind(dataset, kind)
+    net = MirroredDecoder(arch, latent_dim) if kind == "mirrored" else GANGenerator(arch, latent_dim)
+    return init_orthogonal_(net) if orthogonal else net
+
+
+def make_discriminator(dataset: str) -> Discriminator:
+    """Table 10's discriminator for ``dataset`` (PyTorch's default init)."""
+    return Discriminator(architecture(dataset))
+
+
+def _rec(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return (x - x_hat).pow(2).flatten(1).sum(1)
+
+
+def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
+            x: torch.Tensor) -> dict[str, float]:
+    """One autoencoder step: ||x - D(E(x)[z])||^2 (per-example sum, batch mean), Adam.
+
+    Returns floats ``loss`` and ``mse`` (per pixel).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    rec = _rec(x, decoder(encoder(x)["z"]))
+    loss = rec.mean()
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "mse": loss.item() / x[0].numel()}
+
+
+def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
+             x: torch.Tensor, *, betas: torch.Tensor | float = 1.0,
+             generator: Optional[torch.Generator] = None) -> dict[str, float]:
+    """One VAE step: ||x - D(mu + eps sigma)||^2 + beta KL per example, batch mean, Adam.
+
+    ``betas``: a number, or (B,) per-example weights (Section 4's beta ~ U(0, 1), drawn by
+    the caller, e.g. :func:`fa_utils.vfa.draw_betas`). Generalises
+    :func:`fa_utils.train.vae_step` (fixed beta) to per-example weights.
+    Returns floats ``loss``, ``mse`` (per pixel) and ``kl``.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    out = encoder(x)
+    rec = _rec(x, decoder(reparameterise(out["mu"], out["logvar"], generator)))
+    kl = kl_normal(out["mu"], out["logvar"])
+    loss = (rec + betas * kl).mean()
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "mse": rec.detach().mean().item() / x[0].numel(),
+            "kl": kl.detach().mean().item()}
+
+
+def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
+             opt_d: torch.optim.Optimizer, x: torch.Tensor, latent_dim: int, *,
+             generator: Optional[torch.Generator] = None) -> dict[str, float]:
+    """One least-squares GAN step (real +1, fake -1): a D step then a G step on the same
+    z ~ N(0, I) batch. Returns floats ``loss_d`` and ``loss_g``."""
+    n = x.shape[0]
+    z = torch.randn(n, latent_dim, generator=generator,
+                    device=generator.device if generator is not None else x.device).to(x.device)
+    fake = generator_net(z)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake.detach()))
+    loss_d.backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    flags = [p.requires_grad for p in discriminator.parameters()]
+    discriminator.requires_grad_(False)
+    try:
+        loss_g = lsgan_generator_loss(discriminator(fake))
+        loss_g.backward()
+    finally:
+        for p, f in zip(discriminator.parameters(), flags):
+            p.requires_grad_(f)
+    opt_g.step()
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
+
+
+def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: int,
+                    steps: int = 100, lr: float = 0.05, z0: Optional[torch.Tensor] = None,
+                    seed: int = 0, batch_size: int = 256
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """GAN "reconstruction" (Section 4): z* = argmin_z ||x - G(z)||^2 by Adam on z.
+
+    Each example has its own z and its own term (the batch loss is their *sum*, so Adam's
+    per-coordinate steps do not depend on the batch). z starts at ``z0`` or N(0, I) drawn
+    with ``seed``; G is frozen (its parameters get no gradient) and left in its mode.
+
+    Shapes: x (N, C, H, W) -> (G(z*) (N, C, H, W), z* (N, Z), per-step mean of
+    ||x - G(z)||^2 per example (length steps + 1, the first before any step)).
+    """
+    device = next(generator_net.parameters()).device
+    g = torch.Generator().manual_seed(int(seed))
+    flags = [p.requires_grad for p in generator_net.parameters()]
+    generator_net.requires_grad_(False)
+    images, zs, curves = [], [], []
+    try:
+        for i, chunk in enumerate(x.split(batch_size)):
+            chunk = chunk.to(device)
+            start = (z0[i * batch_size:i * batch_size + len(chunk)] if z0 is not None
+                     else torch.randn(len(chunk), latent_dim, generator=g))
+            z = start.clone().to(device).requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=lr)
+            curve = []
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                per = _rec(chunk, generator_net(z))
+                curve.append(per.detach().mean().item())
+                per.sum().backward()
+                opt.step()
+            with torch.no_grad():
+                final = generator_net(z)
+            curve.append(_rec(chunk, final).mean().item())
+            curves.append(torch.tensor(curve) * len(chunk))
+            images.append(final.to(x.device))
+            zs.append(z.detach().to(x.device))
+    finally:
+        for p, f in zip(generator_net.parameters(), flags):
+            p.requires_grad_(f)
+    curve = (torch.stack(curves).sum(0) / len(x)).tolist()
+    return torch.cat(images), torch.cat(zs), curve

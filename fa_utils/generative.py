@@ -1,0 +1,717 @@
+"""What notebooks 03 (VFA) and 04 (VFA-GAN and the baselines) call: models trained from a
+validated config, samples, Frechet distances, reconstruction errors, sizes and timings.
+
+A thin composition of :mod:`fa_utils.vfa`, :mod:`fa_utils.baselines`, :mod:`fa_utils.fid`
+and :func:`fa_utils.train.fit`, in the manner of :mod:`fa_utils.experiments`.
+Checkpoints go to ``runs/checkpoints/<name>-<hash>-<profile>.pt``; the hash covers every
+setting that changes training (not the number of epochs, so more epochs resume), so
+notebook 04 reuses notebook 03's VFA encoder when their settings agree, and a changed
+setting trains afresh instead of refusing the old file.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import statistics as stats
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from . import baselines, config, fid, metrics, vfa
+from . import data as data_mod
+from .experiments import ImageData
+from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
+from .outputs import checkpoint_path
+from .train import History, fit, make_adam, resolve_device, seeded_generator
+
+# --------------------------------------------------------------------------------------
+# Labels through train.fit (its step function receives the first item of a batch only)
+# --------------------------------------------------------------------------------------
+
+
+class LabelPacked(Dataset):
+    """Items ``(packed, label)`` where ``packed`` is the image flattened with its label
+    appended as one more float: (C*H*W + 1,). :func:`fa_utils.train.fit` hands step
+    functions only the first item of a batch; :func:`unpack` splits it again."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        label = -1 if label is None else int(label)
+        return torch.cat([torch.as_tensor(image).flatten(), torch.tensor([float(label)])]), label
+
+
+def packed(train: Dataset) -> Dataset:
+    """``train`` with labels packed into the images (see :class:`LabelPacked`); an
+    in-memory TensorDataset stays one (fast path of :func:`fa_utils.train.fit`)."""
+    if isinstance(train, TensorDataset) and len(train.tensors) >= 2:
+        x, y = train.tensors[:2]
+        return TensorDataset(torch.cat([x.flatten(1), y.float().unsqueeze(1)], 1))
+    return LabelPacked(train)
+
+
+def unpack(batch: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C*H*W + 1) -> images (B, C, H, W), labels (B,) int64."""
+    return batch[:, :-1].reshape(-1, *shape), batch[:, -1].round().long()
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+
+
+def num_classes(dataset: str) -> int:
+    """Classes of a labeled dataset (MNIST, CIFAR-10: 10), 0 for unlabeled ones."""
+    return data_mod.dataset_info(dataset).num_classes or 0
+
+
+def labeled_train_images(data: ImageData, limit: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``limit`` training images and their labels (-1 where unlabeled):
+    ((N, C, H, W), (N,)), e.g. to train :func:`fa_utils.fid.train_feature_classifier`."""
+    if isinstance(data.train, TensorDataset) and len(data.train.tensors) >= 2:
+        x, y = data.train.tensors[:2]
+        return x[:limit], y[:limit]
+    return data_mod.as_tensors(data.train, limit=min(limit, len(data.train)))
+
+
+def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
+    """The method's settings of a VFA config (class head only for labeled datasets)."""
+    return vfa.VFASettings.from_config(cfg, num_classes(cfg.dataset))
+
+
+def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
+    """The ``vfa`` config whose encoder notebook 04 uses for trial ``seed``: the same
+    profile, dataset and data as ``gcfg``, everything else the ``vfa`` profile's (so it
+    matches notebook 03's defaults and reuses its checkpoint)."""
+    return config.make_config("vfa", gcfg.profile, seed=seed, device=gcfg.device,
+                              dataset=gcfg.dataset, data_source=gcfg.data_source,
+                              data_root=gcfg.data_root, download=gcfg.download,
+                              n_train=gcfg.n_train, n_test=gcfg.n_test)
+
+
+_NOT_TRAINING = {"profile", "device", "epochs", "num_workers", "ckpt_every", "emphasis_per_class",
+                 "emphasis_scales", "n_test"}
+_DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
+_METHOD_KEYS = {
+    "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
+                            "gan_lr", "beta1", "beta2"),
+    "ae": _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "beta1", "beta2"),
+    "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_lr", "beta1", "beta2"),
+}
+_METHOD_KEYS["vae"] = _METHOD_KEYS["ae"]
+
+
+def _run_config(cfg, method: str, **extra) -> dict[str, Any]:
+    """The settings that change what ``method`` learns (what a checkpoint must agree on).
+
+    A ``vfa`` config: every field but :data:`_NOT_TRAINING`. A ``vfagan`` config: the
+    method's fields, its data seed (``data_seed``: it shuffles the MNIST sample) and
+    ``extra`` (the trial seed, the encoder's settings)."""
+    values = config.to_dict(cfg)
+    if method == "vfa":
+        values = {k: v for k, v in values.items() if k not in _NOT_TRAINING}
+    else:
+        values = {k: values[k] for k in _METHOD_KEYS[method]}
+        values["data_seed"] = cfg.seed
+    values["method"] = method
+    values.update(extra)
+    return values
+
+
+def _checkpoint(name: str, run_config: dict, profile: str):
+    digest = hashlib.sha1(json.dumps(run_config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return checkpoint_path(f"{name}-{digest}", profile)
+
+
+def _adam(params, lr, b1, b2):
+    return make_adam(params, lr, (b1, b2))  # fused where available (same update, faster)
+
+
+# --------------------------------------------------------------------------------------
+# VFA (notebook 03) and its encoder in notebook 04
+# --------------------------------------------------------------------------------------
+
+
+def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
+              stop_after: Optional[int] = None) -> tuple[Encoder, History]:
+    """Train (or resume) a VFA encoder (Eq. 5; Eq. 6 with the uniform beta schedule).
+
+    Heads ``mu``, ``logvar`` (Z = ``cfg.latent_dim``) and, for a conditional VFA on a
+    labeled dataset, ``logits``; Adam(lr, (beta1, beta2)); Eq. 9 clamp after every step.
+    Logs ``test_mse`` (per pixel, reconstruction from the latent alone, clamped to [0, 1])
+    once per epoch.
+
+    Returns:
+        (encoder in eval mode, history).
+    """
+    settings = vfa_settings(cfg)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    run_config = _run_config(cfg, "vfa")
+    ckpt = _checkpoint(f"vfa-{cfg.dataset}", run_config, cfg.profile)
+    # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
+    encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
+                                   orthogonal=not ckpt.exists()).to(device)
+    opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
+    gen = seeded_generator(cfg.seed + 1)
+    shape = data.image_shape
+
+    def step(batch):
+        x, y = unpack(batch, shape)
+        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
+                            settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
+
+    def eval_fn():  # the image read off r: clamped to [0, 1]
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, vfa.reconstruct(
+            encoder, data.test_x.to(device), settings=settings).cpu().clamp(0, 1))}
+
+    history = fit(step, modules={"encoder": encoder}, optimizers={"adam": opt},
+                  dataset=packed(data.train), batch_size=cfg.batch_size, epochs=cfg.epochs,
+                  seed=cfg.seed, config=run_config, generator=gen, device=device,
+                  checkpoint=ckpt,
+                  ckpt_every=cfg.ckpt_every, eval_fn=eval_fn,
+                  eval_every=max(1, len(data.train) // cfg.batch_size), stop_after=stop_after,
+                  num_workers=cfg.num_workers, desc=f"VFA {cfg.dataset}", progress=progress,
+                  nan_hint=f"Lower lr (now {cfg.lr}); METHOD.md: keep lr <= 1e-4 with sigmoid.")
+    encoder.eval()
+    return encoder, history
+
+
+def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
+                         scales, classifier: nn.Module, *, per_class: int = 20,
+                         seed: int = 0) -> list[tuple[float, float, float]]:
+    """How the one-hot value s changes conditional samples (Figure 6b, quantified).
+
+    For every s: ``per_class`` prior draws z for each class k, decoded with s * onehot(k).
+    Returns rows (s, mean class-head score c(r)_k of the wanted class, accuracy of an
+    independent ``classifier`` at recognising k in the samples).
+    """
+    device = next(encoder.parameters()).device
+    g = seeded_generator(seed)
+    k = settings.num_classes
+    z = vfa.prior(per_class * k, latent_dim, g).to(device)
+    labels = torch.arange(k, device=device).repeat_interleave(per_class)
+    rows = []
+    for s in scales:
+        r = vfa.decode(encoder, z, shape, settings=settings, labels=labels, scale=float(s))
+        with torch.no_grad():
+            score = encoder(r)["logits"].gather(1, labels[:, None]).mean().item()
+            pred = classifier(r.clamp(0, 1).to(next(classifier.parameters()).device)).argmax(1)
+        rows.append((float(s), score, (pred.cpu() == labels.cpu()).float().mean().item()))
+    return rows
+
+
+def describe_emphasis(rows) -> str:
+    """One computed sentence on :func:`class_emphasis_stats` rows."""
+    lo, hi = rows[0], rows[-1]
+    trend = "rises" if hi[2] > lo[2] else "does not rise"
+    return (f"Classifier accuracy on the wanted class {trend} from {lo[2]:.2f} at one-hot value "
+            f"{lo[0]:g} to {hi[2]:.2f} at {hi[0]:g}; the class head's score c(r)_k goes from "
+            f"{lo[1]:.2f} to {hi[1]:.2f}.")
+
+
+def latent_pca(encoder: Encoder, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """mu(x) projected on its two principal axes: ((N, 2), fraction of variance they hold)."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        mu = torch.cat([encoder(c.to(device))["mu"].cpu() for c in x.split(500)])
+    centred = mu - mu.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ vh[:2].T, float((s[:2] ** 2).sum() / (s ** 2).sum())
+
+
+# --------------------------------------------------------------------------------------
+# VFA-GAN and the baselines (notebook 04)
+# --------------------------------------------------------------------------------------
+
+
+def make_refiner(gcfg: config.VFAGANConfig) -> FAGenerator:
+    """Table 11's generator G with ``gen_width`` filters and ``gen_kernel`` kernels, orthogonal
+    initialisation (Section 4: "the encoder and generator networks")."""
+    return init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels,
+                                        width=gcfg.gen_width, kernel=gcfg.gen_kernel))
+
+
+def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
+                 encoder: Encoder, *, seed: int, progress: bool = True
+                 ) -> tuple[nn.Module, nn.Module, History]:
+    """Train (or resume) G (Table 11) and D (Table 10) on top of a trained VFA encoder
+    (Eq. 7-8; the encoder is fixed: two-stage schedule, see :mod:`fa_utils.vfa`).
+
+    Returns:
+        (G in eval mode, D, history).
+    """
+    settings = vfa_settings(vcfg)
+    device = resolve_device(gcfg.device)
+    torch.manual_seed(seed + 100)
+    refiner = make_refiner(gcfg).to(device)
+    disc = baselines.make_discriminator(gcfg.dataset).to(device)
+    opt_g = _adam(refiner.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    gen = seeded_generator(seed + 101)
+    shape = data.image_shape
+    encoder.eval()
+
+    def step(batch):
+        x, y = unpack(batch, shape)
+        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
+                               y if settings.conditional else None, settings=settings,
+                               latent_dim=vcfg.latent_dim,
+                               perceptual_weight=gcfg.perceptual_weight,
+                               fake_source=gcfg.fake_source, generator=gen)
+
+    run_config = _run_config(gcfg, "vfagan", seed=seed, encoder=_run_config(vcfg, "vfa"))
+    history = fit(step, modules={"refiner": refiner, "discriminator": disc},
+                  optimizers={"g": opt_g, "d": opt_d}, dataset=packed(data.train),
+                  batch_size=gcfg.batch_size, epochs=gcfg.vfagan_epochs, seed=seed,
+                  config=run_config, generator=gen, device=device,
+                  checkpoint=_checkpoint(f"vfagan-{gcfg.dataset}", run_config, gcfg.profile),
+                  ckpt_every=gcfg.ckpt_every, num_workers=gcfg.num_workers,
+                  desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
+    refiner.eval()
+    return refiner, disc, history
+
+
+def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, seed: int,
+                      settings: Optional[vfa.VFASettings] = None, progress: bool = True
+                      ) -> tuple[Encoder, nn.Module, History]:
+    """Train (or resume) the AE (``kind="ae"``) or VAE (``"vae"``) baseline: encoder of
+    Tables 7-9, decoder :func:`fa_utils.baselines.make_decoder`, Adam(``baseline_lr``),
+    PyTorch's default initialisation (the orthogonal one belongs to FA's reversibility;
+    it also costs seconds of QR per 4096-wide layer on a CPU).
+    The VAE's KL weights follow ``settings`` (the VFA's beta schedule: the two differ
+    only in the decoder). Logs held-out ``test_mse`` once per epoch.
+    """
+    if kind not in ("ae", "vae"):
+        raise ValueError(f"kind must be 'ae' or 'vae', got {kind!r}")
+    settings = settings or vfa.VFASettings()
+    device = resolve_device(gcfg.device)
+    torch.manual_seed(seed + 200)
+    heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
+    encoder = Encoder(architecture(gcfg.dataset), heads).to(device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
+                                     orthogonal=False).to(device)
+    opt = _adam(list(encoder.parameters()) + list(decoder.parameters()), gcfg.baseline_lr,
+                gcfg.beta1, gcfg.beta2)
+    gen = seeded_generator(seed + 201)
+    head = "z" if kind == "ae" else "mu"
+
+    def step(x):
+        if kind == "ae":
+            return baselines.ae_step(encoder, decoder, opt, x)
+        betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
+        return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
+
+    def eval_fn():
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, autoencode(encoder, decoder, data.test_x, head))}
+
+    run_config = _run_config(gcfg, kind, seed=seed, beta=settings.beta,
+                             beta_schedule=settings.beta_schedule)
+    history = fit(step, modules={"encoder": encoder, "decoder": decoder}, optimizers={"adam": opt},
+                  dataset=data.train, batch_size=gcfg.batch_size, epochs=gcfg.ae_epochs, seed=seed,
+                  config=run_config, generator=gen, device=device,
+                  checkpoint=_checkpoint(f"{kind}-{gcfg.dataset}", run_config, gcfg.profile),
+                  ckpt_every=gcfg.ckpt_every, eval_fn=eval_fn,
+                  eval_every=max(1, len(data.train) // gcfg.batch_size),
+                  num_workers=gcfg.num_workers, desc=f"{kind.upper()} {gcfg.dataset}",
+                  progress=progress)
+    encoder.eval()
+    decoder.eval()
+    return encoder, decoder, history
+
+
+def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z",
+               batch_size: int = 500) -> torch.Tensor:
+    """D(E(x)[head]) in batches without a graph (the VAE uses its mean, head ``mu``)."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(batch_size)])
+
+
+def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
+              ) -> tuple[nn.Module, nn.Module, History]:
+    """Train (or resume) the least-squares GAN baseline: generator
+    :func:`fa_utils.baselines.make_decoder`, discriminator Table 10, Adam(``gan_lr``),
+    PyTorch's default initialisation."""
+    device = resolve_device(gcfg.device)
+    torch.manual_seed(seed + 300)
+    g_net = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
+                                   orthogonal=False).to(device)
+    disc = baselines.make_discriminator(gcfg.dataset).to(device)
+    opt_g = _adam(g_net.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    gen = seeded_generator(seed + 301)
+    step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                             latent_dim=gcfg.latent_dim, generator=gen)
+    run_config = _run_config(gcfg, "gan", seed=seed)
+    history = fit(step, modules={"generator": g_net, "discriminator": disc},
+                  optimizers={"g": opt_g, "d": opt_d}, dataset=data.train,
+                  batch_size=gcfg.batch_size, epochs=gcfg.gan_epochs, seed=seed,
+                  config=run_config, generator=gen, device=device,
+                  checkpoint=_checkpoint(f"gan-{gcfg.dataset}", run_config, gcfg.profile),
+                  ckpt_every=gcfg.ckpt_every, num_workers=gcfg.num_workers,
+                  desc=f"GAN {gcfg.dataset}", progress=progress)
+    g_net.eval()
+    return g_net, disc, history
+
+
+@dataclass
+class Trial:
+    """Every model of one Table 2 trial (one seed)."""
+
+    seed: int
+    vcfg: config.VFAConfig
+    settings: vfa.VFASettings
+    encoder: Encoder  # VFA (and VFA-GAN's encoder)
+    refiner: nn.Module  # VFA-GAN's G
+    ae: tuple[Encoder, nn.Module]
+    vae: tuple[Encoder, nn.Module]
+    gan: nn.Module
+    histories: dict[str, History] = field(default_factory=dict)
+
+
+def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
+                progress: bool = True) -> Trial:
+    """Train (or resume) VFA, VFA-GAN, AE, VAE and GAN with one seed."""
+    vcfg = vfa_config_for(gcfg, seed)
+    encoder, h_vfa = train_vfa(vcfg, data, progress=progress)
+    settings = vfa_settings(vcfg)
+    refiner, _, h_vg = train_vfagan(gcfg, vcfg, data, encoder, seed=seed, progress=progress)
+    ae_e, ae_d, h_ae = train_autoencoder(gcfg, data, kind="ae", seed=seed, progress=progress)
+    vae_e, vae_d, h_vae = train_autoencoder(gcfg, data, kind="vae", seed=seed, settings=settings,
+                                            progress=progress)
+    gan, _, h_gan = train_gan(gcfg, data, seed=seed, progress=progress)
+    return Trial(seed, vcfg, settings, encoder, refiner, (ae_e, ae_d), (vae_e, vae_d), gan,
+                 {"VFA": h_vfa, "VFA-GAN": h_vg, "AE": h_ae, "VAE": h_vae, "GAN": h_gan})
+
+
+GENERATIVE_MODELS = ("VAE", "GAN", "VFA", "VFA-GAN")
+
+
+def generate(trial: Trial, model: str, n: int, *, seed: int = 0,
+             batch_size: int = 500) -> torch.Tensor:
+    """n prior samples of ``model`` (one of :data:`GENERATIVE_MODELS`) in [0, 1], on the CPU.
+
+    VAE / GAN: decoder(z), z ~ N(0, I). VFA: :func:`fa_utils.vfa.sample` (random classes
+    for a conditional VFA, one-hot value as in training); VFA-GAN: the same r refined by G.
+    Images are clamped to [0, 1] (a no-op with sigmoid outputs).
+    """
+    g = seeded_generator(seed)
+    arch = trial.encoder.arch
+    shape = (arch.channels, arch.size, arch.size)
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        if model in ("VAE", "GAN"):
+            net = trial.vae[1] if model == "VAE" else trial.gan
+            device = next(net.parameters()).device
+            z = vfa.prior(m, _latent_in(net), g).to(device)
+            with torch.no_grad():
+                images = net(z)
+        elif model in ("VFA", "VFA-GAN"):
+            images, _, _ = vfa.sample(trial.encoder, m, shape, settings=trial.settings,
+                                      latent_dim=trial.vcfg.latent_dim, generator=g,
+                                      refiner=trial.refiner if model == "VFA-GAN" else None)
+        else:
+            raise ValueError(f"unknown model {model!r}; choose one of {list(GENERATIVE_MODELS)}")
+        out.append(images.detach().float().cpu().clamp(0, 1))
+    return torch.cat(out)
+
+
+def _latent_in(net: nn.Module) -> int:
+    first = next(m for m in net.modules() if isinstance(m, nn.Linear))
+    return first.in_features
+
+
+# --------------------------------------------------------------------------------------
+# Table 2: Frechet distances
+# --------------------------------------------------------------------------------------
+
+#: Table 2 of the paper (FID, Inception features, 10,000 vs 10,000, mean +- std of three
+#: trials), as OCR'd; MNIST's GAN value is doubtful in the OCR (METHOD.md section 8).
+PAPER_FID = {
+    "mnist": {"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17), "VFA-GAN": (41.24, 2.71)},
+    "celeba": {"VAE": (81.84, 0.10), "GAN": (30.85, 1.07), "VFA": (143.57, 1.04), "VFA-GAN": (132.18, 2.73)},
+    "cifar10": {"VAE": (163.59, 0.37), "GAN": (63.30, 0.62), "VFA": (209.32, 1.96), "VFA-GAN": (73.20, 2.67)},
+    "stl10": {"VAE": (201.59, 0.46), "GAN": (247.35, 2.43), "VFA": (259.96, 2.46), "VFA-GAN": (167.26, 5.18)},
+}
+
+
+def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANConfig, *,
+                      classifier_factory=None) -> tuple[dict[str, list[fid.FIDResult]], list]:
+    """Frechet distance of every model's prior samples to the training images, per trial,
+    plus a reference: the held-out real images against the same training images.
+
+    Uses :func:`fa_utils.fid.fid_or_fallback` (Inception when its weights load, else the
+    labelled classifier features; ``classifier_factory`` builds the classifier once).
+
+    Returns:
+        ({model: [FIDResult per trial]}, [FIDResult of held-out real images]).
+    """
+    from .experiments import train_images
+
+    real = train_images(data, limit=gcfg.fid_real)
+    key = fid.real_stats_key(gcfg.dataset, f"train-{data.source}", len(real), real.shape[-1],
+                             "inception")
+    cached = {}
+
+    def factory():
+        if "clf" not in cached:
+            cached["clf"] = classifier_factory()
+        return cached["clf"]
+
+    state: dict[str, Any] = {}
+
+    def distance(fake):
+        if state.get("fallback"):  # Inception already failed once: do not retry per model
+            res = fid.compute_fid(real, fake, real_cache_key=key, feature="classifier",
+                                  classifier=factory())
+            res.note = "Inception weights unavailable; " + res.note
+            return res
+        res = fid.fid_or_fallback(real, fake, real_cache_key=key,
+                                  classifier_factory=factory if classifier_factory else None)
+        state["fallback"] = res.feature != fid.PAPER_FEATURE
+        return res
+
+    results: dict[str, list[fid.FIDResult]] = {m: [] for m in GENERATIVE_MODELS}
+    for trial in trials:
+        for m in GENERATIVE_MODELS:
+            results[m].append(distance(generate(trial, m, gcfg.fid_samples, seed=1000 + trial.seed)))
+    reference = [distance(data.test_x.clamp(0, 1))]
+    return results, reference
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{stats.mean(values):.2f} +- {stats.stdev(values):.2f} ({len(values)} seeds)"
+
+
+def frechet_rows(results: dict[str, list[fid.FIDResult]], reference: list[fid.FIDResult],
+                 dataset: str) -> list[tuple]:
+    """Table 2 rows: model | ours, paper-comparable FID | ours, not comparable | feature |
+    paper FID. A value goes in the comparable column only when every trial's
+    :class:`fa_utils.fid.FIDResult` is ``comparable``."""
+    rows = []
+    paper = PAPER_FID.get(dataset, {})
+    for m, res in list(results.items()) + [("held-out real images (reference)", reference)]:
+        comparable = all(r.comparable for r in res)
+        text = _mean_std([r.value for r in res])
+        p = paper.get(m)
+        rows.append((m, text if comparable else "-", "-" if comparable else text,
+                     f"{res[0].feature}, {res[0].n_real} real vs {res[0].n_fake} generated",
+                     f"{p[0]:.2f} +- {p[1]:.2f}" if p else "-"))
+    return rows
+
+
+def describe_frechet(results: dict[str, list[fid.FIDResult]]) -> str:
+    """Computed sentences on the paper's Table 2 claims at this run's scale."""
+    mean = {m: stats.mean(r.value for r in res) for m, res in results.items()}
+    feat = next(iter(results.values()))[0].feature
+    order = ", ".join(f"{m} {mean[m]:.2f}" for m in sorted(mean, key=mean.get))
+    holds = mean["VFA-GAN"] < mean["VFA"]
+    return (f"Frechet distances ({feat}), lowest first: {order}. The paper's claim "
+            f"'VFA-GAN below VFA' {'holds' if holds else 'does NOT hold'} here "
+            f"({mean['VFA-GAN']:.2f} vs {mean['VFA']:.2f}).")
+
+
+# --------------------------------------------------------------------------------------
+# Figure 15: reconstruction error
+# --------------------------------------------------------------------------------------
+
+
+def reconstructions(trial: Trial, x: torch.Tensor, gcfg: config.VFAGANConfig
+                    ) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Reconstructions of x by AE, VAE (its mean), GAN (argmin_z ||x - G(z)||^2), r (VFA's
+    FA recovery from the latent alone) and G(r). Returns ({name: images}, the GAN search's
+    curve of the mean squared error per image)."""
+    out = {"AE": autoencode(*trial.ae, x), "VAE": autoencode(*trial.vae, x, head="mu")}
+    gan_x, _, curve = baselines.gan_reconstruct(trial.gan, x, latent_dim=gcfg.latent_dim,
+                                                steps=gcfg.gan_recon_steps, lr=gcfg.gan_recon_lr,
+                                                seed=trial.seed)
+    out["GAN"] = gan_x.cpu()
+    out["r"] = vfa.reconstruct(trial.encoder, x, settings=trial.settings).cpu()
+    out["G(r)"] = vfa.reconstruct(trial.encoder, x, settings=trial.settings,
+                                  refiner=trial.refiner).cpu()
+    return out, curve
+
+
+def reconstruction_rows(x: torch.Tensor, recs: dict[str, torch.Tensor]) -> list[tuple]:
+    """Rows: model | mean ||x - x_hat||^2 per image | per-pixel MSE."""
+    return [(name, float((x - r.clamp(0, 1)).pow(2).flatten(1).sum(1).mean()),
+             metrics.mse_per_pixel(x, r.clamp(0, 1))) for name, r in recs.items()]
+
+
+def describe_reconstruction(rows, mean_image: Optional[float] = None) -> str:
+    """Computed sentences comparing :func:`reconstruction_rows` with Figure 15's reading
+    (Section 5: AE lowest; r comparable to the VAE; G(r) comparable to the GAN).
+    ``mean_image``: the error per image of predicting the mean training image; models not
+    below it have not learnt to reconstruct at this scale, and the sentence says which."""
+    err = {r[0]: r[1] for r in rows}
+    order = ", ".join(f"{m} {err[m]:.1f}" for m in sorted(err, key=err.get))
+    lowest = min(err, key=err.get)
+    text = (f"Mean squared error per image, lowest first: {order}. The paper's 'AE lowest' "
+            f"{'holds' if lowest == 'AE' else 'does NOT hold'} here; r / VAE = "
+            f"{err['r'] / err['VAE']:.2f}, G(r) / GAN = {err['G(r)'] / err['GAN']:.2f}.")
+    if mean_image is not None:
+        poor = [m for m in err if err[m] >= 0.9 * mean_image]
+        text += (f" The mean training image scores {mean_image:.1f}; "
+                 + (f"not clearly below it (within 10 %, or above): {', '.join(poor)}, i.e. not "
+                    f"trained far enough at this profile to compare." if poor else
+                    "every model is clearly below it."))
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# Tables 3-6: sizes and sampling times
+# --------------------------------------------------------------------------------------
+
+#: Tables 3-6 as OCR'd: (table number, size unit, time unit, {model: (size, time)}).
+#: Units: the OCR'd size header reads "x10^5" for Table 3 but its values match our counts
+#: in millions (VFA 14.0 -> 14,003,946), so Tables 3-4 are read in 10^6 and Tables 5-6 in
+#: 10^5; the time headers read 10^-4 s (Tables 3-5) and, doubtfully, 10^-2 s (Table 6).
+PAPER_SIZES = {
+    "mnist": (3, 1e6, 1e-4, {"VAE": (27.40, 9.44), "GAN": (13.44, 5.73), "VFA": (14.0, 11.66),
+                             "VFA-GAN": (14.16, 20.59)}),
+    "celeba": (4, 1e6, 1e-4, {"VAE": (37.48, 19.41), "GAN": (18.48, 12.45),
+                              "VFA": (19.04, 22.79), "VFA-GAN": (19.24, 41.71)}),
+    "cifar10": (5, 1e5, 1e-4, {"VAE": (97.55, 10.01), "GAN": (47.48, 7.20),
+                               "VFA": (50.28, 11.25), "VFA-GAN": (51.95, 21.56)}),
+    "stl10": (6, 1e5, 1e-2, {"VAE": (254.22, 1.51), "GAN": (32.74, 1.50), "VFA": (221.48, 1.72),
+                             "VFA-GAN": (229.90, 2.18)}),
+}
+
+
+@dataclass(frozen=True)
+class PaperArchitecture:
+    """The architecture the paper's sizes imply for one dataset (how we read Tables 3-6)."""
+
+    latent_dim: int
+    num_classes: int  # class head of the VFA encoder
+    decoder: str  # VAE decoder = GAN generator: "mirrored" or "table12"
+    gen_kernel: int  # VFA-GAN's G (Table 11, 128 filters)
+    note: str
+
+
+PAPER_ARCHITECTURES = {
+    "mnist": PaperArchitecture(128, 10, "mirrored", 3,
+        "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "
+        "(not Table 12's generator: 1.67 M); G with 3x3 kernels (Section 4; Table 11's 7x7 "
+        "would add 0.82 M, not 0.16 M)."),
+    "celeba": PaperArchitecture(128, 0, "mirrored", 3,
+        "Z=128; VFA 19.04 is matched exactly by a 10-wide class head (19,043,370) and within "
+        "0.2 % without one (CelebA is used unlabeled here: none); mirrored decoder; G 3x3."),
+    "cifar10": PaperArchitecture(128, 10, "mirrored", 3,
+        "Z=128, 10-class head; mirrored decoder; G 3x3 (G's share is 167 k in the paper, "
+        "155 k here)."),
+    "stl10": PaperArchitecture(512, 0, "table12", 7,
+        "Z=512, no class head; VAE decoder = GAN generator = Table 12's generator; G with "
+        "Table 11's 7x7 kernels: the only table whose sizes fit Table 11/12 as printed."),
+}
+
+
+def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
+    """The networks of each sampling model as the paper's sizes imply (what Tables 3-6
+    count: the VAE counts encoder + decoder, the GAN its generator, VFA-GAN the encoder
+    + G; no discriminator). ``device="meta"`` builds them without memory (for counts)."""
+    a = PAPER_ARCHITECTURES[dataset]
+    arch = architecture(dataset)
+    with torch.device(device):
+        vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
+        vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
+        dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder, orthogonal=False)
+        gen = baselines.make_decoder(dataset, a.latent_dim, a.decoder, orthogonal=False)
+        refiner = FAGenerator(arch.channels, 128, a.gen_kernel)
+    return {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
+
+
+def parameter_counts(dataset: str) -> dict[str, int]:
+    """Trainable parameters of each model of :func:`paper_models`."""
+    return {m: sum(count_parameters(n) for n in nets) for m, nets in paper_models(dataset).items()}
+
+
+def sampling_times(dataset: str, *, repeats: int = 10, batch: int = 1,
+                   device: str = "auto") -> dict[str, float]:
+    """Seconds to draw ``batch`` samples (paper: "a single sample") with each model
+    of :func:`paper_models` (fresh weights: the time does not depend on them), measured in
+    one run: VAE / GAN decoder(z); VFA one inner step (encoder forward + backward to its
+    input); VFA-GAN the same plus G. Returns seconds per *sample* (fastest of ``repeats``
+    interleaved rounds, :func:`interleaved_times`)."""
+    a = PAPER_ARCHITECTURES[dataset]
+    arch = architecture(dataset)
+    device = str(resolve_device(device))
+    nets = paper_models(dataset, device=device)
+    for group in nets.values():
+        for n in group:
+            n.eval()
+    settings = vfa.VFASettings(num_classes=a.num_classes)
+    shape = (arch.channels, arch.size, arch.size)
+    z = torch.randn(batch, a.latent_dim, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    enc, refiner = nets["VFA-GAN"]
+
+    def vfa_draw(ref=None):
+        return vfa.decode(enc, z, shape, settings=settings,
+                          labels=labels if settings.conditional else None, refiner=ref)
+
+    def decode_only(net):
+        with torch.no_grad():
+            return net(z)
+
+    calls = {"VAE": lambda: decode_only(nets["VAE"][1]), "GAN": lambda: decode_only(nets["GAN"][0]),
+             "VFA": vfa_draw, "VFA-GAN": lambda: vfa_draw(refiner)}
+    return {m: t / batch for m, t in interleaved_times(calls, repeats=repeats).items()}
+
+
+def interleaved_times(calls: dict[str, Any], *, repeats: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Fastest wall time (s) of each call over ``repeats`` rounds, the calls interleaved
+    within each round so that every model sees the same machine load (on a shared machine
+    the minimum is the best estimate of the unloaded cost; CUDA synchronised if present)."""
+    import time
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    best = {m: float("inf") for m in calls}
+    for _ in range(repeats):
+        for m, fn in calls.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best[m] = min(best[m], time.perf_counter() - t0)
+    return best
+
+
+def size_time_rows(dataset: str, counts: dict[str, int], times: dict[str, float]) -> list[tuple]:
+    """Rows of one of Tables 3-6: model | params ours | paper (unit) | ours/paper | within 2% |
+    ms per sample ours (this machine) | paper ms per sample (RTX 2070)."""
+    _, size_unit, time_unit, paper = PAPER_SIZES[dataset]
+    rows = []
+    for m in GENERATIVE_MODELS:
+        p_size, p_time = paper[m]
+        ratio = counts[m] / (p_size * size_unit)
+        rows.append((m, f"{counts[m]:,}", f"{p_size:g} x 1e{int(round(math.log10(size_unit)))}",
+                     round(ratio, 4), "yes" if abs(ratio - 1) <= 0.02 else "NO",
+                     round(times[m] * 1e3, 3), round(p_time * time_unit * 1e3, 3)))
+    vfa_vae = counts["VFA"] / counts["VAE"]
+    p_vfa_vae = paper["VFA"][0] / paper["VAE"][0]
+    rows.append(("ratio VFA / VAE", f"{vfa_vae:.3f}", f"{p_vfa_vae:.3f}", "-", "-",
+                 round(times["VFA"] / times["VAE"], 3), round(paper["VFA"][1] / paper["VAE"][1], 3)))
+    return rows
+
+
+SIZE_TIME_COLUMNS = ["model", "params (ours, as the sizes imply)", "paper size", "ours / paper",
+                     "within 2 %", "ms per sample (ours, batch 1, device in the notes)",
+                     "paper ms per sample (RTX 2070)"]

@@ -1,0 +1,98 @@
+"""The baselines of Section 5: AE, VAE and least-squares GAN steps on every dataset's shapes,
+the decoder the paper's sizes imply, and GAN reconstruction by argmin_z ||x - G(z)||^2."""
+import pytest
+import torch
+
+from fa_utils import baselines, models, vfa
+
+DATASETS = list(models.ARCHITECTURES)
+
+
+def _grads_reach(module):
+    missing = [n for n, p in module.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all()
+                                       or (p.dim() > 1 and p.grad.abs().sum() == 0))]
+    assert not missing, f"{type(module).__name__}: no gradient for {missing}"
+
+
+def test_decoder_kind_follows_the_paper_sizes():
+    assert baselines.paper_decoder_kind("mnist") == "mirrored"
+    assert baselines.paper_decoder_kind("stl10") == "table12"
+    assert baselines.paper_decoder_kind("mnist", "table12") == "table12"
+    with pytest.raises(ValueError, match="unknown decoder"):
+        baselines.paper_decoder_kind("mnist", "resnet")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        baselines.paper_decoder_kind("svhn")
+    assert isinstance(baselines.make_decoder("mnist", 8, orthogonal=False), models.MirroredDecoder)
+    assert isinstance(baselines.make_decoder("mnist", 8, "table12", orthogonal=False),
+                      models.GANGenerator)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_ae_vae_gan_steps_on_every_dataset(dataset):
+    torch.manual_seed(0)
+    arch = models.architecture(dataset)
+    x = torch.rand(2, arch.channels, arch.size, arch.size)
+    z_dim = 8
+    for kind in ("ae", "vae"):
+        heads = {"z": z_dim} if kind == "ae" else vfa.vfa_heads(z_dim)
+        enc = models.Encoder(arch, heads)
+        dec = baselines.make_decoder(dataset, z_dim, orthogonal=False)
+        opt = torch.optim.SGD(list(enc.parameters()) + list(dec.parameters()), lr=0.0)
+        logs = (baselines.ae_step(enc, dec, opt, x) if kind == "ae" else
+                baselines.vae_step(enc, dec, opt, x, betas=torch.tensor([0.2, 0.9])))
+        assert all(v == v and abs(v) < 1e9 for v in logs.values()), logs
+        _grads_reach(dec)
+        _grads_reach(enc) if kind == "ae" else [_grads_reach(m) for m in (enc.trunk, enc.heads)]
+    gen = baselines.make_decoder(dataset, z_dim, orthogonal=False)
+    disc = baselines.make_discriminator(dataset)
+    assert gen(torch.randn(2, z_dim)).shape == x.shape
+    opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=1e-4) for m in (gen, disc))
+    before = [p.detach().clone() for p in gen.parameters()]
+    logs = baselines.gan_step(gen, disc, opt_g, opt_d, x, z_dim,
+                              generator=torch.Generator().manual_seed(0))
+    assert set(logs) == {"loss_d", "loss_g"}
+    _grads_reach(gen)
+    _grads_reach(disc)
+    assert any(not torch.equal(a, b) for a, b in zip(before, gen.parameters()))
+
+
+def test_gan_step_trains_d_on_real_plus_one_and_fake_minus_one():
+    torch.manual_seed(0)
+    arch = models.Architecture(1, 8, (4,), 16)
+    gen = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Sigmoid(), torch.nn.Unflatten(1, (1, 8, 8)))
+    disc = models.Discriminator(arch)
+    opt_g = torch.optim.SGD(gen.parameters(), lr=0.0)  # G frozen: D should separate
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    x = torch.zeros(16, 1, 8, 8)
+    x[:, :, :, :4] = 1.0  # real images: left half white
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        logs = baselines.gan_step(gen, disc, opt_g, opt_d, x, 4, generator=g)
+    disc.eval()
+    with torch.no_grad():
+        real, fake = disc(x).mean().item(), disc(gen(torch.randn(16, 4))).mean().item()
+    assert real > 0.5 and fake < -0.5, (real, fake, logs)
+
+
+def test_gan_reconstruction_lowers_the_error():
+    torch.manual_seed(0)
+    gen = baselines.make_decoder("mnist", 16, orthogonal=False).eval()
+    with torch.no_grad():
+        x = gen(torch.randn(8, 16))  # targets in the range of G
+    images, z, curve = baselines.gan_reconstruct(gen, x, latent_dim=16, steps=60, lr=0.1, seed=3)
+    assert images.shape == x.shape and z.shape == (8, 16) and len(curve) == 61
+    err = (x - images).pow(2).flatten(1).sum(1).mean().item()
+    assert err == pytest.approx(curve[-1], rel=1e-4)
+    assert curve[-1] < 0.3 * curve[0], curve[::10]
+    assert all(p.requires_grad for p in gen.parameters())  # G's flags restored
+
+
+def test_gan_reconstruction_fits_each_image_on_its_own():
+    torch.manual_seed(0)
+    gen = baselines.make_decoder("mnist", 16, orthogonal=False).eval()
+    x = torch.rand(4, 1, 28, 28)
+    z0 = torch.randn(4, 16)
+    full, _, _ = baselines.gan_reconstruct(gen, x, latent_dim=16, steps=15, z0=z0)
+    alone, _, _ = baselines.gan_reconstruct(gen, x[2:3], latent_dim=16, steps=15, z0=z0[2:3])
+    assert torch.allclose(full[2:3], alone, atol=1e-5)
