@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -207,6 +208,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     out_dir = Path(args.out) if args.out else runs_dir() / "notebooks"
+    # no widget front end here: the explorers draw static figures (inherited by the kernel)
+    os.environ.setdefault("FA_HEADLESS", "1")
     times = []
     for nb, params in plans:
         print(f"running {nb.name} with {params} ...", flush=True)

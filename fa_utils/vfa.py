@@ -317,7 +317,11 @@ def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> tor
     return z
 
 
-def _decode_full(encoder, target, shape, settings, refiner=None):
+def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
+                refiner: Optional[nn.Module] = None) -> torch.Tensor:
+    """The image of a full inner target (the latent of :func:`latent_of`: mu, with the
+    class values appended for a conditional VFA), detached; ``refiner`` applied after.
+    Shapes: target (B, Z [+ K]), shape (C, H, W) -> (B, C, H, W)."""
     image = _align(encoder, target, shape, settings, create_graph=False).image
     if refiner is not None:
         with torch.no_grad():
@@ -334,7 +338,7 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
     out = []
     for chunk in x.split(batch_size):
         target = latent_of(encoder, chunk.to(device), settings)
-        out.append(_decode_full(encoder, target, chunk.shape[1:], settings, refiner).to(x.device))
+        out.append(decode_full(encoder, target, chunk.shape[1:], settings, refiner).to(x.device))
     return torch.cat(out)
 
 
@@ -354,7 +358,7 @@ def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
     a, b = torch.meshgrid(t, t, indexing="ij")  # a: down, b: right
     a, b = a.reshape(-1, 1), b.reshape(-1, 1)
     target = ((1 - a) * (1 - b) * z[0] + (1 - a) * b * z[1] + a * (1 - b) * z[2] + a * b * z[3])
-    return _decode_full(encoder, target, corners.shape[1:], settings, refiner)
+    return decode_full(encoder, target, corners.shape[1:], settings, refiner)
 
 
 def class_emphasis(encoder: nn.Module, z: torch.Tensor, shape, scales, *,

