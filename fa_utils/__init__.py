@@ -6,6 +6,7 @@ Modules, one role each: ``config`` (profiles), ``data``, ``models`` (Appendix B)
 ``metrics``, ``fid`` (Section 5), ``plotting``, ``outputs`` (figures/results folders),
 ``toy`` (Section 3.2), ``vfa`` and ``baselines`` (Sections 3.3-3.4, 5), ``local``
 (Section 3.5), ``appendix`` (Appendix A), ``experiments`` and ``generative`` (what the
-notebooks call), ``distributed`` (DDP), ``runner`` (``python -m fa_utils``).
+notebooks call), ``explorers`` (ipywidgets explorers for JupyterLab), ``distributed``
+(DDP), ``runner`` (``python -m fa_utils``).
 """
 __version__ = "0.1.0"
