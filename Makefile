@@ -24,7 +24,7 @@ reproduce: $(STAMP)
 # The whole test suite: unit tests, the paper's claims at small scale, and nbval over every
 # notebook at the smoke profile (conftest.py sets FA_PROFILE=smoke and a temporary output root).
 test: $(STAMP)
-	$(PY) -m pytest --nbval-lax --timeout 900 tests notebooks
+	$(PY) -m pytest -ra --nbval-lax --timeout 900 tests notebooks
 
 clean-runs:
 	rm -rf runs
