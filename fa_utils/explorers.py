@@ -70,9 +70,14 @@ def headless() -> bool:
     return shell is None or shell.__class__.__name__ != "ZMQInteractiveShell"
 
 
-def show(explorer: "Explorer", interactive: Optional[bool] = None) -> "Explorer":
+def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
     """Display ``explorer``: its widget (``interactive``), or one static PNG of its default
-    state (not interactive). ``None``: interactive unless :func:`headless`. Returns it."""
+    state (not interactive). ``None``: interactive unless :func:`headless`. Returns None
+    (so that a notebook cell ending with it prints no repr); keep the explorer in a
+    variable to drive it from code.
+
+    Raises:
+        TypeError: ``explorer`` is not an :class:`Explorer`."""
     from IPython.display import Image, display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
@@ -84,7 +89,6 @@ def show(explorer: "Explorer", interactive: Optional[bool] = None) -> "Explorer"
         display(Image(data=figure_png(explorer.figure())))
         print(f"[static figure: {explorer.kind} explorer in its default state; open the "
               f"notebook in JupyterLab for the widgets]")
-    return explorer
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
