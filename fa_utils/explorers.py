@@ -477,7 +477,8 @@ class LatentPad(Explorer):
         import ipywidgets as w
         from ipyevents import Event
         self._pad = w.Image(format="png", layout=w.Layout(width=f"{self.pad_pixels}px",
-                                                          height=f"{self.pad_pixels}px"))
+                                                          height=f"{self.pad_pixels}px",
+                                                          border="1px solid #999"))
         self._pad.add_class("fa-explorer-pad")
         self._events = Event(source=self._pad, watched_events=["click", "mousemove"],
                              prevent_default_action=True, wait=40, throttle_or_debounce="throttle")

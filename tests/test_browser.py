@@ -275,8 +275,34 @@ def test_explorer_slider_changes_image_in_jupyterlab(capsys):
                 assert new_status != old_status
 
                 explorer.screenshot(path=SHOTS / "explorer_after.png")
+
+                # The 2-D latent pad: a mouse click on the scatter (ipyevents) moves the
+                # point; the pad (crosshair), the z_1 slider and the status follow.
+                root = ".jp-OutputArea-output .fa-explorer-latent-pad"
+                pad_explorer = page.locator(root).first
+                pad_explorer.scroll_into_view_if_needed()
+                pad = pad_explorer.locator("img.fa-explorer-pad").first
+                pad.wait_for(state="visible")
+                old_pad = pad.get_attribute("src")
+                old_pad_status = pad_explorer.locator(".fa-explorer-status").text_content()
+                old_z1 = pad_explorer.locator(".fa-control-x .widget-readout").text_content()
+                box = pad.bounding_box()
+                pad.click(position={"x": 0.2 * box["width"], "y": 0.8 * box["height"]})
+                page.wait_for_function(
+                    "([sel, old]) => { const e = document.querySelector(sel); return e && e.src !== old; }",
+                    arg=[root + " img.fa-explorer-pad", old_pad])
+                page.wait_for_function(
+                    "([sel, old]) => { const e = document.querySelector(sel); return e && e.textContent !== old; }",
+                    arg=[root + " .fa-explorer-status", old_pad_status])
+                new_z1 = pad_explorer.locator(".fa-control-x .widget-readout").text_content()
+                say(f"pad clicked: z_1 {old_z1.strip()} -> {new_z1.strip()}; status "
+                    f"{pad_explorer.locator('.fa-explorer-status').text_content()!r}")
+                assert new_z1 != old_z1
+                pad_explorer.screenshot(path=SHOTS / "pad_after_click.png")
+                explorer.scroll_into_view_if_needed()
                 page.screenshot(path=SHOTS / "lab.png", full_page=True)
-                say(f"screenshots in {SHOTS}: explorer_before.png, explorer_after.png, lab.png")
+                say(f"screenshots in {SHOTS}: explorer_before.png, explorer_after.png, "
+                    f"pad_after_click.png, lab.png")
             except Exception:
                 try:
                     page.screenshot(path=SHOTS / "lab_failure.png", full_page=True)
