@@ -2,23 +2,32 @@
 
     python -m benchmarks.run            # --quick (default): <= 10 min on 2 CPU cores
     python -m benchmarks.run --full     # more repeats, batch up to 1024; meant for a GPU
+    python -m benchmarks.run --sections 1,6 --no-write    # a subset, printed only
 
 Prints a markdown report and writes it to ``results/benchmarks.md``
 (``fa_utils.outputs.results_dir()``; ``FA_OUTPUT_ROOT`` redirects it). Every number is a
 median or a ratio of medians measured in this run, the contenders interleaved repeat by
 repeat (the order rotating), so that a machine shared with other jobs slows all of them
 alike; the paired ratio is the median over repeats of (FA time / VAE time) in the same
-repeat. Inputs are random images; the networks are Tables 7-9's (VAE: the encoder with
-``mu``/``logvar`` heads and :class:`fa_utils.models.MirroredDecoder`).
+repeat. Inputs are random images unless a section says otherwise; the networks are
+Tables 7-9's (VAE: the encoder with ``mu``/``logvar`` heads and
+:class:`fa_utils.models.MirroredDecoder`).
 
 Sections: (1) FA step / VAE step per architecture, with the textbook FA step, the
 optimised one, and both optimisers (for-loop and fused Adam) and memory formats;
 (2) FA step time against batch size and against T (MNIST encoder); (3) bytes saved for
 backward per step (``torch.autograd.graph.saved_tensors_hooks``) and CUDA peak memory when
 a GPU is present; (4) FLOPs per step (``torch.utils.flop_counter``) and the time per epoch
-on one GPU *estimated* from them (labelled, unmeasured without a GPU); (5) VFA sampling
-vs VAE decoding and local vs global FA memory, when ``fa_utils.vfa`` / ``fa_utils.local``
-provide them.
+on one GPU *estimated* from them (labelled, unmeasured without a GPU); (5) sampling: VFA
+vs VAE decoding (batch of 500) and, per image at batch 1 as the paper times it, VAE, GAN,
+VFA and VFA-GAN on the networks Tables 3-6's sizes imply
+(:func:`fa_utils.generative.sampling_calls`) beside the paper's ratios; local vs global
+FA peak memory (:func:`fa_utils.local.compare_memory`) and step time; (6) images per
+second: the training step (from section 1's medians), ``fa_utils.train.fit`` end to end
+on the real MNIST sample (data loading included, no checkpoint written), and FID feature
+extraction with the extractor :mod:`fa_utils.fid` uses on this machine; (7) precision
+drift of the FA step: the outer loss gradient and the reconstruction r under fp32,
+bf16 autocast (and TF32 on CUDA) against an fp64 reference, and the setting kept.
 """
 from __future__ import annotations
 
@@ -379,53 +388,374 @@ def section_flops(args, device, out: list[str], per_step) -> None:
             f"section 1's `celeba / stl10`.", ""]
 
 
-def section_hooks(args, device, out: list[str]) -> None:
-    rows = []
-    try:
-        from fa_utils import vfa
-        n = args.samples
-        arch = models.architecture("mnist")
-        enc = vfa.make_vfa_encoder("mnist", LATENT, orthogonal=False).to(device).eval()
-        settings = vfa.VFASettings()
-        dec = models.MirroredDecoder(arch, LATENT).to(device).eval()
-        gen = torch.Generator(device=device).manual_seed(0)
+def section_sampling(args, device, out: list[str]) -> None:
+    """Section 5a: VFA sampling vs VAE decoding (MNIST, a batch of ``args.samples``) and,
+    per image at batch 1, the four models of Tables 3-6 beside the paper's ratios."""
+    from fa_utils import generative, vfa
+    n = args.samples
+    arch = models.architecture("mnist")
+    enc = vfa.make_vfa_encoder("mnist", LATENT, orthogonal=False).to(device).eval()
+    settings = vfa.VFASettings()
+    dec = models.MirroredDecoder(arch, LATENT).to(device).eval()
+    gen = torch.Generator(device=device).manual_seed(0)
 
-        def vfa_sample():
-            vfa.sample(enc, n, (arch.channels, arch.size, arch.size), settings=settings,
-                       latent_dim=LATENT)
+    def vfa_sample():
+        vfa.sample(enc, n, (arch.channels, arch.size, arch.size), settings=settings,
+                   latent_dim=LATENT)
 
-        @torch.no_grad()
-        def vae_sample():
-            dec(torch.randn(n, LATENT, generator=gen, device=device))
+    @torch.no_grad()
+    def vae_sample():
+        dec(torch.randn(n, LATENT, generator=gen, device=device))
 
-        times = interleaved({"vfa": vfa_sample, "vae": vae_sample}, args.scale_repeats, device)
-        rows.append(["VFA sampling (T=1, r_0=0) vs VAE decoding, MNIST", n,
-                     1e6 * med(times["vfa"]) / n, 1e6 * med(times["vae"]) / n,
-                     med(times["vfa"]) / med(times["vae"]), "fa_utils.vfa.sample"])
-    except Exception as exc:  # noqa: BLE001 - the row says why
-        rows.append(["VFA sampling vs VAE decoding", None, None, None, None,
-                     f"not measured yet: needs fa_utils.vfa ({type(exc).__name__}: "
-                     f"{str(exc)[:80]})"])
-    out += ["## 5. Sampling and local FA (when the modules exist)", "",
+    times = interleaved({"vfa": vfa_sample, "vae": vae_sample}, args.scale_repeats, device)
+    rows = [["VFA sampling (T=1, r_0=0) vs VAE decoding, MNIST", n,
+             1e6 * med(times["vfa"]) / n, 1e6 * med(times["vae"]) / n,
+             med(times["vfa"]) / med(times["vae"]), paired(times["vfa"], times["vae"])]]
+    out += ["## 5. Sampling, and local vs global FA", "",
+            "### VFA sampling vs VAE decoding (a batch)", "",
             markdown_table(["what", "n", "VFA (us/sample)", "VAE (us/sample)", "VFA / VAE",
-                            "source"], rows), ""]
+                            "paired"], rows), "",
+            "`fa_utils.vfa.sample` (unconditional, head mu: the shared-start step) against "
+            "`MirroredDecoder(z)`; goal of issue 5: VFA / VAE <= 1.2.", ""]
+
+    rows = []
+    for dataset in args.sample_datasets:
+        calls = generative.sampling_calls(dataset, batch=1, device=device)
+        t = interleaved(calls, args.sample_repeats, device, warmup=2)
+        paper = generative.PAPER_SIZES[dataset][3]
+        pr = lambda a, b: paper[a][1] / paper[b][1]  # noqa: E731 - units cancel
+        rows.append([dataset] + [1e3 * med(t[m]) for m in ("VAE", "GAN", "VFA", "VFA-GAN")]
+                    + [med(t["VFA"]) / med(t["VAE"]), pr("VFA", "VAE"),
+                       med(t["VFA-GAN"]) / med(t["GAN"]), paired(t["VFA-GAN"], t["GAN"]),
+                       pr("VFA-GAN", "GAN")])
+        del calls
+    out += [f"### One sample (batch 1, {args.sample_repeats} repeats): the paper's Tables 3-6", "",
+            markdown_table(["dataset", "VAE (ms)", "GAN (ms)", "VFA (ms)", "VFA-GAN (ms)",
+                            "VFA / VAE", "paper VFA / VAE", "VFA-GAN / GAN",
+                            "VFA-GAN / GAN paired", "paper VFA-GAN / GAN"], rows), "",
+            "Networks as the paper's sizes imply (`fa_utils.generative.paper_models`, fresh "
+            "weights; the calls of `generative.sampling_calls`): VAE and GAN decode z; VFA is "
+            "one inner step from r_0 = 0 (encoder forward + transposed Jacobian); VFA-GAN adds "
+            "the refiner G. Paper: Tables 3-6's sampling times (RTX 2070); the ratios cancel "
+            "the tables' time units. The notebooks' `results/table0[3-6]*.md` give the "
+            "fastest-of-N times of the same calls.", ""]
+
+
+def section_local(args, device, out: list[str]) -> None:
+    """Section 5b: local vs global FA: peak saved memory (``local.compare_memory``) and
+    step time (``local.make_training_step``, interleaved)."""
+    from fa_utils import local
+    res = local.compare_memory(args.local_datasets, batch=BATCH, device=device)
+    mib = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
+    rows = []
+    for label, g, l in res:
+        dataset = label.split(" / ")[0]
+        fns = {}
+        for method in ("global", "local"):
+            fns[method], _ = local.make_training_step(dataset, method, batch=BATCH,
+                                                      latent_dim=LATENT, device=device)
+        t = interleaved(fns, args.local_repeats, device)
+        rows.append([label, mib(g.saved_peak_bytes), mib(l.saved_peak_bytes),
+                     None if not g.saved_peak_bytes else l.saved_peak_bytes / g.saved_peak_bytes,
+                     mib(g.cuda_step_bytes), mib(l.cuda_step_bytes),
+                     1e3 * med(t["global"]), 1e3 * med(t["local"]),
+                     med(t["local"]) / med(t["global"]), paired(t["local"], t["global"])])
+        del fns
+    out += [f"### Local vs global FA (batch {BATCH}, {args.local_repeats} repeats)", "",
+            markdown_table(["architecture", "global: peak saved (MiB)",
+                            "local: peak saved (MiB)", "local / global (memory)",
+                            "global: CUDA step (MiB)", "local: CUDA step (MiB)",
+                            "global step (ms)", "local step (ms)", "local / global (time)",
+                            "paired (time)"], rows), "",
+            "Memory from `fa_utils.local.compare_memory` (its definitions: peak of live "
+            "tensors saved for backward; CUDA: the step's peak above what was allocated "
+            "before). Times: the same two steps (`local.make_training_step`: global "
+            "`train.fa_step` on the encoder, local `local.local_step` on `LocalFANet`, "
+            "for-loop Adam on both) interleaved.", ""]
+
+
+def section_hooks(args, device, out: list[str]) -> None:
+    """Section 5: sampling and local FA; a part that fails is reported, not fatal."""
+    for part in (section_sampling, section_local):
+        try:
+            part(args, device, out)
+        except Exception as exc:  # noqa: BLE001 - the report says why
+            out += [f"- {part.__name__}: not measured ({type(exc).__name__}: "
+                    f"{str(exc)[:160]})", ""]
+
+
+# --------------------------------------------------------------------------------------
+# 6. Images per second: training and FID features
+# --------------------------------------------------------------------------------------
+
+
+def random_fid_inception(device: torch.device) -> torch.nn.Module:
+    """pytorch-fid's FID Inception-v3 (pool3, 2048-d) built without its weights file: the
+    same network and input path as :func:`fa_utils.fid.inception_features` (resize to 299,
+    scale to [-1, 1]), with untrained weights. Its *speed* is the real extractor's (the
+    cost of a forward pass does not depend on the weights' values); its features mean
+    nothing. For timing only, when ``FA_INCEPTION_WEIGHTS`` / the hub cache is absent."""
+    from unittest import mock
+
+    import pytorch_fid.inception as pfi
+    from torchvision.models.inception import Inception3
+
+    from fa_utils import fid
+    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(Inception3, "load_state_dict", lambda self, *a, **k: None):
+        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[fid.INCEPTION_DIM]])
+    return model.eval().to(device)
+
+
+def _fit_throughput(args, device) -> tuple[list[list], str]:
+    """Images per second of ``train.fit`` on the real MNIST sample against the bare
+    ``train.fa_step`` loop on one resident batch (same encoder, fused Adam)."""
+    from torch.utils.data import Subset
+
+    from fa_utils import config, experiments
+    steps = args.fit_steps
+    t0 = time.perf_counter()
+    cfg = config.make_config("fa", "quick", data_source="sample", n_train=BATCH * steps,
+                             batch_size=BATCH, device=str(device))
+    data = experiments.load_image_data(cfg, verbose=False)
+    load_s = time.perf_counter() - t0
+    loader_data = Subset(data.train, range(len(data.train)))  # not a TensorDataset: DataLoader
+
+    def model():
+        enc, opt = fa_model("mnist", device, True, orthogonal=args.orthogonal)
+        return enc, opt
+
+    def fit_call(dataset, enc, opt):
+        gen = train.seeded_generator(1)
+        train.fit(functools.partial(train.fa_step, enc, opt, generator=gen),
+                  modules={"encoder": enc}, optimizers={"adam": opt}, dataset=dataset,
+                  batch_size=BATCH, epochs=1, seed=0, config={"bench": "fit"}, generator=gen,
+                  device=device, checkpoint=None, stop_after=steps, progress=False)
+
+    x = data.train.tensors[0][:BATCH].to(device)
+    bare_enc, bare_opt = model()
+
+    def bare():
+        for _ in range(steps):
+            train.fa_step(bare_enc, bare_opt, x)
+
+    fns = {"fit": functools.partial(fit_call, data.train, *model()),
+           "fit (DataLoader)": functools.partial(fit_call, loader_data, *model()),
+           "fa_step loop": bare}
+    t = interleaved(fns, args.fit_repeats, device)
+    rows = [[name, steps, BATCH * steps / med(t[name]), med(t[name]) / med(t["fa_step loop"]),
+             paired(t[name], t["fa_step loop"])] for name in fns]
+    note = (f"`fa_utils.train.fit` (one epoch of {steps} steps of {BATCH}, `checkpoint=None`: "
+            f"nothing written; no eval, no progress bar) on the real MNIST sample "
+            f"(`experiments.load_image_data`, `make_config('fa', 'quick', "
+            f"data_source='sample', n_train={BATCH * steps})`: {load_s:.2f} s to load, once, "
+            f"not in the rates): `fit` indexes the in-memory TensorDataset (what the sample "
+            f"gives); `fit (DataLoader)` wraps it so that `fit` goes through its DataLoader "
+            f"path (per-item collate, as for torchvision datasets). `fa_step loop`: the same "
+            f"steps on one batch already on the device. {args.fit_repeats} repeats.")
+    return rows, note
+
+
+def _fid_throughput(args, device) -> tuple[list[list], str]:
+    """Images per second of the FID feature extractors on real MNIST images."""
+    from fa_utils import data as data_mod
+    from fa_utils import fid
+    x_all, _ = data_mod.mnist_sample(0)
     try:
-        from fa_utils import local
-        datasets = ["mnist"] if not args.full else ["mnist", "cifar10", "celeba", "stl10"]
-        res = local.compare_memory(datasets, batch=BATCH, device=device)
-        mib = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
-        lrows = [[label, mib(g.saved_peak_bytes), mib(l.saved_peak_bytes),
-                  None if not g.saved_peak_bytes else l.saved_peak_bytes / g.saved_peak_bytes,
-                  mib(g.cuda_step_bytes), mib(l.cuda_step_bytes)] for label, g, l in res]
-        out += [markdown_table(["local vs global FA memory", "global: peak saved (MiB)",
-                                "local: peak saved (MiB)", "local / global",
-                                "global: CUDA step (MiB)", "local: CUDA step (MiB)"], lrows),
-                "", "From `fa_utils.local.compare_memory` (its own definitions; global FA "
-                "there is `train.fa_step`).", ""]
-    except Exception as exc:  # noqa: BLE001
-        out += [markdown_table(["local vs global FA memory", "status"],
-                               [["-", f"not measured yet: needs fa_utils.local "
-                                      f"({type(exc).__name__}: {str(exc)[:80]})"]]), ""]
+        weights = fid.inception_weights_path()
+    except fid.InceptionUnavailable:
+        weights = None
+    n_inc = args.fid_inception_n
+    xi = x_all[:n_inc]
+    if weights is not None:
+        inc_label = f"Inception-v3 pool3 (pytorch-fid, weights {weights.name})"
+
+        def inception():
+            fid.inception_features(xi, batch_size=n_inc, device=device)
+    else:
+        inc_label = "Inception-v3 pool3 (pytorch-fid's network, UNTRAINED weights: speed only)"
+        net = random_fid_inception(device)
+
+        def inception():
+            with torch.inference_mode():
+                net(fid.to_inception_input(xi).to(device))[0].reshape(n_inc, -1).double().cpu()
+
+    clf = fid.FeatureClassifier(1, 10).to(device).eval()
+    n_clf = args.fid_classifier_n
+    xc = x_all[:n_clf]
+    fns = {"inception": inception, "classifier": lambda: fid.classifier_features(clf, xc)}
+    t = interleaved(fns, args.fid_repeats, device)
+    used = ("Inception (comparable to the paper's FID when N >= 2048)" if weights is not None
+            else "the classifier fallback (`fid_or_fallback`: labelled 'classifier-128', "
+                 "NOT comparable to the paper's FID); Inception weights absent")
+    rows = [[inc_label, n_inc, n_inc / med(t["inception"]),
+             "yes" if weights is not None else "no"],
+            ["classifier-128 (`fid.FeatureClassifier`, the fallback)", n_clf,
+             n_clf / med(t["classifier"]), "yes" if weights is None else "no"]]
+    note = (f"Real MNIST sample digits (28x28, repeated to 3 channels and resized to 299 by "
+            f"pytorch-fid's network), {args.fid_repeats} repeats, one batch per call. "
+            f"`fa_utils.fid` on this machine uses: {used}. The paper's FID needs 10,000 "
+            f"real + 10,000 generated images per number: at the Inception rate above that is "
+            f"{20_000 / (n_inc / med(t['inception'])) / 60:.1f} min here.")
+    return rows, note
+
+
+def section_throughput(args, device, out: list[str], per_step) -> None:
+    """Section 6: images per second of training (per step and end to end) and of FID
+    feature extraction."""
+    out += ["## 6. Images per second", ""]
+    rows = []
+    for label, dataset, _ in ARCHS:
+        m = per_step.get(dataset)
+        if not m:
+            continue
+        rows.append([label] + [BATCH / m[k] if k in m else None
+                               for k in ("fa-textbook", "fa", "fa+fused", "vae+fused")])
+    if rows:
+        out += ["### Training step (from section 1's medians, batch 128)", "",
+                markdown_table(["architecture", "FA textbook (img/s)", "FA (img/s)",
+                                "FA, fused Adam (img/s)", "VAE, fused Adam (img/s)"], rows),
+                "", "B / median step time; `FA, fused Adam` is the step `fit` runs.", ""]
+    else:
+        out += ["- training step: run section 1 in the same run for these numbers", ""]
+    for title, part in (("`fit` end to end (MNIST encoder, batch 128)", _fit_throughput),
+                        ("FID feature extraction", _fid_throughput)):
+        try:
+            prows, note = part(args, device)
+        except Exception as exc:  # noqa: BLE001
+            out += [f"- {title}: not measured ({type(exc).__name__}: {str(exc)[:160]})", ""]
+            continue
+        cols = (["what", "steps per call", "images/s", "time / fa_step loop", "paired"]
+                if part is _fit_throughput else
+                ["extractor", "images per call", "images/s", "what fa_utils.fid uses here"])
+        out += [f"### {title}", "", markdown_table(cols, prows), "", note, ""]
+
+
+# --------------------------------------------------------------------------------------
+# 7. Precision drift
+# --------------------------------------------------------------------------------------
+
+#: A reduced-precision setting is kept only if it moves the FA gradient and r by at most
+#: this much (relative L2 distance to the fp64 reference) on every architecture measured.
+DRIFT_TOLERANCE = 1e-3
+
+
+class _TF32:
+    """Set ``torch.backends.cuda.matmul.allow_tf32`` and ``cudnn.allow_tf32`` inside the
+    context (None: leave them as they are), restoring them after."""
+
+    def __init__(self, matmul: Optional[bool], cudnn: Optional[bool]):
+        self.want = (matmul, cudnn)
+
+    def __enter__(self):
+        self.before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        if self.want[0] is not None:
+            torch.backends.cuda.matmul.allow_tf32 = self.want[0]
+        if self.want[1] is not None:
+            torch.backends.cudnn.allow_tf32 = self.want[1]
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.before
+
+
+def fa_gradient(encoder: torch.nn.Module, x: torch.Tensor,
+                autocast_dtype: Optional[torch.dtype] = None
+                ) -> tuple[list[torch.Tensor], torch.Tensor, float]:
+    """The FA step's gradient on one batch, without the optimiser: ``train.fa_loss``
+    (T = 1, r_0 = 0, the shared-start step), optionally under ``torch.autocast`` with
+    ``autocast_dtype``, then backward.
+
+    Shapes: x (B, C, H, W). Returns (the gradient of every encoder parameter, as float64
+    copies in ``encoder.parameters()`` order; the reconstruction r (B, C, H, W) float64;
+    the loss C as a float)."""
+    encoder.zero_grad(set_to_none=True)
+    if autocast_dtype is None:
+        loss, image = train.fa_loss(encoder, x)
+    else:
+        with torch.autocast(x.device.type, dtype=autocast_dtype):
+            loss, image = train.fa_loss(encoder, x)
+    loss.float().backward()
+    grads = [p.grad.detach().double().clone() for p in encoder.parameters()]
+    return grads, image.detach().double(), float(loss.detach())
+
+
+def relative_drift(a: list[torch.Tensor] | torch.Tensor,
+                   ref: list[torch.Tensor] | torch.Tensor) -> float:
+    """||a - ref|| / ||ref|| (L2 over all entries of all tensors; dimensionless)."""
+    a = [a] if isinstance(a, torch.Tensor) else a
+    ref = [ref] if isinstance(ref, torch.Tensor) else ref
+    num = sum(float((u.double() - v.double()).pow(2).sum()) for u, v in zip(a, ref))
+    den = sum(float(v.double().pow(2).sum()) for v in ref)
+    return (num / den) ** 0.5 if den > 0 else float("nan")
+
+
+def precision_modes(device: torch.device) -> dict[str, tuple[Optional[torch.dtype], _TF32]]:
+    """name -> (autocast dtype, TF32 setting) of the precisions measured on ``device``."""
+    if device.type != "cuda":
+        return {"fp32": (None, _TF32(None, None)),
+                "bf16 autocast": (torch.bfloat16, _TF32(None, None))}
+    default = (f"torch default (TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+               f"cuDNN {torch.backends.cudnn.allow_tf32})")
+    return {"fp32 (TF32 off)": (None, _TF32(False, False)),
+            "TF32 (matmul + cuDNN)": (None, _TF32(True, True)),
+            default: (None, _TF32(None, None)),
+            "bf16 autocast (TF32 off)": (torch.bfloat16, _TF32(False, False))}
+
+
+def section_precision(args, device, out: list[str]) -> None:
+    """Section 7: drift of the FA gradient and of r in reduced precision, vs fp64."""
+    import copy
+    modes = precision_modes(device)
+    rows, worst = [], {m: 0.0 for m in modes}
+    for label, dataset, _ in ARCHS:
+        if dataset not in args.precision_datasets:
+            continue
+        arch = models.architecture(dataset)
+        g = torch.Generator(device=device).manual_seed(0)
+        x = torch.rand(args.precision_batch, arch.channels, arch.size, arch.size,
+                       device=device, generator=g)
+        enc, _ = fa_model(dataset, device, True, orthogonal=args.orthogonal)
+        ref_enc = copy.deepcopy(enc).double()
+        with _TF32(False, False):
+            g_ref, r_ref, loss_ref = fa_gradient(ref_enc, x.double())
+        del ref_enc
+        fns = {}
+        for name, (dtype, tf32) in modes.items():
+            with tf32:
+                grads, r, loss = fa_gradient(enc, x, dtype)
+            weights = [i for i, p in enumerate(enc.parameters()) if p.dim() > 1]
+            dg, dr = relative_drift(grads, g_ref), relative_drift(r, r_ref)
+            worst[name] = max(worst[name], dg, dr)
+            rows.append([label, name, dg, max(relative_drift(grads[i], g_ref[i]) for i in weights),
+                         dr, abs(loss - loss_ref) / abs(loss_ref)])
+
+            def timed(dtype=dtype, tf32=tf32):
+                with tf32:
+                    fa_gradient(enc, x, dtype)
+            fns[name] = timed
+        t = interleaved(fns, args.precision_repeats, device)
+        base = med(t[next(iter(modes))])
+        for row, name in zip(rows[-len(modes):], modes):
+            row += [1e3 * med(t[name]), med(t[name]) / base]
+        del enc, fns
+    kept = [m for m in list(modes)[1:] if worst[m] <= DRIFT_TOLERANCE]
+    keep = kept[0] if kept else list(modes)[0]
+    verdict = (f"**Kept: {keep}.** " + ("; ".join(
+        f"{m}: largest drift {worst[m]:.1e} {'<=' if worst[m] <= DRIFT_TOLERANCE else '>'} "
+        f"{DRIFT_TOLERANCE:g}" for m in list(modes)[1:])) + ".")
+    out += [f"## 7. Precision drift of the FA step (batch {args.precision_batch})", "",
+            markdown_table(["architecture", "precision", "gradient drift",
+                            "worst weight tensor", "r drift", "loss drift",
+                            "loss + backward (ms)", f"time / {list(modes)[0]}"], rows), "",
+            "Drift: ||a - a_fp64|| / ||a_fp64|| against the same step in float64 (same "
+            "weights and batch): the outer loss gradient wrt all encoder parameters "
+            "(`gradient`; `worst weight tensor`: the largest per-tensor drift over the "
+            "weight matrices and kernels), the reconstruction r (T = 1, r_0 = 0), and the "
+            "loss C. Times: `train.fa_loss` + backward, no optimiser, "
+            f"{args.precision_repeats} repeats interleaved. Rule: a reduced precision is kept "
+            f"only if every drift is <= {DRIFT_TOLERANCE:g} on every architecture measured "
+            f"(one bf16 rounding is 2^-8 = 3.9e-3 relative, one TF32 rounding 2^-11 = "
+            f"4.9e-4); otherwise fp32. {verdict}", ""]
 
 
 def main(argv=None) -> int:
@@ -433,6 +763,9 @@ def main(argv=None) -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the default: <= 10 min on 2 CPU cores")
     mode.add_argument("--full", action="store_true", help="more repeats and sizes (a GPU)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="one repeat at the smallest sizes: checks that every section runs "
+                           "(about 1-2 min on 2 CPU cores); its numbers mean little")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--assumed-tflops", type=float, default=10.0,
                     help="sustained fp32 TFLOP/s for the GPU-time estimate (default 10)")
@@ -446,7 +779,7 @@ def main(argv=None) -> int:
                          "is faster and far steadier (measured here: FA step 0.48 s at 1 "
                          "thread vs 2.07 s at 2, load ~4 on 2 cores): a parallel region "
                          "waits for its slowest, descheduled thread")
-    ap.add_argument("--sections", default="1,2,3,4,5", help="comma-separated subset")
+    ap.add_argument("--sections", default="1,2,3,4,5,6,7", help="comma-separated subset")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     device = train.resolve_device(args.device)
@@ -459,15 +792,36 @@ def main(argv=None) -> int:
     elif args.threads != "torch":
         torch.set_num_threads(int(args.threads))
         threads_note = f"{int(args.threads)} (--threads)"
+    all4 = ("mnist", "cifar10", "celeba", "stl10")
     if args.full:
         args.repeats, args.repeats_64, args.scale_repeats = 15, 10, 7
         args.batches, args.Ts, args.samples = (32, 64, 128, 256, 512, 1024), (1, 2, 4, 8), 1000
+        args.sample_datasets, args.sample_repeats = all4, 50
+        args.local_datasets, args.local_repeats = all4, 7
+        args.fit_steps, args.fit_repeats = 50, 5
+        args.fid_inception_n, args.fid_classifier_n, args.fid_repeats = 500, 5000, 5
+        args.precision_datasets, args.precision_batch, args.precision_repeats = all4, 128, 7
+    elif args.smoke:
+        args.repeats, args.repeats_64, args.scale_repeats = 1, 1, 1
+        args.batches, args.Ts, args.samples = (32, 128), (1, 2), 50
+        args.sample_datasets, args.sample_repeats = ("mnist",), 2
+        args.local_datasets, args.local_repeats = ("mnist",), 1
+        args.fit_steps, args.fit_repeats = 2, 1
+        args.fid_inception_n, args.fid_classifier_n, args.fid_repeats = 2, 100, 1
+        args.precision_datasets, args.precision_batch, args.precision_repeats = ("mnist",), 16, 1
     else:
         args.repeats, args.repeats_64, args.scale_repeats = 5, 3, 3
         args.batches, args.Ts, args.samples = (32, 128, 512), (1, 2, 4, 8), 500
+        args.sample_datasets, args.sample_repeats = all4, 15
+        args.local_datasets, args.local_repeats = ("mnist", "cifar10"), 3
+        args.fit_steps, args.fit_repeats = 8, 5
+        args.fid_inception_n, args.fid_classifier_n, args.fid_repeats = 16, 1000, 3
+        args.precision_datasets, args.precision_batch, args.precision_repeats = (
+            ("mnist", "cifar10"), 64, 3)
     sections = {s.strip() for s in args.sections.split(",")}
     t_start = time.perf_counter()
-    out = [f"# Benchmarks: the FA step ({'full' if args.full else 'quick'})", "",
+    mode_name = "full" if args.full else "smoke" if args.smoke else "quick"
+    out = [f"# Benchmarks: the FA step ({mode_name})", "",
            *environment(device), f"- threads: {threads_note}", ""]
     torch.manual_seed(0)
     per_step: dict = {}
@@ -475,18 +829,26 @@ def main(argv=None) -> int:
              ("2", lambda: section_scaling(args, device, out)),
              ("3", lambda: section_memory(args, device, out, ARCHS)),
              ("4", lambda: section_flops(args, device, out, per_step)),
-             ("5", lambda: section_hooks(args, device, out))]
+             ("5", lambda: section_hooks(args, device, out)),
+             ("6", lambda: section_throughput(args, device, out, per_step)),
+             ("7", lambda: section_precision(args, device, out))]
     for key, run in steps:
         if key in sections:
             t0 = time.perf_counter()
             print(f"section {key} ...", file=sys.stderr, flush=True)
             run()
             print(f"section {key}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            if not args.no_write:  # a run cut short (a time limit) keeps what it measured
+                (results_dir() / "benchmarks.md").write_text(
+                    "\n".join(out + [f"_Partial: sections up to {key} of {args.sections}._"])
+                    + "\n")
     load = (", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg")
             else "n/a")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    flags = (" --full" if args.full else "") + (f" --threads {args.threads}"
-                                                 if args.threads != "auto" else "")
+    flags = ("" if mode_name == "quick" else f" --{mode_name}") + (
+        "" if args.device == "auto" else f" --device {args.device}") + (
+        "" if args.sections == "1,2,3,4,5,6,7" else f" --sections {args.sections}") + (
+        f" --threads {args.threads}" if args.threads != "auto" else "")
     out += [f"_`python -m benchmarks.run{flags}`: "
             f"{time.perf_counter() - t_start:.0f} s at {stamp}; load average at the end "
             f"{load}._"]

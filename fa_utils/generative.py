@@ -640,16 +640,17 @@ def parameter_counts(dataset: str) -> dict[str, int]:
     return {m: sum(count_parameters(n) for n in nets) for m, nets in paper_models(dataset).items()}
 
 
-def sampling_times(dataset: str, *, repeats: int = 10, batch: int = 1,
-                   device: str = "auto") -> dict[str, float]:
-    """Seconds to draw ``batch`` samples (paper: "a single sample") with each model
-    of :func:`paper_models` (fresh weights: the time does not depend on them), measured in
-    one run: VAE / GAN decoder(z); VFA one inner step (encoder forward + backward to its
-    input); VFA-GAN the same plus G. Returns seconds per *sample* (fastest of ``repeats``
-    interleaved rounds, :func:`interleaved_times`)."""
+def sampling_calls(dataset: str, *, batch: int = 1,
+                   device: str | torch.device = "auto") -> dict[str, Any]:
+    """Zero-argument calls that draw ``batch`` samples with each model of
+    :func:`paper_models` (fresh weights, eval mode: the time does not depend on them):
+    ``"VAE"`` / ``"GAN"`` decoder(z) under no_grad; ``"VFA"`` one inner step from r_0 = 0
+    (:func:`fa_utils.vfa.decode`: encoder forward + transposed Jacobian, the conditional
+    model with label 0); ``"VFA-GAN"`` the same plus the refiner G. Every call returns the
+    images, (batch, C, H, W), on ``device``; z (batch, Z) is drawn once."""
     a = PAPER_ARCHITECTURES[dataset]
     arch = architecture(dataset)
-    device = str(resolve_device(device))
+    device = str(resolve_device(str(device)))
     nets = paper_models(dataset, device=device)
     for group in nets.values():
         for n in group:
@@ -668,8 +669,17 @@ def sampling_times(dataset: str, *, repeats: int = 10, batch: int = 1,
         with torch.no_grad():
             return net(z)
 
-    calls = {"VAE": lambda: decode_only(nets["VAE"][1]), "GAN": lambda: decode_only(nets["GAN"][0]),
-             "VFA": vfa_draw, "VFA-GAN": lambda: vfa_draw(refiner)}
+    return {"VAE": lambda: decode_only(nets["VAE"][1]), "GAN": lambda: decode_only(nets["GAN"][0]),
+            "VFA": vfa_draw, "VFA-GAN": lambda: vfa_draw(refiner)}
+
+
+def sampling_times(dataset: str, *, repeats: int = 10, batch: int = 1,
+                   device: str = "auto") -> dict[str, float]:
+    """Seconds to draw ``batch`` samples (paper: "a single sample") with each model
+    of :func:`paper_models`, measured in one run (the calls of :func:`sampling_calls`).
+    Returns seconds per *sample* (fastest of ``repeats`` interleaved rounds,
+    :func:`interleaved_times`)."""
+    calls = sampling_calls(dataset, batch=batch, device=device)
     return {m: t / batch for m, t in interleaved_times(calls, repeats=repeats).items()}
 
 

@@ -42,7 +42,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -590,6 +590,43 @@ def _shared(shared_start: Optional[bool]) -> dict:
     return {} if shared_start is None else {"shared_start": shared_start}
 
 
+def make_training_step(dataset: str | Architecture, method: str, *, batch: int = 128,
+                       latent_dim: int = 128, device="cpu", seed: int = 0, T: int = 1,
+                       shared_start: Optional[bool] = None) -> tuple[Callable[[], Any], nn.Module]:
+    """The training step that :func:`measure_step_memory` measures, ready to call.
+
+    ``global``: :func:`fa_utils.train.fa_step` on ``Encoder(arch, {"z": latent_dim})``
+    (Adam lr 1e-4, betas (0.5, 0.999)); ``local``: :func:`local_step` on
+    :class:`LocalFANet` (bias-free, the training default). Both on one fixed batch of
+    random images (batch, C, H, W) in [0, 1] drawn after ``torch.manual_seed(seed)``,
+    PyTorch's default init (what is saved, and the time a step takes, do not depend on the
+    weights' values; the orthogonal init's QR of the 4096-wide layers would cost more than
+    the step itself on a CPU). Each call does one optimiser step and returns its logged
+    values.
+
+    Returns:
+        (step: zero-argument callable, the model).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    device = torch.device(device)
+    arch = architecture(dataset) if isinstance(dataset, str) else dataset
+    torch.manual_seed(seed)
+    x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)
+    if method == "global":
+        from .train import fa_step
+        model = Encoder(arch, {"z": latent_dim}).to(device)  # = models.make_encoder's network
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
+        return functools.partial(fa_step, model, opt, x, T=T, **_shared(shared_start)), model
+    if method == "local":
+        model = LocalFANet(arch, latent_dim, bias=False).to(device)  # the training default
+        opts = make_optimizers(model, 1e-4)
+        return functools.partial(local_step, model, opts, x, T=T,
+                                 shared_start=shared_start), model
+    raise ValueError(f"unknown method {method!r}; choose 'global' or 'local'")
+
+
 def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int = 128,
                         latent_dim: int = 128, repeats: int = 1, device="cpu", seed: int = 0,
                         T: int = 1, name: Optional[str] = None,
@@ -612,24 +649,9 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
         ValueError: unknown method.
     """
     device = torch.device(device)
-    arch = architecture(dataset) if isinstance(dataset, str) else dataset
     name = name or (dataset if isinstance(dataset, str) else "custom")
-    torch.manual_seed(seed)
-    x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)
-    # PyTorch's default initialisation: what is saved (and the time a step takes) does not
-    # depend on the weights' values, and the orthogonal init's QR of the 4096-wide layers
-    # would cost more than the step itself on a CPU
-    if method == "global":
-        from .train import fa_step
-        model = Encoder(arch, {"z": latent_dim}).to(device)  # = models.make_encoder's network
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
-        step = functools.partial(fa_step, model, opt, x, T=T, **_shared(shared_start))
-    elif method == "local":
-        model = LocalFANet(arch, latent_dim, bias=False).to(device)  # the training default
-        opts = make_optimizers(model, 1e-4)
-        step = functools.partial(local_step, model, opts, x, T=T, shared_start=shared_start)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose 'global' or 'local'")
+    step, model = make_training_step(dataset, method, batch=batch, latent_dim=latent_dim,
+                                     device=device, seed=seed, T=T, shared_start=shared_start)
     cuda = device.type == "cuda"
     if cuda:
         step()  # warm-up: Adam state, cuDNN plans
