@@ -24,19 +24,26 @@ layer; T > 1 continues with :func:`align`'s loop. This removes the batch-B forwa
 E(r_0) and its backward: an FA training step drops from ~1.5x to ~1.0x the FLOPs of a VAE
 step of the same encoder (``benchmarks/run.py``). The result equals the textbook step
 within fp32 rounding (``tests/test_speed_equivalence.py``); ``shared_start=False`` forces
-the textbook path. Caveat, measured: coordinates whose exact gradient is zero (e.g. the
+the textbook path. Without a graph (``create_graph=False``: sampling, evaluation) the
+batch-of-one forward E(0) and its activation pattern do not depend on z either, so they
+are kept between calls (:func:`start_cache_info`) while the encoder's weights, buffers,
+train/eval flags, device and dtype are unchanged: a sample then costs the transposed
+Jacobian only, bit for bit the same result. Training (``create_graph=True``) never uses
+this cache. Caveat, measured: coordinates whose exact gradient is zero (e.g. the
 head's bias, which shifts E(x) and E(r) alike) get round-off gradients of ~1e-8 instead of
 the textbook path's exact cancellation, and Adam with eps = 1e-8 turns those into steps of
 up to lr: such coordinates drift, without effect on the loss.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 R_INITS = ("zeros", "uniform", "normal")
 SQUASHES = ("none", "sigmoid")
@@ -209,18 +216,29 @@ def _module_has_hooks(module: nn.Module) -> bool:
                or getattr(m, "_backward_pre_hooks", None) for m in module.modules())
 
 
-def supports_shared_start(encoder: nn.Module, head: str = "z") -> bool:
+Head = Union[str, Sequence[str]]
+
+
+def _head_names(head: Head) -> tuple[str, ...]:
+    return (head,) if isinstance(head, str) else tuple(head)
+
+
+def supports_shared_start(encoder: nn.Module, head: Head = "z") -> bool:
     """Whether :func:`shared_start_step` can take the first inner step of ``encoder``.
 
     True for a :class:`fa_utils.models.Encoder` (not a subclass with its own forward, not a
     ``DistributedDataParallel`` wrapper: pass its ``.module``) whose trunk holds only
     Conv2d (zero padding given as numbers), Linear, LeakyReLU, ReLU, Flatten(start_dim=1)
-    and Identity layers, with the head ``head``, and no module hooks.
+    and Identity layers, with the head ``head`` (a name, or a sequence of names whose
+    outputs are concatenated, e.g. ``("mu", "logits")`` for a conditional VFA), and no
+    module hooks.
     """
     from .models import Encoder
     if not isinstance(encoder, Encoder) or type(encoder).forward is not Encoder.forward:
         return False
-    if head not in encoder.heads or not isinstance(encoder.heads[head], nn.Linear):
+    names = _head_names(head)
+    if not names or any(h not in encoder.heads or not isinstance(encoder.heads[h], nn.Linear)
+                        for h in names):
         return False
     for m in encoder.trunk:
         if not isinstance(m, SHARED_START_LAYERS):
@@ -232,8 +250,73 @@ def supports_shared_start(encoder: nn.Module, head: str = "z") -> bool:
     return not _module_has_hooks(encoder)
 
 
+def _start_forward(encoder: nn.Module, r0: torch.Tensor, names: tuple[str, ...]):
+    """E(r_0) on the batch of one, the (concatenated) head weight and the tape of what the
+    transposed Jacobian needs (conv input sizes, activation slopes, flatten shapes)."""
+    tape: list[tuple[str, object]] = []
+    h = r0
+    for m in encoder.trunk:
+        if isinstance(m, nn.Conv2d):
+            tape.append(("conv", (m, h.shape[-2:])))
+            h = m(h)
+        elif isinstance(m, nn.Linear):
+            tape.append(("linear", m))
+            h = m(h)
+        elif isinstance(m, (nn.LeakyReLU, nn.ReLU)):
+            slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else 0.0
+            with torch.no_grad():  # the derivative is piecewise constant: no gradient
+                # PyTorch's convention at the kink (input exactly 0): the slope
+                d = torch.where(h > 0, torch.ones((), dtype=h.dtype, device=h.device),
+                                torch.full((), slope, dtype=h.dtype, device=h.device))
+            tape.append(("mask", d))
+            h = m(h)
+        elif isinstance(m, nn.Flatten):
+            tape.append(("shape", h.shape[1:]))
+            h = m(h)
+        # nn.Identity: nothing to record
+    layers = [encoder.heads[n] for n in names]
+    if len(layers) == 1:
+        return layers[0](h), layers[0].weight, tape
+    return (torch.cat([lay(h) for lay in layers], 1),
+            torch.cat([lay.weight for lay in layers], 0), tape)
+
+
+def _transposed_jacobian(z_r: torch.Tensor, weight: torch.Tensor, tape: list,
+                         z_target: torch.Tensor) -> torch.Tensor:
+    """J_E(r_0)^T (E(r_0) - z_target) for B latents, from :func:`_start_forward`'s output."""
+    if z_target.shape[1:] != z_r.shape[1:]:
+        raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
+                         f"E(r) {tuple(z_r.shape)}")
+    g = z_r - z_target  # (B, Z): dL/dE(r) of L = 1/2 ||z - E(r)||^2, per example
+    g = g @ weight
+    for kind, item in reversed(tape):
+        if kind == "linear":
+            g = g @ item.weight
+        elif kind == "mask":
+            g = g * item
+        elif kind == "shape":
+            g = g.reshape(g.shape[0], *item)
+        else:  # conv: the transpose of Conv2d(h) with respect to h
+            m, in_size = item
+            out_pad = [int(in_size[i]) - ((g.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
+                                          + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
+                       for i in range(2)]
+            g = F.conv_transpose2d(g, m.weight, None, m.stride, m.padding, out_pad,
+                                   m.groups, m.dilation)
+    return g
+
+
+def _check_shared_start(encoder: nn.Module, head: Head, r0: torch.Tensor) -> None:
+    if not supports_shared_start(encoder, head):
+        raise ValueError(f"shared_start_step does not support this encoder/head "
+                         f"({type(encoder).__name__}, head {head!r}); see supports_shared_start")
+    if r0.shape[0] != 1:
+        raise ValueError(f"r0 must be one shared start of shape (1, ...), got {tuple(r0.shape)}")
+
+
 def shared_start_step(encoder: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
-                      head: str = "z", tau: float = 1.0, create_graph: bool = True) -> torch.Tensor:
+                      head: Head = "z", tau: float = 1.0,
+                      create_graph: bool = True) -> torch.Tensor:
     """One step of Eq. 2 from a start r_0 shared by every example (r_0 = 0 in training).
 
     r_1 = r_0 - tau * J_E(r_0)^T (E(r_0) - z_target), with E(r_0) and the Jacobian's
@@ -245,10 +328,15 @@ def shared_start_step(encoder: nn.Module, z_target: torch.Tensor, r0: torch.Tens
     transposed Jacobian of the encoder at the origin). Only piecewise-linear activations
     are supported, whose derivative does not depend on the weights to first order.
 
+    This function always recomputes E(r_0); :func:`decode_latent` (and :func:`reconstruct`
+    without a graph) reuse it between calls instead (:func:`start_cache_info`).
+
     Args:
         encoder: an encoder for which :func:`supports_shared_start` holds.
         z_target: (B, Z) latents; may carry a graph to the encoder (training).
         r0: (1, C, H, W) the shared start (a constant).
+        head: the head's name, or names whose outputs are concatenated (Z their total
+            width; e.g. ``("mu", "logits")``, the conditional VFA's random side, Figure 3).
         create_graph: keep the step in the graph (training); ``False`` returns it detached.
 
     Returns:
@@ -257,62 +345,111 @@ def shared_start_step(encoder: nn.Module, z_target: torch.Tensor, r0: torch.Tens
     Raises:
         ValueError: an unsupported encoder, or a latent shape that differs from E(r_0)'s.
     """
-    if not supports_shared_start(encoder, head):
-        raise ValueError(f"shared_start_step does not support this encoder/head "
-                         f"({type(encoder).__name__}, head {head!r}); see supports_shared_start")
-    if r0.shape[0] != 1:
-        raise ValueError(f"r0 must be one shared start of shape (1, ...), got {tuple(r0.shape)}")
+    _check_shared_start(encoder, head, r0)
     r0 = r0.detach()
     if not create_graph:
         z_target = z_target.detach()
     with torch.set_grad_enabled(create_graph):
-        tape: list[tuple[str, object]] = []
-        h = r0
-        for m in encoder.trunk:
-            if isinstance(m, nn.Conv2d):
-                tape.append(("conv", (m, h.shape[-2:])))
-                h = m(h)
-            elif isinstance(m, nn.Linear):
-                tape.append(("linear", m))
-                h = m(h)
-            elif isinstance(m, (nn.LeakyReLU, nn.ReLU)):
-                slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else 0.0
-                with torch.no_grad():  # the derivative is piecewise constant: no gradient
-                    # PyTorch's convention at the kink (input exactly 0): the slope
-                    d = torch.where(h > 0, torch.ones((), dtype=h.dtype, device=h.device),
-                                    torch.full((), slope, dtype=h.dtype, device=h.device))
-                tape.append(("mask", d))
-                h = m(h)
-            elif isinstance(m, nn.Flatten):
-                tape.append(("shape", h.shape[1:]))
-                h = m(h)
-            # nn.Identity: nothing to record
-        head_layer = encoder.heads[head]
-        z_r = head_layer(h)
-        if z_target.shape[1:] != z_r.shape[1:]:
-            raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
-                             f"E(r) {tuple(z_r.shape)}")
-        g = z_r - z_target  # (B, Z): dL/dE(r) of L = 1/2 ||z - E(r)||^2, per example
-        g = g @ head_layer.weight
-        for kind, item in reversed(tape):
-            if kind == "linear":
-                g = g @ item.weight
-            elif kind == "mask":
-                g = g * item
-            elif kind == "shape":
-                g = g.reshape(g.shape[0], *item)
-            else:  # conv: the transpose of Conv2d(h) with respect to h
-                m, in_size = item
-                out_pad = [int(in_size[i]) - ((g.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
-                                              + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
-                           for i in range(2)]
-                g = F.conv_transpose2d(g, m.weight, None, m.stride, m.padding, out_pad,
-                                       m.groups, m.dilation)
+        z_r, weight, tape = _start_forward(encoder, r0, _head_names(head))
+        g = _transposed_jacobian(z_r, weight, tape, z_target)
         r1 = r0 - tau * g
     return r1 if create_graph else r1.detach()
 
 
-def _use_shared_start(shared_start: Optional[bool], encoder: nn.Module, head: str,
+# E(0) kept between sampling calls (create_graph=False only)
+# --------------------------------------------------------------------------------------
+
+#: Set to ``False`` to recompute E(r_0) on every sampling call (the cache is then unused).
+START_CACHE_ENABLED = True
+
+# encoder -> {(heads, r0 shape, dtype, device): (key, weak refs to the tensors, entry)};
+# weak keys: an encoder that is dropped takes its entries with it.
+_START_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_START_CACHE_COUNTS = {"hits": 0, "misses": 0}
+
+# Fused optimisers (``torch.optim.Adam(fused=True)``, what ``train.make_adam`` picks) update
+# the parameters without bumping their version counters (measured, torch 2.14 CPU), so
+# every ``torch.optim`` step, of any optimiser, also invalidates every entry: a global
+# step post-hook counts them (an integer increment per step).
+_OPTIMIZER_STEPS = [0]
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    _OPTIMIZER_STEPS[0] += 1
+
+
+_OPTIMIZER_HOOK = register_optimizer_step_post_hook(_count_optimizer_step)
+
+
+_LAYER_SETTINGS = ("negative_slope", "stride", "padding", "dilation", "groups", "start_dim")
+
+
+def _start_state(encoder: nn.Module) -> tuple[list[torch.Tensor], tuple]:
+    """Everything E(r_0) and its activation pattern depend on, as a comparable key: each
+    parameter's and buffer's identity, version counter (bumped by in-place changes through
+    autograd: the weight clamp, ``load_state_dict``, for-loop and foreach optimisers),
+    storage, dtype, device and shape; every module's train/eval flag; the layers
+    themselves and their settings; the number of ``torch.optim`` steps taken by any
+    optimiser (fused ones do not bump version counters); inference mode."""
+    tensors = list(encoder.parameters()) + list(encoder.buffers())
+    tkey = tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device, t.shape, t.stride())
+                 for t in tensors)
+    # plain attributes live in the module's __dict__ (getattr would go through
+    # nn.Module.__getattr__ and an exception for each missing one: 60 us on the MNIST net)
+    mkey = tuple((id(m), m.training) + tuple(m.__dict__.get(a) for a in _LAYER_SETTINGS)
+                 for m in encoder.modules())
+    return tensors, (tkey, mkey, _OPTIMIZER_STEPS[0], torch.is_inference_mode_enabled())
+
+
+def _cached_start_step(encoder: nn.Module, z_target: torch.Tensor, shape, *,
+                       head: Head, tau: float) -> torch.Tensor:
+    """:func:`shared_start_step` from r_0 = 0 (1, *shape) with ``create_graph=False``:
+    E(r_0), the head weight and the tape kept between calls while :func:`_start_state` is
+    unchanged; the same operations on the same tensors, so the same result bit for bit.
+    Never used with a graph (training)."""
+    r0 = torch.zeros((1, *shape), device=z_target.device, dtype=z_target.dtype)
+    _check_shared_start(encoder, head, r0)
+    names = _head_names(head)
+    z_target = z_target.detach()
+    slot = (names, tuple(r0.shape), r0.dtype, r0.device)
+    tensors, key = _start_state(encoder)
+    with torch.no_grad():
+        per_encoder = _START_CACHE.setdefault(encoder, {})
+        hit = per_encoder.get(slot)
+        if (hit is not None and hit[0] == key and len(hit[1]) == len(tensors)
+                and all(ref() is t for ref, t in zip(hit[1], tensors))):
+            _START_CACHE_COUNTS["hits"] += 1
+            _, _, (z_r, weight, tape) = hit
+        else:
+            _START_CACHE_COUNTS["misses"] += 1
+            z_r, weight, tape = _start_forward(encoder, r0, names)
+            per_encoder[slot] = (key, [weakref.ref(t) for t in tensors],
+                                 (z_r, weight, tape))
+        g = _transposed_jacobian(z_r, weight, tape, z_target)
+        r1 = r0 - tau * g
+    return r1
+
+
+def start_cache_info() -> dict[str, int]:
+    """Counts of the E(r_0) cache used by sampling (:func:`decode_latent`,
+    :func:`reconstruct` without a graph): ``hits`` and ``misses`` since the start (or
+    :func:`clear_start_cache`), ``encoders`` (how many encoders have an entry)."""
+    return {**_START_CACHE_COUNTS, "encoders": len(_START_CACHE)}
+
+
+def clear_start_cache(encoder: Optional[nn.Module] = None) -> None:
+    """Drop the cached E(r_0) of ``encoder`` (all encoders, and the counts, by default).
+    Needed only after a weight change that neither bumps a version counter nor is a
+    ``torch.optim`` step: an in-place write through ``param.data``, a fused kernel called
+    directly, a ``torch.distributed`` collective writing into the parameters."""
+    if encoder is None:
+        _START_CACHE.clear()
+        _START_CACHE_COUNTS.update(hits=0, misses=0)
+    else:
+        _START_CACHE.pop(encoder, None)
+
+
+def _use_shared_start(shared_start: Optional[bool], encoder: nn.Module, head: Head,
                       r_init: str, kwargs: dict) -> bool:
     if shared_start is False:
         return False
@@ -324,15 +461,18 @@ def _use_shared_start(shared_start: Optional[bool], encoder: nn.Module, head: st
     return ok
 
 
-def _solve(encoder: nn.Module, z: torch.Tensor, shape, *, head: str, T: int, tau: float,
+def _solve(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head, T: int, tau: float,
            r_init: str, squash: str, generator: Optional[torch.Generator], create_graph: bool,
            shared_start: Optional[bool], kwargs: dict) -> AlignResult:
     """The inner problem for latents z from :func:`init_r`'s start, by the shared-start
     first step when it applies, else by :func:`align`."""
     if _use_shared_start(shared_start, encoder, head, r_init, kwargs):
         _check_inner_args(T, tau, squash)
-        r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
-        r = shared_start_step(encoder, z, r0, head=head, tau=tau, create_graph=create_graph)
+        if create_graph or not START_CACHE_ENABLED:
+            r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
+            r = shared_start_step(encoder, z, r0, head=head, tau=tau, create_graph=create_graph)
+        else:  # sampling / evaluation: E(r_0) reused while the weights are unchanged
+            r = _cached_start_step(encoder, z, shape, head=head, tau=tau)
         if T > 1:
             r = _iterate(head_encoder(encoder, head), z, r, T=T - 1, tau=tau,
                          create_graph=create_graph)
@@ -343,17 +483,24 @@ def _solve(encoder: nn.Module, z: torch.Tensor, shape, *, head: str, T: int, tau
                  squash=squash, **kwargs)
 
 
-def head_encoder(encoder: nn.Module, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> encoder(x)[head]``, for encoders that return a dict of named heads.
+def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> encoder(x)[head]``, for encoders that return a dict of named heads; for a
+    sequence of names, the heads' outputs concatenated along dim 1 (e.g. ``("mu",
+    "logits")``: (B, Z + K), the conditional VFA's random side with ``rand_side="mu"``).
 
     Raises:
         KeyError: the encoder has no head of that name (the message lists its heads).
     """
+    names = _head_names(head)
+
     def encode(x: torch.Tensor) -> torch.Tensor:
         out = encoder(x)
-        if head not in out:
-            raise KeyError(f"encoder has no head {head!r}; its heads are {list(out)}")
-        return out[head]
+        for name in names:
+            if name not in out:
+                raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
+        if len(names) == 1:
+            return out[names[0]]
+        return torch.cat([out[name] for name in names], 1)
     return encode
 
 
@@ -366,7 +513,7 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).pow(2).flatten(1).sum(1).mean()
 
 
-def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
+def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z", T: int = 1,
                 tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
                 generator: Optional[torch.Generator] = None,
                 create_graph: bool = False, shared_start: Optional[bool] = None,
@@ -380,8 +527,9 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int 
     Args:
         shared_start: ``None`` (default): take the first inner step with
             :func:`shared_start_step` when r_init is ``"zeros"``, nothing is tracked and the
-            encoder supports it (same result within fp32 rounding, faster); ``False``: always
-            :func:`align`; ``True``: require the shared-start path.
+            encoder supports it (same result within fp32 rounding, faster; without a graph
+            E(0) is also reused between calls, as in :func:`decode_latent`); ``False``:
+            always :func:`align`; ``True``: require the shared-start path.
         inner_encoder: the module that runs the inner problem E(r) (default ``encoder``);
             e.g. the module inside a ``DistributedDataParallel`` wrapper, so that the
             wrapper sees one forward (E(x)) per step.
@@ -395,15 +543,21 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int 
                   create_graph=create_graph, shared_start=shared_start, kwargs=kwargs)
 
 
-def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: str = "z", T: int = 1,
+def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z", T: int = 1,
                   tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
                   generator: Optional[torch.Generator] = None,
                   shared_start: Optional[bool] = None, **kwargs) -> AlignResult:
     """The image whose latent is z, found by the inner optimisation (Figure 1, right).
 
+    On the shared-start path (r_0 = 0) E(0) and its activation pattern are reused between
+    calls while the encoder is unchanged (:func:`start_cache_info`): with T = 1 a call
+    costs one transposed-Jacobian product, r_1 = tau J_E(0)^T (z - E(0)) (Eq. 2).
+
     Args:
         z: (B, Z) latents (e.g. drawn from N(0, I) for sampling).
         shape: the image shape (C, H, W).
+        head: a head's name, or names whose outputs are concatenated (:func:`head_encoder`);
+            z then has their total width.
         shared_start: as in :func:`reconstruct`.
 
     Returns:

@@ -645,9 +645,11 @@ def sampling_calls(dataset: str, *, batch: int = 1,
     """Zero-argument calls that draw ``batch`` samples with each model of
     :func:`paper_models` (fresh weights, eval mode: the time does not depend on them):
     ``"VAE"`` / ``"GAN"`` decoder(z) under no_grad; ``"VFA"`` one inner step from r_0 = 0
-    (:func:`fa_utils.vfa.decode`: encoder forward + transposed Jacobian, the conditional
-    model with label 0); ``"VFA-GAN"`` the same plus the refiner G. Every call returns the
-    images, (batch, C, H, W), on ``device``; z (batch, Z) is drawn once."""
+    (:func:`fa_utils.vfa.decode`: the transposed Jacobian, Eq. 2 / Figure 3, the conditional
+    model with label 0; E(0) and its activation pattern are computed by the first call and
+    reused while the weights are unchanged, :func:`fa_utils.fa.start_cache_info`);
+    ``"VFA-GAN"`` the same plus the refiner G. Every call returns the images,
+    (batch, C, H, W), on ``device``; z (batch, Z) is drawn once."""
     a = PAPER_ARCHITECTURES[dataset]
     arch = architecture(dataset)
     device = str(resolve_device(str(device)))

@@ -176,6 +176,20 @@ def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.
     return torch.cat([z, class_values.to(z)], 1)
 
 
+def _decode_target(encoder, target, shape, settings, generator=None) -> torch.Tensor:
+    """The image of a full inner target (B, Z [+ K]), without a graph. With
+    ``rand_side="mu"`` the random side is a linear read-out of the heads ``mu`` (and
+    ``logits``), so :func:`fa_utils.fa.decode_latent` applies: from r_0 = 0 its shared-start
+    step with E(0) reused between calls; else :func:`fa_utils.fa.align` on :func:`random_side`."""
+    if settings.rand_side == "mu":
+        head = ("mu", "logits") if settings.conditional else "mu"
+        return fa.decode_latent(encoder, target, shape, head=head, T=settings.T,
+                                tau=settings.tau, r_init=settings.r_init,
+                                squash=settings.squash, generator=generator).image
+    return _align(encoder, target, shape, settings, create_graph=False,
+                  generator=generator).image
+
+
 def _align(encoder, target, shape, settings, *, create_graph, generator=None):
     r0 = fa.init_r((target.shape[0], *shape), settings.r_init, generator=generator,
                    device=target.device, dtype=target.dtype)
@@ -262,22 +276,19 @@ def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
            refiner: Optional[nn.Module] = None) -> torch.Tensor:
     """The image of latent z by the inner optimisation (Figure 3, right), detached.
 
-    Unconditional with ``rand_side="mu"``: :func:`fa_utils.fa.decode_latent` with head
-    ``mu``; otherwise :func:`fa_utils.fa.align` on :func:`random_side`. A conditional VFA
-    takes ``labels`` (one-hot times ``scale``, default the training ``class_scale``) or raw
-    ``class_values`` (B, K). ``refiner``: VFA-GAN's G, applied to the image.
+    With ``rand_side="mu"``: :func:`fa_utils.fa.decode_latent` with head ``mu`` (a
+    conditional VFA: heads ``("mu", "logits")``), whose shared-start step from r_0 = 0
+    reuses E(0) between calls while the weights are unchanged, so that a sample costs one
+    transposed-Jacobian product (T = 1); otherwise :func:`fa_utils.fa.align` on
+    :func:`random_side`. A conditional VFA takes ``labels`` (one-hot times ``scale``,
+    default the training ``class_scale``) or raw ``class_values`` (B, K). ``refiner``:
+    VFA-GAN's G, applied to the image.
 
     Shapes: z (B, Z), shape (C, H, W) -> (B, C, H, W). Each row depends only on its own
     z (and label), never on the rest of the batch, in eval mode.
     """
-    if not settings.conditional and settings.rand_side == "mu":
-        image = fa.decode_latent(encoder, z, shape, head="mu", T=settings.T, tau=settings.tau,
-                                 r_init=settings.r_init, squash=settings.squash,
-                                 generator=generator).image
-    else:
-        target = inner_target(z, settings, labels, scale, class_values)
-        image = _align(encoder, target, shape, settings, create_graph=False,
-                       generator=generator).image
+    target = inner_target(z, settings, labels, scale, class_values)
+    image = _decode_target(encoder, target, shape, settings, generator)
     if refiner is not None:
         with torch.no_grad():
             image = refiner(image)
@@ -322,7 +333,7 @@ def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASe
     """The image of a full inner target (the latent of :func:`latent_of`: mu, with the
     class values appended for a conditional VFA), detached; ``refiner`` applied after.
     Shapes: target (B, Z [+ K]), shape (C, H, W) -> (B, C, H, W)."""
-    image = _align(encoder, target, shape, settings, create_graph=False).image
+    image = _decode_target(encoder, target, shape, settings)
     if refiner is not None:
         with torch.no_grad():
             image = refiner(image)

@@ -204,3 +204,144 @@ def test_fp32_gradient_matches_float64_and_bf16_is_not_kept():
     g16, r16, _ = fa_gradient(enc, x, torch.bfloat16)
     assert all(torch.isfinite(g).all() for g in g16)
     assert max(relative_drift(g16, g64), relative_drift(r16, r64)) > DRIFT_TOLERANCE
+
+
+# E(0) kept between sampling calls (fa._cached_start_step): same result, invalidated when
+# the encoder changes, never used in training
+# --------------------------------------------------------------------------------------
+
+
+def uncached_sample(enc, target, shape, settings):
+    """The shared-start step recomputing E(0): what the cache must reproduce bit for bit."""
+    head = ("mu", "logits") if settings.conditional else "mu"
+    r0 = torch.zeros((1, *shape))
+    return fa.shared_start_step(enc, target, r0, head=head, tau=settings.tau,
+                                create_graph=False)
+
+
+def plain_step(enc, target, shape, settings):
+    """Eq. 2 written plainly (a batch of zeros, autograd.grad), the textbook reference."""
+    r = torch.zeros((target.shape[0], *shape), requires_grad=True)
+    out = enc(r)
+    side = torch.cat([out["mu"], out["logits"]], 1) if settings.conditional else out["mu"]
+    (g,) = torch.autograd.grad(0.5 * (target - side).pow(2).sum(), r)
+    return (r - settings.tau * g).detach()
+
+
+def relative(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "celeba"])
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_cached_sampling_equals_the_uncached_step(dataset, num_classes):
+    """Tables 7 and 9's encoders, unconditional and conditional VFA (heads mu, logits):
+    later calls reuse E(0) and give the uncached step's result exactly (tolerance 0, hence
+    within 1e-6 relative), for new latents and any batch size; the textbook step within
+    fp32 rounding (the tolerance of test_vfa_sampler_equals_one_plain_inner_step)."""
+    torch.manual_seed(0)
+    enc = vfa.make_vfa_encoder(dataset, 16, num_classes, orthogonal=False).eval()
+    arch = enc.arch
+    shape = (arch.channels, arch.size, arch.size)
+    settings = vfa.VFASettings(num_classes=num_classes, tau=0.7, class_scale=2.0)
+    fa.clear_start_cache()
+    gen = torch.Generator().manual_seed(1)
+    for call, n in enumerate((3, 1, 4)):
+        z = vfa.prior(n, 16, gen)
+        labels = torch.arange(n) % num_classes if num_classes else None
+        got = vfa.decode(enc, z, shape, settings=settings, labels=labels)
+        target = vfa.inner_target(z, settings, labels)
+        want = uncached_sample(enc, target, shape, settings)
+        assert torch.equal(got, want) and relative(got, want) <= 1e-6
+        torch.testing.assert_close(got, plain_step(enc, target, shape, settings),
+                                   rtol=1e-5, atol=1e-6)
+        assert fa.start_cache_info()["misses"] == 1 and fa.start_cache_info()["hits"] == call
+    # vfa.sample and vfa.reconstruct (decode_full) take the same cached path
+    images, z, labels = vfa.sample(enc, 2, shape, settings=settings, latent_dim=16,
+                                   generator=gen)
+    target = vfa.inner_target(z, settings, labels if num_classes else None)
+    assert torch.equal(images, uncached_sample(enc, target, shape, settings))
+    assert fa.start_cache_info()["misses"] == 1
+
+
+def test_the_start_cache_is_invalidated_when_the_encoder_changes():
+    """After an optimiser step (for-loop and fused Adam), the Eq. 9 clamp, load_state_dict,
+    a replaced parameter, a train/eval switch or a dtype change, the next sample equals a
+    fresh computation (and not the stale one)."""
+    settings = vfa.VFASettings(num_classes=3, class_scale=2.0)
+    torch.manual_seed(0)
+    arch = models.Architecture(1, 12, (4, 8), 32)
+    enc = models.init_orthogonal_(models.Encoder(arch, vfa.vfa_heads(6, 3))).eval()
+    shape = (1, 12, 12)
+    z, labels = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    target = vfa.inner_target(z, settings, labels)
+    fa.clear_start_cache()
+
+    def check_fresh(stale):
+        misses = fa.start_cache_info()["misses"]
+        got = vfa.decode(enc, z, shape, settings=settings, labels=labels)
+        want = uncached_sample(enc, target, shape, settings)
+        assert torch.equal(got, want)
+        assert fa.start_cache_info()["misses"] == misses + 1  # recomputed, not reused
+        if stale is not None:
+            assert not torch.equal(got, stale)
+        assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels), got)
+        return got
+
+    first = check_fresh(None)
+    saved = {k: v.clone() for k, v in enc.state_dict().items()}
+    x = torch.rand(8, 1, 12, 12)
+    for fused in (False, True):
+        opt = train.make_adam(enc.parameters(), fused=fused, lr=1e-2)
+        vfa.vfa_step(enc, opt, x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), settings=settings,
+                     weight_clamp=None)
+        enc.eval()
+        before = check_fresh(None)
+        assert not torch.equal(before, first)
+    with torch.no_grad():  # a bias only: the step changes through E(0), not J
+        enc.heads["mu"].bias.add_(0.5)
+    stepped = check_fresh(before)
+    models.clamp_weights_(enc, 0.05)  # Eq. 9's clamp, in place
+    clamped = check_fresh(stepped)
+    enc.load_state_dict(saved)  # copies in place: the original weights again
+    assert torch.equal(check_fresh(clamped), first)
+    enc.heads["logits"].weight = nn.Parameter(enc.heads["logits"].weight.detach() * 2)
+    replaced = check_fresh(first)
+    enc.train()
+    check_fresh(None)
+    enc.eval()
+    check_fresh(None)
+    enc.double()
+    got = vfa.decode(enc, z.double(), shape, settings=settings, labels=labels)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got.float(), replaced, rtol=1e-5, atol=1e-6)
+
+
+def test_training_never_uses_the_start_cache(monkeypatch):
+    """create_graph=True (the FA step, fa.reconstruct with a graph, the VFA step) goes
+    through shared_start_step / align, never through the cache; the dropped encoder's
+    entry goes with it."""
+    import gc
+
+    calls = []
+    real = fa._cached_start_step
+    monkeypatch.setattr(fa, "_cached_start_step",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    fa.clear_start_cache()
+    enc = small_encoder()
+    opt = torch.optim.Adam(enc.parameters(), **ADAM)
+    x = torch.rand(4, 1, 12, 12)
+    train.fa_step(enc, opt, x)
+    loss = fa.reconstruct(enc, x, create_graph=True).image.pow(2).sum()
+    loss.backward()
+    venc = models.Encoder(models.Architecture(1, 12, (4, 8), 32), vfa.vfa_heads(6, 3))
+    vopt = torch.optim.Adam(venc.parameters(), **ADAM)
+    vfa.vfa_step(venc, vopt, x, torch.tensor([0, 1, 2, 0]),
+                 settings=vfa.VFASettings(num_classes=3))
+    assert calls == [] and fa.start_cache_info() == {"hits": 0, "misses": 0, "encoders": 0}
+    with torch.no_grad():
+        fa.reconstruct(enc, x)  # evaluation: it is used
+    assert calls == [1] and fa.start_cache_info()["encoders"] == 1
+    del enc
+    gc.collect()
+    assert fa.start_cache_info()["encoders"] == 0
