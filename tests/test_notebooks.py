@@ -26,3 +26,11 @@ def test_notebook_hygiene(path):
         assert "sys.path" not in code
         assert not re.search(r"\.cuda\(|['\"]cuda(:\d)?['\"]", code), "no hard-coded cuda"
         assert len(cell.source.splitlines()) <= 40, "long code belongs in fa_utils"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path):
+    """papermill's own parser (``papermill --help-notebook``) sees each parameter: a line it
+    cannot parse (e.g. a second '=' in the comment) is silently dropped from its help."""
+    import papermill as pm
+    assert set(pm.inspect_notebook(str(path))) == set(runner.notebook_parameters(path))
