@@ -51,14 +51,7 @@ def make_model():
 CONFIG = {"lr": 1e-3, "case": "ddp-test"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread is faster, and immune to the stalls of a parallel region
-    on a CPU shared with other jobs. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def run_fit(checkpoint, info=None, stop_after=None):

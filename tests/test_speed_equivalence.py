@@ -28,14 +28,7 @@ from fa_utils import fa, models, train, vfa
 ADAM = dict(lr=1e-3, betas=(0.5, 0.999), eps=1e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread is faster, and immune to the stalls of a parallel region
-    on a CPU shared with other jobs. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 RTOL, ATOL = 1e-5, 1e-6
 
 
