@@ -77,10 +77,14 @@ def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
     variable to drive it from code.
 
     Raises:
-        TypeError: ``explorer`` is not an :class:`Explorer`."""
+        TypeError: ``explorer`` is not an :class:`Explorer`, or ``interactive`` is not
+            None or a bool (e.g. the string "yes" from papermill)."""
     from IPython.display import Image, display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
+    if interactive is not None and not isinstance(interactive, bool):
+        raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
+                        f"({type(interactive).__name__}); with papermill: -p interactive False")
     if interactive is None:
         interactive = not headless()
     if interactive:

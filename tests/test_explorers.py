@@ -203,3 +203,5 @@ def test_show_headless_draws_one_static_png(digits, encoder, monkeypatch):
     assert not explorers.headless()
     with pytest.raises(TypeError, match="Explorer"):
         explorers.show("not an explorer")
+    with pytest.raises(TypeError, match="-p interactive False"):
+        explorers.show(e, interactive="yes")
