@@ -46,13 +46,24 @@ INSTALL_HINT = ("install it with `apt-get install chromium` (Debian/Ubuntu; .ci/
 STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"  # tracebacks too
 
 
-def find_chromium() -> str | None:
-    """``$FA_CHROMIUM``, Debian's real binary, then ``chromium`` on PATH."""
+def find_chromium() -> tuple[str | None, list[str]]:
+    """The first of ``$FA_CHROMIUM``, Debian's real binary, ``chromium`` and
+    ``chromium-browser`` on PATH that runs (``--version`` answers within 30 s: Ubuntu's
+    snap stub does not, in a container); and what was found but did not run."""
+    broken = []
     for cand in (os.environ.get("FA_CHROMIUM"), "/usr/lib/chromium/chromium",
                  shutil.which("chromium"), shutil.which("chromium-browser")):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
+        if not (cand and os.path.isfile(cand) and os.access(cand, os.X_OK)):
+            continue
+        try:
+            out = subprocess.run([cand, "--no-sandbox", "--version"], capture_output=True,
+                                 text=True, timeout=30)
+            if out.returncode == 0 and "chrom" in out.stdout.lower():
+                return cand, broken
+            broken.append(f"{cand} (exit {out.returncode}: {(out.stdout + out.stderr).strip()[:120]})")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            broken.append(f"{cand} ({type(exc).__name__})")
+    return None, broken
 
 
 def _stderr_text(page) -> str:
@@ -120,10 +131,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.mark.timeout(300)
 def test_explorer_slider_changes_image_in_jupyterlab(capsys):
-    chromium = find_chromium()
+    chromium, broken = find_chromium()
     if chromium is None:
-        pytest.skip("real-browser test: Chromium not found ($FA_CHROMIUM, "
-                    "/usr/lib/chromium/chromium, `chromium` on PATH); " + INSTALL_HINT)
+        pytest.skip("real-browser test: no working Chromium ($FA_CHROMIUM, "
+                    "/usr/lib/chromium/chromium, `chromium` on PATH"
+                    + (f"; found but not runnable: {'; '.join(broken)}" if broken else "")
+                    + "); " + INSTALL_HINT)
     pw = pytest.importorskip("playwright.sync_api",
                              reason="real-browser test: playwright missing; `pip install "
                                     "playwright` (it is in requirements.txt)")
