@@ -1,6 +1,6 @@
 """The FA training step measured against a VAE step of the same encoder, in one run.
 
-    python -m benchmarks.run            # --quick (default): <= 10 min on 2 CPU cores
+    python -m benchmarks.run            # --quick (default): 2-4 min measured on 2 CPU cores (bound: 10 min)
     python -m benchmarks.run --full     # more repeats, batch up to 1024; meant for a GPU
     python -m benchmarks.run --sections 1,6 --no-write    # a subset, printed only
 
@@ -281,7 +281,7 @@ def section_ratio(args, device, out: list[str], archs) -> dict[str, dict[str, fl
             "MirroredDecoder. `+fused`: `train.make_adam` (fused Adam); otherwise "
             "`torch.optim.Adam`'s default (for-loop on a CPU). `+cl`: channels_last "
             "weights and inputs (`-`: not measured at --quick). Paired: the median over "
-            "repeats of the ratio within one repeat. Goal of issue 5: FA / VAE <= 1.2.", ""]
+            "repeats of the ratio within one repeat. Target: FA / VAE <= 1.2.", ""]
     return per_step
 
 
@@ -417,7 +417,7 @@ def section_sampling(args, device, out: list[str]) -> None:
                             "paired"], rows), "",
             "`fa_utils.vfa.sample` (unconditional, head mu: the shared-start step, E(0) "
             "reused between calls) against "
-            "`MirroredDecoder(z)`; goal of issue 5: VFA / VAE <= 1.2.", ""]
+            "`MirroredDecoder(z)`; target: VFA / VAE <= 1.2.", ""]
 
     def recomputing(call):  # the same call with E(0) recomputed (fa.START_CACHE_ENABLED off)
         def run():
@@ -777,7 +777,7 @@ def section_precision(args, device, out: list[str]) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: <= 10 min on 2 CPU cores")
+    mode.add_argument("--quick", action="store_true", help="the default: 2-4 min measured on 2 CPU cores (bound: 10 min)")
     mode.add_argument("--full", action="store_true", help="more repeats and sizes (a GPU)")
     mode.add_argument("--smoke", action="store_true",
                       help="one repeat at the smallest sizes: checks that every section runs "

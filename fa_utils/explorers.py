@@ -70,6 +70,19 @@ def headless() -> bool:
     return shell is None or shell.__class__.__name__ != "ZMQInteractiveShell"
 
 
+def check_interactive(interactive) -> Optional[bool]:
+    """Validate a notebook's ``interactive`` parameter (call it in the setup cell, before any
+    work): None, True or False; returns it.
+
+    Raises:
+        TypeError: anything else, e.g. the string "false" (``-p interactive False`` gives
+            the bool)."""
+    if interactive is not None and not isinstance(interactive, bool):
+        raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
+                        f"({type(interactive).__name__}); from the runner: -p interactive False")
+    return interactive
+
+
 def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
     """Display ``explorer``: its widget (``interactive``), or one static PNG of its default
     state (not interactive). ``None``: interactive unless :func:`headless`. Returns None
@@ -82,9 +95,7 @@ def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
     from IPython.display import Image, display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
-    if interactive is not None and not isinstance(interactive, bool):
-        raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
-                        f"({type(interactive).__name__}); with papermill: -p interactive False")
+    check_interactive(interactive)
     if interactive is None:
         interactive = not headless()
     if interactive:

@@ -40,14 +40,29 @@ def _sub(name: str) -> Path:
     return path
 
 
-def figures_dir() -> Path:
-    """The ``figures/`` folder (created if needed)."""
-    return _sub("figures")
+#: Profiles whose figures and tables stay out of the committed ``figures/`` and
+#: ``results/`` (unless ``$FA_OUTPUT_ROOT`` says where): they go to ``runs/<profile>/``.
+SCRATCH_PROFILES = ("smoke",)
 
 
-def results_dir() -> Path:
-    """The ``results/`` folder (created if needed)."""
-    return _sub("results")
+def _output_dir(kind: str, profile: Optional[str]) -> Path:
+    if profile in SCRATCH_PROFILES and not os.environ.get(OUTPUT_ROOT_ENV):
+        path = runs_dir() / profile / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return _sub(kind)
+
+
+def figures_dir(profile: Optional[str] = None) -> Path:
+    """The ``figures/`` folder (created if needed); ``runs/smoke/figures/`` for the smoke
+    profile, so that a quick check never overwrites the committed figures."""
+    return _output_dir("figures", profile)
+
+
+def results_dir(profile: Optional[str] = None) -> Path:
+    """The ``results/`` folder (created if needed); ``runs/smoke/results/`` for the smoke
+    profile."""
+    return _output_dir("results", profile)
 
 
 def runs_dir() -> Path:
@@ -79,7 +94,8 @@ def _update_manifest(folder: Path, key: str, entry: dict) -> None:
 
 def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "",
                 dpi: int = 110) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` and record it in ``figures/MANIFEST.json``.
+    """Save ``fig`` as ``figures/<name>.png`` and record it in ``figures/MANIFEST.json``
+    (``runs/smoke/figures/`` at the smoke profile, see :func:`figures_dir`).
 
     Args:
         name: named after the paper's figure, e.g. ``"fig02b_toy_with_fa"``.
@@ -87,9 +103,10 @@ def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "",
         profile: the profile that produced it (smoke / quick / paper).
         source: the notebook or function that made it.
     """
-    path = figures_dir() / f"{name}.png"
+    folder = figures_dir(profile)
+    path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    _update_manifest(figures_dir(), path.name, {
+    _update_manifest(folder, path.name, {
         "caption": caption, "profile": profile, "source": source,
         "written": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
     return path
@@ -115,7 +132,8 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
                 *, profile: str, notes: Optional[str] = None, source: str = "") -> Path:
-    """Write ``results/<name>.md``: a title, the table, notes, and provenance.
+    """Write ``results/<name>.md`` (``runs/smoke/results/`` at the smoke profile): a title,
+    the table, notes, and provenance.
 
     Returns the path. Rows are written as given; nothing is filled in by hand.
     """
@@ -125,6 +143,6 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
         text += [notes.strip(), ""]
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text.append(f"_Written by {source or 'fa_utils'} at profile `{profile}`, {stamp}._")
-    path = results_dir() / f"{name}.md"
+    path = results_dir(profile) / f"{name}.md"
     path.write_text("\n".join(text) + "\n")
     return path

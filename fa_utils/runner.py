@@ -2,7 +2,7 @@
 
     python -m fa_utils list                          # notebooks and their parameters
     python -m fa_utils reproduce [--profile quick]   # every notebooks/NN_*.ipynb, in order
-    python -m fa_utils run notebooks/01_toy.ipynb -p seed 3 --profile smoke
+    python -m fa_utils run 01 -p seed 3 --profile smoke   # or notebooks/01_toy_sin.ipynb
 
 Before anything runs, the profile, every ``-p NAME VALUE`` name (it must be a parameter of
 each selected notebook's ``parameters`` cell) and every value's type (that of the
@@ -122,8 +122,10 @@ def coerce(name: str, raw: str, default: Any) -> Any:
         value = literal()
         if isinstance(value, (list, tuple)):
             return list(value)
-    raise RunnerError(f"parameter {name!r}: {raw!r} is not a {type(default).__name__} "
-                      f"(its default is {default!r})")
+    kind = {"int": "an int", "float": "a float", "bool": "a bool (True or False)",
+            "list": "a list", "tuple": "a list"}.get(type(default).__name__, type(default).__name__)
+    raise RunnerError(f"parameter {name!r}: {raw!r} is not {kind} (its default is {default!r}); "
+                      f"e.g. -p {name} {default!r}")
 
 
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[tuple[str, str]],

@@ -405,7 +405,9 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         if diff:
             raise CheckpointError(
                 f"checkpoint {checkpoint} belongs to another run; differing settings "
-                f"(saved, now): {diff}. Use another checkpoint path or delete it.")
+                f"(saved, now): {diff}. To retrain with the new settings, delete it "
+                f"(rm {checkpoint}); to keep both runs, give this one another output folder: "
+                f"FA_OUTPUT_ROOT=<folder> (checkpoints go to <folder>/runs/checkpoints/).")
         missing = sorted(set(modules) - set(ckpt["modules"]))
         if missing:
             raise CheckpointError(f"checkpoint {checkpoint} lacks module(s) {missing}")

@@ -42,7 +42,7 @@ def test_values_take_the_type_of_the_default():
     assert runner.coerce("sweep", "[1, 2]", [1]) == [1, 2]
     assert runner.coerce("epochs", "3", None) == 3
     assert runner.coerce("squash", "sigmoid", None) == "sigmoid"
-    with pytest.raises(runner.RunnerError, match="'seed': 'x' is not a int"):
+    with pytest.raises(runner.RunnerError, match="'seed': 'x' is not an int.*-p seed 0"):
         runner.coerce("seed", "x", 0)
 
 

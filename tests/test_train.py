@@ -65,7 +65,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     path = tmp_path / "x.pt"
     run(path, stop_after=2)
     enc, opt, gen, step = setup()
-    with pytest.raises(train.CheckpointError, match="another run.*lr"):
+    with pytest.raises(train.CheckpointError, match="another run.*lr.*rm .*FA_OUTPUT_ROOT"):
         train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
                   batch_size=8, epochs=3, seed=0, config=dict(CONFIG, lr=1.0), generator=gen,
                   checkpoint=path, progress=False)
