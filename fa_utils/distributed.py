@@ -148,6 +148,20 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def exit_process(code: int = 0) -> None:
+    """End a rank's process *now*, after :func:`cleanup`: flush stdout/stderr, then
+    ``os._exit(code)``, skipping the interpreter's C++ static destructors. With gloo, those
+    sometimes abort a rank whose work is done ("terminate called without an active
+    exception", SIGABRT: measured 2 in ~50 two-rank runs here, with every output already
+    written), and torchrun would then report the run as failed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
@@ -443,4 +457,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if dist.is_available() and os.environ.get("WORLD_SIZE", "1") != "1":
+        exit_process(code)  # a torchrun rank: see exit_process
+    sys.exit(code)
