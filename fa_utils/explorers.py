@@ -347,7 +347,8 @@ class InnerOptimisation(Explorer):
         if not 1 <= T <= max_T:
             raise ValueError(f"T must be in 1..{max_T}, got {T}")
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
-        self.control("T", w.IntSlider(T, 1, max_T, description="T"))
+        # T is observed by _on_T alone: it moves the step slider first, then redraws once
+        self.control("T", w.IntSlider(T, 1, max_T, description="T"), observe=False)
         self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05,
                                              description="tau"))
         self.control("r_init", w.Dropdown(options=list(fa.R_INITS), value=r_init,
@@ -359,6 +360,7 @@ class InnerOptimisation(Explorer):
         self._cache: dict = {}
 
     def _on_T(self, change) -> None:
+        """A new T: the step slider (and Play) now span 0..T and show the last iterate."""
         T = change["new"]
         step, play = self.controls["step"], self.controls["play"]
         hold, self._hold = self._hold, True
@@ -367,6 +369,8 @@ class InnerOptimisation(Explorer):
             step.value = T
         finally:
             self._hold = hold
+        if not hold:  # inside set(), set() redraws once at the end
+            self.update()
 
     def trajectory(self) -> tuple[list[torch.Tensor], list[float]]:
         """(r_0..r_T as (C, H, W) tensors, inner energies 1/2||z - E(r_t)||^2 per t)."""

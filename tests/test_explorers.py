@@ -62,6 +62,10 @@ def test_inner_explorer_steps_through_the_trajectory(digits, encoder):
     e.set(step=2)
     assert next(iter(e._cache)) == key
     assert "step 2" in e._status.value and "render" in e._status.value
+    # moving the T slider alone (as in the browser) redraws once, at the new last step
+    n = e.renders
+    e.controls["T"].value = 7
+    assert e.renders == n + 1 and e.value("step") == 7 and "step 7" in e._status.value
 
 
 def test_latent_pad_click_moves_the_point_and_redecodes(digits):
