@@ -499,6 +499,7 @@ class LatentPad(Explorer):
                                                           height=f"{self.pad_pixels}px",
                                                           border="1px solid #999"))
         self._pad.add_class("fa-explorer-pad")
+        self._image.layout.width = f"{self.pad_pixels}px"  # the decoded image, as large as the pad
         self._events = Event(source=self._pad, watched_events=["click", "mousemove"],
                              prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
         self._events.on_dom_event(self._on_event)
@@ -536,7 +537,6 @@ class LatentPad(Explorer):
         arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         pil = PILImage.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
         self._image.value = _pil_png(pil.resize((self.pad_pixels, self.pad_pixels), PILImage.NEAREST))
-        self._image.layout.width = f"{self.pad_pixels}px"
         return self._status_text()
 
 
