@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,10 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     """Write ``payload`` with ``torch.save`` atomically: to a temporary file in the same
     folder, flushed to disk, then renamed over ``path``. An interruption never leaves a
     half-written file at ``path``.
+
+    Raises:
+        CheckpointError: the file could not be written (e.g. a full disk); says how much
+            space is free and that the previous checkpoint, if any, is intact.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,9 +91,16 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):  # torch.save on a full disk: RuntimeError
+            free = shutil.disk_usage(path.parent).free / 2 ** 20
+            raise CheckpointError(
+                f"could not write checkpoint {path} ({type(exc).__name__}: {exc}); "
+                f"{free:.0f} MiB free in {path.parent}: free some space (or set FA_OUTPUT_ROOT "
+                f"to another disk) and run again; it resumes from the last checkpoint"
+                + (", which is intact." if path.exists() else ".")) from exc
         raise
     return path
 
