@@ -35,12 +35,16 @@ biased. Default policy: refuse fewer than 2 images per set (ValueError); compute
 ``comparable`` is True only for the Inception feature with N >= 2048 in both sets (the
 paper used 10,000 vs 10,000; FID decreases with N, so other N are flagged in the note).
 
-Real statistics are cached as ``runs/fid_stats/<key>.npz`` (:func:`real_stats_key` names
-dataset, split, count, resolution and feature).
+Real statistics are cached as ``runs/fid_stats/<key>--<C>x<H>x<W>.npz``
+(:func:`real_stats_key` names dataset, split, count, resolution and feature; the image
+shape is appended, and stored in the file, so statistics of 64 px images are never
+compared with 32 px fakes). Real and generated sets of different image shapes are refused
+(ValueError naming both).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import os
@@ -490,6 +494,7 @@ class FIDResult:
         feature: :data:`PAPER_FEATURE` or ``"classifier-<D>"``.
         comparable: True only for the paper's feature with N >= 2048 in both sets.
         note: why it is or is not comparable (empty when nothing to say).
+        image_shape: (C, H, W) of both sets (the resolution compared).
     """
 
     value: float
@@ -498,12 +503,18 @@ class FIDResult:
     feature: str
     comparable: bool
     note: str = ""
+    image_shape: tuple = ()
 
     def __str__(self) -> str:
         tag = "comparable" if self.comparable else "NOT comparable to the paper"
         note = f"; {self.note}" if self.note else ""
+        at = f" at {_shape_tag(self.image_shape)}" if self.image_shape else ""
         return (f"FID {self.value:.2f} ({self.feature}, {self.n_real} real vs "
-                f"{self.n_fake} generated, {tag}{note})")
+                f"{self.n_fake} generated{at}, {tag}{note})")
+
+
+def _shape_tag(shape) -> str:
+    return "x".join(str(int(d)) for d in shape)
 
 
 def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bool, str]:
@@ -549,10 +560,13 @@ def _stats_path(key: str) -> Path:
     return folder / f"{key}.npz"
 
 
-def _load_stats(path: Path, feature_id: str):
+def _load_stats(path: Path, feature_id: str, shape: tuple):
     try:
         with np.load(path) as f:
             if str(f["feature"]) != feature_id:
+                return None
+            stored = tuple(int(d) for d in f["shape"]) if "shape" in f.files else None
+            if stored != tuple(shape):  # a file without its shape is not trusted
                 return None
             return f["mu"].copy(), f["sigma"].copy(), int(f["n"])
     except Exception as err:  # corrupt or old file: recompute
@@ -560,10 +574,11 @@ def _load_stats(path: Path, feature_id: str):
         return None
 
 
-def _save_stats(path: Path, mu, sigma, n: int, feature_id: str) -> None:
+def _save_stats(path: Path, mu, sigma, n: int, feature_id: str, shape: tuple) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), feature=np.str_(feature_id))
+        np.savez(f, mu=mu, sigma=sigma, n=np.int64(n), feature=np.str_(feature_id),
+                 shape=np.asarray(shape, dtype=np.int64))
     os.replace(tmp, path)
 
 
@@ -585,10 +600,12 @@ def compute_fid(real: Optional[torch.Tensor], fake: torch.Tensor, *,
     Args:
         real, fake: (N, C, H, W) float in [0, 1]. ``real`` may be None when its statistics
             are cached under ``real_cache_key``.
-        real_cache_key: cache the real statistics as ``runs/fid_stats/<key>.npz`` (see
-            :func:`real_stats_key`); a later call with the same key does not extract the
-            real features again. With ``feature="classifier"`` the key is suffixed with
-            the classifier's name and a hash of its weights (statistics are only valid for
+        real_cache_key: cache the real statistics as
+            ``runs/fid_stats/<key>--<C>x<H>x<W>.npz`` (see :func:`real_stats_key`; the
+            image shape is appended and stored, so a cache is only used for images of its
+            shape); a later call with the same key and shape does not extract the real
+            features again. With ``feature="classifier"`` the key is suffixed with the
+            classifier's name and a hash of its weights (statistics are only valid for
             those weights). A cached count different from ``len(real)`` is an error.
         feature: ``"inception"`` (the paper's, :data:`PAPER_FEATURE`) or ``"classifier"``.
         weights_path: Inception weights file (see :func:`inception_weights_path`).
@@ -601,8 +618,10 @@ def compute_fid(real: Optional[torch.Tensor], fake: torch.Tensor, *,
         :class:`FIDResult`.
 
     Raises:
-        ValueError: bad images, too few images, unknown feature, missing classifier, or a
-            cache whose count disagrees.
+        ValueError: bad images, real and generated images of different shapes (both
+            named), too few images, unknown feature, missing classifier, a cache whose
+            count disagrees, or ``real=None`` without cached statistics of the fakes'
+            shape (cached shapes under the key are named).
         InceptionUnavailable: Inception weights cannot be loaded.
     """
     if feature == "inception":
@@ -636,17 +655,36 @@ def compute_fid(real: Optional[torch.Tensor], fake: torch.Tensor, *,
 
     n_fake = _count(fake, "fake")
     n_real = None if real is None else _count(real, "real")
+    shape = tuple(int(d) for d in fake.shape[1:])
+    if real is not None and tuple(real.shape[1:]) != shape:
+        raise ValueError(
+            f"real and generated images differ in shape: real {tuple(real.shape)}, generated "
+            f"{tuple(fake.shape)} (N, C, H, W); FID compares sets of the same image size: "
+            f"generate at {_shape_tag(real.shape[2:])}, or resize one set with "
+            f"torch.nn.functional.interpolate(x, size={tuple(real.shape[2:])}, "
+            f"mode='bilinear', antialias=True)")
     cache_path = None
     if real_cache_key is not None:
-        key = real_cache_key if feature == "inception" else f"{real_cache_key}--{cache_id}"
-        cache_path = _stats_path(key)
-    cached = _load_stats(cache_path, cache_id) if cache_path and cache_path.exists() else None
+        suffix = "" if feature == "inception" else f"--{cache_id}"
+        cache_path = _stats_path(f"{real_cache_key}--{_shape_tag(shape)}{suffix}")
+    cached = (_load_stats(cache_path, cache_id, shape)
+              if cache_path and cache_path.exists() else None)
     if cached is not None and n_real is not None and cached[2] != n_real:
         raise ValueError(f"cached real statistics {cache_path} are of {cached[2]} images but "
                          f"real has {n_real}: use a key naming the count (real_stats_key)")
     if cached is None and real is None:
+        others = ""
+        if cache_path is not None:
+            found = sorted(p.name for p in cache_path.parent.glob(
+                               f"{glob.escape(real_cache_key)}--*.npz")
+                           if p != cache_path)
+            if found:
+                others = (f"; under this key there are statistics of other image shapes "
+                          f"only ({', '.join(found)}), and the generated images are "
+                          f"{_shape_tag(shape)}")
         raise ValueError("real is None and no cached statistics exist"
-                         + (f" at {cache_path}" if cache_path else " (no real_cache_key)"))
+                         + (f" at {cache_path}" if cache_path else " (no real_cache_key)")
+                         + others + ": pass the real images")
     if cached is not None:
         n_real = cached[2]
     n = min(n_real, n_fake)
@@ -659,11 +697,11 @@ def compute_fid(real: Optional[torch.Tensor], fake: torch.Tensor, *,
     else:
         mu_r, sigma_r = statistics(extract(real))
         if cache_path is not None:
-            _save_stats(cache_path, mu_r, sigma_r, n_real, cache_id)
+            _save_stats(cache_path, mu_r, sigma_r, n_real, cache_id, shape)
     mu_f, sigma_f = statistics(extract(fake))
     value = frechet_distance(mu_r, sigma_r, mu_f, sigma_f)
     comparable, note = _comparability(feature_name, n_real, n_fake, mu_f.shape[0])
-    return FIDResult(value, n_real, n_fake, feature_name, comparable, note)
+    return FIDResult(value, n_real, n_fake, feature_name, comparable, note, image_shape=shape)
 
 
 def fid_or_fallback(real: Optional[torch.Tensor], fake: torch.Tensor, *,

@@ -367,7 +367,7 @@ def test_cached_real_statistics_are_not_recomputed(monkeypatch, mnist, classifie
     r3 = fid.compute_fid(None, fake, real_cache_key=key, feature="classifier",
                          classifier=classifier)
     assert r3.n_real == 600 and r3.value == pytest.approx(r1.value, rel=1e-12)
-    files = list((fid.outputs.runs_dir() / "fid_stats").glob(key + "--classifier-128-*.npz"))
+    files = list((fid.outputs.runs_dir() / "fid_stats").glob(key + "--1x28x28--classifier-128-*.npz"))
     assert len(files) == 1
     with pytest.raises(ValueError, match="600 images but real has 599"):
         fid.compute_fid(real[:599], fake, real_cache_key=key, feature="classifier",
@@ -390,5 +390,30 @@ def test_inception_cache_path_uses_the_key_as_file_name(monkeypatch):
     r2 = fid.compute_fid(real, fake, real_cache_key=key)
     assert calls == [30, 20, 20]
     assert r1.value == r2.value and r1.feature == fid.PAPER_FEATURE
-    assert (fid.outputs.runs_dir() / "fid_stats" / f"{key}.npz").is_file()
+    assert (fid.outputs.runs_dir() / "fid_stats" / f"{key}--1x4x4.npz").is_file()  # + the shape
+    assert r1.image_shape == (1, 4, 4)
     assert not str(fid.outputs.runs_dir()).startswith(str(fid.outputs.repo_root()))  # temp root
+
+
+def test_real_and_generated_sets_of_different_shapes_are_refused(classifier):
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.rand(20, 1, 28, 28, generator=g), torch.rand(20, 1, 14, 14, generator=g)
+    with pytest.raises(ValueError, match=r"differ in shape: real \(20, 1, 28, 28\), generated "
+                       r"\(20, 1, 14, 14\).*interpolate"):
+        fid.compute_fid(real, fake, feature="classifier", classifier=classifier)
+
+
+def test_the_statistics_cache_is_keyed_on_the_image_shape(monkeypatch):
+    """A cache of 64 px real statistics used to accept 32 px fakes under the same key."""
+    monkeypatch.setattr(fid, "inception_features",
+                        lambda images, **kw: images.flatten(1)[:, :8].double().numpy())
+    g = torch.Generator().manual_seed(7)
+    key = "shape-test-real"
+    big = fid.compute_fid(torch.rand(30, 3, 8, 8, generator=g), torch.rand(20, 3, 8, 8, generator=g),
+                          real_cache_key=key)
+    assert big.image_shape == (3, 8, 8) and "at 3x8x8" in str(big)
+    with pytest.raises(ValueError, match=r"no cached statistics exist at .*shape-test-real--3x4x4"
+                       r".*other image shapes only \(shape-test-real--3x8x8.npz\).*3x4x4"):
+        fid.compute_fid(None, torch.rand(20, 3, 4, 4, generator=g), real_cache_key=key)
+    again = fid.compute_fid(None, torch.rand(20, 3, 8, 8, generator=g), real_cache_key=key)
+    assert again.n_real == 30 and again.image_shape == (3, 8, 8)
