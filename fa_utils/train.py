@@ -1,5 +1,5 @@
 """Training: one step per method, and one fit loop with progress bar, history, NaN guard,
-atomic checkpoints and bit-identical resume.
+atomic checkpoints, bit-identical resume and a checkpoint on Ctrl-C.
 
 Reproducibility: the data order of epoch e is a permutation drawn from a generator seeded
 with (seed, e), and all of the method's own randomness (r_0, ...) comes from one
@@ -8,16 +8,36 @@ from its checkpoint therefore ends bit-identical (on a CPU) to an uninterrupted 
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load with
 ``torch.load(..., weights_only=True)`` on a CPU; they carry their config, so a model can be
-rebuilt from the file alone.
+rebuilt from the file alone. They hold the *unwrapped* modules' states (no ``module.`` of
+DistributedDataParallel / DataParallel, no ``_orig_mod.`` of ``torch.compile``), and
+:func:`load_checkpoint` strips those prefixes from older files, so any of them loads
+strictly into the plain model.
+
+Interrupts: inside :func:`fit`, a SIGINT (Ctrl-C, JupyterLab's *Interrupt*, the runner's
+forwarded Ctrl-C) lets the running step finish, writes a checkpoint of the step reached and
+raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) saying where it is; running
+the same code again resumes from it. A second SIGINT stops at once, without a checkpoint
+(the previous one stays intact).
+
+Bad input: the step functions and :func:`fit` refuse images outside [0, 1] or of another
+dtype than the model (:func:`check_batch`), and the step functions refuse to apply an update
+whose loss is not finite (:class:`NonFiniteLossError` names the term: rec, KL, class,
+adversarial, perceptual); :func:`fit` adds the step, as its progress bar counts it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shlex
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
+from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
 import torch
@@ -35,7 +55,50 @@ class CheckpointError(RuntimeError):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message gives the step and a hint."""
+    """A loss became NaN or infinite; the message names the term and gives a hint.
+
+    Raised by the step functions *before* the update (nothing is written to the weights),
+    with ``term`` set ("rec", "KL", "class", "adversarial", "perceptual", or "loss" for a
+    logged value); :func:`fit` re-raises it with ``step`` set (1-based, as its progress bar
+    counts).
+    """
+
+    def __init__(self, message: str, *, term: Optional[str] = None,
+                 step: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.term = term
+        self.step = step
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """:func:`fit` stopped on SIGINT after writing a checkpoint of the step it reached.
+
+    Attributes ``step`` (steps done, as the progress bar counts), ``total`` and
+    ``checkpoint`` (the file written, or None when ``fit`` had no checkpoint). The message
+    says where the checkpoint is and that running the same code again resumes from it.
+    """
+
+    def __init__(self, message: str, *, step: int, total: int,
+                 checkpoint: Optional[Path]) -> None:
+        super().__init__(message)
+        self.step, self.total, self.checkpoint = step, total, checkpoint
+
+
+#: What to do about each overflowing term (the step functions' names for them); read-only.
+TERM_HINTS: Mapping[str, str] = MappingProxyType({
+    "rec": "The reconstruction error ||x - r||^2 overflowed: check that the images are in "
+           "[0, 1], lower the learning rate or keep the weight clamp (Eq. 9).",
+    "KL": "The KL term overflowed: the encoder's mean mu is too large (its log-variance is "
+          "bounded to [-30, 20] by fa_utils.losses.bounded_logvar, so exp(logvar) <= 4.9e8 "
+          "cannot overflow); lower the learning rate or the KL weight beta.",
+    "class": "The class term ||onehot(y) - c(x)||^2 overflowed: the class head's logits are "
+             "too large; lower the learning rate or class_weight.",
+    "adversarial": "An adversarial (least-squares) term overflowed: the discriminator's "
+                   "outputs or the generated images are too large; lower the GAN learning "
+                   "rate (gan_lr).",
+    "perceptual": "The perceptual term (mu and sigma^2 of the encoder on G's images) "
+                  "overflowed; lower perceptual_weight or the GAN learning rate.",
+})
 
 
 # --------------------------------------------------------------------------------------
@@ -105,8 +168,44 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     return path
 
 
+#: Key prefixes that wrappers add to a module's state_dict: DistributedDataParallel and
+#: DataParallel (``module.``), ``torch.compile`` (``_orig_mod.``).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_module(module: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel, DataParallel and ``torch.compile``
+    wrappers, in any nesting (the module itself when unwrapped)."""
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):  # torch.compile
+            module = module._orig_mod
+        else:
+            return module
+
+
+def strip_wrapper_prefixes(state_dict: dict) -> dict:
+    """Remove the wrappers' key prefixes (:data:`WRAPPER_PREFIXES`, repeatedly, e.g.
+    ``_orig_mod.module.``) from a state_dict, in place, with torch's
+    ``consume_prefix_in_state_dict_if_present``; a prefix is removed only when *every* key
+    has it, so a plain module with a submodule named ``module`` is left alone. Returns it."""
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+    changed = True
+    while changed and state_dict:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state_dict):
+                consume_prefix_in_state_dict_if_present(state_dict, prefix)
+                changed = True
+    return state_dict
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``.
+    """Load a checkpoint with ``weights_only=True``. The modules' states (``ckpt["modules"]``)
+    come without wrapper prefixes (:func:`strip_wrapper_prefixes`), so each loads strictly
+    into the plain model with ``load_state_dict``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -127,7 +226,112 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project "
                               f"(format {CHECKPOINT_FORMAT} expected)")
+    for state in (ckpt.get("modules") or {}).values():
+        if isinstance(state, dict):
+            strip_wrapper_prefixes(state)
     return ckpt
+
+
+def _load_module_state(module: nn.Module, state: Mapping, name: str, path) -> None:
+    try:
+        unwrap_module(module).load_state_dict(state)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise CheckpointError(
+            f"checkpoint {path}: its module {name!r} does not fit this model ({first}). It "
+            f"was written for another architecture or size: delete it (rm {shlex.quote(str(path))}) "
+            f"to train from scratch, or give this run another output folder "
+            f"(FA_OUTPUT_ROOT=<folder>).") from exc
+
+
+# --------------------------------------------------------------------------------------
+# Input checks and the non-finite refusal (shared by every step function)
+# --------------------------------------------------------------------------------------
+
+
+def _param_dtype(module) -> Optional[torch.dtype]:
+    modules = module if isinstance(module, (list, tuple)) else [module]
+    for m in modules:
+        if m is None:
+            continue
+        for p in m.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return None
+
+
+def check_batch(x: Any, module: nn.Module | list | None = None,
+                name: str = "the training batch") -> None:
+    """Refuse a training batch that is not images in this project's convention.
+
+    Accepts a floating-point (B, C, H, W) tensor with values in [0, 1]
+    (:func:`fa_utils.data.check_images`, the same check and message as the FID functions)
+    whose dtype is that of ``module``'s parameters (when given). One device sync.
+
+    Raises:
+        ValueError: not a float tensor, not 4-dimensional, values outside [0, 1] (the
+            message gives the found range and how to map 8-bit or [-1, 1] images), or a
+            dtype other than the model's (e.g. float64 images for a float32 encoder).
+    """
+    from .data import check_images
+
+    check_images(x, name)
+    want = _param_dtype(module) if module is not None else None
+    if want is not None and x.dtype != want:
+        raise ValueError(f"{name} is {x.dtype} but the model's parameters are {want}: "
+                         f"convert the images with x.to({want})")
+
+
+def refuse_non_finite(terms: Mapping[str, torch.Tensor], *, what: str = "the loss",
+                      collective: bool = False) -> None:
+    """Raise :class:`NonFiniteLossError` if any term (a tensor of any shape: per-example
+    values or a scalar) holds NaN or an infinity. Call it before ``backward()`` and the
+    optimiser step: when it raises, nothing has been written to the weights (the caller
+    clears no gradient: there is none yet). One device sync for all terms.
+
+    Args:
+        terms: name -> tensor; the name's first word ("rec", "KL", "class",
+            "adversarial", "perceptual") selects the hint in :data:`TERM_HINTS` and is the
+            error's ``term``.
+        what: the loss they belong to, for the message (e.g. "the VFA loss").
+        collective: inside an initialised ``torch.distributed`` group, agree over all
+            ranks (one all-reduce), so that every rank refuses the same step (a DDP model:
+            a rank that skipped its backward would leave the others waiting).
+
+    Raises:
+        NonFiniteLossError: ``term`` is the first non-finite term; the message names all
+            of them with their largest magnitude and says that the update was refused.
+    """
+    names = list(terms)
+    finite = torch.stack([torch.isfinite(t.detach()).all() for t in terms.values()])
+    if collective:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flags = finite.to(torch.float32)
+            if dist.get_backend() != "nccl":
+                flags = flags.cpu()
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+            finite = flags > 0
+    ok = finite.tolist()
+    if all(ok):
+        return
+    bad = [n for n, good in zip(names, ok) if not good]
+    described = []
+    for n in bad:
+        t = terms[n].detach()
+        described.append(f"{n} = {'nan' if torch.isnan(t).any() else 'inf'}"
+                         if t.dim() == 0 else
+                         f"{n} {'NaN' if torch.isnan(t).any() else 'infinite'} for "
+                         f"{int((~torch.isfinite(t)).sum())} of {t.numel()} "
+                         f"{'examples' if t.dim() == 1 else 'values'}")
+    hint = " ".join(dict.fromkeys(TERM_HINTS.get(n.split()[0], "") for n in bad)).strip()
+    raise NonFiniteLossError(
+        f"{what} is not finite ({', '.join(described)}); the update was refused: nothing "
+        f"was written to the weights. {hint}".rstrip(), term=bad[0].split()[0])
+
+
+def _is_ddp(module) -> bool:
+    return isinstance(module, nn.parallel.DistributedDataParallel)
 
 
 # --------------------------------------------------------------------------------------
@@ -187,9 +391,18 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
             **fa_kwargs) -> dict[str, float]:
     """One FA training step (Algorithm 1): loss, double backward, Adam, Eq. 9 clamp.
 
+    Shapes: x (B, C, H, W) float in [0, 1], the encoder's dtype. Loss: per-example sum of
+    squared errors over pixels, batch mean.
+
     Returns ``{"loss": C, "mse": per-pixel mean squared error}`` as floats (one device
-    sync for both), or as 0-d tensors without any sync when ``sync=False``. The mse is
-    C / (C*H*W), the same number as ``(image - x).pow(2).mean()`` up to rounding.
+    sync for both, taken before the update), or as 0-d tensors without any sync when
+    ``sync=False``. The mse is C / (C*H*W), the same number as
+    ``(image - x).pow(2).mean()`` up to rounding.
+
+    Checks (``sync=True``): ``x`` as :func:`check_batch` (one more sync), and a non-finite
+    loss is refused before ``backward()`` (:func:`refuse_non_finite`, term "rec"; for a DDP
+    encoder agreed over the ranks). With ``sync=False`` neither check runs (no sync at
+    all): the caller checks the returned tensors.
 
     ``autocast_dtype``: run the loss under ``torch.autocast`` with this dtype (e.g.
     ``torch.bfloat16`` on a GPU). Off by default: measured on a CPU (``benchmarks.run``,
@@ -197,7 +410,13 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     2-4e-6 for fp32, so fp32 is kept; not yet measured on a GPU.
     Other keyword arguments go to :func:`fa_loss` (head, T, tau, r_init, squash,
     shared_start, inner_encoder).
+
+    Raises:
+        ValueError: bad images (:func:`check_batch`).
+        NonFiniteLossError: the loss is NaN or infinite; the weights are unchanged.
     """
+    if sync:
+        check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     if autocast_dtype is None:
         loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
@@ -205,11 +424,16 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
         with torch.autocast(x.device.type, dtype=autocast_dtype):
             loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
         loss = loss.float()
+    values = None
+    if sync:
+        values = _step_values(loss, x[0].numel(), sync)  # the step's one sync, before the update
+        if _is_ddp(encoder) or not math.isfinite(values["loss"]):
+            refuse_non_finite({"rec": loss}, what="the FA loss", collective=_is_ddp(encoder))
     loss.backward()
     optimizer.step()
     if weight_clamp is not None:
         clamp_weights_fast_(encoder, weight_clamp)
-    return _step_values(loss, x[0].numel(), sync)
+    return values if values is not None else _step_values(loss, x[0].numel(), sync)
 
 
 def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
@@ -246,15 +470,22 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
     """One VAE training step (the baseline): encoder heads ``mu`` and ``logvar``,
     reparameterisation, decoder, loss ||x - D(z)||^2 + beta KL (per-example sums, batch
-    mean), Adam. Returns ``{"loss", "mse"}`` as floats.
+    mean), Adam. x: (B, C, H, W) in [0, 1]. Returns ``{"loss", "mse"}`` as floats.
+
+    Raises:
+        ValueError: bad images (:func:`check_batch`).
+        NonFiniteLossError: rec or KL not finite; the weights are unchanged.
     """
     from .losses import kl_normal, reparameterise
 
+    check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     out = encoder(x)
     x_hat = decoder(reparameterise(out["mu"], out["logvar"], generator))
     rec = (x - x_hat).pow(2).flatten(1).sum(1)
-    loss = (rec + beta * kl_normal(out["mu"], out["logvar"])).mean()
+    kl = kl_normal(out["mu"], out["logvar"])
+    refuse_non_finite({"rec": rec, "KL": kl}, what="the VAE loss")
+    loss = (rec + beta * kl).mean()
     loss.backward()
     optimizer.step()
     return {"loss": loss.detach().item(), "mse": rec.detach().mean().item() / x[0].numel()}
@@ -339,11 +570,44 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers
 
 
 def _check_finite(values: Mapping[str, float], step: int, hint: str) -> None:
+    """``step``: 1-based, as the progress bar counts."""
     for name, v in values.items():
         if not math.isfinite(v):
             raise NonFiniteLossError(
-                f"training loss {name!r} became {v} at step {step}. {hint} The last "
-                f"checkpoint (if any) was kept and not overwritten.")
+                f"training loss {name!r} became {v} at step {step} (as the progress bar "
+                f"counts). {hint} The last checkpoint (if any) was kept and not overwritten.",
+                term=name, step=step)
+
+
+@contextlib.contextmanager
+def deferred_sigint():
+    """Within the block, the first SIGINT only sets ``state["count"]`` (the caller stops at
+    a safe point); a second one raises ``KeyboardInterrupt`` at once. The previous handler
+    is restored on exit. Outside the main thread (signals are delivered there only), or
+    when SIGINT is ignored, nothing is installed and the count stays 0.
+
+    Yields:
+        ``state``, a dict with ``"count"``: SIGINTs received in the block.
+    """
+    state = {"count": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["count"] += 1
+        if state["count"] > 1:
+            raise KeyboardInterrupt("second interrupt: stopped at once, without a checkpoint")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
@@ -351,6 +615,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         dataset: Dataset, batch_size: int, epochs: int, seed: int, config: Mapping[str, Any],
         generator: torch.Generator, device: torch.device | str = "cpu",
         checkpoint: Optional[str | os.PathLike] = None, ckpt_every: int = 200,
+        ckpt_every_s: Optional[float] = 60.0,
         eval_fn: Optional[Callable[[], Mapping[str, float]]] = None, eval_every: Optional[int] = None,
         stop_after: Optional[int] = None, num_workers: int = 0, desc: str = "train",
         progress: bool = True, nan_hint: str = "Lower the learning rate or keep the weight clamp on.",
@@ -359,17 +624,22 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     """Train for ``epochs`` epochs of full batches, resuming from ``checkpoint`` if it exists.
 
     Args:
-        step_fn: called with an image batch (B, C, H, W) on ``device``; does one optimiser
-            step and returns floats to log (e.g. :func:`fa_step` bound to its model).
-        modules, optimizers: what the checkpoint saves and restores, by name.
+        step_fn: called with a batch on ``device`` (images (B, C, H, W), or the rows of a
+            TensorDataset's first tensor); does one optimiser step and returns floats to
+            log (e.g. :func:`fa_step` bound to its model).
+        modules, optimizers: what the checkpoint saves and restores, by name. Wrapped
+            modules (DDP, DataParallel, ``torch.compile``) are saved unwrapped
+            (:func:`unwrap_module`), so the file loads into the plain model.
         dataset: items (image, label) or a TensorDataset (images first).
         epochs: total epochs; ``len(dataset) // batch_size`` steps each.
         seed: fixes the data order of every epoch.
         config: the run's config as a plain dict; stored in the checkpoint and compared on
             resume (a mismatch is refused, so a checkpoint never mixes two runs).
         generator: the method's random generator (r_0 ...); its state is checkpointed.
-        checkpoint: file to resume from and write to (atomically) every ``ckpt_every`` steps
-            and at the end; ``None`` trains without checkpoints.
+        checkpoint: file to resume from and write to (atomically) every ``ckpt_every`` steps,
+            every ``ckpt_every_s`` seconds of training (checked after each step), on an
+            interrupt and at the end; ``None`` trains without checkpoints.
+        ckpt_every_s: seconds between time-based checkpoints (None: by steps only).
         eval_fn: returns floats to log every ``eval_every`` steps and at the end.
         stop_after: stop (after checkpointing) once this many total steps are done: a
             deliberate interruption, for tests and time-boxed sessions.
@@ -382,15 +652,28 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             (so the history and the NaN guard agree everywhere), the checkpoint is written by
             rank 0 only (the others wait at a barrier) and read by every rank, and the
             progress bar shows on rank 0. ``step_fn`` must average gradients (a DDP model).
-            ``eval_fn`` runs on every rank.
+            ``eval_fn`` runs on every rank. Interrupts and time-based checkpoints are
+            agreed over the ranks in the same all-reduce.
+
+    Checks: the first batch must be floating point in the modules' dtype, and images
+    (4-d) must lie in [0, 1] (:func:`check_batch`); packed rows (2-d, e.g. images and
+    labels) are checked by the step function.
+
+    Interrupts: a SIGINT during training lets the running step finish, then writes the
+    checkpoint of the step reached and raises :class:`TrainingInterrupted`; a second
+    SIGINT raises ``KeyboardInterrupt`` at once (the last checkpoint stays intact).
 
     Returns:
         The :class:`History` (also stored in the checkpoint).
 
     Raises:
-        CheckpointError: the checkpoint is unreadable or from another config.
-        NonFiniteLossError: a logged value became NaN or inf (nothing is overwritten).
-        ValueError: a batch size larger than the dataset.
+        CheckpointError: the checkpoint is unreadable, from another config, or does not
+            fit the modules.
+        NonFiniteLossError: a step refused a non-finite loss, or a logged value became NaN
+            or inf; the message gives the step as the progress bar counts it (1 for the
+            first) and the term; nothing is overwritten.
+        TrainingInterrupted: SIGINT (Ctrl-C, Jupyter's Interrupt); a checkpoint was written.
+        ValueError: a batch size larger than the dataset, or a bad first batch.
     """
     from tqdm.auto import tqdm
 
@@ -424,7 +707,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         if missing:
             raise CheckpointError(f"checkpoint {checkpoint} lacks module(s) {missing}")
         for name, module in modules.items():
-            module.load_state_dict(ckpt["modules"][name])
+            _load_module_state(module, ckpt["modules"][name], name, checkpoint)
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
         generator.set_state(ckpt["generator"])
@@ -440,7 +723,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             return
         save_checkpoint(checkpoint, {
             "format": CHECKPOINT_FORMAT, "step": step, "config": config,
-            "modules": {k: m.state_dict() for k, m in modules.items()},
+            "modules": {k: unwrap_module(m).state_dict() for k, m in modules.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": history.to_dict(),
@@ -458,41 +741,104 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         history.log("eval", step, values)
 
     end = total if stop_after is None else min(total, stop_after)
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress or rank != 0,
-               leave=False)
     last_saved = step
     for m in modules.values():
         m.train()
     pin = device.type == "cuda"
-    try:
-        while step < end:
-            epoch, offset = divmod(step, steps_per_epoch)
-            order = _epoch_order(n, seed, epoch)[offset * batch_size:]
-            for x in _batches(dataset, order, batch_size, num_workers, pin,
-                              shard=(rank, world) if world > 1 else None):
-                values = step_fn(x.to(device, non_blocking=pin))
-                if world > 1:
-                    values = _mean_over_ranks(values, device)
-                _check_finite(values, step, nan_hint)
-                step += 1
-                history.log("train", step, values)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                if eval_every and step % eval_every == 0:
-                    evaluate()
-                if step - last_saved >= ckpt_every:
-                    save()
-                    last_saved = step
-                if step >= end:
-                    break
-    finally:
-        bar.close()
+    first = True
+    interrupted = False
+    with deferred_sigint() as sigint:
+        bar = tqdm(total=total, initial=step, desc=desc, disable=not progress or rank != 0,
+                   leave=False)
+        last_saved_t = monotonic()
+        try:
+            while step < end and not interrupted:
+                epoch, offset = divmod(step, steps_per_epoch)
+                order = _epoch_order(n, seed, epoch)[offset * batch_size:]
+                batches = _batches(dataset, order, batch_size, num_workers, pin,
+                                   shard=(rank, world) if world > 1 else None)
+                while True:
+                    try:
+                        x = next(batches)
+                    except StopIteration:
+                        break
+                    except Exception:
+                        # DataLoader workers share the kernel's process group and die on
+                        # the same SIGINT: with an interrupt pending, that is the interrupt
+                        if world == 1 and sigint["count"]:
+                            interrupted = True
+                            break
+                        raise
+                    x = x.to(device, non_blocking=pin)
+                    if first:
+                        _check_first_batch(x, modules)
+                        first = False
+                    try:
+                        values = step_fn(x)
+                    except NonFiniteLossError as err:
+                        raise NonFiniteLossError(
+                            f"training stopped at step {step + 1} of {total} (as the progress "
+                            f"bar counts): {err} {nan_hint} The last checkpoint (if any) was "
+                            f"kept and not overwritten.", term=err.term, step=step + 1) from err
+                    due = ckpt_every_s is not None and monotonic() - last_saved_t >= ckpt_every_s
+                    if world > 1:
+                        values, (stop_votes, due_votes) = _mean_over_ranks(
+                            values, device, extra=(float(sigint["count"] > 0), float(due)))
+                        stop, due = stop_votes > 0, due_votes > 0
+                    else:
+                        stop = sigint["count"] > 0
+                    _check_finite(values, step + 1, nan_hint)
+                    step += 1
+                    history.log("train", step, values)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                    if eval_every and step % eval_every == 0:
+                        evaluate()  # also when stopping: the resumed history stays identical
+                    if stop:
+                        interrupted = True
+                        break
+                    if step - last_saved >= ckpt_every or (due and step != last_saved):
+                        save()
+                        last_saved, last_saved_t = step, monotonic()
+                    if step >= end:
+                        break
+                batches.close()
+        finally:
+            bar.close()
+        if interrupted:
+            if step != last_saved or (checkpoint is not None and not Path(checkpoint).exists()):
+                save()
+            where = (f"checkpoint written to {Path(checkpoint).resolve()}; run the same code "
+                     f"again (the cell, the notebook or the command) to resume from step {step}"
+                     if checkpoint is not None else
+                     "no checkpoint file was given (checkpoint=None), so the steps are not kept")
+            raise TrainingInterrupted(
+                f"{desc}: training interrupted at step {step} of {total} (as the progress bar "
+                f"counts); {where}.", step=step, total=total,
+                checkpoint=Path(checkpoint).resolve() if checkpoint is not None else None)
     if step >= total and eval_fn is not None and (not history.eval or
                                                   next(iter(history.eval.values()))[-1][0] != step):
         evaluate()
     if step != last_saved or (checkpoint is not None and not Path(checkpoint).exists()):
         save()  # the same decision on every rank (one shared file system)
     return history
+
+
+def _check_first_batch(x: Any, modules: Mapping[str, nn.Module]) -> None:
+    """:func:`check_batch` on a 4-d image batch; for other shapes (packed rows) only the
+    dtype: floating point and that of the modules' parameters."""
+    mods = list(modules.values())
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        check_batch(x, mods, "the first training batch")
+        return
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        what = f"tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"the first training batch must be a floating-point tensor in [0, 1], "
+                         f"got {what}: convert 8-bit images with x.float() / 255")
+    want = _param_dtype(mods)
+    if want is not None and x.dtype != want:
+        raise ValueError(f"the first training batch is {x.dtype} but the model's parameters "
+                         f"are {want}: convert the images with x.to({want})")
 
 
 def _barrier(world: int) -> None:
@@ -502,14 +848,18 @@ def _barrier(world: int) -> None:
             dist.barrier()
 
 
-def _mean_over_ranks(values: Mapping[str, Any], device: torch.device) -> dict[str, float]:
-    """All-reduce the logged values (floats or 0-d tensors) to their mean over the ranks:
-    one collective, one sync."""
+def _mean_over_ranks(values: Mapping[str, Any], device: torch.device, extra=()
+                     ) -> tuple[dict[str, float], list[float]]:
+    """All-reduce the logged values (floats or 0-d tensors) to their mean over the ranks,
+    and the ``extra`` numbers (flags) to their sum: one collective, one sync.
+    Returns (means by name, sums of ``extra``)."""
     import torch.distributed as dist
     names = list(values)
-    buf = torch.tensor([float(values[k]) for k in names], dtype=torch.float64)
+    buf = torch.tensor([float(values[k]) for k in names] + [float(e) for e in extra],
+                       dtype=torch.float64)
     if dist.get_backend() == "nccl":
         buf = buf.to(device)
     dist.all_reduce(buf)
-    buf /= dist.get_world_size()
-    return dict(zip(names, buf.tolist()))
+    out = buf.tolist()
+    world = dist.get_world_size()
+    return dict(zip(names, [v / world for v in out[:len(names)]])), out[len(names):]

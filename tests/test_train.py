@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from fa_utils import models, train
@@ -103,7 +104,7 @@ def test_non_finite_loss_stops_with_the_step_and_a_hint(tmp_path):
         return {"loss": math.nan if calls["n"] == 3 else 1.0}
 
     enc, opt, gen, _ = setup()
-    with pytest.raises(train.NonFiniteLossError, match="became nan at step 2.*lr"):
+    with pytest.raises(train.NonFiniteLossError, match="became nan at step 3 .as the progress bar counts.*lr"):
         train.fit(step_fn, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
                   batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen,
                   checkpoint=tmp_path / "n.pt", progress=False,
@@ -125,3 +126,111 @@ def test_missing_checkpoint_and_batch_too_large(tmp_path):
     with pytest.raises(ValueError, match="larger than the dataset"):
         train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
                   batch_size=100, epochs=1, seed=0, config={}, generator=gen, progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# Wrapped modules (DDP, DataParallel, torch.compile): checkpoints load into the plain model
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process gloo group (for a real DistributedDataParallel wrapper on the CPU)."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}",
+                            rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("wrap", ["ddp", "dataparallel", "compile", "compile+ddp"])
+def test_checkpoints_of_wrapped_models_load_strictly_into_the_plain_model(tmp_path, wrap, request):
+    if "ddp" in wrap:
+        request.getfixturevalue("one_rank_group")
+    enc, opt, gen, _ = setup()
+    wrapped = {"ddp": lambda m: nn.parallel.DistributedDataParallel(m),
+               "dataparallel": nn.DataParallel,
+               "compile": torch.compile,  # lazy: nothing is compiled without a forward
+               "compile+ddp": lambda m: torch.compile(nn.parallel.DistributedDataParallel(m)),
+               }[wrap](enc)
+    prefix = {"ddp": "module.", "dataparallel": "module.", "compile": "_orig_mod.",
+              "compile+ddp": "_orig_mod.module."}[wrap]
+    assert all(k.startswith(prefix) for k in wrapped.state_dict())  # what used to be saved
+    step = functools.partial(train.fa_step, enc, opt, generator=gen, r_init="uniform")
+    path = tmp_path / "w.pt"
+    train.fit(step, modules={"enc": wrapped}, optimizers={"opt": opt}, dataset=DATA, batch_size=8,
+              epochs=1, seed=0, config=CONFIG, generator=gen, checkpoint=path, stop_after=2,
+              progress=False)
+    assert set(torch.load(path, weights_only=True)["modules"]["enc"]) == set(enc.state_dict())
+    plain, *_ = setup(seed=5)
+    plain.load_state_dict(train.load_checkpoint(path)["modules"]["enc"])  # strict
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), enc.state_dict().values()))
+
+    # an older file with the wrapper's keys: load_checkpoint strips them, and fit resumes
+    raw = torch.load(path, weights_only=True)
+    raw["modules"]["enc"] = {prefix + k: v for k, v in raw["modules"]["enc"].items()}
+    torch.save(raw, path)
+    plain.load_state_dict(train.load_checkpoint(path)["modules"]["enc"])
+    enc2, opt2, gen2, step2 = setup(seed=3)
+    hist = train.fit(step2, modules={"enc": enc2}, optimizers={"opt": opt2}, dataset=DATA,
+                     batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen2,
+                     checkpoint=path, progress=False)
+    assert len(hist.train["loss"]) == 5 and train.load_checkpoint(path)["step"] == 5
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_with_the_fix(tmp_path):
+    run(tmp_path / "a.pt", stop_after=2)
+    torch.manual_seed(0)
+    other = models.Encoder(models.Architecture(1, 8, (4,), 16), {"z": 6})
+    opt = torch.optim.Adam(other.parameters())
+    with pytest.raises(train.CheckpointError, match="module 'enc' does not fit this model.*rm "):
+        train.fit(lambda x: {"loss": 0.0}, modules={"enc": other}, optimizers={"opt": opt},
+                  dataset=DATA, batch_size=8, epochs=1, seed=0, config=CONFIG,
+                  generator=train.seeded_generator(1), checkpoint=tmp_path / "a.pt", progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# Images outside [0, 1], another dtype, a non-finite loss: refused before any update
+# --------------------------------------------------------------------------------------
+
+X = DATA.tensors[0][:8]
+BAD_BATCHES = [
+    (X * 255, r"values in \[.*, 2\d\d.*\]; this project's images are in \[0, 1\].*divide by 255"),
+    (X * 2 - 1, r"values in \[-.*\].*\(x \+ 1\) / 2"),
+    ((X * 255).to(torch.uint8), r"floating-point.*uint8.*x.float\(\) / 255"),
+    (X.double(), r"float64 but the model's parameters are torch.float32"),
+]
+
+
+@pytest.mark.parametrize("bad, match", BAD_BATCHES)
+def test_fa_step_and_fit_refuse_images_outside_the_unit_range(bad, match):
+    enc, opt, gen, step = setup()
+    before = [p.detach().clone() for p in enc.parameters()]
+    with pytest.raises(ValueError, match=match):
+        step(bad)
+    with pytest.raises(ValueError, match="the first training batch.*" + match.split(".*")[0]):
+        train.fit(lambda x: {"loss": 0.0}, modules={"enc": enc}, optimizers={"opt": opt},
+                  dataset=TensorDataset(bad.repeat(2, 1, 1, 1)), batch_size=8, epochs=1, seed=0,
+                  config={}, generator=gen, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters()))
+
+
+def test_a_non_finite_fa_loss_is_refused_before_the_update_and_fit_names_the_step(tmp_path):
+    enc, opt, gen, step = setup()
+    with torch.no_grad():
+        enc.heads["z"].weight.fill_(1e20)  # r = J^T (z_x - z_0) ~ 1e40: beyond float32
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    with pytest.raises(train.NonFiniteLossError, match="FA loss is not finite.*nothing was "
+                       "written to the weights.*reconstruction error") as info:
+        step(X)
+    assert info.value.term == "rec"
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    assert all(p.grad is None for p in enc.parameters())
+    with pytest.raises(train.NonFiniteLossError, match=r"stopped at step 1 of 5 \(as the progress "
+                       r"bar counts\).*Lower the lr") as info:
+        train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
+                  batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen,
+                  checkpoint=tmp_path / "n.pt", progress=False, nan_hint="Lower the lr.")
+    assert info.value.step == 1 and info.value.term == "rec"
+    assert not (tmp_path / "n.pt").exists()
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
