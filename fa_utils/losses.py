@@ -3,23 +3,51 @@ from __future__ import annotations
 
 import torch
 
+#: Bounds of the log-variance wherever it is used (:func:`bounded_logvar`). exp(20) = 4.9e8
+#: keeps the variance, the KL term (at most Z * 2.4e8 per example: 3e10 for Z = 128) and
+#: sigma = exp(10) = 2.2e4 far below float32's 3.4e38 (and bfloat16's); exp(-30) = 9.4e-14
+#: keeps sigma = 3e-7 > 0. The same bounds as the latent-diffusion autoencoders
+#: (``DiagonalGaussianDistribution`` clamps its log-variance to [-30, 20]). A trained VFA or
+#: VAE encoder on MNIST stays well inside them, so the bound changes nothing there.
+LOGVAR_MIN = -30.0
+LOGVAR_MAX = 20.0
+
+
+def bounded_logvar(logvar: torch.Tensor) -> torch.Tensor:
+    """The log-variance clamped to [:data:`LOGVAR_MIN`, :data:`LOGVAR_MAX`] in value, with
+    the gradient passed straight through (as if unclamped).
+
+    Inside the bounds the value and the gradient are exactly those of ``logvar``. Outside,
+    the value is the bound, so exp(logvar) cannot overflow, while the gradient still
+    reaches the head that produced it: a unit at logvar = 100 is pulled back by the KL
+    term instead of being stuck at the bound with zero gradient (a plain ``clamp``).
+
+    Shapes: any -> the same.
+    """
+    return logvar + (logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) - logvar).detach()
+
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL( N(mu, exp(logvar)) || N(0, I) ) per example, summed over latent dimensions.
 
     = 1/2 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)   (Kingma & Welling, App. B)
 
+    ``logvar`` is bounded by :func:`bounded_logvar` first (so the result is finite for any
+    finite mu whose square does not overflow).
+
     Shapes: (B, Z), (B, Z) -> (B,).
     """
+    logvar = bounded_logvar(logvar)
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
 
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """z = mu + eps * sigma with eps ~ N(0, I) drawn from ``generator``. (B, Z) -> (B, Z)."""
+    """z = mu + eps * sigma with eps ~ N(0, I) drawn from ``generator`` and
+    sigma = exp(logvar / 2), ``logvar`` bounded by :func:`bounded_logvar`. (B, Z) -> (B, Z)."""
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype,
                       device=generator.device if generator is not None else mu.device)
-    return mu + eps.to(mu.device) * (0.5 * logvar).exp()
+    return mu + eps.to(mu.device) * (0.5 * bounded_logvar(logvar)).exp()
 
 
 # --------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ reconstructions, D's fakes from prior samples, as in the authors' code).
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -46,8 +47,8 @@ import torch
 from torch import nn
 
 from . import fa
-from .losses import (kl_normal, lsgan_discriminator_loss, lsgan_generator_loss,
-                     perceptual_moments_loss, reparameterise)
+from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
+                     lsgan_generator_loss, perceptual_moments_loss, reparameterise)
 from .models import Encoder, architecture, clamp_weights_, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
@@ -133,14 +134,15 @@ def make_vfa_encoder(dataset: str, latent_dim: int, num_classes: int = 0, *,
 def random_side(encoder: nn.Module, settings: VFASettings) -> Callable[[torch.Tensor], torch.Tensor]:
     """r -> z_r, the random-input side of the inner energy.
 
-    ``mu(r)`` or ``mu(r) + sigma(r)``, with c(r) appended for a conditional VFA.
+    ``mu(r)`` or ``mu(r) + sigma(r)`` (sigma = exp(logvar / 2), the log-variance bounded
+    by :func:`fa_utils.losses.bounded_logvar`), with c(r) appended for a conditional VFA.
     Shapes: (B, C, H, W) -> (B, Z [+ K]).
     """
     def encode(r: torch.Tensor) -> torch.Tensor:
         out = encoder(r)
         z = out["mu"]
         if settings.rand_side == "mu+sigma":
-            z = z + (0.5 * out["logvar"]).exp()
+            z = z + (0.5 * bounded_logvar(out["logvar"])).exp()
         if settings.conditional:
             z = torch.cat([z, out["logits"]], 1)
         return z
@@ -242,18 +244,35 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
     """One VFA training step: :func:`vfa_loss`, double backward, Adam, Eq. 9 clamp.
 
-    Returns floats ``loss``, ``mse`` (per pixel), ``kl`` and ``cls`` (batch means).
+    Shapes: x (B, C, H, W) float in [0, 1] in the encoder's dtype, labels (B,).
+
+    Returns floats ``loss``, ``mse`` (per pixel), ``kl`` and ``cls`` (batch means), read in
+    one device sync before the update.
+
+    Raises:
+        ValueError: bad images (:func:`fa_utils.train.check_batch`).
+        NonFiniteLossError: a term (rec, KL, class) is NaN or infinite for some example;
+            the update is refused before ``backward()``: nothing is written to the weights.
+            The log-variance is bounded (:func:`fa_utils.losses.bounded_logvar`), so KL
+            overflows only through mu.
     """
+    from .train import check_batch, refuse_non_finite
+
+    check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     loss, parts, image = vfa_loss(encoder, x, labels, settings=settings, generator=generator)
+    with torch.no_grad():
+        mse = (image - x).pow(2).mean()
+        values = torch.stack([loss.detach(), mse, parts["kl"].mean(), parts["cls"].mean()]).tolist()
+    if not all(map(math.isfinite, values)) or isinstance(encoder, nn.parallel.DistributedDataParallel):
+        refuse_non_finite({"rec": parts["rec"], "KL": parts["kl"], "class": parts["cls"],
+                           "loss": loss}, what="the VFA loss",
+                          collective=isinstance(encoder, nn.parallel.DistributedDataParallel))
     loss.backward()
     optimizer.step()
     if weight_clamp is not None:
         clamp_weights_(encoder, weight_clamp)
-    with torch.no_grad():
-        mse = (image - x).pow(2).mean()
-    return {"loss": loss.item(), "mse": mse.item(), "kl": parts["kl"].mean().item(),
-            "cls": parts["cls"].mean().item()}
+    return dict(zip(("loss", "mse", "kl", "cls"), values))
 
 
 # --------------------------------------------------------------------------------------
@@ -466,9 +485,20 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
 
     Returns floats: ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` (and the encoder's values,
     prefixed ``enc_``, when ``opt_e`` is given). Batch means of per-example terms.
+
+    Raises:
+        ValueError: bad images x (B, C, H, W) (:func:`fa_utils.train.check_batch`) or an
+            unknown ``fake_source``.
+        NonFiniteLossError: D's loss or the fakes (term "adversarial") are not finite:
+            refused before D's update; G's adversarial or perceptual term is not finite:
+            G's update is refused (D's update of this step was applied). Nothing
+            non-finite is written to any weights.
     """
+    from .train import check_batch, refuse_non_finite
+
     if fake_source not in FAKE_SOURCES:
         raise ValueError(f"unknown fake_source {fake_source!r}; choose one of {list(FAKE_SOURCES)}")
+    check_batch(x, refiner)
     logs: dict[str, float] = {}
     if opt_e is not None:
         enc_logs = vfa_step(encoder, opt_e, x, labels, settings=settings, generator=generator,
@@ -488,6 +518,9 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
         # discriminator (Eq. 8)
         opt_d.zero_grad(set_to_none=True)
         loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake_d))
+        refuse_non_finite({"adversarial": loss_d, "adversarial (G's images)": fake_g,
+                           "adversarial (D's fakes)": fake_d},
+                          what="VFA-GAN's discriminator loss (Eq. 8) or its fakes")
         loss_d.backward()
         opt_d.step()
 
@@ -501,9 +534,11 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
             with torch.no_grad():
                 out_x = encoder(x)
             out_g = encoder(refined)
-            perc = perceptual_moments_loss(out_x["mu"], out_x["logvar"].exp(),
-                                           out_g["mu"], out_g["logvar"].exp())
+            perc = perceptual_moments_loss(out_x["mu"], bounded_logvar(out_x["logvar"]).exp(),
+                                           out_g["mu"], bounded_logvar(out_g["logvar"]).exp())
         loss_g = adv + perceptual_weight * perc
+        refuse_non_finite({"adversarial": adv, "perceptual": perc},
+                          what="VFA-GAN's refiner loss (Eq. 7)")
         loss_g.backward()
         opt_g.step()
     logs.update({"loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv_g": adv.item(),

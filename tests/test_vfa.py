@@ -1,5 +1,7 @@
 """VFA and VFA-GAN (Sections 3.3-3.4): KL, LSGAN and perceptual losses, sampling, the
 conditional class head, one training step of every network on every dataset's shapes."""
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -224,3 +226,78 @@ def test_paper_sizes_are_matched_within_two_percent():
         # datasets in the paper itself; STL-10's Table 12 decoder is small)
         assert counts["VFA"] < counts["VAE"]
     assert generative.parameter_counts("mnist")["VFA"] == 14_003_946
+
+
+# --------------------------------------------------------------------------------------
+# The log-variance bound, bad images and the non-finite refusal
+# --------------------------------------------------------------------------------------
+
+
+def test_bounded_logvar_changes_nothing_inside_the_bounds_and_keeps_a_gradient_outside():
+    lv = torch.tensor([-5.0, 0.0, 19.0, 100.0, -100.0], requires_grad=True)
+    b = losses.bounded_logvar(lv)
+    assert torch.equal(b[:3], lv[:3].detach())  # bit-identical inside
+    assert b[3].item() == losses.LOGVAR_MAX and b[4].item() == losses.LOGVAR_MIN
+    b.sum().backward()
+    assert torch.equal(lv.grad, torch.ones(5))  # straight through: no unit is stuck at a bound
+    kl = losses.kl_normal(torch.zeros(1, 2), torch.tensor([[100.0, 1e4]]))
+    assert torch.isfinite(kl).all()
+
+
+def test_a_logvar_of_100_gives_a_finite_vfa_step_that_pulls_it_back():
+    """Before the bound: kl_normal was inf, vfa_step returned loss inf and left non-finite
+    weights."""
+    enc = tiny_encoder(num_classes=0, latent=4)
+    with torch.no_grad():
+        enc.heads["logvar"].weight.zero_()
+        enc.heads["logvar"].bias.fill_(100.0)
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    logs = vfa.vfa_step(enc, opt, torch.rand(4, 1, 8, 8), settings=vfa.VFASettings(beta=1.0, beta_schedule="fixed"),
+                        generator=torch.Generator().manual_seed(0))
+    assert all(map(math.isfinite, logs.values())), logs
+    assert all(torch.isfinite(p).all() for p in enc.parameters())
+    assert (enc.heads["logvar"].bias < 100.0).all()  # the KL gradient reaches the head
+
+
+def test_an_overflowing_vfa_term_is_refused_named_and_leaves_the_weights(tmp_path):
+    from fa_utils import train
+    enc = tiny_encoder(num_classes=0, latent=4)
+    with torch.no_grad():
+        enc.heads["mu"].bias.fill_(1e20)  # mu^2 = 1e40 overflows float32 in the KL term
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    s = vfa.VFASettings()
+    x = torch.rand(8, 1, 8, 8)
+    with pytest.raises(train.NonFiniteLossError, match=r"VFA loss is not finite \(.*KL infinite "
+                       r"for 8 of 8 examples.*nothing was written.*log-variance is bounded") as info:
+        vfa.vfa_step(enc, opt, x, settings=s)
+    assert "KL" in str(info.value) and info.value.term in ("rec", "KL")
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+
+    def step(x):
+        return vfa.vfa_step(enc, opt, x, settings=s)
+
+    with pytest.raises(train.NonFiniteLossError, match=r"stopped at step 1 of 2 \(as the progress "
+                       r"bar counts\).*KL.*log-variance.*Lower lr"):
+        train.fit(step, modules={"encoder": enc}, optimizers={"adam": opt},
+                  dataset=torch.utils.data.TensorDataset(x.repeat(2, 1, 1, 1)), batch_size=8,
+                  epochs=1, seed=0, config={}, generator=torch.Generator(), progress=False,
+                  checkpoint=tmp_path / "v.pt", nan_hint="Lower lr.")
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    assert not (tmp_path / "v.pt").exists()
+
+
+@pytest.mark.parametrize("scale, shift, match", [(255.0, 0.0, "divide by 255"),
+                                                 (2.0, -1.0, r"\(x \+ 1\) / 2")])
+def test_vfa_and_vfagan_steps_refuse_images_outside_the_unit_range(scale, shift, match):
+    enc = tiny_encoder(num_classes=0, latent=4)
+    refiner, disc = models.FAGenerator(1, 8, 3), models.Discriminator(TINY)
+    opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in (enc, refiner, disc)]
+    x = torch.rand(4, 1, 8, 8) * scale + shift
+    before = [p.detach().clone() for p in enc.parameters()]
+    with pytest.raises(ValueError, match="the training batch has values.*" + match):
+        vfa.vfa_step(enc, opts[0], x, settings=vfa.VFASettings())
+    with pytest.raises(ValueError, match="the training batch has values.*" + match):
+        vfa.vfagan_step(enc, refiner, disc, opts[1], opts[2], x, settings=vfa.VFASettings(),
+                        latent_dim=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters()))
