@@ -75,10 +75,18 @@ def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optim
             x: torch.Tensor) -> dict[str, float]:
     """One autoencoder step: ||x - D(E(x)[z])||^2 (per-example sum, batch mean), Adam.
 
-    Returns floats ``loss`` and ``mse`` (per pixel).
+    x: (B, C, H, W) float in [0, 1]. Returns floats ``loss`` and ``mse`` (per pixel).
+
+    Raises:
+        ValueError: bad images (:func:`fa_utils.train.check_batch`).
+        NonFiniteLossError: rec not finite; refused before the update (weights unchanged).
     """
+    from .train import check_batch, refuse_non_finite
+
+    check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     rec = _rec(x, decoder(encoder(x)["z"]))
+    refuse_non_finite({"rec": rec}, what="the AE loss")
     loss = rec.mean()
     loss.backward()
     optimizer.step()
@@ -93,12 +101,21 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
     ``betas``: a number, or (B,) per-example weights (Section 4's beta ~ U(0, 1), drawn by
     the caller, e.g. :func:`fa_utils.vfa.draw_betas`). Generalises
     :func:`fa_utils.train.vae_step` (fixed beta) to per-example weights.
-    Returns floats ``loss``, ``mse`` (per pixel) and ``kl``.
+    x: (B, C, H, W) float in [0, 1]. Returns floats ``loss``, ``mse`` (per pixel) and ``kl``.
+    The log-variance is bounded (:func:`fa_utils.losses.bounded_logvar`).
+
+    Raises:
+        ValueError: bad images (:func:`fa_utils.train.check_batch`).
+        NonFiniteLossError: rec or KL not finite; refused before the update.
     """
+    from .train import check_batch, refuse_non_finite
+
+    check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     out = encoder(x)
     rec = _rec(x, decoder(reparameterise(out["mu"], out["logvar"], generator)))
     kl = kl_normal(out["mu"], out["logvar"])
+    refuse_non_finite({"rec": rec, "KL": kl}, what="the VAE loss")
     loss = (rec + betas * kl).mean()
     loss.backward()
     optimizer.step()
@@ -110,13 +127,25 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
              opt_d: torch.optim.Optimizer, x: torch.Tensor, latent_dim: int, *,
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
     """One least-squares GAN step (real +1, fake -1): a D step then a G step on the same
-    z ~ N(0, I) batch. Returns floats ``loss_d`` and ``loss_g``."""
+    z ~ N(0, I) batch. x: (B, C, H, W) float in [0, 1]. Returns floats ``loss_d`` and
+    ``loss_g``.
+
+    Raises:
+        ValueError: bad images (:func:`fa_utils.train.check_batch`).
+        NonFiniteLossError: D's loss or the fakes not finite (refused before D's update),
+            or G's loss (refused before G's update; D's update of this step was applied).
+    """
+    from .train import check_batch, refuse_non_finite
+
+    check_batch(x, generator_net)
     n = x.shape[0]
     z = torch.randn(n, latent_dim, generator=generator,
                     device=generator.device if generator is not None else x.device).to(x.device)
     fake = generator_net(z)
     opt_d.zero_grad(set_to_none=True)
     loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake.detach()))
+    refuse_non_finite({"adversarial": loss_d, "adversarial (G's images)": fake},
+                      what="the GAN discriminator loss (Eq. 8) or its fakes")
     loss_d.backward()
     opt_d.step()
     opt_g.zero_grad(set_to_none=True)
@@ -124,6 +153,7 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
     discriminator.requires_grad_(False)
     try:
         loss_g = lsgan_generator_loss(discriminator(fake))
+        refuse_non_finite({"adversarial": loss_g}, what="the GAN generator loss (Eq. 7)")
         loss_g.backward()
     finally:
         for p, f in zip(discriminator.parameters(), flags):

@@ -96,3 +96,46 @@ def test_gan_reconstruction_fits_each_image_on_its_own():
     full, _, _ = baselines.gan_reconstruct(gen, x, latent_dim=16, steps=15, z0=z0)
     alone, _, _ = baselines.gan_reconstruct(gen, x[2:3], latent_dim=16, steps=15, z0=z0[2:3])
     assert torch.allclose(full[2:3], alone, atol=1e-5)
+
+
+def _mnist_models():
+    torch.manual_seed(0)
+    arch = models.architecture("mnist")
+    return (arch, models.Encoder(arch, {"z": 8}), models.Encoder(arch, vfa.vfa_heads(8)),
+            baselines.make_decoder("mnist", 8, orthogonal=False),
+            baselines.make_discriminator("mnist"))
+
+
+def test_baseline_steps_refuse_images_outside_the_unit_range():
+    arch, ae_enc, vae_enc, dec, disc = _mnist_models()
+    x = torch.rand(2, 1, 28, 28) * 255
+    opt = torch.optim.SGD(dec.parameters(), lr=0.1)
+    for call in (lambda: baselines.ae_step(ae_enc, dec, opt, x),
+                 lambda: baselines.vae_step(vae_enc, dec, opt, x),
+                 lambda: baselines.gan_step(dec, disc, opt, opt, x, 8)):
+        with pytest.raises(ValueError, match=r"training batch has values.*\[0, 1\].*divide by 255"):
+            call()
+
+
+def test_baseline_steps_refuse_a_non_finite_loss_before_the_update():
+    from fa_utils.train import NonFiniteLossError
+    arch, ae_enc, vae_enc, dec, disc = _mnist_models()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        vae_enc.heads["mu"].bias.fill_(1e20)  # KL's mu^2 overflows
+        ae_enc.heads["z"].bias.fill_(float("nan"))  # a NaN latent: the reconstruction is NaN
+    opt = torch.optim.SGD(list(dec.parameters()) + list(vae_enc.parameters())
+                          + list(ae_enc.parameters()), lr=0.1)
+    before = [p.detach().clone() for p in list(dec.parameters()) + list(vae_enc.parameters())]
+    with pytest.raises(NonFiniteLossError, match=r"VAE loss is not finite.*KL.*nothing was written"):
+        baselines.vae_step(vae_enc, dec, opt, x)
+    with pytest.raises(NonFiniteLossError, match=r"AE loss is not finite \(rec NaN for 2 of 2"):
+        baselines.ae_step(ae_enc, dec, opt, x)
+    assert all(torch.equal(a, b) for a, b in zip(before, list(dec.parameters()) + list(vae_enc.parameters())))
+    with torch.no_grad():
+        next(p for p in dec.parameters() if p.dim() == 1).fill_(float("nan"))
+    d_before = [p.detach().clone() for p in disc.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r"GAN discriminator loss.*G's images") as info:
+        baselines.gan_step(dec, disc, opt, torch.optim.SGD(disc.parameters(), lr=0.1), x, 8)
+    assert info.value.term == "adversarial"
+    assert all(torch.equal(a, b) for a, b in zip(d_before, disc.parameters()))
