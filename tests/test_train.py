@@ -20,6 +20,8 @@ def setup(seed=0):
     return enc, opt, gen, step
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks (tests/conftest.py)
+
 DATA = TensorDataset(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(9)))
 CONFIG = {"lr": 1e-3, "r_init": "uniform", "epochs": 3}
 
