@@ -4,7 +4,12 @@ writers of figures (with a manifest) and result tables.
 The root is the repository (found from this package's location when it is installed in
 editable mode, else the current folder); the environment variable ``FA_OUTPUT_ROOT``
 redirects all three folders, which the tests use so that a test run never overwrites the
-main job's figures.
+main job's figures. A relative ``FA_OUTPUT_ROOT`` is taken relative to the folder where the
+user started the command (:func:`launch_dir`), not to a kernel's working folder
+(``notebooks/``), so the runner, papermill and the notebooks' setup cells agree.
+
+Executed notebooks go to ``runs/notebooks/<profile>/`` (:func:`executed_notebooks_dir`),
+one folder per profile, as figures are kept apart by profile.
 """
 from __future__ import annotations
 
@@ -26,11 +31,31 @@ def repo_root() -> Path:
     return Path.cwd().resolve()
 
 
+def launch_dir() -> Path:
+    """The folder where the user started the command: ``$PWD`` when it is an absolute path
+    to an existing folder (a shell sets it; a Jupyter kernel or a papermill kernel inherits
+    it while its working folder is ``notebooks/``), else the current working folder."""
+    pwd = os.environ.get("PWD")
+    if pwd and os.path.isabs(pwd) and os.path.isdir(pwd):
+        return Path(pwd)
+    return Path.cwd()
+
+
+def resolve_output_root(value: str) -> Path:
+    """``FA_OUTPUT_ROOT``'s value as an absolute path: ``~`` expanded, a relative path taken
+    relative to :func:`launch_dir`."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = launch_dir() / path
+    return path.resolve()
+
+
 def project_root() -> Path:
-    """Where outputs go: ``$FA_OUTPUT_ROOT`` if set, else :func:`repo_root`."""
+    """Where outputs go: ``$FA_OUTPUT_ROOT`` if set (made absolute by
+    :func:`resolve_output_root`), else :func:`repo_root`."""
     env = os.environ.get(OUTPUT_ROOT_ENV)
     if env:
-        return Path(env).resolve()
+        return resolve_output_root(env)
     return repo_root()
 
 
@@ -68,6 +93,14 @@ def results_dir(profile: Optional[str] = None) -> Path:
 def runs_dir() -> Path:
     """The ignored ``runs/`` folder: checkpoints, executed notebooks, logs."""
     return _sub("runs")
+
+
+def executed_notebooks_dir(profile: str) -> Path:
+    """``runs/notebooks/<profile>/`` (created if needed): the runner's executed notebooks,
+    one folder per profile, so a smoke or failed run never replaces the main job's copies."""
+    path = runs_dir() / "notebooks" / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def checkpoint_path(name: str, profile: str) -> Path:

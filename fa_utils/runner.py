@@ -4,28 +4,58 @@
     python -m fa_utils reproduce [--profile quick]   # every notebooks/NN_*.ipynb, in order
     python -m fa_utils run 01 -p seed 3 --profile smoke   # or notebooks/01_toy_sin.ipynb
 
-Before anything runs, the profile, every ``-p NAME VALUE`` name (it must be a parameter of
-each selected notebook's ``parameters`` cell) and every value's type (that of the
-parameter's default; strings stay strings, so ``-p dataset 001`` is not turned into an int)
-are checked. Executed notebooks go to ``runs/notebooks/``. A failing notebook stops the run
-with a message naming the notebook, the cell and the error, and a non-zero exit status.
+Before any kernel starts, the profile, every ``-p NAME VALUE`` name (it must be a parameter
+of each selected notebook's ``parameters`` cell) and every value are checked: its type (the
+config field the parameter feeds, read from the setup cell's ``make_config("<section>",
+...)`` call, or else the parameter's default; strings stay strings, so ``-p dataset 001`` is
+not turned into an int) and its range and choices (the config's own validation, e.g.
+``-p epochs -3``). Each mistake gives one message and exit status 2.
+
+Executed notebooks go to ``runs/notebooks/<profile>/`` (or ``--out``): a notebook runs into
+``NN_name.running.ipynb``, which becomes ``NN_name.ipynb`` when it succeeds,
+``NN_name.failed.ipynb`` when a cell fails (exit 1, with a message naming the notebook, the
+cell and the error) or ``NN_name.interrupted.ipynb`` on Ctrl-C, so a failed run never
+replaces a successful run's copy. ``FA_OUTPUT_ROOT`` is made absolute (relative to the
+folder the command was started in) before any kernel starts.
+
+Ctrl-C: the first interrupts the kernel (its running cell gets a KeyboardInterrupt; a
+training loop writes a checkpoint of the step it reached, :func:`fa_utils.train.fit`), the
+runner says which notebook stopped, where the checkpoint is and the command that resumes,
+and exits with status 130. A second Ctrl-C kills the kernel at once.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import json
 import os
+import shlex
+import signal
 import sys
 import time
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Sequence
 
 from .config import PROFILES, ConfigError, resolve_profile
-from .outputs import repo_root, runs_dir
+from .outputs import (OUTPUT_ROOT_ENV, executed_notebooks_dir, repo_root,
+                      runs_dir)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+
+#: Functions of the setup cells that feed their keyword arguments to these config sections
+#: (besides ``make_config("<section>", ...)``, which is read from the call itself).
+CONFIG_FEEDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"exploration_models": ("fa", "vfa", "local")})
+#: Parameters that feed no config field, and the type their setup cell checks.
+OTHER_PARAMETERS: Mapping[str, Any] = MappingProxyType({"interactive": Optional[bool]})
 
 
 class RunnerError(RuntimeError):
@@ -46,6 +76,24 @@ class NotebookFailure(RunnerError):
                 if self.cell_index is not None else "an unknown cell")
         return (f"notebook {self.notebook} failed in {cell}: {self.ename}: {self.evalue}\n"
                 f"  executed copy with the traceback: {self.output}")
+
+
+@dataclass
+class NotebookInterrupted(RunnerError):
+    """A notebook stopped by Ctrl-C (the runner's SIGINT)."""
+
+    notebook: str
+    cell_index: Optional[int]
+    exec_count: Optional[int]
+    evalue: str
+    output: Optional[str]
+    killed: bool = False
+
+    def __str__(self) -> str:
+        where = (f"in cell {self.cell_index} of the executed copy (In [{self.exec_count}])"
+                 if self.cell_index is not None else "")
+        how = "its kernel was killed (second Ctrl-C)" if self.killed else "by Ctrl-C"
+        return f"notebook {self.notebook} stopped {where} {how}".replace("  ", " ")
 
 
 def notebooks_dir() -> Path:
@@ -128,14 +176,143 @@ def coerce(name: str, raw: str, default: Any) -> Any:
                       f"e.g. -p {name} {default!r}")
 
 
+def _type_label(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return f"{_type_label(args[0])} or None"
+    return {bool: "a bool (True or False)", int: "an int", float: "a float", str: "a string",
+            tuple: "a list"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def coerce_to(name: str, raw: str, annotation: Any, example: Any = None) -> Any:
+    """Turn the command-line string ``raw`` into a value of the type ``annotation`` (a
+    config field's: bool, int, float, str, tuple, or Optional of one; ``None`` is the word
+    None). Strings stay strings; bools accept true/false/1/0/yes/no; tuples a Python list.
+
+    Raises:
+        RunnerError: ``raw`` cannot be read as that type; the message gives a value that
+            works (``example``, e.g. the profile's value).
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if raw.strip() == "None":
+            return None
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        try:
+            return coerce_to(name, raw, inner[0], example)
+        except RunnerError:
+            pass
+    elif annotation is str:
+        return raw
+    elif annotation is bool:
+        low = raw.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+    elif annotation is int:
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    elif annotation is float:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    elif annotation is tuple:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:
+        return coerce(name, raw, None)
+    hint = f"; e.g. -p {name} {_cli_value(example)}" if example is not None else ""
+    raise RunnerError(f"parameter {name!r}: {raw!r} is not {_type_label(annotation)}{hint}")
+
+
+def _cli_value(value: Any) -> str:
+    """A value as one shell word that :func:`coerce_to` reads back."""
+    if isinstance(value, (list, tuple)):
+        return shlex.quote(json.dumps(list(value)))
+    return shlex.quote(str(value))
+
+
+def _config_feeds(path: Path, declared: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """parameter -> [(config section, field)] read from the notebook's code cells: the
+    keyword arguments ``field=parameter`` of ``make_config("<section>", ...)`` calls and of
+    the functions in :data:`CONFIG_FEEDERS`."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    feeds: dict[str, list[tuple[str, str]]] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            fname = (node.func.attr if isinstance(node.func, ast.Attribute)
+                     else getattr(node.func, "id", None))
+            if fname == "make_config" and node.args and isinstance(node.args[0], ast.Constant):
+                sections: tuple[str, ...] = (str(node.args[0].value),)
+            elif fname in CONFIG_FEEDERS:
+                sections = CONFIG_FEEDERS[fname]
+            else:
+                continue
+            for kw in node.keywords:
+                if kw.arg and isinstance(kw.value, ast.Name) and kw.value.id in declared:
+                    for section in sections:
+                        feeds.setdefault(kw.value.id, []).append((section, kw.arg))
+    return feeds
+
+
+def _check_against_configs(nb: Path, params: dict[str, Any], raw: dict[str, str],
+                           feeds: dict[str, list[tuple[str, str]]], profile: str) -> None:
+    """Build every config section the given parameters feed, at ``profile``, with the
+    config's own validation: one parameter at a time (to name it), then together."""
+    from . import config
+
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in params.items():
+        for section, fld in feeds.get(name, ()):
+            try:
+                config.make_config(section, profile, **{fld: value})
+            except ConfigError as exc:
+                example = getattr(config.make_config(section, profile), fld, None)
+                hint = (f"; e.g. -p {name} {_cli_value(example)} (the {profile} profile's value)"
+                        if example is not None else "")
+                raise RunnerError(f"{nb.name}: -p {name} {shlex.quote(raw[name])}: {exc}{hint}"
+                                  ) from exc
+            by_section.setdefault(section, {})[fld] = value
+    for section, values in by_section.items():
+        try:
+            config.make_config(section, profile, **values)
+        except ConfigError as exc:
+            raise RunnerError(f"{nb.name}: {exc}") from exc
+
+
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[tuple[str, str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
     """Check everything that can be checked before running; return (notebook, parameters).
 
+    Each ``-p`` value is read as the type of the config field it feeds (found by
+    :func:`_config_feeds`), else of :data:`OTHER_PARAMETERS`, else of its default, and
+    checked by building that config (types, ranges, choices), so no kernel starts for a
+    value that the setup cell would refuse.
+
     Raises:
-        RunnerError / ConfigError: a missing notebook, unknown profile, unknown parameter or
-            a value of the wrong type.
+        RunnerError / ConfigError: a missing notebook, unknown profile, unknown parameter,
+            ``-p profile`` (use ``--profile``), or a value of the wrong type or range.
     """
+    from . import config
+
     profile = resolve_profile(profile)
     plans = []
     for nb in notebooks:
@@ -143,37 +320,212 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[tuple[str, str]],
             raise RunnerError(f"no notebook {nb}; available: "
                               f"{[p.name for p in all_notebooks()]}")
         declared = notebook_parameters(nb)
+        feeds = _config_feeds(nb, declared)
         params: dict[str, Any] = {}
+        raw_by_name: dict[str, str] = {}
         for name, raw in raw_params:
             if name not in declared:
                 raise RunnerError(f"unknown parameter {name!r} for {nb.name}; its parameters "
                                   f"are {sorted(declared)}")
-            params[name] = coerce(name, raw, declared[name])
+            if name == "profile":
+                raise RunnerError(f"set the profile with --profile {shlex.quote(raw)}, not "
+                                  f"with -p profile")
+            try:
+                if name in feeds:
+                    section, fld = feeds[name][0]
+                    annotation = typing.get_type_hints(config.SECTIONS[section])[fld]
+                    example = getattr(config.make_config(section, profile), fld, None)
+                    params[name] = coerce_to(name, raw, annotation, example)
+                elif name in OTHER_PARAMETERS:
+                    params[name] = coerce_to(name, raw, OTHER_PARAMETERS[name], False)
+                else:
+                    params[name] = coerce(name, raw, declared[name])
+            except RunnerError as exc:
+                raise RunnerError(f"{nb.name}: {exc}") from exc
+            raw_by_name[name] = raw
+        _check_against_configs(nb, params, raw_by_name, feeds, profile)
         if "profile" in declared:
             params["profile"] = profile
         plans.append((nb, params))
     return plans
 
 
-def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[int] = None) -> Path:
+@dataclass
+class _Interrupts:
+    """The runner's SIGINT handling while notebooks run: the first SIGINT interrupts the
+    running kernel (SIGINT to its process group, what Jupyter's *Interrupt* does); a second,
+    or one while no kernel runs, kills the kernel (SIGKILL) and raises KeyboardInterrupt in
+    the runner. ``managers``: the kernel managers of the current notebook."""
+
+    count: int = 0
+    killed: bool = False
+    managers: list = field(default_factory=list)
+
+    def kernel_pgid(self) -> Optional[int]:
+        """The process group of the running kernel (it runs in its own session, so the
+        terminal's Ctrl-C never reaches it), or None when no kernel process is alive."""
+        for km in reversed(self.managers):
+            prov = getattr(km, "provisioner", None)
+            process = getattr(prov, "process", None)
+            if process is None or process.poll() is not None:  # not started, or exited
+                continue
+            pgid = getattr(prov, "pgid", None) or process.pid
+            if pgid:
+                return int(pgid)
+        return None
+
+    def kill_kernels(self) -> bool:
+        """SIGKILL the running kernel's process group; True if there was one."""
+        pgid = self.kernel_pgid()
+        if pgid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        return True
+
+    def handler(self, signum, frame) -> None:
+        self.count += 1
+        pgid = self.kernel_pgid()
+        if self.count == 1 and pgid is not None:
+            print("\nCtrl-C: interrupting the notebook (a training loop first writes a "
+                  "checkpoint); press Ctrl-C again to kill its kernel", file=sys.stderr,
+                  flush=True)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGINT)
+                return
+        self.killed = self.kill_kernels() or self.killed
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = signal.signal(signal.SIGINT, self.handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _recording_kernel_manager(sink: list):
+    """nbclient's kernel manager class, recording each instance in ``sink`` (so the runner
+    can signal the kernel it starts)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RecordingKernelManager(AsyncKernelManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sink.append(self)
+
+    return RecordingKernelManager
+
+
+def executed_copy(out_dir: Path, nb: Path, state: str = "") -> Path:
+    """The executed copy of ``nb`` in ``out_dir``: ``NN_name.ipynb`` for a success,
+    ``NN_name.<state>.ipynb`` for ``state`` in running / failed / interrupted."""
+    return out_dir / (f"{nb.stem}.{state}.ipynb" if state else nb.name)
+
+
+def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[int] = None,
+            interrupts: Optional[_Interrupts] = None) -> Path:
     """Execute one notebook with papermill into ``out_dir``; return the executed copy.
+
+    It runs into ``NN_name.running.ipynb``, renamed to ``NN_name.ipynb`` on success (older
+    failed / interrupted copies of it are removed), else to ``NN_name.failed.ipynb`` or
+    ``NN_name.interrupted.ipynb``: a failure never replaces a successful copy.
 
     Raises:
         NotebookFailure: a cell raised; names the cell and the error.
+        NotebookInterrupted: Ctrl-C (``interrupts``) or a KeyboardInterrupt in a cell.
+        KeyboardInterrupt: a second Ctrl-C (the kernel was killed) or one before the kernel ran.
     """
     import papermill as pm
 
+    interrupts = interrupts if interrupts is not None else _Interrupts()
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / nb.name
+    running = executed_copy(out_dir, nb, "running")
+    interrupts.managers = []
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3",
-                            cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout)
+        pm.execute_notebook(str(nb), str(running), parameters=params, kernel_name="python3",
+                            cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
+                            kernel_manager_class=_recording_kernel_manager(interrupts.managers))
     except pm.PapermillExecutionError as exc:
+        evalue = str(exc.evalue).strip() if exc.evalue else ""
+        if interrupts.count or exc.ename in ("KeyboardInterrupt", "TrainingInterrupted"):
+            out = _settle(running, executed_copy(out_dir, nb, "interrupted"))
+            raise NotebookInterrupted(nb.name, getattr(exc, "cell_index", None),
+                                      getattr(exc, "exec_count", None), evalue,
+                                      str(out) if out else None) from exc
+        out = _settle(running, executed_copy(out_dir, nb, "failed"))
         raise NotebookFailure(nb.name, getattr(exc, "cell_index", None),
                               getattr(exc, "exec_count", None), exc.ename,
-                              str(exc.evalue).splitlines()[0] if exc.evalue else "",
-                              str(out)) from exc
-    return out
+                              evalue.splitlines()[0] if evalue else "", str(out)) from exc
+    except BaseException as exc:  # Ctrl-C in the runner, a dead kernel, a papermill error
+        interrupts.kill_kernels()  # never leave a kernel behind
+        if isinstance(exc, KeyboardInterrupt) or interrupts.count:
+            out = _settle(running, executed_copy(out_dir, nb, "interrupted"))
+            raise NotebookInterrupted(nb.name, None, None, "", str(out) if out else None,
+                                      killed=interrupts.killed) from exc
+        out = _settle(running, executed_copy(out_dir, nb, "failed"))
+        if isinstance(exc, Exception):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise NotebookFailure(nb.name, None, None, type(exc).__name__, first,
+                                  str(out) if out else "(none written)") from exc
+        raise
+    finally:
+        interrupts.managers = []
+    final = executed_copy(out_dir, nb)
+    os.replace(running, final)
+    for state in ("failed", "interrupted"):
+        executed_copy(out_dir, nb, state).unlink(missing_ok=True)
+    return final
+
+
+def _settle(src: Path, dst: Path) -> Optional[Path]:
+    if src.exists():
+        os.replace(src, dst)
+        return dst
+    return None
+
+
+def _resume_command(args, names: Sequence[str], profile: str) -> str:
+    words = [sys.executable, "-m", "fa_utils", "run", *names, "--profile", profile]
+    for name, raw in args.parameter:
+        words += ["-p", name, raw]
+    if args.out:
+        words += ["--out", str(Path(args.out).expanduser().resolve())]
+    if args.timeout:
+        words += ["--timeout", str(args.timeout)]
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    prefix = f"{OUTPUT_ROOT_ENV}={shlex.quote(env)} " if env else ""
+    return prefix + shlex.join(words)
+
+
+def _notebook_word(nb: Path) -> str:
+    """How to name ``nb`` on the command line: ``02`` for the repository's notebooks."""
+    if nb.parent == notebooks_dir() and nb.name[:2].isdigit():
+        prefix = nb.name[:2]
+        if sum(p.name.startswith(prefix) for p in all_notebooks()) == 1:
+            return prefix
+    return str(nb)
+
+
+@contextlib.contextmanager
+def _kernel_environment():
+    """The kernels' environment while the runner runs (restored afterwards): an absolute
+    ``FA_OUTPUT_ROOT`` (relative to the folder the runner was started in, before papermill
+    changes into ``notebooks/``) and ``FA_HEADLESS=1`` unless set (no widget front end)."""
+    saved = {k: os.environ.get(k) for k in (OUTPUT_ROOT_ENV, "FA_HEADLESS")}
+    try:
+        if saved[OUTPUT_ROOT_ENV]:
+            os.environ[OUTPUT_ROOT_ENV] = str((Path.cwd() / Path(saved[OUTPUT_ROOT_ENV])
+                                               .expanduser()).resolve())
+        os.environ.setdefault("FA_HEADLESS", "1")
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -191,7 +543,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                        metavar=("NAME", "VALUE"), help="set a notebook parameter")
         p.add_argument("--out", default=None, help="folder for executed notebooks "
-                       "(default runs/notebooks)")
+                       "(default runs/notebooks/<profile>)")
         p.add_argument("--timeout", type=int, default=None, help="per-cell timeout, seconds")
     args = parser.parse_args(argv)
 
@@ -209,23 +561,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (RunnerError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    out_dir = Path(args.out) if args.out else runs_dir() / "notebooks"
-    # no widget front end here: the explorers draw static figures (inherited by the kernel)
-    os.environ.setdefault("FA_HEADLESS", "1")
+    profile = resolve_profile(args.profile)
+    interrupts = _Interrupts()
     times = []
-    for nb, params in plans:
-        print(f"running {nb.name} with {params} ...", flush=True)
-        t0 = time.perf_counter()
+    words = [_notebook_word(n) for n, _ in plans]
+    done = 0
+    with _kernel_environment(), interrupts.installed():
         try:
-            out = execute(nb, params, out_dir, args.timeout)
-        except NotebookFailure as exc:
-            print(f"FAILED: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        times.append((nb.name, time.perf_counter() - t0))
-        print(f"  done in {times[-1][1]:.0f} s -> {out}", flush=True)
+            out_dir = (Path(args.out).expanduser().resolve() if args.out
+                       else executed_notebooks_dir(profile))
+            for i, (nb, params) in enumerate(plans):
+                if interrupts.count:  # a Ctrl-C that the previous notebook survived
+                    raise KeyboardInterrupt
+                print(f"running {nb.name} with {params} ...", flush=True)
+                t0 = time.perf_counter()
+                try:
+                    out = execute(nb, params, out_dir, args.timeout, interrupts)
+                except NotebookFailure as exc:
+                    print(f"FAILED: {exc}", file=sys.stderr)
+                    return EXIT_FAILED
+                except NotebookInterrupted as exc:
+                    _report_interrupt(exc, args, words[i:], profile)
+                    return EXIT_INTERRUPTED
+                done = i + 1
+                times.append((nb.name, time.perf_counter() - t0))
+                print(f"  done in {times[-1][1]:.0f} s -> {out}", flush=True)
+        except KeyboardInterrupt:  # between notebooks: nothing was running
+            print(f"INTERRUPTED (Ctrl-C) between notebooks; "
+                  f"{'no notebook had finished' if not done else plans[done - 1][0].name + ' had finished'}.\n"
+                  f"  to run the rest: {_resume_command(args, words[done:], profile)}",
+                  file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
     total = sum(t for _, t in times)
     print("\n".join([f"{n:40s} {t:7.0f} s" for n, t in times] + [f"{'total':40s} {total:7.0f} s"]))
     return 0
+
+
+def _report_interrupt(exc: NotebookInterrupted, args, remaining: Sequence[str],
+                      profile: str) -> None:
+    lines = [f"INTERRUPTED: {exc}."]
+    if exc.evalue:
+        lines.append(f"  {exc.evalue}")
+    else:
+        lines.append(f"  no training loop was running (nothing to save); the checkpoints "
+                     f"written so far are in {runs_dir() / 'checkpoints'}")
+    lines.append("  to resume (training continues from its checkpoint):")
+    lines.append(f"    {_resume_command(args, remaining, profile)}")
+    if exc.output:
+        lines.append(f"  executed copy up to the interrupt: {exc.output}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _find(name: str) -> Path:
