@@ -603,9 +603,10 @@ def _report_interrupt(exc: NotebookInterrupted, args, remaining: Sequence[str],
     if exc.evalue:
         lines.append(f"  {exc.evalue}")
     else:
-        lines.append(f"  no training loop was running (nothing to save); the checkpoints "
-                     f"written so far are in {runs_dir() / 'checkpoints'}")
-    lines.append("  to resume (training continues from its checkpoint):")
+        lines.append(f"  the cell was not in a checkpointed training loop (train.fit), so it "
+                     f"saved nothing and reruns from its start; the checkpoints written so "
+                     f"far are in {runs_dir() / 'checkpoints'}")
+    lines.append("  to resume (training continues from the checkpoints):")
     lines.append(f"    {_resume_command(args, remaining, profile)}")
     if exc.output:
         lines.append(f"  executed copy up to the interrupt: {exc.output}")

@@ -144,7 +144,7 @@ def test_ctrl_c_stops_the_runner_saves_a_checkpoint_and_the_rerun_resumes_bit_id
     assert not (out_root / "runs" / "notebooks" / "smoke" / "91_train.ipynb").exists()
 
     # the printed command, run as written by a shell, resumes and finishes the training
-    command = err.split("to resume (training continues from its checkpoint):\n")[1].splitlines()[0]
+    command = err.split("to resume (training continues from the checkpoints):\n")[1].splitlines()[0]
     done = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, FA_PROFILE="smoke"))
     assert done.returncode == 0, done.stderr
@@ -169,7 +169,7 @@ def test_ctrl_c_interrupts_a_sleeping_cell_and_a_second_kills_a_kernel_that_igno
     t0 = ctrl_c(proc)
     code, _, err = finish(proc)
     assert code == 130 and time.monotonic() - t0 < 30
-    assert "92_sleep.ipynb stopped" in err and "no training loop was running" in err
+    assert "92_sleep.ipynb stopped" in err and "not in a checkpointed training loop" in err
 
     marker.unlink()
     stubborn = write_notebook(tmp_path / "93_stubborn.ipynb", f'marker = "{marker}"',
