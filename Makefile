@@ -6,9 +6,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: reproduce test setup clean-runs
+.PHONY: reproduce test setup git-filter clean-runs
 
+# .venv, then the notebook git filter (below)
 setup: $(STAMP)
+	@$(MAKE) --no-print-directory git-filter
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,20 @@ reproduce: $(STAMP)
 # notebook at the smoke profile (conftest.py sets FA_PROFILE=smoke and a temporary output root).
 test: $(STAMP)
 	$(PY) -m pytest -ra --nbval-lax --timeout 900 tests notebooks
+
+# Keep notebook outputs out of git: nbstripout as the git filter that .gitattributes names
+# (`*.ipynb filter=nbstripout`), with --keep-id so the committed cell ids stay as they are.
+# Idempotent. Outside a git work tree of its own (a tarball) it says so and does nothing.
+# In a linked worktree, git keeps the filter in the repository's shared config.
+git-filter:
+	@if [ "$$(git -C "$(CURDIR)" rev-parse --show-toplevel 2>/dev/null)" = "$(CURDIR)" ]; then \
+	  $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
+	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
+	  git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id -t' && \
+	  echo "git filter nbstripout installed: notebook outputs are stripped when committed"; \
+	else \
+	  echo "$(CURDIR) is not the top of a git work tree: no nbstripout filter installed"; \
+	fi
 
 clean-runs:
 	rm -rf runs

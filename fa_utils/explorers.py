@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
 from . import fa, plotting
@@ -46,6 +47,13 @@ from . import fa, plotting
 HEADLESS_ENV = "FA_HEADLESS"
 
 Decode = Callable[[torch.Tensor], torch.Tensor]   # (B, Z) -> (B, C, H, W)
+
+#: class names per dataset, for the explorers' legends and class menus
+CLASS_NAMES = {
+    "mnist": tuple(f"digit {k}" for k in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}
 Encode = Callable[[torch.Tensor], torch.Tensor]   # (B, C, H, W) -> (B, Z)
 
 
@@ -81,6 +89,23 @@ def check_interactive(interactive) -> Optional[bool]:
         raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
                         f"({type(interactive).__name__}); from the runner: -p interactive False")
     return interactive
+
+
+#: the end of the conditional sampler's one-hot value slider
+MAX_ONEHOT_VALUE = 12.0
+
+
+def check_onehot_value(value) -> float:
+    """Validate a notebook's ``onehot_value`` parameter (the conditional sampler's opening
+    one-hot value; call it in the setup cell): a number in 0..:data:`MAX_ONEHOT_VALUE`.
+
+    Raises:
+        TypeError: not a number (e.g. the string "8"); ValueError: outside the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"onehot_value must be a number, got {value!r} ({type(value).__name__})")
+    if not 0 <= value <= MAX_ONEHOT_VALUE:
+        raise ValueError(f"onehot_value must be in 0..{MAX_ONEHOT_VALUE:g} (training used 1), got {value!r}")
+    return float(value)
 
 
 def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
@@ -180,8 +205,12 @@ class Explorer:
 
     # -- building -----------------------------------------------------------------
     def control(self, name: str, widget, observe: bool = True):
-        """Register a control: CSS class ``fa-control-<name>``; a change redraws."""
+        """Register a control: CSS class ``fa-control-<name>``; a change redraws. A control
+        with a description shows it in full (``description_width: initial``: ipywidgets'
+        fixed label width cut "one-hot value" and "layers inverted" to "one-hot v...")."""
         widget.add_class(f"fa-control-{name}")
+        if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
+            widget.style.description_width = "initial"
         if observe:
             widget.observe(self._on_change, names="value")
         self.controls[name] = widget
@@ -198,7 +227,8 @@ class Explorer:
             import ipywidgets as w
             self._image = w.Image(format="png", layout=w.Layout(width=f"{int(self.figsize[0] * 80)}px"))
             self._image.add_class("fa-explorer-image")
-            self._status = w.Label()
+            # HTML, not Label: a Label never wraps and cuts a long status (a warning) with "..."
+            self._status = w.HTML()
             self._status.add_class("fa-explorer-status")
             controls = w.HBox(list(self.controls.values()),
                               layout=w.Layout(flex_flow="row wrap"))
@@ -246,11 +276,17 @@ class Explorer:
         return fig
 
     def figure(self) -> Figure:
-        """The current state as a matplotlib figure (no pyplot), its status as the title."""
-        fig = self._new_figure(title_room=0.35)
+        """The current state as a matplotlib figure (no pyplot), its status as the title
+        (wrapped to the figure's width; the figure grows by the extra lines)."""
+        import textwrap
         with one_thread():
+            fig = self._new_figure(title_room=0.35)
             status = self.draw(fig)
-        fig.suptitle(status, fontsize=9, y=0.99, va="top")
+            lines = textwrap.wrap(status, width=max(int(self.figsize[0] * 13), 40))
+            if len(lines) > 1:  # redraw with room for every line of the title
+                fig = self._new_figure(title_room=0.35 + 0.16 * (len(lines) - 1))
+                self.draw(fig)
+        fig.suptitle("\n".join(lines), fontsize=9, y=0.99, va="top")
         return fig
 
     def refresh(self) -> str:
@@ -274,7 +310,11 @@ class Explorer:
         self.renders += 1
         self.last_seconds = time.perf_counter() - t0
         if self._status is not None:
-            self._status.value = f"{status}  |  render {self.renders}, {1e3 * self.last_seconds:.0f} ms"
+            import html
+            text = f"{status}  |  render {self.renders}, {1e3 * self.last_seconds:.0f} ms"
+            head, warn, tail = text.partition("WARNING")
+            self._status.value = html.escape(head) + (
+                f'<span style="color:#c00000">{html.escape(warn + tail)}</span>' if warn else "")
 
 
 # --------------------------------------------------------------------------------------
@@ -317,6 +357,22 @@ def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
 # --------------------------------------------------------------------------------------
 # 1. The inner optimisation
 # --------------------------------------------------------------------------------------
+
+
+class _ShortFormatter(Formatter):
+    """Tick labels with the fewest significant digits (3 to 8) that tell the ticks apart,
+    and no offset or multiplier text (a "1e-3" above the axis collided with the title)."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:.4g}"
+
+    def format_ticks(self, values):
+        labels = [f"{v:.3g}" for v in values]
+        for n in range(3, 9):
+            labels = [f"{v:.{n}g}" for v in values]
+            if len(set(labels)) == len(labels):
+                break
+        return labels
 
 
 class InnerOptimisation(Explorer):
@@ -388,26 +444,66 @@ class InnerOptimisation(Explorer):
                                  [float(e[0]) for e in res.energies])}
         return self._cache[key]
 
+    #: the warning when the inner energy grows, tied to Appendix 7.1 (docs/method.md section 6)
+    DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
+                       "largest eigenvalue of J^T J is < 2 (Appendix 7.1, one weight w: "
+                       "0 < tau w^2 < 2)")
+
+    @staticmethod
+    def energy_grows(energies: Sequence[float], rel: float = 1e-4) -> Optional[int]:
+        """The first step t at which the inner energy rose (E_t > E_{t-1} by more than ``rel``
+        relatively), or None when it never rose."""
+        for t in range(1, len(energies)):
+            if energies[t] > energies[t - 1] * (1 + rel) + 1e-12:
+                return t
+        return None
+
     def draw(self, fig: Figure) -> str:
         traj, energies = self.trajectory()
         t = min(self.value("step"), len(traj) - 1)
         x = self.images[self.value("image")]
         shown = fa.apply_squash(traj[t], self.squash)
-        axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 2.2])
+        w_in, h_in = fig.get_size_inches()
+        gs = fig.add_gridspec(1, 3, left=self.left_in / w_in, right=0.56, wspace=0.25,
+                              bottom=fig.subplotpars.bottom, top=fig.subplotpars.top)
+        axes = [fig.add_subplot(gs[0, i]) for i in range(3)]
         _imshow(axes[0], x[None], "image x (target E(x))")
         _imshow(axes[1], fa.apply_squash(traj[0], self.squash)[None], f"r_0 ({self.value('r_init')})")
         _imshow(axes[2], shown[None], f"r_{t}")
-        ax = axes[3]
-        ax.plot(range(len(energies)), energies, "o-", ms=3, color="tab:blue")
-        ax.plot([t], [energies[t]], "o", ms=8, color="tab:red")
-        if min(energies) > 0:
+        # the energy: room on the left for 6-character tick labels and the y-label
+        left = 0.56 + 1.05 / w_in
+        ax = fig.add_axes((left, fig.subplotpars.bottom, 0.985 - left,
+                           fig.subplotpars.top - fig.subplotpars.bottom))
+        grew = self.energy_grows(energies)
+        colour = "tab:red" if grew is not None else "tab:blue"
+        ax.plot(range(len(energies)), energies, "o-", ms=3, color=colour)
+        ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
+        lo, hi = min(energies), max(energies)
+        if lo > 0 and hi / lo >= 10:  # a log axis: powers of 10, and 2 and 5 over < 3 decades
             ax.set_yscale("log")
-        ax.set_xlabel("inner step t")
-        ax.set_ylabel("1/2 ||E(x) - E(r_t)||^2", fontsize=8)
+            if hi / lo < 1e3:
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+                ax.yaxis.set_major_formatter(_ShortFormatter())
+            else:
+                ax.yaxis.set_major_locator(LogLocator(base=10, numticks=5))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        else:  # less than a decade: a linear axis with plain labels (no offset text)
+            ax.yaxis.set_major_locator(MaxNLocator(4))
+            ax.yaxis.set_major_formatter(_ShortFormatter())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.3, max(len(energies) - 1, 1) + 0.3)
+        ax.set_xlabel("inner step t", fontsize=8, labelpad=1)
+        ax.set_ylabel("1/2 ||E(x) - E(r_t)||^2", fontsize=8, labelpad=2)
         ax.tick_params(labelsize=7)
+        if grew is not None:
+            ax.text(0.02, 0.97, f"energy grows from step {grew}:\ntau too large, the step diverges",
+                    transform=ax.transAxes, ha="left", va="top", fontsize=7, color="tab:red")
         mse = float(((shown - x) ** 2).mean())
-        return (f"T={self.value('T')}, tau={self.value('tau'):.3g}: step {t}, inner energy "
-                f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel {mse:.4f}")
+        status = (f"T={self.value('T')}, tau={self.value('tau'):.3g}: step {t}, inner energy "
+                  f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel {mse:.4f}")
+        if grew is not None:
+            status += f"; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
+        return status
 
 
 # --------------------------------------------------------------------------------------
@@ -418,20 +514,24 @@ class InnerOptimisation(Explorer):
 class LatentPad(Explorer):
     """A 2-neuron latent space (Figure 6a) as a pad: click or drag on the scatter of encoded
     held-out images, and the image decoded from that point updates. The sliders ``x`` and
-    ``y`` hold the point (keyboard, or set them from code).
+    ``y`` hold the point (keyboard, or set them from code). The pad carries its axes (z_1,
+    z_2 and their tick values, drawn inside its edge so that the whole image is the latent
+    box) and a legend of the classes beside it.
 
     Args:
         decode: (B, 2) -> (B, C, H, W), e.g. :func:`fa_decoder` of the 2-neuron encoder.
         latents: (N, 2) encoded held-out images (the scatter); labels: (N,) their classes.
+        class_names: the legend's name of each class (e.g. :data:`CLASS_NAMES` ``["mnist"]``);
+            default "class 0", "class 1", ...
         pad_pixels: side of the pad image, pixels.
     """
 
     kind = "latent-pad"
-    figsize = (7.0, 3.4)  # the static figure; the widget draws the pad and image itself
-    left_in, bottom_in = 0.5, 0.35
+    figsize = (8.0, 3.4)  # the static figure; the widget draws the pad and image itself
+    left_in, bottom_in = 0.55, 0.45
 
     def __init__(self, decode: Decode, latents: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                 *, pad_pixels: int = 300):
+                 *, class_names: Optional[Sequence[str]] = None, pad_pixels: int = 300):
         super().__init__()
         import ipywidgets as w
         latents = torch.as_tensor(latents).detach().float().cpu()
@@ -440,33 +540,78 @@ class LatentPad(Explorer):
                              f"LatentSliders for a latent with more than 2 dimensions")
         self.decode, self.latents, self.labels = decode, latents, labels
         self.pad_pixels = int(pad_pixels)
+        n_classes = 0 if labels is None else int(torch.as_tensor(labels).max()) + 1
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) < n_classes:
+                raise ValueError(f"{len(class_names)} class names for labels up to {n_classes - 1}")
+            n_classes = len(class_names)
+        self.class_names = class_names or [f"class {k}" for k in range(n_classes)]
         lo, hi = latents.min(0).values, latents.max(0).values
         span = (hi - lo).clamp_min(1e-6)
-        self.lo, self.hi = (lo - 0.1 * span).tolist(), (hi + 0.1 * span).tolist()
+        # a margin of 14 % of the span on each side: the band where the pad's axes are drawn
+        self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
         start = latents.median(0).values.tolist()
+        # enough decimals for 1/200 of the smaller span (an untrained latent spans ~0.1)
+        self.decimals = max(2, math.ceil(-math.log10(min(self.hi[i] - self.lo[i] for i in (0, 1)) / 200)))
         for i, name in enumerate(("x", "y")):
             self.control(name, w.FloatSlider(start[i], min=self.lo[i], max=self.hi[i],
                                              step=(self.hi[i] - self.lo[i]) / 200,
-                                             description=f"z_{i + 1}", readout_format=".2f"))
+                                             description=f"z_{i + 1}",
+                                             readout_format=f".{self.decimals}f"))
+        self._last_set = {"x": start[0], "y": start[1]}  # the sliders' echo of it: no redraw
         self._background = None
         self._pad = None
+        self._legend = None
 
-    # the scatter, rendered once; axes fill the figure so that pixel <-> latent is linear
+    def class_colours(self) -> list:
+        """One RGBA colour per class (tab10, tab20 above 10 classes), as in the scatter."""
+        from matplotlib import colormaps
+        cmap = colormaps["tab10" if len(self.class_names) <= 10 else "tab20"]
+        return [cmap(k % cmap.N) for k in range(len(self.class_names))]
+
     def _scatter(self, ax) -> None:
-        c = None if self.labels is None else self.labels.cpu().numpy()
-        ax.scatter(self.latents[:, 0], self.latents[:, 1], c=c, cmap="tab10", s=5, alpha=0.6,
-                   vmin=0, vmax=9)
+        if self.labels is None:
+            ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, color="tab:blue")
+        else:
+            colours = np.array(self.class_colours())
+            ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6,
+                       c=colours[torch.as_tensor(self.labels).cpu().numpy()])
         ax.set_xlim(self.lo[0], self.hi[0])
         ax.set_ylim(self.lo[1], self.hi[1])
 
+    def _legend_handles(self) -> list:
+        from matplotlib.lines import Line2D
+        return [Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
+                for nm, c in zip(self.class_names, self.class_colours())]
+
     def background(self):
-        """The pad's scatter as a PIL image of pad_pixels x pad_pixels."""
+        """The pad's scatter as a PIL image of pad_pixels x pad_pixels. The axes fill the
+        image (pixel <-> latent is one linear map over the whole pad), so the ticks, their
+        values and the names z_1, z_2 are drawn inside its edge, in the empty margin that
+        the latent box leaves around the data (14 % of the span on each side)."""
         if self._background is None:
             from PIL import Image as PILImage
             fig = Figure(figsize=(self.pad_pixels / 100, self.pad_pixels / 100), dpi=100)
             ax = fig.add_axes((0, 0, 1, 1))
             self._scatter(ax)
-            ax.set_axis_off()
+            # ticks clear of the corners (the tick values of the other axis, z_1 and z_2)
+            for i, axis in enumerate((ax.xaxis, ax.yaxis)):
+                ticks = MaxNLocator(nbins=5).tick_values(self.lo[i], self.hi[i])
+                frac = (ticks - self.lo[i]) / (self.hi[i] - self.lo[i])
+                axis.set_ticks(ticks[(frac > 0.12) & (frac < 0.86)])
+            ax.tick_params(direction="in", length=4, labelsize=7, colors="#444", pad=-3)
+            ax.tick_params(axis="x", pad=-10)  # the values just above the bottom edge
+            ax.grid(True, color="#ddd", lw=0.5)
+            ax.set_axisbelow(True)
+            for lab in ax.get_yticklabels():
+                lab.set_horizontalalignment("left")
+            for lab in ax.get_xticklabels():
+                lab.set_verticalalignment("bottom")
+            ax.text(0.985, 0.015, "z_1 \u2192", transform=ax.transAxes, ha="right", va="bottom",
+                    fontsize=8, weight="bold", color="#222")
+            ax.text(0.015, 0.985, "z_2 \u2191", transform=ax.transAxes, ha="left", va="top",
+                    fontsize=8, weight="bold", color="#222")
             self._background = PILImage.open(io.BytesIO(figure_png(fig, dpi=100))).convert("RGB")
         return self._background
 
@@ -482,28 +627,106 @@ class LatentPad(Explorer):
                 (self.hi[1] - z2) / (self.hi[1] - self.lo[1]) * n)
 
     def click(self, px: float, py: float) -> None:
-        """What a click (or a drag) at pad pixel (px, py) does: move the point there."""
+        """What a click (or a drag) at pad pixel (px, py) does: move the point there (no
+        redraw when it is already there: a click after its own mouse-down)."""
         z1, z2 = self.pixel_to_latent(px, py)
-        self.set(x=min(max(z1, self.lo[0]), self.hi[0]), y=min(max(z2, self.lo[1]), self.hi[1]))
+        z1, z2 = min(max(z1, self.lo[0]), self.hi[0]), min(max(z2, self.lo[1]), self.hi[1])
+        if (z1, z2) != (self.value("x"), self.value("y")):
+            self.set(x=z1, y=z2)
+
+    #: the pad's DOM events: a press moves the point, a move with the button held drags it.
+    #: Their default actions are prevented (``prevent_default_action``): without that the
+    #: browser starts a native drag of the pad's <img> on mouse-down and sends no further
+    #: mouse events, so a drag did nothing; ``dragstart`` is watched so that it is cancelled too.
+    PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
+
+    def set(self, **values) -> None:
+        super().set(**values)
+        self._last_set = {k: self.value(k) for k in ("x", "y")}
+
+    def snap(self, name: str, value: float) -> float:
+        """``value`` on the grid of slider ``name`` (min + k step), as its front end puts it."""
+        sl = self.controls[name]
+        return sl.min + round((value - sl.min) / sl.step) * sl.step
+
+    def _on_change(self, change) -> None:
+        """A change of x or y redraws, except the slider's own echo: after the point is set
+        from the pad, the front end snaps it to the slider's step and sends that back
+        (``continuous_update``), which redrew the pad a second time, up to half a step off
+        (a drag's point went back and forth)."""
+        if self._hold:
+            return
+        for name in ("x", "y"):
+            if change.get("owner") is self.controls.get(name):
+                last = getattr(self, "_last_set", {}).get(name)
+                step = self.controls[name].step
+                if last is not None and abs(change["new"] - self.snap(name, last)) <= 1e-3 * step:
+                    return
+        self.update()
+
+    #: the pad's CSS border, pixels (``extra_views``)
+    PAD_BORDER = 1
+
+    def event_pixel(self, event: dict) -> Optional[tuple[float, float]]:
+        """The pad pixel of a DOM event. From the position in the element's box
+        (``relativeX`` over ``boundingRectWidth``, less the border) when the event has them:
+        ipyevents' ``dataX`` divides by the <img>'s ``naturalWidth``, which is 0 while the
+        next PNG of a drag is loading, and so put some moves of a drag at the pad's left
+        edge. Otherwise ``dataX`` / ``dataY``; None without a position."""
+        b, n = self.PAD_BORDER, self.pad_pixels
+        try:
+            w = float(event["boundingRectWidth"]) - 2 * b
+            h = float(event["boundingRectHeight"]) - 2 * b
+            if w > 0 and h > 0:
+                return ((float(event["relativeX"]) - b) * n / w,
+                        (float(event["relativeY"]) - b) * n / h)
+        except (KeyError, TypeError, ValueError):
+            pass
+        if "dataX" in event:
+            return float(event["dataX"]), float(event["dataY"])
+        return None
 
     def _on_event(self, event: dict) -> None:
-        if event.get("type") == "mousemove" and not (event.get("buttons", 0) & 1):
+        kind = event.get("type")
+        if kind not in ("mousedown", "mousemove", "click"):
+            return  # dragstart: watched only to cancel it
+        if kind == "mousemove" and not (event.get("buttons", 0) & 1):
             return
-        if "dataX" in event:
-            self.click(float(event["dataX"]), float(event["dataY"]))
+        stamp = event.get("timeStamp")
+        if stamp is not None:  # a throttled event that arrives after a newer one: stale
+            if stamp < getattr(self, "_last_stamp", float("-inf")):
+                return
+            self._last_stamp = stamp
+        at = self.event_pixel(event)
+        if at is not None:
+            self.click(*at)
+
+    def legend_html(self) -> str:
+        """The class legend beside the pad: a coloured dot and the name of each class."""
+        import html
+        from matplotlib.colors import to_hex
+        rows = "".join(f'<div style="white-space:nowrap"><span style="color:{to_hex(c)};'
+                       f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
+                       for nm, c in zip(self.class_names, self.class_colours()))
+        return f'<div style="font-size:12px;line-height:17px;padding:4px 6px">{rows}</div>'
 
     def extra_views(self) -> list:
         import ipywidgets as w
         from ipyevents import Event
         self._pad = w.Image(format="png", layout=w.Layout(width=f"{self.pad_pixels}px",
                                                           height=f"{self.pad_pixels}px",
-                                                          border="1px solid #999"))
+                                                          border=f"{self.PAD_BORDER}px solid #999"))
         self._pad.add_class("fa-explorer-pad")
         self._image.layout.width = f"{self.pad_pixels}px"  # the decoded image, as large as the pad
-        self._events = Event(source=self._pad, watched_events=["click", "mousemove"],
+        self._events = Event(source=self._pad, watched_events=list(self.PAD_EVENTS),
                              prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
         self._events.on_dom_event(self._on_event)
-        return [self._pad]
+        views = [self._pad]
+        if self.class_names:
+            self._legend = w.HTML(self.legend_html())
+            self._legend.add_class("fa-explorer-legend")
+            views.append(self._legend)
+        return views
 
     def point(self) -> torch.Tensor:
         return torch.tensor([[self.value("x"), self.value("y")]], dtype=torch.float32)
@@ -512,18 +735,25 @@ class LatentPad(Explorer):
         """(1, C, H, W) image decoded from the current point."""
         return _display_images(self.decode(self.point()))
 
-    def draw(self, fig: Figure) -> str:  # the static figure: scatter + point + image
+    def draw(self, fig: Figure) -> str:  # the static figure: scatter + legend + point + image
         img = self.decoded()
-        a, b = fig.subplots(1, 2)
+        a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
         self._scatter(a)
         a.plot([self.value("x")], [self.value("y")], "k+", ms=14, mew=2)
         a.set_title("2-neuron latent (click/drag in JupyterLab)", fontsize=8)
+        a.set_xlabel("z_1", fontsize=8, labelpad=1)
+        a.set_ylabel("z_2", fontsize=8, labelpad=1)
         a.tick_params(labelsize=7)
+        leg.set_axis_off()
+        if self.class_names:
+            leg.legend(handles=self._legend_handles(), loc="center", fontsize=7, frameon=False,
+                       handletextpad=0.2, borderaxespad=0)
         _imshow(b, img, "decoded")
         return self._status_text()
 
     def _status_text(self) -> str:
-        return f"z = ({self.value('x'):.2f}, {self.value('y'):.2f})"
+        d = self.decimals
+        return f"z = ({self.value('x'):.{d}f}, {self.value('y'):.{d}f})"
 
     def refresh(self) -> str:
         from PIL import Image as PILImage, ImageDraw
@@ -617,35 +847,51 @@ class ConditionalSampling(Explorer):
     """Samples of a conditional VFA (Section 3.4): z ~ N(0, I) with the class target
     s * onehot(class); ``new samples`` draws a fresh grid (a new seed).
 
+    The one-hot value s sets how strongly the inner optimisation pulls the sample towards
+    the class. Training used ``settings.class_scale`` (1), where the class barely shows on
+    MNIST at the quick profile (an independent classifier recognised the wanted class in
+    16 % of samples at s = 1, 66 % at 4, 94 % at 8), so the explorer opens at ``scale`` = 8.
+
     Args:
         encoder: a conditional VFA encoder; settings: its :class:`fa_utils.vfa.VFASettings`.
         latent_dim: Z; shape: (C, H, W); n: samples per grid.
+        scale: the one-hot value the explorer opens at; max_scale: the slider's end.
+        class_names: the class menu's names (e.g. :data:`CLASS_NAMES` ``["mnist"]``).
 
     Raises:
-        ValueError: an unconditional VFA (no class head).
+        ValueError: an unconditional VFA (no class head), or ``scale`` outside 0..max_scale.
     """
 
     kind = "conditional"
     figsize = (6.5, 2.9)
 
     def __init__(self, encoder: nn.Module, settings, latent_dim: int, shape, *, n: int = 40,
-                 seed: int = 0, max_scale: float = 6.0, class_names: Optional[Sequence[str]] = None):
+                 seed: int = 0, scale: float = 8.0, max_scale: float = MAX_ONEHOT_VALUE,
+                 class_names: Optional[Sequence[str]] = None):
         super().__init__()
         import ipywidgets as w
         if not settings.conditional:
             raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes > 0); "
                              "train it with conditional=True")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= max_scale:
+            raise ValueError(f"scale (the one-hot value) must be a number in 0..{max_scale:g}, got {scale!r}")
         self.encoder, self.settings, self.latent_dim = encoder, settings, int(latent_dim)
         self.shape, self.n = tuple(shape), int(n)
         k = settings.num_classes
-        names = list(class_names) if class_names else [str(i) for i in range(k)]
+        names = list(class_names) if class_names else [f"class {i}" for i in range(k)]
         self.control("label", w.Dropdown(options=[(nm, i) for i, nm in enumerate(names)], value=0,
                                          description="class"))
-        self.control("scale", w.FloatSlider(settings.class_scale, min=0, max=max_scale, step=0.25,
+        self.control("scale", w.FloatSlider(float(scale), min=0, max=max_scale, step=0.25,
                                             description="one-hot value"))
         self.control("seed", w.IntText(seed, description="seed", layout=w.Layout(width="160px")))
         button = self.control("resample", w.Button(description="new samples"), observe=False)
         button.on_click(lambda _: self.resample())
+        self.hint = (f"one-hot value s: the class target is s \u00d7 onehot(class); a larger s pulls "
+                     f"the samples harder towards the class (training used "
+                     f"{settings.class_scale:g}; s = 0: no class)")
+        hint = self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>'),
+                            observe=False)
+        hint.layout.width = "100%"
 
     def resample(self) -> None:
         """A fresh grid: the next seed."""
@@ -664,13 +910,16 @@ class ConditionalSampling(Explorer):
     def draw(self, fig: Figure) -> str:
         ax = fig.subplots(1, 1)
         _imshow(ax, self.samples(), nrow=10)
-        return (f"class {self.controls['label'].label}, one-hot value {self.value('scale'):g} "
-                f"(training: {self.settings.class_scale:g}), seed {self.value('seed')}")
+        return (f"{self.controls['label'].label}, one-hot value {self.value('scale'):g} "
+                f"(training: {self.settings.class_scale:g}; larger = stronger pull towards the "
+                f"class), seed {self.value('seed')}")
 
 
 class Interpolation(Explorer):
     """A straight line between the latents of two images, decoded (Figure 8, right, along
-    one edge): (1 - t) z_a + t z_b for ``steps`` values of t in [0, 1].
+    one edge): (1 - t) z_a + t z_b for ``steps`` values of t in [0, 1]. The path wraps into
+    rows of at most :attr:`per_row` images, so that each image stays at least
+    :attr:`min_image_px` pixels wide on screen (one row of 16 was 35 px each).
 
     Args:
         encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W) (:func:`vfa_codec`,
@@ -679,7 +928,9 @@ class Interpolation(Explorer):
     """
 
     kind = "interpolation"
-    figsize = (10.0, 1.9)
+    per_row, min_image_px = 8, 64
+    row_in = 0.95            # height of one row of the path, inches (76 px at 80 dpi)
+    top_in, bottom_in, wspace = 0.3, 0.08, 0.08
 
     def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor,
                  labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50):
@@ -693,6 +944,12 @@ class Interpolation(Explorer):
         self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
         self.control("steps", w.IntSlider(steps, 2, 16, description="steps"))
 
+    @property
+    def figsize(self) -> tuple[float, float]:
+        """11 inches wide (880 px in the widget); one row of the path per :attr:`per_row` steps."""
+        rows = math.ceil(self.value("steps") / self.per_row)
+        return (11.0, max(1.9, rows * self.row_in + self.top_in + self.bottom_in + 0.25))
+
     def path(self) -> torch.Tensor:
         """(steps, C, H, W) images decoded along the line from z_a to z_b."""
         ab = torch.stack([self.images[self.value("a")], self.images[self.value("b")]])
@@ -701,13 +958,34 @@ class Interpolation(Explorer):
         return self.decode((1 - t) * z[0] + t * z[1])
 
     def draw(self, fig: Figure) -> str:
-        a, b = self.value("a"), self.value("b")
-        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1, self.value("steps"), 1])
+        a, b, steps = self.value("a"), self.value("b"), self.value("steps")
+        cols = min(steps, self.per_row)
+        rows = math.ceil(steps / cols)
+        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1, cols, 1])
         lab = (lambda i: f" ({int(self.labels[i])})") if self.labels is not None else (lambda i: "")
         _imshow(ax0, self.images[a:a + 1], f"a: #{a}{lab(a)}")
-        _imshow(ax1, self.path(), "decoded along (1 - t) z_a + t z_b", nrow=self.value("steps"))
+        path = self.path()
+        if rows * cols > steps:  # pad the last row with blank (white) tiles
+            blank = torch.ones((rows * cols - steps,) + tuple(path.shape[1:]), dtype=path.dtype,
+                               device=path.device)
+            path = torch.cat([path, blank])
+        _imshow(ax1, path, "decoded along (1 - t) z_a + t z_b" + (", row by row" if rows > 1 else ""),
+                nrow=cols)
         _imshow(ax2, self.images[b:b + 1], f"b: #{b}{lab(b)}")
-        return f"interpolating held-out #{a} -> #{b} in {self.value('steps')} steps"
+        for ax in (ax0, ax2):
+            ax.set_anchor("N")
+        ax1.set_anchor("N")
+        return f"interpolating held-out #{a} -> #{b} in {steps} steps"
+
+    def image_pixels(self, fig: Figure, dpi: int = 80) -> dict:
+        """On-screen width, pixels, of one image of a figure drawn by :meth:`draw` (the
+        widget shows the PNG at its size, ``figsize[0] * 80`` px wide): ``{"a", "path",
+        "b"}``, each image's own pixels without the grid's 2-pixel padding."""
+        fig.draw_without_rendering()  # applies the images' aspect to their axes
+        w = self.images.shape[-1]
+        cols = [1, min(self.value("steps"), self.per_row), 1]
+        return {name: ax.get_window_extent().width * dpi / fig.dpi * w / (n * (w + 2) + 2)
+                for name, ax, n in zip(("a", "path", "b"), fig.axes, cols)}
 
 
 # --------------------------------------------------------------------------------------
@@ -810,7 +1088,8 @@ class ExplorationModels:
         fa: FA encoder, Z = 128 (notebook 02); fa2: FA encoder, Z = 2 (Figure 6a);
         fa_cfg: their config; vfa, vfa_settings, vfa_cfg: the VFA encoder (notebook 03);
         local_net, local_kwargs: the local-FA network and Algorithm 3's settings (notebook 05);
-        test_x (N, C, H, W), test_y (N,): held-out images and labels; shape: (C, H, W).
+        test_x (N, C, H, W), test_y (N,): held-out images and labels; shape: (C, H, W);
+        class_names: the name of each class ("digit 0" ... "digit 9").
     """
 
     fa: nn.Module
@@ -824,6 +1103,7 @@ class ExplorationModels:
     test_x: torch.Tensor
     test_y: torch.Tensor
     shape: tuple
+    class_names: tuple = CLASS_NAMES["mnist"]
 
 
 def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: str = "auto",

@@ -14,13 +14,19 @@ which conftest.py points at a temporary folder): ``explorer_before.png``,
 It skips, with the reason printed by ``make test`` (``-ra``), where Chromium, Playwright or
 JupyterLab is missing. ``.ci/run`` installs Chromium with apt-get when it can.
 Environment: ``FA_CHROMIUM`` names the browser binary; ``FA_BROWSER_NOTEBOOK`` another
-notebook to drive (it must follow the same class names). The recipe and its pitfalls are in
-the project's shared note ``browser-test.md``.
+notebook to drive (it must follow the same class names). The README's section "The
+real-browser test" says how to install and run it.
+
+Then, on the 2-D latent pad: a click moves the point; a drag (mouse down, moves in steps with
+the button held, up) moves it along with every step before the button is released (a native
+drag of the pad's <img> used to swallow the mouse events: ``pad_after_drag.png``). Last, no
+control's description is cut off ("one-hot v...", "layers inv..." before).
 """
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
@@ -312,10 +318,69 @@ def test_explorer_slider_changes_image_in_jupyterlab(capsys):
                     f"{pad_explorer.locator('.fa-explorer-status').text_content()!r}")
                 assert new_z1 != old_z1
                 pad_explorer.screenshot(path=SHOTS / "pad_after_click.png")
+
+                # A drag: press, move in 8 steps with the button held, release. Each step must
+                # move the point (status "z = (z_1, z_2)") before the release: a click alone
+                # moves it only on release, and a native drag of the <img> sends no moves.
+                status_sel = root + " .fa-explorer-status"
+
+                def pad_z(text: str) -> tuple[float, float]:
+                    m = re.search(r"z = \((-?[\d.]+), (-?[\d.]+)\)", text)
+                    assert m, f"no point in the pad's status {text!r}"
+                    return float(m.group(1)), float(m.group(2))
+
+                def wait_status_change(old: str) -> str:
+                    """The status once its point differs from the one in ``old``."""
+                    page.wait_for_function(
+                        """([sel, old]) => { const e = document.querySelector(sel);
+                            const z = t => (t.match(/z = \\([^)]*\\)/) || [''])[0];
+                            return e && z(e.textContent) && z(e.textContent) !== z(old); }""",
+                        arg=[status_sel, old])
+                    return pad_explorer.locator(".fa-explorer-status").text_content()
+
+                box = pad.bounding_box()
+                start, end = (0.3, 0.3), (0.8, 0.6)
+                at = lambda f: (box["x"] + f[0] * box["width"], box["y"] + f[1] * box["height"])
+                text = pad_explorer.locator(".fa-explorer-status").text_content()
+                page.mouse.move(*at(start))
+                page.mouse.down()
+                text = wait_status_change(text)  # the press moves the point
+                seen = [pad_z(text)]
+                n_steps = 8
+                for i in range(1, n_steps + 1):
+                    f = (start[0] + (end[0] - start[0]) * i / n_steps,
+                         start[1] + (end[1] - start[1]) * i / n_steps)
+                    page.mouse.move(*at(f))
+                    text = wait_status_change(text)
+                    seen.append(pad_z(text))
+                page.mouse.up()
+                say(f"pad dragged in {n_steps} steps: z went {seen[0]} -> {seen[-1]} through "
+                    f"{len(set(seen))} points")
+                z1s, z2s = zip(*seen)
+                assert all(a < b for a, b in zip(z1s, z1s[1:])), f"z_1 did not follow the drag: {z1s}"
+                assert all(a > b for a, b in zip(z2s, z2s[1:])), f"z_2 did not follow the drag: {z2s}"
+                page.wait_for_timeout(300)  # the click that ends the drag: same point, no change
+                assert pad_z(pad_explorer.locator(".fa-explorer-status").text_content()) == seen[-1]
+                readout = pad_explorer.locator(".fa-control-x .widget-readout").text_content().strip()
+                decimals = len(readout.partition(".")[2])
+                assert float(readout) == pytest.approx(seen[-1][0], abs=1.01 * 10 ** -decimals), \
+                    f"the z_1 slider ({readout}) is not where the drag ended ({seen[-1][0]})"
+                pad_explorer.screenshot(path=SHOTS / "pad_after_drag.png")
+
+                # Every control's description is shown in full (no "one-hot v..." any more).
+                cut = []
+                for one in page.locator(".jp-OutputArea-output .fa-explorer").all():
+                    one.scroll_into_view_if_needed()
+                    cut += one.evaluate("""el => [...el.querySelectorAll('.widget-label')]
+                        .filter(l => l.textContent.trim() && l.scrollWidth > l.clientWidth + 1)
+                        .map(l => l.textContent.trim())""")
+                n_labels = page.locator(".jp-OutputArea-output .fa-explorer .widget-label").count()
+                say(f"{n_labels} control descriptions checked; cut off: {cut or 'none'}")
+                assert n_labels >= 10 and not cut, f"descriptions cut off: {cut}"
                 explorer.scroll_into_view_if_needed()
                 page.screenshot(path=SHOTS / "lab.png", full_page=True)
                 say(f"screenshots in {SHOTS}: explorer_before.png, explorer_after.png, "
-                    f"pad_after_click.png, lab.png")
+                    f"pad_after_click.png, pad_after_drag.png, lab.png")
             except Exception:
                 try:
                     page.screenshot(path=SHOTS / "lab_failure.png", full_page=True)

@@ -164,9 +164,14 @@ def test_interpolation_ends_at_the_two_reconstructions(digits, cond_vfa):
     assert torch.allclose(path[[0, -1]], ends, atol=1e-5)
 
 
-def test_local_layers_start_at_the_latent_and_go_down(digits):
+@pytest.fixture(scope="module")
+def local_net():
+    return local.make_local_net("mnist", latent_dim=16, seed=0).eval()
+
+
+def test_local_layers_start_at_the_latent_and_go_down(digits, local_net):
     x, _ = digits
-    net = local.make_local_net("mnist", latent_dim=16, seed=0).eval()
+    net = local_net
     e = explorers.LocalLayers(net, x, recon_kwargs=dict(T=1, tau=1.0))
     full = picture(e)
     truth, est = e.levels()
@@ -209,3 +214,262 @@ def test_show_headless_draws_one_static_png(digits, encoder, monkeypatch):
         explorers.show("not an explorer")
     with pytest.raises(TypeError, match="-p interactive False"):
         explorers.show(e, interactive="yes")
+
+
+# --------------------------------------------------------------------------------------
+# issue 15: drag on the pad, the sampler's opening value, the energy plot, labels and sizes
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pad_latents(digits):
+    """(z2 (16, 2), labels): the digits encoded by an untrained 2-neuron encoder."""
+    x, y = digits
+    torch.manual_seed(0)
+    enc2 = models.make_encoder("mnist", {"z": 2}).eval()
+    return explorers.fa_encoder_fn(enc2)(x), y
+
+
+def pad_explorer(pad_latents, **kw):
+    z2, y = pad_latents
+    return explorers.LatentPad(linear_decoder(2), z2, y, pad_pixels=200, **kw)
+
+
+def test_latent_pad_follows_a_drag(pad_latents):
+    """A drag is mouse-down, moves with the button held, mouse-up (then a click at the same
+    place): the point follows every event, and the browser's own drag is cancelled."""
+    e = pad_explorer(pad_latents)
+    e.widget
+    ev = e._events
+    # the native drag of the <img> is what stopped the mouse events: its default is prevented
+    assert ev.prevent_default_action is True
+    assert {"mousedown", "mousemove", "dragstart", "click"} <= set(ev.watched_events)
+    path = [(30 + 15 * i, 170 - 12 * i) for i in range(9)]
+    e._on_event({"type": "mousedown", "buttons": 1, "dataX": path[0][0], "dataY": path[0][1]})
+    seen = [(e.value("x"), e.value("y"))]
+    for px, py in path[1:]:
+        n = e.renders
+        e._on_event({"type": "mousemove", "buttons": 1, "dataX": px, "dataY": py})
+        assert e.renders == n + 1
+        seen.append((e.value("x"), e.value("y")))
+    want = [e.pixel_to_latent(px, py) for px, py in path]
+    assert [v for p in seen for v in p] == pytest.approx([v for p in want for v in p], abs=1e-6)
+    z1s, z2s = zip(*seen)
+    assert all(a < b for a, b in zip(z1s, z1s[1:])) and all(a < b for a, b in zip(z2s, z2s[1:]))
+    n = e.renders
+    e._on_event({"type": "dragstart", "buttons": 1, "dataX": 5, "dataY": 5})   # ignored
+    e._on_event({"type": "click", "dataX": path[-1][0], "dataY": path[-1][1]})  # where it is
+    assert e.renders == n and (e.value("x"), e.value("y")) == pytest.approx(seen[-1])
+    # the pad's crosshair is where the point is
+    assert e.latent_to_pixel(e.value("x"), e.value("y")) == pytest.approx(path[-1], abs=1e-6)
+
+
+def test_latent_pad_reads_the_position_from_the_box_not_the_loading_image(pad_latents):
+    """In Lab, a move during a drag arrived with dataX = 0 (ipyevents scales by the <img>'s
+    naturalWidth, 0 while the next PNG loads); the box position is used instead, and a
+    throttled event older than one already handled is dropped."""
+    e = pad_explorer(pad_latents)
+    e.widget
+    b = e.PAD_BORDER
+    box = {"boundingRectWidth": 200 + 2 * b, "boundingRectHeight": 200 + 2 * b}
+    e._on_event({"type": "mousedown", "buttons": 1, "timeStamp": 10.0, "dataX": 0, "dataY": 0,
+                 "relativeX": 50 + b, "relativeY": 120 + b, **box})
+    assert (e.value("x"), e.value("y")) == pytest.approx(e.pixel_to_latent(50, 120))
+    # shown at another size (the page scaled it): the box still maps onto the pad
+    e._on_event({"type": "mousemove", "buttons": 1, "timeStamp": 20.0, "relativeX": 2 * 80 + b,
+                 "relativeY": 2 * 60 + b, "boundingRectWidth": 400 + 2 * b,
+                 "boundingRectHeight": 400 + 2 * b})
+    assert (e.value("x"), e.value("y")) == pytest.approx(e.pixel_to_latent(80, 60))
+    n = e.renders
+    e._on_event({"type": "mousemove", "buttons": 1, "timeStamp": 15.0, "relativeX": 10 + b,
+                 "relativeY": 10 + b, **box})  # stale
+    assert e.renders == n and (e.value("x"), e.value("y")) == pytest.approx(e.pixel_to_latent(80, 60))
+    assert e.event_pixel({"type": "click"}) is None
+
+
+def test_latent_pad_ignores_the_sliders_snapping_echo(pad_latents):
+    """The front end snaps a point set from the pad to the slider's step and sends it back;
+    that echo must not redraw (it moved a drag's point back by up to half a step), while a
+    real slider move (a key press: the next step) does."""
+    e = pad_explorer(pad_latents)
+    e.widget
+    e._on_event({"type": "mousedown", "buttons": 1, "dataX": 77.3, "dataY": 33.1})
+    x, n = e.value("x"), e.renders
+    snapped = e.snap("x", x)
+    assert snapped != x and abs(snapped - x) <= e.controls["x"].step / 2
+    e.controls["x"].value = snapped            # the echo
+    assert e.renders == n
+    e.controls["y"].value = e.snap("y", e.value("y"))
+    assert e.renders == n
+    e.controls["x"].value = snapped + e.controls["x"].step   # the user's arrow key
+    assert e.renders == n + 1 and "z = (" in e._status.value
+
+
+def test_latent_pad_has_axes_and_a_class_legend(pad_latents):
+    names = explorers.CLASS_NAMES["mnist"]
+    e = pad_explorer(pad_latents, class_names=names)
+    assert names == tuple(f"digit {k}" for k in range(10))
+    e.widget
+    legend = e._legend.value
+    assert all(nm in legend for nm in names) and "fa-explorer-legend" in e._legend._dom_classes
+    # colours: the legend's are the scatter's (one per class)
+    from matplotlib.colors import to_hex
+    assert all(to_hex(c) in legend for c in e.class_colours())
+    # the pad's tick values and z_1 / z_2 lie in its outer band, which holds no data point:
+    # dark pixels there are the axes' text
+    import numpy as np
+    bg = np.asarray(e.background().convert("L"))
+    n = e.pad_pixels
+    band = int(0.08 * n)
+    px = torch.tensor([e.latent_to_pixel(float(a), float(b)) for a, b in e.latents])
+    assert px.min() > band and px.max() < n - band  # no point in the band
+    assert (bg[n - band:, :] < 120).sum() > 30     # x tick values and z_1 along the bottom
+    assert (bg[:, :band] < 120).sum() > 30         # y tick values and z_2 along the left
+    # the static figure: labelled axes and the legend
+    fig = explorers.Figure(figsize=e.figsize)
+    e.draw(fig)
+    scatter, leg_ax = fig.axes[0], fig.axes[1]
+    assert scatter.get_xlabel() == "z_1" and scatter.get_ylabel() == "z_2"
+    assert [t.get_text() for t in leg_ax.get_legend().get_texts()] == list(names)
+    # without names: "class k"; too few names for the labels is refused
+    assert pad_explorer(pad_latents).class_names[:2] == ["class 0", "class 1"]
+    with pytest.raises(ValueError, match="class names"):
+        pad_explorer(pad_latents, class_names=["zero", "one"])
+
+
+class OneWeight(torch.nn.Module):
+    """E(r) = w r on a 1x1x1 image: Appendix 7.1's one-weight case."""
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(float(w)))
+
+    def forward(self, x):
+        return {"z": self.w * x.flatten(1)}
+
+
+@pytest.mark.parametrize("w", [1.0, 0.5])
+def test_inner_explorer_warns_exactly_past_the_appendix_bound(w):
+    """The energy grows, and the status says the step diverges, exactly when tau w^2 > 2."""
+    x = torch.full((2, 1, 1, 1), 0.5)
+    e = explorers.InnerOptimisation(OneWeight(w), x, T=6, tau=1.0)
+    e.widget
+    for tau in (0.5 / w ** 2, 1.0 / w ** 2, 1.95 / w ** 2, 2.05 / w ** 2, 2.5 / w ** 2):
+        e.set(tau=tau)
+        _, energies = e.trajectory()
+        diverges = tau * w ** 2 > 2
+        assert (explorers.InnerOptimisation.energy_grows(energies) is not None) == diverges
+        assert ("WARNING" in e._status.value) == diverges, (tau, e._status.value)
+        fig = explorers.Figure(figsize=e.figsize)
+        e.draw(fig)
+        plot_text = " ".join(t.get_text() for t in fig.axes[3].texts)
+        assert ("diverges" in plot_text) == diverges
+    assert "J^T J" in e._status.value and "0 &lt; tau w^2 &lt; 2" in e._status.value
+
+
+def _no_overlap(a, b) -> bool:
+    return a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0
+
+
+@pytest.mark.parametrize("settings", [dict(r_init="normal"), dict(tau=0.01), dict(tau=10.0),
+                                      dict(T=12), dict(T=1)])
+def test_inner_energy_plot_is_readable(digits, encoder, settings):
+    """Integer step ticks; distinct tick values; the y-label inside the figure, clear of the
+    tick values and of the image beside the plot."""
+    x, _ = digits
+    e = explorers.InnerOptimisation(encoder, x, T=4, tau=1.0)
+    e.set(**settings)
+    for fig in (e._new_figure(), e._new_figure(title_room=0.35)):
+        e.draw(fig)
+        fig.draw_without_rendering()
+        r = fig._get_renderer()
+        ax, img_ax = fig.axes[3], fig.axes[2]
+        xt = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert xt and all(float(t).is_integer() for t in xt), xt
+        labels = [t for t in ax.get_yticklabels() if t.get_text()]
+        texts = [t.get_text() for t in labels]
+        assert len(texts) >= 2 and len(set(texts)) == len(texts), texts
+        ylab = ax.yaxis.label.get_window_extent(r)
+        fig_box = fig.bbox
+        assert ylab.x0 >= fig_box.x0 and ylab.y0 >= fig_box.y0 and ylab.y1 <= fig_box.y1
+        assert ylab.x0 > img_ax.get_window_extent(r).x1   # clear of the r_t image
+        for t in labels:
+            assert _no_overlap(ylab, t.get_window_extent(r)), (t.get_text(), settings)
+        assert not ax.yaxis.get_offset_text().get_text()  # no "1e-3" above the axis
+
+
+def test_conditional_sampling_opens_where_the_class_shows(cond_vfa):
+    enc, settings = cond_vfa
+    e = explorers.ConditionalSampling(enc, settings, 8, (1, 28, 28), n=8)
+    assert e.value("scale") == 8.0 and settings.class_scale == 1.0
+    assert e.controls["scale"].max >= 8.0
+    e.widget
+    hint = e.controls["hint"].value
+    assert "larger" in hint and "training used 1" in hint and "one-hot value" in hint
+    assert "training: 1" in e._status.value and "pull" in e._status.value
+    assert explorers.ConditionalSampling(enc, settings, 8, (1, 28, 28), n=8, scale=2.5).value("scale") == 2.5
+    with pytest.raises(ValueError, match="one-hot value"):
+        explorers.ConditionalSampling(enc, settings, 8, (1, 28, 28), scale=20.0)
+    names = [f"digit {k}" for k in range(10)]
+    e = explorers.ConditionalSampling(enc, settings, 8, (1, 28, 28), n=8, class_names=names)
+    e.widget
+    e.set(label=3)
+    assert e._status.value.startswith("digit 3, one-hot value 8")
+    assert explorers.check_onehot_value(4) == 4.0
+    with pytest.raises(TypeError):
+        explorers.check_onehot_value("8")
+    with pytest.raises(ValueError, match="training used 1"):
+        explorers.check_onehot_value(-1.0)
+
+
+def test_notebook_07_passes_the_opening_value_and_the_class_names():
+    import nbformat
+    from fa_utils import runner
+    path = runner.all_notebooks()[-1]
+    assert path.name == "07_explore.ipynb"
+    assert runner.notebook_parameters(path)["onehot_value"] == 8.0
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "check_onehot_value(onehot_value)" in code
+    assert "scale=onehot_value" in code and code.count("class_names=names") == 2
+
+
+def test_control_descriptions_are_shown_in_full(digits, cond_vfa, encoder, pad_latents, local_net):
+    """ipywidgets' fixed description width cut "one-hot value" and "layers inverted"."""
+    x, y = digits
+    enc, settings = cond_vfa
+    net = local_net
+    built = [explorers.ConditionalSampling(enc, settings, 8, (1, 28, 28), n=8),
+             explorers.LocalLayers(net, x, recon_kwargs=dict(T=1, tau=1.0)),
+             explorers.InnerOptimisation(encoder, x), pad_explorer(pad_latents)]
+    described = 0
+    for e in built:
+        for name, w in e.controls.items():
+            if getattr(w, "description", "") and hasattr(w.style, "description_width"):
+                assert w.style.description_width == "initial", (e.kind, name)
+                described += 1
+    assert described >= 10
+    assert built[0].controls["scale"].description == "one-hot value"
+    assert built[1].controls["depth"].description == "layers inverted"
+
+
+@pytest.mark.parametrize("steps", [2, 5, 8, 9, 12, 16])
+def test_interpolation_images_stay_at_least_64_pixels(digits, cond_vfa, steps):
+    """One row of 16 made each image 35 px; the path now wraps into rows of 8."""
+    import io
+
+    from PIL import Image
+    x, y = digits
+    enc, settings = cond_vfa
+    e = explorers.Interpolation(*explorers.vfa_codec(enc, settings, (1, 28, 28)), x, y, steps=steps)
+    e.widget
+    png = Image.open(io.BytesIO(e._image.value))
+    assert png.size[0] == int(e.figsize[0] * 80) == int(e._image.layout.width.rstrip("px"))
+    fig = e._new_figure()
+    e.draw(fig)
+    sizes = e.image_pixels(fig)
+    assert min(sizes.values()) >= 64, sizes
+    rows = -(-steps // e.per_row)
+    grid = fig.axes[1].get_images()[0].get_array()
+    assert grid.shape[0] == rows * 30 + 2 and grid.shape[1] == min(steps, 8) * 30 + 2
+    if steps > 8:
+        assert png.size[1] > 152  # the figure grew by a row
