@@ -352,7 +352,7 @@ class VFAConfig:
     r_init: str = "zeros"
     squash: str = "none"
     weight_clamp: Optional[float] = math.sqrt(2.0)
-    emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 8.0)  # one-hot values of Figure 6b
+    emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
     num_workers: int = 0
     ckpt_every: int = 200
@@ -380,9 +380,19 @@ class VFAGANConfig:
     * ``vae_decoder="auto"``: the decoder / generator the paper's sizes imply: the mirrored
       encoder (:class:`fa_utils.models.MirroredDecoder`) for MNIST, CIFAR-10 and CelebA,
       Table 12's generator for STL-10. ``"table12"`` or ``"mirrored"`` force one.
+    * Budget (``epochs``), the same for every model of Table 2 and Figure 15: each network
+      gets ``epochs`` x floor(N / ``batch_size``) optimiser steps over the same N training
+      images, in the same per-epoch order (:func:`fa_utils.train.fit`): the VFA encoder
+      (notebook 03's, its ``vfa`` section has the same epochs at every profile), VFA-GAN's
+      G and D, the AE, the VAE, and the GAN's G and D (one D and one G step per batch).
+      Equal steps rather than equal wall time: a step count does not depend on the machine
+      or its load, and every model sees each image equally often. What a model costs per
+      step is reported beside it (notebook 04, ``table02_models_<dataset>``).
     * Optimisers: the paper's Adam lr 1e-5 at paper; at quick lr 2e-4, betas (0.5, 0.999)
-      for the adversarial parts (the usual DCGAN/LSGAN setting) and ``baseline_lr`` for the
-      AE and VAE.
+      for the adversarial parts (the usual DCGAN/LSGAN setting: ``gan_lr``, ``beta1``) and
+      lr ``baseline_lr`` with betas (``baseline_beta1``, ``beta2``) for the AE and VAE.
+    * Initialisation: every baseline network and the discriminator are He-initialised
+      (:mod:`fa_utils.baselines`); VFA's encoder and G orthogonally (Section 4).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -402,12 +412,11 @@ class VFAGANConfig:
     perceptual_weight: float = 0.01  # lambda of Eq. 7 (Section 4)
     fake_source: str = "reconstruction"
     vae_decoder: str = "auto"
-    vfagan_epochs: int = 2  # G and D epochs on top of the trained VFA encoder
-    ae_epochs: int = 2  # AE and VAE
-    gan_epochs: int = 2  # the GAN baseline
+    epochs: int = 6  # the budget of every model (see above); the vfa section's epochs too
     gan_lr: float = 2e-4
     baseline_lr: float = 1e-3
     beta1: float = 0.5
+    baseline_beta1: float = 0.9
     beta2: float = 0.999
     fid_samples: int = 2000  # generated images per model for the Frechet distance
     fid_real: int = 4500  # reference images (training split)
@@ -420,8 +429,8 @@ class VFAGANConfig:
     ckpt_every: int = 200
 
     def __post_init__(self):
-        _check_positive("vfagan", self, ("gen_width", "gen_kernel", "vfagan_epochs", "ae_epochs",
-                                         "gan_epochs", "gan_lr", "baseline_lr", "fid_samples",
+        _check_positive("vfagan", self, ("gen_width", "gen_kernel", "epochs",
+                                         "gan_lr", "baseline_lr", "fid_samples",
                                          "fid_real", "recon_images", "gan_recon_steps",
                                          "gan_recon_lr", "time_repeats"))
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -453,13 +462,13 @@ _PROFILE_VALUES.update(
                       lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
     },
     vfagan={
-        "smoke": dict(n_train=64, n_test=64, batch_size=32, vfagan_epochs=1, ae_epochs=1,
-                      gan_epochs=1, fid_samples=200, fid_real=64, recon_images=16,
+        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=200,
+                      fid_real=64, recon_images=16,
                       gan_recon_steps=10, time_repeats=3, ckpt_every=50),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
-                      vfagan_epochs=50, ae_epochs=50, gan_epochs=50, gan_lr=1e-5,
-                      baseline_lr=1e-5, beta1=0.9, fid_samples=10000, fid_real=10000,
+                      epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
+                      fid_real=10000,
                       recon_images=1000, gan_recon_steps=500, time_all_datasets=True,
                       num_workers=4, ckpt_every=1000),
     },

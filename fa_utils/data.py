@@ -74,18 +74,21 @@ class DatasetInfo:
 
     ``channels`` x ``size`` x ``size`` is the shape of every image :func:`load_dataset`
     returns for it; ``num_classes`` is ``None`` for the datasets used unlabeled (celeba,
-    stl10), whose labels are ``-1``.
+    stl10), whose labels are ``-1``; ``class_names`` names labels 0..K-1 (for legends).
     """
 
     name: str
     channels: int
     size: int
     num_classes: int | None
+    class_names: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", 1, 28, 10),
-    "cifar10": DatasetInfo("cifar10", 3, 32, 10),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, tuple(f"digit {d}" for d in range(10))),
+    "cifar10": DatasetInfo("cifar10", 3, 32, 10, (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+        "truck")),
     "celeba": DatasetInfo("celeba", 3, 64, None),
     "stl10": DatasetInfo("stl10", 3, 64, None),
 }

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from . import baselines, config, fid, metrics, vfa
+from . import baselines, claims, config, fid, metrics, vfa
 from . import data as data_mod
 from .experiments import ImageData
 from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
@@ -91,12 +91,13 @@ def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
 
 def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
     """The ``vfa`` config whose encoder notebook 04 uses for trial ``seed``: the same
-    profile, dataset and data as ``gcfg``, everything else the ``vfa`` profile's (so it
-    matches notebook 03's defaults and reuses its checkpoint)."""
+    profile, dataset, data and training budget (``epochs``) as ``gcfg``, everything else
+    the ``vfa`` profile's (so it matches notebook 03's defaults and reuses its checkpoint;
+    the profiles give both sections the same number of epochs)."""
     return config.make_config("vfa", gcfg.profile, seed=seed, device=gcfg.device,
                               dataset=gcfg.dataset, data_source=gcfg.data_source,
                               data_root=gcfg.data_root, download=gcfg.download,
-                              n_train=gcfg.n_train, n_test=gcfg.n_test)
+                              n_train=gcfg.n_train, n_test=gcfg.n_test, epochs=gcfg.epochs)
 
 
 _NOT_TRAINING = {"profile", "device", "epochs", "num_workers", "ckpt_every", "emphasis_per_class",
@@ -105,9 +106,12 @@ _DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
 _METHOD_KEYS = {
     "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
                             "gan_lr", "beta1", "beta2"),
-    "ae": _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "beta1", "beta2"),
+    "ae": _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2"),
     "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_lr", "beta1", "beta2"),
 }
+#: What decides a baseline's starting weights (part of its checkpoint's identity, so that a
+#: checkpoint trained from another initialisation is never resumed).
+BASELINE_INIT = "he"
 _METHOD_KEYS["vae"] = _METHOD_KEYS["ae"]
 
 
@@ -123,6 +127,7 @@ def _run_config(cfg, method: str, **extra) -> dict[str, Any]:
     else:
         values = {k: values[k] for k in _METHOD_KEYS[method]}
         values["data_seed"] = cfg.seed
+        values["init"] = BASELINE_INIT  # the discriminator's too (VFA-GAN)
     values["method"] = method
     values.update(extra)
     return values
@@ -189,12 +194,14 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
 
 def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
                          scales, classifier: nn.Module, *, per_class: int = 20,
-                         seed: int = 0) -> list[tuple[float, float, float]]:
+                         seed: int = 0, refiner: Optional[nn.Module] = None
+                         ) -> list[tuple[float, float, float]]:
     """How the one-hot value s changes conditional samples (Figure 6b, quantified).
 
-    For every s: ``per_class`` prior draws z for each class k, decoded with s * onehot(k).
-    Returns rows (s, mean class-head score c(r)_k of the wanted class, accuracy of an
-    independent ``classifier`` at recognising k in the samples).
+    For every s: ``per_class`` prior draws z for each class k, decoded with s * onehot(k)
+    (and refined by ``refiner``, VFA-GAN's G, when given). Returns rows (s, mean class-head
+    score c(r)_k of the wanted class on r, accuracy of an independent ``classifier`` at
+    recognising k in the images shown: r, or G(r) with a refiner).
     """
     device = next(encoder.parameters()).device
     g = seeded_generator(seed)
@@ -206,9 +213,42 @@ def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim
         r = vfa.decode(encoder, z, shape, settings=settings, labels=labels, scale=float(s))
         with torch.no_grad():
             score = encoder(r)["logits"].gather(1, labels[:, None]).mean().item()
-            pred = classifier(r.clamp(0, 1).to(next(classifier.parameters()).device)).argmax(1)
-        rows.append((float(s), score, (pred.cpu() == labels.cpu()).float().mean().item()))
+            shown = r if refiner is None else refiner(r)
+        accuracy = class_accuracy(classifier, shown, labels)
+        rows.append((float(s), score, float(sum(accuracy) / len(accuracy))))
     return rows
+
+
+#: Figure 8's rows are drawn at the smallest measured one-hot value whose samples the
+#: independent classifier assigns to the wanted class at least this often.
+CLASS_ROW_ACCURACY = 0.8
+
+
+def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
+    """The one-hot value at which to draw class rows: the smallest s of
+    :func:`class_emphasis_stats` rows whose classifier accuracy is >= ``target``, else the
+    s with the highest accuracy.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("no class-emphasis rows to choose a one-hot value from")
+    good = [r[0] for r in rows if r[2] >= target]
+    return min(good) if good else max(rows, key=lambda r: r[2])[0]
+
+
+def class_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor
+                   ) -> list[float]:
+    """Per class k (0..K-1 present in ``labels``, in order): the share of the images asked
+    for class k that ``classifier`` assigns to k. images (N, C, H, W), clamped to [0, 1];
+    labels (N,)."""
+    dev = next(classifier.parameters()).device
+    with torch.no_grad():
+        pred = torch.cat([classifier(c.clamp(0, 1).to(dev)).argmax(1).cpu()
+                          for c in images.split(500)])
+    labels = labels.cpu()
+    return [float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
 
 
 def describe_emphasis(rows) -> str:
@@ -245,8 +285,9 @@ def make_refiner(gcfg: config.VFAGANConfig) -> FAGenerator:
 def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
                  encoder: Encoder, *, seed: int, progress: bool = True
                  ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) G (Table 11) and D (Table 10) on top of a trained VFA encoder
-    (Eq. 7-8; the encoder is fixed: two-stage schedule, see :mod:`fa_utils.vfa`).
+    """Train (or resume) G (Table 11) and D (Table 10, He-initialised as the GAN baseline's)
+    on top of a trained VFA encoder for the budget ``gcfg.epochs`` (Eq. 7-8; the encoder is
+    fixed: two-stage schedule, see :mod:`fa_utils.vfa`).
 
     Returns:
         (G in eval mode, D, history).
@@ -273,7 +314,7 @@ def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageD
     run_config = _run_config(gcfg, "vfagan", seed=seed, encoder=_run_config(vcfg, "vfa"))
     history = fit(step, modules={"refiner": refiner, "discriminator": disc},
                   optimizers={"g": opt_g, "d": opt_d}, dataset=packed(data.train),
-                  batch_size=gcfg.batch_size, epochs=gcfg.vfagan_epochs, seed=seed,
+                  batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
                   config=run_config, generator=gen, device=device,
                   checkpoint=_checkpoint(f"vfagan-{gcfg.dataset}", run_config, gcfg.profile),
                   ckpt_every=gcfg.ckpt_every, num_workers=gcfg.num_workers,
@@ -285,12 +326,18 @@ def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageD
 def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, seed: int,
                       settings: Optional[vfa.VFASettings] = None, progress: bool = True
                       ) -> tuple[Encoder, nn.Module, History]:
-    """Train (or resume) the AE (``kind="ae"``) or VAE (``"vae"``) baseline: encoder of
-    Tables 7-9, decoder :func:`fa_utils.baselines.make_decoder`, Adam(``baseline_lr``),
-    PyTorch's default initialisation (the orthogonal one belongs to FA's reversibility;
-    it also costs seconds of QR per 4096-wide layer on a CPU).
+    """Train (or resume) the AE (``kind="ae"``) or VAE (``"vae"``) baseline for the budget
+    ``gcfg.epochs`` (see :class:`fa_utils.config.VFAGANConfig`): encoder of Tables 7-9 and
+    decoder :func:`fa_utils.baselines.make_decoder`, both He-initialised
+    (:mod:`fa_utils.baselines`), Adam(``baseline_lr``, (``baseline_beta1``, ``beta2``)).
     The VAE's KL weights follow ``settings`` (the VFA's beta schedule: the two differ
     only in the decoder). Logs held-out ``test_mse`` once per epoch.
+
+    Returns:
+        (encoder, decoder, history), both networks in eval mode.
+
+    Raises:
+        ValueError: ``kind`` is not "ae" or "vae".
     """
     if kind not in ("ae", "vae"):
         raise ValueError(f"kind must be 'ae' or 'vae', got {kind!r}")
@@ -298,11 +345,10 @@ def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, 
     device = resolve_device(gcfg.device)
     torch.manual_seed(seed + 200)
     heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-    encoder = Encoder(architecture(gcfg.dataset), heads).to(device)
-    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
-                                     orthogonal=False).to(device)
+    encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
     opt = _adam(list(encoder.parameters()) + list(decoder.parameters()), gcfg.baseline_lr,
-                gcfg.beta1, gcfg.beta2)
+                gcfg.baseline_beta1, gcfg.beta2)
     gen = seeded_generator(seed + 201)
     head = "z" if kind == "ae" else "mu"
 
@@ -318,7 +364,7 @@ def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, 
     run_config = _run_config(gcfg, kind, seed=seed, beta=settings.beta,
                              beta_schedule=settings.beta_schedule)
     history = fit(step, modules={"encoder": encoder, "decoder": decoder}, optimizers={"adam": opt},
-                  dataset=data.train, batch_size=gcfg.batch_size, epochs=gcfg.ae_epochs, seed=seed,
+                  dataset=data.train, batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
                   config=run_config, generator=gen, device=device,
                   checkpoint=_checkpoint(f"{kind}-{gcfg.dataset}", run_config, gcfg.profile),
                   ckpt_every=gcfg.ckpt_every, eval_fn=eval_fn,
@@ -340,13 +386,17 @@ def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str 
 
 def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
               ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) the least-squares GAN baseline: generator
-    :func:`fa_utils.baselines.make_decoder`, discriminator Table 10, Adam(``gan_lr``),
-    PyTorch's default initialisation."""
+    """Train (or resume) the least-squares GAN baseline for the budget ``gcfg.epochs``:
+    generator :func:`fa_utils.baselines.make_generator`, discriminator Table 10 (the one
+    VFA-GAN uses), both He-initialised, Adam(``gan_lr``, (``beta1``, ``beta2``)); one step
+    updates D then G (:func:`fa_utils.baselines.gan_step`).
+
+    Returns:
+        (generator in eval mode, discriminator, history).
+    """
     device = resolve_device(gcfg.device)
     torch.manual_seed(seed + 300)
-    g_net = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
-                                   orthogonal=False).to(device)
+    g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
     disc = baselines.make_discriminator(gcfg.dataset).to(device)
     opt_g = _adam(g_net.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
@@ -356,7 +406,7 @@ def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress
     run_config = _run_config(gcfg, "gan", seed=seed)
     history = fit(step, modules={"generator": g_net, "discriminator": disc},
                   optimizers={"g": opt_g, "d": opt_d}, dataset=data.train,
-                  batch_size=gcfg.batch_size, epochs=gcfg.gan_epochs, seed=seed,
+                  batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
                   config=run_config, generator=gen, device=device,
                   checkpoint=_checkpoint(f"gan-{gcfg.dataset}", run_config, gcfg.profile),
                   ckpt_every=gcfg.ckpt_every, num_workers=gcfg.num_workers,
@@ -431,6 +481,61 @@ def generate(trial: Trial, model: str, n: int, *, seed: int = 0,
 def _latent_in(net: nn.Module) -> int:
     first = next(m for m in net.modules() if isinstance(m, nn.Linear))
     return first.in_features
+
+
+#: A sample counts as recognised when the feature classifier's top softmax is at least this.
+CONFIDENT = 0.9
+
+
+def sample_quality(images: torch.Tensor, classifier: Optional[nn.Module] = None
+                   ) -> dict[str, float]:
+    """Diversity and recognisability of a set of samples (what tells a working generator
+    from a collapsed or untrained one; Table 2 gives only FID).
+
+    Returns ``pixel_std``: the per-pixel standard deviation over the set, averaged over
+    pixels (0 for identical samples; a collapsed GAN is near 0); and, with a
+    ``classifier``: ``confident`` (share of samples whose top softmax is >= 0.9) and
+    ``classes`` (how many classes the confident samples cover). images (N, C, H, W).
+    """
+    images = images.clamp(0, 1)
+    out = {"pixel_std": float(images.float().std(0).mean())}
+    if classifier is not None:
+        dev = next(classifier.parameters()).device
+        with torch.no_grad():
+            p = torch.softmax(classifier(images.to(dev)), 1).cpu()
+        top, cls = p.max(1)
+        sure = top >= CONFIDENT
+        out["confident"] = float(sure.float().mean())
+        out["classes"] = float(len(cls[sure].unique()))
+    return out
+
+
+def budget_rows(trial: Trial, gcfg: config.VFAGANConfig, n_train: int) -> list[tuple]:
+    """Each model's training budget as run (read off its history, so resumed runs count
+    too): model | networks trained | optimiser | optimiser steps | images seen per network.
+
+    VFA-GAN's encoder is VFA's (two-stage schedule); its G and D get their own steps.
+    """
+    def steps(name: str) -> int:
+        series = next(iter(trial.histories[name].train.values()), [])
+        return int(series[-1][0]) if series else 0
+
+    b = gcfg.batch_size
+    adam = lambda lr, b1: f"Adam lr {lr:g}, betas ({b1:g}, {gcfg.beta2:g})"  # noqa: E731
+    vfa_opt = adam(trial.vcfg.lr, trial.vcfg.beta1)
+    rows = [("VFA", "encoder (heads mu, logvar" + (", logits)" if trial.settings.conditional
+                                                    else ")"), vfa_opt, steps("VFA")),
+            ("VFA-GAN", "G (Table 11), D (Table 10); encoder = VFA's",
+             adam(gcfg.gan_lr, gcfg.beta1), steps("VFA-GAN")),
+            ("AE", "encoder + decoder", adam(gcfg.baseline_lr, gcfg.baseline_beta1), steps("AE")),
+            ("VAE", "encoder + decoder", adam(gcfg.baseline_lr, gcfg.baseline_beta1), steps("VAE")),
+            ("GAN", "G + D (one D step, one G step per batch)", adam(gcfg.gan_lr, gcfg.beta1),
+             steps("GAN"))]
+    return [(m, nets, opt, n, n * b, f"{n * b / max(n_train, 1):.1f}") for m, nets, opt, n in rows]
+
+
+BUDGET_COLUMNS = ["model", "networks trained", "optimiser", "optimiser steps",
+                  "images seen (per network)", "epochs"]
 
 
 # --------------------------------------------------------------------------------------
@@ -629,8 +734,8 @@ def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module
     with torch.device(device):
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
         vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
-        dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder, orthogonal=False)
-        gen = baselines.make_decoder(dataset, a.latent_dim, a.decoder, orthogonal=False)
+        dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder)
+        gen = baselines.make_generator(dataset, a.latent_dim, a.decoder)
         refiner = FAGenerator(arch.channels, 128, a.gen_kernel)
     return {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
 
@@ -727,3 +832,101 @@ def size_time_rows(dataset: str, counts: dict[str, int], times: dict[str, float]
 SIZE_TIME_COLUMNS = ["model", "params (ours, as the sizes imply)", "paper size", "ours / paper",
                      "within 2 %", "ms per sample (ours, batch 1, device in the notes)",
                      "paper ms per sample (RTX 2070)"]
+
+
+# --------------------------------------------------------------------------------------
+# The paper's comparative claims (Section 5), as data (notebook 04)
+# --------------------------------------------------------------------------------------
+
+#: "Comparable" reconstruction errors (Figure 15's text): within this factor of each other.
+COMPARABLE_FACTOR = 2.0
+#: "Approximately the same" sampling time (Tables 3-6): a VFA / VAE ratio within this factor.
+SAME_TIME_FACTOR = 1.5
+
+
+def comparison_claims(dataset: str, *, frechet: dict[str, list[fid.FIDResult]],
+                      reconstruction: list[tuple], size_ratio: dict[str, float],
+                      time_ratio: float, asserted: tuple[str, ...] = ()) -> list[claims.Claim]:
+    """The paper's comparative claims of Section 5 (Table 2, Figure 15, Tables 3-6) with
+    our numbers and verdicts.
+
+    Args:
+        dataset: the run's dataset (the paper's numbers are that dataset's).
+        frechet: :func:`frechet_distances`' results (model -> per-trial results).
+        reconstruction: :func:`reconstruction_rows` (model, error per image, MSE per pixel).
+        size_ratio: dataset -> VFA / VAE parameters (:func:`parameter_counts`).
+        time_ratio: VFA / VAE sampling time per image on ``dataset``, measured here.
+        asserted: claim ids the notebook asserts at this profile.
+
+    Returns:
+        :class:`fa_utils.claims.Claim` list, in the paper's order.
+    """
+    paper_fd = PAPER_FID.get(dataset, {})
+    fd = {m: stats.mean(r.value for r in res) for m, res in frechet.items()}
+    feature = next(iter(frechet.values()))[0].feature
+    comparable = all(r.comparable for res in frechet.values() for r in res)
+    fd_note = "" if comparable else (f"; {feature} features, not the paper's Inception FID: "
+                                     f"the ordering is comparable, the values are not")
+    out = []
+
+    def add(cid, section, text, paper, ours, ok, why_not, evidence):
+        out.append(claims.Claim(cid, section, text, paper, ours, claims.verdict(ok),
+                           "" if ok else why_not, tuple(evidence), cid in asserted))
+
+    def fd_pair(a, b):
+        p = (f"{a} {paper_fd[a][0]:.2f} vs {b} {paper_fd[b][0]:.2f}" if a in paper_fd and b in paper_fd
+             else "-")
+        return p, f"{a} {fd[a]:.4g} vs {b} {fd[b]:.4g}{fd_note}"
+
+    t2 = [f"results/table02_frechet_{dataset}.md", f"figures/fig_samples_all_models_{dataset}.png"]
+    for base, cid in (("VAE", "table2.vae_below_vfa"), ("GAN", "table2.gan_below_vfa")):
+        paper, ours = fd_pair(base, "VFA")
+        add(cid, "5, Table 2", f"{base} samples score a lower FID than VFA's (\"feature alignment "
+            f"has higher scores, which indicates ... a lower sampling quality\")", paper, ours,
+            fd[base] < fd["VFA"],
+            f"at this budget VFA's linear one-step sampler scores below the {base}", t2)
+    paper, ours = fd_pair("VFA-GAN", "VFA")
+    add("table2.vfagan_below_vfa", "5, Table 2", "\"the generator improves the quality of the "
+        "samples by lowering the FID score\": VFA-GAN below VFA", paper, ours,
+        fd["VFA-GAN"] < fd["VFA"], "the refiner did not lower the distance at this budget", t2)
+
+    err = {r[0]: r[1] for r in reconstruction}
+    f15 = [f"results/fig15_reconstruction_l2_{dataset}.md",
+           f"figures/fig15_reconstruction_l2_{dataset}.png",
+           f"figures/fig07_reconstructions_{dataset}.png"]
+    order = ", ".join(f"{m} {err[m]:.1f}" for m in sorted(err, key=err.get))
+    lowest = min(err, key=err.get)
+    add("fig15.ae_lowest", "5, Figure 15", "\"autoencoders have the lowest loss\" (reconstruction "
+        "L2 of held-out images)", "Figure 15 (bars, no numbers)", f"error per image: {order}",
+        lowest == "AE", f"{lowest} reconstructs better than the AE at this budget", f15)
+    for a, b, cid, words in (("r", "VAE", "fig15.r_comparable_vae",
+                              "\"the reconstructions from feature alignment should be compared to VAEs\""),
+                             ("G(r)", "GAN", "fig15.gr_comparable_gan",
+                              "\"the generator should be compared to GAN\"")):
+        ratio = err[a] / err[b]
+        add(cid, "5, Figure 15", f"{words}: {a}'s error is comparable to the {b}'s (our reading: "
+            f"within a factor {COMPARABLE_FACTOR:g})", "Figure 15 (bars, no numbers)",
+            f"{a} / {b} = {ratio:.2f}", 1 / COMPARABLE_FACTOR <= ratio <= COMPARABLE_FACTOR,
+            f"{a} and the {b} differ by more than a factor {COMPARABLE_FACTOR:g}", f15)
+
+    paper_sizes = {ds: PAPER_SIZES[ds][3]["VFA"][0] / PAPER_SIZES[ds][3]["VAE"][0]
+                   for ds in ("mnist", "cifar10", "celeba")}
+    ours_sizes = {ds: size_ratio[ds] for ds in paper_sizes}
+    add("tables3-5.vfa_half_vae", "5, Tables 3-5", "VFA has \"only half the number of "
+        "parameters\" of the VAE (MNIST, CIFAR-10, CelebA)",
+        "VFA / VAE " + ", ".join(f"{ds} {v:.2f}" for ds, v in paper_sizes.items()),
+        "VFA / VAE " + ", ".join(f"{ds} {v:.2f}" for ds, v in ours_sizes.items()),
+        all(0.45 < v < 0.55 for v in ours_sizes.values()),
+        "the architectures read from the paper's sizes do not give half",
+        [f"results/table0{PAPER_SIZES[ds][0]}_{ds}_size_time.md" for ds in paper_sizes])
+    p_vfa, p_vae = PAPER_SIZES[dataset][3]["VFA"][1], PAPER_SIZES[dataset][3]["VAE"][1]
+    measured = time_ratio == time_ratio  # not NaN
+    add("tables3-6.vfa_same_time", f"5, Table {PAPER_SIZES[dataset][0]}", "\"VFA takes "
+        "approximately the same amount of time as VAE\" to draw one sample (our reading: a "
+        f"ratio within a factor {SAME_TIME_FACTOR:g})", f"VFA / VAE {p_vfa / p_vae:.2f} (RTX 2070)",
+        f"VFA / VAE {time_ratio:.2f} (this machine, batch 1)" if measured else "-",
+        (1 / SAME_TIME_FACTOR <= time_ratio <= SAME_TIME_FACTOR) if measured else None,
+        "VFA's time differs from the VAE's by more than the factor" if measured else
+        "sampling time not measured for this dataset at this profile",
+        [f"results/table0{PAPER_SIZES[dataset][0]}_{dataset}_size_time.md"])
+    return out

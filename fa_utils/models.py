@@ -72,6 +72,10 @@ def _act() -> nn.LeakyReLU:
     return nn.LeakyReLU(NEGATIVE_SLOPE)
 
 
+def _norm(channels: int, batchnorm: bool) -> list[nn.Module]:
+    return [nn.BatchNorm2d(channels)] if batchnorm else []
+
+
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
     """The convolutional trunk of Tables 7-10 followed by Flatten, Linear(hidden), LeakyReLU.
 
@@ -162,10 +166,12 @@ class GANGenerator(nn.Module):
     CelebA / STL-10 (64x64): seven 3x3 transposed convs alternating stride 2 and 1 (filters
     256, 128, 128, 64, 64, 32, 32), 4 -> 64. MNIST / CIFAR-10 drop the last two (Table 12
     caption) and reach 32x32; for MNIST the first upsampling uses ``output_padding=0`` to give 28x28.
-    Also the VAE baseline's decoder (METHOD.md section 7). forward: (B, Z) -> (B, C, H, W).
+    Also the VAE baseline's decoder on STL-10 (see :mod:`fa_utils.baselines`). ``batchnorm``:
+    a BatchNorm2d after every transposed convolution (as :class:`MirroredDecoder`).
+    forward: (B, Z) -> (B, C, H, W).
     """
 
-    def __init__(self, arch: Architecture, latent_dim: int):
+    def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
         self.fc = nn.Sequential(nn.Linear(latent_dim, 4096), _act())
         # (filters, stride) of Table 12's transposed convolutions, kernel 3, padding 1
@@ -182,7 +188,8 @@ class GANGenerator(nn.Module):
                 s = 2 * s - 1 + out_pad
             else:
                 out_pad = 0
-            layers += [nn.ConvTranspose2d(c, w, 3, stride, 1, output_padding=out_pad), _act()]
+            layers += [nn.ConvTranspose2d(c, w, 3, stride, 1, output_padding=out_pad),
+                       *_norm(w, batchnorm), _act()]
             c = w
         if s != arch.size:  # pragma: no cover - guarded by the tests of every dataset
             raise AssertionError(f"GANGenerator reaches {s}, expected {arch.size}")
@@ -197,10 +204,13 @@ class MirroredDecoder(nn.Module):
     """The encoder of Tables 7-9 mirrored: Linear(Z, hidden), Linear(hidden, flat),
     then transposed convs back to the image, Sigmoid. (B, Z) -> (B, C, H, W).
 
-    Used as the "same encoder with a mirrored decoder" VAE of the speed comparison.
+    The decoder of the AE and VAE baselines and the GAN baseline's generator (the sizes of
+    Tables 3-5 imply it, see :mod:`fa_utils.baselines`). ``batchnorm``: a BatchNorm2d after
+    every convolution but the last (Section 4: "the generator utilizes batch normalization
+    after each convolution"; what the GAN baseline uses).
     """
 
-    def __init__(self, arch: Architecture, latent_dim: int):
+    def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
         self.arch = arch
         layers: list[nn.Module] = [nn.Linear(latent_dim, arch.hidden), _act(),
@@ -215,11 +225,12 @@ class MirroredDecoder(nn.Module):
         for i, w in enumerate(widths):
             nxt = widths[i + 1] if i + 1 < len(widths) else arch.channels
             out_pad = sizes[i + 1] - (2 * sizes[i] - 1)
-            layers += [nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), _act()]
+            layers += [nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), *_norm(w, batchnorm),
+                       _act()]
             if nxt == arch.channels:
                 layers += [nn.Conv2d(w, nxt, 3, 1, 1), nn.Sigmoid()]
             else:
-                layers += [nn.Conv2d(w, nxt, 3, 1, 1), _act()]
+                layers += [nn.Conv2d(w, nxt, 3, 1, 1), *_norm(nxt, batchnorm), _act()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -256,6 +267,29 @@ def init_orthogonal_(module: nn.Module, gain: float = 1.0, zero_bias: bool = Fal
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.orthogonal_(m.weight, gain=gain)
             if zero_bias and m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+def init_he_(module: nn.Module, negative_slope: float = NEGATIVE_SLOPE) -> nn.Module:
+    """He (Kaiming-normal) initialisation of every Conv/ConvTranspose/Linear weight for
+    LeakyReLU(``negative_slope``), zero biases: the baselines' initialisation.
+
+    The standard deviation is gain / sqrt(fan), gain = sqrt(2 / (1 + slope^2)), with fan the
+    number of inputs each output sums over per kernel position: in_features for Linear,
+    in_channels * k * k for Conv2d and for ConvTranspose2d (PyTorch stores a transposed
+    convolution's weight as (in, out, k, k), so its ``mode="fan_out"`` is that count).
+    This keeps the activations' scale through a deep plain stack without normalisation;
+    PyTorch's default (uniform with a = sqrt(5)) shrinks them at every layer, and the
+    16-layer AE of Tables 7-9 + mirrored decoder then stays at the mean image for hundreds
+    of steps. BatchNorm layers keep their default (weight 1, bias 0). Returns ``module``.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            mode = "fan_out" if isinstance(m, nn.ConvTranspose2d) else "fan_in"
+            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode=mode,
+                                    nonlinearity="leaky_relu")
+            if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
 

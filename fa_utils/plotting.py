@@ -35,6 +35,16 @@ def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = 
     return ax
 
 
+def label_rows(ax, labels: Sequence[str], image_height: int, padding: int = 2):
+    """Put one label beside each row of an :func:`image_grid` drawn on ``ax`` (e.g. the
+    class a row asks for and how often a classifier sees it); returns ``ax``."""
+    step = image_height + padding
+    ax.set_yticks([padding + step * i + image_height / 2 for i in range(len(labels))])
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.tick_params(axis="y", length=0)
+    return ax
+
+
 def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per: float = 0.9,
                  title: Optional[str] = None):
     """One row of ``ncols`` images per entry (e.g. originals, FA recovery); returns the figure.

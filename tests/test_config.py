@@ -77,3 +77,14 @@ def test_config_is_frozen():
     cfg = config.make_config("toy", "smoke")
     with pytest.raises(Exception):
         cfg.steps = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_every_model_of_table_2_gets_the_same_budget(profile):
+    """Notebook 04 trains the baselines for ``vfagan.epochs`` and takes VFA's encoder from
+    the ``vfa`` section: the two must agree at every profile (equal optimiser steps)."""
+    gcfg = config.make_config("vfagan", profile)
+    assert config.make_config("vfa", profile).epochs == gcfg.epochs
+    from fa_utils import generative
+    assert generative.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
+    assert generative.vfa_config_for(config.make_config("vfagan", profile, epochs=11), 0).epochs == 11

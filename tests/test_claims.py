@@ -1,0 +1,83 @@
+"""The claims-as-data layer (fa_utils.claims) and the Section 5 comparison claims that
+notebook 04 writes (fa_utils.generative.comparison_claims)."""
+import json
+
+import pytest
+import torch
+
+from fa_utils import claims, fid, generative
+
+
+def _claim(**kw):
+    base = dict(id="a", section="5", text="t", paper="p", ours="o", verdict=claims.HOLDS)
+    base.update(kw)
+    return claims.Claim(**base)
+
+
+def test_a_claim_that_fails_or_is_unmeasured_must_say_why():
+    with pytest.raises(ValueError, match="say why"):
+        _claim(verdict=claims.FAILS)
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        _claim(verdict="maybe")
+    with pytest.raises(ValueError, match="cannot be asserted"):
+        _claim(verdict=claims.NOT_MEASURED, why="no weights", asserted=True)
+    assert claims.verdict(None) == claims.NOT_MEASURED and claims.verdict(False) == claims.FAILS
+
+
+def test_check_raises_exactly_for_asserted_claims_that_do_not_hold():
+    ok = _claim(id="ok", asserted=True)
+    reported = _claim(id="reported", verdict=claims.FAILS, why="budget")
+    claims.check([ok, reported])  # a failing claim that is only reported passes
+    with pytest.raises(claims.ClaimFailed, match="broken"):
+        claims.check([ok, _claim(id="broken", verdict=claims.FAILS, why="x", asserted=True)])
+
+
+def test_write_claims_round_trips_and_refuses_duplicate_ids(tmp_path, monkeypatch):
+    monkeypatch.setenv("FA_OUTPUT_ROOT", str(tmp_path))
+    items = [_claim(id="x"), _claim(id="y", verdict=claims.FAILS, why="because", evidence=("f.png",))]
+    md = claims.write_claims("04_vfa_gan", "mnist", items, profile="quick", notes="n")
+    assert md.name == "claims_04_vfa_gan_mnist.md" and "because" in md.read_text()
+    (data,) = claims.read_claims(tmp_path / "results" / "claims")
+    assert data["notebook"] == "04_vfa_gan" and data["profile"] == "quick"
+    assert [claims.Claim(**{**c, "evidence": tuple(c["evidence"])}) for c in data["claims"]] == items
+    with pytest.raises(ValueError, match="unique"):
+        claims.write_claims("04_vfa_gan", "mnist", [_claim(), _claim()], profile="quick")
+    assert json.loads((tmp_path / "results" / "claims" / "04_vfa_gan_mnist.json").read_text())
+
+
+def _fd(values, comparable=False):
+    return {m: [fid.FIDResult(value=v, feature="classifier-128", n_real=100, n_fake=100,
+                              comparable=comparable, note="")] for m, v in values.items()}
+
+
+def test_comparison_claims_follow_the_numbers():
+    rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0), ("G(r)", 90.0, 0.0)]
+    out = generative.comparison_claims(
+        "mnist", frechet=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
+        reconstruction=rec, size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
+        time_ratio=float("nan"), asserted=("table2.vfagan_below_vfa",))
+    got = {c.id: c.verdict for c in out}
+    assert got == {"table2.vae_below_vfa": claims.HOLDS, "table2.gan_below_vfa": claims.FAILS,
+                   "table2.vfagan_below_vfa": claims.HOLDS, "fig15.ae_lowest": claims.HOLDS,
+                   "fig15.r_comparable_vae": claims.HOLDS, "fig15.gr_comparable_gan": claims.FAILS,
+                   "tables3-5.vfa_half_vae": claims.HOLDS,
+                   "tables3-6.vfa_same_time": claims.NOT_MEASURED}
+    by_id = {c.id: c for c in out}
+    assert by_id["table2.vfagan_below_vfa"].asserted and "41.24" in by_id["table2.vfagan_below_vfa"].paper
+    assert "not the paper's Inception FID" in by_id["table2.vae_below_vfa"].ours
+    claims.check(out)  # the asserted one holds
+
+
+def test_class_rows_use_the_smallest_value_that_shows_the_class():
+    rows = [(0.0, 0.1, 0.1), (1.0, 0.3, 0.2), (4.0, 0.8, 0.85), (8.0, 1.4, 0.95)]
+    assert generative.choose_class_scale(rows) == 4.0
+    assert generative.choose_class_scale(rows[:2]) == 1.0  # none reaches 80 %: the best one
+    with pytest.raises(ValueError):
+        generative.choose_class_scale([])
+
+
+def test_sample_quality_tells_a_collapsed_generator():
+    same = torch.rand(1, 1, 8, 8).expand(16, 1, 8, 8)
+    varied = torch.rand(16, 1, 8, 8)
+    assert generative.sample_quality(same)["pixel_std"] == 0.0
+    assert generative.sample_quality(varied)["pixel_std"] > 0.2
