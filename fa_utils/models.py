@@ -76,6 +76,10 @@ def _norm(channels: int, batchnorm: bool) -> list[nn.Module]:
     return [nn.BatchNorm2d(channels)] if batchnorm else []
 
 
+def _norm1d(features: int, batchnorm: bool) -> list[nn.Module]:
+    return [nn.BatchNorm1d(features)] if batchnorm else []
+
+
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
     """The convolutional trunk of Tables 7-10 followed by Flatten, Linear(hidden), LeakyReLU.
 
@@ -140,6 +144,36 @@ class Discriminator(nn.Module):
         return self.out(self.trunk(x)).squeeze(1)
 
 
+class DCGANDiscriminator(nn.Module):
+    """A DCGAN-style discriminator (Radford et al. 2016): stride-2 4x4 convolutions with
+    64, 128, ... filters, one per stride-2 convolution of the dataset's encoder (MNIST 2,
+    CIFAR-10 3, CelebA / STL-10 4), LeakyReLU(0.2), BatchNorm after every convolution but
+    the first, then Linear(1). No sigmoid (least-squares GAN). (B, C, H, W) -> (B,).
+
+    The GAN baseline's discriminator at the smoke and quick profiles (see
+    :mod:`fa_utils.baselines`): trained from scratch against Table 10's discriminator, whose
+    4096-wide dense layer moves its output by several units per Adam step, the GAN
+    generator made only noise within the quick budget.
+    """
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, size = arch.channels, arch.size
+        for i in range(len(arch.widths)):
+            w = 64 * 2 ** i
+            layers.append(nn.Conv2d(c, w, 4, 2, 1))
+            if i:
+                layers.append(nn.BatchNorm2d(w))
+            layers.append(nn.LeakyReLU(0.2))
+            c, size = w, size // 2
+        self.trunk = nn.Sequential(*layers, nn.Flatten())
+        self.out = nn.Linear(c * size * size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.trunk(x)).squeeze(1)
+
+
 class FAGenerator(nn.Module):
     """Table 11: refines an FA image r into G(r), same shape (B, C, H, W) -> (B, C, H, W).
 
@@ -167,13 +201,14 @@ class GANGenerator(nn.Module):
     256, 128, 128, 64, 64, 32, 32), 4 -> 64. MNIST / CIFAR-10 drop the last two (Table 12
     caption) and reach 32x32; for MNIST the first upsampling uses ``output_padding=0`` to give 28x28.
     Also the VAE baseline's decoder on STL-10 (see :mod:`fa_utils.baselines`). ``batchnorm``:
-    a BatchNorm2d after every transposed convolution (as :class:`MirroredDecoder`).
+    a BatchNorm after the Linear layer and every transposed convolution (as
+    :class:`MirroredDecoder`).
     forward: (B, Z) -> (B, C, H, W).
     """
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 4096), _act())
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 4096), *_norm1d(4096, batchnorm), _act())
         # (filters, stride) of Table 12's transposed convolutions, kernel 3, padding 1
         spec = [(256, 2), (128, 1), (128, 2), (64, 1), (64, 2), (32, 1), (32, 2)]
         if arch.size != 64:
@@ -205,16 +240,18 @@ class MirroredDecoder(nn.Module):
     then transposed convs back to the image, Sigmoid. (B, Z) -> (B, C, H, W).
 
     The decoder of the AE and VAE baselines and the GAN baseline's generator (the sizes of
-    Tables 3-5 imply it, see :mod:`fa_utils.baselines`). ``batchnorm``: a BatchNorm2d after
-    every convolution but the last (Section 4: "the generator utilizes batch normalization
-    after each convolution"; what the GAN baseline uses).
+    Tables 3-5 imply it, see :mod:`fa_utils.baselines`). ``batchnorm``: a BatchNorm after
+    every layer but the last (BatchNorm1d after the Linear layers, BatchNorm2d after the
+    convolutions; Section 4: "the generator utilizes batch normalization after each
+    convolution"). The GAN baseline uses it: without it its generator collapsed to one image.
     """
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
         self.arch = arch
-        layers: list[nn.Module] = [nn.Linear(latent_dim, arch.hidden), _act(),
-                                   nn.Linear(arch.hidden, arch.flat_dim), _act(),
+        layers: list[nn.Module] = [nn.Linear(latent_dim, arch.hidden), *_norm1d(arch.hidden, batchnorm),
+                                   _act(), nn.Linear(arch.hidden, arch.flat_dim),
+                                   *_norm1d(arch.flat_dim, batchnorm), _act(),
                                    nn.Unflatten(1, (arch.widths[-1], arch.feature_size,
                                                     arch.feature_size))]
         widths = list(arch.widths[::-1])

@@ -173,6 +173,19 @@ def test_the_gan_generator_has_batchnorm_and_the_decoder_has_none():
     bn = [m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     convs = [m for m in gen.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     assert len(bn) == len(convs) - 1  # after every convolution but the output one
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dec.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in gen.modules()) == 2  # both Linear layers
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in dec.modules())
     stl = baselines.make_generator("stl10", 8)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in stl.modules()) == 7  # Table 12's 7 transposed convs
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in stl.modules()) == 1
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_both_discriminators_score_each_image_of_every_dataset(dataset):
+    arch = models.architecture(dataset)
+    x = torch.rand(3, arch.channels, arch.size, arch.size)
+    for kind, cls in (("table10", models.Discriminator), ("dcgan", models.DCGANDiscriminator)):
+        disc = baselines.make_discriminator(dataset, kind)
+        assert isinstance(disc, cls) and disc(x).shape == (3,)
+    with pytest.raises(ValueError, match="unknown discriminator"):
+        baselines.make_discriminator(dataset, "patchgan")
