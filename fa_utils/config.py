@@ -387,7 +387,7 @@ class VFAGANConfig:
       G and D, the AE, the VAE, and the GAN's G and D (one D and one G step per batch).
       Equal steps rather than equal wall time: a step count does not depend on the machine
       or its load, and every model sees each image equally often. What a model costs per
-      step is reported beside it (notebook 04, ``table02_models_<dataset>``).
+      step is reported beside it (notebook 04, ``table02_budget_<dataset>``).
     * Optimisers: the paper's Adam lr 1e-5 at paper; at quick lr 2e-4, betas (0.5, 0.999)
       for the adversarial parts (the usual DCGAN/LSGAN setting: ``gan_lr``, ``beta1``) and
       lr ``baseline_lr`` with betas (``baseline_beta1``, ``beta2``) for the AE and VAE.

@@ -500,11 +500,16 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
 class History:
     """Per-step training values and periodic evaluations.
 
-    ``train[name]`` is a list of (step, value); ``eval[name]`` likewise.
+    ``train[name]`` is a list of (step, value); ``eval[name]`` likewise. ``seconds``: wall
+    time spent in training steps (data, step, logging; not evaluations or checkpoints),
+    summed over resumed runs. It is kept beside, not in, :meth:`to_dict`, so that an
+    interrupted-and-resumed history equals an uninterrupted one (:func:`fit` stores it in
+    the checkpoint separately).
     """
 
     train: dict[str, list] = field(default_factory=dict)
     eval: dict[str, list] = field(default_factory=dict)
+    seconds: float = field(default=0.0, compare=False)
 
     def log(self, kind: str, step: int, values: Mapping[str, float]) -> None:
         table = self.train if kind == "train" else self.eval
@@ -714,6 +719,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
         torch.set_rng_state(ckpt["torch_rng"])
         step = int(ckpt["step"])
         history = History.from_dict(ckpt["history"])
+        history.seconds = float(ckpt.get("train_seconds", 0.0))
 
     def save() -> None:
         if checkpoint is None:
@@ -726,7 +732,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             "modules": {k: unwrap_module(m).state_dict() for k, m in modules.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history.to_dict(),
+            "history": history.to_dict(), "train_seconds": history.seconds,
         })
         _barrier(world)
 
@@ -758,6 +764,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                 batches = _batches(dataset, order, batch_size, num_workers, pin,
                                    shard=(rank, world) if world > 1 else None)
                 while True:
+                    t_step = monotonic()
                     try:
                         x = next(batches)
                     except StopIteration:
@@ -790,6 +797,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                     _check_finite(values, step + 1, nan_hint)
                     step += 1
                     history.log("train", step, values)
+                    history.seconds += monotonic() - t_step
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
                     if eval_every and step % eval_every == 0:

@@ -68,6 +68,22 @@ def test_comparison_claims_follow_the_numbers():
     claims.check(out)  # the asserted one holds
 
 
+def test_a_failed_reconstruction_claim_says_why_with_the_numbers():
+    """The ordering we measured at quick (the GAN's per-image latent search below the AE):
+    the claim does not hold, and its reason names the search and the amortised ordering."""
+    rec = [("AE", 8.3, 0.0), ("VAE", 30.7, 0.0), ("GAN", 5.4, 0.0), ("r", 25.3, 0.0), ("G(r)", 63.3, 0.0)]
+    out = {c.id: c for c in generative.comparison_claims(
+        "mnist", frechet=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
+        reconstruction=rec, size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
+        time_ratio=1.0, asserted=("fig15.ae_lowest",))}
+    ae = out["fig15.ae_lowest"]
+    assert ae.verdict == claims.FAILS and "per-image search" in ae.why
+    assert "the AE is the lowest" in ae.why and "GAN 5.4, AE 8.3" in ae.ours
+    assert "G(r) is even above r" in out["fig15.gr_comparable_gan"].why
+    with pytest.raises(claims.ClaimFailed, match="fig15.ae_lowest"):
+        claims.check(out.values())
+
+
 def test_class_rows_use_the_smallest_value_that_shows_the_class():
     rows = [(0.0, 0.1, 0.1), (1.0, 0.3, 0.2), (4.0, 0.8, 0.85), (8.0, 1.4, 0.95)]
     assert generative.choose_class_scale(rows) == 4.0

@@ -47,6 +47,17 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     assert len(hist_a.train["loss"]) == 15
 
 
+def test_training_seconds_are_summed_over_a_resumed_run(tmp_path):
+    """History.seconds (the per-step cost in Table 2's budget notes) survives a resume: it
+    grows with the resumed steps instead of restarting at 0, and stays out of to_dict."""
+    _, first = run(tmp_path / "s.pt", stop_after=7)
+    saved = train.load_checkpoint(tmp_path / "s.pt")["train_seconds"]
+    assert saved == pytest.approx(first.seconds) and saved > 0
+    _, resumed = run(tmp_path / "s.pt")
+    assert resumed.seconds > saved
+    assert "seconds" not in resumed.to_dict()
+
+
 def test_checkpoint_loads_weights_only_and_carries_its_config(tmp_path):
     run(tmp_path / "c.pt", stop_after=4)
     raw = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=True)
