@@ -6,6 +6,8 @@ Each function is a thin composition of :mod:`fa_utils.data`, :mod:`fa_utils.mode
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,57 @@ from . import data as data_mod
 from . import fa
 from .config import FAConfig, to_dict
 from .metrics import mse_per_pixel
-from .models import Encoder, make_encoder
+from . import models
+from .models import Architecture, Encoder, make_encoder
 from .outputs import checkpoint_path, repo_root
 from .train import History, fa_step, fit, make_adam, resolve_device, seeded_generator
 
 #: Datasets at most this large are held in memory as one tensor (the sample, subsets).
 IN_MEMORY_LIMIT = 70_000
+
+#: The paper's architectures (Tables 7-9), as :mod:`fa_utils.models` defines them.
+PAPER_ARCHITECTURES = dict(models.ARCHITECTURES)
+
+
+def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
+    """``arch`` with every convolution width and the hidden Linear width multiplied by
+    ``scale`` (rounded; at least 4 filters and 16 hidden units). ``scale == 1`` returns
+    ``arch`` itself. Channels and image size are unchanged.
+
+    Raises:
+        ValueError: ``scale`` not in (0, 1].
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+    if scale == 1:
+        return arch
+    return dataclasses.replace(arch, widths=tuple(max(4, round(w * scale)) for w in arch.widths),
+                               hidden=max(16, round(arch.hidden * scale)))
+
+
+@contextlib.contextmanager
+def scaled_architectures(scale: float):
+    """Within the block, every network built from a dataset name (``models.architecture``:
+    the FA / VFA encoders, the baselines' encoders, decoders and discriminators) uses the
+    paper's architecture scaled by ``scale`` (:func:`scaled_architecture`); afterwards the
+    paper's again. ``scale == 1`` changes nothing. What the smoke profile's ``width_scale``
+    does (``fa_utils.config.WIDTH_SCALE_DOC``); not the paper's architecture.
+
+    It rewrites the entries of ``fa_utils.models.ARCHITECTURES`` for the duration of the
+    block (so that the builders of ``models`` and ``baselines`` need no width argument),
+    from :data:`PAPER_ARCHITECTURES` every time, so nested blocks never scale twice; not
+    thread-safe (notebooks build their networks in one thread).
+
+    Raises:
+        ValueError: ``scale`` not in (0, 1].
+    """
+    scaled = {k: scaled_architecture(a, scale) for k, a in PAPER_ARCHITECTURES.items()}
+    before = dict(models.ARCHITECTURES)
+    models.ARCHITECTURES.update(scaled)
+    try:
+        yield
+    finally:
+        models.ARCHITECTURES.update(before)
 
 
 @dataclass
@@ -93,7 +140,8 @@ def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int
                      stop_after: Optional[int] = None) -> tuple[Encoder, History]:
     """Train (or resume) an FA encoder with Algorithm 1 on ``data.train``.
 
-    The encoder is Tables 7-9's for ``cfg.dataset`` with one head ``z`` of ``latent_dim``
+    The encoder is Tables 7-9's for ``cfg.dataset`` (narrowed by ``cfg.width_scale`` < 1 at
+    smoke, :func:`scaled_architectures`) with one head ``z`` of ``latent_dim``
     (default ``cfg.latent_dim``); Adam(lr, (beta1, beta2)); Eq. 9 clamp after every step.
     Held-out per-pixel MSE on ``data.test_x`` is logged once per epoch as ``test_mse``.
 
@@ -104,7 +152,8 @@ def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int
     epochs = epochs or cfg.epochs
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
     optimizer = make_adam(list(encoder.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
     fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
@@ -158,8 +207,18 @@ def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
 
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy of the nearest class mean in latent space (fitted and scored on the same
-    points): how well a latent separates the classes. (N, Z), (N,) -> float in [0, 1]."""
+    points): how well a latent separates the classes. (N, Z), (N,) -> float in [0, 1].
+
+    Raises:
+        ValueError: unlabeled data (a label -1: CelebA, STL-10) or fewer than 2 classes,
+            where the accuracy would be a meaningless 1.0.
+    """
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
+                         "such as CelebA or STL-10): skip the check there")
     classes = labels.unique()
+    if len(classes) < 2:
+        raise ValueError(f"class_separation needs at least 2 classes, got {len(classes)}")
     means = torch.stack([z[labels == c].mean(0) for c in classes])
     pred = classes[torch.cdist(z.float(), means.float()).argmin(1)]
     return float((pred == labels).float().mean())

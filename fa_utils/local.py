@@ -430,7 +430,9 @@ def train_local(cfg, data, dataset: str, *, progress: bool = True,
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    net = make_local_net(dataset, cfg.latent_dim, spectral_init=cfg.spectral_init,
+    from .experiments import scaled_architecture
+    arch = scaled_architecture(architecture(dataset), cfg.width_scale)  # 1 except at smoke
+    net = make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
                          seed=cfg.seed, bias=cfg.align_activation).to(device)
     opts = make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
@@ -476,9 +478,11 @@ def global_fa_mse(dataset: str, profile: str, x: torch.Tensor,
     path = checkpoint_path(f"fa-{dataset}-z{latent_dim}", profile)
     if not path.exists():
         return None
+    from .experiments import scaled_architecture
     ckpt = load_checkpoint(path)
     c = ckpt["config"]
-    enc = Encoder(architecture(dataset), {"z": latent_dim})  # weights come from the file
+    arch = scaled_architecture(architecture(dataset), c.get("width_scale", 1.0))  # as trained
+    enc = Encoder(arch, {"z": latent_dim})  # weights come from the file
     enc.load_state_dict(ckpt["modules"]["encoder"])
     enc.eval()
     x_hat = recover(enc, x, T=c["T"], tau=c["tau"], r_init=c["r_init"], squash=c["squash"],
