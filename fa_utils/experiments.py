@@ -6,8 +6,6 @@ Each function is a thin composition of :mod:`fa_utils.data`, :mod:`fa_utils.mode
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,58 +18,12 @@ from . import data as data_mod
 from . import fa
 from .config import FAConfig, to_dict
 from .metrics import mse_per_pixel
-from . import models
-from .models import Architecture, Encoder, make_encoder
+from .models import Encoder, make_encoder, scaled_architecture, scaled_architectures  # noqa: F401
 from .outputs import checkpoint_path, repo_root
 from .train import History, fa_step, fit, make_adam, resolve_device, seeded_generator
 
 #: Datasets at most this large are held in memory as one tensor (the sample, subsets).
 IN_MEMORY_LIMIT = 70_000
-
-#: The paper's architectures (Tables 7-9), as :mod:`fa_utils.models` defines them.
-PAPER_ARCHITECTURES = dict(models.ARCHITECTURES)
-
-
-def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
-    """``arch`` with every convolution width and the hidden Linear width multiplied by
-    ``scale`` (rounded; at least 4 filters and 16 hidden units). ``scale == 1`` returns
-    ``arch`` itself. Channels and image size are unchanged.
-
-    Raises:
-        ValueError: ``scale`` not in (0, 1].
-    """
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
-    if scale == 1:
-        return arch
-    return dataclasses.replace(arch, widths=tuple(max(4, round(w * scale)) for w in arch.widths),
-                               hidden=max(16, round(arch.hidden * scale)))
-
-
-@contextlib.contextmanager
-def scaled_architectures(scale: float):
-    """Within the block, every network built from a dataset name (``models.architecture``:
-    the FA / VFA encoders, the baselines' encoders, decoders and discriminators) uses the
-    paper's architecture scaled by ``scale`` (:func:`scaled_architecture`); afterwards the
-    paper's again. ``scale == 1`` changes nothing. What the smoke profile's ``width_scale``
-    does (``fa_utils.config.WIDTH_SCALE_DOC``); not the paper's architecture.
-
-    It rewrites the entries of ``fa_utils.models.ARCHITECTURES`` for the duration of the
-    block (so that the builders of ``models`` and ``baselines`` need no width argument),
-    from :data:`PAPER_ARCHITECTURES` every time, so nested blocks never scale twice; not
-    thread-safe (notebooks build their networks in one thread).
-
-    Raises:
-        ValueError: ``scale`` not in (0, 1].
-    """
-    scaled = {k: scaled_architecture(a, scale) for k, a in PAPER_ARCHITECTURES.items()}
-    before = dict(models.ARCHITECTURES)
-    models.ARCHITECTURES.update(scaled)
-    try:
-        yield
-    finally:
-        models.ARCHITECTURES.update(before)
-
 
 @dataclass
 class ImageData:

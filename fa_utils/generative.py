@@ -745,10 +745,12 @@ PAPER_ARCHITECTURES = {
 def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
     """The networks of each sampling model as the paper's sizes imply (what Tables 3-6
     count: the VAE counts encoder + decoder, the GAN its generator, VFA-GAN the encoder
-    + G; no discriminator). ``device="meta"`` builds them without memory (for counts)."""
+    + G; no discriminator), always at the paper's widths (also inside a
+    :func:`fa_utils.models.scaled_architectures` block). ``device="meta"`` builds them
+    without memory (for counts)."""
     a = PAPER_ARCHITECTURES[dataset]
     arch = architecture(dataset)
-    with torch.device(device):
+    with torch.device(device), scaled_architectures(1.0):
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
         vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
         dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder)
