@@ -9,6 +9,8 @@ split handling are torchvision's and ours, unpatched.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import torchvision.datasets.stl10 as tv_stl10
 from PIL import Image
 
 from fa_utils import data as D
+from fa_utils import runner
 from fa_utils.data import DatasetUnavailable, load_dataset
 
 # The writers of the real on-disk formats (shared with the end-to-end notebook tests).
@@ -303,7 +306,13 @@ def test_missing_files_without_download(tmp_path, name, expected):
         load_dataset(name, root=tmp_path, source="torchvision", verbose=False)
     msg = str(e.value)
     assert os.path.join(str(tmp_path), expected) in msg
-    assert "download=True" in msg
+    # the advice is two commands that the runner accepts as written
+    commands = re.findall(r"`(python -m fa_utils [^`]+)`", msg)
+    assert commands == [f"python -m fa_utils download {name} --data-root {tmp_path}",
+                        f"python -m fa_utils run 02 -p dataset {name} -p download True "
+                        f"-p data_root {tmp_path}"], msg
+    assert "Pass download=True" not in msg
+    _accepted_by_the_runner(commands[1])
     if name != "mnist":  # only MNIST has a fallback; "auto" must not invent one
         with pytest.raises(DatasetUnavailable):
             load_dataset(name, root=tmp_path, verbose=False)
@@ -334,3 +343,62 @@ def test_check_images():
         D.check_images(torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match="floating-point"):
         D.check_images(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+
+
+def _accepted_by_the_runner(command: str) -> None:
+    """``python -m fa_utils run NN -p NAME VALUE ...`` passes the runner's checks (names,
+    types, ranges) before any kernel would start."""
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "fa_utils", "run"], words
+    nb, rest = words[4], words[5:]
+    assert rest[::3] == ["-p"] * (len(rest) // 3) and len(rest) % 3 == 0, rest
+    params = list(zip(rest[1::3], rest[2::3]))
+    plans = runner.prepare([runner._find(nb)], params, None)
+    given = plans[0][1]
+    assert given["download"] is True and given["data_root"] == dict(params)["data_root"]
+
+
+def test_default_data_root_gives_commands_without_it():
+    cmds = D.download_commands("stl10", os.path.join(D.repo_root(), "data"))
+    assert "--data-root" not in cmds and "data_root" not in cmds
+    assert "`python -m fa_utils download stl10`" in cmds
+    assert "`python -m fa_utils run 02 -p dataset stl10 -p download True`" in cmds
+
+
+def _offline_download(*args, **kwargs):
+    raise OSError("offline (test): <urlopen error [Errno -2] Name or service not known>")
+
+
+def test_download_command_without_network_says_it_failed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", _offline_download)
+    assert runner.main(["download", "cifar10", "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "cifar10: download failed" in err and "tried and failed" in err
+    assert "python -m fa_utils download" not in err  # not the advice that just failed
+    assert runner.main(["download", "imagenet"]) == 2
+
+
+def test_download_command_keeps_intact_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tv_stl10, "check_integrity", _exists_only)
+    monkeypatch.setattr(tv_stl10, "download_and_extract_archive", _offline_download)
+    _write_stl10(tmp_path)
+    assert runner.main(["download", "stl10", "--data-root", str(tmp_path)]) == 0
+    assert "stl10: in place:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_integrity_failure_names_the_file(tmp_path, monkeypatch, download):
+    """Real torchvision md5 check (not bypassed) on fabricated CIFAR-10 files: every
+    file fails; the message says so, names them and, with download on, that the download
+    meant to replace them failed too."""
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", _offline_download)
+    _write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    assert D.integrity_failures("cifar10", str(tmp_path)) == [
+        str(folder / f) for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]]
+    with pytest.raises(DatasetUnavailable) as e:
+        load_dataset("cifar10", root=tmp_path, source="torchvision", download=download, verbose=False)
+    msg = str(e.value)
+    assert "integrity check failed" in msg and str(folder / "data_batch_1") in msg
+    assert ("tried to download a fresh copy and that failed too" in msg) == download
+    assert f"python -m fa_utils download cifar10 --data-root {tmp_path}" in msg
