@@ -460,6 +460,7 @@ class VFAGANConfig:
     gan_recon_steps: int = 100  # Adam steps of argmin_z ||x - G(z)||^2
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
+    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (offline, unlabeled data)
     num_workers: int = 0
     ckpt_every: int = 200
     width_scale: float = 1.0  # see WIDTH_SCALE_DOC: < 1 is not the paper's architecture (G's width too)
@@ -467,7 +468,7 @@ class VFAGANConfig:
     def __post_init__(self):
         _check_positive("vfagan", self, ("gen_width", "gen_kernel", "epochs",
                                          "gan_lr", "baseline_lr", "fid_samples",
-                                         "fid_real", "recon_images", "gan_recon_steps",
+                                         "fid_real", "recon_images", "gan_recon_steps", "fid_autoencoder_steps",
                                          "gan_recon_lr", "time_repeats"))
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                      for s in self.seeds):
@@ -501,7 +502,8 @@ _PROFILE_VALUES.update(
     vfagan={
         "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=200,
                       fid_real=64, recon_images=16,
-                      gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25),
+                      gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25,
+                      fid_autoencoder_steps=40),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
                       epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,

@@ -571,7 +571,8 @@ def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANC
     labelled classifier features when ``classifier_factory`` is given (it builds the
     classifier once), else, needing no labels (CelebA, STL-10), the bottleneck of a
     :class:`fa_utils.fid.FeatureAutoencoder` trained once on the same real training images
-    (:func:`fa_utils.fid.train_feature_autoencoder`, seed ``gcfg.seed``). Fallbacks are
+    (:func:`fa_utils.fid.train_feature_autoencoder`, seed ``gcfg.seed``, at least
+    ``gcfg.fid_autoencoder_steps`` steps). Fallbacks are
     labelled and never comparable to the paper.
 
     Returns:
@@ -587,8 +588,9 @@ def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANC
     def factory():
         if "net" not in cached:
             cached["net"] = (classifier_factory() if classifier_factory is not None else
-                             fid.train_feature_autoencoder(real, seed=gcfg.seed,
-                                                           device=resolve_device(gcfg.device)))
+                             fid.train_feature_autoencoder(
+                                 real, seed=gcfg.seed, min_steps=gcfg.fid_autoencoder_steps,
+                                 device=resolve_device(gcfg.device)))
         return cached["net"]
 
     kind = "classifier" if classifier_factory is not None else "autoencoder"

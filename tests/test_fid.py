@@ -335,6 +335,55 @@ def test_fid_or_fallback_prints_one_line_and_returns_a_non_comparable_result(
         fid.fid_or_fallback(x[:10], x[10:20])  # no factory: nothing to fall back on
 
 
+@pytest.fixture(scope="module")
+def autoencoder(mnist):
+    """The label-free fallback, trained on 2,000 training digits; labels never seen."""
+    return fid.train_feature_autoencoder(mnist[0][:2000], seed=0)
+
+
+def test_autoencoder_fallback_ranks_real_above_blurred_and_noise(mnist, autoencoder):
+    x = mnist[0]
+    assert autoencoder.train_mse < 0.05  # it reconstructs: the features describe the image
+    a, b = x[2000:3500], x[3500:5000]
+    blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
+    noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
+
+    def d(other):
+        r = fid.compute_fid(a, other, feature="autoencoder", autoencoder=autoencoder)
+        assert r.feature == "autoencoder-128" and not r.comparable
+        return r.value
+
+    real, blur, rand = d(b), d(blurred), d(noise)
+    print(f"autoencoder-feature FID: real {real:.3g}, blurred {blur:.3g}, noise {rand:.3g}")
+    assert real < blur < rand, (real, blur, rand)
+    assert real < 0.5 * blur
+
+
+def test_feature_autoencoder_on_colour_64_is_seeded_and_leaves_the_global_rng():
+    x = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    a = fid.train_feature_autoencoder(x, epochs=1, batch_size=4, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = fid.train_feature_autoencoder(x, epochs=1, batch_size=4, seed=3)
+    fa_, fb = fid.classifier_features(a, x), fid.classifier_features(b, x)
+    assert fa_.shape == (12, 128) and np.array_equal(fa_, fb)
+    assert a(x[:2]).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="square"):
+        fid.train_feature_autoencoder(torch.rand(4, 3, 32, 16))
+    with pytest.raises(ValueError, match="autoencoder="):
+        fid.compute_fid(x, x, feature="autoencoder")
+
+
+def test_fid_or_fallback_without_labels_uses_the_autoencoder(offline, mnist, autoencoder, capsys):
+    x = mnist[0]
+    r = fid.fid_or_fallback(x[2000:2300], x[2300:2600], autoencoder_factory=lambda: autoencoder)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "autoencoder (label-free)" in out and "NOT comparable" in out
+    assert r.feature == "autoencoder-128" and r.comparable is False
+    assert "Inception weights unavailable" in r.note and np.isfinite(r.value)
+    assert offline["socket"] == 0
+
+
 # --------------------------------------------------------------------------------------
 # Cache of real statistics
 # --------------------------------------------------------------------------------------
