@@ -422,8 +422,9 @@ def train_feature_classifier(images: torch.Tensor, labels: torch.Tensor, *, epoc
                          f"{labels.dtype} of shape {tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("the classifier fallback for FID needs class labels, but these "
-                         "labels are -1 (unlabeled data such as CelebA or STL-10): provide "
-                         "the Inception weights instead (see fa_utils.fid.InceptionUnavailable)")
+                         "labels are -1 (unlabeled data such as CelebA or STL-10): use the "
+                         "label-free train_feature_autoencoder, or provide the Inception "
+                         "weights (see fa_utils.fid.InceptionUnavailable)")
     num_classes = int(labels.max()) + 1 if labels.numel() else 0
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes to train the feature classifier, got {num_classes}")
@@ -434,10 +435,7 @@ def train_feature_classifier(images: torch.Tensor, labels: torch.Tensor, *, epoc
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
-    epoch_iter = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-        epoch_iter = tqdm(epoch_iter, desc="feature classifier", unit="epoch")
+    epoch_iter = _epochs(epochs, "feature classifier", progress)
     model.train()
     for _ in epoch_iter:
         correct = 0
@@ -451,6 +449,14 @@ def train_feature_classifier(images: torch.Tensor, labels: torch.Tensor, *, epoc
             correct += int((logits.argmax(1) == yb).sum())
         model.train_accuracy = correct / max(n, 1)
     return model.eval()
+
+
+def _epochs(n: int, desc: str, progress: bool):
+    """``range(n)``, under a tqdm progress bar when ``progress``."""
+    if not progress:
+        return range(n)
+    from tqdm.auto import tqdm
+    return tqdm(range(n), desc=desc, unit="epoch")
 
 
 class FeatureAutoencoder(nn.Module):
@@ -539,10 +545,8 @@ def train_feature_autoencoder(images: torch.Tensor, *, epochs: int = 4, min_step
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     per_epoch = math.ceil(n / batch_size)
-    epoch_iter = range(max(epochs, math.ceil(min_steps / per_epoch)))
-    if progress:
-        from tqdm.auto import tqdm
-        epoch_iter = tqdm(epoch_iter, desc="feature autoencoder", unit="epoch")
+    epoch_iter = _epochs(max(epochs, math.ceil(min_steps / per_epoch)), "feature autoencoder",
+                         progress)
     model.train()
     for _ in epoch_iter:
         total = 0.0

@@ -293,22 +293,28 @@ def test_feature_classifier_refuses_unlabeled_data():
         fid.train_feature_classifier(x, torch.zeros(7, dtype=torch.long))
 
 
+def _real_blurred_noise(x, **feature):
+    """Fallback Frechet distances from held-out digits 2000-3499 to: other held-out digits
+    (3500-4999), the same blurred (5x5 box), uniform noise; D = 128, 1,500 images each."""
+    a, b = x[2000:3500], x[3500:5000]
+    blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
+    noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
+    values = []
+    for other in (b, blurred, noise):
+        r = fid.compute_fid(a, other, **feature)
+        assert r.feature == f"{feature['feature']}-128" and not r.comparable
+        values.append(r.value)
+    print(f"{feature['feature']}-feature FID: real {values[0]:.3g}, blurred {values[1]:.3g}, "
+          f"noise {values[2]:.3g}")
+    return values
+
+
 def test_classifier_fallback_ranks_real_above_blurred_and_noise(mnist, classifier):
     x, y = mnist
     with torch.no_grad():
         held_out_accuracy = (classifier(x[2000:]).argmax(1) == y[2000:]).float().mean()
     assert held_out_accuracy > 0.8  # the features mean something
-    a, b = x[2000:3500], x[3500:5000]  # disjoint held-out halves, 1,500 each (D = 128)
-    blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
-    noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
-
-    def d(other):
-        r = fid.compute_fid(a, other, feature="classifier", classifier=classifier)
-        assert r.feature == "classifier-128" and not r.comparable
-        return r.value
-
-    real, blur, rand = d(b), d(blurred), d(noise)
-    print(f"classifier-feature FID: real {real:.3g}, blurred {blur:.3g}, noise {rand:.3g}")
+    real, blur, rand = _real_blurred_noise(x, feature="classifier", classifier=classifier)
     assert real < blur < rand, (real, blur, rand)
     assert real < 0.2 * blur
 
@@ -344,17 +350,7 @@ def autoencoder(mnist):
 def test_autoencoder_fallback_ranks_real_above_blurred_and_noise(mnist, autoencoder):
     x = mnist[0]
     assert autoencoder.train_mse < 0.05  # it reconstructs: the features describe the image
-    a, b = x[2000:3500], x[3500:5000]
-    blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
-    noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
-
-    def d(other):
-        r = fid.compute_fid(a, other, feature="autoencoder", autoencoder=autoencoder)
-        assert r.feature == "autoencoder-128" and not r.comparable
-        return r.value
-
-    real, blur, rand = d(b), d(blurred), d(noise)
-    print(f"autoencoder-feature FID: real {real:.3g}, blurred {blur:.3g}, noise {rand:.3g}")
+    real, blur, rand = _real_blurred_noise(x, feature="autoencoder", autoencoder=autoencoder)
     assert real < blur < rand, (real, blur, rand)
     assert real < 0.5 * blur
 
