@@ -500,10 +500,10 @@ _PROFILE_VALUES.update(
                       lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
     },
     vfagan={
-        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=200,
+        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
                       fid_real=64, recon_images=16,
                       gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25,
-                      fid_autoencoder_steps=40),
+                      fid_autoencoder_steps=10),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
                       epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
