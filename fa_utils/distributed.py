@@ -365,7 +365,8 @@ def train_fa(cfg, info: DistInfo, *, name: str = "fa", fused_adam: Optional[bool
     if info.is_main:
         barrier(info)
     torch.manual_seed(cfg.seed)
-    module = make_encoder(cfg.dataset, {"z": cfg.latent_dim})
+    with experiments.scaled_architectures(cfg.width_scale):  # 1 except at smoke
+        module = make_encoder(cfg.dataset, {"z": cfg.latent_dim})
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     encoder = wrap_ddp(module, info)

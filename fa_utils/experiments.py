@@ -18,13 +18,12 @@ from . import data as data_mod
 from . import fa
 from .config import FAConfig, to_dict
 from .metrics import mse_per_pixel
-from .models import Encoder, make_encoder
+from .models import Encoder, make_encoder, scaled_architecture, scaled_architectures  # noqa: F401
 from .outputs import checkpoint_path, repo_root
 from .train import History, fa_step, fit, make_adam, resolve_device, seeded_generator
 
 #: Datasets at most this large are held in memory as one tensor (the sample, subsets).
 IN_MEMORY_LIMIT = 70_000
-
 
 @dataclass
 class ImageData:
@@ -93,7 +92,8 @@ def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int
                      stop_after: Optional[int] = None) -> tuple[Encoder, History]:
     """Train (or resume) an FA encoder with Algorithm 1 on ``data.train``.
 
-    The encoder is Tables 7-9's for ``cfg.dataset`` with one head ``z`` of ``latent_dim``
+    The encoder is Tables 7-9's for ``cfg.dataset`` (narrowed by ``cfg.width_scale`` < 1 at
+    smoke, :func:`scaled_architectures`) with one head ``z`` of ``latent_dim``
     (default ``cfg.latent_dim``); Adam(lr, (beta1, beta2)); Eq. 9 clamp after every step.
     Held-out per-pixel MSE on ``data.test_x`` is logged once per epoch as ``test_mse``.
 
@@ -104,7 +104,8 @@ def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int
     epochs = epochs or cfg.epochs
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
     optimizer = make_adam(list(encoder.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
     fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
@@ -158,8 +159,18 @@ def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
 
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy of the nearest class mean in latent space (fitted and scored on the same
-    points): how well a latent separates the classes. (N, Z), (N,) -> float in [0, 1]."""
+    points): how well a latent separates the classes. (N, Z), (N,) -> float in [0, 1].
+
+    Raises:
+        ValueError: unlabeled data (a label -1: CelebA, STL-10) or fewer than 2 classes,
+            where the accuracy would be a meaningless 1.0.
+    """
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
+                         "such as CelebA or STL-10): skip the check there")
     classes = labels.unique()
+    if len(classes) < 2:
+        raise ValueError(f"class_separation needs at least 2 classes, got {len(classes)}")
     means = torch.stack([z[labels == c].mean(0) for c in classes])
     pred = classes[torch.cdist(z.float(), means.float()).argmin(1)]
     return float((pred == labels).float().mean())

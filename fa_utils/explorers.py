@@ -42,18 +42,16 @@ from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
 from . import fa, plotting
+from .data import DATASETS
 
 #: Environment variable that forces static figures (set by the runner and by the tests).
 HEADLESS_ENV = "FA_HEADLESS"
 
 Decode = Callable[[torch.Tensor], torch.Tensor]   # (B, Z) -> (B, C, H, W)
 
-#: class names per dataset, for the explorers' legends and class menus
-CLASS_NAMES = {
-    "mnist": tuple(f"digit {k}" for k in range(10)),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"),
-}
+#: class names per labelled dataset, for the explorers' legends and class menus
+#: (``fa_utils.data.DatasetInfo.class_names``)
+CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info.class_names}
 Encode = Callable[[torch.Tensor], torch.Tensor]   # (B, C, H, W) -> (B, Z)
 
 
@@ -520,7 +518,8 @@ class LatentPad(Explorer):
 
     Args:
         decode: (B, 2) -> (B, C, H, W), e.g. :func:`fa_decoder` of the 2-neuron encoder.
-        latents: (N, 2) encoded held-out images (the scatter); labels: (N,) their classes.
+        latents: (N, 2) encoded held-out images (the scatter); labels: (N,) their classes
+            (None, or all -1 for unlabeled data: one colour, no legend).
         class_names: the legend's name of each class (e.g. :data:`CLASS_NAMES` ``["mnist"]``);
             default "class 0", "class 1", ...
         pad_pixels: side of the pad image, pixels.
@@ -538,6 +537,8 @@ class LatentPad(Explorer):
         if latents.dim() != 2 or latents.shape[1] != 2:
             raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
                              f"LatentSliders for a latent with more than 2 dimensions")
+        if labels is not None and not bool((torch.as_tensor(labels) >= 0).any()):
+            labels = None  # unlabeled data (CelebA, STL-10: labels -1): one colour, no legend
         self.decode, self.latents, self.labels = decode, latents, labels
         self.pad_pixels = int(pad_pixels)
         n_classes = 0 if labels is None else int(torch.as_tensor(labels).max()) + 1
@@ -924,7 +925,9 @@ class Interpolation(Explorer):
     Args:
         encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W) (:func:`vfa_codec`,
             or :func:`fa_encoder_fn` and :func:`fa_decoder`).
-        images: (N, C, H, W) images to pick from; labels: (N,) shown in the titles.
+        images: (N, C, H, W) images to pick from; labels: (N,) shown in the titles (``-1``,
+            unlabeled data, shows none); class_names: their names (e.g. :data:`CLASS_NAMES`
+            ``["cifar10"]``), default the class number.
     """
 
     kind = "interpolation"
@@ -933,12 +936,16 @@ class Interpolation(Explorer):
     top_in, bottom_in, wspace = 0.3, 0.08, 0.08
 
     def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor,
-                 labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50):
+                 labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50,
+                 class_names: Optional[Sequence[str]] = None):
         super().__init__()
         import ipywidgets as w
         self.encode, self.decode = encode, decode
         self.images = _check_images(images)[:n_images]
         self.labels = None if labels is None else labels[:n_images]
+        if self.labels is not None and not bool((torch.as_tensor(self.labels) >= 0).any()):
+            self.labels = None  # unlabeled data (CelebA, STL-10: -1)
+        self.class_names = list(class_names) if class_names else None
         n = len(self.images)
         self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
         self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
@@ -962,7 +969,9 @@ class Interpolation(Explorer):
         cols = min(steps, self.per_row)
         rows = math.ceil(steps / cols)
         ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1, cols, 1])
-        lab = (lambda i: f" ({int(self.labels[i])})") if self.labels is not None else (lambda i: "")
+        names = self.class_names
+        lab = ((lambda i: f" ({names[int(self.labels[i])] if names else int(self.labels[i])})")
+               if self.labels is not None else (lambda i: ""))
         _imshow(ax0, self.images[a:a + 1], f"a: #{a}{lab(a)}")
         path = self.path()
         if rows * cols > steps:  # pad the last row with blank (white) tiles

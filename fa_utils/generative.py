@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from . import baselines, claims, config, fid, metrics, vfa
 from . import data as data_mod
-from .experiments import ImageData
+from .experiments import ImageData, scaled_architectures
 from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
 from .outputs import checkpoint_path
 from .train import History, fit, make_adam, resolve_device, seeded_generator
@@ -97,7 +97,8 @@ def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
     return config.make_config("vfa", gcfg.profile, seed=seed, device=gcfg.device,
                               dataset=gcfg.dataset, data_source=gcfg.data_source,
                               data_root=gcfg.data_root, download=gcfg.download,
-                              n_train=gcfg.n_train, n_test=gcfg.n_test, epochs=gcfg.epochs)
+                              n_train=gcfg.n_train, n_test=gcfg.n_test, epochs=gcfg.epochs,
+                              width_scale=gcfg.width_scale)
 
 
 _NOT_TRAINING = {"profile", "device", "epochs", "num_workers", "ckpt_every", "emphasis_per_class",
@@ -128,7 +129,9 @@ def _run_config(cfg, method: str, **extra) -> dict[str, Any]:
     else:
         values = {k: values[k] for k in _METHOD_KEYS[method]}
         values["data_seed"] = cfg.seed
-        values["init"] = BASELINE_INIT
+        values["init"] = BASELINE_INIT  # the discriminator's too (VFA-GAN)
+        if cfg.width_scale != 1:  # (absent at 1, so that older checkpoints keep their names)
+            values["width_scale"] = cfg.width_scale
     values["method"] = method
     values.update(extra)
     return values
@@ -166,8 +169,9 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
     run_config = _run_config(cfg, "vfa")
     ckpt = _checkpoint(f"vfa-{cfg.dataset}", run_config, cfg.profile)
     # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
-    encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
-                                   orthogonal=not ckpt.exists()).to(device)
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
+                                       orthogonal=not ckpt.exists()).to(device)
     opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
     gen = seeded_generator(cfg.seed + 1)
     shape = data.image_shape
@@ -277,10 +281,12 @@ def latent_pca(encoder: Encoder, x: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def make_refiner(gcfg: config.VFAGANConfig) -> FAGenerator:
-    """Table 11's generator G with ``gen_width`` filters and ``gen_kernel`` kernels, orthogonal
-    initialisation (Section 4: "the encoder and generator networks")."""
+    """Table 11's generator G with ``gen_width`` filters (times ``width_scale``, at least 8)
+    and ``gen_kernel`` kernels, orthogonal initialisation (Section 4: "the encoder and
+    generator networks")."""
+    width = max(8, round(gcfg.gen_width * gcfg.width_scale))
     return init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels,
-                                        width=gcfg.gen_width, kernel=gcfg.gen_kernel))
+                                        width=width, kernel=gcfg.gen_kernel))
 
 
 def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
@@ -433,15 +439,17 @@ class Trial:
 
 def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
                 progress: bool = True) -> Trial:
-    """Train (or resume) VFA, VFA-GAN, AE, VAE and GAN with one seed."""
+    """Train (or resume) VFA, VFA-GAN, AE, VAE and GAN with one seed (networks narrowed by
+    ``gcfg.width_scale`` < 1 at smoke: :func:`fa_utils.experiments.scaled_architectures`)."""
     vcfg = vfa_config_for(gcfg, seed)
-    encoder, h_vfa = train_vfa(vcfg, data, progress=progress)
-    settings = vfa_settings(vcfg)
-    refiner, _, h_vg = train_vfagan(gcfg, vcfg, data, encoder, seed=seed, progress=progress)
-    ae_e, ae_d, h_ae = train_autoencoder(gcfg, data, kind="ae", seed=seed, progress=progress)
-    vae_e, vae_d, h_vae = train_autoencoder(gcfg, data, kind="vae", seed=seed, settings=settings,
-                                            progress=progress)
-    gan, _, h_gan = train_gan(gcfg, data, seed=seed, progress=progress)
+    with scaled_architectures(gcfg.width_scale):
+        encoder, h_vfa = train_vfa(vcfg, data, progress=progress)
+        settings = vfa_settings(vcfg)
+        refiner, _, h_vg = train_vfagan(gcfg, vcfg, data, encoder, seed=seed, progress=progress)
+        ae_e, ae_d, h_ae = train_autoencoder(gcfg, data, kind="ae", seed=seed, progress=progress)
+        vae_e, vae_d, h_vae = train_autoencoder(gcfg, data, kind="vae", seed=seed,
+                                                settings=settings, progress=progress)
+        gan, _, h_gan = train_gan(gcfg, data, seed=seed, progress=progress)
     return Trial(seed, vcfg, settings, encoder, refiner, (ae_e, ae_d), (vae_e, vae_d), gan,
                  {"VFA": h_vfa, "VFA-GAN": h_vg, "AE": h_ae, "VAE": h_vae, "GAN": h_gan})
 
@@ -568,8 +576,13 @@ def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANC
     """Frechet distance of every model's prior samples to the training images, per trial,
     plus a reference: the held-out real images against the same training images.
 
-    Uses :func:`fa_utils.fid.fid_or_fallback` (Inception when its weights load, else the
-    labelled classifier features; ``classifier_factory`` builds the classifier once).
+    Uses :func:`fa_utils.fid.fid_or_fallback`: Inception when its weights load; else the
+    labelled classifier features when ``classifier_factory`` is given (it builds the
+    classifier once), else, needing no labels (CelebA, STL-10), the bottleneck of a
+    :class:`fa_utils.fid.FeatureAutoencoder` trained once on the same real training images
+    (:func:`fa_utils.fid.train_feature_autoencoder`, seed ``gcfg.seed``, at least
+    ``gcfg.fid_autoencoder_steps`` steps). Fallbacks are
+    labelled and never comparable to the paper.
 
     Returns:
         ({model: [FIDResult per trial]}, [FIDResult of held-out real images]).
@@ -582,20 +595,24 @@ def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANC
     cached = {}
 
     def factory():
-        if "clf" not in cached:
-            cached["clf"] = classifier_factory()
-        return cached["clf"]
+        if "net" not in cached:
+            cached["net"] = (classifier_factory() if classifier_factory is not None else
+                             fid.train_feature_autoencoder(
+                                 real, seed=gcfg.seed, min_steps=gcfg.fid_autoencoder_steps,
+                                 device=resolve_device(gcfg.device)))
+        return cached["net"]
 
+    kind = "classifier" if classifier_factory is not None else "autoencoder"
+    factories = {f"{kind}_factory": factory}
     state: dict[str, Any] = {}
 
     def distance(fake):
         if state.get("fallback"):  # Inception already failed once: do not retry per model
-            res = fid.compute_fid(real, fake, real_cache_key=key, feature="classifier",
-                                  classifier=factory())
+            res = fid.compute_fid(real, fake, real_cache_key=key, feature=kind,
+                                  **{kind: factory()})
             res.note = "Inception weights unavailable; " + res.note
             return res
-        res = fid.fid_or_fallback(real, fake, real_cache_key=key,
-                                  classifier_factory=factory if classifier_factory else None)
+        res = fid.fid_or_fallback(real, fake, real_cache_key=key, **factories)
         state["fallback"] = res.feature != fid.PAPER_FEATURE
         return res
 
@@ -739,10 +756,12 @@ PAPER_ARCHITECTURES = {
 def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
     """The networks of each sampling model as the paper's sizes imply (what Tables 3-6
     count: the VAE counts encoder + decoder, the GAN its generator, VFA-GAN the encoder
-    + G; no discriminator). ``device="meta"`` builds them without memory (for counts)."""
+    + G; no discriminator), always at the paper's widths (also inside a
+    :func:`fa_utils.models.scaled_architectures` block). ``device="meta"`` builds them
+    without memory (for counts)."""
     a = PAPER_ARCHITECTURES[dataset]
     arch = architecture(dataset)
-    with torch.device(device):
+    with torch.device(device), scaled_architectures(1.0):
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
         vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
         dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder)
@@ -822,21 +841,30 @@ def interleaved_times(calls: dict[str, Any], *, repeats: int = 10, warmup: int =
     return best
 
 
-def size_time_rows(dataset: str, counts: dict[str, int], times: dict[str, float]) -> list[tuple]:
+def size_time_name(dataset: str) -> str:
+    """The results table of ``dataset``'s Table 3-6, e.g. ``"table03_mnist_size_time"``."""
+    return f"table{PAPER_SIZES[dataset][0]:02d}_{dataset}_size_time"
+
+
+def size_time_rows(dataset: str, counts: dict[str, int],
+                   times: Optional[dict[str, float]] = None) -> list[tuple]:
     """Rows of one of Tables 3-6: model | params ours | paper (unit) | ours/paper | within 0.5% |
-    ms per sample ours (this machine) | paper ms per sample (RTX 2070)."""
+    ms per sample ours (this machine) | paper ms per sample (RTX 2070). ``times=None``
+    (not measured in this run): our time columns are ``-``."""
     _, size_unit, time_unit, paper = PAPER_SIZES[dataset]
+    ms = (lambda m: round(times[m] * 1e3, 3)) if times is not None else (lambda m: None)  # noqa: E731
     rows = []
     for m in GENERATIVE_MODELS:
         p_size, p_time = paper[m]
         ratio = counts[m] / (p_size * size_unit)
         rows.append((m, f"{counts[m]:,}", f"{p_size:g} x 1e{int(round(math.log10(size_unit)))}",
                      round(ratio, 4), "yes" if abs(ratio - 1) <= 0.005 else "NO",
-                     round(times[m] * 1e3, 3), round(p_time * time_unit * 1e3, 3)))
+                     ms(m), round(p_time * time_unit * 1e3, 3)))
     vfa_vae = counts["VFA"] / counts["VAE"]
     p_vfa_vae = paper["VFA"][0] / paper["VAE"][0]
     rows.append(("ratio VFA / VAE", f"{vfa_vae:.3f}", f"{p_vfa_vae:.3f}", "-", "-",
-                 round(times["VFA"] / times["VAE"], 3), round(paper["VFA"][1] / paper["VAE"][1], 3)))
+                 round(times["VFA"] / times["VAE"], 3) if times is not None else None,
+                 round(paper["VFA"][1] / paper["VAE"][1], 3)))
     return rows
 
 

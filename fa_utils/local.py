@@ -48,7 +48,8 @@ import torch
 from torch import nn
 
 from . import fa
-from .models import Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_
+from .models import (Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_,
+                     scaled_architectures)
 
 SQRT2 = math.sqrt(2.0)
 #: Stored in local-FA checkpoints; bumped when :class:`LocalFANet`'s layout changes, so that
@@ -430,7 +431,9 @@ def train_local(cfg, data, dataset: str, *, progress: bool = True,
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    net = make_local_net(dataset, cfg.latent_dim, spectral_init=cfg.spectral_init,
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        arch = architecture(dataset)
+    net = make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
                          seed=cfg.seed, bias=cfg.align_activation).to(device)
     opts = make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
@@ -478,7 +481,9 @@ def global_fa_mse(dataset: str, profile: str, x: torch.Tensor,
         return None
     ckpt = load_checkpoint(path)
     c = ckpt["config"]
-    enc = Encoder(architecture(dataset), {"z": latent_dim})  # weights come from the file
+    with scaled_architectures(c.get("width_scale", 1.0)):  # as trained
+        arch = architecture(dataset)
+    enc = Encoder(arch, {"z": latent_dim})  # weights come from the file
     enc.load_state_dict(ckpt["modules"]["encoder"])
     enc.eval()
     x_hat = recover(enc, x, T=c["T"], tau=c["tau"], r_init=c["r_init"], squash=c["squash"],

@@ -16,9 +16,13 @@ Where a table is ambiguous we say so in the class docstring:
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from types import MappingProxyType
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -48,24 +52,71 @@ class Architecture:
         return self.widths[-1] * self.feature_size ** 2
 
 
-ARCHITECTURES: dict[str, Architecture] = {
+#: The paper's encoder shapes (read-only).
+ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
     "mnist": Architecture(1, 28, (32, 64), 4096),  # Table 7
     "cifar10": Architecture(3, 32, (32, 64, 128), 2048),  # Table 8
     "celeba": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
     "stl10": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
-}
+})
+
+#: The width factor of :func:`architecture` in the current context (1: the paper's); set
+#: only by :func:`scaled_architectures`, per thread / asyncio task, restored on exit.
+_WIDTH_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("width_scale", default=1.0)
+
+
+def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
+    """``arch`` with every convolution width and the hidden Linear width multiplied by
+    ``scale`` (rounded; at least 4 filters and 16 hidden units). ``scale == 1`` returns
+    ``arch`` itself. Channels and image size are unchanged.
+
+    Raises:
+        ValueError: ``scale`` not in (0, 1].
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+    if scale == 1:
+        return arch
+    return dataclasses.replace(arch, widths=tuple(max(4, round(w * scale)) for w in arch.widths),
+                               hidden=max(16, round(arch.hidden * scale)))
+
+
+@contextlib.contextmanager
+def scaled_architectures(scale: float) -> Iterator[None]:
+    """Within the block, every network built from a dataset name (:func:`architecture`:
+    the FA / VFA encoders, the baselines' encoders, decoders and discriminators) uses the
+    paper's architecture scaled by ``scale`` (:func:`scaled_architecture`); afterwards the
+    enclosing value again. ``scale == 1`` is the paper's. Nested blocks do not compound
+    (each scales the paper's architecture). What the smoke profile's ``width_scale`` does
+    (``fa_utils.config.WIDTH_SCALE_DOC``); below 1 it is not the paper's architecture.
+
+    The factor is a :class:`contextvars.ContextVar`: no shared table is modified, and
+    another thread keeps the paper's sizes.
+
+    Raises:
+        ValueError: ``scale`` not in (0, 1].
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+    token = _WIDTH_SCALE.set(float(scale))
+    try:
+        yield
+    finally:
+        _WIDTH_SCALE.reset(token)
 
 
 def architecture(dataset: str) -> Architecture:
-    """The :class:`Architecture` of ``dataset``.
+    """The :class:`Architecture` of ``dataset``: Tables 7-9's, scaled inside a
+    :func:`scaled_architectures` block.
 
     Raises:
         ValueError: unknown dataset name.
     """
     try:
-        return ARCHITECTURES[dataset]
+        arch = ARCHITECTURES[dataset]
     except KeyError:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}") from None
+    return scaled_architecture(arch, _WIDTH_SCALE.get())
 
 
 def _act() -> nn.LeakyReLU:

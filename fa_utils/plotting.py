@@ -88,14 +88,29 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
     return ax
 
 
-def scatter_latents(ax, z: torch.Tensor, labels: torch.Tensor, title: Optional[str] = None):
-    """Scatter (N, 2) latents coloured by integer class (Figure 6a); returns ``ax``."""
+def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                    title: Optional[str] = None, class_names: Optional[Sequence[str]] = None):
+    """Scatter (N, 2) latents coloured by integer class (Figure 6a); returns ``ax``.
+
+    ``labels`` (N,): class indices 0..K-1, or ``None`` / all ``-1`` for unlabeled data
+    (CelebA, STL-10), drawn in one colour without a colour bar. ``class_names``: the
+    colour bar's tick labels (``fa_utils.data.DatasetInfo.class_names``, e.g. "digit 0",
+    "airplane"); default "class k".
+    """
     z = z.detach().cpu().numpy()
-    labels = labels.detach().cpu().numpy()
-    sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8,
-                    vmin=-0.5, vmax=9.5)
-    cb = plt.colorbar(sc, ax=ax, ticks=range(10))
-    cb.set_label("digit")
+    labelled = labels is not None and bool((torch.as_tensor(labels) >= 0).any())
+    if not labelled:
+        ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.8, color="tab:blue", label="unlabeled images")
+        ax.legend(fontsize=8)
+    else:
+        labels = torch.as_tensor(labels).detach().cpu().numpy()
+        k = max(int(labels.max()) + 1, len(class_names or ()))
+        names = list(class_names) if class_names else [f"class {c}" for c in range(k)]
+        sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10" if k <= 10 else "tab20", s=6,
+                        alpha=0.8, vmin=-0.5, vmax=k - 0.5)
+        cb = plt.colorbar(sc, ax=ax, ticks=range(k))
+        cb.ax.set_yticklabels(names[:k], fontsize=8)
+        cb.set_label("class")
     ax.set_xlabel("latent neuron 1")
     ax.set_ylabel("latent neuron 2")
     if title:

@@ -3,6 +3,7 @@
     python -m fa_utils list                          # notebooks and their parameters
     python -m fa_utils reproduce [--profile quick]   # every notebooks/NN_*.ipynb, in order
     python -m fa_utils run 01 -p seed 3 --profile smoke   # or notebooks/01_toy_sin.ipynb
+    python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
 Before any kernel starts, the profile, every ``-p NAME VALUE`` name (it must be a parameter
 of each selected notebook's ``parameters`` cell) and every value are checked: its type (the
@@ -533,6 +534,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the notebooks and their parameters")
+    dl = sub.add_parser("download", help="fetch a dataset's files with torchvision")
+    dl.add_argument("dataset", help="mnist, cifar10, celeba or stl10")
+    dl.add_argument("--data-root", default="data", help="folder for the datasets, as the "
+                    "notebooks' data_root parameter (relative: to the repository; default data)")
     for name, helptext in (("reproduce", "run every notebook in order (the main job)"),
                            ("run", "run the given notebooks")):
         p = sub.add_parser(name, help=helptext)
@@ -551,6 +556,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for nb in all_notebooks():
             print(f"{nb.name}: {notebook_parameters(nb)}")
         return 0
+
+    if args.command == "download":
+        return _download(args.dataset, args.data_root)
 
     if args.command == "reproduce":
         notebooks = all_notebooks()
@@ -611,6 +619,23 @@ def _report_interrupt(exc: NotebookInterrupted, args, remaining: Sequence[str],
     if exc.output:
         lines.append(f"  executed copy up to the interrupt: {exc.output}")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _download(dataset: str, data_root: str) -> int:
+    """``python -m fa_utils download``: exit 0 with the files in place, 2 for an unknown
+    dataset, 1 when the files cannot be had (the message says why and what to do)."""
+    from . import data, experiments
+
+    try:
+        paths = data.download(dataset, experiments.data_root(data_root))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except data.DatasetUnavailable as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{dataset}: in place: {', '.join(paths)}")
+    return 0
 
 
 def _find(name: str) -> Path:

@@ -9,8 +9,8 @@ split handling are torchvision's and ours, unpatched.
 from __future__ import annotations
 
 import os
-import pickle
-import struct
+import re
+import shlex
 
 import numpy as np
 import pytest
@@ -21,172 +21,17 @@ import torchvision.datasets.stl10 as tv_stl10
 from PIL import Image
 
 from fa_utils import data as D
+from fa_utils import runner
 from fa_utils.data import DatasetUnavailable, load_dataset
 
-
-def _exists_only(fpath, md5=None):
-    """Stand-in for torchvision's check_integrity: the file must exist, md5 not compared."""
-    return os.path.isfile(fpath)
-
-
-# --------------------------------------------------------------------------------------
-# writers of the real on-disk formats
-# --------------------------------------------------------------------------------------
-
-
-def _write_idx(path, array: np.ndarray, magic: int) -> None:
-    """IDX format: big-endian int32 magic (0x0801 labels / 0x0803 images), big-endian
-    int32 sizes, then uint8 data."""
-    with open(path, "wb") as f:
-        f.write(struct.pack(">i", magic))
-        for dim in array.shape:
-            f.write(struct.pack(">i", dim))
-        f.write(array.astype(np.uint8).tobytes())
-
-
-def _write_mnist(root, n_train=20, n_test=7, seed=0):
-    rng = np.random.default_rng(seed)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    out = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        y = rng.integers(0, 10, size=n, dtype=np.uint8)
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", x, 2051)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", y, 2049)
-        out[prefix] = (x, y)
-    return out
-
-
-class _Py2Str(bytes):
-    """A Python-2 ``str``: pickled with the SHORT_BINSTRING/BINSTRING opcodes."""
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes _Py2Str like Python 2's cPickle did. The real CIFAR-10 pickles were written
-    by Python 2, so their keys ('data', 'labels', 'label_names') are py2 strings, which
-    torchvision's ``pickle.load(f, encoding="latin1")`` turns into ``str``. (A Python 3
-    ``b"data"`` key would stay ``bytes`` and torchvision's ``entry["data"]`` would fail.)"""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2str(self, obj):
-        raw = bytes(obj)
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-        self.memoize(obj)
-
-    dispatch[_Py2Str] = _save_py2str
-
-
-def _py2_pickle(obj, path):
-    with open(path, "wb") as f:
-        _Py2Pickler(f, protocol=2).dump(obj)
-
-
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def _write_cifar10(root, per_batch=4, n_test=6, seed=0):
-    """cifar-10-batches-py: data (N, 3072) uint8, each row 1024 R, 1024 G, 1024 B in
-    row-major 32x32 order; labels a list of ints; batches.meta with label_names."""
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    out = {"train": ([], []), "test": None}
-    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
-        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        y = [int(v) for v in rng.integers(0, 10, size=n)]
-        entry = {
-            _Py2Str(b"batch_label"): _Py2Str(f"{name} of 5".encode()),
-            _Py2Str(b"labels"): y,
-            _Py2Str(b"data"): x,
-            _Py2Str(b"filenames"): [_Py2Str(f"img_{i}.png".encode()) for i in range(n)],
-        }
-        _py2_pickle(entry, d / name)
-        if name == "test_batch":
-            out["test"] = (x, y)
-        else:
-            out["train"][0].append(x)
-            out["train"][1].extend(y)
-    meta = {
-        _Py2Str(b"num_cases_per_batch"): 10000,
-        _Py2Str(b"label_names"): [_Py2Str(s.encode()) for s in CIFAR_NAMES],
-        _Py2Str(b"num_vis"): 3072,
-    }
-    _py2_pickle(meta, d / "batches.meta")
-    out["train"] = (np.concatenate(out["train"][0]), out["train"][1])
-    return out
-
-
-def _stl_image(i: int) -> np.ndarray:
-    """A 3x96x96 (C, H, W) uint8 image with an asymmetric pattern: channel 0 bright in the
-    block rows 0..47, cols 0..23 (tall, so a transposition shows), channel 1 constant 128,
-    channel 2 constant 20 * (i + 1) (identifies the image)."""
-    img = np.zeros((3, 96, 96), dtype=np.uint8)
-    img[0, :48, :24] = 255
-    img[1] = 128
-    img[2] = 20 * (i + 1)
-    return img
-
-
-def _write_stl10_file(path, images):
-    # STL-10's binary stores each 3x96x96 image column-major (Fortran order per channel):
-    # for each channel, the 96 pixels of column 0 top to bottom, then column 1, ...
-    with open(path, "wb") as f:
-        for img in images:
-            f.write(np.ascontiguousarray(img.transpose(0, 2, 1)).tobytes())
-
-
-def _write_stl10(root):
-    d = root / "stl10_binary"
-    d.mkdir(parents=True)
-    _write_stl10_file(d / "unlabeled_X.bin", [_stl_image(i) for i in range(3)])
-    _write_stl10_file(d / "train_X.bin", [_stl_image(i) for i in range(3, 5)])
-    np.array([1, 2], dtype=np.uint8).tofile(d / "train_y.bin")
-    _write_stl10_file(d / "test_X.bin", [_stl_image(i) for i in range(5, 7)])
-    np.array([10, 3], dtype=np.uint8).tofile(d / "test_y.bin")  # labels are 1..10 on disk
-
-
-CELEBA_COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220), (220, 30, 220)]
-CELEBA_PARTITION = [0, 0, 0, 1, 2, 2]  # 0 train, 1 valid, 2 test
-
-
-def _write_celeba_manual(root):
-    """torchvision's layout, minimal: img_align_celeba/*.jpg (178 wide x 218 tall, like the
-    real aligned images) + list_eval_partition.txt. Each image: a solid colour inside the
-    central 140x140 square and the inverted colour outside it, so the centre crop shows."""
-    d = root / "celeba"
-    (d / "img_align_celeba").mkdir(parents=True)
-    left, top = (178 - 140) // 2, (218 - 140) // 2
-    lines = []
-    for i, (colour, part) in enumerate(zip(CELEBA_COLOURS, CELEBA_PARTITION), 1):
-        arr = np.empty((218, 178, 3), dtype=np.uint8)
-        arr[:] = [255 - c for c in colour]
-        arr[top : top + 140, left : left + 140] = colour
-        fname = f"{i:06d}.jpg"
-        Image.fromarray(arr).save(d / "img_align_celeba" / fname, quality=95, subsampling=0)
-        lines.append(f"{fname} {part}\n")
-    (d / "list_eval_partition.txt").write_text("".join(lines))
-    return d
-
-
-def _write_celeba_annotations(d, n):
-    """The four other annotation files torchvision's CelebA reads, in their formats."""
-    names = [f"{i:06d}.jpg" for i in range(1, n + 1)]
-    (d / "identity_CelebA.txt").write_text("".join(f"{f} {100 + k}\n" for k, f in enumerate(names)))
-    (d / "list_bbox_celeba.txt").write_text(
-        f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{f}    95  71 226 313\n" for f in names)
-    )
-    lm = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
-    (d / "list_landmarks_align_celeba.txt").write_text(
-        f"{n}\n{lm}\n" + "".join(f"{f} 69 109 106 113 77 142 73 152 108 154\n" for f in names)
-    )
-    attrs = " ".join(f"attr_{k}" for k in range(40))
-    row = " ".join(["-1", "1"] * 20)
-    (d / "list_attr_celeba.txt").write_text(f"{n}\n{attrs} \n" + "".join(f"{f} {row}\n" for f in names))
+# The writers of the real on-disk formats (shared with the end-to-end notebook tests).
+from fabricate import CELEBA_COLOURS, CIFAR_NAMES
+from fabricate import exists_only as _exists_only
+from fabricate import write_celeba_annotations as _write_celeba_annotations
+from fabricate import write_celeba_manual as _write_celeba_manual
+from fabricate import write_cifar10 as _write_cifar10
+from fabricate import write_mnist as _write_mnist
+from fabricate import write_stl10 as _write_stl10
 
 
 def _check_item(img, label, shape):
@@ -461,7 +306,13 @@ def test_missing_files_without_download(tmp_path, name, expected):
         load_dataset(name, root=tmp_path, source="torchvision", verbose=False)
     msg = str(e.value)
     assert os.path.join(str(tmp_path), expected) in msg
-    assert "download=True" in msg
+    # the advice is two commands that the runner accepts as written
+    commands = re.findall(r"`(python -m fa_utils [^`]+)`", msg)
+    assert commands == [f"python -m fa_utils download {name} --data-root {tmp_path}",
+                        f"python -m fa_utils run 02 -p dataset {name} -p download True "
+                        f"-p data_root {tmp_path}"], msg
+    assert "Pass download=True" not in msg
+    _accepted_by_the_runner(commands[1])
     if name != "mnist":  # only MNIST has a fallback; "auto" must not invent one
         with pytest.raises(DatasetUnavailable):
             load_dataset(name, root=tmp_path, verbose=False)
@@ -492,3 +343,62 @@ def test_check_images():
         D.check_images(torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match="floating-point"):
         D.check_images(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+
+
+def _accepted_by_the_runner(command: str) -> None:
+    """``python -m fa_utils run NN -p NAME VALUE ...`` passes the runner's checks (names,
+    types, ranges) before any kernel would start."""
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "fa_utils", "run"], words
+    nb, rest = words[4], words[5:]
+    assert rest[::3] == ["-p"] * (len(rest) // 3) and len(rest) % 3 == 0, rest
+    params = list(zip(rest[1::3], rest[2::3]))
+    plans = runner.prepare([runner._find(nb)], params, None)
+    given = plans[0][1]
+    assert given["download"] is True and given["data_root"] == dict(params)["data_root"]
+
+
+def test_default_data_root_gives_commands_without_it():
+    cmds = D.download_commands("stl10", os.path.join(D.repo_root(), "data"))
+    assert "--data-root" not in cmds and "data_root" not in cmds
+    assert "`python -m fa_utils download stl10`" in cmds
+    assert "`python -m fa_utils run 02 -p dataset stl10 -p download True`" in cmds
+
+
+def _offline_download(*args, **kwargs):
+    raise OSError("offline (test): <urlopen error [Errno -2] Name or service not known>")
+
+
+def test_download_command_without_network_says_it_failed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", _offline_download)
+    assert runner.main(["download", "cifar10", "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "cifar10: download failed" in err and "tried and failed" in err
+    assert "python -m fa_utils download" not in err  # not the advice that just failed
+    assert runner.main(["download", "imagenet"]) == 2
+
+
+def test_download_command_keeps_intact_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tv_stl10, "check_integrity", _exists_only)
+    monkeypatch.setattr(tv_stl10, "download_and_extract_archive", _offline_download)
+    _write_stl10(tmp_path)
+    assert runner.main(["download", "stl10", "--data-root", str(tmp_path)]) == 0
+    assert "stl10: in place:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_integrity_failure_names_the_file(tmp_path, monkeypatch, download):
+    """Real torchvision md5 check (not bypassed) on fabricated CIFAR-10 files: every
+    file fails; the message says so, names them and, with download on, that the download
+    meant to replace them failed too."""
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", _offline_download)
+    _write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    assert D.integrity_failures("cifar10", str(tmp_path)) == [
+        str(folder / f) for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]]
+    with pytest.raises(DatasetUnavailable) as e:
+        load_dataset("cifar10", root=tmp_path, source="torchvision", download=download, verbose=False)
+    msg = str(e.value)
+    assert "integrity check failed" in msg and str(folder / "data_batch_1") in msg
+    assert ("tried to download a fresh copy and that failed too" in msg) == download
+    assert f"python -m fa_utils download cifar10 --data-root {tmp_path}" in msg

@@ -293,22 +293,28 @@ def test_feature_classifier_refuses_unlabeled_data():
         fid.train_feature_classifier(x, torch.zeros(7, dtype=torch.long))
 
 
+def _real_blurred_noise(x, **feature):
+    """Fallback Frechet distances from held-out digits 2000-3499 to: other held-out digits
+    (3500-4999), the same blurred (5x5 box), uniform noise; D = 128, 1,500 images each."""
+    a, b = x[2000:3500], x[3500:5000]
+    blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
+    noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
+    values = []
+    for other in (b, blurred, noise):
+        r = fid.compute_fid(a, other, **feature)
+        assert r.feature == f"{feature['feature']}-128" and not r.comparable
+        values.append(r.value)
+    print(f"{feature['feature']}-feature FID: real {values[0]:.3g}, blurred {values[1]:.3g}, "
+          f"noise {values[2]:.3g}")
+    return values
+
+
 def test_classifier_fallback_ranks_real_above_blurred_and_noise(mnist, classifier):
     x, y = mnist
     with torch.no_grad():
         held_out_accuracy = (classifier(x[2000:]).argmax(1) == y[2000:]).float().mean()
     assert held_out_accuracy > 0.8  # the features mean something
-    a, b = x[2000:3500], x[3500:5000]  # disjoint held-out halves, 1,500 each (D = 128)
-    blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
-    noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
-
-    def d(other):
-        r = fid.compute_fid(a, other, feature="classifier", classifier=classifier)
-        assert r.feature == "classifier-128" and not r.comparable
-        return r.value
-
-    real, blur, rand = d(b), d(blurred), d(noise)
-    print(f"classifier-feature FID: real {real:.3g}, blurred {blur:.3g}, noise {rand:.3g}")
+    real, blur, rand = _real_blurred_noise(x, feature="classifier", classifier=classifier)
     assert real < blur < rand, (real, blur, rand)
     assert real < 0.2 * blur
 
@@ -333,6 +339,45 @@ def test_fid_or_fallback_prints_one_line_and_returns_a_non_comparable_result(
     assert offline["socket"] == 0
     with pytest.raises(fid.InceptionUnavailable):
         fid.fid_or_fallback(x[:10], x[10:20])  # no factory: nothing to fall back on
+
+
+@pytest.fixture(scope="module")
+def autoencoder(mnist):
+    """The label-free fallback, trained on 2,000 training digits; labels never seen."""
+    return fid.train_feature_autoencoder(mnist[0][:2000], seed=0)
+
+
+def test_autoencoder_fallback_ranks_real_above_blurred_and_noise(mnist, autoencoder):
+    x = mnist[0]
+    assert autoencoder.train_mse < 0.05  # it reconstructs: the features describe the image
+    real, blur, rand = _real_blurred_noise(x, feature="autoencoder", autoencoder=autoencoder)
+    assert real < blur < rand, (real, blur, rand)
+    assert real < 0.5 * blur
+
+
+def test_feature_autoencoder_on_colour_64_is_seeded_and_leaves_the_global_rng():
+    x = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    state = torch.get_rng_state()
+    a = fid.train_feature_autoencoder(x, epochs=1, batch_size=4, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = fid.train_feature_autoencoder(x, epochs=1, batch_size=4, seed=3)
+    fa_, fb = fid.classifier_features(a, x), fid.classifier_features(b, x)
+    assert fa_.shape == (12, 128) and np.array_equal(fa_, fb)
+    assert a(x[:2]).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="square"):
+        fid.train_feature_autoencoder(torch.rand(4, 3, 32, 16))
+    with pytest.raises(ValueError, match="autoencoder="):
+        fid.compute_fid(x, x, feature="autoencoder")
+
+
+def test_fid_or_fallback_without_labels_uses_the_autoencoder(offline, mnist, autoencoder, capsys):
+    x = mnist[0]
+    r = fid.fid_or_fallback(x[2000:2300], x[2300:2600], autoencoder_factory=lambda: autoencoder)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "autoencoder (label-free)" in out and "NOT comparable" in out
+    assert r.feature == "autoencoder-128" and r.comparable is False
+    assert "Inception weights unavailable" in r.note and np.isfinite(r.value)
+    assert offline["socket"] == 0
 
 
 # --------------------------------------------------------------------------------------

@@ -75,3 +75,29 @@ def test_toy_mlp():
     net = models.ToyMLP(hidden=16, out=2)
     assert net(torch.zeros(5, 1)).shape == (5, 2)
     assert models.count_parameters(models.ToyMLP(1024, 2)) == 2 * 1024 + 1024 * 1024 + 1024 + 1024 * 2 + 2
+
+
+def test_scaled_architectures_narrow_inside_the_block_only_and_never_compound():
+    paper = models.architecture("celeba")
+    with models.scaled_architectures(0.25):
+        small = models.architecture("celeba")
+        assert small.widths == (8, 16, 32, 64) and small.hidden == 1024
+        assert (small.channels, small.size) == (paper.channels, paper.size)
+        with models.scaled_architectures(0.5):  # nested: half of the paper's, not of 0.25
+            assert models.architecture("celeba").widths == (16, 32, 64, 128)
+        assert models.architecture("celeba") == small
+        n_small = models.count_parameters(models.make_encoder("celeba", {"z": 128}))
+    assert models.architecture("celeba") is paper and models.ARCHITECTURES["celeba"] is paper
+    assert n_small < 0.1 * models.count_parameters(models.make_encoder("celeba", {"z": 128}))
+    with pytest.raises(TypeError):
+        models.ARCHITECTURES["celeba"] = small  # read-only: nothing can change the paper's table
+    with pytest.raises(ValueError, match="scale"):
+        with models.scaled_architectures(0):
+            pass
+
+
+def test_paper_sizes_are_counted_at_full_width_inside_a_scaled_block():
+    from fa_utils import generative
+    full = generative.parameter_counts("mnist")
+    with models.scaled_architectures(0.25):
+        assert generative.parameter_counts("mnist") == full
