@@ -146,17 +146,10 @@ class NotebookRun:
 @dataclass(frozen=True)
 class Row:
     """One row of the report: a claim as a notebook wrote it, or a catalogue entry that no
-    claims file gave (``written`` False: "not measured", with ``why``)."""
+    claims file gave (``written`` False: "not measured", with its ``why``); ``notebook`` and
+    ``dataset`` as in the claims file; ``catalogued``: the catalogue lists its id."""
 
-    id: str
-    section: str
-    text: str
-    paper: str
-    ours: str
-    verdict: str
-    why: str
-    evidence: tuple[str, ...]
-    asserted: bool
+    claim: claims_mod.Claim
     notebook: str
     dataset: str
     catalogued: bool = True
@@ -224,18 +217,21 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
         for data in counted.get(stem, []):
             for c in data["claims"]:
                 seen.add(c["id"])
-                rows.append(Row(c["id"], c["section"], c["text"], c["paper"], c["ours"],
-                                c["verdict"], c.get("why", ""), tuple(c.get("evidence", ())),
-                                bool(c.get("asserted", False)), stem, data.get("dataset", "-"),
-                                c["id"] in expected))
+                try:
+                    claim = claims_mod.Claim(**{**c, "evidence": tuple(c.get("evidence", ()))})
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"notebook {stem}'s claims file has a bad claim "
+                                     f"{c.get('id')!r}: {exc}; rerun the notebook") from exc
+                rows.append(Row(claim, stem, data.get("dataset", "-"), c["id"] in expected))
         for cid, e in expected.items():
             if cid in seen:
                 continue
             why = (f"notebook {_nb_word(stem)} wrote claims but not this one (the catalogue in "
                    f"fa_utils/report.py and the notebook disagree)" if counted.get(stem)
                    else _missing_reason(stem, profile, runs.get(stem), other_profiles.get(stem, ())))
-            rows.append(Row(cid, e.section, e.text, "-", "-", claims_mod.NOT_MEASURED, why, (),
-                            False, stem, "-", written=False))
+            rows.append(Row(claims_mod.Claim(cid, e.section, e.text, "-", "-",
+                                             claims_mod.NOT_MEASURED, why), stem, "-",
+                            written=False))
     return rows
 
 
@@ -254,9 +250,9 @@ def summary_line(rows: Sequence[Row], profile: str) -> str:
     """E.g. "14 of 17 claims hold at quick; 1 does not hold; 2 not measured (notebook 05
     did not run)"."""
     n = len(rows)
-    held = sum(r.verdict == claims_mod.HOLDS for r in rows)
-    failed = sum(r.verdict == claims_mod.FAILS for r in rows)
-    unmeasured = [r for r in rows if r.verdict == claims_mod.NOT_MEASURED]
+    held = sum(r.claim.verdict == claims_mod.HOLDS for r in rows)
+    failed = sum(r.claim.verdict == claims_mod.FAILS for r in rows)
+    unmeasured = [r for r in rows if r.claim.verdict == claims_mod.NOT_MEASURED]
     parts = [f"{held} of {n} claims hold at {profile}"]
     if failed:
         parts.append(f"{failed} {'does' if failed == 1 else 'do'} not hold")
@@ -317,14 +313,14 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
     shown: set[Path] = set()
     groups: dict[str, list[Row]] = {}
     for r in rows:
-        groups.setdefault(_group_key(r.section), []).append(r)
+        groups.setdefault(_group_key(r.claim.section), []).append(r)
     for key in sorted(groups, key=_group_order):
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
                   "|---|---|---|---|---|---|"]
         for r in groups[key]:
             links, thumb = [], ""
-            for item in r.evidence:
+            for item in r.claim.evidence:
                 path = _evidence_path(item, profile)
                 if path is None or not path.exists():
                     links.append(f"{item} (missing)")
@@ -335,16 +331,16 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
                     shown.add(path)
                     thumb = (f'<a href="{rel}"><img src="{rel}" width="{THUMB_WIDTH}" '
                              f'alt="{path.stem}"></a> ')
-            ours = r.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
+            ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
             if links:
                 ours += "; " + ", ".join(links)
-            verdict = r.verdict + (" (asserted)" if r.asserted else "")
-            if r.why:
-                verdict += f": {r.why}"
+            verdict = r.claim.verdict + (" (asserted)" if r.claim.asserted else "")
+            if r.claim.why:
+                verdict += f": {r.claim.why}"
             if not r.catalogued:
                 verdict += " [not in the catalogue of fa_utils/report.py]"
-            nb = f"{r.section} (nb {_nb_word(r.notebook)})"
-            cells = [_cell(f"`{r.id}`"), _cell(nb), _cell(r.text), _cell(r.paper),
+            nb = f"{r.claim.section} (nb {_nb_word(r.notebook)})"
+            cells = [_cell(f"`{r.claim.id}`"), _cell(nb), _cell(r.claim.text), _cell(r.claim.paper),
                      thumb + _cell(ours), _cell(verdict)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

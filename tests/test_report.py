@@ -130,21 +130,21 @@ def test_claims_of_another_profile_or_of_a_failed_run_are_not_used(root):
     claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
     rows = report.collect(folder, "quick")
     toy_rows = [r for r in rows if r.notebook == "01_toy_sin"]
-    assert len(toy_rows) == 4 and all(r.verdict == claims.NOT_MEASURED and not r.written
+    assert len(toy_rows) == 4 and all(r.claim.verdict == claims.NOT_MEASURED and not r.written
                                       for r in toy_rows)
-    assert "its claims are from profile paper" in toy_rows[0].why
+    assert "its claims are from profile paper" in toy_rows[0].claim.why
     claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     later = time.time() + 5
     failed = {"01_toy_sin": report.NotebookRun("failed", later, "executed copy: x.failed.ipynb")}
     toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
-    assert all(r.verdict == claims.NOT_MEASURED for r in toy_rows)
-    assert "notebook 01 failed before writing its claims (executed copy: x.failed.ipynb)" == toy_rows[0].why
+    assert all(r.claim.verdict == claims.NOT_MEASURED for r in toy_rows)
+    assert "notebook 01 failed before writing its claims (executed copy: x.failed.ipynb)" == toy_rows[0].claim.why
     ok = {"01_toy_sin": report.NotebookRun("failed", time.time() - 60)}  # written during the run
-    assert all(r.verdict == claims.HOLDS for r in report.collect(folder, "quick", ok)
+    assert all(r.claim.verdict == claims.HOLDS for r in report.collect(folder, "quick", ok)
                if r.notebook == "01_toy_sin")
     ran = {"02_fa_mnist": report.NotebookRun("ok", 0.0)}
     r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
-    assert "ran but wrote no claims file" in r02[0].why
+    assert "ran but wrote no claims file" in r02[0].claim.why
     (folder / "broken.json").write_text("{}")
     with pytest.raises(ValueError, match="broken.json: not a claims file"):
         report.collect(folder, "quick")
