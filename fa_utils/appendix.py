@@ -247,3 +247,95 @@ def inner_errors(w: Sequence[float] | torch.Tensor, steps: int = 20, x: float = 
     each weight w (a = w x). Returns (len(w), steps + 1); grows without bound where w^2 > 2."""
     w = torch.as_tensor(w, dtype=torch.float64).reshape(-1)
     return (one_weight_iteration(w.tolist(), x=x, r0=0.0, steps=steps) - x).abs()
+
+
+#: Our tables and figures of Appendix A (paths relative to the output root).
+EVIDENCE_ONE_WEIGHT = ("results/appendix_one_weight.md", "figures/fig_appendix_one_weight.png")
+EVIDENCE_LINEAR = ("results/appendix_linear_pinv.md", "figures/fig_appendix_linear_pinv.png")
+EVIDENCE_CLAMP = ("figures/fig_appendix_clamp.png",)
+
+
+def appendix_claims(*, ws: Sequence[float], closed_gap: float, err: torch.Tensor,
+                    rho: torch.Tensor, steps: int, square: dict[str, float],
+                    fewer: dict[str, float], projector_gap: float, tolerance: float,
+                    no_clamp: DiagonalRun, clamped: DiagonalRun, trained_w2_max: float,
+                    trained_inner_last: float, init_inner: torch.Tensor,
+                    asserted: bool = True) -> list:
+    """Appendix A's statements as :class:`fa_utils.claims.Claim` objects, with the
+    thresholds notebook 06 asserts.
+
+    Args:
+        ws: the weights of 7.1; ``err`` (len(ws), steps + 1) their |r_p - a/w|;
+            ``rho`` :func:`contraction`; ``closed_gap`` the largest relative gap between the
+            iteration and Eq. 18.
+        square, fewer: :meth:`LinearFAResult.final` of the square and the fewer-outputs layer.
+        projector_gap: | ||W^T W - I|| - sqrt(1 - m/n) | of the fewer-outputs layer.
+        tolerance: ``linear_tolerance`` of the config.
+        no_clamp, clamped: the two :func:`train_diagonal_fa` runs.
+        trained_w2_max: the largest w^2 trained with the clamp; ``trained_inner_last`` the
+            inner iteration's last error with those weights; ``init_inner`` the inner errors
+            at the initial weight (outside the bound).
+        asserted: mark every claim as asserted.
+
+    Returns:
+        The claims, ids ``a71.*``, ``a72.*``, ``eq9.*`` (the catalogue in :mod:`fa_utils.report`).
+    """
+    from . import claims
+
+    w = torch.tensor(list(ws), dtype=torch.float64)
+    converged = err[:, -1] < err[:, 0]
+    stable = (w ** 2 > 0) & (w ** 2 < 2)
+    rate_ok = bool(torch.allclose(err[:, -1], err[:, 0] * rho ** steps, rtol=1e-8, atol=1e-12))
+    rate_gap = float(((err[:, -1] - err[:, 0] * rho ** steps).abs()
+                      / (err[:, 0] * rho ** steps).abs().clamp_min(1e-300)).max())
+    analytic = "analytic statement, no number:"
+    out = []
+
+    def add(cid, section, text, paper, ours, ok, why, evidence):
+        out.append(claims.Claim(cid, section, text, paper, ours, claims.verdict(ok),
+                                "" if ok else why, tuple(evidence), asserted))
+
+    add("a71.closed_form", "Appendix 7.1, Eq. 13-18", "The one-weight inner step "
+        "r_{p+1} = r_p + w (a - w r_p) has the closed form of Eq. 18",
+        f"{analytic} Eq. 18", f"largest relative gap between fa.align and Eq. 18: {closed_gap:.1e}",
+        closed_gap < 1e-9, "the iteration departs from Eq. 18 by more than 1e-9",
+        EVIDENCE_ONE_WEIGHT)
+    add("a71.converges_iff", "Appendix 7.1, Eq. 19", "The inner iteration converges to a / w "
+        "exactly when 0 < w^2 < 2", f"{analytic} Eq. 19",
+        "converged for w in " + str([v for v, c in zip(ws, converged.tolist()) if c])
+        + ", diverged for " + str([v for v, c in zip(ws, converged.tolist()) if not c]),
+        bool(torch.equal(converged, stable)), "convergence does not follow the bound w^2 < 2",
+        EVIDENCE_ONE_WEIGHT)
+    add("a71.rate", "Appendix 7.1, Eq. 18", "The distance to the limit shrinks as "
+        "|1 - w^2|^p |r_0 - a/w|", f"{analytic} Eq. 18",
+        f"largest relative gap to |1 - w^2|^p after {steps} steps: {rate_gap:.1e}", rate_ok,
+        "the distance does not follow |1 - w^2|^p", EVIDENCE_ONE_WEIGHT)
+    add("a72.square_pinv", "Appendix 7.2, Eq. 22", "FA on a square linear layer drives "
+        "W^T W to I, i.e. W^T to the pseudo-inverse pinv(W)", f"{analytic} Eq. 22",
+        f"||W^T W - I|| {square['WtW-I']:.1e}, ||W^T - pinv(W)|| {square['Wt-pinv']:.1e} "
+        f"(tolerance {tolerance:g})", square["WtW-I"] < tolerance and square["Wt-pinv"] < tolerance,
+        "the square layer did not reach the pseudo-inverse within the tolerance", EVIDENCE_LINEAR)
+    add("a72.fewer_outputs_projector", "Appendix 7.2, Eq. 22", "With fewer outputs than inputs "
+        "W^T W reaches the row-space projector (not I), W W^T -> I and W^T -> pinv(W)",
+        f"{analytic} Eq. 22 (our reading for m < n)",
+        f"||W W^T - I|| {fewer['WWt-I']:.1e}, ||W^T W - P_row|| {fewer['WtW-P']:.1e}, "
+        f"||W^T - pinv(W)|| {fewer['Wt-pinv']:.1e}, ||W^T W - I|| off sqrt(1 - m/n) by "
+        f"{projector_gap:.1e} (tolerance {tolerance:g})",
+        max(fewer["WWt-I"], fewer["WtW-P"], fewer["Wt-pinv"], projector_gap) < tolerance,
+        "the fewer-outputs layer did not reach the projector within the tolerance",
+        EVIDENCE_LINEAR)
+    add("eq9.clamp_prevents_divergence", "3.1, Eq. 9 (Appendix 7.1)", "Clamping the weights to "
+        "[-sqrt 2, sqrt 2] keeps training with T inner steps from diverging",
+        "Eq. 9 (motivated by Eq. 19, no number)",
+        f"without the clamp diverged at step {no_clamp.diverged_at}; with it "
+        + ("never" if clamped.diverged_at is None else f"at step {clamped.diverged_at}"),
+        no_clamp.diverged_at is not None and clamped.diverged_at is None,
+        "the unclamped run did not diverge or the clamped one did", EVIDENCE_CLAMP)
+    add("eq9.trained_weights_converge", "3.1, Eq. 9 (Appendix 7.1)", "With the clamp, training "
+        "moves the weights inside w^2 < 2 and the inner iteration then converges, while it "
+        "diverges at the initial weight", "Eq. 9 and Eq. 19 (no number)",
+        f"largest trained w^2 {trained_w2_max:.3f}; last inner error {trained_inner_last:.1e} "
+        f"(trained) vs {float(init_inner[-1]):.1e} from {float(init_inner[0]):.1e} (initial weight)",
+        trained_w2_max < 2 and trained_inner_last < 1e-3 and float(init_inner[-1]) > float(init_inner[0]),
+        "the trained weights or the inner iteration did not behave as Eq. 19 says", EVIDENCE_CLAMP)
+    return out

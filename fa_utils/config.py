@@ -315,7 +315,9 @@ def from_dict(section: str, values: dict[str, Any]):
 
 
 def describe(config) -> str:
-    """A one-line-per-field listing of a config, marking values that differ from quick."""
+    """A one-line-per-field listing of a config, marking values that differ from quick, and
+    a last line saying where its figures and tables go
+    (:func:`fa_utils.outputs.describe_destination`)."""
     section = next(k for k, v in SECTIONS.items() if isinstance(config, v))
     reference = make_config(section, "quick")
     lines = [f"{type(config).__name__} (profile {config.profile!r})"]
@@ -323,6 +325,9 @@ def describe(config) -> str:
         value = getattr(config, f.name)
         mark = "" if value == getattr(reference, f.name) else "   (differs from quick)"
         lines.append(f"  {f.name:16s} = {value!r}{mark}")
+    from .outputs import describe_destination
+
+    lines.append(describe_destination(config.profile))
     return "\n".join(lines)
 
 

@@ -8,6 +8,15 @@ main job's figures. A relative ``FA_OUTPUT_ROOT`` is taken relative to the folde
 user started the command (:func:`launch_dir`), not to a kernel's working folder
 (``notebooks/``), so the runner, papermill and the notebooks' setup cells agree.
 
+A notebook run interactively (a Jupyter kernel: JupyterLab, ``jupyter nbconvert``, papermill
+outside the runner) never overwrites the committed ``figures/`` and ``results/``: it writes
+to ``runs/<profile>/figures/`` and ``runs/<profile>/results/`` unless ``FA_UPDATE_COMMITTED=1``
+is in its environment, which the runner (``python -m fa_utils reproduce`` / ``run``) sets for
+its kernels (:func:`writes_committed`). :func:`describe_destination` is the sentence a
+notebook's setup cell prints (through :func:`fa_utils.config.describe`) saying where it
+writes and how to update the committed files. Scripts (the benchmarks, pytest) are not
+kernels: they write where they did, ``$FA_OUTPUT_ROOT`` first.
+
 Executed notebooks go to ``runs/notebooks/<profile>/`` (:func:`executed_notebooks_dir`),
 one folder per profile, as figures are kept apart by profile.
 """
@@ -16,10 +25,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 OUTPUT_ROOT_ENV = "FA_OUTPUT_ROOT"
+#: Set to 1 (true, yes) to let a Jupyter kernel write the committed figures/ and results/.
+UPDATE_COMMITTED_ENV = "FA_UPDATE_COMMITTED"
 MANIFEST = "MANIFEST.json"
 
 
@@ -70,23 +82,71 @@ def _sub(name: str) -> Path:
 SCRATCH_PROFILES = ("smoke",)
 
 
+def in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter (ipykernel) kernel: an IPython shell with a kernel
+    is running. Checked without importing IPython when it was not imported."""
+    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def writes_committed() -> bool:
+    """Whether figures and results may go to the committed ``figures/`` and ``results/``:
+    always outside a Jupyter kernel, and in a kernel only with ``FA_UPDATE_COMMITTED=1``
+    (the runner sets it for its kernels). ``$FA_OUTPUT_ROOT`` makes the question moot."""
+    flag = os.environ.get(UPDATE_COMMITTED_ENV, "").strip().lower()
+    return flag in ("1", "true", "yes") or not in_jupyter_kernel()
+
+
+def _scratch(kind: str, profile: Optional[str]) -> Optional[Path]:
+    """``runs/<profile>/<kind>`` when outputs at ``profile`` must stay out of the committed
+    folders (a scratch profile, or an interactive kernel), else None."""
+    if os.environ.get(OUTPUT_ROOT_ENV):
+        return None
+    if profile in SCRATCH_PROFILES or not writes_committed():
+        return project_root() / "runs" / (profile or "default") / kind
+    return None
+
+
 def _output_dir(kind: str, profile: Optional[str]) -> Path:
-    if profile in SCRATCH_PROFILES and not os.environ.get(OUTPUT_ROOT_ENV):
-        path = runs_dir() / profile / kind
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return _sub(kind)
+    path = _scratch(kind, profile)
+    if path is None:
+        return _sub(kind)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _output_path(kind: str, profile: Optional[str]) -> Path:
+    """:func:`_output_dir` without creating anything."""
+    return _scratch(kind, profile) or project_root() / kind
+
+
+def describe_destination(profile: Optional[str]) -> str:
+    """One sentence: where figures and tables at ``profile`` go in this process, and, when
+    that is not the committed folders, how to update those. Creates nothing."""
+    figs, res = _output_path("figures", profile), _output_path("results", profile)
+    where = f"outputs: figures -> {figs}, tables -> {res}"
+    if os.environ.get(OUTPUT_ROOT_ENV) or _scratch("figures", profile) is None:
+        return where
+    if profile in SCRATCH_PROFILES:
+        return where + f" (the {profile} profile never writes the committed figures/ and results/)"
+    return (where + " (an interactive run: the committed figures/ and results/ are left as they "
+            f"are; to update them run `python -m fa_utils run NN --profile {profile}`, or set "
+            f"{UPDATE_COMMITTED_ENV}=1 in the kernel, e.g. `%env {UPDATE_COMMITTED_ENV}=1`, "
+            "before this cell)")
 
 
 def figures_dir(profile: Optional[str] = None) -> Path:
-    """The ``figures/`` folder (created if needed); ``runs/smoke/figures/`` for the smoke
-    profile, so that a quick check never overwrites the committed figures."""
+    """The ``figures/`` folder (created if needed); ``runs/<profile>/figures/`` for the
+    smoke profile and in an interactive kernel without ``FA_UPDATE_COMMITTED=1``, so that a
+    quick check or a run in Lab never overwrites the committed figures."""
     return _output_dir("figures", profile)
 
 
 def results_dir(profile: Optional[str] = None) -> Path:
-    """The ``results/`` folder (created if needed); ``runs/smoke/results/`` for the smoke
-    profile."""
+    """The ``results/`` folder (created if needed); ``runs/<profile>/results/`` where
+    :func:`figures_dir` uses ``runs/<profile>/figures/``."""
     return _output_dir("results", profile)
 
 

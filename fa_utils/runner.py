@@ -19,6 +19,20 @@ cell and the error) or ``NN_name.interrupted.ipynb`` on Ctrl-C, so a failed run 
 replaces a successful run's copy. ``FA_OUTPUT_ROOT`` is made absolute (relative to the
 folder the command was started in) before any kernel starts.
 
+Console: one line per code cell that took at least :data:`PROGRESS_MIN_S` seconds
+(``03_vfa: cell 12/30 (Figure 8 ...) 45 s``, :class:`_Progress`), the time of each notebook,
+and at the end the per-notebook times and the summary line of ``results/REPORT.md``, which
+the runner assembles after every ``reproduce`` and ``run`` (also after a failure) from the
+claims the notebooks wrote (:mod:`fa_utils.report`). Kernels talk to the runner over IPC
+(Unix sockets) rather than TCP on POSIX systems: nothing listens on a port, and ipykernel
+has no reason to warn that TCP is unencrypted.
+
+Kernels started by the runner get ``FA_UPDATE_COMMITTED=1``: they may write the committed
+``figures/`` and ``results/`` (an interactive kernel without it writes under
+``runs/<profile>/``, :func:`fa_utils.outputs.writes_committed`).
+
+    python -m fa_utils report [--profile quick]      # rebuild results/REPORT.md alone
+
 Ctrl-C: the first interrupts the kernel (its running cell gets a KeyboardInterrupt; a
 training loop writes a checkpoint of the step it reached, :func:`fa_utils.train.fit`), the
 runner says which notebook stopped, where the checkpoint is and the command that resumes,
@@ -43,8 +57,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
 from .config import PROFILES, ConfigError, resolve_profile
-from .outputs import (OUTPUT_ROOT_ENV, executed_notebooks_dir, repo_root,
-                      runs_dir)
+from .outputs import (OUTPUT_ROOT_ENV, UPDATE_COMMITTED_ENV, executed_notebooks_dir,
+                      repo_root, runs_dir)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -55,6 +69,10 @@ EXIT_INTERRUPTED = 130
 #: (besides ``make_config("<section>", ...)``, which is read from the call itself).
 CONFIG_FEEDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"exploration_models": ("fa", "vfa", "local")})
+#: A code cell that took at least this many seconds gets a progress line.
+PROGRESS_MIN_S = 2.0
+#: The kernels' transport: "ipc" (Unix sockets) where the OS has them, else "tcp".
+KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
 #: Parameters that feed no config field, and the type their setup cell checks.
 OTHER_PARAMETERS: Mapping[str, Any] = MappingProxyType({"interactive": Optional[bool]})
 
@@ -408,15 +426,68 @@ class _Interrupts:
 
 def _recording_kernel_manager(sink: list):
     """nbclient's kernel manager class, recording each instance in ``sink`` (so the runner
-    can signal the kernel it starts)."""
+    can signal the kernel it starts), with :data:`KERNEL_TRANSPORT`: over IPC the kernel
+    binds Unix sockets beside its connection file (Jupyter's runtime folder, user-only)
+    instead of TCP ports, so ipykernel does not log "Kernel is running over TCP without
+    encryption" for every notebook."""
     from jupyter_client.manager import AsyncKernelManager
 
     class RecordingKernelManager(AsyncKernelManager):
         def __init__(self, *args, **kwargs):
+            kwargs.setdefault("transport", KERNEL_TRANSPORT)
             super().__init__(*args, **kwargs)
             sink.append(self)
 
     return RecordingKernelManager
+
+
+def _cell_labels(cells) -> list[str]:
+    """Per cell: the first line of the nearest markdown cell above it (heading marks
+    stripped, at most 40 characters), or "" before any markdown."""
+    labels, current = [], ""
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            first = next((ln.strip().lstrip("#").strip() for ln in cell.source.splitlines()
+                          if ln.strip()), "")
+            current = first if len(first) <= 40 else first[:37].rstrip() + "..."
+        labels.append(current)
+    return labels
+
+
+@dataclass
+class _Progress:
+    """nbclient hooks that print one line per code cell that took at least ``min_s``
+    seconds: ``<name>: cell <k>/<n> (<label>) <seconds> s``, k counting code cells
+    (papermill's injected parameters cell included), the label from the markdown above."""
+
+    name: str
+    min_s: float = PROGRESS_MIN_S
+    stream: Any = None
+    _labels: list = field(default_factory=list)
+    _code_index: dict = field(default_factory=dict)
+    _started: float = 0.0
+
+    def on_notebook_start(self, notebook=None, **_):
+        cells = notebook.cells if notebook is not None else []
+        self._labels = _cell_labels(cells)
+        code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
+        self._code_index = {i: k + 1 for k, i in enumerate(code)}
+
+    def on_cell_start(self, cell=None, cell_index=None, **_):
+        self._started = time.perf_counter()
+
+    def on_cell_executed(self, cell=None, cell_index=None, **_):
+        dt = time.perf_counter() - self._started
+        if dt < self.min_s or cell_index not in self._code_index:
+            return
+        label = self._labels[cell_index] if cell_index < len(self._labels) else ""
+        print(f"  {self.name}: cell {self._code_index[cell_index]}/{len(self._code_index)}"
+              + (f" ({label})" if label else "") + f" {dt:.0f} s",
+              file=self.stream or sys.stdout, flush=True)
+
+    def hooks(self) -> dict:
+        return {"on_notebook_start": self.on_notebook_start,
+                "on_cell_start": self.on_cell_start, "on_cell_executed": self.on_cell_executed}
 
 
 def executed_copy(out_dir: Path, nb: Path, state: str = "") -> Path:
@@ -428,6 +499,7 @@ def executed_copy(out_dir: Path, nb: Path, state: str = "") -> Path:
 def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[int] = None,
             interrupts: Optional[_Interrupts] = None) -> Path:
     """Execute one notebook with papermill into ``out_dir``; return the executed copy.
+    Prints a progress line per code cell of at least :data:`PROGRESS_MIN_S` seconds.
 
     It runs into ``NN_name.running.ipynb``, renamed to ``NN_name.ipynb`` on success (older
     failed / interrupted copies of it are removed), else to ``NN_name.failed.ipynb`` or
@@ -447,7 +519,8 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
     try:
         pm.execute_notebook(str(nb), str(running), parameters=params, kernel_name="python3",
                             cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
-                            kernel_manager_class=_recording_kernel_manager(interrupts.managers))
+                            kernel_manager_class=_recording_kernel_manager(interrupts.managers),
+                            **_Progress(nb.stem).hooks())
     except pm.PapermillExecutionError as exc:
         evalue = str(exc.evalue).strip() if exc.evalue else ""
         if interrupts.count or exc.ename in ("KeyboardInterrupt", "TrainingInterrupted"):
@@ -513,13 +586,16 @@ def _notebook_word(nb: Path) -> str:
 def _kernel_environment():
     """The kernels' environment while the runner runs (restored afterwards): an absolute
     ``FA_OUTPUT_ROOT`` (relative to the folder the runner was started in, before papermill
-    changes into ``notebooks/``) and ``FA_HEADLESS=1`` unless set (no widget front end)."""
-    saved = {k: os.environ.get(k) for k in (OUTPUT_ROOT_ENV, "FA_HEADLESS")}
+    changes into ``notebooks/``), ``FA_HEADLESS=1`` unless set (no widget front end) and
+    ``FA_UPDATE_COMMITTED=1`` (the runner's kernels write the committed figures/ and
+    results/; smoke still goes to runs/smoke/)."""
+    saved = {k: os.environ.get(k) for k in (OUTPUT_ROOT_ENV, "FA_HEADLESS", UPDATE_COMMITTED_ENV)}
     try:
         if saved[OUTPUT_ROOT_ENV]:
             os.environ[OUTPUT_ROOT_ENV] = str((Path.cwd() / Path(saved[OUTPUT_ROOT_ENV])
                                                .expanduser()).resolve())
         os.environ.setdefault("FA_HEADLESS", "1")
+        os.environ[UPDATE_COMMITTED_ENV] = "1"
         yield
     finally:
         for k, v in saved.items():
@@ -538,6 +614,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dl.add_argument("dataset", help="mnist, cifar10, celeba or stl10")
     dl.add_argument("--data-root", default="data", help="folder for the datasets, as the "
                     "notebooks' data_root parameter (relative: to the repository; default data)")
+    rep = sub.add_parser("report", help="rebuild results/REPORT.md from results/claims/*.json")
+    rep.add_argument("--profile", default=None,
+                     help=f"one of {list(PROFILES)} (default: $FA_PROFILE or quick)")
     for name, helptext in (("reproduce", "run every notebook in order (the main job)"),
                            ("run", "run the given notebooks")):
         p = sub.add_parser(name, help=helptext)
@@ -560,6 +639,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "download":
         return _download(args.dataset, args.data_root)
 
+    if args.command == "report":
+        try:
+            profile = resolve_profile(args.profile)
+            with _kernel_environment():
+                _write_report(profile, {})
+        except (ConfigError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
+
     if args.command == "reproduce":
         notebooks = all_notebooks()
     else:
@@ -571,38 +660,85 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     profile = resolve_profile(args.profile)
     interrupts = _Interrupts()
-    times = []
+    times: list[tuple[str, float]] = []
     words = [_notebook_word(n) for n, _ in plans]
-    done = 0
+    runs: dict[str, Any] = {}
     with _kernel_environment(), interrupts.installed():
+        status = _run_plans(plans, args, profile, interrupts, words, times, runs)
+        _print_times(times)
         try:
-            out_dir = (Path(args.out).expanduser().resolve() if args.out
-                       else executed_notebooks_dir(profile))
-            for i, (nb, params) in enumerate(plans):
-                if interrupts.count:  # a Ctrl-C that the previous notebook survived
-                    raise KeyboardInterrupt
-                print(f"running {nb.name} with {params} ...", flush=True)
-                t0 = time.perf_counter()
-                try:
-                    out = execute(nb, params, out_dir, args.timeout, interrupts)
-                except NotebookFailure as exc:
-                    print(f"FAILED: {exc}", file=sys.stderr)
-                    return EXIT_FAILED
-                except NotebookInterrupted as exc:
-                    _report_interrupt(exc, args, words[i:], profile)
-                    return EXIT_INTERRUPTED
-                done = i + 1
-                times.append((nb.name, time.perf_counter() - t0))
-                print(f"  done in {times[-1][1]:.0f} s -> {out}", flush=True)
-        except KeyboardInterrupt:  # between notebooks: nothing was running
-            print(f"INTERRUPTED (Ctrl-C) between notebooks; "
-                  f"{'no notebook had finished' if not done else plans[done - 1][0].name + ' had finished'}.\n"
-                  f"  to run the rest: {_resume_command(args, words[done:], profile)}",
-                  file=sys.stderr, flush=True)
-            return EXIT_INTERRUPTED
-    total = sum(t for _, t in times)
-    print("\n".join([f"{n:40s} {t:7.0f} s" for n, t in times] + [f"{'total':40s} {total:7.0f} s"]))
+            _write_report(profile, runs)
+        except (ValueError, OSError) as exc:
+            print(f"error: the report could not be written: {exc}", file=sys.stderr)
+            return status or EXIT_FAILED
+    return status
+
+
+def _run_plans(plans, args, profile: str, interrupts: _Interrupts, words: Sequence[str],
+               times: list, runs: dict) -> int:
+    """Run the planned notebooks in order; fill ``times`` (name, seconds) and ``runs``
+    (stem -> :class:`fa_utils.report.NotebookRun`); return the exit status."""
+    from .report import NotebookRun
+
+    done = 0
+    try:
+        out_dir = (Path(args.out).expanduser().resolve() if args.out
+                   else executed_notebooks_dir(profile))
+        for i, (nb, params) in enumerate(plans):
+            if interrupts.count:  # a Ctrl-C that the previous notebook survived
+                raise KeyboardInterrupt
+            print(f"running {nb.name} with {params} ...", flush=True)
+            t0, started = time.perf_counter(), time.time()
+            try:
+                out = execute(nb, params, out_dir, args.timeout, interrupts)
+            except NotebookFailure as exc:
+                runs[nb.stem] = NotebookRun("failed", started, f"executed copy: {exc.output}")
+                _mark_not_run(plans[i + 1:], runs, f"notebook {words[i]} failed first")
+                print(f"FAILED: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            except NotebookInterrupted as exc:
+                runs[nb.stem] = NotebookRun("interrupted", started, exc.output or "")
+                _mark_not_run(plans[i + 1:], runs, "the run was interrupted first")
+                _report_interrupt(exc, args, words[i:], profile)
+                return EXIT_INTERRUPTED
+            runs[nb.stem] = NotebookRun("ok", started, str(out))
+            done = i + 1
+            times.append((nb.name, time.perf_counter() - t0))
+            print(f"  done in {times[-1][1]:.0f} s -> {out}", flush=True)
+    except KeyboardInterrupt:  # between notebooks: nothing was running
+        _mark_not_run(plans[done:], runs, "the run was interrupted first")
+        print(f"INTERRUPTED (Ctrl-C) between notebooks; "
+              f"{'no notebook had finished' if not done else plans[done - 1][0].name + ' had finished'}.\n"
+              f"  to run the rest: {_resume_command(args, words[done:], profile)}",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return 0
+
+
+def _mark_not_run(rest, runs: dict, why: str) -> None:
+    from .report import NotebookRun
+
+    for nb, _ in rest:
+        runs[nb.stem] = NotebookRun("not run", 0.0, why)
+
+
+def _print_times(times: Sequence[tuple[str, float]]) -> None:
+    if not times:
+        return
+    total = sum(t for _, t in times)
+    print("\n".join(["", "time per notebook:"] + [f"  {n:40s} {t:7.0f} s" for n, t in times]
+                    + [f"  {'total':40s} {total:7.0f} s"]), flush=True)
+
+
+def _write_report(profile: str, runs: Mapping[str, Any]) -> None:
+    """Assemble the report (:func:`fa_utils.report.write_report`), print its summary line
+    and path, and update the README's summary line when the report is the committed one."""
+    from . import report
+
+    path, line = report.write_report(profile, runs)
+    print(f"claims: {line}\nreport: {path}", flush=True)
+    if report.update_readme(line, path):
+        print(f"  (README.md's summary line updated)", flush=True)
 
 
 def _report_interrupt(exc: NotebookInterrupted, args, remaining: Sequence[str],

@@ -1,0 +1,208 @@
+"""results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
+that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
+notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
+import json
+import os
+import time
+
+import nbformat
+import pytest
+import torch
+
+from fa_utils import appendix, claims, fid, generative, outputs, report, runner, toy
+
+GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
+            "plain_recovered_fraction": 0.19}
+GOOD_BINS = {"fa": torch.tensor([0.01, 0.02, 0.015]), "plain": torch.tensor([0.2, 0.6, 0.5])}
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv(outputs.OUTPUT_ROOT_ENV, str(tmp_path))
+    return tmp_path
+
+
+def _comparison(asserted=("table2.vfagan_below_vfa", "tables3-5.vfa_half_vae")):
+    fd = {m: [fid.FIDResult(value=v, feature="classifier-128", n_real=100, n_fake=100,
+                            comparable=False, note="")]
+          for m, v in {"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}.items()}
+    rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0),
+           ("G(r)", 90.0, 0.0)]
+    return generative.comparison_claims("mnist", frechet=fd, reconstruction=rec,
+                                        size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
+                                        time_ratio=1.1, asserted=asserted)
+
+
+def _appendix(**over):
+    ws = [0.5, 1.0, 1.6]
+    rho = appendix.contraction(ws)
+    err0 = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    err = torch.stack([err0, err0 * rho ** 3], 1)
+    run = appendix.DiagonalRun(clamp=None, weights=torch.zeros(2, 1), loss=[], diverged_at=3)
+    ok = appendix.DiagonalRun(clamp=appendix.SQRT2, weights=torch.zeros(2, 1), loss=[],
+                              diverged_at=None)
+    kw = dict(ws=ws, closed_gap=1e-15, err=err, rho=rho, steps=3,
+              square={"WtW-I": 1e-6, "Wt-pinv": 1e-6},
+              fewer={"WWt-I": 1e-6, "WtW-P": 1e-6, "Wt-pinv": 1e-6}, projector_gap=1e-6,
+              tolerance=1e-3, no_clamp=run, clamped=ok, trained_w2_max=1.2,
+              trained_inner_last=1e-6, init_inner=torch.tensor([1.0, 5.0]))
+    kw.update(over)
+    return appendix.appendix_claims(**kw)
+
+
+def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
+    built = {"01_toy_sin": toy.figure2_claims(GOOD_TOY, GOOD_BINS),
+             "04_vfa_gan": _comparison(),
+             "06_appendix_convergence": _appendix()}
+    for stem, items in built.items():
+        assert [c.id for c in items] == [e.id for e in report.CATALOGUE[stem]], stem
+        # the same report group (04's time claim names its dataset's table)
+        assert ([c.section.split(",")[0] for c in items]
+                == [e.section.split(",")[0] for e in report.CATALOGUE[stem]]), stem
+    assert all(c.verdict == claims.HOLDS for c in built["01_toy_sin"] + built["06_appendix_convergence"])
+    ids = [e.id for es in report.CATALOGUE.values() for e in es]
+    assert len(ids) == len(set(ids))
+
+
+def test_the_notebooks_call_the_builders_and_check_what_they_write():
+    """01 and 06 write and check the same objects (no separate asserts of the claims)."""
+    for stem, builder in (("01_toy_sin", "toy.figure2_claims("),
+                          ("06_appendix_convergence", "appendix.appendix_claims(")):
+        nb = nbformat.read(outputs.repo_root() / "notebooks" / f"{stem}.ipynb", as_version=4)
+        last = nb.cells[-1].source
+        name = last.split(f" = {builder}")[0].split("\n")[-1]
+        assert builder in last and f'claims.write_claims("{stem}", "-", {name},' in last
+        assert f"claims.check({name})" in last
+
+
+def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
+    toy_claims = toy.figure2_claims(GOOD_TOY, GOOD_BINS)
+    comp = _comparison()
+    claims.write_claims("01_toy_sin", "-", toy_claims, profile="quick")
+    claims.write_claims("04_vfa_gan", "mnist", comp, profile="quick")
+    for items in (toy_claims, comp):
+        claims.check(items)  # what the notebooks assert passes
+    path, line = report.write_report("quick")
+    assert path == root / "results" / "REPORT.md"
+    text = path.read_text()
+    assert "Profile **quick**" in text and f"**{line}.**" in text
+    rows = {r["id"]: r for r in report.parse_rows(text)}
+    written = [c for f in claims.read_claims(root / "results" / "claims") for c in f["claims"]]
+    for c in written:
+        row = rows[c["id"]]
+        assert row["verdict"].startswith(c["verdict"] + (" (asserted)" if c["asserted"] else ""))
+        assert row["claim"] == c["text"] and row["paper"] == c["paper"]
+        assert row["ours"].split("; ")[0].split("> ")[-1].startswith(c["ours"].split(";")[0])
+        if c["asserted"]:
+            assert row["verdict"].startswith("holds (asserted)")
+    # the other notebooks' claims are rows too, not measured, naming the notebook
+    for stem in ("02_fa_mnist", "03_vfa", "05_local_fa", "06_appendix_convergence"):
+        for e in report.CATALOGUE[stem]:
+            assert rows[e.id]["verdict"].startswith(f"not measured: notebook {stem[:2]} did not run")
+    assert len(rows) == sum(len(v) for v in report.CATALOGUE.values())
+    n_hold = sum(c["verdict"] == claims.HOLDS for c in written)
+    assert line.startswith(f"{n_hold} of {len(rows)} claims hold at quick")
+    assert "notebooks 02, 03, 05, 06 wrote no claims" in line
+    assert "; 2 do not hold;" in line  # comparison: GAN and G(r) do not hold here
+    # links and a thumbnail point from results/ to our figures once they exist
+    fig = root / "figures" / "fig02b_toy_with_fa.png"
+    fig.parent.mkdir(exist_ok=True)
+    fig.write_bytes(b"png")
+    text = report.write_report("quick")[0].read_text()
+    assert text.count('<img src="../figures/fig02b_toy_with_fa.png"') == 1
+    assert "[fig02b_toy_with_fa.png](../figures/fig02b_toy_with_fa.png)" in text
+
+
+def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(root):
+    bad = toy.figure2_claims({**GOOD_TOY, "plain_recovered_fraction": 0.7}, GOOD_BINS)
+    claims.write_claims("01_toy_sin", "-", bad, profile="quick")  # written before the check
+    with pytest.raises(claims.ClaimFailed, match="fig2.plain_partial"):
+        claims.check(bad)
+    rows = {r["id"]: r for r in report.parse_rows(report.write_report("quick")[0].read_text())}
+    assert rows["fig2.plain_partial"]["verdict"].startswith("does not hold (asserted): ")
+    assert rows["fig2.fa_whole_domain"]["verdict"] == "holds (asserted)"
+    with pytest.raises(claims.ClaimFailed, match="eq9.clamp_prevents_divergence"):
+        claims.check(_appendix(clamped=appendix.DiagonalRun(None, torch.zeros(1, 1), [], 2)))
+
+
+def test_claims_of_another_profile_or_of_a_failed_run_are_not_used(root):
+    folder = claims.claims_dir("quick")
+    claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
+    rows = report.collect(folder, "quick")
+    toy_rows = [r for r in rows if r.notebook == "01_toy_sin"]
+    assert len(toy_rows) == 4 and all(r.claim.verdict == claims.NOT_MEASURED and not r.written
+                                      for r in toy_rows)
+    assert "its claims are from profile paper" in toy_rows[0].claim.why
+    claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
+    later = time.time() + 5
+    failed = {"01_toy_sin": report.NotebookRun("failed", later, "executed copy: x.failed.ipynb")}
+    toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
+    assert all(r.claim.verdict == claims.NOT_MEASURED for r in toy_rows)
+    assert "notebook 01 failed before writing its claims (executed copy: x.failed.ipynb)" == toy_rows[0].claim.why
+    ok = {"01_toy_sin": report.NotebookRun("failed", time.time() - 60)}  # written during the run
+    assert all(r.claim.verdict == claims.HOLDS for r in report.collect(folder, "quick", ok)
+               if r.notebook == "01_toy_sin")
+    ran = {"02_fa_mnist": report.NotebookRun("ok", 0.0)}
+    r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
+    assert "ran but wrote no claims file" in r02[0].claim.why
+    (folder / "broken.json").write_text("{}")
+    with pytest.raises(ValueError, match="broken.json: not a claims file"):
+        report.collect(folder, "quick")
+
+
+def test_the_readme_line_is_rewritten_only_for_the_committed_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs, "repo_root", lambda: tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}old{report.README_END}\nrest\n")
+    committed = tmp_path / "results" / "REPORT.md"
+    assert not report.update_readme("2 of 3 claims hold at smoke", tmp_path / "runs" / "REPORT.md")
+    assert report.update_readme("2 of 3 claims hold at quick", committed)
+    assert readme.read_text() == (f"intro\n{report.README_START}**2 of 3 claims hold at quick** "
+                                  f"([results/REPORT.md](results/REPORT.md)){report.README_END}\nrest\n")
+    assert not report.update_readme("2 of 3 claims hold at quick", committed)  # unchanged
+    readme.write_text(f"{report.README_START} only one marker")
+    with pytest.raises(ValueError, match="expected one"):
+        report.update_readme("x", committed)
+
+
+def test_the_repository_readme_has_the_summary_markers():
+    text = (outputs.repo_root() / "README.md").read_text()
+    assert text.count(report.README_START) == 1 and text.count(report.README_END) == 1
+    assert text.index(report.README_START) < text.index("## The two commands")
+
+
+def test_the_runner_console_shows_cell_progress_no_kernel_warning_and_the_report(
+        tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv(outputs.OUTPUT_ROOT_ENV, str(tmp_path / "out"))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("profile = None")
+    params.metadata["tags"] = ["parameters"]
+    write = ('import os, time\nfrom fa_utils import claims\n'
+             'assert os.environ["FA_UPDATE_COMMITTED"] == "1"\ntime.sleep(2.3)\n'
+             'claims.write_claims("93_console", "-", [claims.Claim("t.one", "5", "a claim", "p", "o", '
+             '"holds", asserted=True)], profile=profile)')
+    nb.cells = [params, nbformat.v4.new_markdown_cell("## The slow part\nmore"),
+                nbformat.v4.new_code_cell(write), nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "93_console.ipynb"
+    nbformat.write(nb, path)
+    assert runner.main(["run", str(path), "--profile", "quick"]) == 0
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err
+    assert "  93_console: cell 3/4 (The slow part) 2 s" in out  # papermill's injected cell counts
+    assert "cell 4/4" not in out  # a fast cell prints nothing
+    rep = tmp_path / "out" / "results" / "REPORT.md"
+    assert f"report: {rep}" in out and "claims: 1 of " in out and "93_console.ipynb" in out
+    assert "| `t.one` |" in rep.read_text()
+
+
+def test_progress_labels_come_from_the_markdown_above(capsys):
+    cells = [nbformat.v4.new_code_cell("a"), nbformat.v4.new_markdown_cell("\n### Figure 8: " + "x" * 50),
+             nbformat.v4.new_code_cell("b")]
+    assert runner._cell_labels(cells) == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
+    p = runner._Progress("03_vfa", min_s=0.0)
+    p.on_notebook_start(notebook=nbformat.v4.new_notebook(cells=cells))
+    p.on_cell_start(cell=cells[2], cell_index=2)
+    p.on_cell_executed(cell=cells[2], cell_index=2)
+    assert capsys.readouterr().out.startswith("  03_vfa: cell 2/2 (Figure 8: xxx")
+    assert runner._recording_kernel_manager([])().transport == runner.KERNEL_TRANSPORT == "ipc"
