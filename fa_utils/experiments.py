@@ -186,3 +186,45 @@ def describe_sweep(rows, trained: tuple[int, float]) -> str:
             f"T={trained[0]}, tau={trained[1]} gives {base:.4f}. " if base is not None else "")
     text += f"{len(rows) - len(finite)} of {len(rows)} settings diverged (MSE > 1e3 or nan)."
     return text
+
+
+def fa_claims(dataset: str, fa_mse: float, mean_image: float, separation: Optional[float],
+              n_classes: int, *, asserted: bool) -> list:
+    """Notebook 02's claims (Section 3.1 / Figure 1, Section 5 / Figure 6a) as
+    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.report.CATALOGUE`.
+
+    Args:
+        dataset: the run's dataset (evidence names carry it).
+        fa_mse: held-out MSE per pixel of FA's recovery from E(x) alone.
+        mean_image: the mean training image's held-out MSE per pixel.
+        separation: nearest-class-mean accuracy of the 2-neuron latent, or ``None`` on
+            unlabeled data (the claim is then "not measured").
+        n_classes: number of classes (chance = 1 / n_classes).
+        asserted: the notebook asserts both (quick and paper; not smoke).
+
+    Thresholds (the notebook's): FA below half the mean-image error; separation above
+    twice chance.
+    """
+    from . import claims
+
+    chance = 1 / max(n_classes, 1)
+    rec_ok = fa_mse < 0.5 * mean_image
+    out = [claims.Claim(
+        "fig1.fa_reconstructs", "3.1, Figure 1",
+        "FA recovers held-out images from the encoder's output alone, without a decoder (our "
+        "reading: below half the mean image's error)", "Figure 1 (images, no number)",
+        f"MSE per pixel {fa_mse:.4f} vs mean image {mean_image:.4f}", claims.verdict(rec_ok),
+        "" if rec_ok else "FA's recovery is not below half the mean image's error at this budget",
+        (f"results/fa_reconstruction_{dataset}.md", f"figures/fig01_fa_reconstruction_{dataset}.png"),
+        asserted)]
+    sep_ok = None if separation is None else separation > 2 * chance
+    out.append(claims.Claim(
+        "fig6a.latent_groups_digits", "5, Figure 6a",
+        "A 2-neuron FA latent groups the images by class (our reading: nearest-class-mean "
+        "accuracy above twice chance)", "Figure 6a (scatter, no number)",
+        "-" if separation is None else f"accuracy {separation:.2f} (chance {chance:.2f})",
+        claims.verdict(sep_ok),
+        f"{dataset} is unlabeled: there are no classes to group" if sep_ok is None else
+        ("" if sep_ok else "the 2-D latent does not separate the classes at this budget"),
+        (f"figures/fig06a_latent2d_{dataset}.png",), asserted and sep_ok is not None))
+    return out

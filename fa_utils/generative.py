@@ -197,6 +197,47 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
     return encoder, history
 
 
+def vfa_claims(dataset: str, rec_mse: float, mean_mse: float,
+               emphasis: Optional[list[tuple[float, float, float]]], *, asserted: bool
+               ) -> list[claims.Claim]:
+    """Notebook 03's claims (Section 3.3 / Figure 3, Section 3.4 / Figure 8) as
+    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.report.CATALOGUE`.
+
+    Args:
+        dataset: the run's dataset.
+        rec_mse: held-out MSE per pixel of VFA's reconstruction (r from mu(x)).
+        mean_mse: the mean training image's held-out MSE per pixel.
+        emphasis: :func:`class_emphasis_stats` rows (one-hot value, class score, accuracy),
+            or ``None`` for an unconditional run (unlabeled data): "not measured".
+        asserted: the notebook asserts them (quick and paper).
+    """
+    rec_ok = rec_mse < mean_mse
+    out = [claims.Claim(
+        "fig3.vfa_reconstructs", "3.3, Figure 3", "VFA reconstructs held-out images from the "
+        "latent (our reading: better than the mean training image)", "Figure 3 (diagram)",
+        f"MSE per pixel {rec_mse:.4f} vs mean image {mean_mse:.4f}", claims.verdict(rec_ok),
+        "" if rec_ok else "VFA's reconstruction is not below the mean image at this budget",
+        (f"figures/fig_vfa_training_{dataset}.png",), asserted)]
+    if emphasis is None:
+        out.append(claims.Claim(
+            "fig8.onehot_emphasis", "3.4, Figure 8", "A larger one-hot value makes the "
+            "conditional samples show the wanted class", "Figure 8 / 6b (images)", "-",
+            claims.NOT_MEASURED, f"{dataset} has no classes: VFA runs unconditional",
+            (), False))
+        return out
+    first, last = emphasis[0], emphasis[-1]
+    ok = last[2] > first[2]
+    out.append(claims.Claim(
+        "fig8.onehot_emphasis", "3.4, Figure 8", "A larger one-hot value makes the conditional "
+        "samples show the wanted class (an independent classifier's accuracy rises from the "
+        "smallest to the largest value)", "Figure 6b (images, no number)",
+        f"accuracy {first[2]:.0%} at one-hot {first[0]:g}, {last[2]:.0%} at {last[0]:g}",
+        claims.verdict(ok), "" if ok else "the accuracy does not rise with the one-hot value",
+        (f"results/vfa_class_emphasis_{dataset}.md", f"figures/fig06b_class_emphasis_{dataset}.png",
+         f"figures/fig08_vfa_samples_interpolation_{dataset}.png"), asserted))
+    return out
+
+
 def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
                          scales, classifier: nn.Module, *, per_class: int = 20,
                          seed: int = 0, refiner: Optional[nn.Module] = None

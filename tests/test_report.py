@@ -9,7 +9,8 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import appendix, claims, fid, generative, outputs, report, runner, toy
+from fa_utils import (appendix, claims, experiments, fid, generative, local, outputs, report,
+                      runner, toy)
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
             "plain_recovered_fraction": 0.19}
@@ -50,16 +51,30 @@ def _appendix(**over):
     return appendix.appendix_claims(**kw)
 
 
+def _memory(local_bytes=10, global_bytes=40):
+    def step(n):
+        return local.StepMemory(dataset="mnist", method="?", batch=8, saved_total_bytes=n,
+                                saved_peak_bytes=n, n_saved=1, step_time_s=0.0)
+    return [("mnist", step(global_bytes), step(local_bytes))]
+
+
 def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
     built = {"01_toy_sin": toy.figure2_claims(GOOD_TOY, GOOD_BINS),
+             "02_fa_mnist": experiments.fa_claims("mnist", 0.01, 0.067, 0.6, 10, asserted=True),
+             "03_vfa": generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.1), (8.0, 2.0, 0.9)],
+                                             asserted=True),
              "04_vfa_gan": _comparison(),
+             "05_local_fa": local.local_claims("mnist", 0.02, 0.067, _memory(),
+                                               assert_reconstruction=True),
              "06_appendix_convergence": _appendix()}
     for stem, items in built.items():
         assert [c.id for c in items] == [e.id for e in report.CATALOGUE[stem]], stem
         # the same report group (04's time claim names its dataset's table)
         assert ([c.section.split(",")[0] for c in items]
                 == [e.section.split(",")[0] for e in report.CATALOGUE[stem]]), stem
-    assert all(c.verdict == claims.HOLDS for c in built["01_toy_sin"] + built["06_appendix_convergence"])
+    assert all(c.verdict == claims.HOLDS for stem in ("01_toy_sin", "02_fa_mnist", "03_vfa",
+                                                      "05_local_fa", "06_appendix_convergence")
+               for c in built[stem])
     ids = [e.id for es in report.CATALOGUE.values() for e in es]
     assert len(ids) == len(set(ids))
 
@@ -73,6 +88,34 @@ def test_the_notebooks_call_the_builders_and_check_what_they_write():
         name = last.split(f" = {builder}")[0].split("\n")[-1]
         assert builder in last and f'claims.write_claims("{stem}", "-", {name},' in last
         assert f"claims.check({name})" in last
+    for stem, builder in (("02_fa_mnist", "experiments.fa_claims("), ("03_vfa", "generative.vfa_claims("),
+                          ("05_local_fa", "local.local_claims(")):
+        last = nbformat.read(outputs.repo_root() / "notebooks" / f"{stem}.ipynb", as_version=4).cells[-1].source
+        assert f"found = {builder}" in last and f'claims.write_claims("{stem}", ' in last
+        assert "claims.check(found)" in last and "assert fa_mse < " not in last
+
+
+def test_claim_builders_follow_the_notebooks_thresholds():
+    """02, 03, 05: the thresholds their asserts had, as verdicts; unlabeled data is not
+    measured and never asserted; a failed asserted claim makes check raise."""
+    fa = {c.id: c for c in experiments.fa_claims("celeba", 0.04, 0.067, None, 0, asserted=True)}
+    assert fa["fig1.fa_reconstructs"].verdict == claims.FAILS  # 0.04 > 0.5 x 0.067
+    sep = fa["fig6a.latent_groups_digits"]
+    assert sep.verdict == claims.NOT_MEASURED and not sep.asserted and "unlabeled" in sep.why
+    with pytest.raises(claims.ClaimFailed, match="fig1.fa_reconstructs"):
+        claims.check(fa.values())
+    low = experiments.fa_claims("mnist", 0.01, 0.067, 0.15, 10, asserted=True)[1]
+    assert low.verdict == claims.FAILS  # 0.15 is not above twice chance (0.2)
+    vfa_items = {c.id: c for c in generative.vfa_claims("celeba", 0.03, 0.067, None, asserted=True)}
+    assert vfa_items["fig8.onehot_emphasis"].verdict == claims.NOT_MEASURED
+    flat = generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.5), (8.0, 2.0, 0.4)],
+                                 asserted=True)[1]
+    assert flat.verdict == claims.FAILS
+    mem = {c.id: c for c in local.local_claims("mnist", 0.02, 0.067, _memory(50, 40),
+                                               assert_reconstruction=False)}
+    assert mem["3.5.local_less_memory"].verdict == claims.FAILS and mem["3.5.local_less_memory"].asserted
+    assert mem["fig16.local_reconstructs"].verdict == claims.HOLDS
+    assert not mem["fig16.local_reconstructs"].asserted
 
 
 def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
