@@ -1,6 +1,6 @@
 """Run profiles and validated, frozen configurations: the one source of truth.
 
-Three profiles (``../shared/DESIGN.md``):
+Three profiles:
 
 ``smoke``
     seconds per notebook on a CPU, tiny subsets; what CI and nbval run.
@@ -50,7 +50,7 @@ class ConfigError(ValueError):
 class ToyConfig:
     """Section 3.2 (Figure 2): invert y = sin(3 pi x) on x in [-domain, domain].
 
-    The domain is not stated in the paper; [-1, 1] is our reading (METHOD.md section 2).
+    The domain is not stated in the paper; [-1, 1] is our reading (docs/method.md section 2).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -77,7 +77,7 @@ class FAConfig:
 
     Optimiser: the paper's text says Adam lr 1e-5 (the ``paper`` profile uses it); the
     authors' code uses lr 1e-4 with betas (0.5, 0.999). The ``quick`` profile uses
-    lr 5e-4 with those betas because 1e-5 gives only blobs in a CPU budget (METHOD.md 9).
+    lr 5e-4 with those betas because 1e-5 gives only blobs in a CPU budget (docs/method.md section 9).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -341,7 +341,7 @@ class VFAConfig:
     """Section 3.3 (Eq. 5, Figure 3): VFA, and its conditional variant (Section 3.4,
     Figures 6b and 8).
 
-    Choices (METHOD.md sections 3-4; see :mod:`fa_utils.vfa`):
+    Choices (docs/method.md sections 3-4; see :mod:`fa_utils.vfa`):
 
     * ``beta_schedule="uniform"``: beta ~ U(0, ``beta``) per example. Section 4 states it
       for all models ("sample beta from a uniform distribution, with a different random
@@ -356,7 +356,7 @@ class VFAConfig:
     * ``squash="none"``, Adam lr 2e-4, betas (0.5, 0.999) at quick. Measured on the MNIST
       sample (held-out MSE after 70 steps): none / lr 5e-4 0.046, none / 1e-4 0.052, the
       authors' sigmoid / 1e-4 0.068; but none / 5e-4 blew up after ~200 steps (0.036 ->
-      0.063), and sigmoid with lr 5e-4 is unstable for VFA (METHOD.md section 9: keep
+      0.063), and sigmoid with lr 5e-4 is unstable for VFA (docs/method.md section 9: keep
       lr <= 1e-4 with ``squash="sigmoid"``). Paper profile: lr 1e-5 (Section 4). Images
       read off an unsquashed r are clamped to [0, 1] for errors, display and FID.
     """

@@ -8,8 +8,7 @@ averaged by ``DistributedDataParallel`` (gloo on CPUs, nccl on GPUs). After k st
 parameters equal, within fp32 rounding, those of one process on the same global batch
 (``tests/test_distributed.py``; with Adam's default eps, coordinates whose exact gradient
 is zero can move by up to lr per step on round-off, in either run). How the second-order FA step meets DDP
-(``../shared/notes/ddp-double-backward.md``, and ``benchmarks/ddp_variants.py`` for the
-measurement):
+(``benchmarks/ddp_variants.py`` measures the variants):
 
 * DDP prepares its gradient reducer once per forward of the wrapper. The FA step evaluates
   the encoder twice (E(x), then E(r) inside the inner problem) before its one backward.

@@ -7,7 +7,7 @@ Inner problem: from r_0 (same shape as x), T gradient steps on
 
 Outer problem: C = || x - squash(r_T) ||^2 minimised over the encoder's parameters.
 
-Two reductions matter (METHOD.md section 1):
+Two reductions matter (docs/method.md section 1):
 
 * the inner energy is a per-example *sum* and the batch is combined by *sum*, so that each
   r_i receives exactly its own gradient: a batch mean would divide every step by B;
@@ -324,7 +324,7 @@ def shared_start_step(encoder: nn.Module, z_target: torch.Tensor, r0: torch.Tens
     residuals layer by layer (transposed convolutions and matrix products). This equals
     :func:`align`'s first step (same maths; fp32 rounding differs, about 1e-6 relative) and
     skips the batch-B forward of E(r_0) and, in training, its backward: the FA training
-    step then costs about as much as a VAE step (METHOD.md 1: from r_0 = 0 the step is the
+    step then costs about as much as a VAE step (docs/method.md section 1: from r_0 = 0 the step is the
     transposed Jacobian of the encoder at the origin). Only piecewise-linear activations
     are supported, whose derivative does not depend on the weights to first order.
 
@@ -572,7 +572,7 @@ def transposed_jacobian_decoder(encoder: nn.Module, z: torch.Tensor, shape, *,
                                 head: str = "z") -> torch.Tensor:
     """r_1 = J_E(0)^T (z - E(0)): the one-step FA decoder from r_0 = 0, written explicitly.
 
-    METHOD.md section 1: with r_0 = 0, T = 1 and tau = 1, the inner step equals the
+    docs/method.md section 1: with r_0 = 0, T = 1 and tau = 1, the inner step equals the
     transposed Jacobian of the encoder at the origin applied to the latent residual, i.e. a
     tied-weight *linear* decoder. Computed with ``torch.func.vjp``, independently of
     :func:`align`, so the two can be compared.

@@ -192,7 +192,7 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
                   ckpt_every=cfg.ckpt_every, eval_fn=eval_fn,
                   eval_every=max(1, len(data.train) // cfg.batch_size), stop_after=stop_after,
                   num_workers=cfg.num_workers, desc=f"VFA {cfg.dataset}", progress=progress,
-                  nan_hint=f"Lower lr (now {cfg.lr}); METHOD.md: keep lr <= 1e-4 with sigmoid.")
+                  nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= 1e-4 with the sigmoid.")
     encoder.eval()
     return encoder, history
 
@@ -603,7 +603,7 @@ BUDGET_COLUMNS = ["model", "networks trained", "optimiser", "optimiser steps",
 # --------------------------------------------------------------------------------------
 
 #: Table 2 of the paper (FID, Inception features, 10,000 vs 10,000, mean +- std of three
-#: trials), as OCR'd; MNIST's GAN value is doubtful in the OCR (METHOD.md section 8).
+#: trials), as OCR'd; MNIST's GAN value is doubtful in the OCR (docs/method.md section 8).
 PAPER_FID = {
     "mnist": {"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17), "VFA-GAN": (41.24, 2.71)},
     "celeba": {"VAE": (81.84, 0.10), "GAN": (30.85, 1.07), "VFA": (143.57, 1.04), "VFA-GAN": (132.18, 2.73)},

@@ -427,14 +427,22 @@ class _Interrupts:
 def _recording_kernel_manager(sink: list):
     """nbclient's kernel manager class, recording each instance in ``sink`` (so the runner
     can signal the kernel it starts), with :data:`KERNEL_TRANSPORT`: over IPC the kernel
-    binds Unix sockets beside its connection file (Jupyter's runtime folder, user-only)
-    instead of TCP ports, so ipykernel does not log "Kernel is running over TCP without
-    encryption" for every notebook."""
+    binds Unix sockets in Jupyter's runtime folder (user-only; jupyter_client's default for
+    IPC would be the kernel's working folder, ``notebooks/``) instead of TCP ports, so
+    ipykernel does not log "Kernel is running over TCP without encryption" for every
+    notebook. jupyter_client removes the socket files when the kernel shuts down."""
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
 
     class RecordingKernelManager(AsyncKernelManager):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("transport", KERNEL_TRANSPORT)
+            if kwargs["transport"] == "ipc" and "ip" not in kwargs:
+                runtime = Path(jupyter_runtime_dir())
+                runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+                kwargs["ip"] = str(runtime / f"fa-kernel-{uuid.uuid4().hex[:12]}")
             super().__init__(*args, **kwargs)
             sink.append(self)
 

@@ -18,7 +18,7 @@ VFA: an FA encoder whose latent is a Gaussian posterior, without a decoder.
   image = squash(r_T).
 
 With r_0 = 0 and T = 1 the sampler is r_1 = J(0)^T (z - z_r(0)): *linear* in z, a
-probabilistic-PCA-like generator (METHOD.md section 9). That is why VFA samples are
+probabilistic-PCA-like generator (docs/method.md section 9). That is why VFA samples are
 blurry stroke-like blobs on MNIST and why the refiner G of VFA-GAN matters.
 
 VFA-GAN adds a refiner G (Table 11, :class:`fa_utils.models.FAGenerator`) and a

@@ -74,10 +74,6 @@ def test_no_file_cites_notes_outside_the_repository():
     offenders = []
     for path in repository_files():
         rel = path.relative_to(ROOT)
-        # TODO(issue 15): fa_utils/ is the one exclusion, until its docstrings are rewritten
-        # (they still cite the method notes outside the repository by their old name).
-        if rel.parts[0] == "fa_utils":
-            continue
         text = path.read_text(errors="replace")
         offenders += [f"{rel}: {s}" for s in OUTSIDE if s in text]
     assert not offenders, offenders

@@ -4,6 +4,7 @@ notebook did not run; the runner's console (progress, no kernel warning, the sum
 import json
 import os
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -248,4 +249,7 @@ def test_progress_labels_come_from_the_markdown_above(capsys):
     p.on_cell_start(cell=cells[2], cell_index=2)
     p.on_cell_executed(cell=cells[2], cell_index=2)
     assert capsys.readouterr().out.startswith("  03_vfa: cell 2/2 (Figure 8: xxx")
-    assert runner._recording_kernel_manager([])().transport == runner.KERNEL_TRANSPORT == "ipc"
+    km = runner._recording_kernel_manager([])()
+    assert km.transport == runner.KERNEL_TRANSPORT == "ipc"
+    # the sockets go to Jupyter's runtime folder, never into the repository's notebooks/
+    assert outputs.repo_root() not in Path(km.ip).resolve().parents, km.ip
