@@ -220,8 +220,8 @@ def fa_claims(dataset: str, fa_mse: float, mean_image: float, separation: Option
     sep_ok = None if separation is None else separation > 2 * chance
     out.append(claims.Claim(
         "fig6a.latent_groups_digits", "5, Figure 6a",
-        "A 2-neuron FA latent groups the images by class (our reading: nearest-class-mean "
-        "accuracy above twice chance)", "Figure 6a (scatter, no number)",
+        "A 2-neuron FA latent groups the images by class (our reading: assigning each image "
+        "to the nearest class mean in the 2-D latent is right more than twice as often as chance)", "Figure 6a (scatter, no number)",
         "-" if separation is None else f"accuracy {separation:.2f} (chance {chance:.2f})",
         claims.verdict(sep_ok),
         f"{dataset} is unlabeled: there are no classes to group" if sep_ok is None else
