@@ -276,8 +276,8 @@ def section_ratio(args, device, out: list[str], archs) -> dict[str, dict[str, fl
             markdown_table(cols, rows), "",
             "`fa-textbook`: `fa_step(shared_start=False)`, the inner step from a batch of "
             "zeros (the step before this work). `fa`: `fa_step` as shipped: the first inner "
-            "step from r_0 = 0 by `fa.shared_start_step` (E(0) on one example, J^T applied "
-            "to the B residuals). `vae`: `vae_step`, same encoder with mu/logvar heads + "
+            "step from one shared r_0 = 0 (`fa_utils.first_step`: E(0) on one example, its vjp "
+            "vmapped over the B residuals). `vae`: `vae_step`, same encoder with mu/logvar heads + "
             "MirroredDecoder. `+fused`: `train.make_adam` (fused Adam); otherwise "
             "`torch.optim.Adam`'s default (for-loop on a CPU). `+cl`: channels_last "
             "weights and inputs (`-`: not measured at --quick). Paired: the median over "
@@ -391,7 +391,7 @@ def section_flops(args, device, out: list[str], per_step) -> None:
 def section_sampling(args, device, out: list[str]) -> None:
     """Section 5a: VFA sampling vs VAE decoding (MNIST, a batch of ``args.samples``) and,
     per image at batch 1, the four models of Tables 3-6 beside the paper's ratios."""
-    from fa_utils import fa, generative, vfa
+    from fa_utils import generative, vfa
     n = args.samples
     arch = models.architecture("mnist")
     enc = vfa.make_vfa_encoder("mnist", LATENT, orthogonal=False).to(device).eval()
@@ -416,22 +416,14 @@ def section_sampling(args, device, out: list[str]) -> None:
             markdown_table(["what", "n", "VFA (us/sample)", "VAE (us/sample)", "VFA / VAE",
                             "paired"], rows), "",
             "`fa_utils.vfa.sample` (unconditional, head mu: the shared-start step, E(0) "
-            "reused between calls) against "
+            "computed by every call) against "
             "`MirroredDecoder(z)`; target: VFA / VAE <= 1.2.", ""]
-
-    def recomputing(call):  # the same call with E(0) recomputed (fa.START_CACHE_ENABLED off)
-        def run():
-            fa.START_CACHE_ENABLED = False
-            try:
-                return call()
-            finally:
-                fa.START_CACHE_ENABLED = True
-        return run
 
     rows = []
     for dataset in args.sample_datasets:
         calls = generative.sampling_calls(dataset, batch=1, device=device)
-        calls["VFA, E(0) each call"] = recomputing(calls["VFA"])
+        calls["VFA, E(0) each call"] = generative.sampling_calls(dataset, batch=1, device=device,
+                                                                 frozen=False)["VFA"]
         t = interleaved(calls, args.sample_repeats, device, warmup=2)
         paper = generative.PAPER_SIZES[dataset][3]
         pr = lambda a, b: paper[a][1] / paper[b][1]  # noqa: E731 - units cancel
@@ -449,9 +441,8 @@ def section_sampling(args, device, out: list[str]) -> None:
             "Networks as the paper's sizes imply (`fa_utils.generative.paper_models`, fresh "
             "weights; the calls of `generative.sampling_calls`): VAE and GAN decode z; VFA is "
             "one inner step from r_0 = 0, r_1 = J_E(0)^T (z - E(0)): the transposed Jacobian, "
-            "E(0) and its activation pattern being computed at the first call and reused while "
-            "the weights are unchanged (`fa.start_cache_info`; 'E(0) each call' times the "
-            "encoder forward on a batch of one as well); VFA-GAN adds "
+            "E(0) and its Jacobian built once for the trained encoder (`vfa.frozen_start`; "
+            "'E(0) each call' times the encoder forward on a batch of one as well); VFA-GAN adds "
             "the refiner G. Paper: Tables 3-6's sampling times (RTX 2070); the ratios cancel "
             "the tables' time units. The notebooks' `results/table0[3-6]*.md` give the "
             "fastest-of-N times of the same calls.", ""]

@@ -243,9 +243,9 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
           else torch.autocast(x.device.type, dtype=autocast_dtype)):
         z_x = fa.head_encoder(encoder, head)(x)  # the one forward through the wrapper
         if r_init == "zeros":
-            result = fa._solve(unwrap(encoder), z_x, x.shape[1:], head=head, T=T, tau=tau,
-                               r_init=r_init, squash=squash, generator=None,
-                               create_graph=True, shared_start=shared_start, kwargs={})
+            result = fa.solve(unwrap(encoder), z_x, x.shape[1:], head=head, T=T, tau=tau,
+                              r_init=r_init, squash=squash, create_graph=True,
+                              shared_start=shared_start)
         else:
             r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
                            device=x.device, dtype=x.dtype)

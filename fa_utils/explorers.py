@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
-from . import fa, plotting
+from . import fa, first_step, plotting
 from .data import DATASETS
 
 #: Environment variable that forces static figures (set by the runner and by the tests).
@@ -323,11 +323,16 @@ class Explorer:
 def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
                r_init: str = "zeros", squash: str = "none", seed: int = 0) -> Decode:
     """z (B, Z) -> the image the inner optimisation finds for it (Algorithm 1's
-    reconstruction from the latent alone, :func:`fa_utils.fa.decode_latent`)."""
+    reconstruction from the latent alone, :func:`fa_utils.fa.decode_latent`). From r_0 = 0
+    E(0) and its Jacobian are built once (:func:`fa_utils.fa.frozen_start`): the encoder
+    must not change while the decoder is used."""
+    frozen = r_init == "zeros" and first_step.supports(encoder, head)
+    start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
+
     def decode(z: torch.Tensor) -> torch.Tensor:
         g = torch.Generator(device=z.device).manual_seed(seed)
         return fa.decode_latent(encoder, z.to(_device(encoder)), shape, head=head, T=T, tau=tau,
-                                r_init=r_init, squash=squash, generator=g).image
+                                r_init=r_init, squash=squash, generator=g, start=start).image
     return decode
 
 
@@ -341,14 +346,19 @@ def fa_encoder_fn(encoder: nn.Module, head: str = "z") -> Encode:
 
 def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
     """(encode, decode) of a VFA encoder: x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`)
-    and that full target -> image (:func:`fa_utils.vfa.decode_full`)."""
+    and that full target -> image (:func:`fa_utils.vfa.decode_full`, with E(0) and its
+    Jacobian built once, :func:`fa_utils.vfa.frozen_start`, from the weights as they are)."""
     from . import vfa
+
+    frozen = settings.r_init == "zeros" and settings.rand_side == "mu"
+    start = vfa.frozen_start(encoder, tuple(shape), settings) if frozen else None
 
     def encode(x):
         return vfa.latent_of(encoder, x.to(_device(encoder)), settings)
 
     def decode(target):
-        return vfa.decode_full(encoder, target.to(_device(encoder)), tuple(shape), settings)
+        return vfa.decode_full(encoder, target.to(_device(encoder)), tuple(shape), settings,
+                               start=start)
     return encode, decode
 
 

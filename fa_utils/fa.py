@@ -17,33 +17,24 @@ With ``create_graph=True`` the inner gradient stays in the autograd graph, so C 
 encoder's parameters through dL/dr (a double backward). Training, sampling, the notebooks
 and the tests all call :func:`align`.
 
-Speed (same results): with r_0 = 0, shared by the whole batch, :func:`reconstruct` and
-:func:`decode_latent` take the first inner step with :func:`shared_start_step`, which runs
-E(0) once on a batch of one and applies the transposed Jacobian to the B residuals layer by
-layer; T > 1 continues with :func:`align`'s loop. This removes the batch-B forward of
-E(r_0) and its backward: an FA training step drops from ~1.5x to ~1.0x the FLOPs of a VAE
-step of the same encoder (``benchmarks/run.py``). The result equals the textbook step
-within fp32 rounding (``tests/test_speed_equivalence.py``); ``shared_start=False`` forces
-the textbook path. Without a graph (``create_graph=False``: sampling, evaluation) the
-batch-of-one forward E(0) and its activation pattern do not depend on z either, so they
-are kept between calls (:func:`start_cache_info`) while the encoder's weights, buffers,
-train/eval flags, device and dtype are unchanged: a sample then costs the transposed
-Jacobian only, bit for bit the same result. Training (``create_graph=True``) never uses
-this cache. Caveat, measured: coordinates whose exact gradient is zero (e.g. the
-head's bias, which shifts E(x) and E(r) alike) get round-off gradients of ~1e-8 instead of
-the textbook path's exact cancellation, and Adam with eps = 1e-8 turns those into steps of
-up to lr: such coordinates drift, without effect on the loss.
+Speed (same results): every example starts from the same r_0 (zeros), so the first
+inner step needs E(r_0) and its Jacobian once, not B times. :func:`solve` takes that step
+from one shared start (:mod:`fa_utils.first_step`: E(r_0) on a batch of one, its
+transposed Jacobian applied to the B residuals) and the rest with :func:`align`. This
+equals the textbook step (B copies of r_0) within fp32 rounding
+(``tests/test_speed_equivalence.py``); ``shared_start=False`` forces the textbook path.
+For sampling from a trained encoder, :func:`frozen_start` keeps E(r_0) and its Jacobian
+between calls (an explicit object: a snapshot of the weights it was built from).
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from . import first_step as _first
 
 R_INITS = ("zeros", "uniform", "normal")
 SQUASHES = ("none", "sigmoid")
@@ -198,289 +189,82 @@ def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Ten
     return r
 
 
-# --------------------------------------------------------------------------------------
-# The first step from a start shared by the whole batch (r_0 = 0): a faster, equal path
-# --------------------------------------------------------------------------------------
-
-#: Layers the shared-start step knows how to transpose (piecewise-linear activations only).
-SHARED_START_LAYERS = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
-
-
-def _module_has_hooks(module: nn.Module) -> bool:
-    from torch.nn.modules import module as _m
-    if any(getattr(_m, name, None) for name in (
-            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-            "_global_backward_pre_hooks")):
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-               or getattr(m, "_backward_pre_hooks", None) for m in module.modules())
-
-
-Head = Union[str, Sequence[str]]
+Head = Union[str, Sequence[str], None]
 
 
 def _head_names(head: Head) -> tuple[str, ...]:
+    if head is None:
+        return ()
     return (head,) if isinstance(head, str) else tuple(head)
 
 
-def supports_shared_start(encoder: nn.Module, head: Head = "z") -> bool:
-    """Whether :func:`shared_start_step` can take the first inner step of ``encoder``.
-
-    True for a :class:`fa_utils.models.Encoder` (not a subclass with its own forward, not a
-    ``DistributedDataParallel`` wrapper: pass its ``.module``) whose trunk holds only
-    Conv2d (zero padding given as numbers), Linear, LeakyReLU, ReLU, Flatten(start_dim=1)
-    and Identity layers, with the head ``head`` (a name, or a sequence of names whose
-    outputs are concatenated, e.g. ``("mu", "logits")`` for a conditional VFA), and no
-    module hooks.
-    """
-    from .models import Encoder
-    if not isinstance(encoder, Encoder) or type(encoder).forward is not Encoder.forward:
-        return False
-    names = _head_names(head)
-    if not names or any(h not in encoder.heads or not isinstance(encoder.heads[h], nn.Linear)
-                        for h in names):
-        return False
-    for m in encoder.trunk:
-        if not isinstance(m, SHARED_START_LAYERS):
-            return False
-        if isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
-            return False
-        if isinstance(m, nn.Flatten) and m.start_dim != 1:
-            return False
-    return not _module_has_hooks(encoder)
-
-
-def _start_forward(encoder: nn.Module, r0: torch.Tensor, names: tuple[str, ...]):
-    """E(r_0) on the batch of one, the (concatenated) head weight and the tape of what the
-    transposed Jacobian needs (conv input sizes, activation slopes, flatten shapes)."""
-    tape: list[tuple[str, object]] = []
-    h = r0
-    for m in encoder.trunk:
-        if isinstance(m, nn.Conv2d):
-            tape.append(("conv", (m, h.shape[-2:])))
-            h = m(h)
-        elif isinstance(m, nn.Linear):
-            tape.append(("linear", m))
-            h = m(h)
-        elif isinstance(m, (nn.LeakyReLU, nn.ReLU)):
-            slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else 0.0
-            with torch.no_grad():  # the derivative is piecewise constant: no gradient
-                # PyTorch's convention at the kink (input exactly 0): the slope
-                d = torch.where(h > 0, torch.ones((), dtype=h.dtype, device=h.device),
-                                torch.full((), slope, dtype=h.dtype, device=h.device))
-            tape.append(("mask", d))
-            h = m(h)
-        elif isinstance(m, nn.Flatten):
-            tape.append(("shape", h.shape[1:]))
-            h = m(h)
-        # nn.Identity: nothing to record
-    layers = [encoder.heads[n] for n in names]
-    if len(layers) == 1:
-        return layers[0](h), layers[0].weight, tape
-    return (torch.cat([lay(h) for lay in layers], 1),
-            torch.cat([lay.weight for lay in layers], 0), tape)
-
-
-def _transposed_jacobian(z_r: torch.Tensor, weight: torch.Tensor, tape: list,
-                         z_target: torch.Tensor) -> torch.Tensor:
-    """J_E(r_0)^T (E(r_0) - z_target) for B latents, from :func:`_start_forward`'s output."""
-    if z_target.shape[1:] != z_r.shape[1:]:
-        raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
-                         f"E(r) {tuple(z_r.shape)}")
-    g = z_r - z_target  # (B, Z): dL/dE(r) of L = 1/2 ||z - E(r)||^2, per example
-    g = g @ weight
-    for kind, item in reversed(tape):
-        if kind == "linear":
-            g = g @ item.weight
-        elif kind == "mask":
-            g = g * item
-        elif kind == "shape":
-            g = g.reshape(g.shape[0], *item)
-        else:  # conv: the transpose of Conv2d(h) with respect to h
-            m, in_size = item
-            out_pad = [int(in_size[i]) - ((g.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
-                                          + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
-                       for i in range(2)]
-            g = F.conv_transpose2d(g, m.weight, None, m.stride, m.padding, out_pad,
-                                   m.groups, m.dilation)
-    return g
-
-
-def _check_shared_start(encoder: nn.Module, head: Head, r0: torch.Tensor) -> None:
-    if not supports_shared_start(encoder, head):
-        raise ValueError(f"shared_start_step does not support this encoder/head "
-                         f"({type(encoder).__name__}, head {head!r}); see supports_shared_start")
-    if r0.shape[0] != 1:
-        raise ValueError(f"r0 must be one shared start of shape (1, ...), got {tuple(r0.shape)}")
-
-
-def shared_start_step(encoder: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
-                      head: Head = "z", tau: float = 1.0,
-                      create_graph: bool = True) -> torch.Tensor:
-    """One step of Eq. 2 from a start r_0 shared by every example (r_0 = 0 in training).
-
-    r_1 = r_0 - tau * J_E(r_0)^T (E(r_0) - z_target), with E(r_0) and the Jacobian's
-    activation pattern computed once, on a batch of one, and J^T applied to the B latent
-    residuals layer by layer (transposed convolutions and matrix products). This equals
-    :func:`align`'s first step (same maths; fp32 rounding differs, about 1e-6 relative) and
-    skips the batch-B forward of E(r_0) and, in training, its backward: the FA training
-    step then costs about as much as a VAE step (docs/method.md section 1: from r_0 = 0 the step is the
-    transposed Jacobian of the encoder at the origin). Only piecewise-linear activations
-    are supported, whose derivative does not depend on the weights to first order.
-
-    This function always recomputes E(r_0); :func:`decode_latent` (and :func:`reconstruct`
-    without a graph) reuse it between calls instead (:func:`start_cache_info`).
-
-    Args:
-        encoder: an encoder for which :func:`supports_shared_start` holds.
-        z_target: (B, Z) latents; may carry a graph to the encoder (training).
-        r0: (1, C, H, W) the shared start (a constant).
-        head: the head's name, or names whose outputs are concatenated (Z their total
-            width; e.g. ``("mu", "logits")``, the conditional VFA's random side, Figure 3).
-        create_graph: keep the step in the graph (training); ``False`` returns it detached.
-
-    Returns:
-        (B, C, H, W) r_1.
-
-    Raises:
-        ValueError: an unsupported encoder, or a latent shape that differs from E(r_0)'s.
-    """
-    _check_shared_start(encoder, head, r0)
-    r0 = r0.detach()
-    if not create_graph:
-        z_target = z_target.detach()
-    with torch.set_grad_enabled(create_graph):
-        z_r, weight, tape = _start_forward(encoder, r0, _head_names(head))
-        g = _transposed_jacobian(z_r, weight, tape, z_target)
-        r1 = r0 - tau * g
-    return r1 if create_graph else r1.detach()
-
-
-# E(0) kept between sampling calls (create_graph=False only)
-# --------------------------------------------------------------------------------------
-
-#: Set to ``False`` to recompute E(r_0) on every sampling call (the cache is then unused).
-START_CACHE_ENABLED = True
-
-# encoder -> {(heads, r0 shape, dtype, device): (key, weak refs to the tensors, entry)};
-# weak keys: an encoder that is dropped takes its entries with it.
-_START_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-_START_CACHE_COUNTS = {"hits": 0, "misses": 0}
-
-# Fused optimisers (``torch.optim.Adam(fused=True)``, what ``train.make_adam`` picks) update
-# the parameters without bumping their version counters (measured, torch 2.14 CPU), so
-# every ``torch.optim`` step, of any optimiser, also invalidates every entry: a global
-# step post-hook counts them (an integer increment per step).
-_OPTIMIZER_STEPS = [0]
-
-
-def _count_optimizer_step(optimizer, args, kwargs) -> None:
-    _OPTIMIZER_STEPS[0] += 1
-
-
-_OPTIMIZER_HOOK = register_optimizer_step_post_hook(_count_optimizer_step)
-
-
-_LAYER_SETTINGS = ("negative_slope", "stride", "padding", "dilation", "groups", "start_dim")
-
-
-def _start_state(encoder: nn.Module) -> tuple[list[torch.Tensor], tuple]:
-    """Everything E(r_0) and its activation pattern depend on, as a comparable key: each
-    parameter's and buffer's identity, version counter (bumped by in-place changes through
-    autograd: the weight clamp, ``load_state_dict``, for-loop and foreach optimisers),
-    storage, dtype, device and shape; every module's train/eval flag; the layers
-    themselves and their settings; the number of ``torch.optim`` steps taken by any
-    optimiser (fused ones do not bump version counters); inference mode."""
-    tensors = list(encoder.parameters()) + list(encoder.buffers())
-    tkey = tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device, t.shape, t.stride())
-                 for t in tensors)
-    # plain attributes live in the module's __dict__ (getattr would go through
-    # nn.Module.__getattr__ and an exception for each missing one: 60 us on the MNIST net)
-    mkey = tuple((id(m), m.training) + tuple(m.__dict__.get(a) for a in _LAYER_SETTINGS)
-                 for m in encoder.modules())
-    return tensors, (tkey, mkey, _OPTIMIZER_STEPS[0], torch.is_inference_mode_enabled())
-
-
-def _cached_start_step(encoder: nn.Module, z_target: torch.Tensor, shape, *,
-                       head: Head, tau: float) -> torch.Tensor:
-    """:func:`shared_start_step` from r_0 = 0 (1, *shape) with ``create_graph=False``:
-    E(r_0), the head weight and the tape kept between calls while :func:`_start_state` is
-    unchanged; the same operations on the same tensors, so the same result bit for bit.
-    Never used with a graph (training)."""
-    r0 = torch.zeros((1, *shape), device=z_target.device, dtype=z_target.dtype)
-    _check_shared_start(encoder, head, r0)
-    names = _head_names(head)
-    z_target = z_target.detach()
-    slot = (names, tuple(r0.shape), r0.dtype, r0.device)
-    tensors, key = _start_state(encoder)
-    with torch.no_grad():
-        per_encoder = _START_CACHE.setdefault(encoder, {})
-        hit = per_encoder.get(slot)
-        if (hit is not None and hit[0] == key and len(hit[1]) == len(tensors)
-                and all(ref() is t for ref, t in zip(hit[1], tensors))):
-            _START_CACHE_COUNTS["hits"] += 1
-            _, _, (z_r, weight, tape) = hit
-        else:
-            _START_CACHE_COUNTS["misses"] += 1
-            z_r, weight, tape = _start_forward(encoder, r0, names)
-            per_encoder[slot] = (key, [weakref.ref(t) for t in tensors],
-                                 (z_r, weight, tape))
-        g = _transposed_jacobian(z_r, weight, tape, z_target)
-        r1 = r0 - tau * g
-    return r1
-
-
-def start_cache_info() -> dict[str, int]:
-    """Counts of the E(r_0) cache used by sampling (:func:`decode_latent`,
-    :func:`reconstruct` without a graph): ``hits`` and ``misses`` since the start (or
-    :func:`clear_start_cache`), ``encoders`` (how many encoders have an entry)."""
-    return {**_START_CACHE_COUNTS, "encoders": len(_START_CACHE)}
-
-
-def clear_start_cache(encoder: Optional[nn.Module] = None) -> None:
-    """Drop the cached E(r_0) of ``encoder`` (all encoders, and the counts, by default).
-    Needed only after a weight change that neither bumps a version counter nor is a
-    ``torch.optim`` step: an in-place write through ``param.data``, a fused kernel called
-    directly, a ``torch.distributed`` collective writing into the parameters."""
-    if encoder is None:
-        _START_CACHE.clear()
-        _START_CACHE_COUNTS.update(hits=0, misses=0)
-    else:
-        _START_CACHE.pop(encoder, None)
-
-
-def _use_shared_start(shared_start: Optional[bool], encoder: nn.Module, head: Head,
-                      r_init: str, kwargs: dict) -> bool:
+def _use_shared_start(shared_start: Optional[bool], module: nn.Module, head: Head,
+                      custom: bool, r_init: str, kwargs: dict) -> bool:
     if shared_start is False:
         return False
-    ok = (r_init == "zeros" and not kwargs.get("track_energy")
-          and not kwargs.get("track_trajectory") and supports_shared_start(encoder, head))
+    ok = (r_init == "zeros" and not custom and not kwargs.get("track_energy")
+          and not kwargs.get("track_trajectory") and _first.supports(module, head))
     if shared_start and not ok:
-        raise ValueError("shared_start=True needs r_init='zeros', no tracking and an encoder "
-                         "for which fa.supports_shared_start holds")
+        raise ValueError("shared_start=True needs r_init='zeros', no tracking and a network "
+                         "for which fa_utils.first_step.supports holds")
     return ok
 
 
-def _solve(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head, T: int, tau: float,
-           r_init: str, squash: str, generator: Optional[torch.Generator], create_graph: bool,
-           shared_start: Optional[bool], kwargs: dict) -> AlignResult:
-    """The inner problem for latents z from :func:`init_r`'s start, by the shared-start
-    first step when it applies, else by :func:`align`."""
-    if _use_shared_start(shared_start, encoder, head, r_init, kwargs):
-        _check_inner_args(T, tau, squash)
-        if create_graph or not START_CACHE_ENABLED:
-            r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
-            r = shared_start_step(encoder, z, r0, head=head, tau=tau, create_graph=create_graph)
-        else:  # sampling / evaluation: E(r_0) reused while the weights are unchanged
-            r = _cached_start_step(encoder, z, shape, head=head, tau=tau)
-        if T > 1:
-            r = _iterate(head_encoder(encoder, head), z, r, T=T - 1, tau=tau,
-                         create_graph=create_graph)
-        return AlignResult(r=r, image=apply_squash(r, squash))
-    r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
-                dtype=z.dtype)
-    return align(head_encoder(encoder, head), z, r0, T=T, tau=tau, create_graph=create_graph,
-                 squash=squash, **kwargs)
+def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
+          encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, T: int = 1,
+          tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
+          generator: Optional[torch.Generator] = None, create_graph: bool = False,
+          shared_start: Optional[bool] = None, start: Optional[_first.FrozenStart] = None,
+          **kwargs) -> AlignResult:
+    """The inner problem for latents z: T steps of Eq. 2 from :func:`init_r`'s start.
+
+    The side of the energy that sees r is ``encode`` (default r -> module(r)[head], or
+    module(r) when ``head`` is None). With r_0 = 0 and that default, the first step is
+    taken from one start shared by the batch (:func:`fa_utils.first_step.first_step`),
+    the rest by :func:`align`.
+
+    Args:
+        module: the network E runs (an :class:`fa_utils.models.Encoder`, or one layer's
+            operator in local FA).
+        z: (B, Z) targets; may carry a graph (training, ``create_graph=True``).
+        shape: the input shape (C, H, W).
+        head: the encoder's head name(s) (:func:`head_encoder`), or None.
+        encode: another function of r (e.g. VFA's mu + sigma side); always the textbook
+            path.
+        shared_start: ``None`` (default): the shared first step when r_init is
+            ``"zeros"``, nothing is tracked, ``encode`` is not given and
+            :func:`fa_utils.first_step.supports` holds: the same result within fp32
+            rounding, faster. ``False``: B starts (the textbook path); ``True``: require
+            the shared step.
+        start: a :class:`fa_utils.first_step.FrozenStart` of this function (no graph
+            only): its E(0) and Jacobian are reused for the first step.
+        Other arguments as in :func:`align` (T, tau, squash, tracking).
+
+    Raises:
+        ValueError: bad inner arguments, ``shared_start=True`` where it does not apply, or
+            a frozen start with a graph, another shape, random starts or tracking.
+    """
+    _check_inner_args(T, tau, squash)
+    fn = encode if encode is not None else (head_encoder(module, head) if head is not None
+                                            else module)
+    if start is not None:
+        if create_graph or r_init != "zeros" or kwargs or tuple(start.r0.shape[1:]) != tuple(shape):
+            raise ValueError(f"a frozen start decodes without a graph from r_0 = 0 of shape "
+                             f"{tuple(start.r0.shape[1:])}, without tracking; got "
+                             f"create_graph={create_graph}, r_init={r_init!r}, shape "
+                             f"{tuple(shape)}, options {sorted(kwargs)}")
+        r = start.step(z, tau)
+    elif _use_shared_start(shared_start, module, head, encode is not None, r_init, kwargs):
+        r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
+        r = _first.first_step(module, z, r0, head=head, tau=tau, create_graph=create_graph)
+    else:
+        r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
+                    dtype=z.dtype)
+        return align(fn, z, r0, T=T, tau=tau, create_graph=create_graph, squash=squash,
+                     **kwargs)
+    if T > 1:
+        r = _iterate(fn, z, r, T=T - 1, tau=tau, create_graph=create_graph)
+    return AlignResult(r=r, image=apply_squash(r, squash))
 
 
 def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -525,11 +309,7 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z", T: int
     Extra keyword arguments go to :func:`align`.
 
     Args:
-        shared_start: ``None`` (default): take the first inner step with
-            :func:`shared_start_step` when r_init is ``"zeros"``, nothing is tracked and the
-            encoder supports it (same result within fp32 rounding, faster; without a graph
-            E(0) is also reused between calls, as in :func:`decode_latent`); ``False``:
-            always :func:`align`; ``True``: require the shared-start path.
+        shared_start: as in :func:`solve`.
         inner_encoder: the module that runs the inner problem E(r) (default ``encoder``);
             e.g. the module inside a ``DistributedDataParallel`` wrapper, so that the
             wrapper sees one forward (E(x)) per step.
@@ -538,20 +318,18 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z", T: int
     _check_inner_args(T, tau, squash)
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         z_x = encode(x)
-    return _solve(encoder if inner_encoder is None else inner_encoder, z_x, x.shape[1:],
-                  head=head, T=T, tau=tau, r_init=r_init, squash=squash, generator=generator,
-                  create_graph=create_graph, shared_start=shared_start, kwargs=kwargs)
+    inner = encoder if inner_encoder is None else inner_encoder
+    return solve(inner, z_x, x.shape[1:], head=head, T=T, tau=tau,
+                 r_init=r_init, squash=squash, generator=generator, create_graph=create_graph,
+                 shared_start=shared_start, **kwargs)
 
 
 def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z", T: int = 1,
                   tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
                   generator: Optional[torch.Generator] = None,
-                  shared_start: Optional[bool] = None, **kwargs) -> AlignResult:
+                  shared_start: Optional[bool] = None,
+                  start: Optional[_first.FrozenStart] = None, **kwargs) -> AlignResult:
     """The image whose latent is z, found by the inner optimisation (Figure 1, right).
-
-    On the shared-start path (r_0 = 0) E(0) and its activation pattern are reused between
-    calls while the encoder is unchanged (:func:`start_cache_info`): with T = 1 a call
-    costs one transposed-Jacobian product, r_1 = tau J_E(0)^T (z - E(0)) (Eq. 2).
 
     Args:
         z: (B, Z) latents (e.g. drawn from N(0, I) for sampling).
@@ -559,28 +337,27 @@ def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z
         head: a head's name, or names whose outputs are concatenated (:func:`head_encoder`);
             z then has their total width.
         shared_start: as in :func:`reconstruct`.
+        start: a :func:`frozen_start` of this encoder and head (r_0 = 0): the first step
+            reuses its E(0) and Jacobian, so with T = 1 a call costs one transposed-Jacobian
+            product, r_1 = tau J_E(0)^T (z - E(0)) (Eq. 2). The caller keeps it only while
+            the weights are unchanged.
 
     Returns:
         :class:`AlignResult` with image (B, C, H, W), detached.
     """
-    return _solve(encoder, z, tuple(shape), head=head, T=T, tau=tau, r_init=r_init,
-                  squash=squash, generator=generator, create_graph=False,
-                  shared_start=shared_start, kwargs=kwargs)
+    return solve(encoder, z, tuple(shape), head=head, T=T, tau=tau,
+                 r_init=r_init, squash=squash, generator=generator, create_graph=False,
+                 shared_start=shared_start, start=start, **kwargs)
 
 
-def transposed_jacobian_decoder(encoder: nn.Module, z: torch.Tensor, shape, *,
-                                head: str = "z") -> torch.Tensor:
-    """r_1 = J_E(0)^T (z - E(0)): the one-step FA decoder from r_0 = 0, written explicitly.
+def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> _first.FrozenStart:
+    """E(0) and J_E(0)^T of a trained encoder's head, for :func:`decode_latent` (``start``):
+    a snapshot of the weights as they are (:class:`fa_utils.first_step.FrozenStart`).
 
-    docs/method.md section 1: with r_0 = 0, T = 1 and tau = 1, the inner step equals the
-    transposed Jacobian of the encoder at the origin applied to the latent residual, i.e. a
-    tied-weight *linear* decoder. Computed with ``torch.func.vjp``, independently of
-    :func:`align`, so the two can be compared.
-
-    Shapes: z (B, Z) -> (B, *shape).
-    """
-    encode = head_encoder(encoder, head)
-    zero = torch.zeros((z.shape[0], *shape), device=z.device, dtype=z.dtype)
-    e0, vjp_fn = torch.func.vjp(encode, zero)
-    (r1,) = vjp_fn(z - e0)
-    return r1.detach()
+    Raises:
+        ValueError: :func:`fa_utils.first_step.supports` does not hold for the encoder.
+    ``shape``: the image shape (C, H, W); r_0 = 0 of shape (1, C, H, W) on the encoder's
+    device and dtype."""
+    p = next(encoder.parameters())
+    return _first.FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
+                              head=head)

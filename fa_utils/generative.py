@@ -816,14 +816,14 @@ def parameter_counts(dataset: str) -> dict[str, int]:
     return {m: sum(count_parameters(n) for n in nets) for m, nets in paper_models(dataset).items()}
 
 
-def sampling_calls(dataset: str, *, batch: int = 1,
-                   device: str | torch.device = "auto") -> dict[str, Any]:
+def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
+                   frozen: bool = True) -> dict[str, Any]:
     """Zero-argument calls that draw ``batch`` samples with each model of
     :func:`paper_models` (fresh weights, eval mode: the time does not depend on them):
     ``"VAE"`` / ``"GAN"`` decoder(z) under no_grad; ``"VFA"`` one inner step from r_0 = 0
     (:func:`fa_utils.vfa.decode`: the transposed Jacobian, Eq. 2 / Figure 3, the conditional
-    model with label 0; E(0) and its activation pattern are computed by the first call and
-    reused while the weights are unchanged, :func:`fa_utils.fa.start_cache_info`);
+    model with label 0; E(0) and its Jacobian are built once, as a trained model's decoder
+    is, :func:`fa_utils.vfa.frozen_start`; ``frozen=False``: E(0) recomputed by every call);
     ``"VFA-GAN"`` the same plus the refiner G. Every call returns the images,
     (batch, C, H, W), on ``device``; z (batch, Z) is drawn once."""
     a = PAPER_ARCHITECTURES[dataset]
@@ -839,9 +839,12 @@ def sampling_calls(dataset: str, *, batch: int = 1,
     labels = torch.zeros(batch, dtype=torch.long, device=device)
     enc, refiner = nets["VFA-GAN"]
 
+    start = vfa.frozen_start(enc, shape, settings) if frozen else None
+
     def vfa_draw(ref=None):
         return vfa.decode(enc, z, shape, settings=settings,
-                          labels=labels if settings.conditional else None, refiner=ref)
+                          labels=labels if settings.conditional else None, refiner=ref,
+                          start=start)
 
     def decode_only(net):
         with torch.no_grad():

@@ -200,74 +200,15 @@ def _inner(block: LocalBlock, align_activation: bool):
     return block if align_activation else block.op
 
 
-def _linear_parts(op: nn.Module):
-    """(kind, module) of a block's linear operator: ("conv", Conv2d), ("linear", Linear) or
-    ("flat", Linear) for Flatten + Linear; None for anything else."""
-    if isinstance(op, nn.Conv2d) and op.padding_mode == "zeros" and not isinstance(op.padding, str):
-        return "conv", op
-    if isinstance(op, nn.Linear):
-        return "linear", op
-    if (isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[0], nn.Flatten)
-            and op[0].start_dim == 1 and isinstance(op[1], nn.Linear)):
-        return "flat", op[1]
-    return None
-
-
-def transposed_step(op: nn.Module, target: torch.Tensor, input_shape, *, tau: float = 1.0,
-                    create_graph: bool = True) -> torch.Tensor:
-    """One inner step of 1/2 ||target - op(r)||^2 from r_0 = 0, written as the transposed
-    operator: r_1 = tau * W^T (target - op(0)), with op(0) (the bias) on a batch of one.
-
-    The same maths as :func:`fa.align`'s first step from zeros (tested to fp32 rounding),
-    without the batch-B forward of op(0) and the zeros it would save for backward: the
-    analogue for one layer of :func:`fa_utils.fa.shared_start_step`, which global FA's
-    training step uses. Shapes: target (B, *out) -> (B, *input_shape).
-
-    Raises:
-        ValueError: ``op`` is not a Conv2d, Linear or Flatten + Linear.
-    """
-    parts = _linear_parts(op)
-    if parts is None:
-        raise ValueError(f"transposed_step needs a Conv2d, Linear or Flatten+Linear, got {op}")
-    kind, m = parts
-    with torch.set_grad_enabled(create_graph):
-        zero = torch.zeros((1, *input_shape), device=target.device, dtype=target.dtype)
-        g = target - op(zero)  # (B, *out): the residual at r_0 = 0, op(0) broadcast
-        if kind == "conv":
-            size = input_shape[-2:]
-            out_pad = [int(size[i]) - ((g.shape[-2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
-                                       + m.dilation[i] * (m.kernel_size[i] - 1) + 1)
-                       for i in range(2)]
-            r = torch.nn.functional.conv_transpose2d(g, m.weight, None, m.stride, m.padding,
-                                                     out_pad, m.groups, m.dilation)
-        else:
-            r = (g @ m.weight).reshape(g.shape[0], *input_shape)
-        r = tau * r
-    return r if create_graph else r.detach()
-
-
-def _use_transposed(op: nn.Module, T: int, r_init: str, align_activation: bool,
-                    shared_start: Optional[bool]) -> bool:
-    ok = T == 1 and r_init == "zeros" and not align_activation and _linear_parts(op) is not None
-    if shared_start and not ok:
-        raise ValueError("shared_start=True needs T=1, r_init='zeros', align_activation=False "
-                         "and a Conv2d / Linear layer")
-    return ok if shared_start is None else bool(shared_start)
-
-
 def _solve(block: LocalBlock, target: torch.Tensor, input_shape, *, T: int, tau: float,
            r_init: str, align_activation: bool, generator: Optional[torch.Generator],
            create_graph: bool, shared_start: Optional[bool]) -> torch.Tensor:
-    """The inner problem of one layer: :func:`transposed_step` when it applies, else
-    :func:`fa.align` from :func:`fa.init_r`'s start. (B, *out) -> (B, *input_shape)."""
-    if _use_transposed(block.op, T, r_init, align_activation, shared_start):
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        return transposed_step(block.op, target, input_shape, tau=tau, create_graph=create_graph)
-    r0 = fa.init_r((target.shape[0], *input_shape), r_init, generator=generator,
-                   device=target.device, dtype=target.dtype)
-    return fa.align(_inner(block, align_activation), target, r0, T=T, tau=tau,
-                    create_graph=create_graph).r
+    """The inner problem of one layer (:func:`fa_utils.fa.solve` on :func:`_inner`: from
+    r_0 = 0 the shared first step of a linear operator, as in global FA; the textbook path
+    for ``align_activation``, whose arcsinh is smooth). (B, *out) -> (B, *input_shape)."""
+    return fa.solve(_inner(block, align_activation), target, tuple(input_shape), T=T, tau=tau,
+                    r_init=r_init, generator=generator, create_graph=create_graph,
+                    shared_start=shared_start).r
 
 
 def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
@@ -278,9 +219,8 @@ def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, T: int = 1, tau: flo
 
     Args:
         block: layer l. x: (B, ...) its input, treated as a constant (detached here).
-        shared_start: ``None``: take the step with :func:`transposed_step` when it applies
-            (T = 1, r_0 = 0, ``align_activation=False``), else :func:`fa.align`; ``False``:
-            always :func:`fa.align`; ``True``: require the transposed step.
+        shared_start: as in :func:`fa_utils.fa.solve` (default: from r_0 = 0 one start
+            shared by the batch; ``False``: B starts, the textbook path).
 
     Returns:
         (C_l scalar: per-example sum, batch mean, with a graph to ``block``'s parameters
@@ -643,8 +583,8 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
     :func:`local_step` (Algorithm 2) on :class:`LocalFANet`. Both: r_0 = 0, tau = 1, Adam,
     Eq. 9 clamp, PyTorch's default init (values do not change what is saved).
     ``shared_start``: ``None`` measures each method's training path (both take their first
-    inner step from r_0 = 0 without a batch of zeros: :func:`fa_utils.fa.shared_start_step`
-    and :func:`transposed_step`); ``False`` forces both through :func:`fa_utils.fa.align`.
+    inner step from one shared r_0 = 0, :mod:`fa_utils.first_step`); ``False`` forces both
+    through B starts (the textbook path).
     The saved-tensor counts come from the first measured step; ``step_time_s`` is the
     median over ``repeats`` steps. On CUDA one unmeasured warm-up step first allocates the
     optimiser state, so ``cuda_step_bytes`` is what the step itself needs on top of the

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from . import fa
+from .first_step import FrozenStart
 from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
                      lsgan_generator_loss, perceptual_moments_loss, reparameterise)
 from .models import Encoder, architecture, clamp_weights_, init_orthogonal_
@@ -178,25 +179,40 @@ def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.
     return torch.cat([z, class_values.to(z)], 1)
 
 
-def _decode_target(encoder, target, shape, settings, generator=None) -> torch.Tensor:
-    """The image of a full inner target (B, Z [+ K]), without a graph. With
-    ``rand_side="mu"`` the random side is a linear read-out of the heads ``mu`` (and
-    ``logits``), so :func:`fa_utils.fa.decode_latent` applies: from r_0 = 0 its shared-start
-    step with E(0) reused between calls; else :func:`fa_utils.fa.align` on :func:`random_side`."""
+def _decode_target(encoder, target, shape, settings, generator=None, start=None) -> torch.Tensor:
+    """The image of a full inner target (B, Z [+ K]), without a graph (:func:`_align`);
+    ``start``: a :func:`frozen_start` of this encoder and settings."""
+    return _align(encoder, target, shape, settings, create_graph=False, generator=generator,
+                  start=start).image
+
+
+def _align(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
+    """The inner problem on :func:`random_side` (:func:`fa_utils.fa.solve`). With
+    ``rand_side="mu"`` the side is a read-out of the heads ``mu`` (and ``logits``), so the
+    first step from r_0 = 0 is the shared one; ``"mu+sigma"`` takes the textbook path."""
     if settings.rand_side == "mu":
-        head = ("mu", "logits") if settings.conditional else "mu"
-        return fa.decode_latent(encoder, target, shape, head=head, T=settings.T,
-                                tau=settings.tau, r_init=settings.r_init,
-                                squash=settings.squash, generator=generator).image
-    return _align(encoder, target, shape, settings, create_graph=False,
-                  generator=generator).image
+        kw = dict(head=("mu", "logits") if settings.conditional else "mu")
+    else:
+        kw = dict(encode=random_side(encoder, settings))
+    return fa.solve(encoder, target, shape, T=settings.T, tau=settings.tau,
+                    r_init=settings.r_init, squash=settings.squash, generator=generator,
+                    create_graph=create_graph, start=start, **kw)
 
 
-def _align(encoder, target, shape, settings, *, create_graph, generator=None):
-    r0 = fa.init_r((target.shape[0], *shape), settings.r_init, generator=generator,
-                   device=target.device, dtype=target.dtype)
-    return fa.align(random_side(encoder, settings), target, r0, T=settings.T, tau=settings.tau,
-                    create_graph=create_graph, squash=settings.squash)
+def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
+    """E(0) and the Jacobian of the heads ``mu`` (and ``logits``) at r_0 = 0, kept for
+    sampling from a trained encoder (:class:`fa_utils.first_step.FrozenStart`: a snapshot
+    of the weights as they are). ``shape``: (C, H, W).
+
+    Raises:
+        ValueError: ``rand_side`` is not ``"mu"`` (the mu + sigma side is not a linear
+            read-out; sample it without a frozen start).
+    """
+    if settings.rand_side != "mu":
+        raise ValueError(f"a frozen start needs rand_side='mu', got {settings.rand_side!r}")
+    p = next(encoder.parameters())
+    return FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
+                       head=("mu", "logits") if settings.conditional else "mu")
 
 
 def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generator] = None,
@@ -292,22 +308,21 @@ def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            class_values: Optional[torch.Tensor] = None,
            generator: Optional[torch.Generator] = None,
-           refiner: Optional[nn.Module] = None) -> torch.Tensor:
+           refiner: Optional[nn.Module] = None,
+           start: Optional[FrozenStart] = None) -> torch.Tensor:
     """The image of latent z by the inner optimisation (Figure 3, right), detached.
 
-    With ``rand_side="mu"``: :func:`fa_utils.fa.decode_latent` with head ``mu`` (a
-    conditional VFA: heads ``("mu", "logits")``), whose shared-start step from r_0 = 0
-    reuses E(0) between calls while the weights are unchanged, so that a sample costs one
-    transposed-Jacobian product (T = 1); otherwise :func:`fa_utils.fa.align` on
-    :func:`random_side`. A conditional VFA takes ``labels`` (one-hot times ``scale``,
-    default the training ``class_scale``) or raw ``class_values`` (B, K). ``refiner``:
-    VFA-GAN's G, applied to the image.
+    The inner problem on :func:`random_side` from r_0 = 0 (:func:`_align`); with T = 1 a
+    sample costs E(0) and one transposed-Jacobian product, or only the product with
+    ``start`` (:func:`frozen_start`, built once after training). A conditional VFA takes
+    ``labels`` (one-hot times ``scale``, default the training ``class_scale``) or raw
+    ``class_values`` (B, K). ``refiner``: VFA-GAN's G, applied to the image.
 
     Shapes: z (B, Z), shape (C, H, W) -> (B, C, H, W). Each row depends only on its own
     z (and label), never on the rest of the batch, in eval mode.
     """
     target = inner_target(z, settings, labels, scale, class_values)
-    image = _decode_target(encoder, target, shape, settings, generator)
+    image = _decode_target(encoder, target, shape, settings, generator, start)
     if refiner is not None:
         with torch.no_grad():
             image = refiner(image)
@@ -348,11 +363,13 @@ def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> tor
 
 
 def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
-                refiner: Optional[nn.Module] = None) -> torch.Tensor:
+                refiner: Optional[nn.Module] = None,
+                start: Optional[FrozenStart] = None) -> torch.Tensor:
     """The image of a full inner target (the latent of :func:`latent_of`: mu, with the
     class values appended for a conditional VFA), detached; ``refiner`` applied after.
+    ``start``: as in :func:`decode`.
     Shapes: target (B, Z [+ K]), shape (C, H, W) -> (B, C, H, W)."""
-    image = _decode_target(encoder, target, shape, settings)
+    image = _decode_target(encoder, target, shape, settings, start=start)
     if refiner is not None:
         with torch.no_grad():
             image = refiner(image)

@@ -86,14 +86,20 @@ def test_second_order_gradients_are_correct_in_float64():
     assert torch.autograd.gradcheck(loss_of, (w,))
 
 
-def test_transposed_jacobian_decoder_matches_align():
+def test_the_frozen_start_is_the_transposed_jacobian_decoder():
+    """r_1 from r_0 = 0 with T = tau = 1 is J_E(0)^T (z - E(0)) (docs/method.md section 1):
+    the frozen start's transpose against Eq. 2 by autograd from B copies of r_0, and its
+    atoms J_E(0)^T e_k against torch.autograd's Jacobian of E at 0."""
     enc = tiny_encoder(z=4)
     x = torch.rand(5, 1, 6, 6)
     with torch.no_grad():
         z = enc(x)["z"]
-    r_align = fa.decode_latent(enc, z, (1, 6, 6)).r
-    r_jac = fa.transposed_jacobian_decoder(enc, z, (1, 6, 6))
-    torch.testing.assert_close(r_align, r_jac, rtol=1e-5, atol=1e-6)
+    r_align = fa.decode_latent(enc, z, (1, 6, 6), shared_start=False).r
+    start = fa.frozen_start(enc, (1, 6, 6))
+    torch.testing.assert_close(start.transpose(z - start.e0), r_align, rtol=1e-5, atol=1e-6)
+    jac = torch.autograd.functional.jacobian(lambda r: enc(r)["z"], torch.zeros(1, 1, 6, 6))
+    torch.testing.assert_close(start.transpose(torch.eye(4)), jac.reshape(4, 1, 6, 6),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_init_r_and_squash():

@@ -102,7 +102,7 @@ def test_one_step_from_zero_is_the_tied_linear_autoencoder():
     (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)), (3, 2, 2)),
     (torch.nn.Linear(6, 4), (6,)),
 ])
-def test_the_transposed_step_equals_align_and_has_the_same_gradients(op, shape):
+def test_the_shared_first_step_equals_b_starts_and_has_the_same_gradients(op, shape):
     torch.manual_seed(0)
     block = local.LocalBlock(op, True)
     x = torch.randn(4, *shape)
@@ -120,8 +120,10 @@ def test_the_transposed_step_equals_align_and_has_the_same_gradients(op, shape):
             assert g_fast.abs().max() < 1e-5 and g_align.abs().max() < 1e-5, (g_fast, g_align)
         else:
             torch.testing.assert_close(g_fast, g_align, rtol=1e-4, atol=1e-6)
+    two = [local.local_layer_loss(block, x, T=2, shared_start=shared)[2] for shared in (True, False)]
+    torch.testing.assert_close(*two, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="shared_start=True"):
-        local.local_layer_loss(block, x, T=2, shared_start=True)
+        local.local_layer_loss(block, x, r_init="uniform", shared_start=True)
 
 
 def test_sinh_after_asinh_is_the_identity():

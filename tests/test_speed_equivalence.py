@@ -1,8 +1,8 @@
 """The optimised FA step gives the results of a straightforward one.
 
-``train.fa_step`` takes the first inner step from r_0 = 0 with ``fa.shared_start_step``
-(E(0) on a batch of one, the transposed Jacobian applied layer by layer), clamps with a
-precomputed list and syncs once; ``train.make_adam`` picks the fused Adam. The reference
+``train.fa_step`` takes the first inner step from one shared r_0 = 0
+(``fa_utils.first_step``: E(0) on a batch of one, its vjp vmapped over the B residuals),
+clamps in place and syncs once; ``train.make_adam`` picks the fused Adam. The reference
 below is Algorithm 1 written plainly in fp32: E(x), r_0 = 0, autograd.grad with
 create_graph, loss, backward, Adam, clamp.
 
@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from fa_utils import fa, models, train, vfa
+from fa_utils import fa, first_step, models, train, vfa
 
 ADAM = dict(lr=1e-3, betas=(0.5, 0.999), eps=1e-3)
 
@@ -65,7 +65,7 @@ def test_parameters_after_k_steps_equal_the_reference(T, squash, fused):
     ref_opt = torch.optim.Adam(ref.parameters(), **ADAM)
     fast_opt = train.make_adam(fast.parameters(), fused=fused, **ADAM)
     assert fast_opt.defaults.get("fused") is (True if fused else None)
-    assert fa.supports_shared_start(fast)
+    assert first_step.supports(fast, "z")
     for _ in range(4):
         want = reference_step(ref, ref_opt, x, T=T, squash=squash)
         got = train.fa_step(fast, fast_opt, x, T=T, squash=squash)
@@ -112,25 +112,31 @@ def test_reconstruction_and_decoding_equal_align():
 
 def test_shared_start_is_used_only_where_it_is_exact():
     enc = small_encoder()
-    assert fa.supports_shared_start(enc) and not fa.supports_shared_start(enc, "mu")
+    assert first_step.supports(enc, "z") and not first_step.supports(enc, "mu")
 
     class Sub(models.Encoder):
         def forward(self, x):
             return {"z": super().forward(x)["z"] * 2}
 
     sub = Sub(models.Architecture(1, 12, (4, 8), 32), {"z": 8})
-    assert not fa.supports_shared_start(sub)
+    assert not first_step.supports(sub, "z")
     handle = enc.trunk[0].register_forward_hook(lambda m, i, o: o)
-    assert not fa.supports_shared_start(enc)
+    assert not first_step.supports(enc, "z")
     handle.remove()
+    assert first_step.supports(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))  # local FA's ops
+    assert not first_step.supports(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
     enc.trunk[1] = nn.Tanh()  # smooth activation: its derivative depends on the weights
-    assert not fa.supports_shared_start(enc)
+    assert not first_step.supports(enc, "z")
     x = torch.rand(3, 1, 12, 12)
     with pytest.raises(ValueError, match="shared_start=True needs"):
         fa.reconstruct(enc, x, shared_start=True)
     with pytest.raises(ValueError, match="shared_start=True needs"):
         fa.reconstruct(small_encoder(), x, r_init="uniform", shared_start=True)
-    fa.reconstruct(enc, x)  # falls back to align silently
+    torch.testing.assert_close(fa.reconstruct(enc, x).image,  # falls back to B starts
+                               fa.reconstruct(enc, x, shared_start=False).image, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="batch size 1"):
+        first_step.first_step(small_encoder(), torch.zeros(3, 8), torch.zeros(2, 1, 12, 12),
+                              head="z")
 
 
 def test_step_values_sync_once_or_not_at_all():
@@ -199,17 +205,16 @@ def test_fp32_gradient_matches_float64_and_bf16_is_not_kept():
     assert max(relative_drift(g16, g64), relative_drift(r16, r64)) > DRIFT_TOLERANCE
 
 
-# E(0) kept between sampling calls (fa._cached_start_step): same result, invalidated when
-# the encoder changes, never used in training
+# E(0) kept for sampling (first_step.FrozenStart): the same result as recomputing it, a
+# snapshot of the weights it was built from, never used with a graph
 # --------------------------------------------------------------------------------------
 
 
 def uncached_sample(enc, target, shape, settings):
-    """The shared-start step recomputing E(0): what the cache must reproduce bit for bit."""
+    """The shared first step recomputing E(0): what a frozen start must reproduce bit for bit."""
     head = ("mu", "logits") if settings.conditional else "mu"
-    r0 = torch.zeros((1, *shape))
-    return fa.shared_start_step(enc, target, r0, head=head, tau=settings.tau,
-                                create_graph=False)
+    return first_step.first_step(enc, target, torch.zeros((1, *shape)), head=head,
+                                 tau=settings.tau, create_graph=False)
 
 
 def plain_step(enc, target, shape, settings):
@@ -227,114 +232,60 @@ def relative(a, b):
 
 @pytest.mark.parametrize("dataset", ["mnist", "celeba"])
 @pytest.mark.parametrize("num_classes", [0, 10])
-def test_cached_sampling_equals_the_uncached_step(dataset, num_classes):
-    """Tables 7 and 9's encoders, unconditional and conditional VFA (heads mu, logits):
-    later calls reuse E(0) and give the uncached step's result exactly (tolerance 0, hence
-    within 1e-6 relative), for new latents and any batch size; the textbook step within
-    fp32 rounding (the tolerance of test_vfa_sampler_equals_one_plain_inner_step)."""
+def test_frozen_start_sampling_equals_the_recomputed_step(dataset, num_classes):
+    """Tables 7 and 9's encoders, unconditional and conditional VFA (heads mu, logits): a
+    frozen start gives the recomputed step's result exactly (tolerance 0), for new latents
+    and any batch size, and the textbook step within fp32 rounding."""
     torch.manual_seed(0)
     enc = vfa.make_vfa_encoder(dataset, 16, num_classes, orthogonal=False).eval()
     arch = enc.arch
     shape = (arch.channels, arch.size, arch.size)
     settings = vfa.VFASettings(num_classes=num_classes, tau=0.7, class_scale=2.0)
-    fa.clear_start_cache()
+    start = vfa.frozen_start(enc, shape, settings)
     gen = torch.Generator().manual_seed(1)
-    for call, n in enumerate((3, 1, 4)):
+    for n in (3, 1, 4):
         z = vfa.prior(n, 16, gen)
         labels = torch.arange(n) % num_classes if num_classes else None
-        got = vfa.decode(enc, z, shape, settings=settings, labels=labels)
+        got = vfa.decode(enc, z, shape, settings=settings, labels=labels, start=start)
         target = vfa.inner_target(z, settings, labels)
         want = uncached_sample(enc, target, shape, settings)
         assert torch.equal(got, want) and relative(got, want) <= 1e-6
+        assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels), want)
         torch.testing.assert_close(got, plain_step(enc, target, shape, settings),
                                    rtol=1e-5, atol=1e-6)
-        assert fa.start_cache_info()["misses"] == 1 and fa.start_cache_info()["hits"] == call
-    # vfa.sample and vfa.reconstruct (decode_full) take the same cached path
-    images, z, labels = vfa.sample(enc, 2, shape, settings=settings, latent_dim=16,
-                                   generator=gen)
-    target = vfa.inner_target(z, settings, labels if num_classes else None)
-    assert torch.equal(images, uncached_sample(enc, target, shape, settings))
-    assert fa.start_cache_info()["misses"] == 1
 
 
-def test_the_start_cache_is_invalidated_when_the_encoder_changes():
-    """After an optimiser step (for-loop and fused Adam), the Eq. 9 clamp, load_state_dict,
-    a replaced parameter, a train/eval switch or a dtype change, the next sample equals a
-    fresh computation (and not the stale one)."""
+def test_a_frozen_start_is_a_snapshot_of_the_weights():
+    """After an update the old frozen start still gives the old encoder's step (it is the
+    caller's to rebuild), a rebuilt one gives the new step; it refuses a graph, random
+    starts and another shape."""
     settings = vfa.VFASettings(num_classes=3, class_scale=2.0)
     torch.manual_seed(0)
     arch = models.Architecture(1, 12, (4, 8), 32)
     enc = models.init_orthogonal_(models.Encoder(arch, vfa.vfa_heads(6, 3))).eval()
     shape = (1, 12, 12)
     z, labels = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
-    target = vfa.inner_target(z, settings, labels)
-    fa.clear_start_cache()
-
-    def check_fresh(stale):
-        misses = fa.start_cache_info()["misses"]
-        got = vfa.decode(enc, z, shape, settings=settings, labels=labels)
-        want = uncached_sample(enc, target, shape, settings)
-        assert torch.equal(got, want)
-        assert fa.start_cache_info()["misses"] == misses + 1  # recomputed, not reused
-        if stale is not None:
-            assert not torch.equal(got, stale)
-        assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels), got)
-        return got
-
-    first = check_fresh(None)
-    saved = {k: v.clone() for k, v in enc.state_dict().items()}
-    x = torch.rand(8, 1, 12, 12)
-    for fused in (False, True):
-        opt = train.make_adam(enc.parameters(), fused=fused, lr=1e-2)
-        vfa.vfa_step(enc, opt, x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), settings=settings,
-                     weight_clamp=None)
-        enc.eval()
-        before = check_fresh(None)
-        assert not torch.equal(before, first)
-    with torch.no_grad():  # a bias only: the step changes through E(0), not J
-        enc.heads["mu"].bias.add_(0.5)
-    stepped = check_fresh(before)
-    models.clamp_weights_(enc, 0.05)  # Eq. 9's clamp, in place
-    clamped = check_fresh(stepped)
-    enc.load_state_dict(saved)  # copies in place: the original weights again
-    assert torch.equal(check_fresh(clamped), first)
-    enc.heads["logits"].weight = nn.Parameter(enc.heads["logits"].weight.detach() * 2)
-    replaced = check_fresh(first)
-    enc.train()
-    check_fresh(None)
+    old = vfa.frozen_start(enc, shape, settings)
+    before = vfa.decode(enc, z, shape, settings=settings, labels=labels, start=old)
+    opt = train.make_adam(enc.parameters(), lr=1e-2)
+    vfa.vfa_step(enc, opt, torch.rand(8, 1, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+                 settings=settings, weight_clamp=None)
     enc.eval()
-    check_fresh(None)
-    enc.double()
-    got = vfa.decode(enc, z.double(), shape, settings=settings, labels=labels)
-    assert got.dtype == torch.float64
-    torch.testing.assert_close(got.float(), replaced, rtol=1e-5, atol=1e-6)
-
-
-def test_training_never_uses_the_start_cache(monkeypatch):
-    """create_graph=True (the FA step, fa.reconstruct with a graph, the VFA step) goes
-    through shared_start_step / align, never through the cache; the dropped encoder's
-    entry goes with it."""
-    import gc
-
-    calls = []
-    real = fa._cached_start_step
-    monkeypatch.setattr(fa, "_cached_start_step",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
-    fa.clear_start_cache()
-    enc = small_encoder()
-    opt = torch.optim.Adam(enc.parameters(), **ADAM)
-    x = torch.rand(4, 1, 12, 12)
-    train.fa_step(enc, opt, x)
-    loss = fa.reconstruct(enc, x, create_graph=True).image.pow(2).sum()
-    loss.backward()
-    venc = models.Encoder(models.Architecture(1, 12, (4, 8), 32), vfa.vfa_heads(6, 3))
-    vopt = torch.optim.Adam(venc.parameters(), **ADAM)
-    vfa.vfa_step(venc, vopt, x, torch.tensor([0, 1, 2, 0]),
-                 settings=vfa.VFASettings(num_classes=3))
-    assert calls == [] and fa.start_cache_info() == {"hits": 0, "misses": 0, "encoders": 0}
-    with torch.no_grad():
-        fa.reconstruct(enc, x)  # evaluation: it is used
-    assert calls == [1] and fa.start_cache_info()["encoders"] == 1
-    del enc
-    gc.collect()
-    assert fa.start_cache_info()["encoders"] == 0
+    now = vfa.decode(enc, z, shape, settings=settings, labels=labels)
+    assert not torch.equal(now, before)
+    assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels, start=old),
+                       before)
+    assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels,
+                                  start=vfa.frozen_start(enc, shape, settings)), now)
+    enc2 = small_encoder()
+    start = fa.frozen_start(enc2, (1, 12, 12))
+    x = torch.rand(2, 1, 12, 12)
+    z2 = enc2(x)["z"]
+    for bad in (dict(create_graph=True), dict(r_init="uniform")):
+        with pytest.raises(ValueError, match="frozen start"):
+            fa.solve(enc2, z2, (1, 12, 12), head="z", start=start, **bad)
+    with pytest.raises(ValueError, match="frozen start"):
+        fa.decode_latent(enc2, z2, (1, 6, 24), start=start)
+    r = fa.decode_latent(enc2, z2, (1, 12, 12), T=3, start=start).r
+    torch.testing.assert_close(r, fa.decode_latent(enc2, z2, (1, 12, 12), T=3, shared_start=False).r,
+                               rtol=1e-5, atol=1e-6)
