@@ -26,7 +26,8 @@ import os
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_PROFILE = "quick"
@@ -46,25 +47,83 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------
+# Shared pieces: every section is composed of these and its own fields
+# --------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class ToyConfig:
+class RunSettings:
+    """What every section has: the profile, the seed of its randomness and the device."""
+
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrainingRun(RunSettings):
+    """A section that trains image networks: data loading, checkpoints, network width."""
+
+    num_workers: int = 0  # DataLoader workers
+    ckpt_every: int = 200  # optimiser steps between checkpoints
+    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke only, see WIDTH_SCALE_DOC)
+
+    def __post_init__(self):
+        _check_width_scale(_section_of(self), self)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which images (:func:`fa_utils.data.load_dataset`)."""
+
+    dataset: str = "mnist"
+    data_source: str = "auto"  # auto | sample | torchvision (see fa_utils.data)
+    data_root: str = "data"
+    download: bool = False
+    n_train: Optional[int] = None  # None: the whole training split
+    n_test: int = 500
+
+
+@dataclass(frozen=True)
+class InnerSettings:
+    """The inner problem (Eq. 2): T steps of size tau from r_0 (:func:`fa_utils.fa.solve`)."""
+
+    T: int = 1  # inner steps during training (one-shot, Section 4)
+    tau: float = 1.0
+    r_init: str = "zeros"  # r_0: zeros (authors' code), uniform or normal
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """Adam's learning rate and betas (the authors' code: betas (0.5, 0.999))."""
+
+    lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+
+def data_settings(config, **overrides) -> DataSettings:
+    """The :class:`DataSettings` part of any section's config (``overrides`` replace
+    fields, e.g. ``dataset`` for one of local FA's datasets)."""
+    values = {f.name: getattr(config, f.name) for f in fields(DataSettings)}
+    values.update(overrides)
+    return DataSettings(**values)
+
+
+@dataclass(frozen=True)
+class ToyConfig(InnerSettings, RunSettings):
     """Section 3.2 (Figure 2): invert y = sin(3 pi x) on x in [-domain, domain].
 
     The domain is not stated in the paper; [-1, 1] is our reading (docs/method.md section 2).
     """
 
-    profile: str = DEFAULT_PROFILE
-    seed: int = 0
-    device: str = "auto"
     domain: float = 1.0
     hidden: int = 1024  # two hidden layers of this width (paper: 1024)
     steps: int = 3000  # Adam steps for each of the two networks
     batch_size: int = 256
     lr: float = 1e-3
     alpha: float = 0.01  # Eq. 3 weight of the function output in the inner loss
-    T: int = 1  # inner steps during training (one-shot, Section 4)
-    tau: float = 1.0
-    r_init: str = "zeros"
     invert_steps: int = 1500  # gradient steps on the input for the plain network (Fig. 2a)
     invert_lr: float = 0.01
     grid: int = 1001  # evaluation points over the domain
@@ -72,7 +131,7 @@ class ToyConfig:
 
 
 @dataclass(frozen=True)
-class FAConfig:
+class FAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     """Section 3.1 (Algorithm 1): feature alignment on images.
 
     Optimiser: the paper's text says Adam lr 1e-5 (the ``paper`` profile uses it); the
@@ -80,35 +139,15 @@ class FAConfig:
     lr 5e-4 with those betas because 1e-5 gives only blobs in a CPU budget (docs/method.md section 9).
     """
 
-    profile: str = DEFAULT_PROFILE
-    seed: int = 0
-    device: str = "auto"
-    dataset: str = "mnist"
-    data_source: str = "auto"  # auto | sample | torchvision (see fa_utils.data)
-    data_root: str = "data"
-    download: bool = False
-    n_train: Optional[int] = None  # None: the whole training split
-    n_test: int = 500
     latent_dim: int = 128
     batch_size: int = 128
     epochs: int = 9
     lr: float = 5e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    T: int = 1
-    tau: float = 1.0
-    r_init: str = "zeros"
     squash: str = "none"
     weight_clamp: Optional[float] = math.sqrt(2.0)  # Eq. 9; None disables the clamp
     latent2_epochs: int = 6  # the 2-neuron latent space of Figure 6a
     sweep_T: tuple = (1, 2, 4, 8)
     sweep_tau: tuple = (0.25, 0.5, 1.0, 2.0)
-    num_workers: int = 0
-    ckpt_every: int = 200  # optimiser steps between checkpoints
-    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke only, see WIDTH_SCALE_DOC)
-
-    def __post_init__(self):
-        _check_width_scale("fa", self)
 
 
 #: What ``width_scale`` means (every section that trains networks has it).
@@ -129,18 +168,24 @@ def _check_width_scale(section: str, cfg) -> None:
                           f"(1 is the paper's architecture)")
 
 
-SECTIONS: dict[str, type] = {"toy": ToyConfig, "fa": FAConfig}
 
-CHOICES: dict[str, tuple] = {
-    "profile": PROFILES,
-    "r_init": ("zeros", "uniform", "normal"),
-    "squash": ("none", "sigmoid"),
-    "dataset": DATASET_NAMES,
-    "data_source": ("auto", "sample", "torchvision"),
-}
+def choices() -> dict[str, tuple]:
+    """The allowed values of each choice parameter, read from the module that implements
+    the choice (so that a value is allowed exactly where the code handles it)."""
+    from . import baselines, data, fa, vfa
+
+    return {"profile": PROFILES, "dataset": DATASET_NAMES, "data_source": data.SOURCES,
+            "r_init": fa.R_INITS, "squash": fa.SQUASHES,
+            "beta_schedule": vfa.BETA_SCHEDULES, "rand_side": vfa.RAND_SIDES,
+            "fake_source": vfa.FAKE_SOURCES, "vae_decoder": baselines.DECODERS,
+            "gan_discriminator": baselines.DISCRIMINATORS}
+
+
+def _section_of(config) -> str:
+    return next((k for k, v in SECTIONS.items() if type(config) is v), type(config).__name__)
 
 # Profile overrides per section; anything not listed takes the dataclass default.
-_PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
+_PROFILE_TOY_FA: dict[str, dict[str, dict[str, Any]]] = {
     "toy": {
         "smoke": dict(hidden=128, steps=300, invert_steps=300, grid=201),
         "quick": dict(hidden=1024, steps=1000, invert_steps=500, grid=501),
@@ -209,7 +254,7 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
 
 
 def _validate_values(section: str, values: dict[str, Any]) -> None:
-    for name, allowed in CHOICES.items():  # None: an optional field left unset
+    for name, allowed in choices().items():  # None: an optional field left unset
         if name in values and values[name] is not None and values[name] not in allowed:
             raise ConfigError(
                 f"{section} parameter {name}={values[name]!r} is not one of {list(allowed)}")
@@ -337,7 +382,7 @@ def describe(config) -> str:
 
 
 @dataclass(frozen=True)
-class VFAConfig:
+class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     """Section 3.3 (Eq. 5, Figure 3): VFA, and its conditional variant (Section 3.4,
     Figures 6b and 8).
 
@@ -361,15 +406,6 @@ class VFAConfig:
       read off an unsquashed r are clamped to [0, 1] for errors, display and FID.
     """
 
-    profile: str = DEFAULT_PROFILE
-    seed: int = 0
-    device: str = "auto"
-    dataset: str = "mnist"
-    data_source: str = "auto"
-    data_root: str = "data"
-    download: bool = False
-    n_train: Optional[int] = None
-    n_test: int = 500
     latent_dim: int = 128
     conditional: bool = True
     class_scale: float = 1.0  # one-hot value of the inner target in training
@@ -380,26 +416,18 @@ class VFAConfig:
     batch_size: int = 128
     epochs: int = 6
     lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    T: int = 1
-    tau: float = 1.0
-    r_init: str = "zeros"
     squash: str = "none"
     weight_clamp: Optional[float] = math.sqrt(2.0)
     emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
-    num_workers: int = 0
-    ckpt_every: int = 200
-    width_scale: float = 1.0  # see WIDTH_SCALE_DOC: < 1 is not the paper's architecture
 
     def __post_init__(self):
         _check_positive("vfa", self, ("class_scale", "beta", "emphasis_per_class"))
-        _check_width_scale("vfa", self)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
-class VFAGANConfig:
+class VFAGANConfig(DataSettings, TrainingRun):
     """Section 3.4 (Eq. 6-8, Figure 4) and Section 5 (Tables 2-6, Figure 15): VFA-GAN and
     the AE / VAE / GAN baselines. The VFA part (encoder, Eq. 6) comes from the ``vfa``
     section with the same profile, seed and dataset, so notebook 04 reuses notebook 03's
@@ -435,15 +463,6 @@ class VFAGANConfig:
       VFA-GAN always uses Table 10's.
     """
 
-    profile: str = DEFAULT_PROFILE
-    seed: int = 0
-    device: str = "auto"
-    dataset: str = "mnist"
-    data_source: str = "auto"
-    data_root: str = "data"
-    download: bool = False
-    n_train: Optional[int] = None
-    n_test: int = 500
     seeds: tuple = (0,)  # Table 2 trials (paper: three initialisations)
     latent_dim: int = 128  # Z of the AE, VAE and GAN baselines
     batch_size: int = 128
@@ -466,9 +485,6 @@ class VFAGANConfig:
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
     fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (offline, unlabeled data)
-    num_workers: int = 0
-    ckpt_every: int = 200
-    width_scale: float = 1.0  # see WIDTH_SCALE_DOC: < 1 is not the paper's architecture (G's width too)
 
     def __post_init__(self):
         _check_positive("vfagan", self, ("gen_width", "gen_kernel", "epochs",
@@ -482,7 +498,7 @@ class VFAGANConfig:
         if self.perceptual_weight < 0:
             raise ConfigError(f"vfagan parameter perceptual_weight must be >= 0, "
                               f"got {self.perceptual_weight}")
-        _check_width_scale("vfagan", self)
+        super().__post_init__()
 
 
 def _check_positive(section: str, cfg, names) -> None:
@@ -492,11 +508,7 @@ def _check_positive(section: str, cfg, names) -> None:
             raise ConfigError(f"{section} parameter {name} must be > 0, got {value}")
 
 
-SECTIONS.update(vfa=VFAConfig, vfagan=VFAGANConfig)
-CHOICES.update(beta_schedule=("fixed", "uniform"), rand_side=("mu", "mu+sigma"),
-               fake_source=("reconstruction", "prior", "authors"),
-               vae_decoder=("auto", "mirrored", "table12"), gan_discriminator=("table10", "dcgan"))
-_PROFILE_VALUES.update(
+_PROFILE_VFA = dict(
     vfa={
         "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
                       emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25),
@@ -526,7 +538,7 @@ _PROFILE_VALUES.update(
 
 
 @dataclass(frozen=True)
-class LocalFAConfig:
+class LocalFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     """Section 3.5 (Algorithms 2-3, Figure 16): local feature alignment, and the memory it
     saves against global FA (see :mod:`fa_utils.local`).
 
@@ -544,36 +556,20 @@ class LocalFAConfig:
     writes only its own datasets' tables.
     """
 
-    profile: str = DEFAULT_PROFILE
-    seed: int = 0
-    device: str = "auto"
     datasets: tuple = ("mnist",)
     dataset: Optional[str] = None  # shorthand: datasets = (dataset,)
-    data_source: str = "auto"
-    data_root: str = "data"
-    download: bool = False
-    n_train: Optional[int] = None
-    n_test: int = 500
     latent_dim: int = 128
     batch_size: int = 128
     epochs: int = 2
     lr: float = 1e-3
-    beta1: float = 0.5
-    beta2: float = 0.999
-    T: int = 1  # inner steps per layer in training
-    tau: float = 1.0
     recon_T: int = 1  # inner steps per layer in Algorithm 3
     recon_tau: float = 1.0
-    r_init: str = "zeros"
     clamp_weights: bool = True  # Eq. 9, |w| <= sqrt(2), after every layer update
     align_activation: bool = False
     spectral_init: bool = True  # orthogonal init scaled to operator norm 1 per layer
     memory_datasets: Optional[tuple] = None  # None: the architectures of ``datasets``
     memory_batch: int = 128
     memory_repeats: int = 1  # timed steps per method and architecture (median)
-    num_workers: int = 0
-    ckpt_every: int = 200
-    width_scale: float = 1.0  # trained net only (see WIDTH_SCALE_DOC); memory: the paper's sizes
 
     def __post_init__(self):
         if self.dataset is not None:
@@ -591,11 +587,11 @@ class LocalFAConfig:
                 raise ConfigError(f"local parameter {name} must be >= 1, got {getattr(self, name)}")
         if not self.recon_tau > 0:
             raise ConfigError(f"local parameter recon_tau must be > 0, got {self.recon_tau}")
-        _check_width_scale("local", self)
+        super().__post_init__()  # width_scale: the trained net only; memory: the paper's sizes
 
 
 @dataclass(frozen=True)
-class AppendixConfig:
+class AppendixConfig(RunSettings):
     """Appendix A (Sections 7.1-7.2; see :mod:`fa_utils.appendix`): the one-weight
     recursion (Eq. 13) against its closed form (Eq. 18), FA on a linear layer driving W^T
     towards the pseudo-inverse, and what the sqrt(2) clamp (Eq. 9) changes.
@@ -605,9 +601,6 @@ class AppendixConfig:
     layer with fewer outputs; ``linear_tolerance`` bounds the final RMS distances.
     """
 
-    profile: str = DEFAULT_PROFILE
-    seed: int = 0
-    device: str = "auto"
     one_weight_ws: tuple = (0.3, 0.7, 1.0, 1.3, 1.4, 1.45, 1.6)
     one_weight_x: float = 1.0
     one_weight_r0: float = -0.5
@@ -639,8 +632,7 @@ class AppendixConfig:
             raise ConfigError("appendix parameter one_weight_ws must not be empty")
 
 
-SECTIONS.update(local=LocalFAConfig, appendix=AppendixConfig)
-_PROFILE_VALUES.update(
+_PROFILE_LOCAL = dict(
     local={
         "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
                       ckpt_every=50, width_scale=0.25),
@@ -655,3 +647,13 @@ _PROFILE_VALUES.update(
         "paper": dict(linear_in=64, linear_out=24, linear_steps=2000),
     },
 )
+
+
+#: Each section's config class, by the name :func:`make_config` takes.
+SECTIONS: Mapping[str, type] = MappingProxyType({
+    "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
+    "local": LocalFAConfig, "appendix": AppendixConfig})
+
+#: Per section and profile, the values that differ from the dataclass defaults.
+_PROFILE_VALUES: Mapping[str, dict] = MappingProxyType(
+    {**_PROFILE_TOY_FA, **_PROFILE_VFA, **_PROFILE_LOCAL})
