@@ -24,10 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fa_utils import config, models, train
-
-#: Training-split sizes the paper trains on (STL-10: the 100,000 unlabeled images).
-EPOCH_SIZES = {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000}
+from fa_utils import config, models, paper, train
 
 
 def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent: int = 128,
@@ -36,8 +33,9 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
     (batch, C, H, W).
 
     Returns a dict: ``step_ms`` (median of the measured steps, milliseconds),
-    ``images_per_s`` (batch / median step), ``epoch_s`` (steps per epoch of
-    :data:`EPOCH_SIZES` at batch ``batch`` x median step, seconds), ``cuda_peak_mib``
+    ``images_per_s`` (batch / median step), ``epoch_s`` (steps per epoch of the paper's
+    training split, :data:`fa_utils.paper.TRAINING_SET_SIZES`, at batch ``batch`` x median
+    step, seconds), ``cuda_peak_mib``
     (``torch.cuda.max_memory_allocated`` over the measured steps, MiB; None on a CPU),
     ``finite`` (every loss finite), ``loss`` (the last loss), ``params`` (parameters)."""
     cfg = config.make_config("fa", "paper", dataset=dataset)
@@ -64,7 +62,7 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
         times.append(time.perf_counter() - t0)
     step = statistics.median(times)
     return {"step_ms": 1e3 * step, "images_per_s": batch / step,
-            "epoch_s": EPOCH_SIZES[dataset] // batch * step,
+            "epoch_s": paper.TRAINING_SET_SIZES[dataset] // batch * step,
             "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None,
             "finite": all(v == v and abs(v) != float("inf") for v in losses),
             "loss": losses[-1], "params": models.count_parameters(enc)}

@@ -43,13 +43,12 @@ from typing import Callable, Optional
 
 import torch
 
-from fa_utils import models, train
+from fa_utils import models, paper, train
 from fa_utils.outputs import markdown_table, results_dir
 
-#: (label, dataset of the architecture, training-set size of the paper's split)
-ARCHS = [("mnist", "mnist", 60_000), ("cifar10", "cifar10", 50_000),
-         ("celeba / stl10", "celeba", 162_770)]  # Table 9: one architecture for both
-EPOCH_SIZES = {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000}
+#: (label, dataset of the architecture); epoch sizes: fa_utils.paper.TRAINING_SET_SIZES
+ARCHS = (("mnist", "mnist"), ("cifar10", "cifar10"),
+         ("celeba / stl10", "celeba"))  # Table 9: one architecture for both
 LATENT = 128
 BATCH = 128
 ADAM = dict(lr=1e-4, betas=(0.5, 0.999))
@@ -244,7 +243,7 @@ def section_ratio(args, device, out: list[str], archs) -> dict[str, dict[str, fl
     all_variants = ["fa-textbook", "fa", "vae", "fa+fused", "vae+fused", "fa+fused+cl",
                     "vae+fused+cl"]
     rows, per_step = [], {}
-    for label, dataset, _ in archs:
+    for label, dataset in archs:
         arch = models.architecture(dataset)
         x = torch.rand(BATCH, arch.channels, arch.size, arch.size, device=device,
                        generator=torch.Generator(device=device).manual_seed(0))
@@ -313,7 +312,7 @@ def section_scaling(args, device, out: list[str]) -> None:
 
 def section_memory(args, device, out: list[str], archs) -> None:
     rows = []
-    for label, dataset, _ in archs:
+    for label, dataset in archs:
         arch = models.architecture(dataset)
         x = torch.rand(BATCH, arch.channels, arch.size, arch.size, device=device)
         gen = torch.Generator(device=device).manual_seed(0)
@@ -360,7 +359,7 @@ def section_flops(args, device, out: list[str], per_step) -> None:
                 flops_of(functools.partial(train.vae_step, venc, dec, vopt, x)))
             del enc, opt, venc, dec, vopt
         fa_f, fa_tb, vae_f = counted[arch]
-        steps = EPOCH_SIZES[dataset] // BATCH
+        steps = paper.TRAINING_SET_SIZES[dataset] // BATCH
         measured = per_step.get(dataset, {}).get("fa+fused") or per_step.get(
             "celeba" if dataset == "stl10" else dataset, {}).get("fa+fused")
         cpu_rate = None if measured is None else fa_f / measured / 1e9
@@ -425,8 +424,8 @@ def section_sampling(args, device, out: list[str]) -> None:
         calls["VFA, E(0) each call"] = generative.sampling_calls(dataset, batch=1, device=device,
                                                                  frozen=False)["VFA"]
         t = interleaved(calls, args.sample_repeats, device, warmup=2)
-        paper = generative.PAPER_SIZES[dataset][3]
-        pr = lambda a, b: paper[a][1] / paper[b][1]  # noqa: E731 - units cancel
+        reported = paper.SIZES_AND_TIMES[dataset][3]
+        pr = lambda a, b: reported[a][1] / reported[b][1]  # noqa: E731 - units cancel
         rows.append([dataset] + [1e3 * med(t[m]) for m in ("VAE", "GAN", "VFA", "VFA-GAN")]
                     + [med(t["VFA"]) / med(t["VAE"]),
                        med(t["VFA, E(0) each call"]) / med(t["VAE"]), pr("VFA", "VAE"),
@@ -443,8 +442,8 @@ def section_sampling(args, device, out: list[str]) -> None:
             "one inner step from r_0 = 0, r_1 = J_E(0)^T (z - E(0)): the transposed Jacobian, "
             "E(0) and its Jacobian built once for the trained encoder (`vfa.frozen_start`; "
             "'E(0) each call' times the encoder forward on a batch of one as well); VFA-GAN adds "
-            "the refiner G. Paper: Tables 3-6's sampling times (RTX 2070); the ratios cancel "
-            "the tables' time units. The notebooks' `results/table0[3-6]*.md` give the "
+            f"the refiner G. Paper: Tables 3-6's sampling times ({paper.SAMPLING_DEVICE}); the "
+            "ratios cancel the tables' time units. The notebooks' `results/table0[3-6]*.md` give the "
             "fastest-of-N times of the same calls.", ""]
 
 
@@ -612,7 +611,7 @@ def section_throughput(args, device, out: list[str], per_step) -> None:
     feature extraction."""
     out += ["## 6. Images per second", ""]
     rows = []
-    for label, dataset, _ in ARCHS:
+    for label, dataset in ARCHS:
         m = per_step.get(dataset)
         if not m:
             continue
@@ -714,7 +713,7 @@ def section_precision(args, device, out: list[str]) -> None:
     import copy
     modes = precision_modes(device)
     rows, worst = [], {m: 0.0 for m in modes}
-    for label, dataset, _ in ARCHS:
+    for label, dataset in ARCHS:
         if dataset not in args.precision_datasets:
             continue
         arch = models.architecture(dataset)

@@ -40,17 +40,15 @@ from .losses import (kl_normal, lsgan_discriminator_loss, lsgan_generator_loss,
                      reparameterise)
 from .models import (Architecture, DCGANDiscriminator, Discriminator, Encoder, GANGenerator,
                      MirroredDecoder, architecture, init_he_)
+from .paper import IMPLIED_ARCHITECTURES
 
 DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
 
-#: The decoder kind whose parameter count equals the paper's VAE / GAN sizes (Tables 3-6).
-PAPER_DECODER = {"mnist": "mirrored", "cifar10": "mirrored", "celeba": "mirrored",
-                 "stl10": "table12"}
-
-
 def paper_decoder_kind(dataset: str, choice: str = "auto") -> str:
-    """``choice`` unless ``"auto"``, else the kind the paper's sizes imply for ``dataset``.
+    """``choice`` unless ``"auto"``, else the kind the paper's sizes imply for ``dataset``
+    (its parameter count equals the paper's VAE / GAN sizes, Tables 3-6:
+    :data:`fa_utils.paper.IMPLIED_ARCHITECTURES`).
 
     Raises:
         ValueError: unknown choice or dataset.
@@ -60,7 +58,7 @@ def paper_decoder_kind(dataset: str, choice: str = "auto") -> str:
     if choice != "auto":
         return choice
     architecture(dataset)  # validates the name
-    return PAPER_DECODER[dataset]
+    return IMPLIED_ARCHITECTURES[dataset].decoder
 
 
 def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:

@@ -6,7 +6,8 @@ offline fallback.
 
 where (mu_r, S_r) and (mu_g, S_g) are the mean and covariance of features of real and
 generated images. The paper's features are pytorch-fid's Inception-v3 pool3 activations
-(2048-d, :data:`PAPER_FEATURE`), 10,000 real vs 10,000 generated images, three seeds.
+(2048-d, :data:`PAPER_FEATURE`), 10,000 real vs 10,000 generated images, three seeds
+(:data:`fa_utils.paper.FID_IMAGES`, :data:`fa_utils.paper.FID_TRIALS`).
 
 pytorch-fid does the work here: :class:`pytorch_fid.inception.InceptionV3` (block 3, the
 final average pool) gives the features and
@@ -69,6 +70,7 @@ from torch import nn
 
 from . import outputs
 from .data import check_images
+from .paper import FID_IMAGES
 
 __all__ = [
     "InceptionUnavailable",
@@ -77,7 +79,6 @@ __all__ = [
     "INCEPTION_WEIGHTS_FILE",
     "INCEPTION_WEIGHTS_URL",
     "WEIGHTS_ENV",
-    "PAPER_N",
     "frechet_distance",
     "statistics",
     "to_inception_input",
@@ -98,8 +99,6 @@ __all__ = [
 PAPER_FEATURE = "inception-v3-pool3-2048"
 #: Its dimension D.
 INCEPTION_DIM = 2048
-#: Images per set in the paper's FID (10,000 real vs 10,000 generated).
-PAPER_N = 10_000
 #: The weights file pytorch-fid downloads (the TF FID Inception ported to PyTorch).
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 #: Where pytorch-fid downloads it from (same as ``pytorch_fid.inception.FID_WEIGHTS_URL``).
@@ -649,8 +648,8 @@ def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bo
     if n < dim:
         notes.append(f"N < D ({n} < {dim}): singular covariance, not comparable")
     comparable = feature == PAPER_FEATURE and n >= dim
-    if comparable and (n_real, n_fake) != (PAPER_N, PAPER_N):
-        notes.append(f"the paper used {PAPER_N} vs {PAPER_N} images; FID depends on N")
+    if comparable and (n_real, n_fake) != (FID_IMAGES, FID_IMAGES):
+        notes.append(f"the paper used {FID_IMAGES} vs {FID_IMAGES} images; FID depends on N")
     return comparable, "; ".join(notes)
 
 

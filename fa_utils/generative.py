@@ -26,6 +26,7 @@ from . import baselines, claims, config, fid, metrics, vfa
 from . import data as data_mod
 from .experiments import ImageData, scaled_architectures
 from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
+from .paper import IMPLIED_ARCHITECTURES, SAMPLING_DEVICE, SIZES_AND_TIMES, TABLE2_FID
 from .outputs import checkpoint_path
 from .train import History, fit, make_adam, resolve_device, seeded_generator
 
@@ -599,17 +600,8 @@ BUDGET_COLUMNS = ["model", "networks trained", "optimiser", "optimiser steps",
 
 
 # --------------------------------------------------------------------------------------
-# Table 2: Frechet distances
+# Table 2: Frechet distances (the paper's: fa_utils.paper.TABLE2_FID)
 # --------------------------------------------------------------------------------------
-
-#: Table 2 of the paper (FID, Inception features, 10,000 vs 10,000, mean +- std of three
-#: trials), as OCR'd; MNIST's GAN value is doubtful in the OCR (docs/method.md section 8).
-PAPER_FID = {
-    "mnist": {"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17), "VFA-GAN": (41.24, 2.71)},
-    "celeba": {"VAE": (81.84, 0.10), "GAN": (30.85, 1.07), "VFA": (143.57, 1.04), "VFA-GAN": (132.18, 2.73)},
-    "cifar10": {"VAE": (163.59, 0.37), "GAN": (63.30, 0.62), "VFA": (209.32, 1.96), "VFA-GAN": (73.20, 2.67)},
-    "stl10": {"VAE": (201.59, 0.46), "GAN": (247.35, 2.43), "VFA": (259.96, 2.46), "VFA-GAN": (167.26, 5.18)},
-}
 
 
 def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANConfig, *,
@@ -677,7 +669,7 @@ def frechet_rows(results: dict[str, list[fid.FIDResult]], reference: list[fid.FI
     paper FID. A value goes in the comparable column only when every trial's
     :class:`fa_utils.fid.FIDResult` is ``comparable``."""
     rows = []
-    paper = PAPER_FID.get(dataset, {})
+    paper = TABLE2_FID.get(dataset, {})
     for m, res in list(results.items()) + [("held-out real images (reference)", reference)]:
         comparable = all(r.comparable for r in res)
         text = _mean_std([r.value for r in res])
@@ -747,60 +739,18 @@ def describe_reconstruction(rows, mean_image: Optional[float] = None) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Tables 3-6: sizes and sampling times
+# Tables 3-6: sizes and sampling times (the paper's: fa_utils.paper.SIZES_AND_TIMES)
 # --------------------------------------------------------------------------------------
-
-#: Tables 3-6 as OCR'd: (table number, size unit, time unit, {model: (size, time)}).
-#: Units: the OCR'd size header reads "x10^5" for Table 3 but its values match our counts
-#: in millions (VFA 14.0 -> 14,003,946), so Tables 3-4 are read in 10^6 and Tables 5-6 in
-#: 10^5; the time headers read 10^-4 s (Tables 3-5) and, doubtfully, 10^-2 s (Table 6).
-PAPER_SIZES = {
-    "mnist": (3, 1e6, 1e-4, {"VAE": (27.40, 9.44), "GAN": (13.44, 5.73), "VFA": (14.0, 11.66),
-                             "VFA-GAN": (14.16, 20.59)}),
-    "celeba": (4, 1e6, 1e-4, {"VAE": (37.48, 19.41), "GAN": (18.48, 12.45),
-                              "VFA": (19.04, 22.79), "VFA-GAN": (19.24, 41.71)}),
-    "cifar10": (5, 1e5, 1e-4, {"VAE": (97.55, 10.01), "GAN": (47.48, 7.20),
-                               "VFA": (50.28, 11.25), "VFA-GAN": (51.95, 21.56)}),
-    "stl10": (6, 1e5, 1e-2, {"VAE": (254.22, 1.51), "GAN": (32.74, 1.50), "VFA": (221.48, 1.72),
-                             "VFA-GAN": (229.90, 2.18)}),
-}
-
-
-@dataclass(frozen=True)
-class PaperArchitecture:
-    """The architecture the paper's sizes imply for one dataset (how we read Tables 3-6)."""
-
-    latent_dim: int
-    num_classes: int  # class head of the VFA encoder
-    decoder: str  # VAE decoder = GAN generator: "mirrored" or "table12"
-    gen_kernel: int  # VFA-GAN's G (Table 11, 128 filters)
-    note: str
-
-
-PAPER_ARCHITECTURES = {
-    "mnist": PaperArchitecture(128, 10, "mirrored", 3,
-        "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "
-        "(not Table 12's generator: 1.67 M); G with 3x3 kernels (Section 4; Table 11's 7x7 "
-        "would add 0.82 M, not 0.16 M)."),
-    "celeba": PaperArchitecture(128, 0, "mirrored", 3,
-        "Z=128; VFA 19.04 is matched exactly by a 10-wide class head (19,043,370) and within "
-        "0.2 % without one (CelebA is used unlabeled here: none); mirrored decoder; G 3x3."),
-    "cifar10": PaperArchitecture(128, 10, "mirrored", 3,
-        "Z=128, 10-class head; mirrored decoder; G 3x3 (G's share is 167 k in the paper, "
-        "155 k here)."),
-    "stl10": PaperArchitecture(512, 0, "table12", 7,
-        "Z=512, no class head; VAE decoder = GAN generator = Table 12's generator; G with "
-        "Table 11's 7x7 kernels: the only table whose sizes fit Table 11/12 as printed."),
-}
 
 
 def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
-    """The networks of each sampling model as the paper's sizes imply (what Tables 3-6
-    count: the VAE counts encoder + decoder, the GAN its generator, VFA-GAN the encoder
-    + G; no discriminator), always at the paper's widths (also inside a
+    """The networks of each sampling model as the paper's sizes imply
+    (:data:`fa_utils.paper.IMPLIED_ARCHITECTURES`; what Tables 3-6 count: the VAE counts
+    encoder + decoder, the GAN its generator, VFA-GAN the encoder + G; no discriminator),
+    always at the paper's widths (also inside a
     :func:`fa_utils.models.scaled_architectures` block). ``device="meta"`` builds them
     without memory (for counts)."""
-    a = PAPER_ARCHITECTURES[dataset]
+    a = IMPLIED_ARCHITECTURES[dataset]
     arch = architecture(dataset)
     with torch.device(device), scaled_architectures(1.0):
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
@@ -826,7 +776,7 @@ def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device =
     is, :func:`fa_utils.vfa.frozen_start`; ``frozen=False``: E(0) recomputed by every call);
     ``"VFA-GAN"`` the same plus the refiner G. Every call returns the images,
     (batch, C, H, W), on ``device``; z (batch, Z) is drawn once."""
-    a = PAPER_ARCHITECTURES[dataset]
+    a = IMPLIED_ARCHITECTURES[dataset]
     arch = architecture(dataset)
     device = str(resolve_device(str(device)))
     nets = paper_models(dataset, device=device)
@@ -887,15 +837,16 @@ def interleaved_times(calls: dict[str, Any], *, repeats: int = 10, warmup: int =
 
 def size_time_name(dataset: str) -> str:
     """The results table of ``dataset``'s Table 3-6, e.g. ``"table03_mnist_size_time"``."""
-    return f"table{PAPER_SIZES[dataset][0]:02d}_{dataset}_size_time"
+    return f"table{SIZES_AND_TIMES[dataset][0]:02d}_{dataset}_size_time"
 
 
 def size_time_rows(dataset: str, counts: dict[str, int],
                    times: Optional[dict[str, float]] = None) -> list[tuple]:
-    """Rows of one of Tables 3-6: model | params ours | paper (unit) | ours/paper | within 0.5% |
-    ms per sample ours (this machine) | paper ms per sample (RTX 2070). ``times=None``
-    (not measured in this run): our time columns are ``-``."""
-    _, size_unit, time_unit, paper = PAPER_SIZES[dataset]
+    """Rows of one of Tables 3-6 (:data:`fa_utils.paper.SIZES_AND_TIMES`): model | params
+    ours | paper (unit) | ours/paper | within 0.5% | ms per sample ours (this machine) |
+    paper ms per sample (on :data:`fa_utils.paper.SAMPLING_DEVICE`). ``times=None`` (not
+    measured in this run): our time columns are ``-``."""
+    _, size_unit, time_unit, paper = SIZES_AND_TIMES[dataset]
     ms = (lambda m: round(times[m] * 1e3, 3)) if times is not None else (lambda m: None)  # noqa: E731
     rows = []
     for m in GENERATIVE_MODELS:
@@ -914,7 +865,7 @@ def size_time_rows(dataset: str, counts: dict[str, int],
 
 SIZE_TIME_COLUMNS = ["model", "params (ours, as the sizes imply)", "paper size", "ours / paper",
                      "within 0.5 %", "ms per sample (ours, batch 1, device in the notes)",
-                     "paper ms per sample (RTX 2070)"]
+                     f"paper ms per sample ({SAMPLING_DEVICE})"]
 
 
 # --------------------------------------------------------------------------------------
@@ -944,7 +895,7 @@ def comparison_claims(dataset: str, *, frechet: dict[str, list[fid.FIDResult]],
     Returns:
         :class:`fa_utils.claims.Claim` list, in the paper's order.
     """
-    paper_fd = PAPER_FID.get(dataset, {})
+    paper_fd = TABLE2_FID.get(dataset, {})
     fd = {m: stats.mean(r.value for r in res) for m, res in frechet.items()}
     feature = next(iter(frechet.values()))[0].feature
     comparable = all(r.comparable for res in frechet.values() for r in res)
@@ -1005,7 +956,7 @@ def comparison_claims(dataset: str, *, frechet: dict[str, list[fid.FIDResult]],
             f"{a} and the {b} differ by more than a factor {COMPARABLE_FACTOR:g}{why_ratio[cid]}",
             f15)
 
-    paper_sizes = {ds: PAPER_SIZES[ds][3]["VFA"][0] / PAPER_SIZES[ds][3]["VAE"][0]
+    paper_sizes = {ds: SIZES_AND_TIMES[ds][3]["VFA"][0] / SIZES_AND_TIMES[ds][3]["VAE"][0]
                    for ds in ("mnist", "cifar10", "celeba")}
     ours_sizes = {ds: size_ratio[ds] for ds in paper_sizes}
     add("tables3-5.vfa_half_vae", "5, Tables 3-5", "VFA has \"only half the number of "
@@ -1014,15 +965,15 @@ def comparison_claims(dataset: str, *, frechet: dict[str, list[fid.FIDResult]],
         "VFA / VAE " + ", ".join(f"{ds} {v:.2f}" for ds, v in ours_sizes.items()),
         all(0.45 < v < 0.55 for v in ours_sizes.values()),
         "the architectures read from the paper's sizes do not give half",
-        [f"results/table0{PAPER_SIZES[ds][0]}_{ds}_size_time.md" for ds in paper_sizes])
-    p_vfa, p_vae = PAPER_SIZES[dataset][3]["VFA"][1], PAPER_SIZES[dataset][3]["VAE"][1]
+        [f"results/table0{SIZES_AND_TIMES[ds][0]}_{ds}_size_time.md" for ds in paper_sizes])
+    p_vfa, p_vae = SIZES_AND_TIMES[dataset][3]["VFA"][1], SIZES_AND_TIMES[dataset][3]["VAE"][1]
     measured = time_ratio == time_ratio  # not NaN
-    add("tables3-6.vfa_same_time", f"5, Table {PAPER_SIZES[dataset][0]}", "\"VFA takes "
+    add("tables3-6.vfa_same_time", f"5, Table {SIZES_AND_TIMES[dataset][0]}", "\"VFA takes "
         "approximately the same amount of time as VAE\" to draw one sample (our reading: a "
-        f"ratio within a factor {SAME_TIME_FACTOR:g})", f"VFA / VAE {p_vfa / p_vae:.2f} (RTX 2070)",
+        f"ratio within a factor {SAME_TIME_FACTOR:g})", f"VFA / VAE {p_vfa / p_vae:.2f} ({SAMPLING_DEVICE})",
         f"VFA / VAE {time_ratio:.2f} (this machine, batch 1)" if measured else "-",
         (1 / SAME_TIME_FACTOR <= time_ratio <= SAME_TIME_FACTOR) if measured else None,
         "VFA's time differs from the VAE's by more than the factor" if measured else
         "sampling time not measured for this dataset at this profile",
-        [f"results/table0{PAPER_SIZES[dataset][0]}_{dataset}_size_time.md"])
+        [f"results/table0{SIZES_AND_TIMES[dataset][0]}_{dataset}_size_time.md"])
     return out
