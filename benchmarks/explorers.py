@@ -6,7 +6,8 @@
 Loads the models as notebook 07 does (:func:`fa_utils.explorers.exploration_models`: the
 checkpoints under runs/checkpoints, or trains the missing ones), builds each explorer's
 widget (no front end needed), then performs a fixed, seeded sequence of interactions,
-timing each from the control change to the new PNG in the widget (callback, method,
+timing each (wall clock, :class:`fa_utils.measure.Stopwatch`) from the control change to
+the new PNG in the widget (callback, method,
 drawing and PNG encoding; the browser's transfer and paint are not included). Prints a
 table and writes ``results/explorers_latency.md``.
 """
@@ -18,11 +19,11 @@ import platform
 import random
 import statistics
 import sys
-import time
 
 import torch
 
 from fa_utils import explorers
+from fa_utils.measure import Stopwatch
 from fa_utils.outputs import markdown_table, results_dir
 
 TARGET_S = 0.5
@@ -73,26 +74,24 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    m = explorers.exploration_models(args.profile, device=args.device, progress=sys.stderr.isatty())
-    load_s = time.perf_counter() - t0
+    with Stopwatch(args.device) as loading:
+        m = explorers.exploration_models(args.profile, device=args.device,
+                                         progress=sys.stderr.isatty())
     rows, worst = [], 0.0
     for e, acts in interactions(m, random.Random(0)):
-        t1 = time.perf_counter()
-        e.widget  # build + first render
-        first = time.perf_counter() - t1
+        with Stopwatch(args.device) as first:
+            e.widget  # build + first render
         times = {}
         for name, act in acts:
             n = e.renders
-            t1 = time.perf_counter()
-            act()
-            dt = time.perf_counter() - t1
+            with Stopwatch(args.device) as sw:
+                act()
             if e.renders != n + 1 or e.error:
                 raise RuntimeError(f"{e.kind}: {name} did not redraw once ({e.error})")
-            times.setdefault(name, []).append(dt)
+            times.setdefault(name, []).append(sw.seconds)
         all_t = [t for ts in times.values() for t in ts]
         worst = max(worst, max(all_t))
-        rows.append([e.kind, len(all_t), 1e3 * first, 1e3 * statistics.median(all_t),
+        rows.append([e.kind, len(all_t), 1e3 * first.seconds, 1e3 * statistics.median(all_t),
                      1e3 * max(all_t), max(times, key=lambda k: max(times[k])),
                      "yes" if max(all_t) <= TARGET_S else "NO"])
     cols = ["explorer", "interactions", "first render (ms)", "median (ms)", "max (ms)",
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
         f"# Explorer latency per interaction ({args.profile} profile, {args.device})", "",
         f"- {platform.platform()}; {os.cpu_count()} CPUs; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; load average at the end {load}",
-        f"- models loaded (or trained) in {load_s:.1f} s", "",
+        f"- models loaded (or trained) in {loading.seconds:.1f} s", "",
         markdown_table(cols, rows), "",
         "Each interaction: a control set from code, timed from the change to the new PNG in "
         "the widget (callback, the method on one image or one small batch, matplotlib "

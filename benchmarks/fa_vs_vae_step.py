@@ -1,5 +1,6 @@
 """One FA training step of an encoder against one VAE step of the same encoder with a
-mirrored decoder, batch 128, measured in the same run (interleaved, medians). The full
+mirrored decoder, batch 128, measured in the same run (interleaved, the order rotating,
+CUDA synchronised: :func:`fa_utils.measure.interleaved_times`; medians, ms). The full
 suite (all architectures, scaling, memory, FLOPs) is ``python -m benchmarks.run``.
 
     python benchmarks/fa_vs_vae_step.py [--dataset mnist] [--batch 128] [--repeats 10]
@@ -10,11 +11,11 @@ import argparse
 import functools
 import platform
 import statistics
-import time
 
 import torch
 
 from fa_utils import models, train
+from fa_utils.measure import interleaved_times
 
 
 def main() -> None:
@@ -40,17 +41,7 @@ def main() -> None:
     gen = torch.Generator(device=dev).manual_seed(0)
     vae_fn = functools.partial(train.vae_step, vae_enc, vae_dec, vae_opt, x, generator=gen)
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = {"fa": [], "vae": []}
-    for _ in range(2):
-        fa_fn(), vae_fn()
-    for _ in range(args.repeats):
-        for name, fn in (("fa", fa_fn), ("vae", vae_fn)):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
+    times = interleaved_times({"fa": fa_fn, "vae": vae_fn}, args.repeats, warmup=2, device=dev)
     fa_t, vae_t = statistics.median(times["fa"]), statistics.median(times["vae"])
     print(f"{args.dataset} batch {args.batch} Z={args.latent} on {dev} "
           f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})")

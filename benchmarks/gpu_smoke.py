@@ -8,7 +8,9 @@ What runs is the paper profile's training step (``make_config("fa", "paper")``: 
 1e-5, betas (0.9, 0.999), T = 1, r_0 = 0, Eq. 9 clamp) on ``models.make_encoder`` (Tables
 7-9, orthogonal init) with fused Adam (``train.make_adam``), batch 128, Z = 128, inputs
 random images in [0, 1] (no data files: a GPU machine may be offline). One unmeasured
-warm-up step (cuDNN plans, Adam state), then ``--steps`` measured steps, each synchronised.
+warm-up step (cuDNN plans, Adam state), then ``--steps`` measured steps, each in a
+CUDA-synchronised :class:`fa_utils.measure.Stopwatch`, under one
+:class:`fa_utils.measure.CudaPeak`.
 The report per dataset: median step time, images per second, CUDA peak memory, whether
 every loss was finite, and seconds per epoch of the paper's training split at that step
 time (FA steps only: no data loading, no per-epoch evaluation). Markdown on stdout and in
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fa_utils import config, models, paper, train
+from fa_utils.measure import CudaPeak, Stopwatch
 
 
 def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent: int = 128,
@@ -48,22 +51,17 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
     x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device, generator=g)
     kw = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash,
               weight_clamp=cfg.weight_clamp)
-    cuda = device.type == "cuda"
     losses = [train.fa_step(enc, opt, x, **kw)["loss"]]  # warm-up
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        losses.append(train.fa_step(enc, opt, x, **kw)["loss"])  # syncs (one .tolist())
-        if cuda:
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
+    with CudaPeak(device) as cuda:
+        for _ in range(steps):
+            with Stopwatch(device) as sw:
+                losses.append(train.fa_step(enc, opt, x, **kw)["loss"])
+            times.append(sw.seconds)
     step = statistics.median(times)
     return {"step_ms": 1e3 * step, "images_per_s": batch / step,
             "epoch_s": paper.TRAINING_SET_SIZES[dataset] // batch * step,
-            "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None,
+            "cuda_peak_mib": None if cuda.peak_bytes is None else cuda.peak_bytes / 2 ** 20,
             "finite": all(v == v and abs(v) != float("inf") for v in losses),
             "loss": losses[-1], "params": models.count_parameters(enc)}
 

@@ -8,16 +8,18 @@ Prints a markdown report and writes it to ``results/benchmarks.md``
 (``fa_utils.outputs.results_dir()``; ``FA_OUTPUT_ROOT`` redirects it). Every number is a
 median or a ratio of medians measured in this run, the contenders interleaved repeat by
 repeat (the order rotating), so that a machine shared with other jobs slows all of them
-alike; the paired ratio is the median over repeats of (FA time / VAE time) in the same
-repeat. Inputs are random images unless a section says otherwise; the networks are
+alike (:func:`fa_utils.measure.interleaved_times`, CUDA synchronised around each call); the
+paired ratio is the median over repeats of (FA time / VAE time) in the same repeat
+(:func:`fa_utils.measure.paired_ratio`). Inputs are random images unless a section says otherwise; the networks are
 Tables 7-9's (VAE: the encoder with ``mu``/``logvar`` heads and
 :class:`fa_utils.models.MirroredDecoder`).
 
 Sections: (1) FA step / VAE step per architecture, with the textbook FA step, the
 optimised one, and both optimisers (for-loop and fused Adam) and memory formats;
 (2) FA step time against batch size and against T (MNIST encoder); (3) bytes saved for
-backward per step (``torch.autograd.graph.saved_tensors_hooks``) and CUDA peak memory when
-a GPU is present; (4) FLOPs per step (``torch.utils.flop_counter``) and the time per epoch
+backward per step (the distinct storages, :class:`fa_utils.measure.SavedTensorMeter`'s
+``distinct_bytes``) and CUDA peak memory when a GPU is present
+(:class:`fa_utils.measure.CudaPeak`); (4) FLOPs per step (``torch.utils.flop_counter``) and the time per epoch
 on one GPU *estimated* from them (labelled, unmeasured without a GPU); (5) sampling: VFA
 vs VAE decoding (batch of 500) and, per image at batch 1 as the paper times it, VAE, GAN,
 VFA and VFA-GAN on the networks Tables 3-6's sizes imply
@@ -36,14 +38,15 @@ import datetime as dt
 import functools
 import os
 import platform
-import statistics
 import sys
 import time
+from statistics import median
 from typing import Callable, Optional
 
 import torch
 
 from fa_utils import models, paper, train
+from fa_utils.measure import CudaPeak, SavedTensorMeter, interleaved_times, paired_ratio
 from fa_utils.outputs import markdown_table, results_dir
 
 #: (label, dataset of the architecture); epoch sizes: fa_utils.paper.TRAINING_SET_SIZES
@@ -52,39 +55,6 @@ ARCHS = (("mnist", "mnist"), ("cifar10", "cifar10"),
 LATENT = 128
 BATCH = 128
 ADAM = dict(lr=1e-4, betas=(0.5, 0.999))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-                warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each function, measured in rotating order, ``repeats`` times."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    _sync(device)
-    names = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for i in range(repeats):
-        order = names[i % len(names):] + names[:i % len(names)]
-        for name in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def med(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-def paired(a: list[float], b: list[float]) -> float:
-    return statistics.median(x / y for x, y in zip(a, b))
 
 
 # --------------------------------------------------------------------------------------
@@ -144,51 +114,15 @@ def contenders(dataset: str, x: torch.Tensor, device, *, variants: list[str], or
 # --------------------------------------------------------------------------------------
 
 
-class SavedBytes:
-    """Bytes of the distinct storages saved for backward inside the context (parameters
-    excluded): the activation memory a step holds for its backward."""
-
-    def __init__(self, exclude):
-        self.exclude = {p.untyped_storage().data_ptr() for p in exclude}
-        self.seen: dict[int, int] = {}
-
-    def _pack(self, t):
-        try:
-            st = t.untyped_storage()
-            ptr = st.data_ptr()
-            if ptr not in self.exclude:
-                self.seen[ptr] = max(self.seen.get(ptr, 0), st.nbytes())
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
-
-    @property
-    def total(self) -> int:
-        return sum(self.seen.values())
-
-
 def memory_of(step: Callable[[], object], params, device) -> tuple[int, Optional[int]]:
-    """(saved-for-backward bytes, CUDA peak bytes of the step above what was allocated
-    before it, or None)."""
-    step()  # warm-up: optimiser state exists before measuring
-    _sync(device)
-    before = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    with SavedBytes(params) as meter:
+    """(bytes of the distinct storages saved for backward during one step, parameters
+    excluded: ``SavedTensorMeter.distinct_bytes``; CUDA peak bytes of the step above what
+    was allocated before it, ``CudaPeak.step_bytes``, or None without CUDA), after one
+    unmeasured warm-up step (the optimiser state exists before measuring)."""
+    step()
+    with CudaPeak(device) as cuda, SavedTensorMeter(params) as meter:
         step()
-    _sync(device)
-    peak = None if before is None else torch.cuda.max_memory_allocated(device) - before
-    return meter.total, peak
+    return meter.distinct_bytes, cuda.step_bytes
 
 
 def flops_of(step: Callable[[], object]) -> int:
@@ -252,17 +186,18 @@ def section_ratio(args, device, out: list[str], archs) -> dict[str, dict[str, fl
         variants = all_variants if args.full or arch.size < 64 else all_variants[:5]
         t0 = time.perf_counter()
         fns = contenders(dataset, x, device, variants=variants, orthogonal=args.orthogonal)
-        times = interleaved(fns, reps, device)
-        per_step[dataset] = {k: med(v) for k, v in times.items()}
-        row = [label, reps] + [1e3 * med(times[v]) if v in times else None
+        times = interleaved_times(fns, reps, device=device)
+        per_step[dataset] = {k: median(v) for k, v in times.items()}
+        row = [label, reps] + [1e3 * median(times[v]) if v in times else None
                                for v in all_variants]
-        row += [med(times["fa-textbook"]) / med(times["vae"]),
-                med(times["fa"]) / med(times["vae"]), paired(times["fa"], times["vae"]),
-                med(times["fa+fused"]) / med(times["vae+fused"]),
-                paired(times["fa+fused"], times["vae+fused"])]
+        row += [median(times["fa-textbook"]) / median(times["vae"]),
+                median(times["fa"]) / median(times["vae"]),
+                paired_ratio(times["fa"], times["vae"]),
+                median(times["fa+fused"]) / median(times["vae+fused"]),
+                paired_ratio(times["fa+fused"], times["vae+fused"])]
         if "fa+fused+cl" in times:
-            row += [med(times["fa+fused+cl"]) / med(times["vae+fused+cl"]),
-                    med(times["fa+fused+cl"]) / med(times["fa+fused"])]
+            row += [median(times["fa+fused+cl"]) / median(times["vae+fused+cl"]),
+                    median(times["fa+fused+cl"]) / median(times["fa+fused"])]
         else:
             row += [None, None]
         rows.append(row)
@@ -289,20 +224,20 @@ def section_scaling(args, device, out: list[str]) -> None:
     enc, opt = fa_model("mnist", device, True, orthogonal=args.orthogonal)
     xs = {b: torch.rand(b, 1, 28, 28, device=device) for b in args.batches}
     fns = {f"B={b}": functools.partial(train.fa_step, enc, opt, xs[b]) for b in args.batches}
-    times = interleaved(fns, args.scale_repeats, device, warmup=0)
-    base = med(times[f"B={BATCH}"]) if f"B={BATCH}" in times else None
-    rows = [[b, 1e3 * med(times[f"B={b}"]), 1e6 * med(times[f"B={b}"]) / b,
-             None if base is None else med(times[f"B={b}"]) / base] for b in args.batches]
+    times = interleaved_times(fns, args.scale_repeats, device=device, warmup=0)
+    base = median(times[f"B={BATCH}"]) if f"B={BATCH}" in times else None
+    rows = [[b, 1e3 * median(times[f"B={b}"]), 1e6 * median(times[f"B={b}"]) / b,
+             None if base is None else median(times[f"B={b}"]) / base] for b in args.batches]
     out += [f"## 2. Cost growth (MNIST encoder, fused Adam, {args.scale_repeats} repeats)", "",
             "### FA step time against batch size (T = 1)", "",
             markdown_table(["batch", "FA step (ms)", "per example (us)",
                             f"time / time at B={BATCH}"], rows), ""]
     x = xs.get(BATCH, torch.rand(BATCH, 1, 28, 28, device=device))
     fns = {f"T={T}": functools.partial(train.fa_step, enc, opt, x, T=T) for T in args.Ts}
-    times = interleaved(fns, args.scale_repeats, device, warmup=0)
-    base = med(times["T=1"]) if "T=1" in times else None
-    rows = [[T, 1e3 * med(times[f"T={T}"]),
-             None if base is None else med(times[f"T={T}"]) / base] for T in args.Ts]
+    times = interleaved_times(fns, args.scale_repeats, device=device, warmup=0)
+    base = median(times["T=1"]) if "T=1" in times else None
+    rows = [[T, 1e3 * median(times[f"T={T}"]),
+             None if base is None else median(times[f"T={T}"]) / base] for T in args.Ts]
     out += [f"### FA step time against T (batch {BATCH}, tau = 1)", "",
             markdown_table(["T", "FA step (ms)", "time / time at T=1"], rows), "",
             "T = 1 uses the shared-start step alone; each further step is a batch-B "
@@ -406,10 +341,11 @@ def section_sampling(args, device, out: list[str]) -> None:
     def vae_sample():
         dec(torch.randn(n, LATENT, generator=gen, device=device))
 
-    times = interleaved({"vfa": vfa_sample, "vae": vae_sample}, args.scale_repeats, device)
+    times = interleaved_times({"vfa": vfa_sample, "vae": vae_sample}, args.scale_repeats,
+                              device=device)
     rows = [["VFA sampling (T=1, r_0=0) vs VAE decoding, MNIST", n,
-             1e6 * med(times["vfa"]) / n, 1e6 * med(times["vae"]) / n,
-             med(times["vfa"]) / med(times["vae"]), paired(times["vfa"], times["vae"])]]
+             1e6 * median(times["vfa"]) / n, 1e6 * median(times["vae"]) / n,
+             median(times["vfa"]) / median(times["vae"]), paired_ratio(times["vfa"], times["vae"])]]
     out += ["## 5. Sampling, and local vs global FA", "",
             "### VFA sampling vs VAE decoding (a batch)", "",
             markdown_table(["what", "n", "VFA (us/sample)", "VAE (us/sample)", "VFA / VAE",
@@ -423,13 +359,14 @@ def section_sampling(args, device, out: list[str]) -> None:
         calls = generative.sampling_calls(dataset, batch=1, device=device)
         calls["VFA, E(0) each call"] = generative.sampling_calls(dataset, batch=1, device=device,
                                                                  frozen=False)["VFA"]
-        t = interleaved(calls, args.sample_repeats, device, warmup=2)
+        t = interleaved_times(calls, args.sample_repeats, device=device, warmup=2)
         reported = paper.SIZES_AND_TIMES[dataset][3]
         pr = lambda a, b: reported[a][1] / reported[b][1]  # noqa: E731 - units cancel
-        rows.append([dataset] + [1e3 * med(t[m]) for m in ("VAE", "GAN", "VFA", "VFA-GAN")]
-                    + [med(t["VFA"]) / med(t["VAE"]),
-                       med(t["VFA, E(0) each call"]) / med(t["VAE"]), pr("VFA", "VAE"),
-                       med(t["VFA-GAN"]) / med(t["GAN"]), paired(t["VFA-GAN"], t["GAN"]),
+        rows.append([dataset] + [1e3 * median(t[m]) for m in ("VAE", "GAN", "VFA", "VFA-GAN")]
+                    + [median(t["VFA"]) / median(t["VAE"]),
+                       median(t["VFA, E(0) each call"]) / median(t["VAE"]), pr("VFA", "VAE"),
+                       median(t["VFA-GAN"]) / median(t["GAN"]),
+                       paired_ratio(t["VFA-GAN"], t["GAN"]),
                        pr("VFA-GAN", "GAN")])
         del calls
     out += [f"### One sample (batch 1, {args.sample_repeats} repeats): the paper's Tables 3-6", "",
@@ -460,12 +397,13 @@ def section_local(args, device, out: list[str]) -> None:
         for method in ("global", "local"):
             fns[method], _ = local.make_training_step(dataset, method, batch=BATCH,
                                                       latent_dim=LATENT, device=device)
-        t = interleaved(fns, args.local_repeats, device)
+        t = interleaved_times(fns, args.local_repeats, device=device)
         rows.append([label, mib(g.saved_peak_bytes), mib(l.saved_peak_bytes),
                      None if not g.saved_peak_bytes else l.saved_peak_bytes / g.saved_peak_bytes,
                      mib(g.cuda_step_bytes), mib(l.cuda_step_bytes),
-                     1e3 * med(t["global"]), 1e3 * med(t["local"]),
-                     med(t["local"]) / med(t["global"]), paired(t["local"], t["global"])])
+                     1e3 * median(t["global"]), 1e3 * median(t["local"]),
+                     median(t["local"]) / median(t["global"]),
+                     paired_ratio(t["local"], t["global"])])
         del fns
     out += [f"### Local vs global FA (batch {BATCH}, {args.local_repeats} repeats)", "",
             markdown_table(["architecture", "global: peak saved (MiB)",
@@ -548,9 +486,10 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
     fns = {"fit": functools.partial(fit_call, data.train, *model()),
            "fit (DataLoader)": functools.partial(fit_call, loader_data, *model()),
            "fa_step loop": bare}
-    t = interleaved(fns, args.fit_repeats, device)
-    rows = [[name, steps, BATCH * steps / med(t[name]), med(t[name]) / med(t["fa_step loop"]),
-             paired(t[name], t["fa_step loop"])] for name in fns]
+    t = interleaved_times(fns, args.fit_repeats, device=device)
+    rows = [[name, steps, BATCH * steps / median(t[name]),
+             median(t[name]) / median(t["fa_step loop"]),
+             paired_ratio(t[name], t["fa_step loop"])] for name in fns]
     note = (f"`fa_utils.train.fit` (one epoch of {steps} steps of {BATCH}, `checkpoint=None`: "
             f"nothing written; no eval, no progress bar) on the real MNIST sample "
             f"(`experiments.load_image_data`, `make_config('fa', 'quick', "
@@ -590,19 +529,20 @@ def _fid_throughput(args, device) -> tuple[list[list], str]:
     n_clf = args.fid_classifier_n
     xc = x_all[:n_clf]
     fns = {"inception": inception, "classifier": lambda: fid.classifier_features(clf, xc)}
-    t = interleaved(fns, args.fid_repeats, device)
+    t = interleaved_times(fns, args.fid_repeats, device=device)
     used = ("Inception (comparable to the paper's FID when N >= 2048)" if weights is not None
             else "the classifier fallback (`fid_or_fallback`: labelled 'classifier-128', "
                  "NOT comparable to the paper's FID); Inception weights absent")
-    rows = [[inc_label, n_inc, n_inc / med(t["inception"]),
+    rows = [[inc_label, n_inc, n_inc / median(t["inception"]),
              "yes" if weights is not None else "no"],
             ["classifier-128 (`fid.FeatureClassifier`, the fallback)", n_clf,
-             n_clf / med(t["classifier"]), "yes" if weights is None else "no"]]
+             n_clf / median(t["classifier"]), "yes" if weights is None else "no"]]
     note = (f"Real MNIST sample digits (28x28, repeated to 3 channels and resized to 299 by "
             f"pytorch-fid's network), {args.fid_repeats} repeats, one batch per call. "
-            f"`fa_utils.fid` on this machine uses: {used}. The paper's FID needs 10,000 "
-            f"real + 10,000 generated images per number: at the Inception rate above that is "
-            f"{20_000 / (n_inc / med(t['inception'])) / 60:.1f} min here.")
+            f"`fa_utils.fid` on this machine uses: {used}. The paper's FID needs "
+            f"{paper.FID_IMAGES:,} real + {paper.FID_IMAGES:,} generated images per number: "
+            f"at the Inception rate above that is "
+            f"{2 * paper.FID_IMAGES / (n_inc / median(t['inception'])) / 60:.1f} min here.")
     return rows, note
 
 
@@ -739,10 +679,10 @@ def section_precision(args, device, out: list[str]) -> None:
                 with tf32:
                     fa_gradient(enc, x, dtype)
             fns[name] = timed
-        t = interleaved(fns, args.precision_repeats, device)
-        base = med(t[next(iter(modes))])
+        t = interleaved_times(fns, args.precision_repeats, device=device)
+        base = median(t[next(iter(modes))])
         for row, name in zip(rows[-len(modes):], modes):
-            row += [1e3 * med(t[name]), med(t[name]) / base]
+            row += [1e3 * median(t[name]), median(t[name]) / base]
         del enc, fns
     kept = [m for m in list(modes)[1:] if worst[m] <= DRIFT_TOLERANCE]
     keep = kept[0] if kept else list(modes)[0]

@@ -22,7 +22,6 @@ the inner iteration at inference with the resulting weights.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -30,23 +29,9 @@ from typing import Optional, Sequence
 import torch
 
 from . import fa
+from .measure import one_thread
 
 SQRT2 = math.sqrt(2.0)
-
-
-def _single_thread(fn):
-    """Run ``fn`` with one intra-op thread, restoring the setting after. These problems are
-    tiny (32 x 32 matrices); with a busy CPU the thread pool's synchronisation made them
-    up to 100x slower (measured: 35 s vs 0.3 s for 300 steps on a loaded 2-core box)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(n)
-    return wrapper
 
 
 # --------------------------------------------------------------------------------------
@@ -58,7 +43,7 @@ def _weights(ws, dtype=torch.float64) -> torch.Tensor:
     return torch.as_tensor(ws, dtype=dtype).reshape(-1)
 
 
-@_single_thread
+@one_thread()  # tiny problems (docs/choices.md section 1)
 def one_weight_iteration(ws: Sequence[float], x: float = 1.0, r0: float = 0.0,
                          steps: int = 40) -> torch.Tensor:
     """Iterate Eq. 13 with :func:`fa.align` (L = 1/2 (a - w r)^2, tau = 1), a = w x.
@@ -142,7 +127,7 @@ class LinearFAResult:
         return {k: v[-1] for k, v in self.distances.items()}
 
 
-@_single_thread
+@one_thread()  # tiny problems (docs/choices.md section 1)
 def train_linear_fa(n_in: int, n_out: int, *, steps: int = 1500, lr: float = 3e-3,
                     batch: int = 256, seed: int = 0, init_scale: float = 1.0,
                     record_every: int = 10, device="cpu") -> LinearFAResult:
@@ -204,7 +189,7 @@ class DiagonalRun:
     diverged_at: Optional[int]
 
 
-@_single_thread
+@one_thread()  # tiny problems (docs/choices.md section 1)
 def train_diagonal_fa(w0: Sequence[float], *, T: int = 4, lr: float = 0.01, steps: int = 200,
                       clamp: Optional[float] = SQRT2, batch: int = 256,
                       seed: int = 0) -> DiagonalRun:

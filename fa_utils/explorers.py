@@ -22,16 +22,15 @@ class                      what it shows                                        
 it never waits for input. :func:`exploration_models` loads the main job's checkpoints (or
 trains the missing models at the profile, with a progress bar).
 
-Every interaction runs the method on one image or one small batch; the time of the last
-render is in ``explorer.last_seconds`` and on the status line.
+Every interaction runs the method on one image or one small batch, on one CPU thread
+(:func:`fa_utils.measure.one_thread`); the wall time of the last render (seconds,
+:class:`fa_utils.measure.Stopwatch`) is in ``explorer.last_seconds`` and on the status line.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -43,6 +42,7 @@ from torch import nn
 
 from . import fa, first_step, plotting
 from .data import DATASETS
+from .measure import Stopwatch, one_thread
 
 #: Environment variable that forces static figures (set by the runner and by the tests).
 HEADLESS_ENV = "FA_HEADLESS"
@@ -145,20 +145,6 @@ def _imshow(ax, images: torch.Tensor, title: str = "", nrow: int = 8) -> None:
     plotting.show_images(ax, _display_images(images), nrow=nrow)
     if title:
         ax.set_title(title, fontsize=9)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread inside the block (restored after). An interaction works
-    on one image or a small batch: one thread is faster than two there, and far steadier on
-    a busy machine (measured on 2 cores under load: one-step inversion of one digit 9 ms on
-    one thread against 264 ms on two)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -297,16 +283,16 @@ class Explorer:
     def update(self) -> None:
         """Redraw now (the controls' callback). Errors go to the status line, not lost in
         the front end's log."""
-        t0 = time.perf_counter()
-        try:
-            with one_thread():
-                status = self.draw(self._new_figure()) if self._image is None else self.refresh()
-            self.error = None
-        except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
-            status = f"error: {type(exc).__name__}: {exc}"
-            self.error = status
+        with Stopwatch() as sw:
+            try:
+                with one_thread():
+                    status = self.draw(self._new_figure()) if self._image is None else self.refresh()
+                self.error = None
+            except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
+                status = f"error: {type(exc).__name__}: {exc}"
+                self.error = status
         self.renders += 1
-        self.last_seconds = time.perf_counter() - t0
+        self.last_seconds = sw.seconds
         if self._status is not None:
             import html
             text = f"{status}  |  render {self.renders}, {1e3 * self.last_seconds:.0f} ms"

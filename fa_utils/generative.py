@@ -26,6 +26,7 @@ from . import baselines, claims, config, fid, metrics, vfa
 from . import data as data_mod
 from .experiments import ImageData, scaled_architectures
 from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
+from .measure import fastest_times
 from .paper import IMPLIED_ARCHITECTURES, SAMPLING_DEVICE, SIZES_AND_TIMES, TABLE2_FID
 from .outputs import checkpoint_path
 from .train import History, fit, make_adam, resolve_device, seeded_generator
@@ -808,31 +809,10 @@ def sampling_times(dataset: str, *, repeats: int = 10, batch: int = 1,
                    device: str = "auto") -> dict[str, float]:
     """Seconds to draw ``batch`` samples (paper: "a single sample") with each model
     of :func:`paper_models`, measured in one run (the calls of :func:`sampling_calls`).
-    Returns seconds per *sample* (fastest of ``repeats`` interleaved rounds,
-    :func:`interleaved_times`)."""
+    Returns seconds per *sample*: the fastest of ``repeats`` interleaved rounds after two
+    warm-up rounds (:func:`fa_utils.measure.fastest_times`, CUDA synchronised if present)."""
     calls = sampling_calls(dataset, batch=batch, device=device)
-    return {m: t / batch for m, t in interleaved_times(calls, repeats=repeats).items()}
-
-
-def interleaved_times(calls: dict[str, Any], *, repeats: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Fastest wall time (s) of each call over ``repeats`` rounds, the calls interleaved
-    within each round so that every model sees the same machine load (on a shared machine
-    the minimum is the best estimate of the unloaded cost; CUDA synchronised if present)."""
-    import time
-
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    best = {m: float("inf") for m in calls}
-    for _ in range(repeats):
-        for m, fn in calls.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            best[m] = min(best[m], time.perf_counter() - t0)
-    return best
+    return {m: t / batch for m, t in fastest_times(calls, repeats=repeats).items()}
 
 
 def size_time_name(dataset: str) -> str:

@@ -29,18 +29,18 @@ layer is a tied-weight linear autoencoder and the bias cancels out of the inner 
 gradient is zero up to rounding), so the default network has no biases (see
 :class:`LocalFANet`).
 
-Memory (the paper's claim, never measured there): :class:`SavedTensorMeter` counts the
-bytes autograd saves for backward through ``torch.autograd.graph.saved_tensors_hooks``
-(works on a CPU); :func:`measure_step_memory` runs one global FA step
-(:func:`fa_utils.train.fa_step` on :func:`fa_utils.models.make_encoder`) or one local FA
-step under it, plus ``torch.cuda.max_memory_allocated`` when a GPU is used.
+Memory (the paper's claim, never measured there): :class:`fa_utils.measure.SavedTensorMeter`
+counts the bytes autograd saves for backward through
+``torch.autograd.graph.saved_tensors_hooks`` (works on a CPU); :func:`measure_step_memory`
+runs one global FA step (:func:`fa_utils.train.fa_step` on
+:func:`fa_utils.models.make_encoder`) or one local FA step under it, plus
+``torch.cuda.max_memory_allocated`` (:class:`fa_utils.measure.CudaPeak`) when a GPU is used.
 """
 from __future__ import annotations
 
 import functools
 import math
 import statistics
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import fa
+from .measure import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
 from .models import (Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_,
                      scaled_architectures)
 
@@ -161,14 +162,10 @@ def operator_norm(op: nn.Module, input_shape, iters: int = 30,
     """Largest singular value of the linear part of ``op`` (bias removed) on inputs of
     ``input_shape`` (per example), by power iteration on W^T W. Shapes: (1, *input_shape).
 
-    Runs with one intra-op thread (a batch of one: on a busy 2-core CPU the second thread
-    made it ~10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    Runs with one intra-op thread (a batch of one: :func:`fa_utils.measure.one_thread`,
+    docs/choices.md section 1)."""
+    with one_thread():
         return _power_iteration(op, input_shape, iters, generator)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _power_iteration(op, input_shape, iters, generator) -> float:
@@ -436,78 +433,6 @@ def global_fa_mse(dataset: str, profile: str, x: torch.Tensor,
 # --------------------------------------------------------------------------------------
 
 
-class _Packed:
-    """What the pack hook stores instead of a tensor; its death marks the tensor's release."""
-
-    __slots__ = ("tensor", "meter", "key", "__weakref__")
-
-    def __init__(self, tensor, meter, key):
-        self.tensor, self.meter, self.key = tensor, meter, key
-
-    def __del__(self):
-        if self.key is not None:
-            self.meter._release(self.key)
-
-
-class SavedTensorMeter:
-    """Count what autograd saves for backward while the context is active.
-
-    ``total_bytes``: the bytes of every tensor packed (numel * element size), summed over
-    the context (a tensor saved twice counts twice; parameters count). ``peak_bytes``: the
-    peak of *live* saved storage: each storage counted once while any saved reference to
-    it is alive, parameters (``exclude``) not counted. A graph freed by ``backward`` (or by
-    going out of scope) releases its saved tensors, so for local FA this is the peak over
-    layers, and for global FA the whole graph. ``count``: number of tensors packed.
-    """
-
-    def __init__(self, exclude: Sequence[torch.Tensor] = ()):
-        self.excluded = {p.untyped_storage().data_ptr() for p in exclude}
-        self.total_bytes = 0
-        self.count = 0
-        self.live_bytes = 0
-        self.peak_bytes = 0
-        self._live: dict[int, list[int]] = {}  # storage ptr -> [nbytes, references]
-        self._ctx = None
-
-    def _pack(self, t: torch.Tensor):
-        self.total_bytes += t.numel() * t.element_size()
-        self.count += 1
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr in self.excluded or storage.nbytes() == 0:
-            return _Packed(t, self, None)
-        entry = self._live.get(ptr)
-        if entry is None:
-            self._live[ptr] = [storage.nbytes(), 1]
-            self.live_bytes += storage.nbytes()
-            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        else:
-            entry[1] += 1
-        return _Packed(t, self, ptr)
-
-    def _release(self, ptr: int) -> None:
-        entry = self._live.get(ptr)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.live_bytes -= entry[0]
-            del self._live[ptr]
-
-    @staticmethod
-    def _unpack(p: _Packed) -> torch.Tensor:
-        return p.tensor
-
-    def __enter__(self) -> "SavedTensorMeter":
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._ctx.__exit__(*exc)
-        self._ctx = None
-
-
 @dataclass
 class StepMemory:
     """One method's training step on one architecture (:func:`measure_step_memory`).
@@ -524,11 +449,6 @@ class StepMemory:
     step_time_s: float
     cuda_peak_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated during the step
     cuda_step_bytes: Optional[int] = None  # the same minus what was allocated before it
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _shared(shared_start: Optional[bool]) -> dict:
@@ -585,8 +505,10 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
     ``shared_start``: ``None`` measures each method's training path (both take their first
     inner step from one shared r_0 = 0, :mod:`fa_utils.first_step`); ``False`` forces both
     through B starts (the textbook path).
-    The saved-tensor counts come from the first measured step; ``step_time_s`` is the
-    median over ``repeats`` steps. On CUDA one unmeasured warm-up step first allocates the
+    The saved-tensor counts (:class:`fa_utils.measure.SavedTensorMeter`'s ``total_bytes``,
+    ``peak_bytes``, ``count``) come from the first measured step; ``step_time_s`` is the
+    median over ``repeats`` steps (seconds, each in a CUDA-synchronised
+    :class:`fa_utils.measure.Stopwatch`). On CUDA one unmeasured warm-up step first allocates the
     optimiser state, so ``cuda_step_bytes`` is what the step itself needs on top of the
     resident weights, gradients and Adam moments.
 
@@ -597,29 +519,23 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
     name = name or (dataset if isinstance(dataset, str) else "custom")
     step, model = make_training_step(dataset, method, batch=batch, latent_dim=latent_dim,
                                      device=device, seed=seed, T=T, shared_start=shared_start)
-    cuda = device.type == "cuda"
-    if cuda:
+    if device.type == "cuda":
         step()  # warm-up: Adam state, cuDNN plans
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device) if cuda else None
     meter = SavedTensorMeter(exclude=list(model.parameters()))
     times = []
-    for i in range(max(1, repeats)):
-        _sync(device)
-        t0 = time.perf_counter()
-        if i == 0:
-            with meter:
-                step()
-        else:
-            step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    with CudaPeak(device) as cuda:
+        for i in range(max(1, repeats)):
+            with Stopwatch(device) as sw:
+                if i == 0:
+                    with meter:
+                        step()
+                else:
+                    step()
+            times.append(sw.seconds)
     return StepMemory(dataset=name, method=method, batch=batch,
                       saved_total_bytes=meter.total_bytes, saved_peak_bytes=meter.peak_bytes,
                       n_saved=meter.count, step_time_s=statistics.median(times),
-                      cuda_peak_bytes=peak, cuda_step_bytes=None if peak is None else peak - before)
+                      cuda_peak_bytes=cuda.peak_bytes, cuda_step_bytes=cuda.step_bytes)
 
 
 def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int = 128,

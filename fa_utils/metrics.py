@@ -1,12 +1,9 @@
-"""Metrics: reconstruction error, reference baselines, parameter counts, timing.
+"""Metrics: reconstruction error and reference baselines.
 
-(FID lives with the generative models of Sections 3.3-3.4 and 5.)
+(FID is :mod:`fa_utils.fid`; timers and memory meters are :mod:`fa_utils.measure`;
+parameter counts :func:`fa_utils.models.count_parameters`.)
 """
 from __future__ import annotations
-
-import statistics
-import time
-from typing import Callable
 
 import torch
 
@@ -66,19 +63,3 @@ def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = 
     b = test_x.flatten(1).double() - mean
     rec = (b @ basis.T) @ basis + mean
     return mse_per_pixel(test_x.flatten(1).double(), rec)
-
-
-def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs
-    (CUDA is synchronised around each run when available)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)

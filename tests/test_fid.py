@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fa_utils import fid
+from fa_utils import fid, measure
 from fa_utils.data import mnist_sample
 
 
@@ -36,10 +36,8 @@ def one_thread():
         blas = threadpool_limits(limits=1)
     except ImportError:  # threadpoolctl comes with scikit-learn (mlxtend); optional here
         blas = None
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with measure.one_thread():
+        yield
     if blas is not None:
         blas.restore_original_limits()
 

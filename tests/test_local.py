@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fa_utils import config, local, metrics
+from fa_utils import config, local, measure, metrics
 from fa_utils.config import ConfigError
 from fa_utils.models import Architecture
 
@@ -12,12 +12,10 @@ TINY = Architecture(1, 8, (4,), 32)  # conv(4) s1, conv(4) s2, Linear(32), Linea
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def single_thread():
     # tiny tensors: a second intra-op thread only adds synchronisation (and on a busy CPU a lot)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with measure.one_thread():
+        yield
 
 
 def structured_images(n, generator):
@@ -157,19 +155,6 @@ def test_algorithm3_from_a_trained_tiny_net_beats_the_mean_image():
     mean = metrics.mean_image_mse(train, test)
     assert after < 0.5 * mean, (after, mean)
     assert after < 0.1 * before, (after, before)
-
-
-def test_the_meter_counts_what_autograd_saves_and_releases_it():
-    x = torch.randn(1000, requires_grad=True)
-    w = torch.nn.Parameter(torch.randn(1000))
-    with local.SavedTensorMeter(exclude=[w]) as meter:
-        y = torch.exp(x)  # saves its result: 4000 bytes
-        z = (y * w).sum()  # saves y (same storage, counted once live) and w (excluded)
-        assert meter.live_bytes == 4000
-        z.backward()
-        assert meter.live_bytes == 0  # freed with the graph
-    assert meter.peak_bytes == 4000
-    assert meter.total_bytes == 3 * 4000 and meter.count == 3  # exp out, y, w
 
 
 def test_memory_ranks_local_below_global_on_a_small_architecture():
