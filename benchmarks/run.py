@@ -722,9 +722,8 @@ def main(argv=None) -> int:
                     help="torch.set_num_threads: a number, 'torch' (torch's default), or "
                          "'auto' (default): 1 on a CPU whose 1-minute load average exceeds "
                          "its core count, else torch's default. On a shared CPU one thread "
-                         "is faster and far steadier (measured here: FA step 0.48 s at 1 "
-                         "thread vs 2.07 s at 2, load ~4 on 2 cores): a parallel region "
-                         "waits for its slowest, descheduled thread")
+                         "is faster and far steadier: a parallel region waits for its "
+                         "slowest, descheduled thread (docs/choices.md section 1)")
     ap.add_argument("--sections", default="1,2,3,4,5,6,7", help="comma-separated subset")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)

@@ -16,9 +16,9 @@ Architectures (what the paper's sizes imply; see :func:`paper_decoder_kind`):
 * discriminator (:func:`make_discriminator`, LSGAN losses, :mod:`fa_utils.losses`):
   Table 10's (:class:`fa_utils.models.Discriminator`) for VFA-GAN at every profile and for
   the GAN at the paper profile; a DCGAN-style one
-  (:class:`fa_utils.models.DCGANDiscriminator`) for the GAN at smoke and quick, because
-  against Table 10's the GAN generator trained from scratch produced only noise within the
-  quick budget (``docs/baselines.md``). Neither is counted in Tables 3-6.
+  (:class:`fa_utils.models.DCGANDiscriminator`) for the GAN at smoke and quick (why:
+  ``docs/baselines.md``, "The GAN's discriminator at smoke and quick"). Neither is counted
+  in Tables 3-6.
 
 Initialisation: the AE and VAE encoder and decoder and the GAN's generator are
 He-initialised (:func:`fa_utils.models.init_he_`: Kaiming-normal for LeakyReLU(0.01), zero

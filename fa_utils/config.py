@@ -156,9 +156,8 @@ WIDTH_SCALE_DOC = """\
 refiner G, the local-FA net) is built with its convolution filters and hidden Linear width
 multiplied by this factor (:func:`fa_utils.experiments.scaled_architectures`; at least 4
 filters and 16 hidden units). 1 (quick, paper) is the paper's architecture (Tables 7-12).
-The smoke profile uses 0.25 so that its checkpoints stay small (about 60 MB for notebooks
-02-05 on CelebA instead of 2 GB) and its runs take seconds: **not the paper's
-architecture**. Table 12's generator (the STL-10 decoder) has fixed widths and is not
+The smoke profile uses 0.25 so that its checkpoints stay small and its runs take seconds
+(docs/choices.md section 7): **not the paper's architecture**. Table 12's generator (the STL-10 decoder) has fixed widths and is not
 narrowed. Tables 3-6 always count and time the paper's sizes."""
 
 
@@ -398,12 +397,10 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
       datasets only); the inner target adds ``class_scale * onehot(y)`` and the outer loss
       adds ``class_weight * ||onehot(y) - c(x)||^2`` (the supervised part, our reading).
       Table 3's VFA size (14.0 M on MNIST) includes this 10-class head.
-    * ``squash="none"``, Adam lr 2e-4, betas (0.5, 0.999) at quick. Measured on the MNIST
-      sample (held-out MSE after 70 steps): none / lr 5e-4 0.046, none / 1e-4 0.052, the
-      authors' sigmoid / 1e-4 0.068; but none / 5e-4 blew up after ~200 steps (0.036 ->
-      0.063), and sigmoid with lr 5e-4 is unstable for VFA (docs/method.md section 9: keep
-      lr <= 1e-4 with ``squash="sigmoid"``). Paper profile: lr 1e-5 (Section 4). Images
-      read off an unsquashed r are clamped to [0, 1] for errors, display and FID.
+    * ``squash="none"``, Adam lr 2e-4, betas (0.5, 0.999) at quick (docs/choices.md
+      section 5; keep lr <= 1e-4 with ``squash="sigmoid"``). Paper profile: lr 1e-5
+      (Section 4). Images read off an unsquashed r are clamped to [0, 1] for errors,
+      display and FID.
     """
 
     latent_dim: int = 128
@@ -458,9 +455,9 @@ class VFAGANConfig(DataSettings, TrainingRun):
       lr ``baseline_lr`` with betas (``baseline_beta1``, ``beta2``) for the AE and VAE.
     * Initialisation: the AE, VAE and the GAN's generator are He-initialised
       (:mod:`fa_utils.baselines`); VFA's encoder and G orthogonally (Section 4).
-    * ``gan_discriminator``: the GAN baseline's D, ``"dcgan"`` at smoke and quick (against
-      Table 10's the GAN made only noise within the quick budget), ``"table10"`` at paper.
-      VFA-GAN always uses Table 10's.
+    * ``gan_discriminator``: the GAN baseline's D, ``"dcgan"`` at smoke and quick (why:
+      docs/baselines.md, "The GAN's discriminator at smoke and quick"), ``"table10"`` at
+      paper. VFA-GAN always uses Table 10's.
     """
 
     seeds: tuple = (0,)  # Table 2 trials (paper: three initialisations)
@@ -548,7 +545,7 @@ class LocalFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     arcsinh and applies no sinh); r_0 = 0 and one step (authors' code); the Eq. 9 clamp on
     (``clamp_weights``); orthogonal init rescaled to operator norm 1 per layer
     (``spectral_init``, see :func:`fa_utils.local.make_local_net`); Adam lr 1e-3, betas
-    (0.5, 0.999) at quick (4e-3 diverged on MNIST), the paper's lr 1e-5 at paper.
+    (0.5, 0.999) at quick (docs/choices.md section 6), the paper's lr 1e-5 at paper.
     ``datasets`` are trained and shown (Figure 16); ``dataset``, when set, is a shorthand
     for ``datasets=(dataset,)`` (so ``-p dataset celeba`` works for notebooks 02-05 alike).
     ``memory_datasets`` are measured on random inputs at ``memory_batch`` (the paper's batch

@@ -7,8 +7,9 @@ Every process holds the whole encoder and a 1/N slice of each global batch; grad
 averaged by ``DistributedDataParallel`` (gloo on CPUs, nccl on GPUs). After k steps the
 parameters equal, within fp32 rounding, those of one process on the same global batch
 (``tests/test_distributed.py``; with Adam's default eps, coordinates whose exact gradient
-is zero can move by up to lr per step on round-off, in either run). How the second-order FA step meets DDP
-(``benchmarks/ddp_variants.py`` measures the variants):
+is zero can move by up to lr per step on round-off, in either run). How the second-order FA
+step meets DDP (``benchmarks/ddp_variants.py`` compares the variants; docs/choices.md
+section 8):
 
 * DDP prepares its gradient reducer once per forward of the wrapper. The FA step evaluates
   the encoder twice (E(x), then E(r) inside the inner problem) before its one backward.
@@ -16,11 +17,8 @@ is zero can move by up to lr per step on round-off, in either run). How the seco
   (:func:`fa_utils.train.fa_loss` does this for a DDP encoder). The parameters' gradient
   hooks fire once per backward whatever the number of uses, so every path's gradient is
   all-reduced. The inner gradient is taken with ``torch.autograd.grad(..., inputs=r)``
-  only, which runs no parameter hook. Measured with torch 2.14 and gloo
-  (``benchmarks/ddp_variants.py``, 2 processes against one): E(x) and E(r) both through
-  the wrapper also give the right gradients (default settings and
-  ``find_unused_parameters=True``), but ``static_graph=True`` gives wrong ones without any
-  error (relative error 3.0): do not use it here.
+  only, which runs no parameter hook. Do not wrap with ``static_graph=True``: it gives
+  wrong gradients without an error here.
 * Loss scale: each rank's loss is the mean over its B/N examples and DDP averages over the
   N ranks, so the gradient is that of the mean over the global batch of B: the
   single-process gradient. (:func:`fa_step_distributed` multiplies by
@@ -151,8 +149,8 @@ def exit_process(code: int = 0) -> None:
     """End a rank's process *now*, after :func:`cleanup`: flush stdout/stderr, then
     ``os._exit(code)``, skipping the interpreter's C++ static destructors. With gloo, those
     sometimes abort a rank whose work is done ("terminate called without an active
-    exception", SIGABRT: measured 2 in ~50 two-rank runs here, with every output already
-    written), and torchrun would then report the run as failed."""
+    exception", SIGABRT), and torchrun would then report the run as failed
+    (docs/choices.md section 9)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -345,9 +343,9 @@ def train_fa(cfg, info: DistInfo, *, name: str = "fa", fused_adam: Optional[bool
 
     Args:
         fused_adam: ``None``: fused Adam where supported (:func:`fa_utils.train.make_adam`).
-        autocast_dtype: e.g. ``torch.bfloat16``; off by default (bf16 gradient drift 5.7e-2 on a CPU).
-        channels_last: the encoder in channels_last memory format (measured on 2 CPU cores,
-            1 thread: FA step x0.95 MNIST, x0.82 CIFAR-10; unmeasured on a GPU).
+        autocast_dtype: e.g. ``torch.bfloat16``; off by default (docs/choices.md section 10).
+        channels_last: the encoder in channels_last memory format; off by default
+            (docs/choices.md section 10).
 
     Returns:
         (encoder, history) on every rank.
@@ -419,12 +417,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="the for-loop Adam instead of the fused one")
     ap.add_argument("--tf32", action="store_true",
                     help="also allow TF32 matmuls on Ampere+ GPUs (PyTorch already allows it for "
-                         "cuDNN convolutions by default; drift unmeasured on a GPU)")
+                         "cuDNN convolutions by default; docs/choices.md section 10)")
     ap.add_argument("--bf16", action="store_true",
-                    help="bf16 autocast of the FA loss (off: gradient drift 5.7e-2 vs fp64 on a CPU, "
-                         "benchmarks.run section 7)")
+                    help="bf16 autocast of the FA loss (off by default: docs/choices.md "
+                         "section 10)")
     ap.add_argument("--channels-last", action="store_true",
-                    help="channels_last encoder (pays on a CPU: x0.82-0.95; unmeasured on GPUs)")
+                    help="channels_last encoder (docs/choices.md section 10)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 

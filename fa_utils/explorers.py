@@ -249,7 +249,7 @@ class Explorer:
     def draw(self, fig: Figure) -> str:
         raise NotImplementedError
 
-    #: fixed subplot margins, inches (a layout engine would cost ~60 ms per redraw)
+    #: fixed subplot margins, inches, not a layout engine (docs/choices.md section 11)
     top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
 
     def _new_figure(self, title_room: float = 0.0) -> Figure:
@@ -916,7 +916,7 @@ class Interpolation(Explorer):
     """A straight line between the latents of two images, decoded (Figure 8, right, along
     one edge): (1 - t) z_a + t z_b for ``steps`` values of t in [0, 1]. The path wraps into
     rows of at most :attr:`per_row` images, so that each image stays at least
-    :attr:`min_image_px` pixels wide on screen (one row of 16 was 35 px each).
+    :attr:`min_image_px` pixels wide on screen (docs/choices.md section 11).
 
     Args:
         encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W) (:func:`vfa_codec`,

@@ -94,8 +94,8 @@ class LocalFANet(nn.Module):
     ``bias``: give every layer a bias. With the default inner problem on the linear
     operator the bias cancels out of the inner step (r_1 = W^T (W x + b - b)), so its
     gradient is zero analytically; in floating point it is rounding noise of either sign,
-    which Adam's normalisation turns into full-size random steps (measured: biases moving
-    by lr every step). Hence no biases by default; training uses ``bias=align_activation``.
+    which Adam's normalisation turns into full-size random steps. Hence no biases by
+    default; training uses ``bias=align_activation`` (docs/choices.md section 3).
     """
 
     def __init__(self, arch: Architecture, latent_dim: int = 128, bias: bool = False):

@@ -28,8 +28,8 @@ def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
 def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` leading right singular vectors of ``a`` (N, D), as rows (k', D), from the
     eigendecomposition of the smaller Gram matrix (a a^T, N x N, when N < D; else a^T a):
-    the same subspace as ``torch.linalg.svd`` (tested), 30x faster for 256 images of
-    3x64x64 (D = 12,288: 0.5 s instead of 18 s on 2 cores). Directions whose singular value
+    the same subspace as ``torch.linalg.svd`` (tested), and faster (docs/choices.md
+    section 2). Directions whose singular value
     is below 1e-9 of the largest are dropped (k' < k only when a has rank < k: they would
     add nothing to a projection)."""
     n, d = a.shape

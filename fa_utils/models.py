@@ -202,9 +202,8 @@ class DCGANDiscriminator(nn.Module):
     the first, then Linear(1). No sigmoid (least-squares GAN). (B, C, H, W) -> (B,).
 
     The GAN baseline's discriminator at the smoke and quick profiles (see
-    :mod:`fa_utils.baselines`): trained from scratch against Table 10's discriminator, whose
-    4096-wide dense layer moves its output by several units per Adam step, the GAN
-    generator made only noise within the quick budget.
+    :mod:`fa_utils.baselines`; why not Table 10's there: docs/baselines.md, "The GAN's
+    discriminator at smoke and quick").
     """
 
     def __init__(self, arch: Architecture):

@@ -9,8 +9,9 @@ Two networks of :class:`fa_utils.models.ToyMLP` (1 -> hidden -> hidden -> out):
   from r_0 = 0. Eq. 3 has no 1/2; :func:`fa_utils.fa.align` uses 1/2 ||.||^2, so the toy's
   latent is (sqrt(2) l, sqrt(2 alpha) f), which makes the two identical.
 
-Measured claim (docs/method.md section 9; :func:`figure2_claims`): FA recovers x on the whole domain, the plain network
-only on the branch around its starting point (about [-1/6, 1/6] for x_hat_0 = 0).
+The claim checked (:func:`figure2_claims`; our results: docs/method.md section 9): FA
+recovers x on the whole domain, the plain network only on the branch around its starting
+point (about [-1/6, 1/6] for x_hat_0 = 0).
 """
 from __future__ import annotations
 
@@ -194,7 +195,8 @@ def figure2_claims(summary: dict[str, float], bins: dict[str, torch.Tensor], *,
     Args:
         summary: :meth:`ToyResult.summary` at the config's tolerance.
         bins: :func:`error_by_branch` (mean error per monotone branch).
-        asserted: mark every claim as asserted (the notebook then :func:`claims.check` s them).
+        asserted: mark every claim as asserted (the notebook then checks them with
+            :func:`fa_utils.claims.check`).
 
     Returns:
         The claims, ids ``fig2.*`` (the catalogue in :mod:`fa_utils.report`).

@@ -28,9 +28,9 @@ from fa_utils.data import mnist_sample
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Small models and matrices on a shared 2-core machine: one torch / BLAS thread was
-    measured 10-400x faster than two when the cores are busy (threads wait on each other;
-    e.g. scipy sqrtm of a 128x128 matrix 2 s vs 5 ms)."""
+    """Small models and matrices on a shared 2-core machine: one torch / BLAS thread, far
+    faster than two when the cores are busy (threads wait on each other; docs/choices.md
+    section 1)."""
     try:
         from threadpoolctl import threadpool_limits
         blas = threadpool_limits(limits=1)
