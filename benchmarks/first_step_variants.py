@@ -10,20 +10,21 @@ whole training step (loss, double backward, fused Adam), interleaved in one run:
 
     python -m benchmarks.first_step_variants [--datasets mnist,cifar10] [--repeats 10]
 
-Prints medians (ms per step), ratios to ``hand``, the largest difference of r_1 from
-``hand``, and whether autograd's saved-tensor hooks (the memory meter of Section 3.5) run
-under each variant.
+Prints medians (ms per step; :func:`fa_utils.measure.interleaved_times`), ratios to
+``hand``, the largest difference of r_1 from ``hand``, and whether autograd's saved-tensor
+hooks (:class:`fa_utils.measure.SavedTensorMeter`, the memory meter of Section 3.5) run under
+each variant.
 """
 from __future__ import annotations
 
 import argparse
+from statistics import median
 
 import torch
 from torch.func import vjp, vmap
 
-from benchmarks.run import interleaved, med
 from fa_utils import first_step, models, train
-from fa_utils.local import SavedTensorMeter
+from fa_utils.measure import SavedTensorMeter, interleaved_times
 
 
 def variants(enc, x):
@@ -83,11 +84,12 @@ def main() -> None:
             except RuntimeError as exc:
                 hooks[k] = "refused" if "saved tensor hooks" in str(exc) else f"error: {exc}"
         enc.zero_grad(set_to_none=True)
-        t = interleaved({k: (lambda f=f: step(f)) for k, f in fns.items()}, args.repeats, device)
-        h = med(t["hand"])
-        print(f"| {dataset} | {1e3 * h:.0f} | {1e3 * med(t['vmap(vjp)']):.0f} | "
-              f"{1e3 * med(t['textbook']):.0f} | {med(t['vmap(vjp)']) / h:.2f} | "
-              f"{med(t['textbook']) / h:.2f} | "
+        t = interleaved_times({k: (lambda f=f: step(f)) for k, f in fns.items()}, args.repeats,
+                              device=device)
+        h = median(t["hand"])
+        print(f"| {dataset} | {1e3 * h:.0f} | {1e3 * median(t['vmap(vjp)']):.0f} | "
+              f"{1e3 * median(t['textbook']):.0f} | {median(t['vmap(vjp)']) / h:.2f} | "
+              f"{median(t['textbook']) / h:.2f} | "
               f"{max(diffs['vmap(vjp)'], diffs['textbook']):.1e} | "
               + ", ".join(f"{k} {v}" for k, v in hooks.items()) + " |", flush=True)
 

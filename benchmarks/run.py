@@ -10,25 +10,24 @@ median or a ratio of medians measured in this run, the contenders interleaved re
 repeat (the order rotating), so that a machine shared with other jobs slows all of them
 alike (:func:`fa_utils.measure.interleaved_times`, CUDA synchronised around each call); the
 paired ratio is the median over repeats of (FA time / VAE time) in the same repeat
-(:func:`fa_utils.measure.paired_ratio`). Inputs are random images unless a section says otherwise; the networks are
-Tables 7-9's (VAE: the encoder with ``mu``/``logvar`` heads and
+(:func:`fa_utils.measure.paired_ratio`). Inputs are random images unless a section says
+otherwise; the networks are Tables 7-9's (VAE: the encoder with ``mu``/``logvar`` heads and
 :class:`fa_utils.models.MirroredDecoder`).
 
-Sections: (1) FA step / VAE step per architecture, with the textbook FA step, the
-optimised one, and both optimisers (for-loop and fused Adam) and memory formats;
-(2) FA step time against batch size and against T (MNIST encoder); (3) bytes saved for
-backward per step (the distinct storages, :class:`fa_utils.measure.SavedTensorMeter`'s
-``distinct_bytes``) and CUDA peak memory when a GPU is present
-(:class:`fa_utils.measure.CudaPeak`); (4) FLOPs per step (``torch.utils.flop_counter``) and the time per epoch
-on one GPU *estimated* from them (labelled, unmeasured without a GPU); (5) sampling: VFA
-vs VAE decoding (batch of 500) and, per image at batch 1 as the paper times it, VAE, GAN,
-VFA and VFA-GAN on the networks Tables 3-6's sizes imply
-(:func:`fa_utils.generative.sampling_calls`) beside the paper's ratios; local vs global
-FA peak memory (:func:`fa_utils.local.compare_memory`) and step time; (6) images per
-second: the training step (from section 1's medians), ``fa_utils.train.fit`` end to end
-on the real MNIST sample (data loading included, no checkpoint written), and FID feature
-extraction with the extractor :mod:`fa_utils.fid` uses on this machine; (7) precision
-drift of the FA step: the outer loss gradient and the reconstruction r under fp32,
+Sections: (1) FA step / VAE step per architecture, with the textbook FA step, the optimised
+one, and both optimisers (for-loop and fused Adam) and memory formats; (2) FA step time
+against batch size and against T (MNIST encoder); (3) bytes saved for backward per step (the
+distinct storages, :class:`fa_utils.measure.SavedTensorMeter`'s ``distinct_bytes``) and CUDA
+peak memory when a GPU is present (:class:`fa_utils.measure.CudaPeak`); (4) FLOPs per step
+(``torch.utils.flop_counter``) and the time per epoch on one GPU *estimated* from them
+(labelled, unmeasured without a GPU); (5) sampling: VFA vs VAE decoding (batch of 500) and,
+per image at batch 1 as the paper times it, VAE, GAN, VFA and VFA-GAN on the networks Tables
+3-6's sizes imply (:func:`fa_utils.generative.sampling_calls`) beside the paper's ratios;
+local vs global FA peak memory (:func:`fa_utils.local.compare_memory`) and step time; (6)
+images per second: the training step (from section 1's medians), ``fa_utils.train.fit`` end
+to end on the real MNIST sample (data loading included, no checkpoint written), and FID
+feature extraction with the extractor :mod:`fa_utils.fid` uses on this machine; (7)
+precision drift of the FA step: the outer loss gradient and the reconstruction r under fp32,
 bf16 autocast (and TF32 on CUDA) against an fp64 reference, and the setting kept.
 """
 from __future__ import annotations

@@ -157,8 +157,9 @@ refiner G, the local-FA net) is built with its convolution filters and hidden Li
 multiplied by this factor (:func:`fa_utils.experiments.scaled_architectures`; at least 4
 filters and 16 hidden units). 1 (quick, paper) is the paper's architecture (Tables 7-12).
 The smoke profile uses 0.25 so that its checkpoints stay small and its runs take seconds
-(docs/choices.md section 7): **not the paper's architecture**. Table 12's generator (the STL-10 decoder) has fixed widths and is not
-narrowed. Tables 3-6 always count and time the paper's sizes."""
+(docs/choices.md section 7): **not the paper's architecture**. Table 12's generator (the
+STL-10 decoder) has fixed widths and is not narrowed. Tables 3-6 always count and time the
+paper's sizes."""
 
 
 def _check_width_scale(section: str, cfg) -> None:
