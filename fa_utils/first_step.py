@@ -26,7 +26,7 @@ module hooks; the callers take the textbook path for anything else (smooth activ
 BatchNorm, which mixes the batch, a log-variance head). The alternative written with
 ``torch.func`` (``vmap`` over ``vjp``) needs no such list but was 3-17 % slower per
 training step here and runs with autograd's saved-tensor hooks disabled, which the memory
-measurement of Section 3.5 relies on (docs/choices.md, "The first inner step").
+measurement of Section 3.5 relies on (docs/choices.md section 12).
 """
 from __future__ import annotations
 
