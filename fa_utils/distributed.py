@@ -53,6 +53,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from . import fa, train
+from .models import clamp_weights_
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -256,7 +257,7 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
     (loss * scale if scale != 1.0 else loss).backward()
     optimizer.step()
     if weight_clamp is not None:
-        train.clamp_weights_fast_(unwrap(encoder), weight_clamp)
+        clamp_weights_(unwrap(encoder), weight_clamp)
     return train._step_values(loss, x[0].numel(), sync)
 
 
