@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from fa_utils import models, train
+from fa_utils import baselines, models, train
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     vae_dec = models.init_orthogonal_(models.MirroredDecoder(arch, args.latent)).to(dev)
     vae_opt = torch.optim.Adam(list(vae_enc.parameters()) + list(vae_dec.parameters()), lr=1e-4)
     gen = torch.Generator(device=dev).manual_seed(0)
-    vae_fn = functools.partial(train.vae_step, vae_enc, vae_dec, vae_opt, x, generator=gen)
+    vae_fn = functools.partial(baselines.vae_step, vae_enc, vae_dec, vae_opt, x, generator=gen)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     times = {"fa": [], "vae": []}

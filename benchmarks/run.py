@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import torch
 
-from fa_utils import models, train
+from fa_utils import baselines, models, train
 from fa_utils.outputs import markdown_table, results_dir
 
 #: (label, dataset of the architecture, training-set size of the paper's split)
@@ -136,7 +136,7 @@ def contenders(dataset: str, x: torch.Tensor, device, *, variants: list[str], or
                                        shared_start=False if v == "fa-textbook" else None)
         else:
             enc, dec, opt = vae_model(dataset, device, fused, cl, orthogonal)
-            fns[v] = functools.partial(train.vae_step, enc, dec, opt, xx, generator=gen)
+            fns[v] = functools.partial(baselines.vae_step, enc, dec, opt, xx, generator=gen)
     return fns
 
 
@@ -327,7 +327,7 @@ def section_memory(args, device, out: list[str], archs) -> None:
             else:
                 enc, dec, opt = vae_model(dataset, device, True, orthogonal=False)
                 params = list(enc.parameters()) + list(dec.parameters())
-                step = functools.partial(train.vae_step, enc, dec, opt, x, generator=gen)
+                step = functools.partial(baselines.vae_step, enc, dec, opt, x, generator=gen)
             res[name] = memory_of(step, params, device)
             del enc, opt, step
         mib = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
@@ -357,7 +357,7 @@ def section_flops(args, device, out: list[str], per_step) -> None:
             counted[arch] = (
                 flops_of(functools.partial(train.fa_step, enc, opt, x)),
                 flops_of(functools.partial(train.fa_step, enc, opt, x, shared_start=False)),
-                flops_of(functools.partial(train.vae_step, venc, dec, vopt, x)))
+                flops_of(functools.partial(baselines.vae_step, venc, dec, vopt, x)))
             del enc, opt, venc, dec, vopt
         fa_f, fa_tb, vae_f = counted[arch]
         steps = EPOCH_SIZES[dataset] // BATCH

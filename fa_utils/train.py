@@ -448,32 +448,6 @@ def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
     return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
 
 
-def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
-             x: torch.Tensor, *, beta: float = 1.0,
-             generator: Optional[torch.Generator] = None) -> dict[str, float]:
-    """One VAE training step (the baseline): encoder heads ``mu`` and ``logvar``,
-    reparameterisation, decoder, loss ||x - D(z)||^2 + beta KL (per-example sums, batch
-    mean), Adam. x: (B, C, H, W) in [0, 1]. Returns ``{"loss", "mse"}`` as floats.
-
-    Raises:
-        ValueError: bad images (:func:`check_batch`).
-        NonFiniteLossError: rec or KL not finite; the weights are unchanged.
-    """
-    from .losses import kl_normal, reparameterise
-
-    check_batch(x, encoder)
-    optimizer.zero_grad(set_to_none=True)
-    out = encoder(x)
-    x_hat = decoder(reparameterise(out["mu"], out["logvar"], generator))
-    rec = (x - x_hat).pow(2).flatten(1).sum(1)
-    kl = kl_normal(out["mu"], out["logvar"])
-    refuse_non_finite({"rec": rec, "KL": kl}, what="the VAE loss")
-    loss = (rec + beta * kl).mean()
-    loss.backward()
-    optimizer.step()
-    return {"loss": loss.detach().item(), "mse": rec.detach().mean().item() / x[0].numel()}
-
-
 # --------------------------------------------------------------------------------------
 # The fit loop
 # --------------------------------------------------------------------------------------
