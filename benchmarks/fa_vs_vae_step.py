@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from fa_utils import baselines, models, train
+from fa_utils import baselines, fa, models, train
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
 
     fa_enc = models.make_encoder(args.dataset, {"z": args.latent}).to(dev)
     fa_opt = torch.optim.Adam(fa_enc.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    fa_fn = functools.partial(train.fa_step, fa_enc, fa_opt, x, generator=None)
+    fa_fn = functools.partial(fa.fa_step, fa_enc, fa_opt, x, generator=None)
 
     vae_enc = models.make_encoder(args.dataset, {"mu": args.latent, "logvar": args.latent}).to(dev)
     vae_dec = models.init_orthogonal_(models.MirroredDecoder(arch, args.latent)).to(dev)

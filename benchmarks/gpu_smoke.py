@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fa_utils import config, models, train
+from fa_utils import config, fa, models, train
 
 #: Training-split sizes the paper trains on (STL-10: the 100,000 unlabeled images).
 EPOCH_SIZES = {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000}
@@ -51,14 +51,14 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
     kw = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash,
               weight_clamp=cfg.weight_clamp)
     cuda = device.type == "cuda"
-    losses = [train.fa_step(enc, opt, x, **kw)["loss"]]  # warm-up
+    losses = [fa.fa_step(enc, opt, x, **kw)["loss"]]  # warm-up
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        losses.append(train.fa_step(enc, opt, x, **kw)["loss"])  # syncs (one .tolist())
+        losses.append(fa.fa_step(enc, opt, x, **kw)["loss"])  # syncs (one .tolist())
         if cuda:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)

@@ -13,7 +13,7 @@ is zero can move by up to lr per step on round-off, in either run). How the seco
 * DDP prepares its gradient reducer once per forward of the wrapper. The FA step evaluates
   the encoder twice (E(x), then E(r) inside the inner problem) before its one backward.
   We call the wrapper once, for E(x), and run the inner problem on ``ddp.module``
-  (:func:`fa_utils.train.fa_loss` does this for a DDP encoder). The parameters' gradient
+  (:func:`fa_utils.fa.fa_loss` does this for a DDP encoder). The parameters' gradient
   hooks fire once per backward whatever the number of uses, so every path's gradient is
   all-reduced. The inner gradient is taken with ``torch.autograd.grad(..., inputs=r)``
   only, which runs no parameter hook. Measured with torch 2.14 and gloo
@@ -222,23 +222,23 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
 
     ``encoder`` is DDP-wrapped (or plain, in one process); E(x) goes through the wrapper,
     the inner problem through its module. With r_0 = 0 this is
-    :func:`fa_utils.train.fa_step`; for random r_0 the global batch's r_0 is drawn from
+    :func:`fa_utils.fa.fa_step`; for random r_0 the global batch's r_0 is drawn from
     ``generator`` (identical on every rank) and this rank's rows are kept. Logged values
     are this rank's (``fit(distributed=...)`` averages them).
 
     Args:
         global_batch: B (default ``B_local * world_size``); the loss is scaled by
             world_size * B_local / B so that DDP's average is the global-batch gradient.
-        autocast_dtype: as in :func:`fa_utils.train.fa_step` (off: bf16 drifts, see there).
+        autocast_dtype: as in :func:`fa_utils.fa.fa_step` (off: bf16 drifts, see there).
     """
     local = x.shape[0]
     global_batch = global_batch or local * info.world_size
     scale = info.world_size * local / global_batch
     if r_init == "zeros" and scale == 1.0:
-        return train.fa_step(encoder, optimizer, x, generator=generator,
-                             weight_clamp=weight_clamp, sync=sync, head=head, T=T, tau=tau,
-                             r_init=r_init, squash=squash, shared_start=shared_start,
-                             autocast_dtype=autocast_dtype)
+        return fa.fa_step(encoder, optimizer, x, generator=generator,
+                          weight_clamp=weight_clamp, sync=sync, head=head, T=T, tau=tau,
+                          r_init=r_init, squash=squash, shared_start=shared_start,
+                          autocast_dtype=autocast_dtype)
     optimizer.zero_grad(set_to_none=True)
     with (contextlib.nullcontext() if autocast_dtype is None
           else torch.autocast(x.device.type, dtype=autocast_dtype)):
@@ -258,7 +258,7 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
     optimizer.step()
     if weight_clamp is not None:
         clamp_weights_(unwrap(encoder), weight_clamp)
-    return train._step_values(loss, x[0].numel(), sync)
+    return fa._step_values(loss, x[0].numel(), sync)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

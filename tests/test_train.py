@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from fa_utils import models, train
+from fa_utils import fa, models, train
 
 
 def setup(seed=0):
@@ -16,7 +16,7 @@ def setup(seed=0):
     models.init_orthogonal_(enc)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3, betas=(0.5, 0.999))
     gen = train.seeded_generator(seed + 1)
-    step = functools.partial(train.fa_step, enc, opt, generator=gen, r_init="uniform")
+    step = functools.partial(fa.fa_step, enc, opt, generator=gen, r_init="uniform")
     return enc, opt, gen, step
 
 
@@ -169,7 +169,7 @@ def test_checkpoints_of_wrapped_models_load_strictly_into_the_plain_model(tmp_pa
     prefix = {"ddp": "module.", "dataparallel": "module.", "compile": "_orig_mod.",
               "compile+ddp": "_orig_mod.module."}[wrap]
     assert all(k.startswith(prefix) for k in wrapped.state_dict())  # what used to be saved
-    step = functools.partial(train.fa_step, enc, opt, generator=gen, r_init="uniform")
+    step = functools.partial(fa.fa_step, enc, opt, generator=gen, r_init="uniform")
     path = tmp_path / "w.pt"
     train.fit(step, modules={"enc": wrapped}, optimizers={"opt": opt}, dataset=DATA, batch_size=8,
               epochs=1, seed=0, config=CONFIG, generator=gen, checkpoint=path, stop_after=2,
