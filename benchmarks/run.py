@@ -543,7 +543,7 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
 
     def fit_call(dataset, enc, opt):
         gen = train.seeded_generator(1)
-        train.fit(functools.partial(fa.fa_step, enc, opt, generator=gen),
+        train.fit(train.images_only(functools.partial(fa.fa_step, enc, opt, generator=gen)),
                   modules={"encoder": enc}, optimizers={"adam": opt}, dataset=dataset,
                   batch_size=BATCH, epochs=1, seed=0, config={"bench": "fit"}, generator=gen,
                   device=device, checkpoint=None, stop_after=steps, progress=False)

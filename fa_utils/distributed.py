@@ -374,10 +374,10 @@ def train_fa(cfg, info: DistInfo, *, name: str = "fa", fused_adam: Optional[bool
                                 fused=fused_adam)
     generator = train.seeded_generator(cfg.seed + 1)
     fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
-    step_fn = functools.partial(fa_step_distributed, encoder, optimizer, info=info,
-                                global_batch=cfg.batch_size, generator=generator,
-                                weight_clamp=cfg.weight_clamp, autocast_dtype=autocast_dtype,
-                                **fa_kwargs)
+    step_fn = train.images_only(functools.partial(
+        fa_step_distributed, encoder, optimizer, info=info, global_batch=cfg.batch_size,
+        generator=generator, weight_clamp=cfg.weight_clamp, autocast_dtype=autocast_dtype,
+        **fa_kwargs))
 
     def eval_fn() -> dict[str, float]:
         x_hat = experiments.recover(module, data.test_x, T=cfg.T, tau=cfg.tau,

@@ -427,7 +427,7 @@ def train_local(cfg, data, dataset: str, *, progress: bool = True,
     from .config import to_dict
     from .metrics import mse_per_pixel
     from .outputs import checkpoint_path
-    from .train import fit, resolve_device, seeded_generator
+    from .train import fit, images_only, resolve_device, seeded_generator
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -437,10 +437,10 @@ def train_local(cfg, data, dataset: str, *, progress: bool = True,
                          seed=cfg.seed, bias=cfg.align_activation).to(device)
     opts = make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
-    step_fn = functools.partial(
+    step_fn = images_only(functools.partial(
         local_step, net, opts, clamp=SQRT2 if cfg.clamp_weights else None, T=cfg.T,
         tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
-        generator=generator if cfg.r_init != "zeros" else None)
+        generator=generator if cfg.r_init != "zeros" else None))
 
     def eval_fn() -> dict[str, float]:
         x = data.test_x

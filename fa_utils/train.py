@@ -1,5 +1,9 @@
-"""Training: one step per method, and one fit loop with progress bar, history, NaN guard,
-atomic checkpoints, bit-identical resume and a checkpoint on Ctrl-C.
+"""Training, for every method: one fit loop (:func:`fit`: progress bar, history, NaN guard,
+atomic checkpoints, bit-identical resume, a checkpoint on Ctrl-C) and the step helpers
+every method shares (:func:`check_batch`, :func:`refuse_non_finite`, :func:`make_adam`).
+The methods' steps live with the methods (:mod:`fa_utils.fa`, :mod:`fa_utils.vfa`,
+:mod:`fa_utils.baselines`, :mod:`fa_utils.local`); :func:`fit` calls one as
+``step_fn(x, y)`` with each batch's images and labels (None for unlabeled data).
 
 Reproducibility: the data order of epoch e is a permutation drawn from a generator seeded
 with (seed, e), and all of the method's own randomness (r_0, ...) comes from one
@@ -423,10 +427,14 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int
 
 def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers: int,
              pin_memory: bool, shard: Optional[tuple[int, int]] = None):
-    """Yield image batches (B, C, H, W) in ``order`` (full batches only).
+    """Yield (images (B, C, H, W), labels (B,) or None) in ``order`` (full batches only);
+    the labels as :func:`_batch_labels` makes them.
 
     ``shard=(rank, world_size)``: yield this rank's (B / world_size)-row slice of each
     global batch (:func:`shard_order`).
+
+    Raises:
+        ValueError: labels that are not integers (:func:`_batch_labels`).
     """
     if shard is not None and shard[1] > 1:
         order = shard_order(order, batch_size, *shard)
@@ -435,13 +443,52 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers
     order = order[: n_batches * batch_size]
     if isinstance(dataset, TensorDataset):
         images = dataset.tensors[0]
+        labels = dataset.tensors[1] if len(dataset.tensors) > 1 else None
         for i in range(n_batches):
-            yield images[order[i * batch_size:(i + 1) * batch_size]]
+            rows = order[i * batch_size:(i + 1) * batch_size]
+            yield images[rows], _batch_labels(None if labels is None else labels[rows], batch_size)
         return
     loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
-                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True)
-    for batch in loader:
-        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
+                        collate_fn=_collate)
+    for images, labels in loader:
+        yield images, _batch_labels(labels, batch_size)
+
+
+def _collate(items: list) -> tuple[torch.Tensor, Any]:
+    """DataLoader items -> (images stacked by ``default_collate``, labels collated, or None
+    when the items are bare images or any label is None)."""
+    from torch.utils.data import default_collate
+
+    if not isinstance(items[0], (tuple, list)):
+        return default_collate(items), None
+    images = default_collate([item[0] for item in items])
+    if len(items[0]) < 2 or any(item[1] is None for item in items):
+        return images, None
+    return images, default_collate([item[1] for item in items])
+
+
+def _batch_labels(labels: Any, batch_size: int) -> Optional[torch.Tensor]:
+    """What :func:`fit` hands its step function as ``y``: the batch's labels as a (B,) int64
+    tensor, or None when it has none: ``labels`` is None, or every label is -1 (how
+    :mod:`fa_utils.data` labels the datasets it uses unlabeled, celeba and stl10). Labels
+    on a GPU cost one device sync (the -1 test).
+
+    Raises:
+        ValueError: labels that are not integers, or not of shape (B,).
+    """
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"the training labels must be integers (class indices, -1 where "
+                         f"unlabeled), got dtype {labels.dtype}: convert them with y.long()")
+    if tuple(labels.shape) != (batch_size,):
+        raise ValueError(f"the training labels must have shape ({batch_size},), one per image, "
+                         f"got {tuple(labels.shape)}")
+    if bool((labels == -1).all()):
+        return None
+    return labels.long()
 
 
 def _check_finite(values: Mapping[str, float], step: int, hint: str) -> None:
@@ -485,7 +532,19 @@ def deferred_sigint():
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
-def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
+#: What :func:`fit` calls once per batch: ``step_fn(x, y)`` -> values to log.
+StepFn = Callable[[torch.Tensor, Optional[torch.Tensor]], Mapping[str, Any]]
+
+
+def images_only(step: Callable[[torch.Tensor], Mapping[str, Any]]) -> StepFn:
+    """A :func:`fit` step function from a step that takes the images alone: the labels
+    ``y`` are dropped. ``images_only(step)(x, y) == step(x)``."""
+    def step_fn(x: torch.Tensor, y: Optional[torch.Tensor]) -> Mapping[str, Any]:
+        return step(x)
+    return step_fn
+
+
+def fit(step_fn: StepFn, *,
         modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
         dataset: Dataset, batch_size: int, epochs: int, seed: int, config: Mapping[str, Any],
         generator: torch.Generator, device: torch.device | str = "cpu",
@@ -499,13 +558,20 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     """Train for ``epochs`` epochs of full batches, resuming from ``checkpoint`` if it exists.
 
     Args:
-        step_fn: called with a batch on ``device`` (images (B, C, H, W), or the rows of a
-            TensorDataset's first tensor); does one optimiser step and returns floats to
-            log (e.g. :func:`fa_step` bound to its model).
+        step_fn: called as ``step_fn(x, y)`` once per batch, in the epoch's order: ``x``
+            the images (B, C, H, W) on ``device``, ``y`` their labels (B,) int64 on
+            ``device``, or ``None`` when the batch has none (a TensorDataset of one tensor,
+            items that are bare images or whose label is None, or every label -1: how
+            :mod:`fa_utils.data` labels celeba and stl10, used unlabeled). B is
+            ``batch_size`` (``batch_size / world_size`` on each rank). It does one
+            optimiser step and returns floats (or 0-d tensors) to log; a step that needs
+            no labels is wrapped with :func:`images_only`.
         modules, optimizers: what the checkpoint saves and restores, by name. Wrapped
             modules (DDP, DataParallel, ``torch.compile``) are saved unwrapped
             (:func:`unwrap_module`), so the file loads into the plain model.
-        dataset: items (image, label) or a TensorDataset (images first).
+        dataset: items (image, label) with an integer (or 0-d integer tensor) or None
+            label, items that are bare images, or a TensorDataset (images first, integer
+            labels second if any). Images float in [0, 1], as ``check_batch`` accepts.
         epochs: total epochs; ``len(dataset) // batch_size`` steps each.
         seed: fixes the data order of every epoch.
         config: the run's config as a plain dict; stored in the checkpoint and compared on
@@ -530,9 +596,9 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             ``eval_fn`` runs on every rank. Interrupts and time-based checkpoints are
             agreed over the ranks in the same all-reduce.
 
-    Checks: the first batch must be floating point in the modules' dtype, and images
-    (4-d) must lie in [0, 1] (:func:`check_batch`); packed rows (2-d, e.g. images and
-    labels) are checked by the step function.
+    Checks: the first batch's images must be (B, C, H, W), floating point in the modules'
+    dtype, with values in [0, 1] (:func:`check_batch`); labels must be integers, one per
+    image.
 
     Interrupts: a SIGINT during training lets the running step finish, then writes the
     checkpoint of the step reached and raises :class:`TrainingInterrupted`; a second
@@ -548,7 +614,8 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             or inf; the message gives the step as the progress bar counts it (1 for the
             first) and the term; nothing is overwritten.
         TrainingInterrupted: SIGINT (Ctrl-C, Jupyter's Interrupt); a checkpoint was written.
-        ValueError: a batch size larger than the dataset, or a bad first batch.
+        ValueError: a batch size larger than the dataset, a bad first batch, or labels
+            that are not integers of shape (B,).
     """
     from tqdm.auto import tqdm
 
@@ -636,7 +703,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                 while True:
                     t_step = monotonic()
                     try:
-                        x = next(batches)
+                        x, y = next(batches)
                     except StopIteration:
                         break
                     except Exception:
@@ -647,11 +714,13 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                             break
                         raise
                     x = x.to(device, non_blocking=pin)
+                    if y is not None:
+                        y = y.to(device, non_blocking=pin)
                     if first:
-                        _check_first_batch(x, modules)
+                        check_batch(x, list(modules.values()), "the first training batch")
                         first = False
                     try:
-                        values = step_fn(x)
+                        values = step_fn(x, y)
                     except NonFiniteLossError as err:
                         raise NonFiniteLossError(
                             f"training stopped at step {step + 1} of {total} (as the progress "
@@ -700,23 +769,6 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     if step != last_saved or (checkpoint is not None and not Path(checkpoint).exists()):
         save()  # the same decision on every rank (one shared file system)
     return history
-
-
-def _check_first_batch(x: Any, modules: Mapping[str, nn.Module]) -> None:
-    """:func:`check_batch` on a 4-d image batch; for other shapes (packed rows) only the
-    dtype: floating point and that of the modules' parameters."""
-    mods = list(modules.values())
-    if isinstance(x, torch.Tensor) and x.dim() == 4:
-        check_batch(x, mods, "the first training batch")
-        return
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        what = f"tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"the first training batch must be a floating-point tensor in [0, 1], "
-                         f"got {what}: convert 8-bit images with x.float() / 255")
-    want = _param_dtype(mods)
-    if want is not None and x.dtype != want:
-        raise ValueError(f"the first training batch is {x.dtype} but the model's parameters "
-                         f"are {want}: convert the images with x.to({want})")
 
 
 def _barrier(world: int) -> None:

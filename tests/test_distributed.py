@@ -65,8 +65,9 @@ def run_fit(checkpoint, info=None, stop_after=None):
     else:
         step = functools.partial(D.fa_step_distributed, encoder, opt, info=info,
                                  global_batch=GLOBAL_BATCH, generator=gen)
-    hist = train.fit(step, modules={"enc": module}, optimizers={"opt": opt}, dataset=make_data(),
-                     batch_size=GLOBAL_BATCH, epochs=EPOCHS, seed=0, config=CONFIG,
+    hist = train.fit(train.images_only(step), modules={"enc": module}, optimizers={"opt": opt},
+                     dataset=make_data(), batch_size=GLOBAL_BATCH, epochs=EPOCHS, seed=0,
+                     config=CONFIG,
                      generator=gen, checkpoint=checkpoint, ckpt_every=3, progress=False,
                      stop_after=stop_after, distributed=info)
     return module, hist

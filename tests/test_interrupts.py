@@ -42,7 +42,7 @@ fa = functools.partial(fa_step, enc, opt, generator=gen, r_init="uniform")
 if pathlib.Path(ckpt).exists():
     delay = 0.0  # slow only until interrupted: the resumed run goes at full speed
 
-def step_fn(x):
+def step_fn(x, y):
     out = fa(x)
     if marker:
         pathlib.Path(marker).touch()
@@ -213,8 +213,8 @@ DATA = TensorDataset(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_
 
 
 def fit(path, step_fn, enc, opt, gen, **kw):
-    return train.fit(step_fn, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
-                     batch_size=8, epochs=3, seed=0, config={"c": 1}, generator=gen,
+    return train.fit(train.images_only(step_fn), modules={"enc": enc}, optimizers={"opt": opt},
+                     dataset=DATA, batch_size=8, epochs=3, seed=0, config={"c": 1}, generator=gen,
                      checkpoint=path, progress=False,
                      eval_fn=lambda: {"w": float(sum(p.detach().norm() for p in enc.parameters()))},
                      eval_every=5, **kw)
