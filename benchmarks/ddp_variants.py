@@ -37,12 +37,12 @@ def _model():
 
 
 def _loss(encoder, x, variant, ddp=None):
-    from fa_utils import train
+    from fa_utils import fa
     if ddp is None:
-        return train.fa_loss(encoder, x, shared_start=(variant == "once-shared"))[0]
+        return fa.fa_loss(encoder, x, shared_start=(variant == "once-shared"))[0]
     if variant.startswith("twice"):
-        return train.fa_loss(ddp, x, shared_start=False, inner_encoder=ddp)[0]
-    return train.fa_loss(ddp, x, shared_start=(variant == "once-shared"))[0]
+        return fa.fa_loss(ddp, x, shared_start=False, inner_encoder=ddp)[0]
+    return fa.fa_loss(ddp, x, shared_start=(variant == "once-shared"))[0]
 
 
 def worker(variant: str) -> None:

@@ -14,7 +14,7 @@ import statistics
 
 import torch
 
-from fa_utils import models, train
+from fa_utils import baselines, fa, models, train
 from fa_utils.measure import interleaved_times
 
 
@@ -33,13 +33,13 @@ def main() -> None:
 
     fa_enc = models.make_encoder(args.dataset, {"z": args.latent}).to(dev)
     fa_opt = torch.optim.Adam(fa_enc.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    fa_fn = functools.partial(train.fa_step, fa_enc, fa_opt, x, generator=None)
+    fa_fn = functools.partial(fa.fa_step, fa_enc, fa_opt, x, generator=None)
 
     vae_enc = models.make_encoder(args.dataset, {"mu": args.latent, "logvar": args.latent}).to(dev)
     vae_dec = models.init_orthogonal_(models.MirroredDecoder(arch, args.latent)).to(dev)
     vae_opt = torch.optim.Adam(list(vae_enc.parameters()) + list(vae_dec.parameters()), lr=1e-4)
     gen = torch.Generator(device=dev).manual_seed(0)
-    vae_fn = functools.partial(train.vae_step, vae_enc, vae_dec, vae_opt, x, generator=gen)
+    vae_fn = functools.partial(baselines.vae_step, vae_enc, vae_dec, vae_opt, x, generator=gen)
 
     times = interleaved_times({"fa": fa_fn, "vae": vae_fn}, args.repeats, warmup=2, device=dev)
     fa_t, vae_t = statistics.median(times["fa"]), statistics.median(times["vae"])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from fa_utils import config, models, paper, train
+from fa_utils import config, fa, models, paper, train
 from fa_utils.measure import CudaPeak, Stopwatch
 
 
@@ -51,12 +51,12 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
     x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device, generator=g)
     kw = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash,
               weight_clamp=cfg.weight_clamp)
-    losses = [train.fa_step(enc, opt, x, **kw)["loss"]]  # warm-up
+    losses = [fa.fa_step(enc, opt, x, **kw)["loss"]]  # warm-up
     times = []
     with CudaPeak(device) as cuda:
         for _ in range(steps):
             with Stopwatch(device) as sw:
-                losses.append(train.fa_step(enc, opt, x, **kw)["loss"])
+                losses.append(fa.fa_step(enc, opt, x, **kw)["loss"])
             times.append(sw.seconds)
     step = statistics.median(times)
     return {"step_ms": 1e3 * step, "images_per_s": batch / step,

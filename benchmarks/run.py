@@ -44,7 +44,7 @@ from typing import Callable, Optional
 
 import torch
 
-from fa_utils import models, paper, train
+from fa_utils import baselines, fa, models, paper, train
 from fa_utils.measure import CudaPeak, SavedTensorMeter, interleaved_times, paired_ratio
 from fa_utils.outputs import markdown_table, results_dir
 
@@ -100,11 +100,11 @@ def contenders(dataset: str, x: torch.Tensor, device, *, variants: list[str], or
         xx = x.contiguous(memory_format=torch.channels_last) if cl else x
         if v.startswith("fa"):
             enc, opt = fa_model(dataset, device, fused, cl, orthogonal)
-            fns[v] = functools.partial(train.fa_step, enc, opt, xx,
+            fns[v] = functools.partial(fa.fa_step, enc, opt, xx,
                                        shared_start=False if v == "fa-textbook" else None)
         else:
             enc, dec, opt = vae_model(dataset, device, fused, cl, orthogonal)
-            fns[v] = functools.partial(train.vae_step, enc, dec, opt, xx, generator=gen)
+            fns[v] = functools.partial(baselines.vae_step, enc, dec, opt, xx, generator=gen)
     return fns
 
 
@@ -209,8 +209,8 @@ def section_ratio(args, device, out: list[str], archs) -> dict[str, dict[str, fl
             markdown_table(cols, rows), "",
             "`fa-textbook`: `fa_step(shared_start=False)`, the inner step from a batch of "
             "zeros (the step before this work). `fa`: `fa_step` as shipped: the first inner "
-            "step from one shared r_0 = 0 (`fa_utils.first_step`: E(0) on one example, its vjp "
-            "vmapped over the B residuals). `vae`: `vae_step`, same encoder with mu/logvar heads + "
+            "step from one shared r_0 = 0 (`fa_utils.first_step`: E(0) on one example, its "
+            "transposed Jacobian applied layer by layer to the B residuals). `vae`: `vae_step`, same encoder with mu/logvar heads + "
             "MirroredDecoder. `+fused`: `train.make_adam` (fused Adam); otherwise "
             "`torch.optim.Adam`'s default (for-loop on a CPU). `+cl`: channels_last "
             "weights and inputs (`-`: not measured at --quick). Paired: the median over "
@@ -222,7 +222,7 @@ def section_scaling(args, device, out: list[str]) -> None:
     arch = models.architecture("mnist")
     enc, opt = fa_model("mnist", device, True, orthogonal=args.orthogonal)
     xs = {b: torch.rand(b, 1, 28, 28, device=device) for b in args.batches}
-    fns = {f"B={b}": functools.partial(train.fa_step, enc, opt, xs[b]) for b in args.batches}
+    fns = {f"B={b}": functools.partial(fa.fa_step, enc, opt, xs[b]) for b in args.batches}
     times = interleaved_times(fns, args.scale_repeats, device=device, warmup=0)
     base = median(times[f"B={BATCH}"]) if f"B={BATCH}" in times else None
     rows = [[b, 1e3 * median(times[f"B={b}"]), 1e6 * median(times[f"B={b}"]) / b,
@@ -232,7 +232,7 @@ def section_scaling(args, device, out: list[str]) -> None:
             markdown_table(["batch", "FA step (ms)", "per example (us)",
                             f"time / time at B={BATCH}"], rows), ""]
     x = xs.get(BATCH, torch.rand(BATCH, 1, 28, 28, device=device))
-    fns = {f"T={T}": functools.partial(train.fa_step, enc, opt, x, T=T) for T in args.Ts}
+    fns = {f"T={T}": functools.partial(fa.fa_step, enc, opt, x, T=T) for T in args.Ts}
     times = interleaved_times(fns, args.scale_repeats, device=device, warmup=0)
     base = median(times["T=1"]) if "T=1" in times else None
     rows = [[T, 1e3 * median(times[f"T={T}"]),
@@ -255,12 +255,12 @@ def section_memory(args, device, out: list[str], archs) -> None:
             if name.startswith("fa"):
                 enc, opt = fa_model(dataset, device, True, orthogonal=False)
                 params = list(enc.parameters())
-                step = functools.partial(train.fa_step, enc, opt, x,
+                step = functools.partial(fa.fa_step, enc, opt, x,
                                          shared_start=False if name == "fa-textbook" else None)
             else:
                 enc, dec, opt = vae_model(dataset, device, True, orthogonal=False)
                 params = list(enc.parameters()) + list(dec.parameters())
-                step = functools.partial(train.vae_step, enc, dec, opt, x, generator=gen)
+                step = functools.partial(baselines.vae_step, enc, dec, opt, x, generator=gen)
             res[name] = memory_of(step, params, device)
             del enc, opt, step
         mib = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
@@ -288,9 +288,9 @@ def section_flops(args, device, out: list[str], per_step) -> None:
             enc, opt = fa_model(dataset, device, True, orthogonal=False)
             venc, dec, vopt = vae_model(dataset, device, True, orthogonal=False)
             counted[arch] = (
-                flops_of(functools.partial(train.fa_step, enc, opt, x)),
-                flops_of(functools.partial(train.fa_step, enc, opt, x, shared_start=False)),
-                flops_of(functools.partial(train.vae_step, venc, dec, vopt, x)))
+                flops_of(functools.partial(fa.fa_step, enc, opt, x)),
+                flops_of(functools.partial(fa.fa_step, enc, opt, x, shared_start=False)),
+                flops_of(functools.partial(baselines.vae_step, venc, dec, vopt, x)))
             del enc, opt, venc, dec, vopt
         fa_f, fa_tb, vae_f = counted[arch]
         steps = paper.TRAINING_SET_SIZES[dataset] // BATCH
@@ -413,7 +413,7 @@ def section_local(args, device, out: list[str]) -> None:
             "Memory from `fa_utils.local.compare_memory` (its definitions: peak of live "
             "tensors saved for backward; CUDA: the step's peak above what was allocated "
             "before). Times: the same two steps (`local.make_training_step`: global "
-            "`train.fa_step` on the encoder, local `local.local_step` on `LocalFANet`, "
+            "`fa.fa_step` on the encoder, local `local.local_step` on `LocalFANet`, "
             "for-loop Adam on both) interleaved.", ""]
 
 
@@ -452,7 +452,7 @@ def random_fid_inception(device: torch.device) -> torch.nn.Module:
 
 def _fit_throughput(args, device) -> tuple[list[list], str]:
     """Images per second of ``train.fit`` on the real MNIST sample against the bare
-    ``train.fa_step`` loop on one resident batch (same encoder, fused Adam)."""
+    ``fa.fa_step`` loop on one resident batch (same encoder, fused Adam)."""
     from torch.utils.data import Subset
 
     from fa_utils import config, experiments
@@ -470,7 +470,7 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
 
     def fit_call(dataset, enc, opt):
         gen = train.seeded_generator(1)
-        train.fit(functools.partial(train.fa_step, enc, opt, generator=gen),
+        train.fit(train.images_only(functools.partial(fa.fa_step, enc, opt, generator=gen)),
                   modules={"encoder": enc}, optimizers={"adam": opt}, dataset=dataset,
                   batch_size=BATCH, epochs=1, seed=0, config={"bench": "fit"}, generator=gen,
                   device=device, checkpoint=None, stop_after=steps, progress=False)
@@ -480,7 +480,7 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
 
     def bare():
         for _ in range(steps):
-            train.fa_step(bare_enc, bare_opt, x)
+            fa.fa_step(bare_enc, bare_opt, x)
 
     fns = {"fit": functools.partial(fit_call, data.train, *model()),
            "fit (DataLoader)": functools.partial(fit_call, loader_data, *model()),
@@ -606,7 +606,7 @@ class _TF32:
 def fa_gradient(encoder: torch.nn.Module, x: torch.Tensor,
                 autocast_dtype: Optional[torch.dtype] = None
                 ) -> tuple[list[torch.Tensor], torch.Tensor, float]:
-    """The FA step's gradient on one batch, without the optimiser: ``train.fa_loss``
+    """The FA step's gradient on one batch, without the optimiser: ``fa.fa_loss``
     (T = 1, r_0 = 0, the shared-start step), optionally under ``torch.autocast`` with
     ``autocast_dtype``, then backward.
 
@@ -615,10 +615,10 @@ def fa_gradient(encoder: torch.nn.Module, x: torch.Tensor,
     the loss C as a float)."""
     encoder.zero_grad(set_to_none=True)
     if autocast_dtype is None:
-        loss, image = train.fa_loss(encoder, x)
+        loss, image = fa.fa_loss(encoder, x)
     else:
         with torch.autocast(x.device.type, dtype=autocast_dtype):
-            loss, image = train.fa_loss(encoder, x)
+            loss, image = fa.fa_loss(encoder, x)
     loss.float().backward()
     grads = [p.grad.detach().double().clone() for p in encoder.parameters()]
     return grads, image.detach().double(), float(loss.detach())
@@ -696,7 +696,7 @@ def section_precision(args, device, out: list[str]) -> None:
             "weights and batch): the outer loss gradient wrt all encoder parameters "
             "(`gradient`; `worst weight tensor`: the largest per-tensor drift over the "
             "weight matrices and kernels), the reconstruction r (T = 1, r_0 = 0), and the "
-            "loss C. Times: `train.fa_loss` + backward, no optimiser, "
+            "loss C. Times: `fa.fa_loss` + backward, no optimiser, "
             f"{args.precision_repeats} repeats interleaved. Rule: a reduced precision is kept "
             f"only if every drift is <= {DRIFT_TOLERANCE:g} on every architecture measured "
             f"(one bf16 rounding is 2^-8 = 3.9e-3 relative, one TF32 rounding 2^-11 = "

@@ -2,7 +2,7 @@
 (Farias & Maziero, Front. Artif. Intell. 5:1025148, 2023).
 
 Modules, one role each: ``config`` (profiles), ``data``, ``models`` (Appendix B), ``fa``
-(the method, Section 3.1), ``train`` (steps, fit loop, checkpoints), ``losses``,
+(the method, Section 3.1), ``train`` (the fit loop, checkpoints), ``losses``,
 ``metrics``, ``fid`` (Section 5), ``plotting``, ``outputs`` (figures/results folders),
 ``toy`` (Section 3.2), ``vfa`` and ``baselines`` (Sections 3.3-3.4, 5), ``local``
 (Section 3.5), ``appendix`` (Appendix A), ``experiments`` and ``generative`` (what the

@@ -133,8 +133,7 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
     """One VAE step: ||x - D(mu + eps sigma)||^2 + beta KL per example, batch mean, Adam.
 
     ``betas``: a number, or (B,) per-example weights (Section 4's beta ~ U(0, 1), drawn by
-    the caller, e.g. :func:`fa_utils.vfa.draw_betas`). Generalises
-    :func:`fa_utils.train.vae_step` (fixed beta) to per-example weights.
+    the caller, e.g. :func:`fa_utils.vfa.draw_betas`).
     x: (B, C, H, W) float in [0, 1]. Returns floats ``loss``, ``mse`` (per pixel) and ``kl``.
     The log-variance is bounded (:func:`fa_utils.losses.bounded_logvar`).
 

@@ -14,7 +14,7 @@ section 8):
 * DDP prepares its gradient reducer once per forward of the wrapper. The FA step evaluates
   the encoder twice (E(x), then E(r) inside the inner problem) before its one backward.
   We call the wrapper once, for E(x), and run the inner problem on ``ddp.module``
-  (:func:`fa_utils.train.fa_loss` does this for a DDP encoder). The parameters' gradient
+  (:func:`fa_utils.fa.fa_loss` does this for a DDP encoder). The parameters' gradient
   hooks fire once per backward whatever the number of uses, so every path's gradient is
   all-reduced. The inner gradient is taken with ``torch.autograd.grad(..., inputs=r)``
   only, which runs no parameter hook. Do not wrap with ``static_graph=True``: it gives
@@ -51,6 +51,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from . import fa, train
+from .models import clamp_weights_
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -219,23 +220,23 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
 
     ``encoder`` is DDP-wrapped (or plain, in one process); E(x) goes through the wrapper,
     the inner problem through its module. With r_0 = 0 this is
-    :func:`fa_utils.train.fa_step`; for random r_0 the global batch's r_0 is drawn from
+    :func:`fa_utils.fa.fa_step`; for random r_0 the global batch's r_0 is drawn from
     ``generator`` (identical on every rank) and this rank's rows are kept. Logged values
     are this rank's (``fit(distributed=...)`` averages them).
 
     Args:
         global_batch: B (default ``B_local * world_size``); the loss is scaled by
             world_size * B_local / B so that DDP's average is the global-batch gradient.
-        autocast_dtype: as in :func:`fa_utils.train.fa_step` (off: bf16 drifts, see there).
+        autocast_dtype: as in :func:`fa_utils.fa.fa_step` (off: bf16 drifts, see there).
     """
     local = x.shape[0]
     global_batch = global_batch or local * info.world_size
     scale = info.world_size * local / global_batch
     if r_init == "zeros" and scale == 1.0:
-        return train.fa_step(encoder, optimizer, x, generator=generator,
-                             weight_clamp=weight_clamp, sync=sync, head=head, T=T, tau=tau,
-                             r_init=r_init, squash=squash, shared_start=shared_start,
-                             autocast_dtype=autocast_dtype)
+        return fa.fa_step(encoder, optimizer, x, generator=generator,
+                          weight_clamp=weight_clamp, sync=sync, head=head, T=T, tau=tau,
+                          r_init=r_init, squash=squash, shared_start=shared_start,
+                          autocast_dtype=autocast_dtype)
     optimizer.zero_grad(set_to_none=True)
     with (contextlib.nullcontext() if autocast_dtype is None
           else torch.autocast(x.device.type, dtype=autocast_dtype)):
@@ -254,8 +255,8 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
     (loss * scale if scale != 1.0 else loss).backward()
     optimizer.step()
     if weight_clamp is not None:
-        train.clamp_weights_fast_(unwrap(encoder), weight_clamp)
-    return train._step_values(loss, x[0].numel(), sync)
+        clamp_weights_(unwrap(encoder), weight_clamp)
+    return fa._step_values(loss, x[0].numel(), sync)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -371,10 +372,10 @@ def train_fa(cfg, info: DistInfo, *, name: str = "fa", fused_adam: Optional[bool
                                 fused=fused_adam)
     generator = train.seeded_generator(cfg.seed + 1)
     fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
-    step_fn = functools.partial(fa_step_distributed, encoder, optimizer, info=info,
-                                global_batch=cfg.batch_size, generator=generator,
-                                weight_clamp=cfg.weight_clamp, autocast_dtype=autocast_dtype,
-                                **fa_kwargs)
+    step_fn = train.images_only(functools.partial(
+        fa_step_distributed, encoder, optimizer, info=info, global_batch=cfg.batch_size,
+        generator=generator, weight_clamp=cfg.weight_clamp, autocast_dtype=autocast_dtype,
+        **fa_kwargs))
 
     def eval_fn() -> dict[str, float]:
         x_hat = experiments.recover(module, data.test_x, T=cfg.T, tau=cfg.tau,

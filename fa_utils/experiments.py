@@ -20,7 +20,7 @@ from .config import FAConfig, to_dict
 from .metrics import mse_per_pixel
 from .models import Encoder, make_encoder, scaled_architecture, scaled_architectures  # noqa: F401
 from .outputs import checkpoint_path, repo_root
-from .train import History, fa_step, fit, make_adam, resolve_device, seeded_generator
+from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
 
 #: Datasets at most this large are held in memory as one tensor (the sample, subsets).
 IN_MEMORY_LIMIT = 70_000
@@ -109,8 +109,8 @@ def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int
     optimizer = make_adam(list(encoder.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
     fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
-    step_fn = functools.partial(fa_step, encoder, optimizer, generator=generator,
-                                weight_clamp=cfg.weight_clamp, **fa_kwargs)
+    step_fn = images_only(functools.partial(fa.fa_step, encoder, optimizer, generator=generator,
+                                            weight_clamp=cfg.weight_clamp, **fa_kwargs))
 
     def eval_fn() -> dict[str, float]:
         x_hat = recover(encoder, data.test_x, T=cfg.T, tau=cfg.tau, r_init=cfg.r_init,

@@ -28,6 +28,7 @@ between calls (an explicit object: a snapshot of the weights it was built from).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from . import first_step as _first
+from .models import clamp_weights_
 
 R_INITS = ("zeros", "uniform", "normal")
 SQUASHES = ("none", "sigmoid")
@@ -339,8 +341,8 @@ def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z
         shared_start: as in :func:`reconstruct`.
         start: a :func:`frozen_start` of this encoder and head (r_0 = 0): the first step
             reuses its E(0) and Jacobian, so with T = 1 a call costs one transposed-Jacobian
-            product, r_1 = tau J_E(0)^T (z - E(0)) (Eq. 2). The caller keeps it only while
-            the weights are unchanged.
+            product, r_1 = tau J_E(0)^T (z - E(0)) (Eq. 2). It is a snapshot of the weights
+            it was built from; later steps (T > 1) use the encoder as it is.
 
     Returns:
         :class:`AlignResult` with image (B, C, H, W), detached.
@@ -354,10 +356,105 @@ def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> _first.Froze
     """E(0) and J_E(0)^T of a trained encoder's head, for :func:`decode_latent` (``start``):
     a snapshot of the weights as they are (:class:`fa_utils.first_step.FrozenStart`).
 
+    ``shape``: the image shape (C, H, W); r_0 = 0 of shape (1, C, H, W) on the encoder's
+    device and dtype.
+
     Raises:
         ValueError: :func:`fa_utils.first_step.supports` does not hold for the encoder.
-    ``shape``: the image shape (C, H, W); r_0 = 0 of shape (1, C, H, W) on the encoder's
-    device and dtype."""
+    """
     p = next(encoder.parameters())
     return _first.FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
                               head=head)
+
+
+# --------------------------------------------------------------------------------------
+# Algorithm 1's training step
+# --------------------------------------------------------------------------------------
+
+
+def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
+            tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
+            generator: Optional[torch.Generator] = None, shared_start: Optional[bool] = None,
+            inner_encoder: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's outer loss C = ||x - squash(r_T)||^2 (per-example sum, batch mean).
+
+    Shapes: x (B, C, H, W) -> (scalar loss with a graph to the encoder, image (B, C, H, W)).
+
+    ``shared_start``: see :func:`reconstruct` (default: the faster, equal first step from
+    r_0 = 0 when it applies). A ``DistributedDataParallel`` encoder runs E(x) through the
+    wrapper and the inner problem on its ``.module`` (one wrapper forward per step) unless
+    ``inner_encoder`` says otherwise.
+    """
+    if inner_encoder is None and isinstance(encoder, nn.parallel.DistributedDataParallel):
+        inner_encoder = encoder.module
+    result = reconstruct(encoder, x, head=head, T=T, tau=tau, r_init=r_init, squash=squash,
+                         generator=generator, create_graph=True, shared_start=shared_start,
+                         inner_encoder=inner_encoder)
+    return reconstruction_loss(x, result.image), result.image
+
+
+def _step_values(loss: torch.Tensor, numel: int, sync: bool):
+    """The FA step's logged values ``{"loss": C, "mse": C / numel}``: floats from one
+    device sync, or 0-d tensors without any when ``sync=False``."""
+    loss = loss.detach()
+    values = {"loss": loss, "mse": loss / numel}
+    if not sync:
+        return values
+    return dict(zip(values, torch.stack(list(values.values())).tolist()))  # one sync
+
+
+def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
+            generator: Optional[torch.Generator] = None, weight_clamp: Optional[float] = math.sqrt(2),
+            sync: bool = True, autocast_dtype: Optional[torch.dtype] = None,
+            **fa_kwargs) -> dict[str, float]:
+    """One FA training step (Algorithm 1): loss, double backward, Adam, Eq. 9 clamp
+    (:func:`fa_utils.models.clamp_weights_`, bound ``weight_clamp``; None: no clamp).
+
+    Shapes: x (B, C, H, W) float in [0, 1], the encoder's dtype. Loss: per-example sum of
+    squared errors over pixels, batch mean.
+
+    Returns ``{"loss": C, "mse": per-pixel mean squared error}`` as floats (one device
+    sync for both, taken before the update), or as 0-d tensors without any sync when
+    ``sync=False``. The mse is C / (C*H*W), the same number as
+    ``(image - x).pow(2).mean()`` up to rounding.
+
+    Checks (``sync=True``): ``x`` as :func:`fa_utils.train.check_batch` (one more sync),
+    and a non-finite loss is refused before ``backward()``
+    (:func:`fa_utils.train.refuse_non_finite`, term "rec"; for a DDP encoder agreed over
+    the ranks). With ``sync=False`` neither check runs (no sync at all): the caller checks
+    the returned tensors.
+
+    ``autocast_dtype``: run the loss under ``torch.autocast`` with this dtype (e.g.
+    ``torch.bfloat16`` on a GPU). Off by default: measured on a CPU (``benchmarks.run``,
+    section 7), bf16 autocast moves the outer gradient by 5.7e-2 relative to float64 against
+    2-4e-6 for fp32, so fp32 is kept; not yet measured on a GPU.
+    Other keyword arguments go to :func:`fa_loss` (head, T, tau, r_init, squash,
+    shared_start, inner_encoder).
+
+    Raises:
+        ValueError: bad images (:func:`fa_utils.train.check_batch`).
+        fa_utils.train.NonFiniteLossError: the loss is NaN or infinite; the weights are
+            unchanged.
+    """
+    from .train import check_batch, refuse_non_finite
+
+    if sync:
+        check_batch(x, encoder)
+    optimizer.zero_grad(set_to_none=True)
+    if autocast_dtype is None:
+        loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
+    else:
+        with torch.autocast(x.device.type, dtype=autocast_dtype):
+            loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
+        loss = loss.float()
+    values = None
+    if sync:
+        values = _step_values(loss, x[0].numel(), sync)  # the step's one sync, before the update
+        ddp = isinstance(encoder, nn.parallel.DistributedDataParallel)
+        if ddp or not math.isfinite(values["loss"]):
+            refuse_non_finite({"rec": loss}, what="the FA loss", collective=ddp)
+    loss.backward()
+    optimizer.step()
+    if weight_clamp is not None:
+        clamp_weights_(encoder, weight_clamp)
+    return values if values is not None else _step_values(loss, x[0].numel(), sync)

@@ -24,7 +24,7 @@ Which networks: :func:`supports` is true for piecewise-linear stacks only (Conv2
 numeric zero padding, Linear, LeakyReLU, ReLU, Flatten(start_dim=1), Identity), with no
 module hooks; the callers take the textbook path for anything else (smooth activations,
 BatchNorm, which mixes the batch, a log-variance head). The alternative written with
-``torch.func`` (``vmap`` over ``vjp``) needs no such list but was 3-17 % slower per
+``torch.func`` (``vmap`` over ``vjp``) needs no such list but was 4-10 % slower per
 training step here and runs with autograd's saved-tensor hooks disabled, which the memory
 measurement of Section 3.5 relies on (docs/choices.md section 12).
 """

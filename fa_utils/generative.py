@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from . import baselines, claims, config, fid, metrics, vfa
 from . import data as data_mod
@@ -29,43 +29,7 @@ from .models import (Encoder, FAGenerator, architecture, count_parameters, init_
 from .measure import fastest_times
 from .paper import IMPLIED_ARCHITECTURES, SAMPLING_DEVICE, SIZES_AND_TIMES, TABLE2_FID
 from .outputs import checkpoint_path
-from .train import History, fit, make_adam, resolve_device, seeded_generator
-
-# --------------------------------------------------------------------------------------
-# Labels through train.fit (its step function receives the first item of a batch only)
-# --------------------------------------------------------------------------------------
-
-
-class LabelPacked(Dataset):
-    """Items ``(packed, label)`` where ``packed`` is the image flattened with its label
-    appended as one more float: (C*H*W + 1,). :func:`fa_utils.train.fit` hands step
-    functions only the first item of a batch; :func:`unpack` splits it again."""
-
-    def __init__(self, base: Dataset):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        image, label = self.base[i]
-        label = -1 if label is None else int(label)
-        return torch.cat([torch.as_tensor(image).flatten(), torch.tensor([float(label)])]), label
-
-
-def packed(train: Dataset) -> Dataset:
-    """``train`` with labels packed into the images (see :class:`LabelPacked`); an
-    in-memory TensorDataset stays one (fast path of :func:`fa_utils.train.fit`)."""
-    if isinstance(train, TensorDataset) and len(train.tensors) >= 2:
-        x, y = train.tensors[:2]
-        return TensorDataset(torch.cat([x.flatten(1), y.float().unsqueeze(1)], 1))
-    return LabelPacked(train)
-
-
-def unpack(batch: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C*H*W + 1) -> images (B, C, H, W), labels (B,) int64."""
-    return batch[:, :-1].reshape(-1, *shape), batch[:, -1].round().long()
-
+from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
 
 # --------------------------------------------------------------------------------------
 # Small helpers
@@ -176,10 +140,8 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
                                        orthogonal=not ckpt.exists()).to(device)
     opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
     gen = seeded_generator(cfg.seed + 1)
-    shape = data.image_shape
 
-    def step(batch):
-        x, y = unpack(batch, shape)
+    def step(x, y):
         return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
                             settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
 
@@ -188,7 +150,7 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
             encoder, data.test_x.to(device), settings=settings).cpu().clamp(0, 1))}
 
     history = fit(step, modules={"encoder": encoder}, optimizers={"adam": opt},
-                  dataset=packed(data.train), batch_size=cfg.batch_size, epochs=cfg.epochs,
+                  dataset=data.train, batch_size=cfg.batch_size, epochs=cfg.epochs,
                   seed=cfg.seed, config=run_config, generator=gen, device=device,
                   checkpoint=ckpt,
                   ckpt_every=cfg.ckpt_every, eval_fn=eval_fn,
@@ -349,11 +311,9 @@ def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageD
     opt_g = _adam(refiner.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     gen = seeded_generator(seed + 101)
-    shape = data.image_shape
     encoder.eval()
 
-    def step(batch):
-        x, y = unpack(batch, shape)
+    def step(x, y):
         return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
                                y if settings.conditional else None, settings=settings,
                                latent_dim=vcfg.latent_dim,
@@ -362,7 +322,7 @@ def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageD
 
     run_config = _run_config(gcfg, "vfagan", seed=seed, encoder=_run_config(vcfg, "vfa"))
     history = fit(step, modules={"refiner": refiner, "discriminator": disc},
-                  optimizers={"g": opt_g, "d": opt_d}, dataset=packed(data.train),
+                  optimizers={"g": opt_g, "d": opt_d}, dataset=data.train,
                   batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
                   config=run_config, generator=gen, device=device,
                   checkpoint=_checkpoint(f"vfagan-{gcfg.dataset}", run_config, gcfg.profile),
@@ -401,7 +361,7 @@ def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, 
     gen = seeded_generator(seed + 201)
     head = "z" if kind == "ae" else "mu"
 
-    def step(x):
+    def step(x, y):
         if kind == "ae":
             return baselines.ae_step(encoder, decoder, opt, x)
         betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
@@ -451,8 +411,8 @@ def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress
     opt_g = _adam(g_net.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     gen = seeded_generator(seed + 301)
-    step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
-                             latent_dim=gcfg.latent_dim, generator=gen)
+    step = images_only(functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                                         latent_dim=gcfg.latent_dim, generator=gen))
     run_config = _run_config(gcfg, "gan", seed=seed)
     history = fit(step, modules={"generator": g_net, "discriminator": disc},
                   optimizers={"g": opt_g, "d": opt_d}, dataset=data.train,

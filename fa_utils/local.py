@@ -32,7 +32,7 @@ gradient is zero up to rounding), so the default network has no biases (see
 Memory (the paper's claim, never measured there): :class:`fa_utils.measure.SavedTensorMeter`
 counts the bytes autograd saves for backward through
 ``torch.autograd.graph.saved_tensors_hooks`` (works on a CPU); :func:`measure_step_memory`
-runs one global FA step (:func:`fa_utils.train.fa_step` on
+runs one global FA step (:func:`fa_utils.fa.fa_step` on
 :func:`fa_utils.models.make_encoder`) or one local FA step under it, plus
 ``torch.cuda.max_memory_allocated`` (:class:`fa_utils.measure.CudaPeak`) when a GPU is used.
 """
@@ -364,7 +364,7 @@ def train_local(cfg, data, dataset: str, *, progress: bool = True,
     from .config import to_dict
     from .metrics import mse_per_pixel
     from .outputs import checkpoint_path
-    from .train import fit, resolve_device, seeded_generator
+    from .train import fit, images_only, resolve_device, seeded_generator
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -374,10 +374,10 @@ def train_local(cfg, data, dataset: str, *, progress: bool = True,
                          seed=cfg.seed, bias=cfg.align_activation).to(device)
     opts = make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
     generator = seeded_generator(cfg.seed + 1)
-    step_fn = functools.partial(
+    step_fn = images_only(functools.partial(
         local_step, net, opts, clamp=SQRT2 if cfg.clamp_weights else None, T=cfg.T,
         tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
-        generator=generator if cfg.r_init != "zeros" else None)
+        generator=generator if cfg.r_init != "zeros" else None))
 
     def eval_fn() -> dict[str, float]:
         x = data.test_x
@@ -460,7 +460,7 @@ def make_training_step(dataset: str | Architecture, method: str, *, batch: int =
                        shared_start: Optional[bool] = None) -> tuple[Callable[[], Any], nn.Module]:
     """The training step that :func:`measure_step_memory` measures, ready to call.
 
-    ``global``: :func:`fa_utils.train.fa_step` on ``Encoder(arch, {"z": latent_dim})``
+    ``global``: :func:`fa_utils.fa.fa_step` on ``Encoder(arch, {"z": latent_dim})``
     (Adam lr 1e-4, betas (0.5, 0.999)); ``local``: :func:`local_step` on
     :class:`LocalFANet` (bias-free, the training default). Both on one fixed batch of
     random images (batch, C, H, W) in [0, 1] drawn after ``torch.manual_seed(seed)``,
@@ -480,10 +480,9 @@ def make_training_step(dataset: str | Architecture, method: str, *, batch: int =
     torch.manual_seed(seed)
     x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)
     if method == "global":
-        from .train import fa_step
         model = Encoder(arch, {"z": latent_dim}).to(device)  # = models.make_encoder's network
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
-        return functools.partial(fa_step, model, opt, x, T=T, **_shared(shared_start)), model
+        return functools.partial(fa.fa_step, model, opt, x, T=T, **_shared(shared_start)), model
     if method == "local":
         model = LocalFANet(arch, latent_dim, bias=False).to(device)  # the training default
         opts = make_optimizers(model, 1e-4)
@@ -498,7 +497,7 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
                         shared_start: Optional[bool] = None) -> StepMemory:
     """Measure one training step of global FA or local FA on random inputs.
 
-    ``global``: :func:`fa_utils.train.fa_step` (Algorithm 1, T inner steps, double
+    ``global``: :func:`fa_utils.fa.fa_step` (Algorithm 1, T inner steps, double
     backward) on the network of ``make_encoder(dataset, {"z": latent_dim})``. ``local``:
     :func:`local_step` (Algorithm 2) on :class:`LocalFANet`. Both: r_0 = 0, tau = 1, Adam,
     Eq. 9 clamp, PyTorch's default init (values do not change what is saved).

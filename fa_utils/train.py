@@ -1,5 +1,9 @@
-"""Training: one step per method, and one fit loop with progress bar, history, NaN guard,
-atomic checkpoints, bit-identical resume and a checkpoint on Ctrl-C.
+"""Training, for every method: one fit loop (:func:`fit`: progress bar, history, NaN guard,
+atomic checkpoints, bit-identical resume, a checkpoint on Ctrl-C) and the step helpers
+every method shares (:func:`check_batch`, :func:`refuse_non_finite`, :func:`make_adam`).
+The methods' steps live with the methods (:mod:`fa_utils.fa`, :mod:`fa_utils.vfa`,
+:mod:`fa_utils.baselines`, :mod:`fa_utils.local`); :func:`fit` calls one as
+``step_fn(x, y)`` with each batch's images and labels (None for unlabeled data).
 
 Reproducibility: the data order of epoch e is a permutation drawn from a generator seeded
 with (seed, e), and all of the method's own randomness (r_0, ...) comes from one
@@ -43,9 +47,6 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-
-from . import fa
-from .models import clamp_weights_, clampable_weights  # noqa: F401
 
 CHECKPOINT_FORMAT = 1
 
@@ -330,110 +331,9 @@ def refuse_non_finite(terms: Mapping[str, torch.Tensor], *, what: str = "the los
         f"was written to the weights. {hint}".rstrip(), term=bad[0].split()[0])
 
 
-def _is_ddp(module) -> bool:
-    return isinstance(module, nn.parallel.DistributedDataParallel)
-
-
 # --------------------------------------------------------------------------------------
-# Train steps
+# Optimiser
 # --------------------------------------------------------------------------------------
-
-
-def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
-            tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
-            generator: Optional[torch.Generator] = None, shared_start: Optional[bool] = None,
-            inner_encoder: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1's outer loss C = ||x - squash(r_T)||^2 (per-example sum, batch mean).
-
-    Shapes: x (B, C, H, W) -> (scalar loss with a graph to the encoder, image (B, C, H, W)).
-
-    ``shared_start``: see :func:`fa_utils.fa.reconstruct` (default: the faster, equal
-    first step from r_0 = 0 when it applies). A ``DistributedDataParallel`` encoder runs
-    E(x) through the wrapper and the inner problem on its ``.module`` (one wrapper forward
-    per step) unless ``inner_encoder`` says otherwise.
-    """
-    if inner_encoder is None and isinstance(encoder, nn.parallel.DistributedDataParallel):
-        inner_encoder = encoder.module
-    result = fa.reconstruct(encoder, x, head=head, T=T, tau=tau, r_init=r_init, squash=squash,
-                            generator=generator, create_graph=True, shared_start=shared_start,
-                            inner_encoder=inner_encoder)
-    return fa.reconstruction_loss(x, result.image), result.image
-
-
-def clamp_weights_fast_(module: nn.Module | list, bound: float = math.sqrt(2)) -> None:
-    """Eq. 9's clamp of the Conv/Linear weights (as :func:`fa_utils.models.clamp_weights_`),
-    on a module or a precomputed list of weights: one ``torch._foreach`` pair on CUDA (two
-    launches for all weights), an in-place ``clamp_`` per weight elsewhere (one pass over
-    memory instead of two: measured 2x faster than foreach on a CPU)."""
-    weights = module if isinstance(module, (list, tuple)) else clampable_weights(module)
-    if not weights:
-        return
-    with torch.no_grad():
-        if weights[0].device.type == "cuda":
-            torch._foreach_clamp_min_(weights, -bound)
-            torch._foreach_clamp_max_(weights, bound)
-        else:
-            for w in weights:
-                w.clamp_(-bound, bound)
-
-
-def _step_values(loss: torch.Tensor, numel: int, sync: bool):
-    loss = loss.detach()
-    values = {"loss": loss, "mse": loss / numel}
-    if not sync:
-        return values
-    return dict(zip(values, torch.stack(list(values.values())).tolist()))  # one sync
-
-
-def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
-            generator: Optional[torch.Generator] = None, weight_clamp: Optional[float] = math.sqrt(2),
-            sync: bool = True, autocast_dtype: Optional[torch.dtype] = None,
-            **fa_kwargs) -> dict[str, float]:
-    """One FA training step (Algorithm 1): loss, double backward, Adam, Eq. 9 clamp.
-
-    Shapes: x (B, C, H, W) float in [0, 1], the encoder's dtype. Loss: per-example sum of
-    squared errors over pixels, batch mean.
-
-    Returns ``{"loss": C, "mse": per-pixel mean squared error}`` as floats (one device
-    sync for both, taken before the update), or as 0-d tensors without any sync when
-    ``sync=False``. The mse is C / (C*H*W), the same number as
-    ``(image - x).pow(2).mean()`` up to rounding.
-
-    Checks (``sync=True``): ``x`` as :func:`check_batch` (one more sync), and a non-finite
-    loss is refused before ``backward()`` (:func:`refuse_non_finite`, term "rec"; for a DDP
-    encoder agreed over the ranks). With ``sync=False`` neither check runs (no sync at
-    all): the caller checks the returned tensors.
-
-    ``autocast_dtype``: run the loss under ``torch.autocast`` with this dtype (e.g.
-    ``torch.bfloat16`` on a GPU). Off by default: measured on a CPU (``benchmarks.run``,
-    section 7), bf16 autocast moves the outer gradient by 5.7e-2 relative to float64 against
-    2-4e-6 for fp32, so fp32 is kept; not yet measured on a GPU.
-    Other keyword arguments go to :func:`fa_loss` (head, T, tau, r_init, squash,
-    shared_start, inner_encoder).
-
-    Raises:
-        ValueError: bad images (:func:`check_batch`).
-        NonFiniteLossError: the loss is NaN or infinite; the weights are unchanged.
-    """
-    if sync:
-        check_batch(x, encoder)
-    optimizer.zero_grad(set_to_none=True)
-    if autocast_dtype is None:
-        loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
-    else:
-        with torch.autocast(x.device.type, dtype=autocast_dtype):
-            loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
-        loss = loss.float()
-    values = None
-    if sync:
-        values = _step_values(loss, x[0].numel(), sync)  # the step's one sync, before the update
-        if _is_ddp(encoder) or not math.isfinite(values["loss"]):
-            refuse_non_finite({"rec": loss}, what="the FA loss", collective=_is_ddp(encoder))
-    loss.backward()
-    optimizer.step()
-    if weight_clamp is not None:
-        clamp_weights_fast_(encoder, weight_clamp)
-    return values if values is not None else _step_values(loss, x[0].numel(), sync)
 
 
 def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
@@ -463,32 +363,6 @@ def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
         except (RuntimeError, TypeError):  # an older torch without fused Adam on this device
             pass
     return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
-
-
-def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
-             x: torch.Tensor, *, beta: float = 1.0,
-             generator: Optional[torch.Generator] = None) -> dict[str, float]:
-    """One VAE training step (the baseline): encoder heads ``mu`` and ``logvar``,
-    reparameterisation, decoder, loss ||x - D(z)||^2 + beta KL (per-example sums, batch
-    mean), Adam. x: (B, C, H, W) in [0, 1]. Returns ``{"loss", "mse"}`` as floats.
-
-    Raises:
-        ValueError: bad images (:func:`check_batch`).
-        NonFiniteLossError: rec or KL not finite; the weights are unchanged.
-    """
-    from .losses import kl_normal, reparameterise
-
-    check_batch(x, encoder)
-    optimizer.zero_grad(set_to_none=True)
-    out = encoder(x)
-    x_hat = decoder(reparameterise(out["mu"], out["logvar"], generator))
-    rec = (x - x_hat).pow(2).flatten(1).sum(1)
-    kl = kl_normal(out["mu"], out["logvar"])
-    refuse_non_finite({"rec": rec, "KL": kl}, what="the VAE loss")
-    loss = (rec + beta * kl).mean()
-    loss.backward()
-    optimizer.step()
-    return {"loss": loss.detach().item(), "mse": rec.detach().mean().item() / x[0].numel()}
 
 
 # --------------------------------------------------------------------------------------
@@ -553,10 +427,14 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int
 
 def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers: int,
              pin_memory: bool, shard: Optional[tuple[int, int]] = None):
-    """Yield image batches (B, C, H, W) in ``order`` (full batches only).
+    """Yield (images (B, C, H, W), labels (B,) or None) in ``order`` (full batches only);
+    the labels as :func:`_batch_labels` makes them.
 
     ``shard=(rank, world_size)``: yield this rank's (B / world_size)-row slice of each
     global batch (:func:`shard_order`).
+
+    Raises:
+        ValueError: labels that are not integers (:func:`_batch_labels`).
     """
     if shard is not None and shard[1] > 1:
         order = shard_order(order, batch_size, *shard)
@@ -565,13 +443,52 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers
     order = order[: n_batches * batch_size]
     if isinstance(dataset, TensorDataset):
         images = dataset.tensors[0]
+        labels = dataset.tensors[1] if len(dataset.tensors) > 1 else None
         for i in range(n_batches):
-            yield images[order[i * batch_size:(i + 1) * batch_size]]
+            rows = order[i * batch_size:(i + 1) * batch_size]
+            yield images[rows], _batch_labels(None if labels is None else labels[rows], batch_size)
         return
     loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(),
-                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True)
-    for batch in loader:
-        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+                        num_workers=num_workers, pin_memory=pin_memory, drop_last=True,
+                        collate_fn=_collate)
+    for images, labels in loader:
+        yield images, _batch_labels(labels, batch_size)
+
+
+def _collate(items: list) -> tuple[torch.Tensor, Any]:
+    """DataLoader items -> (images stacked by ``default_collate``, labels collated, or None
+    when the items are bare images or any label is None)."""
+    from torch.utils.data import default_collate
+
+    if not isinstance(items[0], (tuple, list)):
+        return default_collate(items), None
+    images = default_collate([item[0] for item in items])
+    if len(items[0]) < 2 or any(item[1] is None for item in items):
+        return images, None
+    return images, default_collate([item[1] for item in items])
+
+
+def _batch_labels(labels: Any, batch_size: int) -> Optional[torch.Tensor]:
+    """What :func:`fit` hands its step function as ``y``: the batch's labels as a (B,) int64
+    tensor, or None when it has none: ``labels`` is None, or every label is -1 (how
+    :mod:`fa_utils.data` labels the datasets it uses unlabeled, celeba and stl10). Labels
+    on a GPU cost one device sync (the -1 test).
+
+    Raises:
+        ValueError: labels that are not integers, or not of shape (B,).
+    """
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"the training labels must be integers (class indices, -1 where "
+                         f"unlabeled), got dtype {labels.dtype}: convert them with y.long()")
+    if tuple(labels.shape) != (batch_size,):
+        raise ValueError(f"the training labels must have shape ({batch_size},), one per image, "
+                         f"got {tuple(labels.shape)}")
+    if bool((labels == -1).all()):
+        return None
+    return labels.long()
 
 
 def _check_finite(values: Mapping[str, float], step: int, hint: str) -> None:
@@ -615,7 +532,19 @@ def deferred_sigint():
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
-def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
+#: What :func:`fit` calls once per batch: ``step_fn(x, y)`` -> values to log.
+StepFn = Callable[[torch.Tensor, Optional[torch.Tensor]], Mapping[str, Any]]
+
+
+def images_only(step: Callable[[torch.Tensor], Mapping[str, Any]]) -> StepFn:
+    """A :func:`fit` step function from a step that takes the images alone: the labels
+    ``y`` are dropped. ``images_only(step)(x, y) == step(x)``."""
+    def step_fn(x: torch.Tensor, y: Optional[torch.Tensor]) -> Mapping[str, Any]:
+        return step(x)
+    return step_fn
+
+
+def fit(step_fn: StepFn, *,
         modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
         dataset: Dataset, batch_size: int, epochs: int, seed: int, config: Mapping[str, Any],
         generator: torch.Generator, device: torch.device | str = "cpu",
@@ -629,13 +558,20 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     """Train for ``epochs`` epochs of full batches, resuming from ``checkpoint`` if it exists.
 
     Args:
-        step_fn: called with a batch on ``device`` (images (B, C, H, W), or the rows of a
-            TensorDataset's first tensor); does one optimiser step and returns floats to
-            log (e.g. :func:`fa_step` bound to its model).
+        step_fn: called as ``step_fn(x, y)`` once per batch, in the epoch's order: ``x``
+            the images (B, C, H, W) on ``device``, ``y`` their labels (B,) int64 on
+            ``device``, or ``None`` when the batch has none (a TensorDataset of one tensor,
+            items that are bare images or whose label is None, or every label -1: how
+            :mod:`fa_utils.data` labels celeba and stl10, used unlabeled). B is
+            ``batch_size`` (``batch_size / world_size`` on each rank). It does one
+            optimiser step and returns floats (or 0-d tensors) to log; a step that needs
+            no labels is wrapped with :func:`images_only`.
         modules, optimizers: what the checkpoint saves and restores, by name. Wrapped
             modules (DDP, DataParallel, ``torch.compile``) are saved unwrapped
             (:func:`unwrap_module`), so the file loads into the plain model.
-        dataset: items (image, label) or a TensorDataset (images first).
+        dataset: items (image, label) with an integer (or 0-d integer tensor) or None
+            label, items that are bare images, or a TensorDataset (images first, integer
+            labels second if any). Images float in [0, 1], as ``check_batch`` accepts.
         epochs: total epochs; ``len(dataset) // batch_size`` steps each.
         seed: fixes the data order of every epoch.
         config: the run's config as a plain dict; stored in the checkpoint and compared on
@@ -660,9 +596,9 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             ``eval_fn`` runs on every rank. Interrupts and time-based checkpoints are
             agreed over the ranks in the same all-reduce.
 
-    Checks: the first batch must be floating point in the modules' dtype, and images
-    (4-d) must lie in [0, 1] (:func:`check_batch`); packed rows (2-d, e.g. images and
-    labels) are checked by the step function.
+    Checks: the first batch's images must be (B, C, H, W), floating point in the modules'
+    dtype, with values in [0, 1] (:func:`check_batch`); labels must be integers, one per
+    image.
 
     Interrupts: a SIGINT during training lets the running step finish, then writes the
     checkpoint of the step reached and raises :class:`TrainingInterrupted`; a second
@@ -678,7 +614,8 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
             or inf; the message gives the step as the progress bar counts it (1 for the
             first) and the term; nothing is overwritten.
         TrainingInterrupted: SIGINT (Ctrl-C, Jupyter's Interrupt); a checkpoint was written.
-        ValueError: a batch size larger than the dataset, or a bad first batch.
+        ValueError: a batch size larger than the dataset, a bad first batch, or labels
+            that are not integers of shape (B,).
     """
     from tqdm.auto import tqdm
 
@@ -766,7 +703,7 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                 while True:
                     t_step = monotonic()
                     try:
-                        x = next(batches)
+                        x, y = next(batches)
                     except StopIteration:
                         break
                     except Exception:
@@ -777,11 +714,13 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
                             break
                         raise
                     x = x.to(device, non_blocking=pin)
+                    if y is not None:
+                        y = y.to(device, non_blocking=pin)
                     if first:
-                        _check_first_batch(x, modules)
+                        check_batch(x, list(modules.values()), "the first training batch")
                         first = False
                     try:
-                        values = step_fn(x)
+                        values = step_fn(x, y)
                     except NonFiniteLossError as err:
                         raise NonFiniteLossError(
                             f"training stopped at step {step + 1} of {total} (as the progress "
@@ -830,23 +769,6 @@ def fit(step_fn: Callable[[torch.Tensor], Mapping[str, float]], *,
     if step != last_saved or (checkpoint is not None and not Path(checkpoint).exists()):
         save()  # the same decision on every rank (one shared file system)
     return history
-
-
-def _check_first_batch(x: Any, modules: Mapping[str, nn.Module]) -> None:
-    """:func:`check_batch` on a 4-d image batch; for other shapes (packed rows) only the
-    dtype: floating point and that of the modules' parameters."""
-    mods = list(modules.values())
-    if isinstance(x, torch.Tensor) and x.dim() == 4:
-        check_batch(x, mods, "the first training batch")
-        return
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        what = f"tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"the first training batch must be a floating-point tensor in [0, 1], "
-                         f"got {what}: convert 8-bit images with x.float() / 255")
-    want = _param_dtype(mods)
-    if want is not None and x.dtype != want:
-        raise ValueError(f"the first training batch is {x.dtype} but the model's parameters "
-                         f"are {want}: convert the images with x.to({want})")
 
 
 def _barrier(world: int) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fa_utils import models, train, vfa
+from fa_utils import fa, models, train, vfa
 
 DRY_RUN = os.environ.get("FA_CUDA_TESTS_ON") == "cpu"
 DEVICE = "cpu" if DRY_RUN else "cuda"
@@ -81,7 +81,7 @@ def test_fa_gradient_on_cuda_equals_cpu_fp32(dataset):
     out = {}
     for dev in ("cpu", DEVICE):
         enc = encoder(dataset).to(dev)
-        loss, image = train.fa_loss(enc, x.to(dev))
+        loss, image = fa.fa_loss(enc, x.to(dev))
         loss.backward()
         out[dev] = (float(loss.detach()), image.detach().cpu(),
                     [(n, p.grad.detach().cpu()) for n, p in enc.named_parameters()])
@@ -103,7 +103,7 @@ def test_fa_steps_on_cuda_equal_cpu_fp32():
     for dev in ("cpu", DEVICE):
         enc = encoder().to(dev)
         opt = train.make_adam(enc.parameters(), **ADAM)
-        losses = [train.fa_step(enc, opt, x.to(dev))["loss"] for _ in range(STEPS)]
+        losses = [fa.fa_step(enc, opt, x.to(dev))["loss"] for _ in range(STEPS)]
         params[dev] = ([p.detach().cpu() for p in enc.parameters()], losses)
     (p_cpu, l_cpu), (p_dev, l_dev) = params["cpu"], params[DEVICE]
     assert l_dev == pytest.approx(l_cpu, rel=1e-4)
@@ -189,7 +189,7 @@ def test_ddp_on_cuda_equals_one_process(tmp_path):
     opt = train.make_adam(ref.parameters(), **ADAM)
     x = batch(n=DDP_BATCH).to(DEVICE)
     for _ in range(STEPS):
-        train.fa_step(ref, opt, x)
+        fa.fa_step(ref, opt, x)
     for rank in range(nprocs):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name, p in ref.state_dict().items():

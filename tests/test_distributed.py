@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from fa_utils import distributed as D
-from fa_utils import models, train
+from fa_utils import fa, models, train
 
 GLOBAL_BATCH = 8
 N_DATA = 32
@@ -61,12 +61,13 @@ def run_fit(checkpoint, info=None, stop_after=None):
     opt = torch.optim.Adam(module.parameters(), **ADAM)
     gen = train.seeded_generator(1)
     if info is None:
-        step = functools.partial(train.fa_step, encoder, opt, generator=gen)
+        step = functools.partial(fa.fa_step, encoder, opt, generator=gen)
     else:
         step = functools.partial(D.fa_step_distributed, encoder, opt, info=info,
                                  global_batch=GLOBAL_BATCH, generator=gen)
-    hist = train.fit(step, modules={"enc": module}, optimizers={"opt": opt}, dataset=make_data(),
-                     batch_size=GLOBAL_BATCH, epochs=EPOCHS, seed=0, config=CONFIG,
+    hist = train.fit(train.images_only(step), modules={"enc": module}, optimizers={"opt": opt},
+                     dataset=make_data(), batch_size=GLOBAL_BATCH, epochs=EPOCHS, seed=0,
+                     config=CONFIG,
                      generator=gen, checkpoint=checkpoint, ckpt_every=3, progress=False,
                      stop_after=stop_after, distributed=info)
     return module, hist
@@ -81,7 +82,7 @@ def run_uniform(info=None):
     x = make_data().tensors[0][:GLOBAL_BATCH]
     for _ in range(UNIFORM_STEPS):
         if info is None:
-            train.fa_step(encoder, opt, x, generator=gen, r_init="uniform", T=2)
+            fa.fa_step(encoder, opt, x, generator=gen, r_init="uniform", T=2)
         else:
             local = GLOBAL_BATCH // info.world_size
             D.fa_step_distributed(encoder, opt, x[info.rank * local:(info.rank + 1) * local],

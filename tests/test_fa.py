@@ -4,7 +4,7 @@ import torch
 from torch.func import functional_call
 
 from fa_utils import fa, models
-from fa_utils.train import fa_loss
+from fa_utils.fa import fa_loss
 
 
 def tiny_encoder(dtype=torch.float32, z=3):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from fa_utils import models, outputs, runner, train
+from fa_utils import fa, models, outputs, runner, train
 
 REPO = outputs.repo_root()
 
@@ -29,6 +29,7 @@ import functools, pathlib, time
 import torch
 from torch.utils.data import TensorDataset
 from fa_utils import models, train
+from fa_utils.fa import fa_step
 
 torch.set_num_threads(1)  # tiny network: one thread is faster and immune to a loaded CPU
 torch.manual_seed(0)
@@ -37,11 +38,11 @@ models.init_orthogonal_(enc)
 opt = torch.optim.Adam(enc.parameters(), lr=1e-3, betas=(0.5, 0.999))
 gen = train.seeded_generator(1)
 data = TensorDataset(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(9)))
-fa = functools.partial(train.fa_step, enc, opt, generator=gen, r_init="uniform")
+fa = functools.partial(fa_step, enc, opt, generator=gen, r_init="uniform")
 if pathlib.Path(ckpt).exists():
     delay = 0.0  # slow only until interrupted: the resumed run goes at full speed
 
-def step_fn(x):
+def step_fn(x, y):
     out = fa(x)
     if marker:
         pathlib.Path(marker).touch()
@@ -204,7 +205,7 @@ def setup_fa(seed=0):
     models.init_orthogonal_(enc)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3, betas=(0.5, 0.999))
     gen = train.seeded_generator(seed + 1)
-    return enc, opt, gen, functools.partial(train.fa_step, enc, opt, generator=gen,
+    return enc, opt, gen, functools.partial(fa.fa_step, enc, opt, generator=gen,
                                             r_init="uniform")
 
 
@@ -212,8 +213,8 @@ DATA = TensorDataset(torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_
 
 
 def fit(path, step_fn, enc, opt, gen, **kw):
-    return train.fit(step_fn, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
-                     batch_size=8, epochs=3, seed=0, config={"c": 1}, generator=gen,
+    return train.fit(train.images_only(step_fn), modules={"enc": enc}, optimizers={"opt": opt},
+                     dataset=DATA, batch_size=8, epochs=3, seed=0, config={"c": 1}, generator=gen,
                      checkpoint=path, progress=False,
                      eval_fn=lambda: {"w": float(sum(p.detach().norm() for p in enc.parameters()))},
                      eval_every=5, **kw)

@@ -1,7 +1,8 @@
 """The optimised FA step gives the results of a straightforward one.
 
-``train.fa_step`` takes the first inner step from one shared r_0 = 0
-(``fa_utils.first_step``: E(0) on a batch of one, its vjp vmapped over the B residuals),
+``fa.fa_step`` takes the first inner step from one shared r_0 = 0
+(``fa_utils.first_step``: E(0) on a batch of one, its transposed Jacobian applied layer
+by layer to the B residuals),
 clamps in place and syncs once; ``train.make_adam`` picks the fused Adam. The reference
 below is Algorithm 1 written plainly in fp32: E(x), r_0 = 0, autograd.grad with
 create_graph, loss, backward, Adam, clamp.
@@ -68,7 +69,7 @@ def test_parameters_after_k_steps_equal_the_reference(T, squash, fused):
     assert first_step.supports(fast, "z")
     for _ in range(4):
         want = reference_step(ref, ref_opt, x, T=T, squash=squash)
-        got = train.fa_step(fast, fast_opt, x, T=T, squash=squash)
+        got = fa.fa_step(fast, fast_opt, x, T=T, squash=squash)
         assert got["loss"] == pytest.approx(want, rel=1e-5)
     for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=RTOL, atol=ATOL, msg=name)
@@ -84,7 +85,7 @@ def test_gradients_equal_the_textbook_path_on_the_mnist_encoder(T):
     grads = {}
     for shared in (False, True):
         enc.zero_grad(set_to_none=True)
-        loss, _ = train.fa_loss(enc, x, T=T, tau=0.5, shared_start=shared)
+        loss, _ = fa.fa_loss(enc, x, T=T, tau=0.5, shared_start=shared)
         loss.backward()
         grads[shared] = [p.grad.clone() for p in enc.parameters()]
     overall = max(float(b.abs().max()) for b in grads[False])
@@ -143,11 +144,11 @@ def test_step_values_sync_once_or_not_at_all():
     enc = small_encoder()
     opt = torch.optim.Adam(enc.parameters(), **ADAM)
     x = torch.rand(4, 1, 12, 12)
-    lazy = train.fa_step(enc, opt, x, sync=False)
+    lazy = fa.fa_step(enc, opt, x, sync=False)
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in lazy.values())
     with torch.no_grad():
         image = fa.reconstruct(enc, x).image
-    eager = train.fa_step(enc, opt, x)
+    eager = fa.fa_step(enc, opt, x)
     assert all(isinstance(v, float) for v in eager.values())
     assert eager["mse"] == pytest.approx(eager["loss"] / x[0].numel(), rel=1e-6)
     assert eager["mse"] == pytest.approx(float((image - x).pow(2).mean()), rel=1e-5)
@@ -158,7 +159,7 @@ def test_channels_last_encoder_gives_the_same_step():
     arch = models.Architecture(3, 12, (4, 8), 32)
     a, b = small_encoder(arch=arch), small_encoder(arch=arch).to(memory_format=torch.channels_last)
     for enc, xx in ((a, x), (b, x.contiguous(memory_format=torch.channels_last))):
-        loss, _ = train.fa_loss(enc, xx)
+        loss, _ = fa.fa_loss(enc, xx)
         loss.backward()
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         scale = float(p.grad.abs().max())

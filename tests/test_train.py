@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from fa_utils import models, train
+from fa_utils import fa, models, train
 
 
 def setup(seed=0):
@@ -16,7 +16,7 @@ def setup(seed=0):
     models.init_orthogonal_(enc)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3, betas=(0.5, 0.999))
     gen = train.seeded_generator(seed + 1)
-    step = functools.partial(train.fa_step, enc, opt, generator=gen, r_init="uniform")
+    step = functools.partial(fa.fa_step, enc, opt, generator=gen, r_init="uniform")
     return enc, opt, gen, step
 
 
@@ -28,9 +28,10 @@ CONFIG = {"lr": 1e-3, "r_init": "uniform", "epochs": 3}
 
 def run(path, stop_after=None, epochs=3):
     enc, opt, gen, step = setup()
-    hist = train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
-                     batch_size=8, epochs=epochs, seed=0, config=CONFIG, generator=gen,
-                     checkpoint=path, ckpt_every=2, stop_after=stop_after, progress=False,
+    hist = train.fit(train.images_only(step), modules={"enc": enc}, optimizers={"opt": opt},
+                     dataset=DATA, batch_size=8, epochs=epochs, seed=0, config=CONFIG,
+                     generator=gen, checkpoint=path, ckpt_every=2, stop_after=stop_after,
+                     progress=False,
                      eval_fn=lambda: {"w_norm": float(sum(p.detach().norm() for p in enc.parameters()))},
                      eval_every=5)
     return enc, hist
@@ -80,9 +81,9 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     run(path, stop_after=2)
     enc, opt, gen, step = setup()
     with pytest.raises(train.CheckpointError, match="another run.*lr.*rm .*FA_OUTPUT_ROOT"):
-        train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
-                  batch_size=8, epochs=3, seed=0, config=dict(CONFIG, lr=1.0), generator=gen,
-                  checkpoint=path, progress=False)
+        train.fit(train.images_only(step), modules={"enc": enc}, optimizers={"opt": opt},
+                  dataset=DATA, batch_size=8, epochs=3, seed=0, config=dict(CONFIG, lr=1.0),
+                  generator=gen, checkpoint=path, progress=False)
 
 
 def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch):
@@ -112,7 +113,7 @@ def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch
 def test_non_finite_loss_stops_with_the_step_and_a_hint(tmp_path):
     calls = {"n": 0}
 
-    def step_fn(x):
+    def step_fn(x, y):
         calls["n"] += 1
         return {"loss": math.nan if calls["n"] == 3 else 1.0}
 
@@ -137,8 +138,68 @@ def test_missing_checkpoint_and_batch_too_large(tmp_path):
         train.load_checkpoint(tmp_path / "none.pt")
     enc, opt, gen, step = setup()
     with pytest.raises(ValueError, match="larger than the dataset"):
-        train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
-                  batch_size=100, epochs=1, seed=0, config={}, generator=gen, progress=False)
+        train.fit(train.images_only(step), modules={"enc": enc}, optimizers={"opt": opt},
+                  dataset=DATA, batch_size=100, epochs=1, seed=0, config={}, generator=gen,
+                  progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# What the step function receives: (x, y), the labels of exactly the images in x, or None
+# --------------------------------------------------------------------------------------
+
+IMAGES = DATA.tensors[0]
+LABELS = torch.arange(40) % 7  # labels 0..6, with every image's row known
+
+
+def record(dataset, path=None, stop_after=None):
+    """fit over 2 epochs of ``dataset`` with a step that only records (x, y) per step."""
+    seen = []
+    lin = nn.Linear(1, 1)
+
+    def step_fn(x, y):
+        seen.append((x.clone(), None if y is None else y.clone()))
+        return {"loss": 0.0}
+
+    train.fit(step_fn, modules={"lin": lin}, optimizers={"sgd": torch.optim.SGD(lin.parameters())},
+              dataset=dataset, batch_size=8, epochs=2, seed=3, config={},
+              generator=torch.Generator(), checkpoint=path, stop_after=stop_after, progress=False)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["tensors", "items"])
+def test_fit_hands_the_step_each_batch_with_its_labels(kind, tmp_path):
+    dataset = (TensorDataset(IMAGES, LABELS) if kind == "tensors"
+               else list(zip(IMAGES, LABELS.tolist())))  # (image, int) items: the DataLoader path
+    seen = record(dataset)
+    assert len(seen) == 10
+    for step, (x, y) in enumerate(seen):
+        rows = train._epoch_order(40, 3, step // 5)[(step % 5) * 8:(step % 5 + 1) * 8]
+        assert x.shape == (8, 1, 8, 8) and torch.equal(x, IMAGES[rows])
+        assert y.dtype == torch.int64 and torch.equal(y, LABELS[rows])
+    # interrupted mid-epoch and resumed: the same batches, in the same order
+    resumed = record(dataset, tmp_path / "r.pt", stop_after=7) + record(dataset, tmp_path / "r.pt")
+    assert len(resumed) == 10
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(seen, resumed))
+
+
+@pytest.mark.parametrize("dataset", [
+    TensorDataset(IMAGES),
+    TensorDataset(IMAGES, torch.full((40,), -1)),  # celeba and stl10 in fa_utils.data
+    list(zip(IMAGES, [-1] * 40)),
+    list(zip(IMAGES, [None] * 40)),
+    list(IMAGES),  # bare images
+], ids=["one tensor", "tensor of -1", "items labelled -1", "items labelled None", "bare images"])
+def test_fit_hands_the_step_no_labels_for_unlabeled_data(dataset):
+    seen = record(dataset)
+    assert len(seen) == 10 and all(y is None for _, y in seen)
+    assert torch.equal(seen[0][0], IMAGES[train._epoch_order(40, 3, 0)[:8]])
+
+
+def test_fit_refuses_labels_that_are_not_class_indices():
+    with pytest.raises(ValueError, match="labels must be integers.*float32.*y.long"):
+        record(TensorDataset(IMAGES, LABELS.float()))
+    with pytest.raises(ValueError, match=r"labels must have shape \(8,\)"):
+        record(TensorDataset(IMAGES, LABELS[:, None]))
 
 
 # --------------------------------------------------------------------------------------
@@ -169,11 +230,11 @@ def test_checkpoints_of_wrapped_models_load_strictly_into_the_plain_model(tmp_pa
     prefix = {"ddp": "module.", "dataparallel": "module.", "compile": "_orig_mod.",
               "compile+ddp": "_orig_mod.module."}[wrap]
     assert all(k.startswith(prefix) for k in wrapped.state_dict())  # what used to be saved
-    step = functools.partial(train.fa_step, enc, opt, generator=gen, r_init="uniform")
+    step = functools.partial(fa.fa_step, enc, opt, generator=gen, r_init="uniform")
     path = tmp_path / "w.pt"
-    train.fit(step, modules={"enc": wrapped}, optimizers={"opt": opt}, dataset=DATA, batch_size=8,
-              epochs=1, seed=0, config=CONFIG, generator=gen, checkpoint=path, stop_after=2,
-              progress=False)
+    train.fit(train.images_only(step), modules={"enc": wrapped}, optimizers={"opt": opt},
+              dataset=DATA, batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen,
+              checkpoint=path, stop_after=2, progress=False)
     assert set(torch.load(path, weights_only=True)["modules"]["enc"]) == set(enc.state_dict())
     plain, *_ = setup(seed=5)
     plain.load_state_dict(train.load_checkpoint(path)["modules"]["enc"])  # strict
@@ -185,8 +246,8 @@ def test_checkpoints_of_wrapped_models_load_strictly_into_the_plain_model(tmp_pa
     torch.save(raw, path)
     plain.load_state_dict(train.load_checkpoint(path)["modules"]["enc"])
     enc2, opt2, gen2, step2 = setup(seed=3)
-    hist = train.fit(step2, modules={"enc": enc2}, optimizers={"opt": opt2}, dataset=DATA,
-                     batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen2,
+    hist = train.fit(train.images_only(step2), modules={"enc": enc2}, optimizers={"opt": opt2},
+                     dataset=DATA, batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen2,
                      checkpoint=path, progress=False)
     assert len(hist.train["loss"]) == 5 and train.load_checkpoint(path)["step"] == 5
 
@@ -197,7 +258,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_with_the_fix(tmp_path):
     other = models.Encoder(models.Architecture(1, 8, (4,), 16), {"z": 6})
     opt = torch.optim.Adam(other.parameters())
     with pytest.raises(train.CheckpointError, match="module 'enc' does not fit this model.*rm "):
-        train.fit(lambda x: {"loss": 0.0}, modules={"enc": other}, optimizers={"opt": opt},
+        train.fit(lambda x, y: {"loss": 0.0}, modules={"enc": other}, optimizers={"opt": opt},
                   dataset=DATA, batch_size=8, epochs=1, seed=0, config=CONFIG,
                   generator=train.seeded_generator(1), checkpoint=tmp_path / "a.pt", progress=False)
 
@@ -222,7 +283,7 @@ def test_fa_step_and_fit_refuse_images_outside_the_unit_range(bad, match):
     with pytest.raises(ValueError, match=match):
         step(bad)
     with pytest.raises(ValueError, match="the first training batch.*" + match.split(".*")[0]):
-        train.fit(lambda x: {"loss": 0.0}, modules={"enc": enc}, optimizers={"opt": opt},
+        train.fit(lambda x, y: {"loss": 0.0}, modules={"enc": enc}, optimizers={"opt": opt},
                   dataset=TensorDataset(bad.repeat(2, 1, 1, 1)), batch_size=8, epochs=1, seed=0,
                   config={}, generator=gen, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters()))
@@ -241,8 +302,8 @@ def test_a_non_finite_fa_loss_is_refused_before_the_update_and_fit_names_the_ste
     assert all(p.grad is None for p in enc.parameters())
     with pytest.raises(train.NonFiniteLossError, match=r"stopped at step 1 of 5 \(as the progress "
                        r"bar counts\).*Lower the lr") as info:
-        train.fit(step, modules={"enc": enc}, optimizers={"opt": opt}, dataset=DATA,
-                  batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen,
+        train.fit(train.images_only(step), modules={"enc": enc}, optimizers={"opt": opt},
+                  dataset=DATA, batch_size=8, epochs=1, seed=0, config=CONFIG, generator=gen,
                   checkpoint=tmp_path / "n.pt", progress=False, nan_hint="Lower the lr.")
     assert info.value.step == 1 and info.value.term == "rec"
     assert not (tmp_path / "n.pt").exists()

@@ -82,15 +82,6 @@ def test_unlabeled_data_refused_by_a_conditional_vfa():
         vfa.one_hot(torch.tensor([-1, 2]), 10)
 
 
-def test_label_packing_round_trip():
-    x, y = torch.rand(5, 3, 4, 4), torch.tensor([0, 9, 3, -1, 7])
-    ds = generative.packed(torch.utils.data.TensorDataset(x, y))
-    xx, yy = generative.unpack(ds.tensors[0], (3, 4, 4))
-    assert torch.equal(xx, x) and torch.equal(yy, y)
-    item, label = generative.LabelPacked(list(zip(x, y.tolist())))[1]
-    assert label == 9 and torch.equal(generative.unpack(item[None], (3, 4, 4))[0][0], x[1])
-
-
 # --------------------------------------------------------------------------------------
 # sampling
 # --------------------------------------------------------------------------------------
@@ -274,7 +265,7 @@ def test_an_overflowing_vfa_term_is_refused_named_and_leaves_the_weights(tmp_pat
     assert "KL" in str(info.value) and info.value.term in ("rec", "KL")
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
 
-    def step(x):
+    def step(x, y):
         return vfa.vfa_step(enc, opt, x, settings=s)
 
     with pytest.raises(train.NonFiniteLossError, match=r"stopped at step 1 of 2 \(as the progress "
