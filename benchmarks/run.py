@@ -167,7 +167,7 @@ def environment(device: torch.device) -> list[str]:
              + (f" ({torch.cuda.get_device_name(device)}, TF32 matmul "
                 f"{torch.backends.cuda.matmul.allow_tf32})" if device.type == "cuda" else "")]
     if hasattr(os, "getloadavg"):
-        lines.append(f"- load average at start (1, 5, 15 min): "
+        lines.append("- load average at start (1, 5, 15 min): "
                      + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     return lines
 

@@ -1,12 +1,19 @@
 """fa_utils: the reproduction companion of "Feature Alignment as a Generative Process"
 (Farias & Maziero, Front. Artif. Intell. 5:1025148, 2023).
 
-Modules, one role each: ``config`` (profiles), ``data``, ``models`` (Appendix B), ``fa``
-(the method, Section 3.1), ``train`` (the fit loop, checkpoints), ``losses``,
-``metrics``, ``fid`` (Section 5), ``plotting``, ``outputs`` (figures/results folders),
-``toy`` (Section 3.2), ``vfa`` and ``baselines`` (Sections 3.3-3.4, 5), ``local``
-(Section 3.5), ``appendix`` (Appendix A), ``experiments`` and ``generative`` (what the
-notebooks call), ``explorers`` (ipywidgets explorers for JupyterLab), ``distributed``
-(DDP), ``runner`` (``python -m fa_utils``).
+Modules in layers, each using only those above it:
+
+* settings, data, networks: ``config`` (profiles, composed section configs, seed
+  streams), ``data``, ``models`` (Appendix B), ``losses``;
+* the methods: ``fa`` (Algorithm 1, Section 3.1), ``first_step`` (its first inner step
+  from a shared start), ``vfa`` (Sections 3.3-3.4), ``baselines`` (the AE, VAE and GAN of
+  Section 5), ``local`` (Section 3.5), ``toy`` (Section 3.2), ``appendix`` (Appendix A);
+* the trainer: ``train`` (``fit``: checkpoints, resume, interrupts; it knows no method);
+* the wiring: ``wiring`` (every trained model of the notebooks, from a config);
+* evaluation and outputs: ``experiments`` and ``generative`` (what notebooks 02-04
+  compute), ``fid``, ``metrics``, ``measure`` (timers, memory meters), ``claims``,
+  ``report``, ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
+* tools: ``explorers`` (JupyterLab), ``distributed`` (DDP), ``runner``
+  (``python -m fa_utils``).
 """
 __version__ = "0.1.0"

@@ -38,6 +38,16 @@ PROFILE_ENV = "FA_PROFILE"
 DATASET_NAMES = ("mnist", "cifar10", "celeba", "stl10")
 
 
+#: Seed offset of each model within a run (:mod:`fa_utils.wiring`): model ``m`` of a run
+#: with seed ``s`` builds its networks after ``torch.manual_seed(s + offset)`` and seeds its
+#: method's generator with ``s + offset + 1``. The VFA encoder of notebook 04 is notebook
+#: 03's (offset 0), so the two share one checkpoint.
+SEED_STREAMS: Mapping[str, int] = MappingProxyType({
+    "fa": 0, "vfa": 0, "local": 0, "vfagan": 100, "ae": 200, "vae": 200, "gan": 300,
+    "samples": 1000,  # the generated images of the Frechet distances (notebook 04)
+})
+
+
 class ConfigError(ValueError):
     """A profile, parameter name, type or value that this project does not accept."""
 

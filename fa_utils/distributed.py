@@ -43,6 +43,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -335,67 +336,36 @@ def train_fa(cfg, info: DistInfo, *, name: str = "fa", fused_adam: Optional[bool
              autocast_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
              progress: bool = True, stop_after: Optional[int] = None,
              checkpoint: Optional[str] = None):
-    """Train (or resume) the FA encoder of ``cfg`` (an ``FAConfig``) data-parallel.
-
-    The same encoder, optimiser settings, data order, checkpoint path and checkpoint
-    contents as :func:`fa_utils.experiments.train_fa_encoder` (so notebook 02 picks up the
-    result), with ``cfg.batch_size`` as the global batch. Rank 0 loads the data first (it
-    may download), the others after a barrier.
+    """Train (or resume) the FA encoder of ``cfg`` (an ``FAConfig``) data-parallel:
+    :func:`fa_utils.wiring.train_fa_encoder` with ``distributed=info`` (the same encoder,
+    optimiser, data order, checkpoint path and contents as one process, so notebook 02
+    picks up the result), ``cfg.batch_size`` being the global batch. Rank 0 loads the data
+    first (it may download), the others after a barrier.
 
     Args:
-        fused_adam: ``None``: fused Adam where supported (:func:`fa_utils.train.make_adam`).
-        autocast_dtype: e.g. ``torch.bfloat16``; off by default (docs/choices.md section 10).
-        channels_last: the encoder in channels_last memory format; off by default
-            (docs/choices.md section 10).
+        fused_adam, channels_last: as in :func:`fa_utils.wiring.train_fa_encoder`.
+        autocast_dtype: the step under ``torch.autocast`` (off: docs/choices.md section 10).
+        checkpoint: another file than the one-process run's.
 
     Returns:
         (encoder, history) on every rank.
     """
-    from . import experiments
-    from .config import to_dict
-    from .metrics import mse_per_pixel
-    from .models import make_encoder
-    from .outputs import checkpoint_path
+    from . import experiments, wiring
 
     if not info.is_main:
         barrier(info)
     data = experiments.load_image_data(cfg, verbose=info.is_main)
     if info.is_main:
         barrier(info)
-    torch.manual_seed(cfg.seed)
-    with experiments.scaled_architectures(cfg.width_scale):  # 1 except at smoke
-        module = make_encoder(cfg.dataset, {"z": cfg.latent_dim})
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    encoder = wrap_ddp(module, info)
-    optimizer = train.make_adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                fused=fused_adam)
-    generator = train.seeded_generator(cfg.seed + 1)
-    fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
-    step_fn = train.images_only(functools.partial(
-        fa_step_distributed, encoder, optimizer, info=info, global_batch=cfg.batch_size,
-        generator=generator, weight_clamp=cfg.weight_clamp, autocast_dtype=autocast_dtype,
-        **fa_kwargs))
+    def make_step(encoder, optimizer, **settings):
+        return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer,
+                                 info=info, global_batch=cfg.batch_size,
+                                 autocast_dtype=autocast_dtype, **settings)
 
-    def eval_fn() -> dict[str, float]:
-        x_hat = experiments.recover(module, data.test_x, T=cfg.T, tau=cfg.tau,
-                                    r_init=cfg.r_init, squash=cfg.squash, seed=cfg.seed)
-        return {"test_mse": mse_per_pixel(data.test_x, x_hat)}
-
-    run_config = dict(to_dict(cfg), latent_dim=cfg.latent_dim, epochs=cfg.epochs, name=name)
-    path = checkpoint or checkpoint_path(f"{name}-{cfg.dataset}-z{cfg.latent_dim}", cfg.profile)
-    steps_per_epoch = len(data.train) // cfg.batch_size
-    history = train.fit(step_fn, modules={"encoder": module}, optimizers={"adam": optimizer},
-                        dataset=data.train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                        seed=cfg.seed, config=run_config, generator=generator,
-                        device=info.device, checkpoint=path, ckpt_every=cfg.ckpt_every,
-                        eval_fn=eval_fn, eval_every=steps_per_epoch, stop_after=stop_after,
-                        num_workers=cfg.num_workers, progress=progress,
-                        desc=f"FA {cfg.dataset} x{info.world_size}",
-                        nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp.",
-                        distributed=info if info.distributed else None)
-    module.eval()
-    return module, history
+    return wiring.train_fa_encoder(cfg, data, name=name, progress=progress,
+                                   stop_after=stop_after, distributed=info, make_step=make_step,
+                                   fused_adam=fused_adam, channels_last=channels_last,
+                                   checkpoint=None if checkpoint is None else Path(checkpoint))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -412,7 +382,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--data-root")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--checkpoint", help="default runs/checkpoints/fa-<dataset>-z<Z>-<profile>.pt")
+    ap.add_argument("--checkpoint", help="default: the one-process run's, "
+                    "runs/checkpoints/fa-<dataset>-<digest>-<profile>.pt (fa_utils.wiring)")
     ap.add_argument("--stop-after", type=int, help="stop (after checkpointing) at this step")
     ap.add_argument("--no-fused-adam", action="store_true",
                     help="the for-loop Adam instead of the fused one")

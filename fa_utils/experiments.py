@@ -1,12 +1,9 @@
-"""What the notebooks call: data, models and training built from a validated config.
-
-Each function is a thin composition of :mod:`fa_utils.data`, :mod:`fa_utils.models`,
-:mod:`fa_utils.fa` and :mod:`fa_utils.train`; checkpoints go to
-``runs/checkpoints/<name>-<profile>.pt`` and are resumed when present.
+"""What notebook 02 calls around its FA encoder: the images of a validated config,
+reconstructions from the latent alone, latents, the inner-problem sweep and the claims of
+Section 3.1. The encoder is trained by :func:`fa_utils.wiring.train_fa_encoder`.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,11 +13,11 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from . import data as data_mod
 from . import fa
-from .config import FAConfig, to_dict
+from .config import FAConfig
 from .metrics import mse_per_pixel
 from .models import Encoder, make_encoder, scaled_architecture, scaled_architectures  # noqa: F401
-from .outputs import checkpoint_path, repo_root
-from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
+from .outputs import repo_root
+from .train import seeded_generator
 
 #: Datasets at most this large are held in memory as one tensor (the sample, subsets).
 IN_MEMORY_LIMIT = 70_000
@@ -85,50 +82,6 @@ def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
                              squash=squash, generator=g)
         out.append(res.image.to(x.device))
     return torch.cat(out)
-
-
-def train_fa_encoder(cfg: FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
-                     epochs: Optional[int] = None, name: str = "fa", progress: bool = True,
-                     stop_after: Optional[int] = None) -> tuple[Encoder, History]:
-    """Train (or resume) an FA encoder with Algorithm 1 on ``data.train``.
-
-    The encoder is Tables 7-9's for ``cfg.dataset`` (narrowed by ``cfg.width_scale`` < 1 at
-    smoke, :func:`scaled_architectures`) with one head ``z`` of ``latent_dim``
-    (default ``cfg.latent_dim``); Adam(lr, (beta1, beta2)); Eq. 9 clamp after every step.
-    Held-out per-pixel MSE on ``data.test_x`` is logged once per epoch as ``test_mse``.
-
-    Returns:
-        (encoder in eval mode, :class:`fa_utils.train.History`).
-    """
-    latent_dim = latent_dim or cfg.latent_dim
-    epochs = epochs or cfg.epochs
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
-    optimizer = make_adam(list(encoder.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    generator = seeded_generator(cfg.seed + 1)
-    fa_kwargs = dict(head="z", T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
-    step_fn = images_only(functools.partial(fa.fa_step, encoder, optimizer, generator=generator,
-                                            weight_clamp=cfg.weight_clamp, **fa_kwargs))
-
-    def eval_fn() -> dict[str, float]:
-        x_hat = recover(encoder, data.test_x, T=cfg.T, tau=cfg.tau, r_init=cfg.r_init,
-                        squash=cfg.squash, seed=cfg.seed)
-        return {"test_mse": mse_per_pixel(data.test_x, x_hat)}
-
-    run_config = dict(to_dict(cfg), latent_dim=latent_dim, epochs=epochs, name=name)
-    steps_per_epoch = len(data.train) // cfg.batch_size
-    history = fit(step_fn, modules={"encoder": encoder}, optimizers={"adam": optimizer},
-                  dataset=data.train, batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed,
-                  config=run_config, generator=generator, device=device,
-                  checkpoint=checkpoint_path(f"{name}-{cfg.dataset}-z{latent_dim}", cfg.profile),
-                  ckpt_every=cfg.ckpt_every, eval_fn=eval_fn, eval_every=steps_per_epoch,
-                  stop_after=stop_after, num_workers=cfg.num_workers,
-                  desc=f"FA {cfg.dataset} Z={latent_dim}", progress=progress,
-                  nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now {cfg.weight_clamp}).")
-    encoder.eval()
-    return encoder, history
 
 
 def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",

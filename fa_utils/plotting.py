@@ -5,7 +5,7 @@ saving goes through :func:`fa_utils.outputs.save_figure`.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -746,7 +746,7 @@ def _write_report(profile: str, runs: Mapping[str, Any]) -> None:
     path, line = report.write_report(profile, runs)
     print(f"claims: {line}\nreport: {path}", flush=True)
     if report.update_readme(line, path):
-        print(f"  (README.md's summary line updated)", flush=True)
+        print("  (README.md's summary line updated)", flush=True)
 
 
 def _report_interrupt(exc: NotebookInterrupted, args, remaining: Sequence[str],

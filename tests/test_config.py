@@ -85,6 +85,6 @@ def test_every_model_of_table_2_gets_the_same_budget(profile):
     the ``vfa`` section: the two must agree at every profile (equal optimiser steps)."""
     gcfg = config.make_config("vfagan", profile)
     assert config.make_config("vfa", profile).epochs == gcfg.epochs
-    from fa_utils import generative
-    assert generative.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
-    assert generative.vfa_config_for(config.make_config("vfagan", profile, epochs=11), 0).epochs == 11
+    from fa_utils import wiring
+    assert wiring.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
+    assert wiring.vfa_config_for(config.make_config("vfagan", profile, epochs=11), 0).epochs == 11

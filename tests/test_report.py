@@ -1,8 +1,6 @@
 """results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
 that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
 notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
-import json
-import os
 import time
 from pathlib import Path
 
