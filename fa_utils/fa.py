@@ -425,9 +425,7 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     the returned tensors.
 
     ``autocast_dtype``: run the loss under ``torch.autocast`` with this dtype (e.g.
-    ``torch.bfloat16`` on a GPU). Off by default: measured on a CPU (``benchmarks.run``,
-    section 7), bf16 autocast moves the outer gradient by 5.7e-2 relative to float64 against
-    2-4e-6 for fp32, so fp32 is kept; not yet measured on a GPU.
+    ``torch.bfloat16`` on a GPU). Off by default: fp32 is kept (docs/choices.md section 13).
     Other keyword arguments go to :func:`fa_loss` (head, T, tau, r_init, squash,
     shared_start, inner_encoder).
 

@@ -340,11 +340,8 @@ def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
               fused: Optional[bool] = None, device: torch.device | str | None = None,
               **kwargs) -> torch.optim.Adam:
     """``torch.optim.Adam`` with the fused implementation where this torch has it for the
-    parameters' device (CPU and CUDA in torch >= 2.4), else the default one.
-
-    Measured on the MNIST encoder (13.4 M parameters, 2 shared CPU cores, 2 threads):
-    fused 97 ms per step against 224 ms (for-loop) and 209 ms (foreach). Same update
-    within fp32 rounding.
+    parameters' device (CPU and CUDA in torch >= 2.4), else the default one; the same
+    update within fp32 rounding (docs/choices.md section 13).
 
     Args:
         fused: ``None``: fused when supported; ``True``/``False``: force.

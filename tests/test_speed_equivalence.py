@@ -290,3 +290,34 @@ def test_a_frozen_start_is_a_snapshot_of_the_weights():
     r = fa.decode_latent(enc2, z2, (1, 12, 12), T=3, start=start).r
     torch.testing.assert_close(r, fa.decode_latent(enc2, z2, (1, 12, 12), T=3, shared_start=False).r,
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_vfa_training_gradients_equal_the_textbook_path(num_classes, monkeypatch):
+    """VFA's loss now takes its first inner step from one shared r_0 = 0 in training too
+    (heads mu and logits, fa_utils.first_step); its gradients equal those of B starts (the
+    path before, forced here by declaring no network supported) within fp32 rounding."""
+    settings = vfa.VFASettings(num_classes=num_classes, tau=0.7)
+    torch.manual_seed(0)
+    enc = models.init_orthogonal_(models.Encoder(models.Architecture(1, 12, (4, 8), 32),
+                                                 vfa.vfa_heads(6, num_classes)))
+    x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(6) % num_classes if num_classes else None
+    grads, calls = [], []
+    real = first_step.first_step
+    monkeypatch.setattr(first_step, "first_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for textbook in (False, True):
+        if textbook:
+            assert calls == [1]  # the shared step was taken
+            monkeypatch.setattr(first_step, "supports", lambda module, head=None: False)
+        enc.zero_grad(set_to_none=True)
+        loss, _, _ = vfa.vfa_loss(enc, x, labels, settings=settings,
+                                  generator=torch.Generator().manual_seed(2))
+        loss.backward()
+        grads.append([p.grad.clone() for p in enc.parameters()])
+    assert calls == [1]  # and not by the textbook run
+    overall = max(float(g.abs().max()) for g in grads[1])
+    for (name, _), a, b in zip(enc.named_parameters(), *grads):
+        largest = float(b.abs().max())
+        scale = overall if largest < 1e-4 * overall else largest
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * scale, msg=name)
