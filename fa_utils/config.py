@@ -373,8 +373,7 @@ def describe(config) -> str:
     """A one-line-per-field listing of a config, marking values that differ from quick, and
     a last line saying where its figures and tables go
     (:func:`fa_utils.outputs.describe_destination`)."""
-    section = next(k for k, v in SECTIONS.items() if isinstance(config, v))
-    reference = make_config(section, "quick")
+    reference = make_config(_section_of(config), "quick")
     lines = [f"{type(config).__name__} (profile {config.profile!r})"]
     for f in fields(config):
         value = getattr(config, f.name)

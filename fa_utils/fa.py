@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from . import first_step as _first
+from .first_step import Head
 from .models import clamp_weights_
 
 R_INITS = ("zeros", "uniform", "normal")
@@ -191,15 +192,6 @@ def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Ten
     return r
 
 
-Head = Union[str, Sequence[str], None]
-
-
-def _head_names(head: Head) -> tuple[str, ...]:
-    if head is None:
-        return ()
-    return (head,) if isinstance(head, str) else tuple(head)
-
-
 def _use_shared_start(shared_start: Optional[bool], module: nn.Module, head: Head,
                       custom: bool, r_init: str, kwargs: dict) -> bool:
     if shared_start is False:
@@ -277,7 +269,7 @@ def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], tor
     Raises:
         KeyError: the encoder has no head of that name (the message lists its heads).
     """
-    names = _head_names(head)
+    names = _first.head_names(head)
 
     def encode(x: torch.Tensor) -> torch.Tensor:
         out = encoder(x)

@@ -43,7 +43,8 @@ LAYERS = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
 Head = Union[str, Sequence[str], None]
 
 
-def _head_names(head: Head) -> tuple[str, ...]:
+def head_names(head: Head) -> tuple[str, ...]:
+    """A head name, or names, as a tuple (``()`` for None: the network's own output)."""
     if head is None:
         return ()
     return (head,) if isinstance(head, str) else tuple(head)
@@ -66,7 +67,7 @@ def _pieces(module: nn.Module, head: Head) -> Optional[tuple[list[nn.Module], li
     trunk followed by those Linear heads, concatenated."""
     from .models import Encoder
 
-    names = _head_names(head)
+    names = head_names(head)
     if names:
         if not isinstance(module, Encoder) or type(module).forward is not Encoder.forward:
             return None

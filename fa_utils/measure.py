@@ -9,7 +9,6 @@ after the call, :func:`synchronize`, so a time covers the queued kernels too):
 * :func:`interleaved_times`: every call of a dict ``repeats`` times, interleaved round by
   round in rotating order (a machine shared with other jobs slows all of them alike), the
   raw list of times per call;
-* :func:`median_time`: the median of one call's times (the typical cost);
 * :func:`fastest_times`: the minimum of each call's interleaved times (on a shared
   machine, the best estimate of the unloaded cost);
 * :func:`paired_ratio`: the median over rounds of a / b within the same round.
@@ -103,15 +102,6 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, *,
                 fns[name]()
             times[name].append(sw.seconds)
     return times
-
-
-def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
-                device: Device = None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup``
-    unmeasured calls (:func:`interleaved_times` of the one function; CUDA synchronised
-    around each call)."""
-    return statistics.median(interleaved_times({"fn": fn}, repeats, warmup=warmup,
-                                               device=device)["fn"])
 
 
 def fastest_times(calls: Mapping[str, Callable[[], object]], *, repeats: int = 10,

@@ -186,12 +186,17 @@ def _decode_target(encoder, target, shape, settings, generator=None, start=None)
                   start=start).image
 
 
+def _read_out_heads(settings: VFASettings) -> tuple[str, ...]:
+    """The heads whose concatenation is the random side when ``rand_side="mu"``."""
+    return ("mu", "logits") if settings.conditional else ("mu",)
+
+
 def _align(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
     """The inner problem on :func:`random_side` (:func:`fa_utils.fa.solve`). With
     ``rand_side="mu"`` the side is a read-out of the heads ``mu`` (and ``logits``), so the
     first step from r_0 = 0 is the shared one; ``"mu+sigma"`` takes the textbook path."""
     if settings.rand_side == "mu":
-        kw = dict(head=("mu", "logits") if settings.conditional else "mu")
+        kw = dict(head=_read_out_heads(settings))
     else:
         kw = dict(encode=random_side(encoder, settings))
     return fa.solve(encoder, target, shape, T=settings.T, tau=settings.tau,
@@ -210,9 +215,7 @@ def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStar
     """
     if settings.rand_side != "mu":
         raise ValueError(f"a frozen start needs rand_side='mu', got {settings.rand_side!r}")
-    p = next(encoder.parameters())
-    return FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
-                       head=("mu", "logits") if settings.conditional else "mu")
+    return fa.frozen_start(encoder, shape, head=_read_out_heads(settings))
 
 
 def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generator] = None,

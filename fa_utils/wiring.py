@@ -59,11 +59,12 @@ NOT_LEARNT = frozenset({
 #: The ``vfagan`` section's fields that each of its models learns from (the section holds
 #: VFA-GAN's and the three baselines' settings side by side).
 _DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
+_AUTOENCODER_KEYS = _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1",
+                                  "beta2")
 _GAN_SECTION_KEYS: Mapping[str, tuple] = MappingProxyType({
     "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
                             "gan_lr", "beta1", "beta2"),
-    "ae": _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2"),
-    "vae": _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2"),
+    "ae": _AUTOENCODER_KEYS, "vae": _AUTOENCODER_KEYS,
     "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_discriminator", "gan_lr", "beta1",
                          "beta2"),
 })

@@ -44,15 +44,14 @@ def test_interleaved_times_rotate_the_order_and_keep_rounds_aligned():
     assert all(t >= 0 for v in times.values() for t in v)
 
 
-def test_median_fastest_and_paired():
+def test_fastest_and_paired():
     n = [0]
 
     def fn():
         n[0] += 1
 
-    assert measure.median_time(fn, repeats=5, warmup=2) >= 0 and n[0] == 7
     best = measure.fastest_times({"f": fn, "g": fn}, repeats=4, warmup=2)
-    assert set(best) == {"f", "g"} and n[0] == 7 + 2 * 6
+    assert set(best) == {"f", "g"} and all(t >= 0 for t in best.values()) and n[0] == 2 * 6
     assert measure.paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
 
 
