@@ -24,7 +24,7 @@ if [[ -z "${PY:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 DEVICE="${DEVICE:-cuda}"
-SECTIONS="${SECTIONS:-1,2,3,4,5,6,7}"
+SECTIONS="${SECTIONS:-1,2,3,4,5,6,7,8}"
 if [[ "${SMOKE:-0}" == 1 ]]; then
   SMOKE_ARGS=(--batch 4 --steps 1 --init default)
   BENCH_MODE=--smoke

@@ -28,7 +28,10 @@ images per second: the training step (from section 1's medians), ``fa_utils.trai
 to end on the real MNIST sample (data loading included, no checkpoint written), and FID
 feature extraction with the extractor :mod:`fa_utils.fid` uses on this machine; (7)
 precision drift of the FA step: the outer loss gradient and the reconstruction r under fp32,
-bf16 autocast (and TF32 on CUDA) against an fp64 reference, and the setting kept.
+bf16 autocast (and TF32 on CUDA) against an fp64 reference, and the setting kept; (8) the
+authors' training procedure (``benchmarks/authors.py``) against the project's VFA step and
+VFA-GAN batch on MNIST and CIFAR-10 shapes, and the FA step against a plain training step
+of the same encoder (:mod:`benchmarks.vs_authors`).
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ ARCHS = (("mnist", "mnist"), ("cifar10", "cifar10"),
 LATENT = 128
 BATCH = 128
 ADAM = dict(lr=1e-4, betas=(0.5, 0.999))
+ALL_SECTIONS = "1,2,3,4,5,6,7,8"
 
 
 # --------------------------------------------------------------------------------------
@@ -703,6 +707,19 @@ def section_precision(args, device, out: list[str]) -> None:
             f"4.9e-4); otherwise fp32. {verdict}", ""]
 
 
+# --------------------------------------------------------------------------------------
+# 8. The authors' procedure, side by side
+# --------------------------------------------------------------------------------------
+
+
+def section_authors(args, device, out: list[str]) -> None:
+    """Section 8: the authors' VFA step and VFA-GAN batch against ours, and the FA step
+    against a plain training step (:mod:`benchmarks.vs_authors`)."""
+    from benchmarks import vs_authors
+    out += ["## 8. The authors' training procedure against ours", "",
+            *vs_authors.report(args.vs_datasets, args.vs_repeats, device)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
@@ -723,7 +740,7 @@ def main(argv=None) -> int:
                          "its core count, else torch's default. On a shared CPU one thread "
                          "is faster and far steadier: a parallel region waits for its "
                          "slowest, descheduled thread (docs/choices.md section 1)")
-    ap.add_argument("--sections", default="1,2,3,4,5,6,7", help="comma-separated subset")
+    ap.add_argument("--sections", default=ALL_SECTIONS, help="comma-separated subset")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     device = train.resolve_device(args.device)
@@ -745,6 +762,7 @@ def main(argv=None) -> int:
         args.fit_steps, args.fit_repeats = 50, 5
         args.fid_inception_n, args.fid_classifier_n, args.fid_repeats = 500, 5000, 5
         args.precision_datasets, args.precision_batch, args.precision_repeats = all4, 128, 7
+        args.vs_datasets, args.vs_repeats = ("mnist", "cifar10"), 8
     elif args.smoke:
         args.repeats, args.repeats_64, args.scale_repeats = 1, 1, 1
         args.batches, args.Ts, args.samples = (32, 128), (1, 2), 50
@@ -753,6 +771,7 @@ def main(argv=None) -> int:
         args.fit_steps, args.fit_repeats = 2, 1
         args.fid_inception_n, args.fid_classifier_n, args.fid_repeats = 2, 100, 1
         args.precision_datasets, args.precision_batch, args.precision_repeats = ("mnist",), 16, 1
+        args.vs_datasets, args.vs_repeats = ("mnist",), 1
     else:
         args.repeats, args.repeats_64, args.scale_repeats = 5, 3, 3
         args.batches, args.Ts, args.samples = (32, 128, 512), (1, 2, 4, 8), 500
@@ -762,6 +781,7 @@ def main(argv=None) -> int:
         args.fid_inception_n, args.fid_classifier_n, args.fid_repeats = 16, 1000, 3
         args.precision_datasets, args.precision_batch, args.precision_repeats = (
             ("mnist", "cifar10"), 64, 3)
+        args.vs_datasets, args.vs_repeats = ("mnist", "cifar10"), 5
     sections = {s.strip() for s in args.sections.split(",")}
     t_start = time.perf_counter()
     mode_name = "full" if args.full else "smoke" if args.smoke else "quick"
@@ -775,7 +795,8 @@ def main(argv=None) -> int:
              ("4", lambda: section_flops(args, device, out, per_step)),
              ("5", lambda: section_hooks(args, device, out)),
              ("6", lambda: section_throughput(args, device, out, per_step)),
-             ("7", lambda: section_precision(args, device, out))]
+             ("7", lambda: section_precision(args, device, out)),
+             ("8", lambda: section_authors(args, device, out))]
     for key, run in steps:
         if key in sections:
             t0 = time.perf_counter()
@@ -791,7 +812,7 @@ def main(argv=None) -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     flags = ("" if mode_name == "quick" else f" --{mode_name}") + (
         "" if args.device == "auto" else f" --device {args.device}") + (
-        "" if args.sections == "1,2,3,4,5,6,7" else f" --sections {args.sections}") + (
+        "" if args.sections == ALL_SECTIONS else f" --sections {args.sections}") + (
         f" --threads {args.threads}" if args.threads != "auto" else "")
     out += [f"_`python -m benchmarks.run{flags}`: "
             f"{time.perf_counter() - t_start:.0f} s at {stamp}; load average at the end "

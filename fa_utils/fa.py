@@ -193,10 +193,10 @@ def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Ten
 
 
 def _use_shared_start(shared_start: Optional[bool], module: nn.Module, head: Head,
-                      custom: bool, r_init: str, kwargs: dict) -> bool:
+                      r_init: str, kwargs: dict) -> bool:
     if shared_start is False:
         return False
-    ok = (r_init == "zeros" and not custom and not kwargs.get("track_energy")
+    ok = (r_init == "zeros" and not kwargs.get("track_energy")
           and not kwargs.get("track_trajectory") and _first.supports(module, head))
     if shared_start and not ok:
         raise ValueError("shared_start=True needs r_init='zeros', no tracking and a network "
@@ -205,15 +205,15 @@ def _use_shared_start(shared_start: Optional[bool], module: nn.Module, head: Hea
 
 
 def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
-          encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, T: int = 1,
+          T: int = 1,
           tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
           generator: Optional[torch.Generator] = None, create_graph: bool = False,
           shared_start: Optional[bool] = None, start: Optional[_first.FrozenStart] = None,
           **kwargs) -> AlignResult:
     """The inner problem for latents z: T steps of Eq. 2 from :func:`init_r`'s start.
 
-    The side of the energy that sees r is ``encode`` (default r -> module(r)[head], or
-    module(r) when ``head`` is None). With r_0 = 0 and that default, the first step is
+    The side of the energy that sees r is r -> module(r)[head] (a read-out of the heads,
+    :data:`fa_utils.first_step.Head`), or module(r) when ``head`` is None. With r_0 = 0 and that default, the first step is
     taken from one start shared by the batch (:func:`fa_utils.first_step.first_step`),
     the rest by :func:`align`.
 
@@ -223,10 +223,8 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
         z: (B, Z) targets; may carry a graph (training, ``create_graph=True``).
         shape: the input shape (C, H, W).
         head: the encoder's head name(s) (:func:`head_encoder`), or None.
-        encode: another function of r (e.g. VFA's mu + sigma side); always the textbook
-            path.
         shared_start: ``None`` (default): the shared first step when r_init is
-            ``"zeros"``, nothing is tracked, ``encode`` is not given and
+            ``"zeros"``, nothing is tracked and
             :func:`fa_utils.first_step.supports` holds: the same result within fp32
             rounding, faster. ``False``: B starts (the textbook path); ``True``: require
             the shared step.
@@ -239,8 +237,7 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
             a frozen start with a graph, another shape, random starts or tracking.
     """
     _check_inner_args(T, tau, squash)
-    fn = encode if encode is not None else (head_encoder(module, head) if head is not None
-                                            else module)
+    fn = head_encoder(module, head) if head is not None else module
     if start is not None:
         if create_graph or r_init != "zeros" or kwargs or tuple(start.r0.shape[1:]) != tuple(shape):
             raise ValueError(f"a frozen start decodes without a graph from r_0 = 0 of shape "
@@ -248,7 +245,7 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
                              f"create_graph={create_graph}, r_init={r_init!r}, shape "
                              f"{tuple(shape)}, options {sorted(kwargs)}")
         r = start.step(z, tau)
-    elif _use_shared_start(shared_start, module, head, encode is not None, r_init, kwargs):
+    elif _use_shared_start(shared_start, module, head, r_init, kwargs):
         r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
         r = _first.first_step(module, z, r0, head=head, tau=tau, create_graph=create_graph)
     else:
@@ -263,22 +260,15 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
 
 def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> encoder(x)[head]``, for encoders that return a dict of named heads; for a
-    sequence of names, the heads' outputs concatenated along dim 1 (e.g. ``("mu",
-    "logits")``: (B, Z + K), the conditional VFA's random side with ``rand_side="mu"``).
+    read-out of several (:data:`fa_utils.first_step.Head`), their outputs concatenated
+    along dim 1 (e.g. ``("mu", "logits")``: (B, Z + K), the conditional VFA's random side
+    with ``rand_side="mu"``; :class:`fa_utils.first_step.MeanPlusSigma`: mu + sigma).
 
     Raises:
         KeyError: the encoder has no head of that name (the message lists its heads).
     """
-    names = _first.head_names(head)
-
     def encode(x: torch.Tensor) -> torch.Tensor:
-        out = encoder(x)
-        for name in names:
-            if name not in out:
-                raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
-        if len(names) == 1:
-            return out[names[0]]
-        return torch.cat([out[name] for name in names], 1)
+        return _first.read_out(encoder(x), head)
     return encode
 
 

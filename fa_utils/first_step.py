@@ -31,23 +31,58 @@ measurement of Section 3.5 relies on (docs/choices.md section 12).
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import bounded_logvar
+
 #: Layers whose transposed Jacobian is written here (piecewise-linear activations only).
 LAYERS = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
 
-Head = Union[str, Sequence[str], None]
+class MeanPlusSigma(NamedTuple):
+    """A read-out of two heads as mean + exp(logvar / 2) (VFA's ``mu + sigma`` random
+    side; the log-variance bounded by :func:`fa_utils.losses.bounded_logvar`)."""
+
+    mean: str = "mu"
+    logvar: str = "logvar"
 
 
-def head_names(head: Head) -> tuple[str, ...]:
-    """A head name, or names, as a tuple (``()`` for None: the network's own output)."""
+#: A read-out of an encoder's heads: a head name, a :class:`MeanPlusSigma`, or a sequence
+#: of those, concatenated along dim 1; None: the network's own output.
+Head = Union[str, MeanPlusSigma, Sequence[Union[str, MeanPlusSigma]], None]
+
+
+def head_names(head: Head) -> tuple:
+    """The read-out's items as a tuple of names and :class:`MeanPlusSigma` (``()`` for
+    None: the network's own output)."""
     if head is None:
         return ()
-    return (head,) if isinstance(head, str) else tuple(head)
+    return (head,) if isinstance(head, (str, MeanPlusSigma)) else tuple(head)
+
+
+def _mean_plus_sigma(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mean + (0.5 * bounded_logvar(logvar)).exp()
+
+
+def read_out(out: dict, head: Head) -> torch.Tensor:
+    """The read-out ``head`` of an encoder's outputs ``out`` (name -> (B, width)):
+    (B, sum of widths).
+
+    Raises:
+        KeyError: a head the encoder does not have (the message lists its heads).
+    """
+    parts = []
+    for item in head_names(head):
+        for name in (item if isinstance(item, MeanPlusSigma) else (item,)):
+            if name not in out:
+                raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
+        parts.append(_mean_plus_sigma(out[item.mean], out[item.logvar])
+                     if isinstance(item, MeanPlusSigma)
+                     else out[item])
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -64,17 +99,21 @@ def _pieces(module: nn.Module, head: Head) -> Optional[tuple[list[nn.Module], li
     """(layers, heads) of the function r -> module(r)[head] when it is a piecewise-linear
     stack, else None. ``head=None``: the module itself is the function (a layer, or an
     ``nn.Sequential`` of layers); a name or names: an :class:`fa_utils.models.Encoder`'s
-    trunk followed by those Linear heads, concatenated."""
+    trunk followed by those Linear heads (or :class:`MeanPlusSigma` pairs), concatenated."""
     from .models import Encoder
 
-    names = head_names(head)
-    if names:
+    items = head_names(head)
+    if items:
         if not isinstance(module, Encoder) or type(module).forward is not Encoder.forward:
             return None
+        names = [n for item in items
+                 for n in (item if isinstance(item, MeanPlusSigma) else (item,))]
         if any(h not in module.heads or not isinstance(module.heads[h], nn.Linear)
                for h in names):
             return None
-        layers, heads = list(module.trunk), [module.heads[h] for h in names]
+        layers = list(module.trunk)
+        heads = [tuple(module.heads[n] for n in item) if isinstance(item, MeanPlusSigma)
+                 else module.heads[item] for item in items]
     else:
         layers = list(module) if type(module) is nn.Sequential else [module]
         heads = []
@@ -95,14 +134,16 @@ def supports(module: nn.Module, head: Head = None) -> bool:
     :class:`fa_utils.models.Encoder` (not a subclass with its own forward, not a
     ``DistributedDataParallel`` wrapper: pass its ``.module``) with Linear heads ``head``
     (a name, or names whose outputs are concatenated, e.g. ``("mu", "logits")`` for a
-    conditional VFA), or, with ``head=None``, a layer or an ``nn.Sequential`` of layers
-    (local FA's operators).
+    conditional VFA; :class:`MeanPlusSigma` reads mu + sigma), or, with ``head=None``,
+    a layer or an ``nn.Sequential`` of layers (local FA's operators).
     """
     return _pieces(module, head) is not None and not _has_hooks(module)
 
 
 def _start_forward(layers: list[nn.Module], heads: list[nn.Linear], r0: torch.Tensor):
-    """E(r_0) on the batch of one, the (concatenated) head weight (None without heads) and
+    """E(r_0) on the batch of one, the (concatenated) head weight (None without heads; for a
+    mean + sigma pair W_mean + diag(sigma(r_0) / 2) W_logvar, the read-out's Jacobian at
+    the trunk's output, since bounded_logvar passes the gradient straight through) and
     the tape of what the transposed Jacobian needs (conv input sizes, activation slopes,
     flatten shapes)."""
     tape: list[tuple[str, object]] = []
@@ -124,9 +165,19 @@ def _start_forward(layers: list[nn.Module], heads: list[nn.Linear], r0: torch.Te
         h = m(h)
     if not heads:
         return h, None, tape
-    if len(heads) == 1:
-        return heads[0](h), heads[0].weight, tape
-    return torch.cat([lay(h) for lay in heads], 1), torch.cat([lay.weight for lay in heads], 0), tape
+    values, weights = [], []
+    for item in heads:
+        if isinstance(item, tuple):  # mean + exp(logvar / 2): a per-row slope on logvar
+            mean, logvar = item
+            sigma = (0.5 * bounded_logvar(logvar(h))).exp()  # (1, Z), a graph to the weights
+            values.append(mean(h) + sigma)
+            weights.append(mean.weight + 0.5 * sigma.reshape(-1, 1) * logvar.weight)
+        else:
+            values.append(item(h))
+            weights.append(item.weight)
+    if len(values) == 1:
+        return values[0], weights[0], tape
+    return torch.cat(values, 1), torch.cat(weights, 0), tape
 
 
 def _transpose(g: torch.Tensor, weight: Optional[torch.Tensor], tape: list) -> torch.Tensor:

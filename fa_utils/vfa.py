@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from . import fa
-from .first_step import FrozenStart
+from .first_step import FrozenStart, MeanPlusSigma
 from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
                      lsgan_generator_loss, perceptual_moments_loss, reparameterise)
 from .models import Encoder, architecture, clamp_weights_, init_orthogonal_
@@ -139,15 +139,7 @@ def random_side(encoder: nn.Module, settings: VFASettings) -> Callable[[torch.Te
     by :func:`fa_utils.losses.bounded_logvar`), with c(r) appended for a conditional VFA.
     Shapes: (B, C, H, W) -> (B, Z [+ K]).
     """
-    def encode(r: torch.Tensor) -> torch.Tensor:
-        out = encoder(r)
-        z = out["mu"]
-        if settings.rand_side == "mu+sigma":
-            z = z + (0.5 * bounded_logvar(out["logvar"])).exp()
-        if settings.conditional:
-            z = torch.cat([z, out["logits"]], 1)
-        return z
-    return encode
+    return fa.head_encoder(encoder, _read_out_heads(settings))
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0) -> torch.Tensor:
@@ -186,35 +178,27 @@ def _decode_target(encoder, target, shape, settings, generator=None, start=None)
                   start=start).image
 
 
-def _read_out_heads(settings: VFASettings) -> tuple[str, ...]:
-    """The heads whose concatenation is the random side when ``rand_side="mu"``."""
-    return ("mu", "logits") if settings.conditional else ("mu",)
+def _read_out_heads(settings: VFASettings) -> tuple:
+    """The random side as a read-out of the heads (:data:`fa_utils.first_step.Head`):
+    ``mu`` or mu + sigma, then ``logits`` for a conditional VFA."""
+    side = "mu" if settings.rand_side == "mu" else MeanPlusSigma("mu", "logvar")
+    return (side, "logits") if settings.conditional else (side,)
 
 
 def _align(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
-    """The inner problem on :func:`random_side` (:func:`fa_utils.fa.solve`). With
-    ``rand_side="mu"`` the side is a read-out of the heads ``mu`` (and ``logits``), so the
-    first step from r_0 = 0 is the shared one; ``"mu+sigma"`` takes the textbook path."""
-    if settings.rand_side == "mu":
-        kw = dict(head=_read_out_heads(settings))
-    else:
-        kw = dict(encode=random_side(encoder, settings))
-    return fa.solve(encoder, target, shape, T=settings.T, tau=settings.tau,
-                    r_init=settings.r_init, squash=settings.squash, generator=generator,
-                    create_graph=create_graph, start=start, **kw)
+    """The inner problem on :func:`random_side` (:func:`fa_utils.fa.solve`). Either side
+    is a read-out of the heads, so the first step from r_0 = 0 is the shared one
+    (:mod:`fa_utils.first_step`)."""
+    return fa.solve(encoder, target, shape, head=_read_out_heads(settings), T=settings.T,
+                    tau=settings.tau, r_init=settings.r_init, squash=settings.squash,
+                    generator=generator, create_graph=create_graph, start=start)
 
 
 def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
-    """E(0) and the Jacobian of the heads ``mu`` (and ``logits``) at r_0 = 0, kept for
+    """The random side (:func:`random_side`) and its Jacobian at r_0 = 0, kept for
     sampling from a trained encoder (:class:`fa_utils.first_step.FrozenStart`: a snapshot
     of the weights as they are). ``shape``: (C, H, W).
-
-    Raises:
-        ValueError: ``rand_side`` is not ``"mu"`` (the mu + sigma side is not a linear
-            read-out; sample it without a frozen start).
     """
-    if settings.rand_side != "mu":
-        raise ValueError(f"a frozen start needs rand_side='mu', got {settings.rand_side!r}")
     return fa.frozen_start(encoder, shape, head=_read_out_heads(settings))
 
 
@@ -241,6 +225,13 @@ def vfa_loss(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor]
     Shapes: x (B, C, H, W), labels (B,) -> (scalar loss with a graph to the encoder,
     parts {"rec", "kl", "cls"} as (B,) tensors (detached), r_hat image (B, C, H, W)).
     """
+    loss, parts, image, _ = _vfa_loss(encoder, x, labels, settings=settings,
+                                      generator=generator)
+    return loss, parts, image
+
+
+def _vfa_loss(encoder, x, labels, *, settings, generator):
+    """:func:`vfa_loss` and E(x) (the dict of heads, with their graph)."""
     out = encoder(x)
     z_x = reparameterise(out["mu"], out["logvar"], generator)
     target = inner_target(z_x, settings, labels)
@@ -254,7 +245,7 @@ def vfa_loss(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor]
         cls = (one_hot(labels, settings.num_classes).to(x) - out["logits"]).pow(2).sum(1)
         per_example = per_example + settings.class_weight * cls
     parts = {"rec": rec.detach(), "kl": kl.detach(), "cls": cls.detach()}
-    return per_example.mean(), parts, res.image
+    return per_example.mean(), parts, res.image, out
 
 
 def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -266,7 +257,7 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     Shapes: x (B, C, H, W) float in [0, 1] in the encoder's dtype, labels (B,).
 
     Returns floats ``loss``, ``mse`` (per pixel), ``kl`` and ``cls`` (batch means), read in
-    one device sync before the update.
+    one device sync before the update (:func:`fa_utils.train.check_batch` takes one more).
 
     Raises:
         ValueError: bad images (:func:`fa_utils.train.check_batch`).
@@ -275,11 +266,21 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
             The log-variance is bounded (:func:`fa_utils.losses.bounded_logvar`), so KL
             overflows only through mu.
     """
+    return _vfa_update(encoder, optimizer, x, labels, settings=settings, generator=generator,
+                       weight_clamp=weight_clamp)[0]
+
+
+def _vfa_update(encoder, optimizer, x, labels, *, settings, generator, weight_clamp,
+                check: bool = True):
+    """:func:`vfa_step`; also returns what the step computed before the update, detached:
+    E(x) (the dict of heads) and the image r_hat (B, C, H, W) of z_x = mu + eps sigma."""
     from .train import check_batch, refuse_non_finite
 
-    check_batch(x, encoder)
+    if check:
+        check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
-    loss, parts, image = vfa_loss(encoder, x, labels, settings=settings, generator=generator)
+    loss, parts, image, out = _vfa_loss(encoder, x, labels, settings=settings,
+                                        generator=generator)
     with torch.no_grad():
         mse = (image - x).pow(2).mean()
         values = torch.stack([loss.detach(), mse, parts["kl"].mean(), parts["cls"].mean()]).tolist()
@@ -291,7 +292,8 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     optimizer.step()
     if weight_clamp is not None:
         clamp_weights_(encoder, weight_clamp)
-    return dict(zip(("loss", "mse", "kl", "cls"), values))
+    return (dict(zip(("loss", "mse", "kl", "cls"), values)),
+            {k: v.detach() for k, v in out.items()}, image.detach())
 
 
 # --------------------------------------------------------------------------------------
@@ -464,14 +466,16 @@ def frozen(module: nn.Module):
 
 def vfagan_fakes(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor], *,
                  settings: VFASettings, latent_dim: int, source: str,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None,
+                 encoded: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
     """The FA images r that G refines into fakes, without a graph: ``"reconstruction"``:
-    r_hat of the real batch (z_x = mu + eps sigma, its labels); ``"prior"``: r of
-    z ~ N(0, I) and random classes. (B, C, H, W) -> (B, C, H, W)."""
+    r_hat of the real batch (z_x = mu + eps sigma, its labels; ``encoded``: E(x) when
+    already computed, else it is); ``"prior"``: r of z ~ N(0, I) and random classes.
+    (B, C, H, W) -> (B, C, H, W)."""
     n = x.shape[0]
     if source == "reconstruction":
         with torch.no_grad():
-            out = encoder(x)
+            out = encoder(x) if encoded is None else encoded
             z = reparameterise(out["mu"], out["logvar"], generator)
         return decode(encoder, z, x.shape[1:], settings=settings, labels=labels)
     if source == "prior":
@@ -498,13 +502,17 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
     Args:
         encoder, refiner (G, Table 11), discriminator (D, Table 10).
         opt_e: when given, also one :func:`vfa_step` of the encoder first (joint training,
-            Figure 4); otherwise the encoder stays fixed (two-stage schedule).
+            Figure 4); G and D then take that step's r_hat and E(x), computed before its
+            update (as the authors' code does), instead of encoding and decoding x again.
+            Otherwise the encoder stays fixed (two-stage schedule) and E(x) is computed
+            once for both r_hat and the perceptual term.
         fake_source: ``"reconstruction"`` (Eq. 7-8), ``"prior"`` or ``"authors"`` (G's
             adversarial term on reconstructions, D's fakes from the prior).
-        perceptual_weight: lambda of Eq. 7.
+        perceptual_weight: lambda of Eq. 7 (0: the term is not computed).
 
     Returns floats: ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` (and the encoder's values,
-    prefixed ``enc_``, when ``opt_e`` is given). Batch means of per-example terms.
+    prefixed ``enc_``, when ``opt_e`` is given). Batch means of per-example terms. Device
+    syncs: one for the images' check, one per network's update.
 
     Raises:
         ValueError: bad images x (B, C, H, W) (:func:`fa_utils.train.check_batch`) or an
@@ -520,20 +528,31 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
         raise ValueError(f"unknown fake_source {fake_source!r}; choose one of {list(FAKE_SOURCES)}")
     check_batch(x, refiner)
     logs: dict[str, float] = {}
+    r_hat = None
     if opt_e is not None:
-        enc_logs = vfa_step(encoder, opt_e, x, labels, settings=settings, generator=generator,
-                            weight_clamp=weight_clamp)
+        enc_logs, encoded, r_hat = _vfa_update(encoder, opt_e, x, labels, settings=settings,
+                                               generator=generator, weight_clamp=weight_clamp,
+                                               check=False)
         logs.update({f"enc_{k}": v for k, v in enc_logs.items()})
+    else:
+        with torch.no_grad():
+            encoded = encoder(x)
     kw = dict(settings=settings, latent_dim=latent_dim, generator=generator)
     with frozen(encoder):
-        r_hat = vfagan_fakes(encoder, x, labels, source="reconstruction", **kw)
+        if r_hat is None:
+            r_hat = vfagan_fakes(encoder, x, labels, source="reconstruction", encoded=encoded,
+                                 **kw)
         r_prior = (vfagan_fakes(encoder, x, labels, source="prior", **kw)
                    if fake_source in ("prior", "authors") else None)
         r_g = r_prior if fake_source == "prior" else r_hat
         r_d = r_hat if fake_source == "reconstruction" else r_prior
 
         fake_g = refiner(r_g)
-        fake_d = fake_g.detach() if r_d is r_g else refiner(r_d).detach()
+        if r_d is r_g:
+            fake_d = fake_g.detach()
+        else:
+            with torch.no_grad():  # D's fakes need no graph to G
+                fake_d = refiner(r_d)
 
         # discriminator (Eq. 8)
         opt_d.zero_grad(set_to_none=True)
@@ -551,16 +570,16 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
         perc = torch.zeros((), device=x.device)
         if perceptual_weight > 0:
             refined = fake_g if r_g is r_hat else refiner(r_hat)
-            with torch.no_grad():
-                out_x = encoder(x)
             out_g = encoder(refined)
-            perc = perceptual_moments_loss(out_x["mu"], bounded_logvar(out_x["logvar"]).exp(),
+            perc = perceptual_moments_loss(encoded["mu"], bounded_logvar(encoded["logvar"]).exp(),
                                            out_g["mu"], bounded_logvar(out_g["logvar"]).exp())
         loss_g = adv + perceptual_weight * perc
-        refuse_non_finite({"adversarial": adv, "perceptual": perc},
-                          what="VFA-GAN's refiner loss (Eq. 7)")
+        values = torch.stack([loss_d.detach(), loss_g.detach(), adv.detach(),
+                              perc.detach()]).tolist()  # G's one sync
+        if not all(map(math.isfinite, values[2:])):
+            refuse_non_finite({"adversarial": adv, "perceptual": perc},
+                              what="VFA-GAN's refiner loss (Eq. 7)")
         loss_g.backward()
         opt_g.step()
-    logs.update({"loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv_g": adv.item(),
-                 "perc": perc.item()})
+    logs.update(dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values)))
     return logs

@@ -43,7 +43,7 @@ from torch import nn
 from . import baselines, config, fa, generative, local, metrics, vfa
 from .config import SEED_STREAMS
 from .experiments import ImageData, load_image_data, recover
-from .models import Encoder, architecture, make_encoder, scaled_architectures
+from .models import Encoder, architecture, make_encoder, scaled_architectures, to_device
 from .outputs import checkpoint_path
 from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
 
@@ -261,7 +261,8 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
     # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
     with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
         encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
-                                       orthogonal=not ckpt.exists()).to(device)
+                                       orthogonal=not ckpt.exists())
+    encoder = to_device(encoder, device)  # channels_last on a CPU (docs/choices.md section 14)
     opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
     gen = seeded_generator(method_seed)
 
@@ -296,8 +297,9 @@ def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageD
     init_seed, method_seed = seeds("vfagan", seed)
     device = resolve_device(gcfg.device)
     torch.manual_seed(init_seed)
-    refiner = generative.make_refiner(gcfg).to(device)
-    disc = baselines.make_discriminator(gcfg.dataset).to(device)
+    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
+    refiner = to_device(generative.make_refiner(gcfg), device)
+    disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
     opt_g = _adam(refiner.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     gen = seeded_generator(method_seed)

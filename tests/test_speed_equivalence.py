@@ -292,12 +292,14 @@ def test_a_frozen_start_is_a_snapshot_of_the_weights():
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("num_classes", [0, 3])
-def test_vfa_training_gradients_equal_the_textbook_path(num_classes, monkeypatch):
-    """VFA's loss now takes its first inner step from one shared r_0 = 0 in training too
-    (heads mu and logits, fa_utils.first_step); its gradients equal those of B starts (the
-    path before, forced here by declaring no network supported) within fp32 rounding."""
-    settings = vfa.VFASettings(num_classes=num_classes, tau=0.7)
+@pytest.mark.parametrize("num_classes,rand_side", [(0, "mu"), (3, "mu"), (0, "mu+sigma"),
+                                                   (3, "mu+sigma")])
+def test_vfa_training_gradients_equal_the_textbook_path(num_classes, rand_side, monkeypatch):
+    """VFA's loss takes its first inner step from one shared r_0 = 0 in training (heads mu,
+    or mu + sigma, and logits; fa_utils.first_step); its gradients equal those of B starts
+    (forced here by declaring no network supported) within fp32 rounding."""
+    settings = vfa.VFASettings(num_classes=num_classes, tau=0.7, rand_side=rand_side,
+                               squash="sigmoid" if rand_side == "mu+sigma" else "none")
     torch.manual_seed(0)
     enc = models.init_orthogonal_(models.Encoder(models.Architecture(1, 12, (4, 8), 32),
                                                  vfa.vfa_heads(6, num_classes)))

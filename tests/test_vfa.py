@@ -292,3 +292,44 @@ def test_vfa_and_vfagan_steps_refuse_images_outside_the_unit_range(scale, shift,
         vfa.vfagan_step(enc, refiner, disc, opts[1], opts[2], x, settings=vfa.VFASettings(),
                         latent_dim=4)
     assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters()))
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_vfagan_step_encodes_the_real_batch_once(joint):
+    """G and D reuse what was computed: in joint training the encoder step's E(x) and r_hat
+    (before its update, as the authors' code does), in the two-stage schedule one E(x) for
+    both r_hat and the perceptual term. Counted: encoder forwards on the real images."""
+    enc = tiny_encoder(num_classes=3)
+    refiner, disc = models.FAGenerator(1, 8, 3), models.Discriminator(TINY)
+    opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in (enc, refiner, disc)]
+    x = torch.rand(4, 1, 8, 8)
+    seen = []
+    enc.trunk[0].register_forward_pre_hook(lambda m, args: seen.append(torch.equal(args[0], x)))
+    vfa.vfagan_step(enc, refiner, disc, opts[1], opts[2], x, torch.tensor([0, 1, 2, 0]),
+                    settings=vfa.VFASettings(num_classes=3), latent_dim=4,
+                    opt_e=opts[0] if joint else None, perceptual_weight=0.5)
+    assert sum(seen) == 1, seen
+
+
+def test_channels_last_networks_give_the_contiguous_vfagan_step():
+    """models.to_device builds channels_last networks on a CPU (docs/choices.md section 14);
+    one VFA-GAN step (joint) gives the contiguous networks' losses within fp32 rounding."""
+    import copy
+    enc = tiny_encoder(num_classes=3)
+    refiner, disc = models.FAGenerator(1, 8, 3), models.Discriminator(TINY)
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    logs = []
+    for channels_last in (False, True):
+        nets = [models.to_device(copy.deepcopy(m), "cpu", channels_last=channels_last)
+                for m in (enc, refiner, disc)]
+        conv = nets[1].net[3].weight  # (8, 8, 3, 3): the two formats differ
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in nets]
+        logs.append(vfa.vfagan_step(nets[0], nets[1], nets[2], opts[1], opts[2], x, y,
+                                    settings=vfa.VFASettings(num_classes=3), latent_dim=4,
+                                    opt_e=opts[0], generator=torch.Generator().manual_seed(0)))
+    assert models.to_device(models.FAGenerator(1, 8, 3), "cpu").net[3].weight.is_contiguous(
+        memory_format=torch.channels_last)
+    assert logs[0].keys() == logs[1].keys()
+    for k in logs[0]:
+        assert logs[1][k] == pytest.approx(logs[0][k], rel=1e-4, abs=1e-6), k
