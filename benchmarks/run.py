@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import math
 import os
 import platform
 import sys
@@ -387,9 +388,33 @@ def section_sampling(args, device, out: list[str]) -> None:
             "fastest-of-N times of the same calls.", ""]
 
 
+def local_floor_bytes(model, batch: int) -> int:
+    """The least that one layer of Algorithm 2 must save for its backward, largest over
+    the layers: its input x_l (the operator's weight gradient), its residual op(r_0) -
+    op(x_l) (the transposed product's weight gradient) and its reconstruction error
+    x_l - r_hat_l (the quadratic loss), fp32: 4 * batch * (2 * dim(x_l) + dim(x_{l+1}))."""
+    dims = [math.prod(s) for s in model.input_shapes] + [model.latent_dim]
+    return max(4 * batch * (2 * dims[i] + dims[i + 1]) for i in range(len(model.blocks)))
+
+
+def arcsinh_call(model, batch: int, device):
+    """The arcsinh of every layer's output at ``batch`` (x_{l+1} = arcsinh(a_l), no graph):
+    what the local network's activation costs per step (global FA's LeakyReLU is cheap)."""
+    shapes = model.input_shapes[1:]
+    pre = [torch.randn(batch, *shape, device=device)
+           for block, shape in zip(model.blocks, shapes) if block.activation]
+
+    def call():
+        with torch.no_grad():
+            for a in pre:
+                torch.asinh(a)
+    return call
+
+
 def section_local(args, device, out: list[str]) -> None:
-    """Section 5b: local vs global FA: peak saved memory (``local.compare_memory``) and
-    step time (``local.make_training_step``, interleaved)."""
+    """Section 5b: local vs global FA: peak saved memory (``local.compare_memory``) beside
+    the floor of what Algorithm 2 must save, and step time (``local.make_training_step``,
+    interleaved) with the local network's arcsinh timed alone."""
     from fa_utils import local
     res = local.compare_memory(args.local_datasets, batch=BATCH, device=device)
     mib = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
@@ -398,27 +423,37 @@ def section_local(args, device, out: list[str]) -> None:
         dataset = label.split(" / ")[0]
         fns = {}
         for method in ("global", "local"):
-            fns[method], _ = local.make_training_step(dataset, method, batch=BATCH,
-                                                      latent_dim=LATENT, device=device)
+            fns[method], model = local.make_training_step(dataset, method, batch=BATCH,
+                                                          latent_dim=LATENT, device=device)
+        floor = local_floor_bytes(model, BATCH)
+        fns["arcsinh"] = arcsinh_call(model, BATCH, device)
         t = interleaved_times(fns, args.local_repeats, device=device)
-        rows.append([label, mib(g.saved_peak_bytes), mib(l.saved_peak_bytes),
-                     None if not g.saved_peak_bytes else l.saved_peak_bytes / g.saved_peak_bytes,
+        gm = g.saved_peak_bytes
+        rows.append([label, mib(gm), mib(l.saved_peak_bytes),
+                     None if not gm else l.saved_peak_bytes / gm,
+                     None if not gm else floor / gm,
                      mib(g.cuda_step_bytes), mib(l.cuda_step_bytes),
                      1e3 * median(t["global"]), 1e3 * median(t["local"]),
                      median(t["local"]) / median(t["global"]),
-                     paired_ratio(t["local"], t["global"])])
+                     paired_ratio(t["local"], t["global"]), 1e3 * median(t["arcsinh"]),
+                     (median(t["local"]) - median(t["arcsinh"])) / median(t["global"])])
         del fns
     out += [f"### Local vs global FA (batch {BATCH}, {args.local_repeats} repeats)", "",
             markdown_table(["architecture", "global: peak saved (MiB)",
                             "local: peak saved (MiB)", "local / global (memory)",
-                            "global: CUDA step (MiB)", "local: CUDA step (MiB)",
-                            "global step (ms)", "local step (ms)", "local / global (time)",
-                            "paired (time)"], rows), "",
+                            "floor / global", "global: CUDA step (MiB)",
+                            "local: CUDA step (MiB)", "global step (ms)", "local step (ms)",
+                            "local / global (time)", "paired (time)", "local's arcsinh (ms)",
+                            "local without arcsinh / global"], rows), "",
             "Memory from `fa_utils.local.compare_memory` (its definitions: peak of live "
             "tensors saved for backward; CUDA: the step's peak above what was allocated "
-            "before). Times: the same two steps (`local.make_training_step`: global "
-            "`fa.fa_step` on the encoder, local `local.local_step` on `LocalFANet`, "
-            "for-loop Adam on both) interleaved.", ""]
+            "before). Floor: the largest layer's input, residual and reconstruction error "
+            "(`local_floor_bytes`), what one layer's backward cannot do without; below it "
+            "only recomputation in the backward (more time) would go. Times: the same two "
+            "steps (`local.make_training_step`: global `fa.fa_step` on the encoder, local "
+            "`local.local_step` on `LocalFANet`, for-loop Adam on both) interleaved with "
+            "the arcsinh of every local layer's output alone (`arcsinh_call`; global FA's "
+            "network has LeakyReLU instead).", ""]
 
 
 def section_hooks(args, device, out: list[str]) -> None:

@@ -200,7 +200,7 @@ def report(datasets, repeats: int, device) -> list[str]:
         "G's step through D), timed alone in the same rounds. The authors' batch needs "
         "the same passes, so authors / that time bounds any speed-up (what it would be "
         "if the encoder's step and the decoding of r cost nothing).", "",
-        f"### The FA step against a plain training step of the same encoder", "",
+        "### The FA step against a plain training step of the same encoder", "",
         markdown_table(["architecture", "FA step (ms)", "plain step (ms)", "FA / plain",
                         "paired", "FLOPs FA / plain"], plain), "",
         "Plain step: forward, per-example squared error of the latent against a fixed "

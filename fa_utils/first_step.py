@@ -201,6 +201,12 @@ def _transpose(g: torch.Tensor, weight: Optional[torch.Tensor], tape: list) -> t
     return g
 
 
+def _scaled(residual: torch.Tensor, tau: float) -> torch.Tensor:
+    """tau times the residual, before the transpose (a (B, Z) product instead of one on
+    the (B, C, H, W) result, the same up to rounding); nothing to do for tau = 1."""
+    return residual if tau == 1 else tau * residual
+
+
 def _check_latent(z: torch.Tensor, e0: torch.Tensor) -> None:
     if z.shape[1:] != e0.shape[1:]:
         raise ValueError(f"latent shapes differ: target {tuple(z.shape)} vs "
@@ -247,7 +253,7 @@ def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
         e0, weight, tape = _start_forward(layers, heads, r0)
         _check_latent(z_target, e0)
         # dL/dE(r_0) of L = 1/2 ||z - E(r)||^2, per example, then through the layers
-        r1 = r0 - tau * _transpose(e0 - z_target, weight, tape)
+        r1 = r0 - _transpose(_scaled(e0 - z_target, tau), weight, tape)
     return r1 if create_graph else r1.detach()
 
 
@@ -301,4 +307,5 @@ class FrozenStart:
         """
         _check_latent(z, self.e0)
         with torch.no_grad():
-            return self.r0 - tau * _transpose(self.e0 - z.detach(), self._weight, self._tape)
+            return self.r0 - _transpose(_scaled(self.e0 - z.detach(), tau), self._weight,
+                                        self._tape)

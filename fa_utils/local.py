@@ -224,7 +224,8 @@ def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, T: int = 1, tau: flo
     """
     x = x.detach()
     a = block.op(x)
-    x_next = (torch.asinh(a) if block.activation else a).detach()
+    with torch.no_grad():  # x_{l+1} is a constant for the next layer: no graph
+        x_next = torch.asinh(a) if block.activation else a.detach()
     target = block(x) if align_activation else a
     r = _solve(block, target, x.shape[1:], T=T, tau=tau, r_init=r_init,
                align_activation=align_activation, generator=generator, create_graph=True,
