@@ -35,7 +35,7 @@ import os
 import shlex
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ __all__ = [
     "load_dataset",
     "as_tensors",
     "check_images",
+    "check_value_range",
     "UpscaleToCrop",
     "download_commands",
     "integrity_failures",
@@ -194,15 +195,21 @@ def as_tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor
     return torch.stack(images).to(torch.float32), torch.tensor(labels, dtype=torch.int64)
 
 
-def check_images(x: torch.Tensor, name: str = "images") -> None:
+def check_images(x: torch.Tensor, name: str = "images", *, deferred: bool = False
+                 ) -> Optional[torch.Tensor]:
     """Check that ``x`` is a batch of images in this project's convention.
 
     Accepts a floating-point tensor of shape (N, C, H, W) with every value in [0, 1].
 
+    ``deferred=True``: only the checks that need no device sync here; returns the (2,)
+    tensor (min, max) of ``x`` for the caller to read with its own sync and pass to
+    :func:`check_value_range` (a training step's one sync; None for an empty batch).
+
     Raises:
         ValueError: not a float tensor, not 4-dimensional, or values outside [0, 1]
             (NaN included); the message gives the found min and max and how to map
-            8-bit ([0, 255]) or [-1, 1] images. One device sync (``torch.aminmax``).
+            8-bit ([0, 255]) or [-1, 1] images. One device sync (``torch.aminmax``)
+            unless deferred.
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         what = type(x).__name__ if not isinstance(x, torch.Tensor) else f"tensor of dtype {x.dtype}"
@@ -212,8 +219,21 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
     if x.dim() != 4:
         raise ValueError(f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)}")
     if x.numel() == 0:
-        return
-    lo, hi = (float(v) for v in torch.stack(torch.aminmax(x.detach())).tolist())
+        return None
+    bounds = torch.stack(torch.aminmax(x.detach()))
+    if deferred:
+        return bounds
+    check_value_range(*bounds.tolist(), name=name)
+    return None
+
+
+def check_value_range(lo: float, hi: float, name: str = "images") -> None:
+    """Refuse images whose smallest and largest values ``lo``, ``hi`` (floats, as read from
+    :func:`check_images`'s deferred result) leave [0, 1] (NaN included).
+
+    Raises:
+        ValueError: the message gives the range and how to map 8-bit or [-1, 1] images.
+    """
     if not (lo >= VALUE_RANGE[0] and hi <= VALUE_RANGE[1]):
         if hi > 1.5:
             fix = "; 8-bit images: divide by 255"

@@ -375,14 +375,22 @@ def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
     return reconstruction_loss(x, result.image), result.image
 
 
-def _step_values(loss: torch.Tensor, numel: int, sync: bool):
+def _step_values(loss: torch.Tensor, numel: int, sync: bool,
+                 extra: Optional[torch.Tensor] = None):
     """The FA step's logged values ``{"loss": C, "mse": C / numel}``: floats from one
-    device sync, or 0-d tensors without any when ``sync=False``."""
+    device sync, or 0-d tensors without any when ``sync=False``. With ``sync`` and
+    ``extra`` (a 1-d tensor, e.g. the batch's value range), returns (values, ``extra`` read
+    in the same sync as a list of floats)."""
     loss = loss.detach()
     values = {"loss": loss, "mse": loss / numel}
     if not sync:
         return values
-    return dict(zip(values, torch.stack(list(values.values())).tolist()))  # one sync
+    parts = [torch.stack(list(values.values()))]
+    if extra is not None:
+        parts.append(extra.detach().to(loss.dtype))
+    read = torch.cat(parts).tolist()  # one sync
+    values = dict(zip(values, read[:2]))
+    return values if extra is None else (values, read[2:])
 
 
 def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
@@ -400,9 +408,9 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     ``sync=False``. The mse is C / (C*H*W), the same number as
     ``(image - x).pow(2).mean()`` up to rounding.
 
-    Checks (``sync=True``): ``x`` as :func:`fa_utils.train.check_batch` (one more sync),
-    and a non-finite loss is refused before ``backward()``
-    (:func:`fa_utils.train.refuse_non_finite`, term "rec"; for a DDP encoder agreed over
+    Checks (``sync=True``): ``x`` as :func:`fa_utils.train.check_batch` (its value range
+    read in the step's one sync, before the update), and a non-finite loss is refused
+    before ``backward()`` (:func:`fa_utils.train.refuse_non_finite`, term "rec"; for a DDP encoder agreed over
     the ranks). With ``sync=False`` neither check runs (no sync at all): the caller checks
     the returned tensors.
 
@@ -416,10 +424,9 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
         fa_utils.train.NonFiniteLossError: the loss is NaN or infinite; the weights are
             unchanged.
     """
-    from .train import check_batch, refuse_non_finite
+    from .train import check_batch, check_batch_range, refuse_non_finite
 
-    if sync:
-        check_batch(x, encoder)
+    bounds = check_batch(x, encoder, deferred=True) if sync else None
     optimizer.zero_grad(set_to_none=True)
     if autocast_dtype is None:
         loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
@@ -428,8 +435,12 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
             loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
         loss = loss.float()
     values = None
-    if sync:
-        values = _step_values(loss, x[0].numel(), sync)  # the step's one sync, before the update
+    if sync:  # the step's one sync, before the update: the values and the batch's range
+        if bounds is None:  # an empty batch
+            values, read = _step_values(loss, x[0].numel(), sync), []
+        else:
+            values, read = _step_values(loss, x[0].numel(), sync, bounds)
+        check_batch_range(read)
         ddp = isinstance(encoder, nn.parallel.DistributedDataParallel)
         if ddp or not math.isfinite(values["loss"]):
             refuse_non_finite({"rec": loss}, what="the FA loss", collective=ddp)

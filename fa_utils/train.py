@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -262,12 +262,16 @@ def _param_dtype(module) -> Optional[torch.dtype]:
 
 
 def check_batch(x: Any, module: nn.Module | list | None = None,
-                name: str = "the training batch") -> None:
+                name: str = "the training batch", *, deferred: bool = False
+                ) -> Optional[torch.Tensor]:
     """Refuse a training batch that is not images in this project's convention.
 
     Accepts a floating-point (B, C, H, W) tensor with values in [0, 1]
     (:func:`fa_utils.data.check_images`, the same check and message as the FID functions)
-    whose dtype is that of ``module``'s parameters (when given). One device sync.
+    whose dtype is that of ``module``'s parameters (when given). One device sync, or, with
+    ``deferred=True``, none: the value range is returned as a (2,) tensor (min, max) for
+    the step to read with its own one sync and check with
+    :func:`fa_utils.data.check_value_range` before its update (None for an empty batch).
 
     Raises:
         ValueError: not a float tensor, not 4-dimensional, values outside [0, 1] (the
@@ -276,11 +280,27 @@ def check_batch(x: Any, module: nn.Module | list | None = None,
     """
     from .data import check_images
 
-    check_images(x, name)
+    bounds = check_images(x, name, deferred=True)
     want = _param_dtype(module) if module is not None else None
     if want is not None and x.dtype != want:
         raise ValueError(f"{name} is {x.dtype} but the model's parameters are {want}: "
                          f"convert the images with x.to({want})")
+    if deferred or bounds is None:
+        return bounds
+    check_batch_range(bounds.tolist(), name)
+    return None
+
+
+def check_batch_range(bounds: Sequence[float], name: str = "the training batch") -> None:
+    """The deferred half of :func:`check_batch`: ``bounds`` (min, max) as floats.
+
+    Raises:
+        ValueError: values outside [0, 1] (:func:`fa_utils.data.check_value_range`).
+    """
+    from .data import check_value_range
+
+    if bounds:
+        check_value_range(*bounds, name=name)
 
 
 def refuse_non_finite(terms: Mapping[str, torch.Tensor], *, what: str = "the loss",

@@ -142,32 +142,54 @@ def random_side(encoder: nn.Module, settings: VFASettings) -> Callable[[torch.Te
     return fa.head_encoder(encoder, _read_out_heads(settings))
 
 
-def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0) -> torch.Tensor:
+def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
+            validate: bool = True) -> torch.Tensor:
     """``scale * onehot(labels)``: (B,) int -> (B, K) float.
+
+    ``validate=False``: no check here (no device sync); a label outside [0, K) gives a row
+    of zeros, and the caller checks :func:`label_bounds` with its own sync (the training
+    step does, before its update).
 
     Raises:
         ValueError: a label outside [0, num_classes) (e.g. -1 of an unlabeled dataset).
     """
     labels = labels.long()
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+    if validate and labels.numel():
+        check_label_range(labels.min().item(), labels.max().item(), num_classes)
+    classes = torch.arange(num_classes, device=labels.device)
+    return scale * (labels[:, None] == classes).float()
+
+
+def label_bounds(labels: torch.Tensor) -> torch.Tensor:
+    """(min, max) of the labels (B,) as a (2,) tensor on their device, without a sync."""
+    return torch.stack(torch.aminmax(labels.long()))
+
+
+def check_label_range(lo: float, hi: float, num_classes: int) -> None:
+    """Refuse labels whose smallest and largest values leave [0, num_classes).
+
+    Raises:
+        ValueError: says what to do for unlabeled data.
+    """
+    if lo < 0 or hi >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}) for a conditional VFA, got "
-                         f"{labels.min().item()}..{labels.max().item()} (unlabeled data: "
-                         f"use conditional=False)")
-    return scale * torch.nn.functional.one_hot(labels, num_classes).float()
+                         f"{int(lo)}..{int(hi)} (unlabeled data: use conditional=False)")
 
 
 def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.Tensor] = None,
-                 scale: Optional[float] = None, class_values: Optional[torch.Tensor] = None
-                 ) -> torch.Tensor:
+                 scale: Optional[float] = None, class_values: Optional[torch.Tensor] = None,
+                 *, validate: bool = True) -> torch.Tensor:
     """The inner problem's target: z, with ``scale * onehot(labels)`` (or ``class_values``)
-    appended for a conditional VFA. (B, Z) -> (B, Z [+ K])."""
+    appended for a conditional VFA (``validate``: as in :func:`one_hot`).
+    (B, Z) -> (B, Z [+ K])."""
     if not settings.conditional:
         return z
     if class_values is None:
         if labels is None:
             raise ValueError("a conditional VFA needs labels (or class_values) for its target")
         class_values = one_hot(labels, settings.num_classes,
-                               settings.class_scale if scale is None else scale).to(z)
+                               settings.class_scale if scale is None else scale,
+                               validate=validate).to(z)
     return torch.cat([z, class_values.to(z)], 1)
 
 
@@ -230,11 +252,12 @@ def vfa_loss(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor]
     return loss, parts, image
 
 
-def _vfa_loss(encoder, x, labels, *, settings, generator):
-    """:func:`vfa_loss` and E(x) (the dict of heads, with their graph)."""
+def _vfa_loss(encoder, x, labels, *, settings, generator, validate: bool = True):
+    """:func:`vfa_loss` and E(x) (the dict of heads, with their graph); ``validate``: the
+    labels' range (:func:`one_hot`)."""
     out = encoder(x)
     z_x = reparameterise(out["mu"], out["logvar"], generator)
-    target = inner_target(z_x, settings, labels)
+    target = inner_target(z_x, settings, labels, validate=validate)
     res = _align(encoder, target, x.shape[1:], settings, create_graph=True, generator=generator)
     rec = (x - res.image).pow(2).flatten(1).sum(1)
     kl = kl_normal(out["mu"], out["logvar"])
@@ -242,7 +265,8 @@ def _vfa_loss(encoder, x, labels, *, settings, generator):
     per_example = rec + betas * kl
     cls = torch.zeros_like(rec)
     if settings.conditional and settings.class_weight > 0:
-        cls = (one_hot(labels, settings.num_classes).to(x) - out["logits"]).pow(2).sum(1)
+        cls = (one_hot(labels, settings.num_classes, validate=False).to(x)
+               - out["logits"]).pow(2).sum(1)
         per_example = per_example + settings.class_weight * cls
     parts = {"rec": rec.detach(), "kl": kl.detach(), "cls": cls.detach()}
     return per_example.mean(), parts, res.image, out
@@ -257,7 +281,8 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     Shapes: x (B, C, H, W) float in [0, 1] in the encoder's dtype, labels (B,).
 
     Returns floats ``loss``, ``mse`` (per pixel), ``kl`` and ``cls`` (batch means), read in
-    one device sync before the update (:func:`fa_utils.train.check_batch` takes one more).
+    one device sync before the update, with the batch's value range
+    (:func:`fa_utils.train.check_batch`).
 
     Raises:
         ValueError: bad images (:func:`fa_utils.train.check_batch`).
@@ -270,20 +295,29 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
                        weight_clamp=weight_clamp)[0]
 
 
-def _vfa_update(encoder, optimizer, x, labels, *, settings, generator, weight_clamp,
-                check: bool = True):
+def _vfa_update(encoder, optimizer, x, labels, *, settings, generator, weight_clamp):
     """:func:`vfa_step`; also returns what the step computed before the update, detached:
     E(x) (the dict of heads) and the image r_hat (B, C, H, W) of z_x = mu + eps sigma."""
-    from .train import check_batch, refuse_non_finite
+    from .train import check_batch, check_batch_range, refuse_non_finite
 
-    if check:
-        check_batch(x, encoder)
+    bounds = check_batch(x, encoder, deferred=True)
+    with_labels = settings.conditional and labels is not None and labels.numel() > 0
     optimizer.zero_grad(set_to_none=True)
     loss, parts, image, out = _vfa_loss(encoder, x, labels, settings=settings,
-                                        generator=generator)
+                                        generator=generator, validate=False)
     with torch.no_grad():
         mse = (image - x).pow(2).mean()
-        values = torch.stack([loss.detach(), mse, parts["kl"].mean(), parts["cls"].mean()]).tolist()
+        read = [torch.stack([loss.detach(), mse, parts["kl"].mean(), parts["cls"].mean()])]
+        if with_labels:
+            read.append(label_bounds(labels).to(read[0]))
+        if bounds is not None:
+            read.append(bounds.to(read[0]))
+        # the step's one sync: its values, the labels' and the images' ranges
+        read = torch.cat(read).tolist()
+    values = read[:4]
+    if with_labels:
+        check_label_range(read[4], read[5], settings.num_classes)
+    check_batch_range(read[6 if with_labels else 4:])
     if not all(map(math.isfinite, values)) or isinstance(encoder, nn.parallel.DistributedDataParallel):
         refuse_non_finite({"rec": parts["rec"], "KL": parts["kl"], "class": parts["cls"],
                            "loss": loss}, what="the VFA loss",
@@ -512,7 +546,7 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
 
     Returns floats: ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` (and the encoder's values,
     prefixed ``enc_``, when ``opt_e`` is given). Batch means of per-example terms. Device
-    syncs: one for the images' check, one per network's update.
+    syncs: one per network's update (and one for the images' check without ``opt_e``).
 
     Raises:
         ValueError: bad images x (B, C, H, W) (:func:`fa_utils.train.check_batch`) or an
@@ -526,15 +560,15 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
 
     if fake_source not in FAKE_SOURCES:
         raise ValueError(f"unknown fake_source {fake_source!r}; choose one of {list(FAKE_SOURCES)}")
-    check_batch(x, refiner)
     logs: dict[str, float] = {}
     r_hat = None
-    if opt_e is not None:
+    if opt_e is not None:  # the encoder step reads the batch's range in its one sync
+        check_batch(x, refiner, deferred=True)
         enc_logs, encoded, r_hat = _vfa_update(encoder, opt_e, x, labels, settings=settings,
-                                               generator=generator, weight_clamp=weight_clamp,
-                                               check=False)
+                                               generator=generator, weight_clamp=weight_clamp)
         logs.update({f"enc_{k}": v for k, v in enc_logs.items()})
     else:
+        check_batch(x, refiner)
         with torch.no_grad():
             encoded = encoder(x)
     kw = dict(settings=settings, latent_dim=latent_dim, generator=generator)

@@ -333,3 +333,53 @@ def test_channels_last_networks_give_the_contiguous_vfagan_step():
     assert logs[0].keys() == logs[1].keys()
     for k in logs[0]:
         assert logs[1][k] == pytest.approx(logs[0][k], rel=1e-4, abs=1e-6), k
+
+
+class _SyncCounter:
+    """Counts the host reads of tensor values (each a device sync on a GPU): tolist, item,
+    bool, float, int, by the calling function's name."""
+
+    NAMES = ("tolist", "item", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def wrapped(t, *a, _original=original, _name=name, **k):
+                self.calls.append(_name)
+                return _original(t, *a, **k)
+            monkeypatch.setattr(torch.Tensor, name, wrapped)
+
+
+def test_a_training_step_reads_the_device_once_per_update(monkeypatch):
+    """FA and VFA steps: one host read (values, the images' and the labels' ranges
+    together); the joint VFA-GAN step: one per network updated (encoder, D, G)."""
+    from fa_utils import fa, train
+    enc = tiny_encoder(num_classes=3)
+    fa_enc = models.Encoder(TINY, {"z": 4})
+    refiner, disc = models.FAGenerator(1, 8, 3), models.Discriminator(TINY)
+    opts = [train.make_adam(m.parameters(), lr=1e-3) for m in (enc, fa_enc, refiner, disc)]
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    settings = vfa.VFASettings(num_classes=3)
+    counter = _SyncCounter(monkeypatch)
+    fa.fa_step(fa_enc, opts[1], x)
+    assert counter.calls == ["tolist"]
+    counter.calls.clear()
+    vfa.vfa_step(enc, opts[0], x, y, settings=settings)
+    assert counter.calls == ["tolist"]
+    counter.calls.clear()
+    vfa.vfagan_step(enc, refiner, disc, opts[2], opts[3], x, y, settings=settings,
+                    latent_dim=4, opt_e=opts[0])
+    assert counter.calls == ["tolist"] * 3
+
+
+@pytest.mark.parametrize("bad", [[0, 1, 3, 0], [0, -1, 2, 0]])
+def test_vfa_step_refuses_labels_out_of_range_before_the_update(bad):
+    enc = tiny_encoder(num_classes=3)
+    opt = torch.optim.Adam(enc.parameters(), 1e-3)
+    before = [p.detach().clone() for p in enc.parameters()]
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        vfa.vfa_step(enc, opt, torch.rand(4, 1, 8, 8), torch.tensor(bad),
+                     settings=vfa.VFASettings(num_classes=3))
+    assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters()))
