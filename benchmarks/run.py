@@ -1,6 +1,6 @@
 """The FA training step measured against a VAE step of the same encoder, in one run.
 
-    python -m benchmarks.run            # --quick (default): 2-4 min measured on 2 CPU cores (bound: 10 min)
+    python -m benchmarks.run            # --quick (default): about 13 min measured on 2 CPU cores
     python -m benchmarks.run --full     # more repeats, batch up to 1024; meant for a GPU
     python -m benchmarks.run --sections 1,6 --no-write    # a subset, printed only
 
@@ -758,7 +758,7 @@ def section_authors(args, device, out: list[str]) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: 2-4 min measured on 2 CPU cores (bound: 10 min)")
+    mode.add_argument("--quick", action="store_true", help="the default: about 13 min measured on 2 CPU cores")
     mode.add_argument("--full", action="store_true", help="more repeats and sizes (a GPU)")
     mode.add_argument("--smoke", action="store_true",
                       help="one repeat at the smallest sizes: checks that every section runs "

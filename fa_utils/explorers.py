@@ -336,7 +336,7 @@ def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
     Jacobian built once, :func:`fa_utils.vfa.frozen_start`, from the weights as they are)."""
     from . import vfa
 
-    frozen = settings.r_init == "zeros" and settings.rand_side == "mu"
+    frozen = settings.r_init == "zeros"  # either random side is a read-out of the heads
     start = vfa.frozen_start(encoder, tuple(shape), settings) if frozen else None
 
     def encode(x):
