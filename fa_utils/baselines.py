@@ -36,6 +36,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
+from . import fa
 from .losses import (kl_normal, lsgan_discriminator_loss, lsgan_generator_loss,
                      reparameterise)
 from .models import (Architecture, DCGANDiscriminator, Discriminator, Encoder, GANGenerator,
@@ -195,6 +196,7 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
 
 
+@fa.inner_autograd()  # works under torch.no_grad() / inference_mode() alike
 def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: int,
                     steps: int = 100, lr: float = 0.05, z0: Optional[torch.Tensor] = None,
                     seed: int = 0, batch_size: int = 256
@@ -215,7 +217,7 @@ def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: in
     images, zs, curves = [], [], []
     try:
         for i, chunk in enumerate(x.split(batch_size)):
-            chunk = chunk.to(device)
+            chunk = fa.fresh(chunk.to(device))
             start = (z0[i * batch_size:i * batch_size + len(chunk)] if z0 is not None
                      else torch.randn(len(chunk), latent_dim, generator=g))
             z = start.clone().to(device).requires_grad_(True)

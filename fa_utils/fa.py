@@ -28,6 +28,7 @@ between calls (an explicit object: a snapshot of the weights it was built from).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -138,10 +139,15 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
     Returns:
         :class:`AlignResult`.
 
+    Works alike inside ``torch.no_grad()`` and ``torch.inference_mode()`` (the steps run
+    under :func:`inner_autograd`); so do :func:`solve` and everything that decodes
+    through it.
+
     Raises:
         ValueError: T < 1, tau <= 0, unknown squash, or mismatched latent shapes.
+        RuntimeError: ``create_graph=True`` inside ``torch.inference_mode()``.
     """
-    _check_inner_args(T, tau, squash)
+    _check_inner_args(T, tau, squash, create_graph)
     energies: list[torch.Tensor] = []
     trajectory: list[torch.Tensor] = []
     r = _iterate(encode, z_target, r0.detach(), T=T, tau=tau, create_graph=create_graph,
@@ -151,7 +157,11 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
                        trajectory=trajectory)
 
 
-def _check_inner_args(T: int, tau: float, squash: str) -> None:
+def _check_inner_args(T: int, tau: float, squash: str, create_graph: bool = False) -> None:
+    if create_graph and torch.is_inference_mode_enabled():
+        raise RuntimeError("create_graph=True (training: the loss reaches the encoder through "
+                           "the inner steps) cannot run inside torch.inference_mode(); train "
+                           "outside it, and decode with create_graph=False there")
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if not tau > 0:
@@ -159,17 +169,33 @@ def _check_inner_args(T: int, tau: float, squash: str) -> None:
     apply_squash(torch.zeros(0), squash)  # validate early
 
 
+@contextlib.contextmanager
+def inner_autograd():
+    """Autograd on inside, whatever the caller runs under (``torch.no_grad()`` or
+    ``torch.inference_mode()``): the inner optimisation's gradients are a computation of
+    their own. Tensors made under inference mode enter it through :func:`fresh`."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def fresh(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a normal copy of it when it was made under ``torch.inference_mode()``
+    (autograd cannot save such a tensor for backward)."""
+    return t.clone() if t.is_inference() else t
+
+
 def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor,
              r: torch.Tensor, *, T: int, tau: float, create_graph: bool,
              energies: Optional[list] = None, trajectory: Optional[list] = None) -> torch.Tensor:
-    """T steps of Eq. 2 from r (the body of :func:`align`).
+    """T steps of Eq. 2 from r (the body of :func:`align`), under :func:`inner_autograd`.
 
     ``r`` may carry a graph to the encoder (a first step already taken with
     ``create_graph=True``); it is used as it is then, and detached otherwise.
     """
     if not create_graph:
         z_target = z_target.detach()
-    with torch.enable_grad():
+    with inner_autograd():
+        z_target, r = fresh(z_target), fresh(r)
         if not create_graph or not r.requires_grad:
             r = r.detach().requires_grad_(True)
         for _ in range(T):
@@ -235,8 +261,9 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
     Raises:
         ValueError: bad inner arguments, ``shared_start=True`` where it does not apply, or
             a frozen start with a graph, another shape, random starts or tracking.
+        RuntimeError: ``create_graph=True`` inside ``torch.inference_mode()``.
     """
-    _check_inner_args(T, tau, squash)
+    _check_inner_args(T, tau, squash, create_graph)
     fn = head_encoder(module, head) if head is not None else module
     if start is not None:
         if create_graph or r_init != "zeros" or kwargs or tuple(start.r0.shape[1:]) != tuple(shape):
@@ -299,7 +326,7 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z", T: int
             wrapper sees one forward (E(x)) per step.
     """
     encode = head_encoder(encoder, head)
-    _check_inner_args(T, tau, squash)
+    _check_inner_args(T, tau, squash, create_graph)
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         z_x = encode(x)
     inner = encoder if inner_encoder is None else inner_encoder

@@ -171,7 +171,7 @@ def _power_iteration(op, input_shape, iters, generator) -> float:
     p = next(op.parameters())
     v = torch.randn((1, *input_shape), generator=generator).to(p.device, p.dtype)
     lam = torch.tensor(0.0)
-    with torch.enable_grad():
+    with fa.inner_autograd():
         zero = op(torch.zeros_like(v)).detach()
         for _ in range(iters):
             v = (v / v.norm()).requires_grad_(True)

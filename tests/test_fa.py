@@ -129,3 +129,80 @@ def test_bad_arguments_fail_early():
         fa.reconstruct(enc, x, head="mu")
     with pytest.raises(ValueError, match="latent shapes differ"):
         fa.inner_energy(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+# --------------------------------------------------------------------------------------
+# Every decode / reconstruct / sample entry point under no_grad and inference_mode
+# --------------------------------------------------------------------------------------
+
+def _entry_points(T, start, side):
+    """name -> a call returning the decoded tensor, for every decoding entry point."""
+    from fa_utils import baselines, local, vfa
+    torch.manual_seed(0)
+    arch = models.Architecture(1, 6, (2,), 8)
+    enc, x, z = tiny_encoder(), torch.rand(3, 1, 6, 6), torch.randn(3, 3)
+    zeros = start != "uniform"
+    opts = {"shared": {}, "textbook": {"shared_start": False},
+            "uniform": {"r_init": "uniform"}}[start]
+    settings = vfa.VFASettings(T=T, rand_side=side, num_classes=2,
+                               r_init="zeros" if zeros else "uniform")
+    venc = models.Encoder(arch, vfa.vfa_heads(4, 2))
+    net = local.make_local_net(arch, 4, spectral_init=False)
+    gen = torch.nn.Sequential(torch.nn.Linear(3, 36), torch.nn.Unflatten(1, (1, 6, 6)))
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    return {
+        "fa.align": lambda: fa.align(fa.head_encoder(enc, "z"), enc(x)["z"], torch.zeros_like(x), T=T,
+                                     create_graph=False).image,
+        "fa.decode_latent": lambda: fa.decode_latent(enc, z, (1, 6, 6), T=T, generator=g(),
+                                                     **opts).image,
+        "fa.reconstruct": lambda: fa.reconstruct(enc, x, T=T, generator=g(), **opts).image,
+        "vfa.decode": lambda: vfa.decode(venc, z[:, :2].repeat(1, 2), (1, 6, 6),
+                                         settings=settings, labels=torch.tensor([0, 1, 1]),
+                                         generator=g()),
+        "vfa.sample": lambda: vfa.sample(venc, 3, (1, 6, 6), settings=settings, latent_dim=4,
+                                         generator=g())[0],
+        "vfa.reconstruct": lambda: vfa.reconstruct(venc, x, settings=settings),
+        "vfa.interpolation_grid": lambda: vfa.interpolation_grid(venc, x[[0, 1, 2, 0]], 2,
+                                                                 settings=settings),
+        "vfa.class_emphasis": lambda: vfa.class_emphasis(venc, z[0, :2].repeat(2), (1, 6, 6),
+                                                         [1.0], settings=settings)[0],
+        "local.local_recover": lambda: local.local_recover(net, x, T=T, **opts),
+        "local.operator_norm": lambda: torch.tensor(local.operator_norm(net.blocks[0].op,
+                                                                        (1, 6, 6), generator=g())),
+        "baselines.gan_reconstruct": lambda: baselines.gan_reconstruct(gen, x, latent_dim=3,
+                                                                       steps=2)[0],
+    }
+
+
+def _applies(name, T, start, side):
+    """Whether T, the start and the random side are arguments of this entry point."""
+    if name.startswith("vfa."):  # no shared_start argument: zeros (shared) or uniform
+        return start != "textbook"
+    if name in ("local.operator_norm", "baselines.gan_reconstruct"):
+        return (T, start, side) == (1, "shared", "mu")
+    return side == "mu" and (start == "shared" or name != "fa.align")
+
+
+_CASES = [(name, T, start, side)
+          for T in (1, 2) for start in ("shared", "textbook", "uniform")
+          for side in ("mu", "mu+sigma")
+          for name in _entry_points(1, "shared", "mu") if _applies(name, T, start, side)]
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("name,T,start,side", _CASES)
+def test_every_decoder_works_under_no_grad_and_inference_mode(mode, name, T, start, side):
+    # the inner optimisation enables autograd inside, on fresh tensors, whatever the caller
+    call = _entry_points(T, start, side)[name]
+    torch.manual_seed(2)  # the same random starts where no generator is taken
+    expected = call()
+    torch.manual_seed(2)
+    with mode():
+        got = call()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_training_inside_inference_mode_is_refused_with_what_to_do():
+    enc = tiny_encoder()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside it"):
+        fa_loss(enc, torch.rand(2, 1, 6, 6))
