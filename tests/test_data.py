@@ -402,3 +402,71 @@ def test_integrity_failure_names_the_file(tmp_path, monkeypatch, download):
     assert "integrity check failed" in msg and str(folder / "data_batch_1") in msg
     assert ("tried to download a fresh copy and that failed too" in msg) == download
     assert f"python -m fa_utils download cifar10 --data-root {tmp_path}" in msg
+
+
+# --------------------------------------------------------------------------------------
+# layouts a user gets wrong: found, extracted or named (never a silent fallback)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["deeper", "shallower"])
+def test_a_root_one_level_off_is_found_and_the_working_root_named(tmp_path, monkeypatch, where):
+    monkeypatch.setattr(tv_cifar, "check_integrity", _exists_only)
+    _write_mnist(tmp_path / "data")
+    _write_cifar10(tmp_path / "data")
+    root = tmp_path / "data" / "MNIST" if where == "deeper" else tmp_path
+    for name, source in [("mnist", "auto"), ("cifar10", "torchvision")]:
+        with pytest.warns(UserWarning, match=re.escape(f"root='{tmp_path / 'data'}'")):
+            ds = load_dataset(name, root=root, source=source, verbose=False)
+        assert ds.source == "torchvision" and len(ds) == 20
+
+
+def test_gz_and_tar_gz_archives_without_their_extracted_files_are_extracted(tmp_path, monkeypatch):
+    import gzip
+    import tarfile
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", _exists_only)
+    written = _write_mnist(tmp_path)
+    for f in (tmp_path / "MNIST" / "raw").iterdir():
+        f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    _write_cifar10(tmp_path / "src")
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", "cifar-10-batches-py")
+    with pytest.warns(UserWarning, match="extracted") as record:
+        for name, source in [("mnist", "torchvision"), ("mnist", "auto"),
+                             ("cifar10", "torchvision")]:
+            ds = load_dataset(name, root=tmp_path, source=source, verbose=False)
+            assert ds.source == "torchvision" and len(ds) == 20
+    said = [str(w.message) for w in record]
+    assert said == [f"mnist: extracted {', '.join(str(p) + '.gz' for p in D._expected_paths('mnist', str(tmp_path)))}",
+                    f"cifar10: extracted {tmp_path / 'cifar-10-python.tar.gz'}"]
+    assert torch.equal(D.as_tensors(load_dataset("mnist", root=tmp_path, verbose=False))[0][:, 0],
+                       torch.from_numpy(written["train"][0]).float() / 255)
+
+
+def test_a_truncated_file_is_named_with_its_expected_and_actual_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(tv_stl10, "check_integrity", _exists_only)
+    _write_mnist(tmp_path)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    os.truncate(images, 1000)
+    for source in ("auto", "torchvision"):
+        with pytest.raises(DatasetUnavailable,
+                           match=re.escape(f"{images} has 1,000 bytes where its header says "
+                                           f"{16 + 20 * 784:,}")):
+            load_dataset("mnist", root=tmp_path, source=source, verbose=False)
+    _write_stl10(tmp_path)
+    unlabeled = tmp_path / "stl10_binary" / "unlabeled_X.bin"
+    os.truncate(unlabeled, 27648 + 5)
+    with pytest.raises(DatasetUnavailable, match=re.escape(f"{unlabeled} has 27,653 bytes")):
+        load_dataset("stl10", root=tmp_path, source="torchvision", verbose=False)
+
+
+def test_an_incomplete_mnist_falls_back_to_the_sample_with_a_warning_naming_what_is_missing(
+        tmp_path):
+    _write_mnist(tmp_path)
+    missing = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    missing.unlink()
+    with pytest.warns(UserWarning, match=f"using the 5,000-digit sample: mnist: missing "
+                                         f"{re.escape(str(missing))}"):
+        assert load_dataset("mnist", root=tmp_path, verbose=False).source == "sample"
