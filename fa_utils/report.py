@@ -16,7 +16,9 @@ catalogue does not list is reported too (its row says so).
 
 The runner (:mod:`fa_utils.runner`) calls :func:`write_report` at the end of
 ``reproduce`` and ``run``; ``python -m fa_utils report [--profile P]`` rebuilds it alone.
-When the report is the committed ``results/REPORT.md`` of the repository, the runner also
+A notebook that fails or is interrupted keeps the claims of its last successful run (the
+report adds a line naming its executed copy). When the report is the committed
+``results/REPORT.md`` of the repository, a successful ``reproduce`` (or ``report``) also
 rewrites the summary line in ``README.md`` between :data:`README_START` and
 :data:`README_END` (:func:`update_readme`).
 """
@@ -183,8 +185,8 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
             catalogue: Mapping[str, Sequence[Expected]] = CATALOGUE) -> list[Row]:
     """The report's rows from the claims files in ``folder`` (``results/claims/``).
 
-    A file counts when its profile is ``profile`` and, for a notebook that failed or was
-    interrupted in this run (``runs``), when it was written after that notebook started.
+    A file counts when its profile is ``profile``: a notebook that failed or was
+    interrupted in this run (``runs``) keeps the claims of its last successful run.
     Every catalogue entry without a counted claim becomes a "not measured" row naming the
     notebook and why; claims not in the catalogue are kept (``catalogued=False``).
 
@@ -206,8 +208,6 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
         if data.get("profile") != profile:
             other_profiles.setdefault(stem, []).append(str(data.get("profile")))
             continue
-        if run is not None and run.state != "ok" and path.stat().st_mtime < run.started:
-            continue  # from an earlier run of a notebook that failed in this one
         counted.setdefault(stem, []).append(data)
 
     rows: list[Row] = []
@@ -296,9 +296,10 @@ def _git(*args: str) -> str:
 
 
 def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str = "",
-           date: str = "") -> str:
-    """The report's markdown: header (profile, commit, date), summary line, one table per
-    paper section. Links and thumbnails point from ``report_dir`` to our figures and tables
+           date: str = "", runs: Optional[Mapping[str, NotebookRun]] = None) -> str:
+    """The report's markdown: header (profile, commit, date), summary line, a line per
+    notebook that failed or was interrupted in this run (``runs``), one table per paper
+    section. Links and thumbnails point from ``report_dir`` to our figures and tables
     at ``profile``; a file that does not exist is named without a link."""
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
@@ -310,6 +311,11 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
              "checked it (`results/claims/*.json`); *asserted* marks the claims that the "
              "notebook asserts at this profile, so a run whose asserted claim does not hold "
              "fails. \"Our reading\" says how we turned a qualitative claim into a test.", ""]
+    stopped = [f"- Notebook {_nb_word(stem)} {run.state} in the latest run ({run.detail}): "
+               f"its rows are those of its last successful run, if any."
+               for stem, run in sorted((runs or {}).items())
+               if run.state in ("failed", "interrupted")]
+    lines += stopped + [""] * bool(stopped)
     shown: set[Path] = set()
     groups: dict[str, list[Row]] = {}
     for r in rows:
@@ -391,7 +397,7 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None)
         commit += " (with uncommitted changes)"
     line = summary_line(rows, profile)
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render(rows, profile, path.parent, commit=commit))
+    tmp.write_text(render(rows, profile, path.parent, commit=commit, runs=runs))
     tmp.replace(path)
     return path, line
 

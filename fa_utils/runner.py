@@ -675,7 +675,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         status = _run_plans(plans, args, profile, interrupts, words, times, runs)
         _print_times(times)
         try:
-            _write_report(profile, runs)
+            _write_report(profile, runs, readme=not status and args.command == "reproduce")
         except (ValueError, OSError) as exc:
             print(f"error: the report could not be written: {exc}", file=sys.stderr)
             return status or EXIT_FAILED
@@ -738,14 +738,15 @@ def _print_times(times: Sequence[tuple[str, float]]) -> None:
                     + [f"  {'total':40s} {total:7.0f} s"]), flush=True)
 
 
-def _write_report(profile: str, runs: Mapping[str, Any]) -> None:
+def _write_report(profile: str, runs: Mapping[str, Any], readme: bool = True) -> None:
     """Assemble the report (:func:`fa_utils.report.write_report`), print its summary line
-    and path, and update the README's summary line when the report is the committed one."""
+    and path, and, with ``readme`` (a successful main job, or ``report``), update the
+    README's summary line when the report is the committed one."""
     from . import report
 
     path, line = report.write_report(profile, runs)
     print(f"claims: {line}\nreport: {path}", flush=True)
-    if report.update_readme(line, path):
+    if readme and report.update_readme(line, path):
         print("  (README.md's summary line updated)", flush=True)
 
 

@@ -167,7 +167,7 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
         claims.check(_appendix(clamped=appendix.DiagonalRun(None, torch.zeros(1, 1), [], 2)))
 
 
-def test_claims_of_another_profile_or_of_a_failed_run_are_not_used(root):
+def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_success(root):
     folder = claims.claims_dir("quick")
     claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
     rows = report.collect(folder, "quick")
@@ -179,11 +179,11 @@ def test_claims_of_another_profile_or_of_a_failed_run_are_not_used(root):
     later = time.time() + 5
     failed = {"01_toy_sin": report.NotebookRun("failed", later, "executed copy: x.failed.ipynb")}
     toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
-    assert all(r.claim.verdict == claims.NOT_MEASURED for r in toy_rows)
-    assert "notebook 01 failed before writing its claims (executed copy: x.failed.ipynb)" == toy_rows[0].claim.why
-    ok = {"01_toy_sin": report.NotebookRun("failed", time.time() - 60)}  # written during the run
-    assert all(r.claim.verdict == claims.HOLDS for r in report.collect(folder, "quick", ok)
-               if r.notebook == "01_toy_sin")
+    assert all(r.claim.verdict == claims.HOLDS for r in toy_rows)  # the last success's claims
+    no_file = [r for r in report.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
+               if r.notebook == "05_local_fa"]
+    assert all(r.claim.verdict == claims.NOT_MEASURED for r in no_file)
+    assert "notebook 05 failed before writing its claims (executed copy: x.failed.ipynb)" == no_file[0].claim.why
     ran = {"02_fa_mnist": report.NotebookRun("ok", 0.0)}
     r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
     assert "ran but wrote no claims file" in r02[0].claim.why
@@ -251,3 +251,32 @@ def test_progress_labels_come_from_the_markdown_above(capsys):
     assert km.transport == runner.KERNEL_TRANSPORT == "ipc"
     # the sockets go to Jupyter's runtime folder, never into the repository's notebooks/
     assert outputs.repo_root() not in Path(km.ip).resolve().parents, km.ip
+
+
+@pytest.mark.parametrize("failure", ["failed", "timed out", "interrupted"])
+def test_a_failed_run_keeps_the_report_rows_and_the_readme_line(root, monkeypatch, failure):
+    from fa_utils import runner
+
+    claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
+    report.write_report("quick")
+    before = report.parse_rows(report.report_path("quick").read_text())
+    readme_calls = []
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: readme_calls.append(a))
+
+    state = "interrupted" if failure == "interrupted" else "failed"
+
+    def execute(nb, params, out_dir, timeout=None, interrupts=None):
+        copy = str(out_dir / f"{nb.stem}.{state}.ipynb")
+        if failure == "interrupted":
+            raise runner.NotebookInterrupted(nb.name, 3, 2, "", copy)
+        raise runner.NotebookFailure(nb.name, 3, 2, "CellTimeoutError" if failure == "timed out"
+                                     else "ValueError", "boom", copy)
+    monkeypatch.setattr(runner, "execute", execute)
+    assert runner.main(["run", "01", "--profile", "quick", "--out", str(root / "nb")]) != 0
+    text = report.report_path("quick").read_text()
+    assert report.parse_rows(text) == before and readme_calls == []
+    assert f"Notebook 01 {state} in the latest run" in text
+    assert str(root / "nb" / f"01_toy_sin.{state}.ipynb") in text
+    monkeypatch.setattr(runner, "execute", lambda nb, params, out_dir, *a: out_dir / nb.name)
+    assert runner.main(["reproduce", "--profile", "quick", "--out", str(root / "nb")]) == 0
+    assert len(readme_calls) == 1  # only after a successful main job
