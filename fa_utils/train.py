@@ -31,8 +31,10 @@ adversarial, perceptual); :func:`fit` adds the step, as its progress bar counts 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -140,13 +142,15 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     half-written file at ``path``.
 
     Raises:
-        CheckpointError: the file could not be written (e.g. a full disk); says how much
-            space is free and that the previous checkpoint, if any, is intact.
+        CheckpointError: the file could not be written; names the cause (the file-size
+            limit, a full disk, no permission: :func:`write_failure_hint`) and says that
+            the previous checkpoint, if any, is intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             torch.save(dict(payload), fh)
             fh.flush()
@@ -156,17 +160,34 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException as exc:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, (OSError, RuntimeError)):  # torch.save on a full disk: RuntimeError
-            free = shutil.disk_usage(path.parent).free / 2 ** 20
             raise CheckpointError(
                 f"could not write checkpoint {path} ({type(exc).__name__}: {exc}); "
-                f"{free:.0f} MiB free in {path.parent}: free some space (or set FA_OUTPUT_ROOT "
-                f"to another disk) and run again; it resumes from the last checkpoint"
+                f"{write_failure_hint(exc, path.parent)}; it resumes from the last checkpoint"
                 + (", which is intact." if path.exists() else ".")) from exc
         raise
     return path
+
+
+def write_failure_hint(exc: BaseException, folder: Path) -> str:
+    """The cause of a failed write and its fix, from the errno of ``exc`` or of the
+    OSError it wraps (torch.save raises a RuntimeError from it): EFBIG the file-size limit
+    (``ulimit -f``), EACCES / EPERM / EROFS no permission, else the free space."""
+    err = next((e.errno for e in (exc, exc.__cause__, exc.__context__)
+                if isinstance(e, OSError) and e.errno), None)
+    if err == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return (f"the file would exceed the file-size limit of this process ({limit:,} bytes, "
+                f"`ulimit -f`): raise it (`ulimit -f unlimited`) and run again")
+    if err in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"no permission to write in {folder}: make it writable (or set FA_OUTPUT_ROOT "
+                f"to a folder you can write) and run again")
+    free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+    full = "the disk is full" if err in (errno.ENOSPC, errno.EDQUOT) else "if the disk is full"
+    return (f"{full} ({free / 2 ** 20:.0f} MiB free in {folder}): free some space (or set "
+            f"FA_OUTPUT_ROOT to another disk) and run again")
 
 
 #: Key prefixes that wrappers add to a module's state_dict: DistributedDataParallel and
