@@ -89,9 +89,12 @@ class NotebookFailure(RunnerError):
     ename: str
     evalue: str
     output: str
+    source: str = ""  # the cell's first line
 
     def __str__(self) -> str:
-        cell = (f"cell {self.cell_index} of the executed copy (In [{self.exec_count}])"
+        cell = (f"cell {self.cell_index} of the executed copy"
+                + (f" (In [{self.exec_count}])" if self.exec_count is not None else "")
+                + (f", which begins `{self.source}`" if self.source else "")
                 if self.cell_index is not None else "an unknown cell")
         return (f"notebook {self.notebook} failed in {cell}: {self.ename}: {self.evalue}\n"
                 f"  executed copy with the traceback: {self.output}")
@@ -424,13 +427,15 @@ class _Interrupts:
             signal.signal(signal.SIGINT, previous)
 
 
-def _recording_kernel_manager(sink: list):
+def _recording_kernel_manager(sink: list, stderr=None):
     """nbclient's kernel manager class, recording each instance in ``sink`` (so the runner
     can signal the kernel it starts), with :data:`KERNEL_TRANSPORT`: over IPC the kernel
     binds Unix sockets in Jupyter's runtime folder (user-only; jupyter_client's default for
     IPC would be the kernel's working folder, ``notebooks/``) instead of TCP ports, so
     ipykernel does not log "Kernel is running over TCP without encryption" for every
-    notebook. jupyter_client removes the socket files when the kernel shuts down."""
+    notebook. jupyter_client removes the socket files when the kernel shuts down.
+    ``stderr``: a file for the kernel process's own messages (e.g. ipykernel's traceback
+    when it is stopped after a cell timeout), which would otherwise reach the terminal."""
     import uuid
 
     from jupyter_client.manager import AsyncKernelManager
@@ -445,6 +450,11 @@ def _recording_kernel_manager(sink: list):
                 kwargs["ip"] = str(runtime / f"fa-kernel-{uuid.uuid4().hex[:12]}")
             super().__init__(*args, **kwargs)
             sink.append(self)
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if stderr is not None:
+                kw.setdefault("stderr", stderr)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return RecordingKernelManager
 
@@ -474,15 +484,27 @@ class _Progress:
     _labels: list = field(default_factory=list)
     _code_index: dict = field(default_factory=dict)
     _started: float = 0.0
+    _first_lines: list = field(default_factory=list)
+    current: Optional[int] = None  # the index of the cell running or last run
 
     def on_notebook_start(self, notebook=None, **_):
         cells = notebook.cells if notebook is not None else []
         self._labels = _cell_labels(cells)
+        self._first_lines = [next((ln.strip() for ln in c.source.splitlines() if ln.strip()), "")
+                             for c in cells]
         code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
         self._code_index = {i: k + 1 for k, i in enumerate(code)}
 
     def on_cell_start(self, cell=None, cell_index=None, **_):
         self._started = time.perf_counter()
+        self.current = cell_index
+
+    def first_line(self, cell_index: Optional[int]) -> str:
+        """The first non-empty line of a cell (at most 60 characters), "" if unknown."""
+        if cell_index is None or cell_index >= len(self._first_lines):
+            return ""
+        line = self._first_lines[cell_index]
+        return line if len(line) <= 60 else line[:57] + "..."
 
     def on_cell_executed(self, cell=None, cell_index=None, **_):
         dt = time.perf_counter() - self._started
@@ -511,7 +533,9 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
 
     It runs into ``NN_name.running.ipynb``, renamed to ``NN_name.ipynb`` on success (older
     failed / interrupted copies of it are removed), else to ``NN_name.failed.ipynb`` or
-    ``NN_name.interrupted.ipynb``: a failure never replaces a successful copy.
+    ``NN_name.interrupted.ipynb``: a failure never replaces a successful copy. The kernel
+    process's own messages (not the cells' output) go to ``NN_name.kernel.log`` there, kept
+    when not empty.
 
     Raises:
         NotebookFailure: a cell raised; names the cell and the error.
@@ -524,11 +548,14 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
     out_dir.mkdir(parents=True, exist_ok=True)
     running = executed_copy(out_dir, nb, "running")
     interrupts.managers = []
+    progress = _Progress(nb.stem)
     try:
-        pm.execute_notebook(str(nb), str(running), parameters=params, kernel_name="python3",
-                            cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
-                            kernel_manager_class=_recording_kernel_manager(interrupts.managers),
-                            **_Progress(nb.stem).hooks())
+        with open(out_dir / f"{nb.stem}.kernel.log", "wb") as log:
+            pm.execute_notebook(str(nb), str(running), parameters=params, kernel_name="python3",
+                                cwd=str(nb.parent), progress_bar=False,
+                                execution_timeout=timeout, kernel_manager_class=
+                                _recording_kernel_manager(interrupts.managers, log),
+                                **progress.hooks())
     except pm.PapermillExecutionError as exc:
         evalue = str(exc.evalue).strip() if exc.evalue else ""
         if interrupts.count or exc.ename in ("KeyboardInterrupt", "TrainingInterrupted"):
@@ -537,9 +564,10 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
                                       getattr(exc, "exec_count", None), evalue,
                                       str(out) if out else None) from exc
         out = _settle(running, executed_copy(out_dir, nb, "failed"))
-        raise NotebookFailure(nb.name, getattr(exc, "cell_index", None),
-                              getattr(exc, "exec_count", None), exc.ename,
-                              evalue.splitlines()[0] if evalue else "", str(out)) from exc
+        index = getattr(exc, "cell_index", None)
+        raise NotebookFailure(nb.name, index, getattr(exc, "exec_count", None), exc.ename,
+                              evalue.splitlines()[0] if evalue else "", str(out),
+                              progress.first_line(index)) from exc
     except BaseException as exc:  # Ctrl-C in the runner, a dead kernel, a papermill error
         interrupts.kill_kernels()  # never leave a kernel behind
         if isinstance(exc, KeyboardInterrupt) or interrupts.count:
@@ -549,11 +577,16 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
         out = _settle(running, executed_copy(out_dir, nb, "failed"))
         if isinstance(exc, Exception):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise NotebookFailure(nb.name, None, None, type(exc).__name__, first,
-                                  str(out) if out else "(none written)") from exc
+            index = progress.current  # e.g. nbclient's CellTimeoutError names no cell
+            raise NotebookFailure(nb.name, index, None, type(exc).__name__, first,
+                                  str(out) if out else "(none written)",
+                                  progress.first_line(index)) from exc
         raise
     finally:
         interrupts.managers = []
+        log = out_dir / f"{nb.stem}.kernel.log"
+        if log.exists() and not log.stat().st_size:
+            log.unlink()
     final = executed_copy(out_dir, nb)
     os.replace(running, final)
     for state in ("failed", "interrupted"):

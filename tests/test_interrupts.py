@@ -346,3 +346,16 @@ def test_executed_notebooks_are_kept_per_profile_and_a_failure_never_replaces_a_
     assert (folder / "smoke" / "94_boom.failed.ipynb").is_file()
     assert not (folder / "smoke" / "94_boom.ipynb").exists()
     assert not list(folder.rglob("*.running.ipynb"))
+
+
+def test_a_cell_timeout_names_the_cell_and_no_kernel_traceback_reaches_the_user(tmp_path):
+    nb = write_notebook(tmp_path / "93_sleep.ipynb", "profile = None", "y = 2",
+                        "import time\ntime.sleep(60)", "z = 3")  # the sleep: cell 3 with papermill's injected cell
+    env = dict(os.environ, FA_OUTPUT_ROOT=str(tmp_path / "out"))
+    out = subprocess.run([sys.executable, "-m", "fa_utils", "run", str(nb), "--profile", "smoke",
+                          "--timeout", "3"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == runner.EXIT_FAILED
+    assert ("failed in cell 3 of the executed copy, which begins `import time`: "
+            "CellTimeoutError") in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "ZMQError" not in out.stdout + out.stderr
