@@ -349,8 +349,9 @@ def test_executed_notebooks_are_kept_per_profile_and_a_failure_never_replaces_a_
 
 
 def test_a_cell_timeout_names_the_cell_and_no_kernel_traceback_reaches_the_user(tmp_path):
+    # the sleep is cell 3 once papermill has injected its parameters cell
     nb = write_notebook(tmp_path / "93_sleep.ipynb", "profile = None", "y = 2",
-                        "import time\ntime.sleep(60)", "z = 3")  # the sleep: cell 3 with papermill's injected cell
+                        "import time\ntime.sleep(60)", "z = 3")
     env = dict(os.environ, FA_OUTPUT_ROOT=str(tmp_path / "out"))
     out = subprocess.run([sys.executable, "-m", "fa_utils", "run", str(nb), "--profile", "smoke",
                           "--timeout", "3"], cwd=tmp_path, env=env, capture_output=True,
