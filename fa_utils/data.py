@@ -425,6 +425,11 @@ def _size_problems(name: str, root: str) -> list[str]:
                 out.append(f"{p} has {size:,} bytes where its header says {want:,}")
         elif name == "stl10" and p.endswith("_X.bin") and size % (3 * 96 * 96):
             out.append(f"{p} has {size:,} bytes, not a multiple of 27,648 (one 3x96x96 image)")
+        elif name == "stl10" and p.endswith("_y.bin"):  # one byte per image of its _X.bin
+            images = p[:-len("y.bin")] + "X.bin"
+            want = os.path.getsize(images) // (3 * 96 * 96) if os.path.isfile(images) else size
+            if size != want:
+                out.append(f"{p} has {size:,} bytes where {images} holds {want:,} images")
     return out
 
 

@@ -463,6 +463,11 @@ def test_a_truncated_file_is_named_with_its_expected_and_actual_size(tmp_path, m
     os.truncate(unlabeled, 27648 + 5)
     with pytest.raises(DatasetUnavailable, match=re.escape(f"{unlabeled} has 27,653 bytes")):
         load_dataset("stl10", root=tmp_path, source="torchvision", verbose=False)
+    labels = tmp_path / "stl10_binary" / "test_y.bin"
+    os.truncate(labels, 1)
+    with pytest.raises(DatasetUnavailable, match=re.escape(
+            f"{labels} has 1 bytes where {labels.with_name('test_X.bin')} holds 2 images")):
+        load_dataset("stl10", "test", root=tmp_path, source="torchvision", verbose=False)
 
 
 def test_an_incomplete_mnist_falls_back_to_the_sample_with_a_warning_naming_what_is_missing(
