@@ -155,6 +155,8 @@ def _entry_points(T, start, side):
                                      create_graph=False).image,
         "fa.decode_latent": lambda: fa.decode_latent(enc, z, (1, 6, 6), T=T, generator=g(),
                                                      **opts).image,
+        "fa.frozen_start": lambda: fa.decode_latent(enc, z, (1, 6, 6), T=T,
+                                                    start=fa.frozen_start(enc, (1, 6, 6))).image,
         "fa.reconstruct": lambda: fa.reconstruct(enc, x, T=T, generator=g(), **opts).image,
         "vfa.decode": lambda: vfa.decode(venc, z[:, :2].repeat(1, 2), (1, 6, 6),
                                          settings=settings, labels=torch.tensor([0, 1, 1]),
@@ -180,7 +182,7 @@ def _applies(name, T, start, side):
         return start != "textbook"
     if name in ("local.operator_norm", "baselines.gan_reconstruct"):
         return (T, start, side) == (1, "shared", "mu")
-    return side == "mu" and (start == "shared" or name != "fa.align")
+    return side == "mu" and (start == "shared" or name not in ("fa.align", "fa.frozen_start"))
 
 
 _CASES = [(name, T, start, side)
