@@ -210,6 +210,7 @@ def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: in
     Shapes: x (N, C, H, W) -> (G(z*) (N, C, H, W), z* (N, Z), per-step mean of
     ||x - G(z)||^2 per example (length steps + 1, the first before any step)).
     """
+    fa.check_weights(generator_net)
     device = next(generator_net.parameters()).device
     g = torch.Generator().manual_seed(int(seed))
     flags = [p.requires_grad for p in generator_net.parameters()]

@@ -178,6 +178,20 @@ def inner_autograd():
         yield
 
 
+def check_weights(module: nn.Module) -> None:
+    """Refuse a network whose weights were created under ``torch.inference_mode()``: the
+    inner optimisation differentiates through them, which autograd cannot do.
+
+    Raises:
+        RuntimeError: names the fix.
+    """
+    if any(p.is_inference() for p in module.parameters()):
+        raise RuntimeError(f"the {type(module).__name__}'s weights were created under "
+                           f"torch.inference_mode(), so the inner optimisation cannot take "
+                           f"gradients through them: create or load the network outside "
+                           f"inference_mode (decoding may then run inside it)")
+
+
 def fresh(t: torch.Tensor) -> torch.Tensor:
     """``t``, or a normal copy of it when it was made under ``torch.inference_mode()``
     (autograd cannot save such a tensor for backward)."""
@@ -261,9 +275,11 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
     Raises:
         ValueError: bad inner arguments, ``shared_start=True`` where it does not apply, or
             a frozen start with a graph, another shape, random starts or tracking.
-        RuntimeError: ``create_graph=True`` inside ``torch.inference_mode()``.
+        RuntimeError: ``create_graph=True`` inside ``torch.inference_mode()``, or weights
+            created there (:func:`check_weights`).
     """
     _check_inner_args(T, tau, squash, create_graph)
+    check_weights(module)
     fn = head_encoder(module, head) if head is not None else module
     if start is not None:
         if create_graph or r_init != "zeros" or kwargs or tuple(start.r0.shape[1:]) != tuple(shape):

@@ -208,3 +208,15 @@ def test_training_inside_inference_mode_is_refused_with_what_to_do():
     enc = tiny_encoder()
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside it"):
         fa_loss(enc, torch.rand(2, 1, 6, 6))
+
+
+def test_a_network_created_under_inference_mode_is_refused_with_what_to_do():
+    from fa_utils import baselines
+
+    with torch.inference_mode():
+        enc = tiny_encoder()
+        gen = torch.nn.Linear(3, 4)
+        for call in (lambda: fa.decode_latent(enc, torch.randn(2, 3), (1, 6, 6), T=2),
+                     lambda: baselines.gan_reconstruct(gen, torch.rand(2, 4), latent_dim=3)):
+            with pytest.raises(RuntimeError, match="create or load the network outside"):
+                call()
