@@ -23,8 +23,8 @@ it never waits for input. :func:`exploration_models` loads the main job's checkp
 trains the missing models at the profile, with a progress bar).
 
 Every interaction runs the method on one image or one small batch, on one CPU thread
-(:func:`fa_utils.measure.one_thread`); the wall time of the last render (seconds,
-:class:`fa_utils.measure.Stopwatch`) is in ``explorer.last_seconds`` and on the status line.
+(:func:`fa_utils.metrics.one_thread`); the wall time of the last render (seconds,
+:class:`fa_utils.metrics.Stopwatch`) is in ``explorer.last_seconds`` and on the status line.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from torch import nn
 
 from . import fa, first_step, plotting
 from .data import DATASETS
-from .measure import Stopwatch, one_thread
+from .metrics import Stopwatch, one_thread
 
 #: Environment variable that forces static figures (set by the runner and by the tests).
 HEADLESS_ENV = "FA_HEADLESS"
