@@ -48,8 +48,8 @@ from typing import Callable, Optional
 
 import torch
 
-from fa_utils import baselines, fa, models, paper, train
 from benchmarks.measure import flops_of, paired_ratio
+from fa_utils import baselines, fa, models, paper, train
 from fa_utils.metrics import CudaPeak, SavedTensorMeter, interleaved_times
 from fa_utils.outputs import markdown_table, results_dir
 
