@@ -29,7 +29,7 @@ from fa_utils.outputs import markdown_table, results_dir
 TARGET_S = 0.5
 
 
-def interactions(m: explorers.ExplorationModels, rng: random.Random):
+def interactions(m, rng: random.Random):
     """(explorer, [(description, zero-argument action)]) for every explorer."""
     x, y, shape = m.test_x, m.test_y, m.shape
     kw = dict(T=m.fa_cfg.T, tau=m.fa_cfg.tau, r_init=m.fa_cfg.r_init, squash=m.fa_cfg.squash)

@@ -1,21 +1,13 @@
-"""JupyterLab explorers (ipywidgets), or one static figure of the default state when headless.
+"""JupyterLab explorers (ipywidgets); one static figure of the default state when headless.
 
-Each explorer is controls (CSS class ``fa-control-<name>``), one PNG (``fa-explorer-image``)
-and a status line (``fa-explorer-status``) in a ``VBox`` (``fa-explorer``, ``fa-explorer-<kind>``):
-
-=========================== ================================================ ==========
-:class:`InnerOptimisation`   r_0 ... r_T moving towards an image; the energy    Eq. 1-2
-:class:`LatentPad`           a 2-neuron latent to click or drag; decoded        Fig. 6a
-:class:`LatentSliders`       sliders over a latent's leading principal axes     Sec. 5
-:class:`ConditionalSampling` class and one-hot value; a fresh grid on demand    Fig. 6b, 8
-:class:`Interpolation`       the straight path between two latents, decoded     Fig. 8
-:class:`LocalLayers`         Algorithm 3 one layer at a time, against the truth Alg. 3
-=========================== ================================================ ==========
-
-:func:`show` displays the widget, or when :func:`headless` (papermill, nbval:
-``FA_HEADLESS=1``) one static figure; it never waits for input. Every redraw runs on one
-CPU thread; its wall time is ``explorer.last_seconds`` and on the status line.
-:func:`exploration_models` loads (or trains) the main job's MNIST models.
+Each is controls (CSS class ``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status
+line (``fa-explorer-status``) in a ``VBox`` (``fa-explorer``, ``fa-explorer-<kind>``):
+:class:`InnerOptimisation` (Eq. 1-2: r_0 ... r_T and the energy), :class:`LatentPad` (Fig. 6a:
+click or drag on a 2-neuron latent), :class:`LatentSliders` (principal axes of a latent),
+:class:`ConditionalSampling` (Fig. 6b, 8: class and one-hot value), :class:`Interpolation`
+(Fig. 8), :class:`LocalLayers` (Alg. 3 layer by layer). :func:`show` never waits for input:
+headless (papermill, nbval: ``FA_HEADLESS=1``) it draws a static figure. Every redraw runs on
+one CPU thread, timed in ``last_seconds`` and on the status line.
 """
 from __future__ import annotations
 
@@ -24,11 +16,12 @@ import io
 import math
 import os
 import textwrap
-from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from matplotlib.artist import setp
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
@@ -46,8 +39,7 @@ CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info
 
 
 def headless() -> bool:
-    """True when ``FA_HEADLESS`` is 1/true/yes, or (unless it is 0/false/no) outside a
-    Jupyter kernel."""
+    """``FA_HEADLESS`` is 1/true/yes, or (unless 0/false/no) this is not a Jupyter kernel."""
     flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
     if flag in ("1", "true", "yes", "0", "false", "no"):
         return flag in ("1", "true", "yes")
@@ -64,13 +56,14 @@ def check_interactive(interactive) -> Optional[bool]:
     return interactive
 
 
-def check_onehot_value(value) -> float:
-    """A notebook's ``onehot_value`` (the sampler's opening one-hot value) in
-    0..MAX_ONEHOT_VALUE. Raises TypeError (not a number), ValueError (outside)."""
+def check_onehot_value(value, max_value: float = MAX_ONEHOT_VALUE) -> float:
+    """A notebook's ``onehot_value`` (the sampler's opening one-hot value) in 0..max_value.
+    Raises TypeError (not a number), ValueError (outside)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"onehot_value must be a number, got {value!r} ({type(value).__name__})")
-    if not 0 <= value <= MAX_ONEHOT_VALUE:
-        raise ValueError(f"onehot_value must be in 0..{MAX_ONEHOT_VALUE:g} (training used 1), got {value!r}")
+    if not 0 <= value <= max_value:
+        raise ValueError(f"onehot_value (the one-hot value) must be in 0..{max_value:g} (training "
+                         f"used 1), got {value!r}")
     return float(value)
 
 
@@ -117,15 +110,13 @@ def _check_images(images: torch.Tensor, n: Optional[int] = None) -> torch.Tensor
     return images.detach().cpu()[:n]
 
 
-def _labels_or_none(labels):
-    """None for no labels or unlabeled data (CelebA, STL-10: all -1)."""
+def _labels_or_none(labels):  # unlabeled data (CelebA, STL-10) has labels -1
     return None if labels is None or not bool((torch.as_tensor(labels) >= 0).any()) else labels
 
 
 class Explorer:
-    """Controls + one picture + a status line. Subclasses register controls with
-    :meth:`control` and implement :meth:`draw` (draw on a figure, return the status);
-    ``renders`` counts redraws, ``last_seconds`` times the last, ``error`` holds its error."""
+    """Controls, a picture, a status line. Subclasses add controls (:meth:`control`), implement
+    :meth:`draw` (draw on a figure, return the status). ``renders`` counts the redraws."""
 
     kind, figsize = "base", (9.0, 3.0)
     top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25  # fixed margins (choices s. 11)
@@ -198,7 +189,7 @@ class Explorer:
         return fig
 
     def figure(self) -> Figure:
-        """The current state as a figure, the status as its title (wrapped; the figure grows)."""
+        """The state as a figure, the status as its title (wrapped; the figure grows)."""
         with one_thread():
             fig = self._new_figure(title_room=0.35)
             lines = textwrap.wrap(self.draw(fig), width=max(int(self.figsize[0] * 13), 40))
@@ -208,15 +199,14 @@ class Explorer:
         fig.suptitle("\n".join(lines), fontsize=9, y=0.99, va="top")
         return fig
 
-    def refresh(self) -> str:
-        """Redraw the widget's picture(s); return the status."""
+    def refresh(self) -> str:  # redraw the widget's picture(s), return the status
         fig = self._new_figure()
         status = self.draw(fig)
         self._image.value = figure_png(fig)
         return status
 
     def update(self) -> None:
-        """Redraw now; an error goes to the status line (and ``error``), not the front end's log."""
+        """Redraw now; an error goes to the status line and ``error``, not the front end's log."""
         with Stopwatch() as sw:
             try:
                 with one_thread():
@@ -351,14 +341,11 @@ class InnerOptimisation(Explorer):
         lo, hi = min(energies), max(energies)
         if lo > 0 and hi / lo >= 10:  # log axis: powers of 10, with 2 and 5 below 3 decades
             ax.set_yscale("log")
-            few = hi / lo < 1e3
-            ax.yaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5)) if few else LogLocator(10, numticks=5))
-            if few:
-                ax.yaxis.set_major_formatter(_ShortFormatter())
+            ax.yaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5) if hi / lo < 1e3 else (1,), numticks=6))
             ax.yaxis.set_minor_formatter(NullFormatter())
         else:
             ax.yaxis.set_major_locator(MaxNLocator(4))
-            ax.yaxis.set_major_formatter(_ShortFormatter())
+        ax.yaxis.set_major_formatter(_ShortFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(-0.3, max(len(energies) - 1, 1) + 0.3)
         ax.set_xlabel("inner step t", fontsize=8, labelpad=1)
@@ -454,10 +441,8 @@ class LatentPad(Explorer):
             ax.tick_params(axis="x", pad=-10)
             ax.grid(True, color="#ddd", lw=0.5)
             ax.set_axisbelow(True)
-            for lab in ax.get_yticklabels():
-                lab.set_horizontalalignment("left")
-            for lab in ax.get_xticklabels():
-                lab.set_verticalalignment("bottom")
+            setp(ax.get_yticklabels(), ha="left")
+            setp(ax.get_xticklabels(), va="bottom")
             for x, y, ha, va, text in ((0.985, 0.015, "right", "bottom", "z_1 \u2192"),
                                        (0.015, 0.985, "left", "top", "z_2 \u2191")):
                 ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=8, weight="bold",
@@ -571,19 +556,22 @@ class LatentPad(Explorer):
                                 for nm, c in zip(self.class_names, self.class_colours())],
                        loc="center", fontsize=7, frameon=False, handletextpad=0.2, borderaxespad=0)
         _imshow(b, self.decoded(), "decoded")
+        return self._where()
+
+    def _where(self) -> str:
         return f"z = ({self.value('x'):.{self.decimals}f}, {self.value('y'):.{self.decimals}f})"
 
     def refresh(self) -> str:
         from PIL import Image, ImageDraw
         pad = self.background().copy()
         px, py = self.latent_to_pixel(self.value("x"), self.value("y"))
-        ImageDraw.Draw(pad).line([(px - 9, py), (px + 9, py)], fill=(0, 0, 0), width=3)
-        ImageDraw.Draw(pad).line([(px, py - 9), (px, py + 9)], fill=(0, 0, 0), width=3)
+        for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # the crosshair
+            ImageDraw.Draw(pad).line(line, fill=(0, 0, 0), width=3)
         self._pad.value = figure_png(pad)
         arr = (self.decoded()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
         self._image.value = figure_png(img.resize((self.pad_pixels,) * 2, Image.NEAREST))
-        return f"z = ({self.value('x'):.{self.decimals}f}, {self.value('y'):.{self.decimals}f})"
+        return self._where()
 
 
 class LatentSliders(Explorer):
@@ -651,14 +639,13 @@ class ConditionalSampling(Explorer):
         if not settings.conditional:
             raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes > 0); "
                              "train it with conditional=True")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= max_scale:
-            raise ValueError(f"scale (the one-hot value) must be a number in 0..{max_scale:g}, got {scale!r}")
+        scale = check_onehot_value(scale, max_scale)
         self.encoder, self.settings, self.latent_dim = encoder, settings, int(latent_dim)
         self.shape, self.n = tuple(shape), int(n)
         names = list(class_names) if class_names else [f"class {i}" for i in range(settings.num_classes)]
         self.control("label", w.Dropdown(options=[(nm, i) for i, nm in enumerate(names)], value=0,
                                          description="class"))
-        self.control("scale", w.FloatSlider(float(scale), min=0, max=max_scale, step=0.25,
+        self.control("scale", w.FloatSlider(scale, min=0, max=max_scale, step=0.25,
                                             description="one-hot value"))
         self.control("seed", w.IntText(seed, description="seed", layout=w.Layout(width="160px")))
         self.control("resample", w.Button(description="new samples"), observe=False).on_click(
@@ -819,31 +806,12 @@ class LocalLayers(Explorer):
                 f"{level}, relative error {errs[level]:.3f}")
 
 
-@dataclass
-class ExplorationModels:
-    """MNIST at a profile: ``fa`` (Z = 128, notebook 02), ``fa2`` (Z = 2, Figure 6a),
-    ``fa_cfg``; ``vfa``, ``vfa_settings``, ``vfa_cfg`` (notebook 03); ``local_net``,
-    ``local_kwargs`` (notebook 05); held-out ``test_x`` (N, C, H, W), ``test_y`` (N,);
-    ``shape`` (C, H, W); ``class_names``."""
-
-    fa: nn.Module
-    fa2: nn.Module
-    fa_cfg: Any
-    vfa: nn.Module
-    vfa_settings: Any
-    vfa_cfg: Any
-    local_net: nn.Module
-    local_kwargs: dict
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    shape: tuple
-    class_names: tuple = CLASS_NAMES["mnist"]
-
-
 def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: str = "auto",
-                       progress: bool = True) -> ExplorationModels:
-    """The main job's MNIST models from ``runs/checkpoints/`` (those notebooks 02, 03 and 05
-    write at this profile and seed); a missing one is trained here, with a progress bar.
+                       progress: bool = True) -> SimpleNamespace:
+    """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03
+    and 05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2``
+    (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``,
+    ``local_kwargs``, held-out ``test_x`` (N, C, H, W) and ``test_y`` (N,), ``shape``, ``class_names``.
 
     Raises:
         fa_utils.config.ConfigError: unknown profile.
@@ -857,6 +825,6 @@ def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: 
     venc, _ = wiring.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False), progress=progress)
     net, _ = wiring.train_local(lcfg, wiring.local_data(lcfg, "mnist", verbose=False), "mnist",
                                 progress=progress)
-    return ExplorationModels(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_settings=generative.vfa_settings(vcfg),
-                             vfa_cfg=vcfg, local_net=net, local_kwargs=local.recon_kwargs(lcfg),
-                             test_x=data.test_x, test_y=data.test_y, shape=tuple(data.image_shape))
+    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_settings=generative.vfa_settings(vcfg),
+                           vfa_cfg=vcfg, local_net=net, local_kwargs=local.recon_kwargs(lcfg), test_x=data.test_x,
+                           test_y=data.test_y, shape=tuple(data.image_shape), class_names=CLASS_NAMES["mnist"])
