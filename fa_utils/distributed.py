@@ -31,8 +31,7 @@ from .models import clamp_weights_
 
 @dataclass(frozen=True)
 class DistInfo:
-    """This process's ``rank`` of ``world_size`` and its ``device``; ``backend`` None: no
-    process group (one plain process)."""
+    """This process's ``rank`` of ``world_size``, its ``device``; ``backend`` None: one process."""
 
     rank: int = 0
     world_size: int = 1
@@ -44,13 +43,12 @@ class DistInfo:
 
 def init_from_env(device: str = "auto", backend: Optional[str] = None,
                   timeout_s: float = 1800.0) -> DistInfo:
-    """The process group from torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
-    MASTER_PORT; one process without WORLD_SIZE. ``device`` "auto": ``cuda:LOCAL_RANK`` when
-    CUDA is available, else the CPU; ``backend``: nccl on CUDA, gloo on the CPU (over ``lo``
-    for a loopback MASTER_ADDR on Linux: no network needed).
+    """The process group from torchrun's environment (one process without WORLD_SIZE) on
+    ``cuda:LOCAL_RANK`` (``device`` "auto" with CUDA, or "cuda") with nccl, else on the CPU
+    with gloo (over ``lo`` for a loopback MASTER_ADDR: no network needed).
 
     Raises:
-        RuntimeError: a variable missing; fewer GPUs than local ranks."""
+        RuntimeError: RANK, MASTER_ADDR or MASTER_PORT missing; fewer GPUs than local ranks."""
     env = os.environ
     if "WORLD_SIZE" not in env:
         return DistInfo(device=train.resolve_device(device))
@@ -58,8 +56,7 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
         raise RuntimeError("WORLD_SIZE is set without RANK, MASTER_ADDR or MASTER_PORT: start the "
                            "processes with torchrun, e.g. torchrun --standalone --nproc_per_node 2 "
                            "-m fa_utils.distributed --profile smoke")
-    world, rank = int(env["WORLD_SIZE"]), int(env["RANK"])
-    local_rank = int(env.get("LOCAL_RANK", rank))
+    local_rank = int(env.get("LOCAL_RANK", env["RANK"]))
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and local_rank >= torch.cuda.device_count():
         raise RuntimeError(f"local rank {local_rank} needs a GPU, {torch.cuda.device_count()} "
@@ -67,13 +64,11 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
     dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     torch.cuda.set_device(dev) if cuda else None
     backend = backend or ("nccl" if cuda else "gloo")
-    if backend == "gloo" and sys.platform == "linux" and env["MASTER_ADDR"] in (
-            "127.0.0.1", "localhost", "::1"):
+    if backend == "gloo" and env["MASTER_ADDR"] in ("127.0.0.1", "localhost", "::1"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
-    return DistInfo(rank, world, dev, backend)
+    if not dist.is_initialized():  # RANK and WORLD_SIZE are read by torch (env://)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), dev, backend)
 
 
 def cleanup() -> None:
@@ -107,14 +102,12 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
                         weight_clamp: Optional[float] = math.sqrt(2), sync: bool = True,
                         autocast_dtype=None, head="z", T=1, tau=1.0, r_init="zeros",
                         squash="none", **fa_kwargs) -> dict[str, float]:
-    """One FA step (Algorithm 1) on this rank's rows ``x`` (B_local, C, H, W) of a global
-    batch of ``global_batch`` (default B_local x world_size); ``encoder`` DDP-wrapped (or
-    plain). Returns this rank's ``{"loss", "mse"}`` (fit averages them over the ranks).
-
-    With r_0 = 0 and equal shards this is :func:`fa_utils.fa.fa_step`. Otherwise the loss is
-    scaled by world_size x B_local / B (DDP's mean is then the global batch's gradient) and
-    r_0 is the global batch's, drawn from ``generator`` (the same on every rank), this rank's
-    rows kept: one process's result."""
+    """One FA step (Algorithm 1) on this rank's rows ``x`` (B_local, C, H, W) of a global batch
+    of B = ``global_batch`` (default B_local x world_size), ``encoder`` DDP-wrapped; returns
+    this rank's ``{"loss", "mse"}``. With r_0 = 0 and equal shards: :func:`fa_utils.fa.fa_step`.
+    Otherwise the loss is scaled by world_size x B_local / B (DDP's mean is then the global
+    batch's gradient) and r_0 is this rank's rows of the global batch's draw from
+    ``generator`` (the same on every rank): one process's result."""
     local = x.shape[0]
     global_batch = global_batch or local * info.world_size
     scale = info.world_size * local / global_batch
@@ -144,11 +137,9 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
 
 
 def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = None, **kwargs):
-    """Train (or resume) ``cfg``'s FA encoder (``cfg.batch_size``: the global batch) with
-    :func:`fa_utils.wiring.train_fa_encoder` (keyword arguments go there) and
-    ``distributed=info``: one process's encoder, optimiser, data order and checkpoint, which
-    notebook 02 picks up. Rank 0 loads the data first (it may download), then the others.
-    Returns (encoder, history) on every rank."""
+    """:func:`fa_utils.wiring.train_fa_encoder` (keyword arguments go there) data-parallel, the
+    global batch ``cfg.batch_size``: one process's encoder, data order and checkpoint, which
+    notebook 02 picks up. Rank 0 loads the data (it may download) before the others."""
     from . import experiments, wiring
     if not info.is_main:
         dist.barrier()
