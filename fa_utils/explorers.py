@@ -119,7 +119,8 @@ class Explorer:
     :meth:`draw` (draw on a figure, return the status). ``renders`` counts the redraws."""
 
     kind, figsize = "base", (9.0, 3.0)
-    top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25  # fixed margins (choices s. 11)
+    #: fixed subplot margins, inches, not a layout engine (docs/choices.md section 11)
+    top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
 
     def __init__(self) -> None:
         self.renders, self.last_seconds, self.error = 0, float("nan"), None
@@ -678,7 +679,7 @@ class ConditionalSampling(Explorer):
 
 class Interpolation(Explorer):
     """(1 - t) z_a + t z_b for ``steps`` values of t in [0, 1], decoded (Figure 8): the path
-    wraps into rows of ``per_row`` so that each image stays >= ``min_image_px`` pixels wide.
+    wraps into rows of ``per_row``: each image >= ``min_image_px`` wide (docs/choices.md section 11).
     ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
