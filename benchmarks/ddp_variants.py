@@ -96,7 +96,7 @@ def main() -> None:
     if "RANK" in os.environ:
         worker(args.variant)
         return
-    from fa_utils.distributed import launch_local
+    from benchmarks.launch import launch_local
     print(f"torch {torch.__version__}, gloo, 2 processes on this CPU; "
           f"global batch 8 = 4 + 4, reference = one process on 8")
     for variant in ([args.variant] if args.variant else VARIANTS):

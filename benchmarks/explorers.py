@@ -6,7 +6,7 @@
 Loads the models as notebook 07 does (:func:`fa_utils.explorers.exploration_models`: the
 checkpoints under runs/checkpoints, or trains the missing ones), builds each explorer's
 widget (no front end needed), then performs a fixed, seeded sequence of interactions,
-timing each (wall clock, :class:`fa_utils.measure.Stopwatch`) from the control change to
+timing each (wall clock, :class:`fa_utils.metrics.Stopwatch`) from the control change to
 the new PNG in the widget (callback, method,
 drawing and PNG encoding; the browser's transfer and paint are not included). Prints a
 table and writes ``results/explorers_latency.md``.
@@ -23,13 +23,13 @@ import sys
 import torch
 
 from fa_utils import explorers
-from fa_utils.measure import Stopwatch
+from fa_utils.metrics import Stopwatch
 from fa_utils.outputs import markdown_table, results_dir
 
 TARGET_S = 0.5
 
 
-def interactions(m: explorers.ExplorationModels, rng: random.Random):
+def interactions(m, rng: random.Random):
     """(explorer, [(description, zero-argument action)]) for every explorer."""
     x, y, shape = m.test_x, m.test_y, m.shape
     kw = dict(T=m.fa_cfg.T, tau=m.fa_cfg.tau, r_init=m.fa_cfg.r_init, squash=m.fa_cfg.squash)

@@ -1,6 +1,6 @@
 """One FA training step of an encoder against one VAE step of the same encoder with a
 mirrored decoder, batch 128, measured in the same run (interleaved, the order rotating,
-CUDA synchronised: :func:`fa_utils.measure.interleaved_times`; medians, ms). The full
+CUDA synchronised: :func:`fa_utils.metrics.interleaved_times`; medians, ms). The full
 suite (all architectures, scaling, memory, FLOPs) is ``python -m benchmarks.run``.
 
     python benchmarks/fa_vs_vae_step.py [--dataset mnist] [--batch 128] [--repeats 10]
@@ -15,7 +15,7 @@ import statistics
 import torch
 
 from fa_utils import baselines, fa, models, train
-from fa_utils.measure import interleaved_times
+from fa_utils.metrics import interleaved_times
 
 
 def main() -> None:

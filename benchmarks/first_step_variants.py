@@ -10,9 +10,9 @@ whole training step (loss, double backward, fused Adam), interleaved in one run:
 
     python -m benchmarks.first_step_variants [--datasets mnist,cifar10] [--repeats 10]
 
-Prints medians (ms per step; :func:`fa_utils.measure.interleaved_times`), ratios to
+Prints medians (ms per step; :func:`fa_utils.metrics.interleaved_times`), ratios to
 ``hand``, the largest difference of r_1 from ``hand``, and whether autograd's saved-tensor
-hooks (:class:`fa_utils.measure.SavedTensorMeter`, the memory meter of Section 3.5) run under
+hooks (:class:`fa_utils.metrics.SavedTensorMeter`, the memory meter of Section 3.5) run under
 each variant.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch.func import vjp, vmap
 
 from fa_utils import first_step, models, train
-from fa_utils.measure import SavedTensorMeter, interleaved_times
+from fa_utils.metrics import SavedTensorMeter, interleaved_times
 
 
 def variants(enc, x):

@@ -9,8 +9,8 @@ What runs is the paper profile's training step (``make_config("fa", "paper")``: 
 7-9, orthogonal init) with fused Adam (``train.make_adam``), batch 128, Z = 128, inputs
 random images in [0, 1] (no data files: a GPU machine may be offline). One unmeasured
 warm-up step (cuDNN plans, Adam state), then ``--steps`` measured steps, each in a
-CUDA-synchronised :class:`fa_utils.measure.Stopwatch`, under one
-:class:`fa_utils.measure.CudaPeak`.
+CUDA-synchronised :class:`fa_utils.metrics.Stopwatch`, under one
+:class:`fa_utils.metrics.CudaPeak`.
 The report per dataset: median step time, images per second, CUDA peak memory, whether
 every loss was finite, and seconds per epoch of the paper's training split at that step
 time (FA steps only: no data loading, no per-epoch evaluation). Markdown on stdout and in
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from fa_utils import config, fa, models, paper, train
-from fa_utils.measure import CudaPeak, Stopwatch
+from fa_utils.metrics import CudaPeak, Stopwatch
 
 
 def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent: int = 128,

@@ -8,17 +8,17 @@ Prints a markdown report and writes it to ``results/benchmarks.md``
 (``fa_utils.outputs.results_dir()``; ``FA_OUTPUT_ROOT`` redirects it). Every number is a
 median or a ratio of medians measured in this run, the contenders interleaved repeat by
 repeat (the order rotating), so that a machine shared with other jobs slows all of them
-alike (:func:`fa_utils.measure.interleaved_times`, CUDA synchronised around each call); the
+alike (:func:`fa_utils.metrics.interleaved_times`, CUDA synchronised around each call); the
 paired ratio is the median over repeats of (FA time / VAE time) in the same repeat
-(:func:`fa_utils.measure.paired_ratio`). Inputs are random images unless a section says
+(:func:`benchmarks.measure.paired_ratio`). Inputs are random images unless a section says
 otherwise; the networks are Tables 7-9's (VAE: the encoder with ``mu``/``logvar`` heads and
 :class:`fa_utils.models.MirroredDecoder`).
 
 Sections: (1) FA step / VAE step per architecture, with the textbook FA step, the optimised
 one, and both optimisers (for-loop and fused Adam) and memory formats; (2) FA step time
 against batch size and against T (MNIST encoder); (3) bytes saved for backward per step (the
-distinct storages, :class:`fa_utils.measure.SavedTensorMeter`'s ``distinct_bytes``) and CUDA
-peak memory when a GPU is present (:class:`fa_utils.measure.CudaPeak`); (4) FLOPs per step
+distinct storages, :class:`fa_utils.metrics.SavedTensorMeter`'s ``distinct_bytes``) and CUDA
+peak memory when a GPU is present (:class:`fa_utils.metrics.CudaPeak`); (4) FLOPs per step
 (``torch.utils.flop_counter``) and the time per epoch on one GPU *estimated* from them
 (labelled, unmeasured without a GPU); (5) sampling: VFA vs VAE decoding (batch of 500) and,
 per image at batch 1 as the paper times it, VAE, GAN, VFA and VFA-GAN on the networks Tables
@@ -48,8 +48,9 @@ from typing import Callable, Optional
 
 import torch
 
+from benchmarks.measure import flops_of, paired_ratio
 from fa_utils import baselines, fa, models, paper, train
-from fa_utils.measure import CudaPeak, SavedTensorMeter, interleaved_times, paired_ratio
+from fa_utils.metrics import CudaPeak, SavedTensorMeter, interleaved_times
 from fa_utils.outputs import markdown_table, results_dir
 
 #: (label, dataset of the architecture); epoch sizes: fa_utils.paper.TRAINING_SET_SIZES
@@ -127,35 +128,6 @@ def memory_of(step: Callable[[], object], params, device) -> tuple[int, Optional
     with CudaPeak(device) as cuda, SavedTensorMeter(params) as meter:
         step()
     return meter.distinct_bytes, cuda.step_bytes
-
-
-def flops_of(step: Callable[[], object]) -> int:
-    """FLOPs of one call: ``torch.utils.flop_counter``'s formulas (matmuls, convolutions and
-    their backward) plus matrix-vector products, counted by a dispatch mode without module
-    tracking (``FlopCounterMode``'s module hooks do not mix with ``autograd.grad``)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-    aten = torch.ops.aten
-    extra = {aten.mv: lambda a, b, *_, **__: 2 * a.shape[0] * a.shape[1],
-             aten.addmv: lambda bias, a, b, *_, **__: 2 * a.shape[0] * a.shape[1],
-             aten.outer: lambda a, b, *_, **__: a.numel() * b.numel(),
-             aten.ger: lambda a, b, *_, **__: a.numel() * b.numel()}
-    total = [0]
-
-    class Counter(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            packet = func._overloadpacket
-            if packet in flop_registry:
-                total[0] += flop_registry[packet](*args, **kwargs, out_val=out)
-            elif packet in extra:
-                total[0] += extra[packet](*args, **kwargs)
-            return out
-
-    with Counter():
-        step()
-    return int(total[0])
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 Also section 8 of ``python -m benchmarks.run``, which writes it into
 ``results/benchmarks.md``. Every contender runs on the same shapes (batch 128, Z = 128,
 10 classes, random images in [0, 1] and random labels), interleaved round by round in one
-process (:func:`fa_utils.measure.interleaved_times`); speed-ups are the authors' median
+process (:func:`fa_utils.metrics.interleaved_times`); speed-ups are the authors' median
 over ours, and the paired median of the per-round ratios beside it.
 
 Contenders (what each network gets per batch is the same on both sides: one encoder
@@ -35,9 +35,9 @@ from statistics import median
 import torch
 
 from benchmarks.authors import AuthorsProcedure
-from benchmarks.run import flops_of
+from benchmarks.measure import flops_of, paired_ratio
 from fa_utils import fa, losses, models, train, vfa
-from fa_utils.measure import interleaved_times, paired_ratio
+from fa_utils.metrics import interleaved_times
 from fa_utils.outputs import markdown_table
 
 BATCH, LATENT, CLASSES = 128, 128, 10
@@ -144,7 +144,7 @@ def plain_step(encoder, optimizer, x, target):
 
 def fa_vs_plain(dataset: str, device, repeats: int) -> list:
     """[architecture, FA step ms, plain step ms, ratio, paired ratio, FLOP ratio] (fused
-    Adam on both; FLOPs: :func:`benchmarks.run.flops_of`)."""
+    Adam on both; FLOPs: :func:`benchmarks.measure.flops_of`)."""
     x, _ = batch(dataset, device)
     fns = {}
     for name in ("fa", "plain"):
@@ -207,7 +207,7 @@ def report(datasets, repeats: int, device) -> list[str]:
         "target, backward, Adam (fused on both). The FA step adds E(0) on a batch of one, "
         "a transposed-Jacobian product and its part of the backward: per layer a forward, "
         "a transposed product and the backward of both against a forward and its "
-        "backward, about 2 in arithmetic (the FLOP column, `benchmarks.run.flops_of`). "
+        "backward, about 2 in arithmetic (the FLOP column, `benchmarks.measure.flops_of`). "
         "Time above the FLOP ratio is elementwise work (the activation slopes applied to "
         "B-sized tensors, forward and backward), which is bound by memory traffic.", ""]
 

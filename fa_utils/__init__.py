@@ -11,7 +11,7 @@ Modules in layers, each using only those above it:
 * the trainer: ``train`` (``fit``: checkpoints, resume, interrupts; it knows no method);
 * the wiring: ``wiring`` (every trained model of the notebooks, from a config);
 * evaluation and outputs: ``experiments`` and ``generative`` (what notebooks 02-04
-  compute), ``fid``, ``metrics``, ``measure`` (timers, memory meters), ``claims``,
+  compute), ``fid``, ``metrics`` (also timers, memory meters), ``claims``,
   ``report``, ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
 * tools: ``explorers`` (JupyterLab), ``distributed`` (DDP), ``runner``
   (``python -m fa_utils``).

@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import fa
-from .measure import one_thread
+from .metrics import one_thread
 
 SQRT2 = math.sqrt(2.0)
 

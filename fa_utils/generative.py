@@ -19,7 +19,7 @@ from .config import SEED_STREAMS
 from . import data as data_mod
 from .experiments import ImageData, scaled_architectures
 from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_)
-from .measure import fastest_times
+from .metrics import fastest_times
 from .paper import IMPLIED_ARCHITECTURES, SAMPLING_DEVICE, SIZES_AND_TIMES, TABLE2_FID
 from .train import History, resolve_device, seeded_generator
 
@@ -521,7 +521,7 @@ def sampling_times(dataset: str, *, repeats: int = 10, batch: int = 1,
     """Seconds to draw ``batch`` samples (paper: "a single sample") with each model
     of :func:`paper_models`, measured in one run (the calls of :func:`sampling_calls`).
     Returns seconds per *sample*: the fastest of ``repeats`` interleaved rounds after two
-    warm-up rounds (:func:`fa_utils.measure.fastest_times`, CUDA synchronised if present)."""
+    warm-up rounds (:func:`fa_utils.metrics.fastest_times`, CUDA synchronised if present)."""
     calls = sampling_calls(dataset, batch=batch, device=device)
     return {m: t / batch for m, t in fastest_times(calls, repeats=repeats).items()}
 

@@ -29,12 +29,12 @@ layer is a tied-weight linear autoencoder and the bias cancels out of the inner 
 gradient is zero up to rounding), so the default network has no biases (see
 :class:`LocalFANet`).
 
-Memory (the paper's claim, never measured there): :class:`fa_utils.measure.SavedTensorMeter`
+Memory (the paper's claim, never measured there): :class:`fa_utils.metrics.SavedTensorMeter`
 counts the bytes autograd saves for backward through
 ``torch.autograd.graph.saved_tensors_hooks`` (works on a CPU); :func:`measure_step_memory`
 runs one global FA step (:func:`fa_utils.fa.fa_step` on
 :func:`fa_utils.models.make_encoder`) or one local FA step under it, plus
-``torch.cuda.max_memory_allocated`` (:class:`fa_utils.measure.CudaPeak`) when a GPU is used.
+``torch.cuda.max_memory_allocated`` (:class:`fa_utils.metrics.CudaPeak`) when a GPU is used.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from . import fa
-from .measure import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
+from .metrics import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
 from .models import (Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_)
 
 SQRT2 = math.sqrt(2.0)
@@ -161,7 +161,7 @@ def operator_norm(op: nn.Module, input_shape, iters: int = 30,
     """Largest singular value of the linear part of ``op`` (bias removed) on inputs of
     ``input_shape`` (per example), by power iteration on W^T W. Shapes: (1, *input_shape).
 
-    Runs with one intra-op thread (a batch of one: :func:`fa_utils.measure.one_thread`,
+    Runs with one intra-op thread (a batch of one: :func:`fa_utils.metrics.one_thread`,
     docs/choices.md section 1)."""
     with one_thread():
         return _power_iteration(op, input_shape, iters, generator)
@@ -417,10 +417,10 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
     ``shared_start``: ``None`` measures each method's training path (both take their first
     inner step from one shared r_0 = 0, :mod:`fa_utils.first_step`); ``False`` forces both
     through B starts (the textbook path).
-    The saved-tensor counts (:class:`fa_utils.measure.SavedTensorMeter`'s ``total_bytes``,
+    The saved-tensor counts (:class:`fa_utils.metrics.SavedTensorMeter`'s ``total_bytes``,
     ``peak_bytes``, ``count``) come from the first measured step; ``step_time_s`` is the
     median over ``repeats`` steps (seconds, each in a CUDA-synchronised
-    :class:`fa_utils.measure.Stopwatch`). On CUDA one unmeasured warm-up step first allocates the
+    :class:`fa_utils.metrics.Stopwatch`). On CUDA one unmeasured warm-up step first allocates the
     optimiser state, so ``cuda_step_bytes`` is what the step itself needs on top of the
     resident weights, gradients and Adam moments.
 

@@ -1,7 +1,7 @@
 """Fixtures shared by the test modules."""
 import pytest
 
-from fa_utils.measure import one_thread
+from fa_utils.metrics import one_thread
 
 
 @pytest.fixture(scope="module")

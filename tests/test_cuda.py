@@ -174,14 +174,14 @@ def ddp_worker(out: Path) -> None:
 
 
 def test_ddp_on_cuda_equals_one_process(tmp_path):
-    from fa_utils import distributed as D
+    from benchmarks.launch import launch_local
     nprocs = min(2, torch.cuda.device_count()) if not DRY_RUN else 2
     t0 = time.perf_counter()
     env = {"PYTHONPATH": os.pathsep.join(sys.path)}
     if DRY_RUN:
         env["FA_CUDA_TESTS_ON"] = "cpu"
-    D.launch_local([os.path.abspath(__file__), "--worker", str(tmp_path)], nprocs,
-                   timeout_s=240, env=env)
+    launch_local([os.path.abspath(__file__), "--worker", str(tmp_path)], nprocs,
+                 timeout_s=240, env=env)
     meta = json.loads((tmp_path / "rank0.json").read_text())
     assert meta["world"] == nprocs
     assert meta["backend"] == ("gloo" if DRY_RUN else "nccl")

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fa_utils import fid, measure
+from fa_utils import fid, metrics
 from fa_utils.data import mnist_sample
 
 
@@ -36,7 +36,7 @@ def one_thread():
         blas = threadpool_limits(limits=1)
     except ImportError:  # threadpoolctl comes with scikit-learn (mlxtend); optional here
         blas = None
-    with measure.one_thread():
+    with metrics.one_thread():
         yield
     if blas is not None:
         blas.restore_original_limits()

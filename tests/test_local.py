@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fa_utils import config, local, measure, metrics
+from fa_utils import config, local, metrics
 from fa_utils.config import ConfigError
 from fa_utils.models import Architecture
 
@@ -14,7 +14,7 @@ TINY = Architecture(1, 8, (4,), 32)  # conv(4) s1, conv(4) s2, Linear(32), Linea
 @pytest.fixture(autouse=True)
 def single_thread():
     # tiny tensors: a second intra-op thread only adds synchronisation (and on a busy CPU a lot)
-    with measure.one_thread():
+    with metrics.one_thread():
         yield
 
 
