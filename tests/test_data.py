@@ -442,7 +442,7 @@ def test_gz_and_tar_gz_archives_without_their_extracted_files_are_extracted(tmp_
             ds = load_dataset(name, root=tmp_path, source=source, verbose=False)
             assert ds.source == "torchvision" and len(ds) == 20
     said = [str(w.message) for w in record]
-    assert said == [f"mnist: extracted {', '.join(str(p) + '.gz' for p in D._expected_paths('mnist', str(tmp_path)))}",
+    assert said == [f"mnist: extracted {', '.join(str(p) + '.gz' for p in D.DATASETS['mnist'].paths(str(tmp_path)))}",
                     f"cifar10: extracted {tmp_path / 'cifar-10-python.tar.gz'}"]
     assert torch.equal(D.as_tensors(load_dataset("mnist", root=tmp_path, verbose=False))[0][:, 0],
                        torch.from_numpy(written["train"][0]).float() / 255)
