@@ -80,23 +80,8 @@ def test_the_pairs_cover_every_dataset_once():
     assert sorted(d for pair in PAIRS for d in pair) == sorted(DATASET_NAMES)
 
 
-@pytest.mark.timeout(600)
-class TestFirstPair:
-    @pytest.mark.parametrize("dataset", PAIRS[0])
-    def test_notebooks_02_to_05_at_smoke_on_fabricated_files(self, dataset, fabricated,
-                                                             shared_outputs, tmp_path, monkeypatch):
-        notebooks_02_to_05_at_smoke(dataset, fabricated, shared_outputs, tmp_path, monkeypatch)
-
-
-@pytest.mark.timeout(600)
-class TestSecondPair:
-    @pytest.mark.parametrize("dataset", PAIRS[1])
-    def test_notebooks_02_to_05_at_smoke_on_fabricated_files(self, dataset, fabricated,
-                                                             shared_outputs, tmp_path, monkeypatch):
-        notebooks_02_to_05_at_smoke(dataset, fabricated, shared_outputs, tmp_path, monkeypatch)
-
-
-def notebooks_02_to_05_at_smoke(dataset, fabricated, shared_outputs, tmp_path, monkeypatch):
+def notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_outputs,
+                                                    tmp_path, monkeypatch):
     root, ipython = fabricated
     out = shared_outputs
     monkeypatch.setenv("IPYTHONDIR", str(ipython))
@@ -156,6 +141,20 @@ def notebooks_02_to_05_at_smoke(dataset, fabricated, shared_outputs, tmp_path, m
     size = sum(p.stat().st_size for p in new_ckpts)
     print(f"{dataset}: {len(new_ckpts)} checkpoints, {size / 2 ** 20:.1f} MB")
     assert new_ckpts and size < CHECKPOINT_BUDGET, (dataset, size)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("dataset", PAIRS[0])
+class TestFirstPair:
+    test_notebooks_02_to_05_at_smoke_on_fabricated_files = staticmethod(
+        notebooks_02_to_05_at_smoke_on_fabricated_files)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("dataset", PAIRS[1])
+class TestSecondPair:
+    test_notebooks_02_to_05_at_smoke_on_fabricated_files = staticmethod(
+        notebooks_02_to_05_at_smoke_on_fabricated_files)
 
 
 def _no_download(*args, **kwargs):
