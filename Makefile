@@ -25,8 +25,11 @@ reproduce: $(STAMP)
 
 # The whole test suite: unit tests, the paper's claims at small scale, and nbval over every
 # notebook at the smoke profile (conftest.py sets FA_PROFILE=smoke and a temporary output root).
+# TEST_WORKERS pytest-xdist processes of one torch thread each (conftest.py); loadscope keeps a
+# notebook's cells, a test module and a test class each on one worker, in order.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -ra --nbval-lax --timeout 900 tests notebooks
+	$(PY) -m pytest -ra --nbval-lax --timeout 900 -n $(TEST_WORKERS) --dist loadscope tests notebooks
 
 # Keep notebook outputs out of git: nbstripout as the git filter that .gitattributes names
 # (`*.ipynb filter=nbstripout`), with --keep-id so the committed cell ids stay as they are.

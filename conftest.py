@@ -21,6 +21,10 @@ if OWNED_OUTPUT_ROOT:
     os.environ["FA_OUTPUT_ROOT"] = OWNED_OUTPUT_ROOT
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("FA_HEADLESS", "1")  # explorers draw one static figure (fa_utils.explorers)
+# One intra-op thread per process (this one, each pytest-xdist worker, each notebook kernel):
+# the networks under test are tiny, and two workers on two cores must not fight over threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 
 def pytest_sessionfinish(session, exitstatus):

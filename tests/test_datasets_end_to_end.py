@@ -7,7 +7,7 @@ torchvision's md5 comparison is replaced inside this module's fixture only: for 
 notebook kernels by an IPython startup file in a private ``IPYTHONDIR``, in-process by
 ``monkeypatch``. Parsing stays torchvision's.
 
-What is checked, per dataset: the four notebooks complete offline (no Inception weights
+What is checked, per dataset (the runs go in pairs, ``PAIRS``): the four notebooks complete offline (no Inception weights
 here: Table 2 uses the labelled classifier features on MNIST and CIFAR-10, the label-free
 autoencoder features on CelebA and STL-10); every figure and table the run writes carries
 the dataset's name, except the parameter-count-only Tables 3-6 of datasets that had none;
@@ -31,6 +31,10 @@ from fa_utils.data import DATASETS
 import fabricate
 
 DATASET_NAMES = list(DATASETS)
+#: The runs in pairs: the first dataset with the last, the second with the third. A pair shares
+#: an output root (each run checked against the files the other wrote) and, as one test class,
+#: a pytest-xdist worker (``make test``: --dist loadscope); without xdist all four share it.
+PAIRS = [(DATASET_NAMES[0], DATASET_NAMES[3]), (DATASET_NAMES[1], DATASET_NAMES[2])]
 #: The smoke checkpoints of one dataset's run of notebooks 02-05 must stay below this.
 CHECKPOINT_BUDGET = 250 * 2 ** 20
 
@@ -48,8 +52,8 @@ def fabricated(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shared_outputs(tmp_path_factory):
-    """One output root for the four runs, so that each run can be checked against the
-    files the others wrote."""
+    """One output root for the runs of this process, so that each run can be checked
+    against the files the others wrote."""
     return tmp_path_factory.mktemp("outputs")
 
 
@@ -72,10 +76,12 @@ def _cell_text(nb_path: Path) -> str:
     return "\n".join(parts)
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("dataset", DATASET_NAMES)
-def test_notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_outputs,
-                                                         tmp_path, monkeypatch):
+def test_the_pairs_cover_every_dataset_once():
+    assert sorted(d for pair in PAIRS for d in pair) == sorted(DATASET_NAMES)
+
+
+def notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_outputs,
+                                                    tmp_path, monkeypatch):
     root, ipython = fabricated
     out = shared_outputs
     monkeypatch.setenv("IPYTHONDIR", str(ipython))
@@ -135,6 +141,20 @@ def test_notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, sh
     size = sum(p.stat().st_size for p in new_ckpts)
     print(f"{dataset}: {len(new_ckpts)} checkpoints, {size / 2 ** 20:.1f} MB")
     assert new_ckpts and size < CHECKPOINT_BUDGET, (dataset, size)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("dataset", PAIRS[0])
+class TestFirstPair:
+    test_notebooks_02_to_05_at_smoke_on_fabricated_files = staticmethod(
+        notebooks_02_to_05_at_smoke_on_fabricated_files)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("dataset", PAIRS[1])
+class TestSecondPair:
+    test_notebooks_02_to_05_at_smoke_on_fabricated_files = staticmethod(
+        notebooks_02_to_05_at_smoke_on_fabricated_files)
 
 
 def _no_download(*args, **kwargs):

@@ -356,9 +356,9 @@ def test_autoencoder_fallback_ranks_real_above_blurred_and_noise(mnist, autoenco
 def test_feature_autoencoder_on_colour_64_is_seeded_and_leaves_the_global_rng():
     x = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     state = torch.get_rng_state()
-    a = fid.train_feature_autoencoder(x, epochs=1, batch_size=4, seed=3)
+    a = fid.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
-    b = fid.train_feature_autoencoder(x, epochs=1, batch_size=4, seed=3)
+    b = fid.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
     fa_, fb = fid.classifier_features(a, x), fid.classifier_features(b, x)
     assert fa_.shape == (12, 128) and np.array_equal(fa_, fb)
     assert a(x[:2]).shape == (2, 3, 64, 64)

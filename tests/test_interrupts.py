@@ -220,6 +220,18 @@ def fit(path, step_fn, enc, opt, gen, **kw):
                      eval_every=5, **kw)
 
 
+@pytest.fixture
+def sigint_delivered():
+    """SIGINT raises KeyboardInterrupt in this process during the test, however the suite was
+    started (``nohup``, ``trap '' INT`` and a non-interactive shell's background job start it
+    with SIGINT ignored, and :func:`fit` rightly keeps an ignored SIGINT ignored). The
+    previous handler is restored after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_delivered")
 @pytest.mark.parametrize("at", [5, 7])  # at an eval step, and mid-epoch
 def test_sigint_in_fit_checkpoints_the_step_reached_and_resume_is_bit_identical(tmp_path, at):
     enc_a, opt_a, gen_a, step_a = setup_fa()
@@ -250,6 +262,7 @@ def test_sigint_in_fit_checkpoints_the_step_reached_and_resume_is_bit_identical(
     assert hist_a.to_dict() == hist_b.to_dict()
 
 
+@pytest.mark.usefixtures("sigint_delivered")
 def test_a_second_sigint_in_fit_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
     enc, opt, gen, step = setup_fa()
     calls = {"n": 0}
@@ -267,6 +280,27 @@ def test_a_second_sigint_in_fit_stops_at_once_and_keeps_the_last_checkpoint(tmp_
         fit(path, step_twice_interrupted, enc, opt, gen, ckpt_every=2, ckpt_every_s=None)
     assert not isinstance(info.value, train.TrainingInterrupted)
     assert train.load_checkpoint(path)["step"] == 2  # the periodic one, intact
+
+
+def test_an_ignored_sigint_stays_ignored_in_fit(tmp_path):
+    """A process started with SIGINT ignored (``nohup``) trains to the end through one."""
+    enc, opt, gen, step = setup_fa()
+    calls = {"n": 0}
+
+    def step_with_sigint(x):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(x)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        history = fit(tmp_path / "i.pt", step_with_sigint, enc, opt, gen, ckpt_every=10**9,
+                      ckpt_every_s=None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(history.train["loss"]) == 15 and train.load_checkpoint(tmp_path / "i.pt")["step"] == 15
 
 
 def test_checkpoints_are_also_written_by_time(tmp_path, monkeypatch):

@@ -88,8 +88,18 @@ def test_cuda_peak_is_none_off_cuda():
     assert peak.peak_bytes is None and peak.step_bytes is None
 
 
-def test_one_thread_restores_the_count_as_a_block_and_as_a_decorator():
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads during the test (the suite runs on one: conftest.py)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_one_thread_restores_the_count_as_a_block_and_as_a_decorator(two_threads):
     before = torch.get_num_threads()
+    assert before == 2
 
     @metrics.one_thread()
     def inside():
