@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
-from . import fa, first_step, plotting
+from . import fa, plotting
 from .data import DATASETS
 from .measure import Stopwatch, one_thread
 
@@ -312,7 +312,7 @@ def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: f
     reconstruction from the latent alone, :func:`fa_utils.fa.decode_latent`). From r_0 = 0
     E(0) and its Jacobian are built once (:func:`fa_utils.fa.frozen_start`): the encoder
     must not change while the decoder is used."""
-    frozen = r_init == "zeros" and first_step.supports(encoder, head)
+    frozen = r_init == "zeros" and fa.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
 
     def decode(z: torch.Tensor) -> torch.Tensor:

@@ -1,43 +1,33 @@
-"""Feature alignment, written once (Section 3.1, Eq. 1-2, Algorithm 1).
+"""Feature alignment (Section 3.1, Eq. 1-2, Algorithm 1).
 
-Inner problem: from r_0 (same shape as x), T gradient steps on
+Inner problem, from r_0 (the shape of x), T steps of gradient descent on
 
     L(r) = 1/2 || z_x - E(r) ||^2      (per example, summed over latent dimensions)
-    r_t  = r_{t-1} - tau * dL/dr_{t-1}
+    r_t  = r_{t-1} - tau * dL/dr_{t-1}                                        (Eq. 2)
 
-Outer problem: C = || x - squash(r_T) ||^2 minimised over the encoder's parameters.
+Outer problem: C = || x - squash(r_T) ||^2 minimised over the encoder's parameters
+(Algorithm 1); with ``create_graph=True`` C reaches them through dL/dr (a double backward).
+The energy is a per-example sum and the batch is combined by sum, so each r_i receives its
+own gradient; the 1/2 is Appendix Eq. 11's (docs/method.md section 1).
 
-Two reductions matter (docs/method.md section 1):
-
-* the inner energy is a per-example *sum* and the batch is combined by *sum*, so that each
-  r_i receives exactly its own gradient: a batch mean would divide every step by B;
-* the 1/2 factor is Appendix Eq. 11's; without it the step doubles.
-
-With ``create_graph=True`` the inner gradient stays in the autograd graph, so C reaches the
-encoder's parameters through dL/dr (a double backward). Training, sampling, the notebooks
-and the tests all call :func:`align`.
-
-Speed (same results): every example starts from the same r_0 (zeros), so the first
-inner step needs E(r_0) and its Jacobian once, not B times. :func:`solve` takes that step
-from one shared start (:mod:`fa_utils.first_step`: E(r_0) on a batch of one, its
-transposed Jacobian applied to the B residuals) and the rest with :func:`align`. This
-equals the textbook step (B copies of r_0) within fp32 rounding
-(``tests/test_speed_equivalence.py``); ``shared_start=False`` forces the textbook path.
-For sampling from a trained encoder, :func:`frozen_start` keeps E(r_0) and its Jacobian
-between calls (an explicit object: a snapshot of the weights it was built from).
+From the default r_0 = 0, shared by the batch, the first step is taken once for the
+batch (:func:`first_step`) and the rest by :func:`align`; :func:`frozen_start` keeps
+E(0) and J_E(0)^T of a trained encoder for sampling.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as hooks
 
-from . import first_step as _first
-from .first_step import Head
-from .models import clamp_weights_
+from .losses import bounded_logvar
+from .models import Encoder, clamp_weights_
 
 R_INITS = ("zeros", "uniform", "normal")
 SQUASHES = ("none", "sigmoid")
@@ -192,15 +182,223 @@ def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Ten
     return r
 
 
+# --------------------------------------------------------------------------------------
+# Read-outs of an encoder's heads: the side of the inner energy that sees r
+# --------------------------------------------------------------------------------------
+
+
+class MeanPlusSigma(NamedTuple):
+    """The read-out mean + exp(logvar / 2) of two heads (VFA's ``mu + sigma`` side; the
+    log-variance bounded by :func:`fa_utils.losses.bounded_logvar`)."""
+
+    mean: str = "mu"
+    logvar: str = "logvar"
+
+
+#: A read-out of an encoder's dict of heads: a head name, a :class:`MeanPlusSigma`, or a
+#: sequence of those (concatenated along dim 1); None: the network's own output.
+Head = Union[str, MeanPlusSigma, Sequence[Union[str, MeanPlusSigma]], None]
+
+
+def _items(head: Head) -> tuple:
+    if head is None:
+        return ()
+    return (head,) if isinstance(head, (str, MeanPlusSigma)) else tuple(head)
+
+
+def _names(head: Head) -> list:
+    return [n for item in _items(head) for n in (item if isinstance(item, MeanPlusSigma) else (item,))]
+
+
+def read_out(out: dict, head: Head) -> torch.Tensor:
+    """``head`` read off an encoder's outputs ``out`` (name -> (B, width)): (B, total width).
+
+    Raises:
+        KeyError: a head the encoder does not have (the message lists its heads).
+    """
+    for name in _names(head):
+        if name not in out:
+            raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
+    parts = [out[i.mean] + (0.5 * bounded_logvar(out[i.logvar])).exp()
+             if isinstance(i, MeanPlusSigma) else out[i] for i in _items(head)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+# --------------------------------------------------------------------------------------
+# The first inner step from the start r_0 = 0 that the batch shares (Eq. 2 at t = 1)
+# --------------------------------------------------------------------------------------
+# E(r_0) and J_E(r_0) are the same for every example, so they are computed once on a
+# batch of one and J_E(r_0)^T is applied to the B residuals, layer by layer from the
+# output down. Equal to B starts within fp32 rounding (tests/test_speed_equivalence.py);
+# why written by hand and not with torch.func: docs/choices.md section 12.
+
+#: The layers whose transposed Jacobian :func:`_linearise` writes (piecewise linear).
+PIECEWISE_LINEAR = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
+
+
+def _pieces(module: nn.Module, head: Head):
+    """(layers, heads) of r -> module(r)[head] when it is a piecewise-linear stack without
+    hooks, else None: an :class:`fa_utils.models.Encoder`'s trunk and Linear heads, or
+    (``head=None``) a layer or an ``nn.Sequential`` of layers (local FA's operators)."""
+    if _items(head):
+        if not (isinstance(module, Encoder) and type(module).forward is Encoder.forward
+                and all(isinstance(dict(module.heads).get(n), nn.Linear) for n in _names(head))):
+            return None
+        layers = list(module.trunk)
+        heads = [tuple(module.heads[n] for n in i) if isinstance(i, MeanPlusSigma)
+                 else module.heads[i] for i in _items(head)]
+    else:
+        layers, heads = list(module) if type(module) is nn.Sequential else [module], []
+    if any(not isinstance(m, PIECEWISE_LINEAR)
+           or isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str))
+           or isinstance(m, nn.Flatten) and m.start_dim != 1 for m in layers):
+        return None
+    if any(getattr(hooks, f"_global_{k}_hooks", None)
+           for k in ("forward", "forward_pre", "backward", "backward_pre")) or any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+            or m._backward_pre_hooks for m in module.modules()):
+        return None
+    return layers, heads
+
+
+def supports(module: nn.Module, head: Head = None) -> bool:
+    """Whether :func:`first_step` applies to r -> module(r)[head]: a stack of
+    :data:`PIECEWISE_LINEAR` layers without hooks (an ``Encoder``, not a subclass with its
+    own forward nor a DDP wrapper, with Linear heads; or with ``head=None`` a layer or an
+    ``nn.Sequential``)."""
+    return _pieces(module, head) is not None
+
+
+def _linearise(layers: list, heads: list, r0: torch.Tensor):
+    """E(r_0) (1, Z) and the layers' transposes, v -> J_E(r_0)^T v, last layer first."""
+    h, transposes = r0, []
+    for m in layers:
+        out = m(h)
+        if isinstance(m, nn.Conv2d):  # J^T of h -> conv(h): the transposed convolution,
+            pad = [h.shape[2 + i] - ((out.shape[2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
+                                     + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in (0, 1)]
+            transposes.append(lambda g, m=m, pad=pad: F.conv_transpose2d(  # back to h's size
+                g, m.weight, None, m.stride, m.padding, pad, m.groups, m.dilation))
+        elif isinstance(m, nn.Linear):
+            transposes.append(lambda g, w=m.weight: g @ w)
+        elif isinstance(m, (nn.ReLU, nn.LeakyReLU)):
+            with torch.no_grad():  # the slope at h (1 where h > 0): piecewise constant
+                slope = torch.full_like(h, getattr(m, "negative_slope", 0.0)).masked_fill_(h > 0, 1)
+            transposes.append(lambda g, slope=slope: g * slope)
+        elif isinstance(m, nn.Flatten):
+            transposes.append(lambda g, size=h.shape[1:]: g.reshape(g.shape[0], *size))
+        h = out
+    if heads:
+        values, weights = [], []
+        for item in heads:
+            if isinstance(item, tuple):
+                mean, logvar = item
+                sigma = (0.5 * bounded_logvar(logvar(h))).exp()
+                values.append(mean(h) + sigma)
+                # d(mean + sigma)/dh = W_mean + diag(sigma / 2) W_logvar (bounded_logvar
+                # passes the gradient straight through)
+                weights.append(mean.weight + 0.5 * sigma.reshape(-1, 1) * logvar.weight)
+            else:
+                values.append(item(h))
+                weights.append(item.weight)
+        weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
+        transposes.append(lambda g: g @ weight)
+        h = values[0] if len(values) == 1 else torch.cat(values, 1)
+    return h, transposes[::-1]
+
+
+def _transpose(transposes: list, v: torch.Tensor) -> torch.Tensor:
+    for t in transposes:
+        v = t(v)
+    return v
+
+
+def _checked_pieces(module: nn.Module, head: Head, r0: torch.Tensor):
+    pieces = _pieces(module, head)
+    if pieces is None:
+        raise ValueError(f"the shared first step does not apply to {type(module).__name__} "
+                         f"with head {head!r}: fa.supports is False; pass shared_start=False")
+    if r0.shape[0] != 1:
+        raise ValueError(f"the shared start r_0 must have batch size 1, got shape "
+                         f"{tuple(r0.shape)}: pass r_0 of shape (1, C, H, W)")
+    return pieces
+
+
+def _check_latent(z: torch.Tensor, e0: torch.Tensor) -> None:
+    if z.shape[1:] != e0.shape[1:]:
+        raise ValueError(f"latent shapes differ: target {tuple(z.shape)} vs E(r_0) {tuple(e0.shape)}")
+
+
+def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
+               head: Head = None, tau: float = 1.0, create_graph: bool = True) -> torch.Tensor:
+    """Eq. 2 at t = 1 for B targets from one start: r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z),
+    E = r -> module(r)[head].
+
+    Shapes: z_target (B, Z) (may carry a graph: training), r0 (1, C, H, W) -> (B, C, H, W).
+    ``create_graph=False`` returns r_1 detached.
+
+    Raises:
+        ValueError: :func:`supports` is False, r0's batch size is not 1, or z's shape
+            differs from E(r_0)'s.
+    """
+    pieces = _checked_pieces(module, head, r0)
+    r0 = r0.detach()
+    z_target = z_target if create_graph else z_target.detach()
+    with torch.set_grad_enabled(create_graph):
+        e0, transposes = _linearise(*pieces, r0)
+        _check_latent(z_target, e0)
+        # dL/dE(r_0) = E(r_0) - z per example (L = 1/2 ||z - E(r)||^2); tau scales it
+        # before the transpose, a (B, Z) product instead of a (B, C, H, W) one
+        residual = e0 - z_target if tau == 1 else tau * (e0 - z_target)
+        # r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z)
+        r1 = r0 - _transpose(transposes, residual)
+    return r1 if create_graph else r1.detach()
+
+
+class FrozenStart:
+    """E(r_0) and J_E(r_0)^T of a network as it is now, for decoding many latents.
+
+    A snapshot (built on a copy): it keeps the step of the weights it was built from.
+    :meth:`step` equals :func:`first_step` at those weights bit for bit. Build it with
+    :func:`frozen_start` or :func:`fa_utils.vfa.frozen_start`.
+
+    Attributes:
+        e0: (1, Z) E(r_0). r0: (1, C, H, W) the start.
+
+    Raises:
+        ValueError: as :func:`first_step`.
+    """
+
+    def __init__(self, module: nn.Module, r0: torch.Tensor, *, head: Head = None):
+        _checked_pieces(module, head, r0)
+        self.r0 = r0.detach()
+        with torch.no_grad():
+            self.e0, self._transposes = _linearise(*_pieces(copy.deepcopy(module), head), self.r0)
+
+    def transpose(self, v: torch.Tensor) -> torch.Tensor:
+        """J_E(r_0)^T v: (B, Z) -> (B, C, H, W), no graph. Raises ValueError: v's shape."""
+        _check_latent(v, self.e0)
+        with torch.no_grad():
+            return _transpose(self._transposes, v.detach())
+
+    def step(self, z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z): (B, Z) -> (B, C, H, W), no graph.
+        Raises ValueError: z's shape differs from E(r_0)'s."""
+        _check_latent(z, self.e0)
+        with torch.no_grad():
+            residual = self.e0 - z.detach()
+            return self.r0 - _transpose(self._transposes, residual if tau == 1 else tau * residual)
+
+
 def _use_shared_start(shared_start: Optional[bool], module: nn.Module, head: Head,
                       r_init: str, kwargs: dict) -> bool:
     if shared_start is False:
         return False
     ok = (r_init == "zeros" and not kwargs.get("track_energy")
-          and not kwargs.get("track_trajectory") and _first.supports(module, head))
+          and not kwargs.get("track_trajectory") and supports(module, head))
     if shared_start and not ok:
         raise ValueError("shared_start=True needs r_init='zeros', no tracking and a network "
-                         "for which fa_utils.first_step.supports holds")
+                         "for which fa.supports holds; pass shared_start=None or False")
     return ok
 
 
@@ -208,13 +406,13 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
           T: int = 1,
           tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
           generator: Optional[torch.Generator] = None, create_graph: bool = False,
-          shared_start: Optional[bool] = None, start: Optional[_first.FrozenStart] = None,
+          shared_start: Optional[bool] = None, start: Optional[FrozenStart] = None,
           **kwargs) -> AlignResult:
     """The inner problem for latents z: T steps of Eq. 2 from :func:`init_r`'s start.
 
     The side of the energy that sees r is r -> module(r)[head] (a read-out of the heads,
-    :data:`fa_utils.first_step.Head`), or module(r) when ``head`` is None. With r_0 = 0 and that default, the first step is
-    taken from one start shared by the batch (:func:`fa_utils.first_step.first_step`),
+    :data:`Head`), or module(r) when ``head`` is None. With r_0 = 0 and that default, the first step is
+    taken from one start shared by the batch (:func:`first_step`),
     the rest by :func:`align`.
 
     Args:
@@ -225,10 +423,10 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
         head: the encoder's head name(s) (:func:`head_encoder`), or None.
         shared_start: ``None`` (default): the shared first step when r_init is
             ``"zeros"``, nothing is tracked and
-            :func:`fa_utils.first_step.supports` holds: the same result within fp32
+            :func:`supports` holds: the same result within fp32
             rounding, faster. ``False``: B starts (the textbook path); ``True``: require
             the shared step.
-        start: a :class:`fa_utils.first_step.FrozenStart` of this function (no graph
+        start: a :class:`FrozenStart` of this function (no graph
             only): its E(0) and Jacobian are reused for the first step.
         Other arguments as in :func:`align` (T, tau, squash, tracking).
 
@@ -247,7 +445,7 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
         r = start.step(z, tau)
     elif _use_shared_start(shared_start, module, head, r_init, kwargs):
         r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
-        r = _first.first_step(module, z, r0, head=head, tau=tau, create_graph=create_graph)
+        r = first_step(module, z, r0, head=head, tau=tau, create_graph=create_graph)
     else:
         r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
                     dtype=z.dtype)
@@ -260,15 +458,15 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
 
 def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> encoder(x)[head]``, for encoders that return a dict of named heads; for a
-    read-out of several (:data:`fa_utils.first_step.Head`), their outputs concatenated
+    read-out of several (:data:`Head`), their outputs concatenated
     along dim 1 (e.g. ``("mu", "logits")``: (B, Z + K), the conditional VFA's random side
-    with ``rand_side="mu"``; :class:`fa_utils.first_step.MeanPlusSigma`: mu + sigma).
+    with ``rand_side="mu"``; :class:`MeanPlusSigma`: mu + sigma).
 
     Raises:
         KeyError: the encoder has no head of that name (the message lists its heads).
     """
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return _first.read_out(encoder(x), head)
+        return read_out(encoder(x), head)
     return encode
 
 
@@ -312,7 +510,7 @@ def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z
                   tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
                   generator: Optional[torch.Generator] = None,
                   shared_start: Optional[bool] = None,
-                  start: Optional[_first.FrozenStart] = None, **kwargs) -> AlignResult:
+                  start: Optional[FrozenStart] = None, **kwargs) -> AlignResult:
     """The image whose latent is z, found by the inner optimisation (Figure 1, right).
 
     Args:
@@ -334,18 +532,18 @@ def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z
                  shared_start=shared_start, start=start, **kwargs)
 
 
-def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> _first.FrozenStart:
+def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
     """E(0) and J_E(0)^T of a trained encoder's head, for :func:`decode_latent` (``start``):
-    a snapshot of the weights as they are (:class:`fa_utils.first_step.FrozenStart`).
+    a snapshot of the weights as they are (:class:`FrozenStart`).
 
     ``shape``: the image shape (C, H, W); r_0 = 0 of shape (1, C, H, W) on the encoder's
     device and dtype.
 
     Raises:
-        ValueError: :func:`fa_utils.first_step.supports` does not hold for the encoder.
+        ValueError: :func:`supports` does not hold for the encoder.
     """
     p = next(encoder.parameters())
-    return _first.FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
+    return FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
                               head=head)
 
 
