@@ -47,10 +47,10 @@ import torch
 from torch import nn
 
 from . import fa
-from .fa import FrozenStart, MeanPlusSigma
+from .fa import FrozenStart
 from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
                      lsgan_generator_loss, perceptual_moments_loss, reparameterise)
-from .models import Encoder, architecture, clamp_weights_, init_orthogonal_
+from .models import Encoder, MeanPlusSigma, architecture, clamp_weights_, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
 BETA_SCHEDULES = ("fixed", "uniform")
@@ -201,7 +201,7 @@ def _decode_target(encoder, target, shape, settings, generator=None, start=None)
 
 
 def _read_out_heads(settings: VFASettings) -> tuple:
-    """The random side as a read-out of the heads (:data:`fa_utils.fa.Head`):
+    """The random side as a read-out of the heads (:data:`fa_utils.models.Head`):
     ``mu`` or mu + sigma, then ``logits`` for a conditional VFA."""
     side = "mu" if settings.rand_side == "mu" else MeanPlusSigma("mu", "logvar")
     return (side, "logits") if settings.conditional else (side,)
