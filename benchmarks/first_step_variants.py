@@ -1,7 +1,7 @@
 """Three ways to take FA's first inner step from a start shared by the batch, timed as a
 whole training step (loss, double backward, fused Adam), interleaved in one run:
 
-- ``hand``: :func:`fa_utils.first_step.first_step`, E(0) on a batch of one and its
+- ``hand``: :func:`fa_utils.fa.first_step`, E(0) on a batch of one and its
   transposed Jacobian written layer by layer (what the package uses);
 - ``vmap(vjp)``: E(0) on a batch of one through ``torch.func.vjp``, its backward applied to
   the B residuals with ``torch.func.vmap`` (no list of supported layers);
@@ -23,7 +23,7 @@ from statistics import median
 import torch
 from torch.func import vjp, vmap
 
-from fa_utils import first_step, models, train
+from fa_utils import fa, models, train
 from fa_utils.metrics import SavedTensorMeter, interleaved_times
 
 
@@ -31,7 +31,7 @@ def variants(enc, x):
     shape = x.shape[1:]
 
     def hand(z):
-        return first_step.first_step(enc, z, torch.zeros(1, *shape), head="z")
+        return fa.first_step(enc, z, torch.zeros(1, *shape), head="z")
 
     def vmapped(z):
         r0 = torch.zeros(1, *shape)

@@ -186,7 +186,7 @@ def section_ratio(args, device, out: list[str], archs) -> dict[str, dict[str, fl
             markdown_table(cols, rows), "",
             "`fa-textbook`: `fa_step(shared_start=False)`, the inner step from a batch of "
             "zeros (the step before this work). `fa`: `fa_step` as shipped: the first inner "
-            "step from one shared r_0 = 0 (`fa_utils.first_step`: E(0) on one example, its "
+            "step from one shared r_0 = 0 (`fa.first_step`: E(0) on one example, its "
             "transposed Jacobian applied layer by layer to the B residuals). `vae`: `vae_step`, same encoder with mu/logvar heads + "
             "MirroredDecoder. `+fused`: `train.make_adam` (fused Adam); otherwise "
             "`torch.optim.Adam`'s default (for-loop on a CPU). `+cl`: channels_last "

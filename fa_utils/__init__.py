@@ -5,9 +5,9 @@ Modules in layers, each using only those above it:
 
 * settings, data, networks: ``config`` (profiles, composed section configs, seed
   streams), ``data``, ``models`` (Appendix B), ``losses``;
-* the methods: ``fa`` (Algorithm 1, Section 3.1), ``first_step`` (its first inner step
-  from a shared start), ``vfa`` (Sections 3.3-3.4), ``baselines`` (the AE, VAE and GAN of
-  Section 5), ``local`` (Section 3.5), ``toy`` (Section 3.2), ``appendix`` (Appendix A);
+* the methods: ``fa`` (Algorithm 1, Section 3.1, with its first inner step from the
+  shared start r_0 = 0), ``vfa`` (Sections 3.3-3.4), ``baselines`` (the AE, VAE and GAN of
+  Section 5), ``local`` (Section 3.5), ``appendix`` (Appendix A; the toy of Section 3.2 lives in notebook 01);
 * the trainer: ``train`` (``fit``: checkpoints, resume, interrupts; it knows no method);
 * the wiring: ``wiring`` (every trained model of the notebooks, from a config);
 * evaluation and outputs: ``experiments`` and ``generative`` (what notebooks 02-04

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
-from . import fa, first_step, plotting
+from . import fa, plotting
 from .data import DATASETS
 from .metrics import Stopwatch, one_thread
 
@@ -229,7 +229,7 @@ def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: f
     """z (B, Z) -> the image the inner optimisation finds for it (Algorithm 1 from the latent,
     :func:`fa_utils.fa.decode_latent`); from r_0 = 0 with E(0) and its Jacobian built once,
     so the encoder must not change while the decoder is used."""
-    frozen = r_init == "zeros" and first_step.supports(encoder, head)
+    frozen = r_init == "zeros" and fa.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
 
     def decode(z: torch.Tensor) -> torch.Tensor:

@@ -415,7 +415,7 @@ def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int 
     :func:`local_step` (Algorithm 2) on :class:`LocalFANet`. Both: r_0 = 0, tau = 1, Adam,
     Eq. 9 clamp, PyTorch's default init (values do not change what is saved).
     ``shared_start``: ``None`` measures each method's training path (both take their first
-    inner step from one shared r_0 = 0, :mod:`fa_utils.first_step`); ``False`` forces both
+    inner step from one shared r_0 = 0, :func:`fa_utils.fa.first_step`); ``False`` forces both
     through B starts (the textbook path).
     The saved-tensor counts (:class:`fa_utils.metrics.SavedTensorMeter`'s ``total_bytes``,
     ``peak_bytes``, ``count``) come from the first measured step; ``step_time_s`` is the

@@ -22,10 +22,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
+
+from .losses import bounded_logvar
 
 NEGATIVE_SLOPE = 0.01
 
@@ -171,6 +173,51 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.trunk(x)
         return {name: head(h) for name, head in self.heads.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Read-outs of an Encoder's heads: what the inner energy's E(r) reads (fa, vfa)
+# --------------------------------------------------------------------------------------
+
+
+class MeanPlusSigma(NamedTuple):
+    """The read-out mean + exp(logvar / 2) of two heads (VFA's ``mu + sigma`` side; the
+    log-variance bounded by :func:`fa_utils.losses.bounded_logvar`)."""
+
+    mean: str = "mu"
+    logvar: str = "logvar"
+
+
+#: A read-out of an encoder's dict of heads: a head name, a :class:`MeanPlusSigma`, or a
+#: sequence of those (concatenated along dim 1); None: the network's own output.
+Head = Union[str, MeanPlusSigma, Sequence[Union[str, MeanPlusSigma]], None]
+
+
+def head_items(head: Head) -> tuple:
+    """The read-out's items: head names and :class:`MeanPlusSigma` (``()`` for None)."""
+    if head is None:
+        return ()
+    return (head,) if isinstance(head, (str, MeanPlusSigma)) else tuple(head)
+
+
+def head_names(head: Head) -> list:
+    """The names of the heads the read-out uses."""
+    return [n for item in head_items(head)
+            for n in (item if isinstance(item, MeanPlusSigma) else (item,))]
+
+
+def read_out(out: dict, head: Head) -> torch.Tensor:
+    """``head`` read off an encoder's outputs ``out`` (name -> (B, width)): (B, total width).
+
+    Raises:
+        KeyError: a head the encoder does not have (the message lists its heads).
+    """
+    for name in head_names(head):
+        if name not in out:
+            raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
+    parts = [out[i.mean] + (0.5 * bounded_logvar(out[i.logvar])).exp()
+             if isinstance(i, MeanPlusSigma) else out[i] for i in head_items(head)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:

@@ -47,10 +47,10 @@ import torch
 from torch import nn
 
 from . import fa
-from .first_step import FrozenStart, MeanPlusSigma
+from .fa import FrozenStart
 from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
                      lsgan_generator_loss, perceptual_moments_loss, reparameterise)
-from .models import Encoder, architecture, clamp_weights_, init_orthogonal_
+from .models import Encoder, MeanPlusSigma, architecture, clamp_weights_, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
 BETA_SCHEDULES = ("fixed", "uniform")
@@ -201,7 +201,7 @@ def _decode_target(encoder, target, shape, settings, generator=None, start=None)
 
 
 def _read_out_heads(settings: VFASettings) -> tuple:
-    """The random side as a read-out of the heads (:data:`fa_utils.first_step.Head`):
+    """The random side as a read-out of the heads (:data:`fa_utils.models.Head`):
     ``mu`` or mu + sigma, then ``logits`` for a conditional VFA."""
     side = "mu" if settings.rand_side == "mu" else MeanPlusSigma("mu", "logvar")
     return (side, "logits") if settings.conditional else (side,)
@@ -210,7 +210,7 @@ def _read_out_heads(settings: VFASettings) -> tuple:
 def _align(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
     """The inner problem on :func:`random_side` (:func:`fa_utils.fa.solve`). Either side
     is a read-out of the heads, so the first step from r_0 = 0 is the shared one
-    (:mod:`fa_utils.first_step`)."""
+    (:func:`fa_utils.fa.first_step`)."""
     return fa.solve(encoder, target, shape, head=_read_out_heads(settings), T=settings.T,
                     tau=settings.tau, r_init=settings.r_init, squash=settings.squash,
                     generator=generator, create_graph=create_graph, start=start)
@@ -218,7 +218,7 @@ def _align(encoder, target, shape, settings, *, create_graph, generator=None, st
 
 def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
     """The random side (:func:`random_side`) and its Jacobian at r_0 = 0, kept for
-    sampling from a trained encoder (:class:`fa_utils.first_step.FrozenStart`: a snapshot
+    sampling from a trained encoder (:class:`fa_utils.fa.FrozenStart`: a snapshot
     of the weights as they are). ``shape``: (C, H, W).
     """
     return fa.frozen_start(encoder, shape, head=_read_out_heads(settings))

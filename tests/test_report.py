@@ -8,12 +8,13 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import (appendix, claims, experiments, fid, generative, local, outputs, report,
-                      runner, toy)
+from fa_utils import appendix, claims, experiments, fid, generative, local, outputs, report, runner
+from notebook_code import toy as toy_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
             "plain_recovered_fraction": 0.19}
 GOOD_BINS = {"fa": torch.tensor([0.01, 0.02, 0.015]), "plain": torch.tensor([0.2, 0.6, 0.5])}
+figure2_claims = toy_code().figure2_claims  # notebook 01's claim builder
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def _memory(local_bytes=10, global_bytes=40):
 
 
 def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
-    built = {"01_toy_sin": toy.figure2_claims(GOOD_TOY, GOOD_BINS),
+    built = {"01_toy_sin": figure2_claims(GOOD_TOY, GOOD_BINS),
              "02_fa_mnist": experiments.fa_claims("mnist", 0.01, 0.067, 0.6, 10, asserted=True),
              "03_vfa": generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.1), (8.0, 2.0, 0.9)],
                                              asserted=True),
@@ -80,7 +81,7 @@ def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
 
 def test_the_notebooks_call_the_builders_and_check_what_they_write():
     """01 and 06 write and check the same objects (no separate asserts of the claims)."""
-    for stem, builder in (("01_toy_sin", "toy.figure2_claims("),
+    for stem, builder in (("01_toy_sin", "figure2_claims("),
                           ("06_appendix_convergence", "appendix.appendix_claims(")):
         nb = nbformat.read(outputs.repo_root() / "notebooks" / f"{stem}.ipynb", as_version=4)
         last = nb.cells[-1].source
@@ -118,7 +119,7 @@ def test_claim_builders_follow_the_notebooks_thresholds():
 
 
 def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
-    toy_claims = toy.figure2_claims(GOOD_TOY, GOOD_BINS)
+    toy_claims = figure2_claims(GOOD_TOY, GOOD_BINS)
     comp = _comparison()
     claims.write_claims("01_toy_sin", "-", toy_claims, profile="quick")
     claims.write_claims("04_vfa_gan", "mnist", comp, profile="quick")
@@ -156,7 +157,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
 
 
 def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(root):
-    bad = toy.figure2_claims({**GOOD_TOY, "plain_recovered_fraction": 0.7}, GOOD_BINS)
+    bad = figure2_claims({**GOOD_TOY, "plain_recovered_fraction": 0.7}, GOOD_BINS)
     claims.write_claims("01_toy_sin", "-", bad, profile="quick")  # written before the check
     with pytest.raises(claims.ClaimFailed, match="fig2.plain_partial"):
         claims.check(bad)
@@ -169,13 +170,13 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
 
 def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_success(root):
     folder = claims.claims_dir("quick")
-    claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
+    claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
     rows = report.collect(folder, "quick")
     toy_rows = [r for r in rows if r.notebook == "01_toy_sin"]
     assert len(toy_rows) == 4 and all(r.claim.verdict == claims.NOT_MEASURED and not r.written
                                       for r in toy_rows)
     assert "its claims are from profile paper" in toy_rows[0].claim.why
-    claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
+    claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     later = time.time() + 5
     failed = {"01_toy_sin": report.NotebookRun("failed", later, "executed copy: x.failed.ipynb")}
     toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]

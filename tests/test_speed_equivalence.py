@@ -1,7 +1,7 @@
 """The optimised FA step gives the results of a straightforward one.
 
 ``fa.fa_step`` takes the first inner step from one shared r_0 = 0
-(``fa_utils.first_step``: E(0) on a batch of one, its transposed Jacobian applied layer
+(``fa.first_step``: E(0) on a batch of one, its transposed Jacobian applied layer
 by layer to the B residuals),
 clamps in place and syncs once; ``train.make_adam`` picks the fused Adam. The reference
 below is Algorithm 1 written plainly in fp32: E(x), r_0 = 0, autograd.grad with
@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from fa_utils import fa, first_step, models, train, vfa
+from fa_utils import fa, models, train, vfa
 
 ADAM = dict(lr=1e-3, betas=(0.5, 0.999), eps=1e-3)
 
@@ -66,7 +66,7 @@ def test_parameters_after_k_steps_equal_the_reference(T, squash, fused):
     ref_opt = torch.optim.Adam(ref.parameters(), **ADAM)
     fast_opt = train.make_adam(fast.parameters(), fused=fused, **ADAM)
     assert fast_opt.defaults.get("fused") is (True if fused else None)
-    assert first_step.supports(fast, "z")
+    assert fa.supports(fast, "z")
     for _ in range(4):
         want = reference_step(ref, ref_opt, x, T=T, squash=squash)
         got = fa.fa_step(fast, fast_opt, x, T=T, squash=squash)
@@ -113,21 +113,21 @@ def test_reconstruction_and_decoding_equal_align():
 
 def test_shared_start_is_used_only_where_it_is_exact():
     enc = small_encoder()
-    assert first_step.supports(enc, "z") and not first_step.supports(enc, "mu")
+    assert fa.supports(enc, "z") and not fa.supports(enc, "mu")
 
     class Sub(models.Encoder):
         def forward(self, x):
             return {"z": super().forward(x)["z"] * 2}
 
     sub = Sub(models.Architecture(1, 12, (4, 8), 32), {"z": 8})
-    assert not first_step.supports(sub, "z")
+    assert not fa.supports(sub, "z")
     handle = enc.trunk[0].register_forward_hook(lambda m, i, o: o)
-    assert not first_step.supports(enc, "z")
+    assert not fa.supports(enc, "z")
     handle.remove()
-    assert first_step.supports(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))  # local FA's ops
-    assert not first_step.supports(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
+    assert fa.supports(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))  # local FA's ops
+    assert not fa.supports(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
     enc.trunk[1] = nn.Tanh()  # smooth activation: its derivative depends on the weights
-    assert not first_step.supports(enc, "z")
+    assert not fa.supports(enc, "z")
     x = torch.rand(3, 1, 12, 12)
     with pytest.raises(ValueError, match="shared_start=True needs"):
         fa.reconstruct(enc, x, shared_start=True)
@@ -136,7 +136,7 @@ def test_shared_start_is_used_only_where_it_is_exact():
     torch.testing.assert_close(fa.reconstruct(enc, x).image,  # falls back to B starts
                                fa.reconstruct(enc, x, shared_start=False).image, rtol=0, atol=0)
     with pytest.raises(ValueError, match="batch size 1"):
-        first_step.first_step(small_encoder(), torch.zeros(3, 8), torch.zeros(2, 1, 12, 12),
+        fa.first_step(small_encoder(), torch.zeros(3, 8), torch.zeros(2, 1, 12, 12),
                               head="z")
 
 
@@ -206,7 +206,7 @@ def test_fp32_gradient_matches_float64_and_bf16_is_not_kept():
     assert max(relative_drift(g16, g64), relative_drift(r16, r64)) > DRIFT_TOLERANCE
 
 
-# E(0) kept for sampling (first_step.FrozenStart): the same result as recomputing it, a
+# E(0) kept for sampling (fa.FrozenStart): the same result as recomputing it, a
 # snapshot of the weights it was built from, never used with a graph
 # --------------------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ def test_fp32_gradient_matches_float64_and_bf16_is_not_kept():
 def uncached_sample(enc, target, shape, settings):
     """The shared first step recomputing E(0): what a frozen start must reproduce bit for bit."""
     head = ("mu", "logits") if settings.conditional else "mu"
-    return first_step.first_step(enc, target, torch.zeros((1, *shape)), head=head,
+    return fa.first_step(enc, target, torch.zeros((1, *shape)), head=head,
                                  tau=settings.tau, create_graph=False)
 
 
@@ -296,7 +296,7 @@ def test_a_frozen_start_is_a_snapshot_of_the_weights():
                                                    (3, "mu+sigma")])
 def test_vfa_training_gradients_equal_the_textbook_path(num_classes, rand_side, monkeypatch):
     """VFA's loss takes its first inner step from one shared r_0 = 0 in training (heads mu,
-    or mu + sigma, and logits; fa_utils.first_step); its gradients equal those of B starts
+    or mu + sigma, and logits; fa.first_step); its gradients equal those of B starts
     (forced here by declaring no network supported) within fp32 rounding."""
     settings = vfa.VFASettings(num_classes=num_classes, tau=0.7, rand_side=rand_side,
                                squash="sigmoid" if rand_side == "mu+sigma" else "none")
@@ -306,12 +306,12 @@ def test_vfa_training_gradients_equal_the_textbook_path(num_classes, rand_side, 
     x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(6) % num_classes if num_classes else None
     grads, calls = [], []
-    real = first_step.first_step
-    monkeypatch.setattr(first_step, "first_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = fa.first_step
+    monkeypatch.setattr(fa, "first_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     for textbook in (False, True):
         if textbook:
             assert calls == [1]  # the shared step was taken
-            monkeypatch.setattr(first_step, "supports", lambda module, head=None: False)
+            monkeypatch.setattr(fa, "supports", lambda module, head=None: False)
         enc.zero_grad(set_to_none=True)
         loss, _, _ = vfa.vfa_loss(enc, x, labels, settings=settings,
                                   generator=torch.Generator().manual_seed(2))
