@@ -306,7 +306,6 @@ class FeatureAutoencoder(nn.Module):
             nn.Conv2d(in_channels, width, 3, 2, 1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(2 * width * 16, feature_dim))
-        self._grid = (2 * width, image_size // 4)
         self.decoder = nn.Sequential(
             nn.Linear(feature_dim, 2 * width * (image_size // 4) ** 2), nn.ReLU(),
             nn.Unflatten(1, (2 * width, image_size // 4, image_size // 4)),
@@ -364,8 +363,9 @@ def train_feature_autoencoder(images: torch.Tensor, *, epochs: int = 4, min_step
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     per_epoch = math.ceil(n / batch_size)
-    epoch_iter = _epochs(max(epochs, math.ceil(min_steps / per_epoch)), "feature autoencoder",
-                         progress)
+    from tqdm.auto import tqdm
+    epoch_iter = tqdm(range(max(epochs, math.ceil(min_steps / per_epoch))),
+                      desc="feature autoencoder", unit="epoch", disable=not progress)
     model.train()
     for _ in epoch_iter:
         total = 0.0
@@ -378,14 +378,6 @@ def train_feature_autoencoder(images: torch.Tensor, *, epochs: int = 4, min_step
             total += loss.item() * len(idx)
         model.train_mse = total / n
     return model.eval()
-
-
-def _epochs(n: int, desc: str, progress: bool):
-    """``range(n)``, under a tqdm progress bar when ``progress``."""
-    if not progress:
-        return range(n)
-    from tqdm.auto import tqdm
-    return tqdm(range(n), desc=desc, unit="epoch")
 
 
 # --------------------------------------------------------------------------------------
