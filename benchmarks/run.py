@@ -445,7 +445,7 @@ def section_hooks(args, device, out: list[str]) -> None:
 
 def random_fid_inception(device: torch.device) -> torch.nn.Module:
     """pytorch-fid's FID Inception-v3 (pool3, 2048-d) built without its weights file: the
-    same network and input path as :func:`fa_utils.fid.inception_features` (resize to 299,
+    same network and input path as :func:`fa_utils.fid.inception_feature` (resize to 299,
     scale to [-1, 1]), with untrained weights. Its *speed* is the real extractor's (the
     cost of a forward pass does not depend on the weights' values); its features mean
     nothing. For timing only, when ``FA_INCEPTION_WEIGHTS`` / the hub cache is absent."""
@@ -524,9 +524,11 @@ def _fid_throughput(args, device) -> tuple[list[list], str]:
     xi = x_all[:n_inc]
     if weights is not None:
         inc_label = f"Inception-v3 pool3 (pytorch-fid, weights {weights.name})"
+        net = fid.inception_feature(device=device)
 
         def inception():
-            fid.inception_features(xi, batch_size=n_inc, device=device)
+            with torch.inference_mode():
+                net(xi)
     else:
         inc_label = "Inception-v3 pool3 (pytorch-fid's network, UNTRAINED weights: speed only)"
         net = random_fid_inception(device)
@@ -535,17 +537,22 @@ def _fid_throughput(args, device) -> tuple[list[list], str]:
             with torch.inference_mode():
                 net(fid.to_inception_input(xi).to(device))[0].reshape(n_inc, -1).double().cpu()
 
-    clf = fid.FeatureClassifier(1, 10).to(device).eval()
+    judge = fid.judge_feature(fid.make_judge(1, 10).to(device))
     n_clf = args.fid_classifier_n
     xc = x_all[:n_clf]
-    fns = {"inception": inception, "classifier": lambda: fid.classifier_features(clf, xc)}
+
+    def judge_features():
+        with torch.inference_mode():
+            judge(xc)
+
+    fns = {"inception": inception, "classifier": judge_features}
     t = interleaved_times(fns, args.fid_repeats, device=device)
     used = ("Inception (comparable to the paper's FID when N >= 2048)" if weights is not None
-            else "the classifier fallback (`fid_or_fallback`: labelled 'classifier-128', "
+            else "the judge's features (`fid.frechet_feature`: labelled 'judge-128', "
                  "NOT comparable to the paper's FID); Inception weights absent")
     rows = [[inc_label, n_inc, n_inc / median(t["inception"]),
              "yes" if weights is not None else "no"],
-            ["classifier-128 (`fid.FeatureClassifier`, the fallback)", n_clf,
+            ["judge-128 (`fid.make_judge`, the offline fallback)", n_clf,
              n_clf / median(t["classifier"]), "yes" if weights is None else "no"]]
     note = (f"Real MNIST sample digits (28x28, repeated to 3 channels and resized to 299 by "
             f"pytorch-fid's network), {args.fid_repeats} repeats, one batch per call. "

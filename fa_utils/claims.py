@@ -30,7 +30,9 @@ from . import outputs
 HOLDS = "holds"
 FAILS = "does not hold"
 NOT_MEASURED = "not measured"
-VERDICTS = (HOLDS, FAILS, NOT_MEASURED)
+#: Measured, but the difference that decides it is inside the noise (the claim states its rule).
+NOT_RESOLVED = "not resolved at this profile"
+VERDICTS = (HOLDS, FAILS, NOT_MEASURED, NOT_RESOLVED)
 
 CLAIMS_DIR = "claims"
 
@@ -71,8 +73,8 @@ class Claim:
                              f"got {self.verdict!r}")
         if self.verdict != HOLDS and not self.why:
             raise ValueError(f"claim {self.id!r} is {self.verdict!r}: say why (why=...)")
-        if self.asserted and self.verdict == NOT_MEASURED:
-            raise ValueError(f"claim {self.id!r} cannot be asserted: it was not measured")
+        if self.asserted and self.verdict in (NOT_MEASURED, NOT_RESOLVED):
+            raise ValueError(f"claim {self.id!r} cannot be asserted: it is {self.verdict}")
 
 
 def verdict(ok: Optional[bool]) -> str:
@@ -145,4 +147,5 @@ def summary(claims: Sequence[Claim]) -> str:
     """One line: how many claims hold, do not hold, were not measured."""
     n = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     return (f"{n[HOLDS]} of {len(claims)} claims hold, {n[FAILS]} do not hold, "
-            f"{n[NOT_MEASURED]} not measured")
+            f"{n[NOT_MEASURED]} not measured" + (f", {n[NOT_RESOLVED]} not resolved"
+                                                 if n[NOT_RESOLVED] else ""))

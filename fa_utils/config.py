@@ -44,6 +44,7 @@ DATASET_NAMES = ("mnist", "cifar10", "celeba", "stl10")
 #: 03's (offset 0), so the two share one checkpoint.
 SEED_STREAMS: Mapping[str, int] = MappingProxyType({
     "fa": 0, "vfa": 0, "local": 0, "vfagan": 100, "ae": 200, "vae": 200, "gan": 300,
+    "judge": 400,  # the judge of the samples (fa_utils.wiring.train_judge)
     "samples": 1000,  # the generated images of the Frechet distances (notebook 04)
 })
 
@@ -427,9 +428,10 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     weight_clamp: Optional[float] = math.sqrt(2.0)
     emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
+    judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
 
     def __post_init__(self):
-        _check_positive("vfa", self, ("class_scale", "beta", "emphasis_per_class"))
+        _check_positive("vfa", self, ("class_scale", "beta", "emphasis_per_class", "judge_epochs"))
         super().__post_init__()
 
 
@@ -492,12 +494,13 @@ class VFAGANConfig(DataSettings, TrainingRun):
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
     fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (offline, unlabeled data)
+    judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
 
     def __post_init__(self):
         _check_positive("vfagan", self, ("gen_width", "gen_kernel", "epochs",
                                          "gan_lr", "baseline_lr", "fid_samples",
                                          "fid_real", "recon_images", "gan_recon_steps", "fid_autoencoder_steps",
-                                         "gan_recon_lr", "time_repeats"))
+                                         "gan_recon_lr", "time_repeats", "judge_epochs"))
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                      for s in self.seeds):
             raise ConfigError(f"vfagan parameter seeds must be a non-empty tuple of ints, "
@@ -518,7 +521,8 @@ def _check_positive(section: str, cfg, names) -> None:
 _PROFILE_VFA = dict(
     vfa={
         "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
-                      emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25),
+                      emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
+                      judge_epochs=1),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
                       lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
@@ -527,7 +531,7 @@ _PROFILE_VFA = dict(
         "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
                       fid_real=64, recon_images=16,
                       gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25,
-                      fid_autoencoder_steps=10),
+                      fid_autoencoder_steps=10, judge_epochs=1),
         "quick": dict(),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
                       epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,

@@ -8,7 +8,7 @@ sections 7-8 for the doubtful ones). Nothing here is computed or measured, and n
 logic lives here: the helpers that compare our numbers with these are beside each
 notebook's code (:func:`fa_utils.generative.frechet_rows`,
 :func:`fa_utils.generative.size_time_rows`, :func:`fa_utils.generative.comparison_claims`,
-:func:`fa_utils.fid.compute_fid`'s comparability note, ``benchmarks/run.py`` section 5).
+:func:`fa_utils.fid.distances`' comparability note, ``benchmarks/run.py`` section 5).
 
 * :data:`TABLE2_FID`: Table 2, the FID of each model's samples (mean, std);
 * :data:`FID_IMAGES`, :data:`FID_TRIALS`: Section 5, Table 2's protocol (images per set,

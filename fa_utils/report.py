@@ -253,9 +253,12 @@ def summary_line(rows: Sequence[Row], profile: str) -> str:
     held = sum(r.claim.verdict == claims_mod.HOLDS for r in rows)
     failed = sum(r.claim.verdict == claims_mod.FAILS for r in rows)
     unmeasured = [r for r in rows if r.claim.verdict == claims_mod.NOT_MEASURED]
+    unresolved = sum(r.claim.verdict == claims_mod.NOT_RESOLVED for r in rows)
     parts = [f"{held} of {n} claims hold at {profile}"]
     if failed:
         parts.append(f"{failed} {'does' if failed == 1 else 'do'} not hold")
+    if unresolved:
+        parts.append(f"{unresolved} not resolved (inside the noise)")
     if unmeasured:
         absent = sorted({_nb_word(r.notebook) for r in unmeasured if not r.written})
         other = sum(r.written for r in unmeasured)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 
-from . import baselines, config, fa, generative, local, metrics, vfa
+from . import baselines, config, fa, fid, generative, local, metrics, vfa
 from .config import SEED_STREAMS
 from .experiments import ImageData, load_image_data, recover
 from .models import Encoder, architecture, make_encoder, scaled_architectures, to_device
@@ -52,7 +52,7 @@ from .train import History, fit, images_only, make_adam, resolve_device, seeded_
 NOT_LEARNT = frozenset({
     "profile", "device", "epochs", "num_workers", "ckpt_every", "n_test",
     "latent2_epochs", "sweep_T", "sweep_tau",  # fa: the Figure 6a run and the sweep
-    "emphasis_per_class", "emphasis_scales",  # vfa: Figure 6b
+    "emphasis_per_class", "emphasis_scales", "judge_epochs",  # vfa: Figure 6b, the judge
     "datasets", "memory_datasets", "memory_batch", "memory_repeats", "recon_T", "recon_tau",
 })
 
@@ -418,6 +418,46 @@ def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
                              "GAN": h_gan})
 
 
+def judge_identity(cfg) -> dict[str, Any]:
+    """What the judge of ``cfg``'s data learns from: the data settings, the data seed, the
+    batch size and :data:`fa_utils.fid.JUDGE_RECIPE` (the ``vfa`` and ``vfagan`` sections
+    agree on them, so notebooks 03 and 04 share one judge)."""
+    values = {k: getattr(cfg, k) for k in _DATA_KEYS}
+    return dict(values, data_seed=cfg.seed, method="judge", recipe=fid.JUDGE_RECIPE)
+
+
+def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequential, float]:
+    """Train (or resume) the judge of the samples (:func:`fa_utils.fid.make_judge`) on
+    ``data.train`` only, for ``cfg.judge_epochs`` epochs of :func:`fa_utils.fid.judge_step`
+    (Adam lr 1e-3, random shifts up to 2 pixels), cached as
+    ``runs/checkpoints/judge-<dataset>-<digest>-<profile>.pt`` (:func:`judge_identity`).
+
+    Returns:
+        (the judge in eval mode, its accuracy on ``data.test_x`` / ``data.test_y``).
+
+    Raises:
+        ValueError: unlabeled data (CelebA, STL-10), with
+            :func:`fa_utils.fid.check_labels`' message.
+    """
+    fid.check_labels(data.test_y, len(data.test_y))
+    init_seed, method_seed = seeds("judge", cfg.seed)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(init_seed)
+    arch = architecture(cfg.dataset)
+    judge = fid.make_judge(arch.channels, generative.num_classes(cfg.dataset)).to(device)
+    opt = _adam(judge.parameters(), 1e-3, 0.9, 0.999)
+    gen = seeded_generator(method_seed)
+    judge.train()
+
+    def step(x, y):
+        return fid.judge_step(judge, opt, x, y, generator=gen)
+
+    _fit(cfg, data, step, stem=f"judge-{cfg.dataset}", run_identity=judge_identity(cfg),
+         modules={"judge": judge}, optimizers={"adam": opt}, generator=gen, seed=cfg.seed,
+         device=device, epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}", progress=progress)
+    return judge, fid.accuracy(judge, data.test_x, data.test_y)
+
+
 # --------------------------------------------------------------------------------------
 # Local FA (notebook 05)
 # --------------------------------------------------------------------------------------
@@ -489,5 +529,5 @@ def global_fa_mse(cfg: config.LocalFAConfig, dataset: str, x: torch.Tensor) -> O
 
 __all__ = ["SEED_STREAMS", "NOT_LEARNT", "seeds", "identity", "checkpoint_for",
            "train_fa_encoder", "fa_checkpoint", "vfa_config_for", "train_vfa", "train_vfagan",
-           "train_autoencoder", "train_gan", "train_trial", "local_data", "train_local",
+           "train_autoencoder", "train_gan", "train_trial", "judge_identity", "train_judge", "local_data", "train_local",
            "global_fa_mse"]

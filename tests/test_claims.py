@@ -45,15 +45,18 @@ def test_write_claims_round_trips_and_refuses_duplicate_ids(tmp_path, monkeypatc
     assert json.loads((tmp_path / "results" / "claims" / "04_vfa_gan_mnist.json").read_text())
 
 
-def _fd(values, comparable=False):
-    return {m: [fid.FIDResult(value=v, feature="classifier-128", n_real=100, n_fake=100,
-                              comparable=comparable, note="")] for m, v in values.items()}
+def _fd(values, comparable=False, kid_std=1e-4):
+    """Per model one result whose KID is its value / 1e3 (noise ``kid_std``); the Frechet
+    distance is the reverse order, so that a verdict follows KID only."""
+    return {m: [fid.FIDResult(value=100.0 - v, feature="judge-128", n_real=100, n_fake=100,
+                              comparable=comparable, note="", kid=v / 1e3, kid_std=kid_std)]
+            for m, v in values.items()}
 
 
 def test_comparison_claims_follow_the_numbers():
     rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0), ("G(r)", 90.0, 0.0)]
     out = generative.comparison_claims(
-        "mnist", frechet=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
+        "mnist", judged=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
         reconstruction=rec, size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
         time_ratio=float("nan"), asserted=("table2.vfagan_below_vfa",))
     got = {c.id: c.verdict for c in out}
@@ -65,7 +68,27 @@ def test_comparison_claims_follow_the_numbers():
     by_id = {c.id: c for c in out}
     assert by_id["table2.vfagan_below_vfa"].asserted and "41.24" in by_id["table2.vfagan_below_vfa"].paper
     assert "not the paper's Inception FID" in by_id["table2.vae_below_vfa"].ours
+    assert "combined noise" in by_id["table2.vae_below_vfa"].text
     claims.check(out)  # the asserted one holds
+
+
+def test_table2_claims_inside_the_kid_noise_are_not_resolved():
+    """VFA-GAN 38 vs VFA 40 (x 1e-3) with a noise of 1e-3 each: the difference 2e-3 is below
+    2 x sqrt(2) x 1e-3, so neither holds nor fails; VAE 10 vs 40 is beyond it."""
+    judged = _fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 38.0}, kid_std=1e-3)
+    rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0), ("G(r)", 90.0, 0.0)]
+    out = {c.id: c for c in generative.comparison_claims(
+        "mnist", judged=judged, reconstruction=rec,
+        size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51}, time_ratio=1.0)}
+    assert out["table2.vfagan_below_vfa"].verdict == claims.NOT_RESOLVED
+    assert "inside the noise" in out["table2.vfagan_below_vfa"].why
+    assert out["table2.vae_below_vfa"].verdict == claims.HOLDS
+    assert out["table2.gan_below_vfa"].verdict == claims.FAILS
+    assert generative.kid_order(judged, "VFA-GAN", "VFA") is None
+    with pytest.raises(ValueError, match="cannot be asserted"):
+        generative.comparison_claims("mnist", judged=judged, reconstruction=rec,
+                                     size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
+                                     time_ratio=1.0, asserted=("table2.vfagan_below_vfa",))
 
 
 def test_a_failed_reconstruction_claim_says_why_with_the_numbers():
@@ -73,7 +96,7 @@ def test_a_failed_reconstruction_claim_says_why_with_the_numbers():
     the claim does not hold, and its reason names the search and the amortised ordering."""
     rec = [("AE", 8.3, 0.0), ("VAE", 30.7, 0.0), ("GAN", 5.4, 0.0), ("r", 25.3, 0.0), ("G(r)", 63.3, 0.0)]
     out = {c.id: c for c in generative.comparison_claims(
-        "mnist", frechet=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
+        "mnist", judged=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
         reconstruction=rec, size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
         time_ratio=1.0, asserted=("fig15.ae_lowest",))}
     ae = out["fig15.ae_lowest"]
@@ -97,3 +120,31 @@ def test_sample_quality_tells_a_collapsed_generator():
     varied = torch.rand(16, 1, 8, 8)
     assert generative.sample_quality(same)["pixel_std"] == 0.0
     assert generative.sample_quality(varied)["pixel_std"] > 0.2
+
+
+class _Says(torch.nn.Module):
+    """A judge that gives class int(10 * mean pixel) with probability 0.95 (0.5 above 0.95)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        cls = (10 * m).long().clamp(0, 9)
+        p = torch.full((len(x), 10), 0.05 / 9)
+        p[torch.arange(len(x)), cls] = 0.95
+        p[m > 0.95] = 0.1  # unsure
+        return p.log()
+
+
+def test_sample_quality_counts_recognised_samples_and_covered_classes():
+    """30 images of class 2, 10 of class 7 and 1 of class 5 are recognised; 9 are not. Class 5
+    holds 1 of 50 samples (2 % >= 1 %): 3 classes covered."""
+    x = torch.cat([torch.full((30, 1, 4, 4), 0.25), torch.full((10, 1, 4, 4), 0.75),
+                   torch.full((1, 1, 4, 4), 0.55), torch.full((9, 1, 4, 4), 0.99)])
+    q = generative.sample_quality(x, _Says(), 10)
+    assert q["recognised"] == pytest.approx(41 / 50)
+    assert q["histogram"][2] == pytest.approx(0.6) and q["histogram"][7] == pytest.approx(0.2)
+    assert q["classes"] == 3
+    assert generative.sample_quality(x[:30], _Says(), 10)["classes"] == 1  # a collapsed model

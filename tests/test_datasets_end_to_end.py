@@ -126,7 +126,8 @@ def notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_
     # Table 2's fallback feature follows the labels; this run timed only its own dataset
     table2 = (results / f"table02_frechet_{dataset}.md").read_text()
     labelled = DATASETS[dataset].num_classes is not None
-    assert ("classifier-" in table2) == labelled and ("autoencoder-" in table2) != labelled, table2
+    assert ("judge-" in table2) == labelled and ("autoencoder-" in table2) != labelled, table2
+    assert ("judge held-out accuracy" in table2) == labelled, table2
     assert "NOT comparable" in table2
     own = next(results.glob(f"table0[3-6]_{dataset}_size_time.md")).read_text()
     assert "not measured" not in own

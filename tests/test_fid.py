@@ -1,7 +1,7 @@
-"""Tests of fa_utils.fid: Frechet distance (Eq. 10), input conversion, the N < D policy,
-offline behaviour (no network is ever touched: sockets are blocked and pytorch-fid's
-download is replaced by an "offline" error), the classifier fallback, and the cache of
-real statistics.
+"""Tests of fa_utils.fid: Frechet distance (Eq. 10) and KID through torchmetrics, input
+conversion, the N < D policy, offline behaviour (no network is ever touched: sockets are
+blocked and pytorch-fid's download is replaced by an "offline" error), the judge (trained
+and cached by fa_utils.wiring.train_judge) and the label-free autoencoder fallback.
 
 The real pytorch-fid weights are not available here; the local-file path is exercised with
 a randomly initialised Inception of the same structure saved to a file, and one test with
@@ -17,7 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fa_utils import fid, metrics
+from torch.utils.data import TensorDataset
+
+from fa_utils import config, experiments, fid, metrics, outputs, wiring
 from fa_utils.data import mnist_sample
 
 
@@ -64,7 +66,6 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect", no_socket)
     monkeypatch.setattr(socket, "create_connection", no_socket)
     monkeypatch.setattr(socket, "getaddrinfo", no_socket)
-    monkeypatch.setattr(fid, "_MODELS", {})
     return attempts
 
 
@@ -75,10 +76,23 @@ def mnist():
 
 
 @pytest.fixture(scope="module")
-def classifier(mnist):
-    """Trained on the first 2,000 digits; the rest (3,000) are held out for the FIDs."""
-    x, y = mnist
-    return fid.train_feature_classifier(x[:2000], y[:2000], epochs=4, batch_size=64, seed=0)
+def judge_run(tmp_path_factory):
+    """The judge at a tiny size: 1,000 training digits of the MNIST sample, 3 epochs, held
+    out: the sample's 500 test digits; checkpoints under a temporary output root."""
+    root = tmp_path_factory.mktemp("judge")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(outputs.OUTPUT_ROOT_ENV, str(root))
+        cfg = config.make_config("vfagan", "smoke", n_train=1000, n_test=500, judge_epochs=3,
+                                 device="cpu")
+        data = experiments.load_image_data(cfg, verbose=False)
+        judge, acc = wiring.train_judge(cfg, data, progress=False)
+        yield cfg, data, judge, acc, root
+
+
+def _pixels(d):
+    """The images' first d pixels as a feature module (D = d)."""
+    return fid.feature_of(lambda x: x.flatten(1)[:, :d], d, f"pixels-{d}",
+                          owner=torch.nn.Linear(1, 1))
 
 
 def _gauss(n, d, seed, shift=0.0):
@@ -86,52 +100,42 @@ def _gauss(n, d, seed, shift=0.0):
 
 
 # --------------------------------------------------------------------------------------
-# Frechet distance and statistics
+# Frechet distance and KID (torchmetrics)
 # --------------------------------------------------------------------------------------
 
 
-def test_statistics_are_mean_and_unbiased_covariance_in_float64():
-    f = _gauss(50, 4, 0).astype(np.float32)
-    mu, sigma = fid.statistics(torch.from_numpy(f))
-    assert mu.dtype == sigma.dtype == np.float64 and mu.shape == (4,) and sigma.shape == (4, 4)
-    np.testing.assert_allclose(mu, f.astype(np.float64).mean(0))
-    np.testing.assert_allclose(sigma, np.cov(f.astype(np.float64), rowvar=False))
-    with pytest.raises(ValueError, match="at least 2"):
-        fid.statistics(f[:1])
-    with pytest.raises(ValueError, match=r"\(N, D\)"):
-        fid.statistics(f[0])
+def test_frechet_distance_of_a_pure_shift_is_the_squared_shift_and_kid_grows_with_it():
+    """Same pixels moved by +0.25 (4 pixels as the feature): covariances equal, so the
+    Frechet distance is ||shift||^2 = 4 x 0.0625; KID of a set with itself is ~0 and grows
+    with the shift."""
+    g = torch.Generator().manual_seed(0)
+    real = 0.5 * torch.rand(300, 1, 2, 2, generator=g)
+    same, near, far = fid.distances(real, [real, real + 0.1, real + 0.25], _pixels(4),
+                                    subset_size=100)
+    assert same.value == pytest.approx(0.0, abs=1e-6) and far.value == pytest.approx(0.25, rel=1e-4)
+    assert abs(same.kid) < 3 * same.kid_std + 1e-6 and same.kid_std >= 0
+    assert near.kid > 3 * near.kid_std and far.kid > 5 * near.kid
+    assert (far.n_real, far.n_fake, far.feature) == (300, 300, "pixels-4") and not far.comparable
 
 
-def test_distance_of_a_set_with_itself_is_zero_and_distance_is_symmetric():
-    s1 = fid.statistics(_gauss(400, 8, 1))
-    s2 = fid.statistics(_gauss(400, 8, 2, shift=0.5) * 2.0)
-    assert abs(fid.frechet_distance(*s1, *s1)) < 1e-8
-    d12, d21 = fid.frechet_distance(*s1, *s2), fid.frechet_distance(*s2, *s1)
-    assert d12 > 1.0
-    assert d12 == pytest.approx(d21, rel=1e-9)
+def test_distances_refuse_mismatched_shapes_and_single_images():
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.rand(20, 1, 28, 28, generator=g), torch.rand(20, 1, 14, 14, generator=g)
+    with pytest.raises(ValueError, match=r"differ in shape: real \(20, 1, 28, 28\), fakes\[0\] "
+                       r"\(20, 1, 14, 14\).*interpolate"):
+        fid.distances(real, [fake], _pixels(4))
+    with pytest.raises(ValueError, match=r"fakes\[1\] has 1 image"):
+        fid.distances(real, [real, real[:1]], _pixels(4))
 
 
-def test_distance_matches_the_closed_form_for_diagonal_gaussians():
-    rng = np.random.default_rng(3)
-    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
-    s1, s2 = rng.uniform(0.1, 3.0, 6), rng.uniform(0.1, 3.0, 6)
-    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    got = fid.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
-    assert got == pytest.approx(expected, rel=1e-9)
-
-
-def test_pure_mean_shift_gives_the_squared_mean_difference():
-    a = np.random.default_rng(4).normal(size=(5, 5))
-    sigma = a @ a.T + np.eye(5)  # a full (non-diagonal) SPD covariance
-    mu1, mu2 = np.zeros(5), np.arange(5.0)
-    assert fid.frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(30.0, rel=1e-8)
-
-
-def test_frechet_distance_refuses_mismatched_shapes():
-    with pytest.raises(ValueError, match="covariances"):
-        fid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
-    with pytest.raises(ValueError, match="means"):
-        fid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(3))
+def test_only_inception_with_at_least_2048_images_is_comparable():
+    assert fid._comparability(fid.PAPER_FEATURE, 10000, 10000, 2048) == (True, "")
+    ok, note = fid._comparability(fid.PAPER_FEATURE, 2048, 5000, 2048)
+    assert ok and "10000" in note
+    ok, note = fid._comparability(fid.PAPER_FEATURE, 2047, 10000, 2048)
+    assert not ok and "N < D (2047 < 2048)" in note
+    ok, note = fid._comparability("judge-128", 10000, 10000, 128)
+    assert not ok and "never comparable" in note
 
 
 # --------------------------------------------------------------------------------------
@@ -161,20 +165,29 @@ def test_inception_input_refuses_bad_range_and_channel_counts(bad, match):
         fid.to_inception_input(bad)
 
 
-def test_inception_features_batches_and_feeds_three_channels(monkeypatch):
-    """pytorch-fid's model replaced by a recorder: (B, 2048, 1, 1) like block 3's output."""
+def test_inception_feature_feeds_three_channels_and_flattens_pool3(monkeypatch):
+    """pytorch-fid's network replaced by a recorder: (B, 2048, 1, 1) like block 3's output."""
+    import pytorch_fid.inception as pfi
     seen = []
 
-    def fake_model(x):
-        seen.append(tuple(x.shape))
-        return [x.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).expand(-1, fid.INCEPTION_DIM, 1, 1)]
+    class Recorder(torch.nn.Module):
+        BLOCK_INDEX_BY_DIM = {fid.INCEPTION_DIM: 3}
 
-    monkeypatch.setattr(fid, "_load_inception", lambda weights_path, device: fake_model)
+        def __init__(self, blocks):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return [x.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).expand(-1, fid.INCEPTION_DIM, 1, 1)]
+
+    monkeypatch.setattr(pfi, "InceptionV3", Recorder)
+    feature = fid.inception_feature()
     x = torch.rand(7, 1, 6, 6)
-    f = fid.inception_features(x, batch_size=3)
-    assert seen == [(3, 3, 6, 6), (3, 3, 6, 6), (1, 3, 6, 6)]
-    assert f.shape == (7, 2048) and f.dtype == np.float64
-    np.testing.assert_allclose(f[:, 0], x.mean(dim=(1, 2, 3)).double().numpy(), rtol=1e-6)
+    f = feature(x)
+    assert seen == [(7, 3, 6, 6)] and f.shape == (7, 2048) and f.dtype == torch.float64
+    assert feature.feature_name == fid.PAPER_FEATURE and feature.num_features == 2048
+    torch.testing.assert_close(f[:, 0], x.mean(dim=(1, 2, 3)).double())
 
 
 def test_local_weights_file_is_loaded_without_network(offline, tmp_path, monkeypatch):
@@ -190,9 +203,10 @@ def test_local_weights_file_is_loaded_without_network(offline, tmp_path, monkeyp
     path = tmp_path / "local_inception.pth"
     torch.save(sd, path)
     monkeypatch.setenv(fid.WEIGHTS_ENV, str(path))
-    f = fid.inception_features(torch.rand(2, 1, 28, 28))
-    assert f.shape == (2, 2048) and np.isfinite(f).all() and (f >= 0).all()
-    (model,) = fid._MODELS.values()
+    feature = fid.inception_feature()
+    f = feature(torch.rand(2, 1, 28, 28))
+    assert f.shape == (2, 2048) and torch.isfinite(f).all() and (f >= 0).all()
+    model = feature.owner
     assert not model.training
     assert torch.all(model.blocks[0][0].conv.weight == 0.0123)
     assert offline == {"download": 0, "socket": 0}
@@ -200,7 +214,7 @@ def test_local_weights_file_is_loaded_without_network(offline, tmp_path, monkeyp
 
 def test_missing_weights_raise_inception_unavailable_offline_without_network(offline):
     with pytest.raises(fid.InceptionUnavailable) as info:
-        fid.inception_features(torch.rand(2, 1, 28, 28))
+        fid.inception_feature()
     msg = str(info.value)
     assert "\n" not in msg
     for part in (fid.INCEPTION_WEIGHTS_FILE, fid.INCEPTION_WEIGHTS_URL, fid.WEIGHTS_ENV,
@@ -212,7 +226,7 @@ def test_missing_weights_raise_inception_unavailable_offline_without_network(off
 def test_given_weights_path_that_does_not_exist_is_named(offline, tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(fid.InceptionUnavailable, match="nope.pth"):
-        fid.inception_features(torch.rand(2, 1, 8, 8), weights_path=missing)
+        fid.inception_feature(missing)
     assert offline == {"download": 0, "socket": 0}
 
 
@@ -220,7 +234,7 @@ def test_corrupt_weights_file_raises_inception_unavailable(offline, tmp_path):
     bad = tmp_path / fid.INCEPTION_WEIGHTS_FILE
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(fid.InceptionUnavailable, match="could not be loaded"):
-        fid.inception_features(torch.rand(2, 1, 8, 8), weights_path=bad)
+        fid.inception_feature(bad)
 
 
 def _real_weights():
@@ -234,109 +248,82 @@ def _real_weights():
                     reason=f"{fid.INCEPTION_WEIGHTS_FILE} not found locally (no network here): "
                            f"set {fid.WEIGHTS_ENV} or put it in torch hub's checkpoints/")
 def test_real_inception_weights_give_2048_nonnegative_features(mnist):
-    f = fid.inception_features(mnist[0][:4])
-    assert f.shape == (4, 2048) and np.isfinite(f).all() and (f >= 0).all() and f.std() > 0
+    f = fid.inception_feature()(mnist[0][:4])
+    assert f.shape == (4, 2048) and torch.isfinite(f).all() and (f >= 0).all() and f.std() > 0
 
 
 # --------------------------------------------------------------------------------------
-# Number of images, keys, comparability
+# The judge
 # --------------------------------------------------------------------------------------
 
 
-def test_too_few_images_refused_below_two_and_not_comparable_below_d():
-    clf = fid.FeatureClassifier(1, 10, feature_dim=16)
-    x = torch.rand(40, 1, 12, 12, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match=r"n_real=40, n_fake=1"):
-        fid.compute_fid(x, x[:1], feature="classifier", classifier=clf)
-    r = fid.compute_fid(x[:20], x[20:30], feature="classifier", classifier=clf)
-    assert not r.comparable and "N < D (10 < 16)" in r.note and np.isfinite(r.value)
-    with pytest.raises(ValueError, match=r"at least 16 images.*n_fake=10"):
-        fid.compute_fid(x[:20], x[20:30], feature="classifier", classifier=clf,
-                        min_images="features")
-    r = fid.compute_fid(x[:20], x[20:], feature="classifier", classifier=clf)
-    assert "N < D" not in r.note and not r.comparable  # enough images, but not Inception
+def test_shifts_move_each_image_by_at_most_two_pixels_and_keep_it():
+    x = torch.zeros(50, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0
+    y = fid.shift_images(x, 2, torch.Generator().manual_seed(0))
+    where = y[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 9, where % 9
+    assert torch.equal(y.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing lost at 2 px from the edge
+    assert (rows - 4).abs().max() == 2 and (cols - 4).abs().max() == 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # each image its own shift
+    assert torch.equal(y, fid.shift_images(x, 2, torch.Generator().manual_seed(0)))
 
 
-def test_only_inception_with_at_least_2048_images_is_comparable():
-    assert fid._comparability(fid.PAPER_FEATURE, 10000, 10000, 2048) == (True, "")
-    ok, note = fid._comparability(fid.PAPER_FEATURE, 2048, 5000, 2048)
-    assert ok and "10000" in note
-    ok, note = fid._comparability(fid.PAPER_FEATURE, 2047, 10000, 2048)
-    assert not ok and "N < D (2047 < 2048)" in note
-    ok, note = fid._comparability("classifier-128", 10000, 10000, 128)
-    assert not ok and "never comparable" in note
+def test_the_judge_at_a_tiny_size_recognises_held_out_digits_and_is_cached(judge_run):
+    cfg, data, judge, acc, root = judge_run
+    assert acc > 0.85  # 1,000 digits, 3 epochs (quick: 4,500 digits, 20 epochs, >= 0.97)
+    top, cls = fid.recognise(judge, data.test_x)
+    assert (cls == data.test_y).float().mean() == pytest.approx(acc)
+    (ckpt,) = (root / "runs" / "checkpoints").glob("judge-mnist-*-smoke.pt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(outputs.OUTPUT_ROOT_ENV, str(root))
+        again, acc2 = wiring.train_judge(cfg, data, progress=False)  # loaded, not retrained
+        other = wiring.judge_identity(config.make_config("vfa", "smoke", n_train=1000, n_test=500))
+    assert acc2 == acc and all(torch.equal(a, b) for a, b in
+                               zip(judge.state_dict().values(), again.state_dict().values()))
+    assert other == wiring.judge_identity(cfg)  # notebooks 03 and 04 share one judge
 
 
-def test_real_stats_key_names_dataset_split_count_resolution_feature():
-    assert (fid.real_stats_key("mnist", "test", 10000, 28, fid.PAPER_FEATURE)
-            == "mnist-test-10000-28px-inception-v3-pool3-2048")
-    assert fid.real_stats_key("CIFAR10", "train", 500, 32, "inception") == \
-        "cifar10-train-500-32px-inception-v3-pool3-2048"
-    with pytest.raises(ValueError, match="count"):
-        fid.real_stats_key("mnist", "test", 0, 28, "inception")
-    with pytest.raises(ValueError, match="dataset"):
-        fid.real_stats_key("a/b", "test", 10, 28, "inception")
-
-
-# --------------------------------------------------------------------------------------
-# Classifier fallback
-# --------------------------------------------------------------------------------------
-
-
-def test_feature_classifier_refuses_unlabeled_data():
+def test_the_judge_refuses_unlabeled_data_with_the_existing_message():
     x = torch.rand(8, 3, 16, 16)
-    with pytest.raises(ValueError, match="needs class labels"):
-        fid.train_feature_classifier(x, torch.full((8,), -1))
+    unlabeled = experiments.ImageData(TensorDataset(x, torch.full((8,), -1)), x,
+                                      torch.full((8,), -1), "fabricated")
+    cfg = config.make_config("vfagan", "smoke", dataset="celeba")
+    with pytest.raises(ValueError, match="needs class labels.*train_feature_autoencoder"):
+        wiring.train_judge(cfg, unlabeled, progress=False)
     with pytest.raises(ValueError, match="shape"):
-        fid.train_feature_classifier(x, torch.zeros(7, dtype=torch.long))
+        fid.check_labels(torch.zeros(7, dtype=torch.long), 8)
 
 
-def _real_blurred_noise(x, **feature):
-    """Fallback Frechet distances from held-out digits 2000-3499 to: other held-out digits
-    (3500-4999), the same blurred (5x5 box), uniform noise; D = 128, 1,500 images each."""
+def _real_blurred_noise(x, feature):
+    """Distances from held-out digits 2000-3499 to: other held-out digits (3500-4999), the
+    same blurred (5x5 box), uniform noise; 1,500 images each."""
     a, b = x[2000:3500], x[3500:5000]
     blurred = F.avg_pool2d(b, 5, stride=1, padding=2, count_include_pad=False)
     noise = torch.rand(b.shape, generator=torch.Generator().manual_seed(1))
-    values = []
-    for other in (b, blurred, noise):
-        r = fid.compute_fid(a, other, **feature)
-        assert r.feature == f"{feature['feature']}-128" and not r.comparable
-        values.append(r.value)
-    print(f"{feature['feature']}-feature FID: real {values[0]:.3g}, blurred {values[1]:.3g}, "
-          f"noise {values[2]:.3g}")
-    return values
+    results = fid.distances(a, [b, blurred, noise], feature)
+    assert all(not r.comparable for r in results)
+    return [r.value for r in results], [r.kid for r in results]
 
 
-def test_classifier_fallback_ranks_real_above_blurred_and_noise(mnist, classifier):
-    x, y = mnist
-    with torch.no_grad():
-        held_out_accuracy = (classifier(x[2000:]).argmax(1) == y[2000:]).float().mean()
-    assert held_out_accuracy > 0.8  # the features mean something
-    real, blur, rand = _real_blurred_noise(x, feature="classifier", classifier=classifier)
-    assert real < blur < rand, (real, blur, rand)
-    assert real < 0.2 * blur
+def test_judge_features_rank_real_above_blurred_and_noise(mnist, judge_run):
+    fd, kid = _real_blurred_noise(mnist[0], fid.judge_feature(judge_run[2]))
+    assert fd[0] < fd[1] < fd[2], fd
+    assert fd[0] < 0.2 * fd[1] and kid[0] < 0.01 * min(kid[1:]), (fd, kid)
 
 
-def test_fid_or_fallback_prints_one_line_and_returns_a_non_comparable_result(
-        offline, mnist, classifier, capsys):
-    x = mnist[0]
-    built = []
-
-    def factory():
-        built.append(1)
-        return classifier
-
-    r = fid.fid_or_fallback(x[2000:2300], x[2300:2600], classifier_factory=factory)
+def test_frechet_feature_offline_prints_one_line_and_falls_back(offline, judge_run, capsys):
+    feature = fid.frechet_feature(lambda: fid.judge_feature(judge_run[2]))
     out = capsys.readouterr().out
     assert out.count("\n") == 1
-    assert fid.INCEPTION_WEIGHTS_FILE in out and "NOT comparable" in out
-    assert built == [1]
-    assert r.feature == "classifier-128" and r.comparable is False
-    assert "Inception weights unavailable" in r.note and np.isfinite(r.value)
-    assert (r.n_real, r.n_fake) == (300, 300)
+    assert fid.INCEPTION_WEIGHTS_FILE in out and "NOT comparable" in out and "judge-128" in out
+    assert feature.feature_name == "judge-128" and feature.num_features == 128
     assert offline["socket"] == 0
-    with pytest.raises(fid.InceptionUnavailable):
-        fid.fid_or_fallback(x[:10], x[10:20])  # no factory: nothing to fall back on
+
+
+# --------------------------------------------------------------------------------------
+# The label-free fallback (unlabeled data)
+# --------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -345,12 +332,15 @@ def autoencoder(mnist):
     return fid.train_feature_autoencoder(mnist[0][:2000], seed=0)
 
 
+def _ae_feature(ae):
+    return fid.feature_of(ae.features, ae.feature_dim, ae.feature_name, owner=ae)
+
+
 def test_autoencoder_fallback_ranks_real_above_blurred_and_noise(mnist, autoencoder):
-    x = mnist[0]
     assert autoencoder.train_mse < 0.05  # it reconstructs: the features describe the image
-    real, blur, rand = _real_blurred_noise(x, feature="autoencoder", autoencoder=autoencoder)
-    assert real < blur < rand, (real, blur, rand)
-    assert real < 0.5 * blur
+    fd, kid = _real_blurred_noise(mnist[0], _ae_feature(autoencoder))
+    assert fd[0] < fd[1] < fd[2], fd
+    assert fd[0] < 0.5 * fd[1] and kid[0] < 0.1 * min(kid[1:]), (fd, kid)
 
 
 def test_feature_autoencoder_on_colour_64_is_seeded_and_leaves_the_global_rng():
@@ -359,104 +349,9 @@ def test_feature_autoencoder_on_colour_64_is_seeded_and_leaves_the_global_rng():
     a = fid.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     b = fid.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
-    fa_, fb = fid.classifier_features(a, x), fid.classifier_features(b, x)
-    assert fa_.shape == (12, 128) and np.array_equal(fa_, fb)
+    with torch.no_grad():
+        fa_, fb = _ae_feature(a)(x), _ae_feature(b)(x)
+    assert fa_.shape == (12, 128) and torch.equal(fa_, fb)
     assert a(x[:2]).shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="square"):
         fid.train_feature_autoencoder(torch.rand(4, 3, 32, 16))
-    with pytest.raises(ValueError, match="autoencoder="):
-        fid.compute_fid(x, x, feature="autoencoder")
-
-
-def test_fid_or_fallback_without_labels_uses_the_autoencoder(offline, mnist, autoencoder, capsys):
-    x = mnist[0]
-    r = fid.fid_or_fallback(x[2000:2300], x[2300:2600], autoencoder_factory=lambda: autoencoder)
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "autoencoder (label-free)" in out and "NOT comparable" in out
-    assert r.feature == "autoencoder-128" and r.comparable is False
-    assert "Inception weights unavailable" in r.note and np.isfinite(r.value)
-    assert offline["socket"] == 0
-
-
-# --------------------------------------------------------------------------------------
-# Cache of real statistics
-# --------------------------------------------------------------------------------------
-
-
-def _count_calls(monkeypatch, name):
-    calls = []
-    original = getattr(fid, name)
-
-    def wrapper(model_or_images, *args, **kwargs):
-        calls.append(len(args[0]) if args else len(model_or_images))
-        return original(model_or_images, *args, **kwargs)
-
-    monkeypatch.setattr(fid, name, wrapper)
-    return calls
-
-
-def test_cached_real_statistics_are_not_recomputed(monkeypatch, mnist, classifier):
-    x = mnist[0]
-    real, fake = x[2000:2600], x[2600:2800]
-    calls = _count_calls(monkeypatch, "classifier_features")
-    key = fid.real_stats_key("mnist-sample", "heldout", 600, 28, "clf-test")
-    r1 = fid.compute_fid(real, fake, real_cache_key=key, feature="classifier",
-                         classifier=classifier)
-    assert calls == [600, 200]
-    r2 = fid.compute_fid(real, fake, real_cache_key=key, feature="classifier",
-                         classifier=classifier)
-    assert calls == [600, 200, 200]  # real features not extracted again
-    assert r2.value == pytest.approx(r1.value, rel=1e-12)
-    r3 = fid.compute_fid(None, fake, real_cache_key=key, feature="classifier",
-                         classifier=classifier)
-    assert r3.n_real == 600 and r3.value == pytest.approx(r1.value, rel=1e-12)
-    files = list((fid.outputs.runs_dir() / "fid_stats").glob(key + "--1x28x28--classifier-128-*.npz"))
-    assert len(files) == 1
-    with pytest.raises(ValueError, match="600 images but real has 599"):
-        fid.compute_fid(real[:599], fake, real_cache_key=key, feature="classifier",
-                        classifier=classifier)
-
-
-def test_inception_cache_path_uses_the_key_as_file_name(monkeypatch):
-    """Inception path with pytorch-fid's network replaced by a cheap 8-d stand-in."""
-    calls = []
-
-    def fake_features(images, **kwargs):
-        calls.append(images.shape[0])
-        return images.flatten(1)[:, :8].double().numpy()
-
-    monkeypatch.setattr(fid, "inception_features", fake_features)
-    g = torch.Generator().manual_seed(5)
-    real, fake = torch.rand(30, 1, 4, 4, generator=g), torch.rand(20, 1, 4, 4, generator=g)
-    key = fid.real_stats_key("toy", "test", 30, 4, "inception")
-    r1 = fid.compute_fid(real, fake, real_cache_key=key)
-    r2 = fid.compute_fid(real, fake, real_cache_key=key)
-    assert calls == [30, 20, 20]
-    assert r1.value == r2.value and r1.feature == fid.PAPER_FEATURE
-    assert (fid.outputs.runs_dir() / "fid_stats" / f"{key}--1x4x4.npz").is_file()  # + the shape
-    assert r1.image_shape == (1, 4, 4)
-    assert not str(fid.outputs.runs_dir()).startswith(str(fid.outputs.repo_root()))  # temp root
-
-
-def test_real_and_generated_sets_of_different_shapes_are_refused(classifier):
-    g = torch.Generator().manual_seed(1)
-    real, fake = torch.rand(20, 1, 28, 28, generator=g), torch.rand(20, 1, 14, 14, generator=g)
-    with pytest.raises(ValueError, match=r"differ in shape: real \(20, 1, 28, 28\), generated "
-                       r"\(20, 1, 14, 14\).*interpolate"):
-        fid.compute_fid(real, fake, feature="classifier", classifier=classifier)
-
-
-def test_the_statistics_cache_is_keyed_on_the_image_shape(monkeypatch):
-    """A cache of 64 px real statistics used to accept 32 px fakes under the same key."""
-    monkeypatch.setattr(fid, "inception_features",
-                        lambda images, **kw: images.flatten(1)[:, :8].double().numpy())
-    g = torch.Generator().manual_seed(7)
-    key = "shape-test-real"
-    big = fid.compute_fid(torch.rand(30, 3, 8, 8, generator=g), torch.rand(20, 3, 8, 8, generator=g),
-                          real_cache_key=key)
-    assert big.image_shape == (3, 8, 8) and "at 3x8x8" in str(big)
-    with pytest.raises(ValueError, match=r"no cached statistics exist at .*shape-test-real--3x4x4"
-                       r".*other image shapes only \(shape-test-real--3x8x8.npz\).*3x4x4"):
-        fid.compute_fid(None, torch.rand(20, 3, 4, 4, generator=g), real_cache_key=key)
-    again = fid.compute_fid(None, torch.rand(20, 3, 8, 8, generator=g), real_cache_key=key)
-    assert again.n_real == 30 and again.image_shape == (3, 8, 8)

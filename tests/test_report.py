@@ -24,12 +24,12 @@ def root(tmp_path, monkeypatch):
 
 
 def _comparison(asserted=("table2.vfagan_below_vfa", "tables3-5.vfa_half_vae")):
-    fd = {m: [fid.FIDResult(value=v, feature="classifier-128", n_real=100, n_fake=100,
-                            comparable=False, note="")]
+    fd = {m: [fid.FIDResult(value=v, feature="judge-128", n_real=100, n_fake=100,
+                            comparable=False, note="", kid=v / 1e3, kid_std=1e-4)]
           for m, v in {"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}.items()}
     rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0),
            ("G(r)", 90.0, 0.0)]
-    return generative.comparison_claims("mnist", frechet=fd, reconstruction=rec,
+    return generative.comparison_claims("mnist", judged=fd, reconstruction=rec,
                                         size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
                                         time_ratio=1.1, asserted=asserted)
 
