@@ -258,7 +258,7 @@ def test_progress_labels_come_from_the_markdown_above(capsys):
 def test_a_failed_run_keeps_the_report_rows_and_the_readme_line(root, monkeypatch, failure):
     from fa_utils import runner
 
-    claims.write_claims("01_toy_sin", "-", toy.figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
+    claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     report.write_report("quick")
     before = report.parse_rows(report.report_path("quick").read_text())
     readme_calls = []
