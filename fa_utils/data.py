@@ -33,7 +33,8 @@ CELEBA_CROP = 140  # the central square (the face) of the 178x218 aligned images
 class DatasetInfo:
     """Images ``channels`` x ``size`` x ``size``; ``num_classes`` None when used unlabeled;
     ``split_arg``: the ``torchvision`` class's keyword, its train and test values; ``files``
-    under root come in ``archive`` ("": each gzipped alone); ``by_hand``: where to get them."""
+    under root come in ``archive`` ("": each gzipped alone); ``by_hand``: where to get them;
+    ``release_bytes``: each file's size in the original release (where known)."""
     name: str
     channels: int
     size: int
@@ -44,6 +45,7 @@ class DatasetInfo:
     files: tuple[str, ...]
     archive: str
     by_hand: str
+    release_bytes: tuple[int, ...] = ()
 
     def paths(self, root: str) -> list[str]:  # the files (and folders) expected under root
         return [os.path.join(root, *f.split("/")) for f in self.files]
@@ -63,7 +65,8 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
                 ("train", True, False), tuple(f"cifar-10-batches-py/{f}" for f in (
                     *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
                 "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python."
-                "tar.gz (163 MB, https://www.cs.toronto.edu/~kriz/cifar.html), extracted under root"),
+                "tar.gz (163 MB, https://www.cs.toronto.edu/~kriz/cifar.html), extracted under root",
+                (31035704, 31035320, 31035999, 31035696, 31035623, 31035526, 158)),
     DatasetInfo("celeba", 3, 64, None, (), "CelebA", ("split", "train", "test"),
                 ("celeba/img_align_celeba", "celeba/list_eval_partition.txt"),
                 "celeba/img_align_celeba.zip", "torchvision's download needs `pip install gdown` and "
@@ -74,7 +77,8 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
                 tuple(f"stl10_binary/{f}.bin" for f in ("train_X", "train_y", "unlabeled_X",
                                                         "test_X", "test_y")),
                 "stl10_binary.tar.gz", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz "
-                "(2.5 GB, https://cs.stanford.edu/~acoates/stl10/), extracted under root"))})
+                "(2.5 GB, https://cs.stanford.edu/~acoates/stl10/), extracted under root",
+                (5000 * 27648, 5000, 100000 * 27648, 8000 * 27648, 8000)))})
 
 
 class DatasetUnavailable(RuntimeError):
@@ -177,6 +181,7 @@ class _CelebAFolder(Dataset):
                                              f"got {' '.join(parts)!r}")
                 if parts and int(parts[1]) == {"train": 0, "test": 2}[split]:
                     self.files.append(parts[0])
+        _check_listed(self.image_dir, self.files, listing)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -185,6 +190,16 @@ class _CelebAFolder(Dataset):
         from PIL import Image
         with Image.open(os.path.join(self.image_dir, self.files[i])) as im:
             return self.transform(im.convert("RGB")), -1
+
+
+def _check_listed(image_dir: str, files: list[str], listing: str) -> None:
+    """DatasetUnavailable when images that ``listing`` names are not in ``image_dir``."""
+    have = set(os.listdir(image_dir)) if os.path.isdir(image_dir) else set()
+    if missing := [f for f in files if f not in have]:
+        raise DatasetUnavailable(
+            f"celeba: {len(missing):,} of the {len(files):,} images of this split that {listing} "
+            f"lists are not in {image_dir} (first: {', '.join(missing[:3])}): an incomplete "
+            f"extraction of img_align_celeba.zip? Extract it again, completely")
 
 
 class UpscaleToCrop:
@@ -318,13 +333,18 @@ def _torchvision(name: str, split: str, root: str, download: bool) -> tuple[Data
             return _CelebAFolder(root, split, tf), "manual", where, \
                 f"torchvision's CelebA refused it: {str(e).split('.')[0]}"
         if bad := integrity_failures(name, root):
+            sizes = dict(zip(info.paths(root), info.release_bytes))
             raise _unavailable(name, root, "integrity check failed: " + ", ".join(
-                f"{p} ({os.path.getsize(p):,} bytes)" for p in bad) + " lack the md5 of the original "
+                f"{p} ({os.path.getsize(p):,} bytes" + (f"; {sizes[p]:,} in the release)" if p in
+                                                        sizes else ")") for p in bad) + " lack the md5 of the original "
                 "release (truncated, corrupt or another version)" + ("; torchvision tried to download "
                 "a fresh copy and that failed too" if download else "") + "; delete them", e) from e
         why = "download failed" if download and not DATASETS[name].present(root) else \
             "files present but unreadable (torchvision could not parse them)"
         raise _unavailable(name, root, why, e, tried=download) from e
+    if name == "celeba":
+        _check_listed(os.path.join(root, "celeba", "img_align_celeba"), list(ds.filename),
+                      os.path.join(root, "celeba", "list_eval_partition.txt"))
     note = f"STL-10 split '{kwargs['split']}'" if name == "stl10" else ""
     return _Labeled(ds, unlabeled=info.num_classes is None), "torchvision", where, note
 

@@ -478,3 +478,27 @@ def test_an_incomplete_mnist_falls_back_to_the_sample_with_a_warning_naming_what
     with pytest.warns(UserWarning, match=f"using the 5,000-digit sample: mnist: missing "
                                          f"{re.escape(str(missing))}"):
         assert load_dataset("mnist", root=tmp_path, verbose=False).source == "sample"
+
+
+def test_a_truncated_cifar10_batch_is_named_with_its_size_and_the_release_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(tv_cifar, "check_integrity", _exists_only)  # the loader's own md5 step
+    _write_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    os.truncate(batch, 1000)
+    with pytest.raises(DatasetUnavailable, match=re.escape(
+            f"{batch} (1,000 bytes; 31,035,999 in the release)")):
+        load_dataset("cifar10", root=tmp_path, source="torchvision", verbose=False)
+
+
+@pytest.mark.parametrize("annotations", [False, True])
+def test_celeba_images_missing_from_the_folder_are_named(tmp_path, monkeypatch, annotations):
+    monkeypatch.setattr(tv_celeba, "check_integrity", _exists_only)
+    d = _write_celeba_manual(tmp_path)
+    if annotations:  # torchvision's own CelebA class reads the layout
+        _write_celeba_annotations(d, len(CELEBA_COLOURS))
+    (d / "img_align_celeba" / "000002.jpg").unlink()
+    with pytest.raises(DatasetUnavailable, match=re.escape(
+            f"1 of the 3 images of this split that {d / 'list_eval_partition.txt'} lists are "
+            f"not in {d / 'img_align_celeba'} (first: 000002.jpg)")):
+        load_dataset("celeba", "train", root=tmp_path, source="torchvision", verbose=False)
+    assert len(load_dataset("celeba", "test", root=tmp_path, verbose=False)) == 2  # complete
