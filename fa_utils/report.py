@@ -28,7 +28,6 @@ import datetime as _dt
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -289,15 +288,6 @@ def _link(path: Path, report_dir: Path) -> str:
     return Path(os.path.relpath(path, report_dir)).as_posix()
 
 
-def _git(*args: str) -> str:
-    try:
-        out = subprocess.run(["git", *args], cwd=outputs.repo_root(), capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
 def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str = "",
            date: str = "", runs: Optional[Mapping[str, NotebookRun]] = None) -> str:
     """The report's markdown: header (profile, commit, date), summary line, a line per
@@ -306,7 +296,7 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
     at ``profile``; a file that does not exist is named without a link."""
     date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
-             f"Profile **{profile}** | commit `{commit or 'unknown'}` | written {date} by "
+             f"Profile **{profile}** | commit {commit or 'unknown'} | written {date} by "
              f"`python -m fa_utils reproduce` (rebuild alone: `python -m fa_utils report "
              f"--profile {profile}`).", "",
              f"**{summary_line(rows, profile)}.**", "",
@@ -381,11 +371,13 @@ def report_path(profile: str) -> Path:
     return outputs.results_dir(profile) / REPORT_NAME
 
 
-def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None) -> tuple[Path, str]:
+def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
+                 commit: str = "") -> tuple[Path, str]:
     """Assemble the report from ``results/claims/*.json`` at ``profile`` and write it.
 
     Reads: :func:`fa_utils.claims.claims_dir` ``(profile)``; writes :func:`report_path`
-    ``(profile)``. ``runs``: the runner's notebook states (see :func:`collect`).
+    ``(profile)``. ``runs``: the runner's notebook states (see :func:`collect`); ``commit``:
+    the header's commit, as markdown (the runner's :func:`fa_utils.runner.source_commit`).
 
     Returns:
         (the report's path, its summary line).
@@ -395,9 +387,6 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None)
     """
     rows = collect(claims_mod.claims_dir(profile), profile, runs)
     path = report_path(profile)
-    commit = _git("rev-parse", "--short", "HEAD")
-    if commit and _git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
     line = summary_line(rows, profile)
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(render(rows, profile, path.parent, commit=commit, runs=runs))
@@ -430,3 +419,46 @@ def update_readme(line: str, report: Path, readme: Optional[Path] = None) -> boo
         return False
     readme.write_text(new)
     return True
+
+
+RUN_TIMES_NAME = "run_times.md"
+#: Earlier main jobs kept in ``run_times.md`` besides the last one.
+RUN_TIMES_HISTORY = 10
+_EARLIER = "## Earlier jobs"
+
+
+def write_run_times(profile: str, times: Sequence[tuple[str, float]], reference_s: float,
+                    commit: str) -> Path:
+    """Write ``results/run_times.md`` after a successful main job: its seconds per notebook,
+    the machine (CPU count, torch threads, load average at the end) and ``reference_s``, the
+    seconds of the reference computation timed at its start
+    (:func:`fa_utils.runner.reference_seconds`), which tells a slow day from slow code;
+    then one line per earlier job (at most :data:`RUN_TIMES_HISTORY`, read from the file)."""
+    import torch
+
+    path = outputs.results_dir(profile) / RUN_TIMES_NAME
+    old = path.read_text().split(_EARLIER, 1)[-1] if path.exists() else ""
+    earlier = [ln for ln in old.splitlines() if ln.startswith("| 2")]
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    total = sum(t for _, t in times)
+    line = "| " + " | ".join([date, profile, commit, str(os.cpu_count()),
+                              str(torch.get_num_threads()), load, f"{reference_s:.1f}",
+                              f"{total:.0f}", ", ".join(f"{n[:2]} {t:.0f}" for n, t in times)]) + " |"
+    text = ["# Run times of the main job", "",
+            f"The last `python -m fa_utils reproduce --profile {profile}`: {date}, commit "
+            f"{commit}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load "
+            f"average {load} (1 / 5 / 15 min) at the end. The reference computation (20 FA "
+            f"steps of the MNIST encoder at batch 128 on fixed random data, CPU), timed at the "
+            f"start of the job, took **{reference_s:.1f} s**: compare it between jobs before "
+            f"comparing their times (these machines vary 2-5x from day to day).", "",
+            outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
+                                   + [("total", f"{total:.0f}")]), "", _EARLIER, "",
+            outputs.markdown_table(["date", "profile", "commit", "CPUs", "torch threads",
+                                    "load at the end", "reference s", "total s",
+                                    "seconds per notebook"], []),
+            line, *earlier[:RUN_TIMES_HISTORY], ""]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(text))
+    tmp.replace(path)
+    return path

@@ -46,7 +46,9 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 import types
@@ -57,8 +59,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
 from .config import PROFILES, ConfigError, resolve_profile
-from .outputs import (OUTPUT_ROOT_ENV, UPDATE_COMMITTED_ENV, executed_notebooks_dir,
-                      repo_root, runs_dir)
+from . import outputs
+from .outputs import OUTPUT_ROOT_ENV, UPDATE_COMMITTED_ENV, repo_root, runs_dir
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -75,6 +77,10 @@ PROGRESS_MIN_S = 2.0
 KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
 #: Parameters that feed no config field, and the type their setup cell checks.
 OTHER_PARAMETERS: Mapping[str, Any] = MappingProxyType({"interactive": Optional[bool]})
+#: Top-level folders whose untracked files count as uncommitted changes.
+CODE_FOLDERS = ("fa_utils", "notebooks")
+#: FA steps of the reference computation timed at the start of the main job.
+REFERENCE_STEPS = 20
 
 
 class RunnerError(RuntimeError):
@@ -605,13 +611,13 @@ def _resume_command(args, names: Sequence[str], profile: str) -> str:
     words = [sys.executable, "-m", "fa_utils", "run", *names, "--profile", profile]
     for name, raw in args.parameter:
         words += ["-p", name, raw]
-    if args.out:
-        words += ["--out", str(Path(args.out).expanduser().resolve())]
+    if outputs.project_root() != repo_root():
+        words += ["--out", str(outputs.project_root())]
     if args.timeout:
         words += ["--timeout", str(args.timeout)]
-    env = os.environ.get(OUTPUT_ROOT_ENV)
-    prefix = f"{OUTPUT_ROOT_ENV}={shlex.quote(env)} " if env else ""
-    return prefix + shlex.join(words)
+    if args.allow_dirty:
+        words += ["--allow-dirty"]
+    return shlex.join(words)
 
 
 def _notebook_word(nb: Path) -> str:
@@ -624,17 +630,17 @@ def _notebook_word(nb: Path) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_environment():
-    """The kernels' environment while the runner runs (restored afterwards): an absolute
-    ``FA_OUTPUT_ROOT`` (relative to the folder the runner was started in, before papermill
-    changes into ``notebooks/``), ``FA_HEADLESS=1`` unless set (no widget front end) and
-    ``FA_UPDATE_COMMITTED=1`` (the runner's kernels write the committed figures/ and
-    results/; smoke still goes to runs/smoke/)."""
+def _kernel_environment(out: Optional[str] = None):
+    """The environment while the runner runs (restored afterwards): ``FA_OUTPUT_ROOT`` made
+    absolute (``out`` when given, else its value; relative to the folder the command was
+    started in, before papermill changes into ``notebooks/``), ``FA_HEADLESS=1`` unless set
+    (no widget front end) and ``FA_UPDATE_COMMITTED=1`` (the runner's kernels write the
+    committed figures/ and results/; smoke still goes to runs/smoke/)."""
     saved = {k: os.environ.get(k) for k in (OUTPUT_ROOT_ENV, "FA_HEADLESS", UPDATE_COMMITTED_ENV)}
     try:
-        if saved[OUTPUT_ROOT_ENV]:
-            os.environ[OUTPUT_ROOT_ENV] = str((Path.cwd() / Path(saved[OUTPUT_ROOT_ENV])
-                                               .expanduser()).resolve())
+        root = out or saved[OUTPUT_ROOT_ENV]
+        if root:
+            os.environ[OUTPUT_ROOT_ENV] = str(outputs.resolve_output_root(root))
         os.environ.setdefault("FA_HEADLESS", "1")
         os.environ[UPDATE_COMMITTED_ENV] = "1"
         yield
@@ -644,6 +650,78 @@ def _kernel_environment():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def uncommitted_changes(root: Path) -> Optional[list[str]]:
+    """The paths by which the work tree at ``root`` differs from its commit, for the main job:
+    tracked files with changes outside the output folders (figures/, results/) and untracked
+    files in the code (:data:`CODE_FOLDERS`). None when ``root`` is not a git work tree."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode:
+        return None
+    changed = []
+    for line in out.stdout.splitlines():
+        path = line[3:].split(" -> ")[-1].strip('"')
+        top = path.split("/")[0]
+        if (line[:2] == "??" and top in CODE_FOLDERS) or (line[:2] != "??" and top not in
+                                                          ("figures", "results")):
+            changed.append(path)
+    return changed
+
+
+def source_commit(profile: str, allow_dirty: bool, argv: Sequence[str]) -> str:
+    """The commit this run's outputs come from, as REPORT.md's header names it.
+
+    Raises:
+        RunnerError: the run would write the repository's figures/ and results/ while the
+            work tree has uncommitted changes (:func:`uncommitted_changes`) and
+            ``allow_dirty`` is False; the message says how to proceed.
+    """
+    root = outputs.repo_root()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                          text=True).stdout.strip() if shutil.which("git") else ""
+    changed = uncommitted_changes(root) if head else None
+    if not head or changed is None:
+        return "unknown (not a git work tree)"
+    if not changed:
+        return f"`{head}`"
+    if outputs.project_root() != root or profile in outputs.SCRATCH_PROFILES:
+        return f"`{head}` with uncommitted changes"
+    if allow_dirty:
+        return (f"`{head}` **WITH UNCOMMITTED CHANGES** (`--allow-dirty`; {', '.join(changed[:8])}"
+                f"{' ...' if len(changed) > 8 else ''}): **these results match no commit**")
+    cmd = shlex.join([sys.executable, "-m", "fa_utils", *argv])
+    raise RunnerError(
+        f"the work tree has uncommitted changes ({', '.join(changed[:8])}"
+        f"{' ...' if len(changed) > 8 else ''}), and this run would write the committed "
+        f"figures/ and results/, whose REPORT.md must name a clean commit. Either commit them "
+        f"(git commit) or stash them (git stash) and rerun; or write elsewhere:\n"
+        f"  {cmd} --out runs/elsewhere\nor write here anyway, which REPORT.md's header then "
+        f"says loudly:\n  {cmd} --allow-dirty")
+
+
+def reference_seconds(steps: int = REFERENCE_STEPS, batch: int = 128) -> float:
+    """Seconds of a fixed computation that shows how fast this machine is today: ``steps``
+    :func:`fa_utils.fa.fa_step` of the MNIST encoder (Table 7) at ``batch`` on fixed random
+    data, on the CPU, after one untimed step. The global random state is left as it was."""
+    import torch
+
+    from . import fa, models
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        enc = models.make_encoder("mnist", {"z": 128})
+        opt = torch.optim.Adam(enc.parameters(), lr=5e-4, betas=(0.5, 0.999))
+        x = torch.rand(batch, 1, 28, 28)
+        fa.fa_step(enc, opt, x)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fa.fa_step(enc, opt, x)
+        return time.perf_counter() - t0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -656,20 +734,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dl.add_argument("--data-root", default="data", help="folder for the datasets, as the "
                     "notebooks' data_root parameter (relative: to the repository; default data)")
     rep = sub.add_parser("report", help="rebuild results/REPORT.md from results/claims/*.json")
-    rep.add_argument("--profile", default=None,
-                     help=f"one of {list(PROFILES)} (default: $FA_PROFILE or quick)")
-    for name, helptext in (("reproduce", "run every notebook in order (the main job)"),
-                           ("run", "run the given notebooks")):
-        p = sub.add_parser(name, help=helptext)
-        if name == "run":
+    for p in (rep, *(sub.add_parser(name, help=helptext) for name, helptext in (
+            ("reproduce", "run every notebook in order (the main job)"),
+            ("run", "run the given notebooks")))):
+        if p.prog.endswith(" run"):
             p.add_argument("notebooks", nargs="+", help="notebook paths or names (01, 01_toy)")
         p.add_argument("--profile", default=None,
                        help=f"one of {list(PROFILES)} (default: $FA_PROFILE or quick)")
-        p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                       metavar=("NAME", "VALUE"), help="set a notebook parameter")
-        p.add_argument("--out", default=None, help="folder for executed notebooks "
-                       "(default runs/notebooks/<profile>)")
-        p.add_argument("--timeout", type=int, default=None, help="per-cell timeout, seconds")
+        p.add_argument("--out", default=None, help="write figures/, results/ and runs/ under "
+                       "this folder instead of the repository (as $FA_OUTPUT_ROOT)")
+        p.add_argument("--allow-dirty", action="store_true", help="write the committed "
+                       "figures/ and results/ from uncommitted changes (REPORT.md says so)")
+        if p is not rep:
+            p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                           metavar=("NAME", "VALUE"), help="set a notebook parameter")
+            p.add_argument("--timeout", type=int, default=None, help="per-cell timeout, seconds")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -683,9 +763,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "report":
         try:
             profile = resolve_profile(args.profile)
-            with _kernel_environment():
-                _write_report(profile, {})
-        except (ConfigError, ValueError, OSError) as exc:
+            with _kernel_environment(args.out):
+                _write_report(profile, {}, source_commit(profile, args.allow_dirty, argv))
+        except (RunnerError, ConfigError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return 0
@@ -704,11 +784,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     times: list[tuple[str, float]] = []
     words = [_notebook_word(n) for n, _ in plans]
     runs: dict[str, Any] = {}
-    with _kernel_environment(), interrupts.installed():
+    with _kernel_environment(args.out), interrupts.installed():
+        try:
+            commit = source_commit(profile, args.allow_dirty, argv)
+        except RunnerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        reference = None
+        if args.command == "reproduce":
+            print(f"reference computation: {REFERENCE_STEPS} FA steps of the MNIST encoder ...",
+                  flush=True)
+            try:
+                reference = reference_seconds()
+            except KeyboardInterrupt:
+                print("INTERRUPTED (Ctrl-C) before the first notebook", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            print(f"  {reference:.1f} s", flush=True)
         status = _run_plans(plans, args, profile, interrupts, words, times, runs)
         _print_times(times)
+        main_job = not status and args.command == "reproduce"
         try:
-            _write_report(profile, runs, readme=not status and args.command == "reproduce")
+            _write_report(profile, runs, commit, readme=main_job)
+            if main_job:
+                from .report import write_run_times
+
+                print(f"run times: {write_run_times(profile, times, reference, commit)}")
         except (ValueError, OSError) as exc:
             print(f"error: the report could not be written: {exc}", file=sys.stderr)
             return status or EXIT_FAILED
@@ -723,8 +823,7 @@ def _run_plans(plans, args, profile: str, interrupts: _Interrupts, words: Sequen
 
     done = 0
     try:
-        out_dir = (Path(args.out).expanduser().resolve() if args.out
-                   else executed_notebooks_dir(profile))
+        out_dir = runs_dir() / "notebooks" / profile
         for i, (nb, params) in enumerate(plans):
             if interrupts.count:  # a Ctrl-C that the previous notebook survived
                 raise KeyboardInterrupt
@@ -771,13 +870,13 @@ def _print_times(times: Sequence[tuple[str, float]]) -> None:
                     + [f"  {'total':40s} {total:7.0f} s"]), flush=True)
 
 
-def _write_report(profile: str, runs: Mapping[str, Any], readme: bool = True) -> None:
+def _write_report(profile: str, runs: Mapping[str, Any], commit: str, readme: bool = True) -> None:
     """Assemble the report (:func:`fa_utils.report.write_report`), print its summary line
     and path, and, with ``readme`` (a successful main job, or ``report``), update the
     README's summary line when the report is the committed one."""
     from . import report
 
-    path, line = report.write_report(profile, runs)
+    path, line = report.write_report(profile, runs, commit)
     print(f"claims: {line}\nreport: {path}", flush=True)
     if readme and report.update_readme(line, path):
         print("  (README.md's summary line updated)", flush=True)

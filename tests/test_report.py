@@ -255,14 +255,15 @@ def test_progress_labels_come_from_the_markdown_above(capsys):
 
 
 @pytest.mark.parametrize("failure", ["failed", "timed out", "interrupted"])
-def test_a_failed_run_keeps_the_report_rows_and_the_readme_line(root, monkeypatch, failure):
-    from fa_utils import runner
-
+def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(root, monkeypatch,
+                                                                             failure):
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     report.write_report("quick")
     before = report.parse_rows(report.report_path("quick").read_text())
     readme_calls = []
     monkeypatch.setattr(report, "update_readme", lambda *a, **k: readme_calls.append(a))
+    monkeypatch.setattr(runner, "reference_seconds", lambda: 1.5)
+    times = report.report_path("quick").parent / report.RUN_TIMES_NAME
 
     state = "interrupted" if failure == "interrupted" else "failed"
 
@@ -273,11 +274,15 @@ def test_a_failed_run_keeps_the_report_rows_and_the_readme_line(root, monkeypatc
         raise runner.NotebookFailure(nb.name, 3, 2, "CellTimeoutError" if failure == "timed out"
                                      else "ValueError", "boom", copy)
     monkeypatch.setattr(runner, "execute", execute)
-    assert runner.main(["run", "01", "--profile", "quick", "--out", str(root / "nb")]) != 0
+    assert runner.main(["reproduce", "--profile", "quick"]) != 0
     text = report.report_path("quick").read_text()
-    assert report.parse_rows(text) == before and readme_calls == []
+    assert [r for r in report.parse_rows(text) if r["id"].startswith("fig2.")] == [
+        r for r in before if r["id"].startswith("fig2.")] and len(before) == len(report.parse_rows(text))
+    assert readme_calls == [] and not times.exists()
+    assert "notebook 02 did not run (" in text  # the notebooks after it
     assert f"Notebook 01 {state} in the latest run" in text
-    assert str(root / "nb" / f"01_toy_sin.{state}.ipynb") in text
+    assert str(root / "runs" / "notebooks" / "quick" / f"01_toy_sin.{state}.ipynb") in text
     monkeypatch.setattr(runner, "execute", lambda nb, params, out_dir, *a: out_dir / nb.name)
-    assert runner.main(["reproduce", "--profile", "quick", "--out", str(root / "nb")]) == 0
+    assert runner.main(["reproduce", "--profile", "quick"]) == 0
     assert len(readme_calls) == 1  # only after a successful main job
+    assert "took **1.5 s**" in times.read_text() and "| 01_toy_sin.ipynb | 0 |" in times.read_text()
