@@ -136,11 +136,9 @@ SECTION_TITLES: Mapping[str, str] = MappingProxyType({
 @dataclass(frozen=True)
 class NotebookRun:
     """What the runner knows of one notebook in this run: ``state`` is "ok", "failed",
-    "interrupted" or "not run"; ``started`` the time (``time.time()``) it started, so a
-    claims file older than that is from an earlier run; ``detail`` e.g. the executed copy."""
+    "interrupted" or "not run"; ``detail`` e.g. its executed copy, or why it did not run."""
 
     state: str
-    started: float = 0.0
     detail: str = ""
 
 

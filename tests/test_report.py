@@ -178,14 +178,14 @@ def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_
     assert "its claims are from profile paper" in toy_rows[0].claim.why
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     later = time.time() + 5
-    failed = {"01_toy_sin": report.NotebookRun("failed", later, "executed copy: x.failed.ipynb")}
+    failed = {"01_toy_sin": report.NotebookRun("failed", "executed copy: x.failed.ipynb")}
     toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
     assert all(r.claim.verdict == claims.HOLDS for r in toy_rows)  # the last success's claims
     no_file = [r for r in report.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
                if r.notebook == "05_local_fa"]
     assert all(r.claim.verdict == claims.NOT_MEASURED for r in no_file)
     assert "notebook 05 failed before writing its claims (executed copy: x.failed.ipynb)" == no_file[0].claim.why
-    ran = {"02_fa_mnist": report.NotebookRun("ok", 0.0)}
+    ran = {"02_fa_mnist": report.NotebookRun("ok")}
     r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
     assert "ran but wrote no claims file" in r02[0].claim.why
     (folder / "broken.json").write_text("{}")
@@ -242,13 +242,16 @@ def test_the_runner_console_shows_cell_progress_no_kernel_warning_and_the_report
 def test_progress_labels_come_from_the_markdown_above(capsys):
     cells = [nbformat.v4.new_code_cell("a"), nbformat.v4.new_markdown_cell("\n### Figure 8: " + "x" * 50),
              nbformat.v4.new_code_cell("b")]
-    assert runner._cell_labels(cells) == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
-    p = runner._Progress("03_vfa", min_s=0.0)
+    p = runner.Progress("03_vfa", min_s=0.0)
     p.on_notebook_start(notebook=nbformat.v4.new_notebook(cells=cells))
+    assert p.labels == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
     p.on_cell_start(cell=cells[2], cell_index=2)
     p.on_cell_executed(cell=cells[2], cell_index=2)
     assert capsys.readouterr().out.startswith("  03_vfa: cell 2/2 (Figure 8: xxx")
-    km = runner._recording_kernel_manager([])()
+    p.on_cell_start(cell=cells[0], cell_index=0)
+    p.on_cell_executed(cell=cells[0], cell_index=0)
+    assert capsys.readouterr().out == "  03_vfa: cell 1/2 0 s\n"  # no markdown above: no label
+    km = runner.kernel_manager([])()
     assert km.transport == runner.KERNEL_TRANSPORT == "ipc"
     # the sockets go to Jupyter's runtime folder, never into the repository's notebooks/
     assert outputs.repo_root() not in Path(km.ip).resolve().parents, km.ip
@@ -268,11 +271,9 @@ def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(ro
     state = "interrupted" if failure == "interrupted" else "failed"
 
     def execute(nb, params, out_dir, timeout=None, interrupts=None):
-        copy = str(out_dir / f"{nb.stem}.{state}.ipynb")
-        if failure == "interrupted":
-            raise runner.NotebookInterrupted(nb.name, 3, 2, "", copy)
-        raise runner.NotebookFailure(nb.name, 3, 2, "CellTimeoutError" if failure == "timed out"
-                                     else "ValueError", "boom", copy)
+        copy = out_dir / f"{nb.stem}.{state}.ipynb"
+        error = {"failed": "ValueError: boom", "timed out": "CellTimeoutError: 3 s"}.get(failure, "")
+        raise runner.NotebookStopped(nb.name, state, 3, "x = 1", error, copy)
     monkeypatch.setattr(runner, "execute", execute)
     assert runner.main(["reproduce", "--profile", "quick"]) != 0
     text = report.report_path("quick").read_text()

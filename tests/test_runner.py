@@ -24,16 +24,24 @@ def test_missing_notebook(capsys, tmp_path):
     assert "no notebook" in capsys.readouterr().err
 
 
+def coerce(name, raw, default):
+    return runner.parse_word(name, raw, runner.annotation_of(default), default)
+
+
 def test_values_take_the_type_of_the_default():
-    assert runner.coerce("dataset", "001", "mnist") == "001"  # papermill -p would give 1
-    assert runner.coerce("seed", "7", 0) == 7
-    assert runner.coerce("lr", "1e-4", 0.1) == 1e-4
-    assert runner.coerce("download", "false", True) is False
-    assert runner.coerce("sweep", "[1, 2]", [1]) == [1, 2]
-    assert runner.coerce("epochs", "3", None) == 3
-    assert runner.coerce("squash", "sigmoid", None) == "sigmoid"
+    assert coerce("dataset", "001", "mnist") == "001"  # papermill -p would give 1
+    assert coerce("seed", "7", 0) == 7
+    assert coerce("lr", "1e-4", 0.1) == 1e-4
+    assert coerce("download", "false", True) is False
+    assert coerce("sweep", "[1, 2]", [1]) == [1, 2]
+    assert coerce("epochs", "3", None) == 3
+    assert coerce("squash", "sigmoid", None) == "sigmoid"
     with pytest.raises(runner.RunnerError, match="'seed': 'x' is not an int.*-p seed 0"):
-        runner.coerce("seed", "x", 0)
+        coerce("seed", "x", 0)
+    from typing import Optional
+    assert runner.parse_word("n", "None", Optional[int]) is None
+    with pytest.raises(runner.RunnerError, match="'n': '2.5' is not an int or None"):
+        runner.parse_word("n", "2.5", Optional[int])
 
 
 def test_every_notebook_declares_its_parameters():
@@ -91,15 +99,20 @@ def test_values_are_read_as_the_config_field_they_feed(no_kernel):
 
 
 def test_every_parameter_of_every_notebook_has_a_checked_type():
-    """A parameter whose default is None must feed a config field (read from the setup
-    cell) or be listed in runner.OTHER_PARAMETERS; otherwise its values go unchecked."""
+    """A parameter whose default is None must feed a config field (of a section its setup
+    cell builds) or be listed in runner.OTHER_PARAMETERS; otherwise its values go unchecked."""
+    import typing
+
+    from fa_utils.config import SECTIONS
+
+    assert runner.config_sections(runner._find("04")) == ("vfagan",)
     for nb in runner.all_notebooks():
         declared = runner.notebook_parameters(nb)
-        feeds = runner._config_feeds(nb, declared)
+        fields = {f for s in runner.config_sections(nb) for f in typing.get_type_hints(SECTIONS[s])}
         for name, default in declared.items():
             if name == "profile":
                 continue
-            assert name in feeds or name in runner.OTHER_PARAMETERS or default is not None, \
+            assert name in fields or name in runner.OTHER_PARAMETERS or default is not None, \
                 f"{nb.name}: parameter {name!r} is not checked before a kernel starts"
 
 
@@ -141,7 +154,6 @@ def clean_repo(tmp_path, monkeypatch):
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-qm", "init")
-    monkeypatch.setattr(runner, "repo_root", lambda: repo)
     monkeypatch.setattr(outputs, "repo_root", lambda: repo)
     monkeypatch.delenv(outputs.OUTPUT_ROOT_ENV, raising=False)
     monkeypatch.setenv("PWD", str(tmp_path))
