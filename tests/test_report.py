@@ -1,7 +1,7 @@
 """results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
 that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
 notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
-import time
+import re
 from pathlib import Path
 
 import nbformat
@@ -15,6 +15,18 @@ GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_frac
             "plain_recovered_fraction": 0.19}
 GOOD_BINS = {"fa": torch.tensor([0.01, 0.02, 0.015]), "plain": torch.tensor([0.2, 0.6, 0.5])}
 figure2_claims = toy_code().figure2_claims  # notebook 01's claim builder
+
+
+def parse_rows(text: str) -> list[dict[str, str]]:
+    """The report's claim rows read back from its markdown: id, section, claim, paper, ours,
+    verdict (cells as written, pipes unescaped)."""
+    out = []
+    for line in (ln for ln in text.splitlines() if ln.startswith("| `")):
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        assert len(cells) == 6, line
+        out.append(dict(zip(("id", "section", "claim", "paper", "ours", "verdict"),
+                            [cells[0].strip("`"), *cells[1:]])))
+    return out
 
 
 @pytest.fixture
@@ -129,7 +141,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     assert path == root / "results" / "REPORT.md"
     text = path.read_text()
     assert "Profile **quick**" in text and f"**{line}.**" in text
-    rows = {r["id"]: r for r in report.parse_rows(text)}
+    rows = {r["id"]: r for r in parse_rows(text)}
     written = [c for f in claims.read_claims(root / "results" / "claims") for c in f["claims"]]
     for c in written:
         row = rows[c["id"]]
@@ -161,7 +173,7 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
     claims.write_claims("01_toy_sin", "-", bad, profile="quick")  # written before the check
     with pytest.raises(claims.ClaimFailed, match="fig2.plain_partial"):
         claims.check(bad)
-    rows = {r["id"]: r for r in report.parse_rows(report.write_report("quick")[0].read_text())}
+    rows = {r["id"]: r for r in parse_rows(report.write_report("quick")[0].read_text())}
     assert rows["fig2.plain_partial"]["verdict"].startswith("does not hold (asserted): ")
     assert rows["fig2.fa_whole_domain"]["verdict"] == "holds (asserted)"
     with pytest.raises(claims.ClaimFailed, match="eq9.clamp_prevents_divergence"):
@@ -177,7 +189,6 @@ def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_
                                       for r in toy_rows)
     assert "its claims are from profile paper" in toy_rows[0].claim.why
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
-    later = time.time() + 5
     failed = {"01_toy_sin": report.NotebookRun("failed", "executed copy: x.failed.ipynb")}
     toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
     assert all(r.claim.verdict == claims.HOLDS for r in toy_rows)  # the last success's claims
@@ -262,7 +273,7 @@ def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(ro
                                                                              failure):
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     report.write_report("quick")
-    before = report.parse_rows(report.report_path("quick").read_text())
+    before = parse_rows(report.report_path("quick").read_text())
     readme_calls = []
     monkeypatch.setattr(report, "update_readme", lambda *a, **k: readme_calls.append(a))
     monkeypatch.setattr(runner, "reference_seconds", lambda: 1.5)
@@ -277,8 +288,8 @@ def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(ro
     monkeypatch.setattr(runner, "execute", execute)
     assert runner.main(["reproduce", "--profile", "quick"]) != 0
     text = report.report_path("quick").read_text()
-    assert [r for r in report.parse_rows(text) if r["id"].startswith("fig2.")] == [
-        r for r in before if r["id"].startswith("fig2.")] and len(before) == len(report.parse_rows(text))
+    assert [r for r in parse_rows(text) if r["id"].startswith("fig2.")] == [
+        r for r in before if r["id"].startswith("fig2.")] and len(before) == len(parse_rows(text))
     assert readme_calls == [] and not times.exists()
     assert "notebook 02 did not run (" in text  # the notebooks after it
     assert f"Notebook 01 {state} in the latest run" in text
