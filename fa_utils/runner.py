@@ -6,11 +6,11 @@
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
 Before any kernel starts: the profile, each ``-p NAME VALUE`` (a parameter of each notebook,
-its word read as the type of the config field it feeds, then checked by
-:func:`fa_utils.config.make_config`), and the work tree: the repository's figures/ and
+its word read as the type of the config field it feeds, then checked by the config:
+:mod:`fa_utils.notebooks`), and the work tree: the repository's figures/ and
 results/ are written only from a clean commit (:func:`source_commit`). ``--out DIR`` writes
 figures/, results/ and runs/ under DIR (as ``FA_OUTPUT_ROOT``). Each mistake: one message,
-exit 2. A notebook runs into ``runs/notebooks/<profile>/NN_name.running.ipynb``, renamed to
+exit 2. A notebook (:mod:`fa_utils.execution`) runs into ``runs/notebooks/<profile>/NN_name.running.ipynb``, renamed to
 ``NN_name.ipynb``, or ``.failed`` / ``.interrupted``, so a failure never replaces a success;
 the kernel's own messages go to ``NN_name.kernel.log``. A progress line per cell of 2 s or
 more; at the end the times and REPORT.md's summary (:mod:`fa_utils.report`); a successful
