@@ -5,7 +5,7 @@ and ``results/run_times.md``, the main job's times.
 (:func:`fa_utils.claims.write_claims`, at ``profile``) and writes a header (profile, commit,
 date), a summary line, and one row per claim grouped by paper section: the claim, the
 paper's evidence, ours with links and a thumbnail of our figures and tables, the verdict.
-Every id of :data:`CATALOGUE` gets a row; a claim whose notebook wrote none at this profile
+Every id of :data:`fa_utils.paper.CATALOGUE` gets a row; a claim whose notebook wrote none at this profile
 is "not measured", saying which notebook and why. A notebook that failed or was interrupted
 keeps the claims of its last successful run. :func:`update_readme` copies the summary line
 into ``README.md`` between :data:`README_START` and :data:`README_END`.
@@ -18,93 +18,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Mapping, NamedTuple, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from . import claims as claims_mod
 from . import outputs
+from .paper import CATALOGUE, SECTION_TITLES, Expected
 
 REPORT_NAME, RUN_TIMES_NAME = "REPORT.md", "run_times.md"
 README_START, README_END = "<!-- report-summary -->", "<!-- /report-summary -->"
 THUMB_WIDTH = 120  # pixels
 RUN_TIMES_HISTORY = 10  # earlier main jobs kept in run_times.md
-
-
-class Expected(NamedTuple):
-    """A claim a notebook is expected to write: id, the paper's section, the claim."""
-
-    id: str
-    section: str
-    text: str
-
-
-#: notebook stem -> the claims it writes (ids as its claim cell writes them).
-CATALOGUE: Mapping[str, tuple[Expected, ...]] = MappingProxyType({
-    "01_toy_sin": (
-        Expected("fig2.fa_error_much_lower", "3.2, Figure 2",
-           "With FA the input is recovered far better than by inverting the plain network"),
-        Expected("fig2.fa_whole_domain", "3.2, Figure 2", "With FA x is recovered on the entire domain"),
-        Expected("fig2.plain_partial", "3.2, Figure 2", "Without FA x is recovered only partially"),
-        Expected("fig2.every_branch", "3.2, Figure 2", "FA's advantage holds on every monotone branch"),
-    ),
-    "02_fa_mnist": (
-        Expected("fig1.fa_reconstructs", "3.1, Figure 1",
-           "FA recovers held-out images from the encoder's output alone (well below the "
-           "mean-image error)"),
-        Expected("fig6a.latent_groups_digits", "5, Figure 6a",
-           "A 2-neuron FA latent groups the digits by class"),
-    ),
-    "03_vfa": (
-        Expected("fig3.vfa_reconstructs", "3.3, Figure 3",
-           "VFA reconstructs held-out images better than the mean image"),
-        Expected("fig8.onehot_emphasis", "3.4, Figure 8",
-           "A larger one-hot value makes the conditional samples show the wanted class"),
-    ),
-    "04_vfa_gan": (
-        Expected("table2.vae_below_vfa", "5, Table 2", "VAE samples score a lower FID than VFA's"),
-        Expected("table2.gan_below_vfa", "5, Table 2", "GAN samples score a lower FID than VFA's"),
-        Expected("table2.vfagan_below_vfa", "5, Table 2", "The generator lowers VFA's FID (VFA-GAN "
-           "below VFA)"),
-        Expected("fig15.ae_lowest", "5, Figure 15", "Autoencoders have the lowest reconstruction loss"),
-        Expected("fig15.r_comparable_vae", "5, Figure 15", "r's reconstruction error is comparable to "
-           "the VAE's"),
-        Expected("fig15.gr_comparable_gan", "5, Figure 15", "G(r)'s reconstruction error is comparable "
-           "to the GAN's"),
-        Expected("tables3-5.vfa_half_vae", "5, Tables 3-5", "VFA has half the parameters of the VAE"),
-        Expected("tables3-6.vfa_same_time", "5, Tables 3-6", "VFA takes about the same time as the VAE "
-           "to draw a sample"),
-    ),
-    "05_local_fa": (
-        Expected("fig16.local_reconstructs", "3.5, Figure 16",
-           "Local training can reconstruct images (well below the mean-image error)"),
-        Expected("3.5.local_less_memory", "3.5", "Local FA saves less memory for backward than "
-           "global FA"),
-    ),
-    "06_appendix_convergence": (
-        Expected("a71.closed_form", "Appendix 7.1, Eq. 13-18", "The one-weight inner step has the "
-           "closed form of Eq. 18"),
-        Expected("a71.converges_iff", "Appendix 7.1, Eq. 19", "The inner iteration converges exactly "
-           "when 0 < w^2 < 2"),
-        Expected("a71.rate", "Appendix 7.1, Eq. 18", "The distance to the limit shrinks as "
-           "|1 - w^2|^p"),
-        Expected("a72.square_pinv", "Appendix 7.2, Eq. 22", "FA drives a square layer's W^T to "
-           "pinv(W)"),
-        Expected("a72.fewer_outputs_projector", "Appendix 7.2, Eq. 22", "With fewer outputs W^T W "
-           "reaches the row-space projector"),
-        Expected("eq9.clamp_prevents_divergence", "3.1, Eq. 9 (Appendix 7.1)", "The sqrt 2 clamp "
-           "keeps training from diverging"),
-        Expected("eq9.trained_weights_converge", "3.1, Eq. 9 (Appendix 7.1)", "With the clamp the "
-           "trained weights make the inner iteration converge"),
-    ),
-})
-
-#: Titles of the report's groups, by the part of a claim's section before the comma.
-SECTION_TITLES: Mapping[str, str] = MappingProxyType({
-    "3.1": "Section 3.1: feature alignment", "3.2": "Section 3.2: the toy example",
-    "3.3": "Section 3.3: variational feature alignment",
-    "3.4": "Section 3.4: conditional VFA and VFA-GAN",
-    "3.5": "Section 3.5: local feature alignment", "5": "Section 5: experiments and comparisons",
-    "Appendix 7.1": "Appendix A, 7.1: one weight", "Appendix 7.2": "Appendix A, 7.2: a linear layer"})
 
 
 @dataclass(frozen=True)
@@ -119,7 +42,7 @@ class NotebookRun:
 @dataclass(frozen=True)
 class Row:
     """A report row: a claim as ``notebook`` wrote it on ``dataset``, or a catalogue entry
-    no claims file gave (``written`` False); ``catalogued``: :data:`CATALOGUE` lists it."""
+    no claims file gave (``written`` False); ``catalogued``: the catalogue lists it."""
 
     claim: claims_mod.Claim
     notebook: str
@@ -179,7 +102,7 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
         seen = {r.claim.id for r in rows}
         for e in (e for e in expected.values() if e.id not in seen):
             why = (f"notebook {_nb(stem)} wrote claims but not this one (the catalogue in "
-                   f"fa_utils/report.py and the notebook disagree)" if counted.get(stem)
+                   f"fa_utils/paper.py and the notebook disagree)" if counted.get(stem)
                    else _missing_reason(stem, profile, runs.get(stem), others.get(stem, ())))
             rows.append(Row(claims_mod.Claim(e.id, e.section, e.text, "-", "-",
                                              claims_mod.NOT_MEASURED, why), stem, "-", written=False))
@@ -227,7 +150,7 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
     ours += "; " + ", ".join(links) if links else ""
     verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted + f": {r.claim.why}" * bool(r.claim.why)
-               + " [not in the catalogue of fa_utils/report.py]" * (not r.catalogued))
+               + " [not in the catalogue of fa_utils/paper.py]" * (not r.catalogued))
     cells = [_cell(c) for c in (f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})",
                                 r.claim.text, r.claim.paper, ours, verdict)]
     cells[4] = thumb + cells[4]
