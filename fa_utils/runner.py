@@ -86,7 +86,8 @@ def source_commit(profile: str, allow_dirty: bool, argv: Sequence[str]) -> str:
     cmd = shlex.join([sys.executable, "-m", "fa_utils", *argv])
     raise RunnerError(f"the work tree has uncommitted changes ({listed}), and this run would "
                       f"write the committed figures/ and results/, whose REPORT.md must name a "
-                      f"clean commit. Commit them (git commit) or stash them (git stash) and "
+                      f"clean commit. Commit them (git add, git commit) or stash them (git stash; "
+                      f"new files too: git stash -u) and "
                       f"rerun; or write elsewhere:\n  {cmd} --out runs/elsewhere\nor write "
                       f"here anyway, which REPORT.md's header then says loudly:\n  {cmd} --allow-dirty")
 
