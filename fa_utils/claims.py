@@ -114,9 +114,8 @@ def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profil
     data = {"notebook": notebook, "dataset": dataset, "profile": profile, "written": stamp,
             "notes": notes, "claims": [dataclasses.asdict(c) for c in claims]}
     path = claims_dir(profile) / f"{tag}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    path.with_suffix(".json.tmp").write_text(json.dumps(data, indent=2) + "\n")
+    path.with_suffix(".json.tmp").replace(path)
     rows = [(c.section, c.text, c.paper, c.ours, c.verdict + (" (asserted)" if c.asserted else ""),
              c.why or "-") for c in claims]
     return outputs.write_table(
@@ -126,8 +125,7 @@ def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profil
 
 
 def read_claims(folder: Path) -> list[dict]:
-    """Every claims file in ``folder`` (``results/claims/``), sorted by name: the dicts
-    :func:`write_claims` wrote, with ``claims`` as lists of :class:`Claim` fields."""
+    """The dicts :func:`write_claims` wrote in ``folder``, sorted by file name."""
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 

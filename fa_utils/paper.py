@@ -17,7 +17,9 @@ notebook's code (:func:`fa_utils.generative.frechet_rows`,
 * :data:`SAMPLING_DEVICE`: Section 5, the GPU of Tables 3-6's times;
 * :class:`PaperArchitecture`, :data:`IMPLIED_ARCHITECTURES`: our reading of Tables 3-6 against
   Tables 7-12 and Section 4 (the networks whose sizes equal the paper's);
-* :data:`TRAINING_SET_SIZES`: Section 4's datasets, images in one epoch.
+* :data:`TRAINING_SET_SIZES`: Section 4's datasets, images in one epoch;
+* :data:`CATALOGUE`: the paper's claims that each notebook checks (id, section, claim), and
+  :data:`SECTION_TITLES`, the report's groups (:mod:`fa_utils.report`).
 
 The claims' thresholds ("comparable" = within a factor 2, ...) are our readings, not the
 paper's numbers, and stay with the claims (e.g. :data:`fa_utils.generative.COMPARABLE_FACTOR`).
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 _ro = MappingProxyType  # read-only views: no module-level mutable state
 
@@ -108,3 +110,80 @@ IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
 #: 100,000 unlabeled images; CelebA: the 162,770 of the official training partition).
 TRAINING_SET_SIZES: Mapping[str, int] = _ro(
     {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000})
+
+
+class Expected(NamedTuple):
+    """A claim a notebook is expected to write: id, the paper's section, the claim."""
+
+    id: str
+    section: str
+    text: str
+
+
+#: notebook stem -> the claims it writes (ids as its claim cell writes them).
+CATALOGUE: Mapping[str, tuple[Expected, ...]] = _ro({
+    "01_toy_sin": (
+        Expected("fig2.fa_error_much_lower", "3.2, Figure 2",
+           "With FA the input is recovered far better than by inverting the plain network"),
+        Expected("fig2.fa_whole_domain", "3.2, Figure 2", "With FA x is recovered on the entire domain"),
+        Expected("fig2.plain_partial", "3.2, Figure 2", "Without FA x is recovered only partially"),
+        Expected("fig2.every_branch", "3.2, Figure 2", "FA's advantage holds on every monotone branch"),
+    ),
+    "02_fa_mnist": (
+        Expected("fig1.fa_reconstructs", "3.1, Figure 1",
+           "FA recovers held-out images from the encoder's output alone (well below the "
+           "mean-image error)"),
+        Expected("fig6a.latent_groups_digits", "5, Figure 6a",
+           "A 2-neuron FA latent groups the digits by class"),
+    ),
+    "03_vfa": (
+        Expected("fig3.vfa_reconstructs", "3.3, Figure 3",
+           "VFA reconstructs held-out images better than the mean image"),
+        Expected("fig8.onehot_emphasis", "3.4, Figure 8",
+           "A larger one-hot value makes the conditional samples show the wanted class"),
+    ),
+    "04_vfa_gan": (
+        Expected("table2.vae_below_vfa", "5, Table 2", "VAE samples score a lower FID than VFA's"),
+        Expected("table2.gan_below_vfa", "5, Table 2", "GAN samples score a lower FID than VFA's"),
+        Expected("table2.vfagan_below_vfa", "5, Table 2", "The generator lowers VFA's FID (VFA-GAN "
+           "below VFA)"),
+        Expected("fig15.ae_lowest", "5, Figure 15", "Autoencoders have the lowest reconstruction loss"),
+        Expected("fig15.r_comparable_vae", "5, Figure 15", "r's reconstruction error is comparable to "
+           "the VAE's"),
+        Expected("fig15.gr_comparable_gan", "5, Figure 15", "G(r)'s reconstruction error is comparable "
+           "to the GAN's"),
+        Expected("tables3-5.vfa_half_vae", "5, Tables 3-5", "VFA has half the parameters of the VAE"),
+        Expected("tables3-6.vfa_same_time", "5, Tables 3-6", "VFA takes about the same time as the VAE "
+           "to draw a sample"),
+    ),
+    "05_local_fa": (
+        Expected("fig16.local_reconstructs", "3.5, Figure 16",
+           "Local training can reconstruct images (well below the mean-image error)"),
+        Expected("3.5.local_less_memory", "3.5", "Local FA saves less memory for backward than "
+           "global FA"),
+    ),
+    "06_appendix_convergence": (
+        Expected("a71.closed_form", "Appendix 7.1, Eq. 13-18", "The one-weight inner step has the "
+           "closed form of Eq. 18"),
+        Expected("a71.converges_iff", "Appendix 7.1, Eq. 19", "The inner iteration converges exactly "
+           "when 0 < w^2 < 2"),
+        Expected("a71.rate", "Appendix 7.1, Eq. 18", "The distance to the limit shrinks as "
+           "|1 - w^2|^p"),
+        Expected("a72.square_pinv", "Appendix 7.2, Eq. 22", "FA drives a square layer's W^T to "
+           "pinv(W)"),
+        Expected("a72.fewer_outputs_projector", "Appendix 7.2, Eq. 22", "With fewer outputs W^T W "
+           "reaches the row-space projector"),
+        Expected("eq9.clamp_prevents_divergence", "3.1, Eq. 9 (Appendix 7.1)", "The sqrt 2 clamp "
+           "keeps training from diverging"),
+        Expected("eq9.trained_weights_converge", "3.1, Eq. 9 (Appendix 7.1)", "With the clamp the "
+           "trained weights make the inner iteration converge"),
+    ),
+})
+
+#: Titles of the report's groups, by the part of a claim's section before the comma.
+SECTION_TITLES: Mapping[str, str] = _ro({
+    "3.1": "Section 3.1: feature alignment", "3.2": "Section 3.2: the toy example",
+    "3.3": "Section 3.3: variational feature alignment",
+    "3.4": "Section 3.4: conditional VFA and VFA-GAN",
+    "3.5": "Section 3.5: local feature alignment", "5": "Section 5: experiments and comparisons",
+    "Appendix 7.1": "Appendix A, 7.1: one weight", "Appendix 7.2": "Appendix A, 7.2: a linear layer"})

@@ -90,9 +90,9 @@ def notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_
     before = _snapshot(out)
     ckpts_before = set((out / "runs" / "checkpoints").glob("*")) if (out / "runs" / "checkpoints").exists() else set()
 
-    rc = runner.main(["run", "02", "03", "04", "05", "--profile", "smoke", "--out", str(tmp_path),
+    rc = runner.main(["run", "02", "03", "04", "05", "--profile", "smoke",
                       "-p", "dataset", dataset, "-p", "data_root", str(root)])
-    assert rc == 0, f"a notebook failed on {dataset}; executed copies in {tmp_path}"
+    assert rc == 0, f"a notebook failed on {dataset}; executed copies in {out / 'runs'}"
 
     after = _snapshot(out)
     changed = {k for k in after if before.get(k) != after[k]}
@@ -131,7 +131,7 @@ def notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_
     assert "NOT comparable" in table2
     own = next(results.glob(f"table0[3-6]_{dataset}_size_time.md")).read_text()
     assert "not measured" not in own
-    text02 = _cell_text(tmp_path / "02_fa_mnist.ipynb")
+    text02 = _cell_text(out / "runs" / "notebooks" / "smoke" / "02_fa_mnist.ipynb")
     if labelled:
         assert "nearest-class-mean accuracy" in text02
     else:

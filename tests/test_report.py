@@ -1,20 +1,32 @@
 """results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
 that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
 notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
-import time
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from fa_utils import appendix, claims, experiments, fid, generative, local, outputs, report, runner
+from fa_utils import appendix, claims, execution, experiments, fid, generative, local, outputs, report, runner
 from notebook_code import toy as toy_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
             "plain_recovered_fraction": 0.19}
 GOOD_BINS = {"fa": torch.tensor([0.01, 0.02, 0.015]), "plain": torch.tensor([0.2, 0.6, 0.5])}
 figure2_claims = toy_code().figure2_claims  # notebook 01's claim builder
+
+
+def parse_rows(text: str) -> list[dict[str, str]]:
+    """The report's claim rows read back from its markdown: id, section, claim, paper, ours,
+    verdict (cells as written, pipes unescaped)."""
+    out = []
+    for line in (ln for ln in text.splitlines() if ln.startswith("| `")):
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        assert len(cells) == 6, line
+        out.append(dict(zip(("id", "section", "claim", "paper", "ours", "verdict"),
+                            [cells[0].strip("`"), *cells[1:]])))
+    return out
 
 
 @pytest.fixture
@@ -129,7 +141,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     assert path == root / "results" / "REPORT.md"
     text = path.read_text()
     assert "Profile **quick**" in text and f"**{line}.**" in text
-    rows = {r["id"]: r for r in report.parse_rows(text)}
+    rows = {r["id"]: r for r in parse_rows(text)}
     written = [c for f in claims.read_claims(root / "results" / "claims") for c in f["claims"]]
     for c in written:
         row = rows[c["id"]]
@@ -161,7 +173,7 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
     claims.write_claims("01_toy_sin", "-", bad, profile="quick")  # written before the check
     with pytest.raises(claims.ClaimFailed, match="fig2.plain_partial"):
         claims.check(bad)
-    rows = {r["id"]: r for r in report.parse_rows(report.write_report("quick")[0].read_text())}
+    rows = {r["id"]: r for r in parse_rows(report.write_report("quick")[0].read_text())}
     assert rows["fig2.plain_partial"]["verdict"].startswith("does not hold (asserted): ")
     assert rows["fig2.fa_whole_domain"]["verdict"] == "holds (asserted)"
     with pytest.raises(claims.ClaimFailed, match="eq9.clamp_prevents_divergence"):
@@ -177,15 +189,14 @@ def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_
                                       for r in toy_rows)
     assert "its claims are from profile paper" in toy_rows[0].claim.why
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
-    later = time.time() + 5
-    failed = {"01_toy_sin": report.NotebookRun("failed", later, "executed copy: x.failed.ipynb")}
+    failed = {"01_toy_sin": report.NotebookRun("failed", "executed copy: x.failed.ipynb")}
     toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
     assert all(r.claim.verdict == claims.HOLDS for r in toy_rows)  # the last success's claims
     no_file = [r for r in report.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
                if r.notebook == "05_local_fa"]
     assert all(r.claim.verdict == claims.NOT_MEASURED for r in no_file)
     assert "notebook 05 failed before writing its claims (executed copy: x.failed.ipynb)" == no_file[0].claim.why
-    ran = {"02_fa_mnist": report.NotebookRun("ok", 0.0)}
+    ran = {"02_fa_mnist": report.NotebookRun("ok")}
     r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
     assert "ran but wrote no claims file" in r02[0].claim.why
     (folder / "broken.json").write_text("{}")
@@ -242,42 +253,48 @@ def test_the_runner_console_shows_cell_progress_no_kernel_warning_and_the_report
 def test_progress_labels_come_from_the_markdown_above(capsys):
     cells = [nbformat.v4.new_code_cell("a"), nbformat.v4.new_markdown_cell("\n### Figure 8: " + "x" * 50),
              nbformat.v4.new_code_cell("b")]
-    assert runner._cell_labels(cells) == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
-    p = runner._Progress("03_vfa", min_s=0.0)
+    p = execution.Progress("03_vfa", min_s=0.0)
     p.on_notebook_start(notebook=nbformat.v4.new_notebook(cells=cells))
+    assert p.labels == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
     p.on_cell_start(cell=cells[2], cell_index=2)
     p.on_cell_executed(cell=cells[2], cell_index=2)
     assert capsys.readouterr().out.startswith("  03_vfa: cell 2/2 (Figure 8: xxx")
-    km = runner._recording_kernel_manager([])()
-    assert km.transport == runner.KERNEL_TRANSPORT == "ipc"
+    p.on_cell_start(cell=cells[0], cell_index=0)
+    p.on_cell_executed(cell=cells[0], cell_index=0)
+    assert capsys.readouterr().out == "  03_vfa: cell 1/2 0 s\n"  # no markdown above: no label
+    km = execution.kernel_manager([])()
+    assert km.transport == execution.KERNEL_TRANSPORT == "ipc"
     # the sockets go to Jupyter's runtime folder, never into the repository's notebooks/
     assert outputs.repo_root() not in Path(km.ip).resolve().parents, km.ip
 
 
 @pytest.mark.parametrize("failure", ["failed", "timed out", "interrupted"])
-def test_a_failed_run_keeps_the_report_rows_and_the_readme_line(root, monkeypatch, failure):
-    from fa_utils import runner
-
+def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(root, monkeypatch,
+                                                                             failure):
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     report.write_report("quick")
-    before = report.parse_rows(report.report_path("quick").read_text())
+    before = parse_rows(report.report_path("quick").read_text())
     readme_calls = []
     monkeypatch.setattr(report, "update_readme", lambda *a, **k: readme_calls.append(a))
+    monkeypatch.setattr(runner, "reference_seconds", lambda: 1.5)
+    times = report.report_path("quick").parent / report.RUN_TIMES_NAME
 
     state = "interrupted" if failure == "interrupted" else "failed"
 
     def execute(nb, params, out_dir, timeout=None, interrupts=None):
-        copy = str(out_dir / f"{nb.stem}.{state}.ipynb")
-        if failure == "interrupted":
-            raise runner.NotebookInterrupted(nb.name, 3, 2, "", copy)
-        raise runner.NotebookFailure(nb.name, 3, 2, "CellTimeoutError" if failure == "timed out"
-                                     else "ValueError", "boom", copy)
+        copy = out_dir / f"{nb.stem}.{state}.ipynb"
+        error = {"failed": "ValueError: boom", "timed out": "CellTimeoutError: 3 s"}.get(failure, "")
+        raise execution.NotebookStopped(nb.name, state, 3, "x = 1", error, copy)
     monkeypatch.setattr(runner, "execute", execute)
-    assert runner.main(["run", "01", "--profile", "quick", "--out", str(root / "nb")]) != 0
+    assert runner.main(["reproduce", "--profile", "quick"]) != 0
     text = report.report_path("quick").read_text()
-    assert report.parse_rows(text) == before and readme_calls == []
+    assert [r for r in parse_rows(text) if r["id"].startswith("fig2.")] == [
+        r for r in before if r["id"].startswith("fig2.")] and len(before) == len(parse_rows(text))
+    assert readme_calls == [] and not times.exists()
+    assert "notebook 02 did not run (" in text  # the notebooks after it
     assert f"Notebook 01 {state} in the latest run" in text
-    assert str(root / "nb" / f"01_toy_sin.{state}.ipynb") in text
+    assert str(root / "runs" / "notebooks" / "quick" / f"01_toy_sin.{state}.ipynb") in text
     monkeypatch.setattr(runner, "execute", lambda nb, params, out_dir, *a: out_dir / nb.name)
-    assert runner.main(["reproduce", "--profile", "quick", "--out", str(root / "nb")]) == 0
+    assert runner.main(["reproduce", "--profile", "quick"]) == 0
     assert len(readme_calls) == 1  # only after a successful main job
+    assert "took **1.5 s**" in times.read_text() and "| 01_toy_sin.ipynb | 0 |" in times.read_text()

@@ -1,9 +1,10 @@
 """The headless runner: bad input fails before any work, failures name notebook and cell."""
 import re
+import shlex
 
 import pytest
 
-from fa_utils import runner
+from fa_utils import notebooks, outputs, report, runner
 from fa_utils.outputs import repo_root
 
 
@@ -23,16 +24,24 @@ def test_missing_notebook(capsys, tmp_path):
     assert "no notebook" in capsys.readouterr().err
 
 
+def coerce(name, raw, default):
+    return notebooks.parse_word(name, raw, notebooks.annotation_of(default), default)
+
+
 def test_values_take_the_type_of_the_default():
-    assert runner.coerce("dataset", "001", "mnist") == "001"  # papermill -p would give 1
-    assert runner.coerce("seed", "7", 0) == 7
-    assert runner.coerce("lr", "1e-4", 0.1) == 1e-4
-    assert runner.coerce("download", "false", True) is False
-    assert runner.coerce("sweep", "[1, 2]", [1]) == [1, 2]
-    assert runner.coerce("epochs", "3", None) == 3
-    assert runner.coerce("squash", "sigmoid", None) == "sigmoid"
+    assert coerce("dataset", "001", "mnist") == "001"  # papermill -p would give 1
+    assert coerce("seed", "7", 0) == 7
+    assert coerce("lr", "1e-4", 0.1) == 1e-4
+    assert coerce("download", "false", True) is False
+    assert coerce("sweep", "[1, 2]", [1]) == [1, 2]
+    assert coerce("epochs", "3", None) == 3
+    assert coerce("squash", "sigmoid", None) == "sigmoid"
     with pytest.raises(runner.RunnerError, match="'seed': 'x' is not an int.*-p seed 0"):
-        runner.coerce("seed", "x", 0)
+        coerce("seed", "x", 0)
+    from typing import Optional
+    assert notebooks.parse_word("n", "None", Optional[int]) is None
+    with pytest.raises(runner.RunnerError, match="'n': '2.5' is not an int or None"):
+        notebooks.parse_word("n", "2.5", Optional[int])
 
 
 def test_every_notebook_declares_its_parameters():
@@ -90,15 +99,20 @@ def test_values_are_read_as_the_config_field_they_feed(no_kernel):
 
 
 def test_every_parameter_of_every_notebook_has_a_checked_type():
-    """A parameter whose default is None must feed a config field (read from the setup
-    cell) or be listed in runner.OTHER_PARAMETERS; otherwise its values go unchecked."""
+    """A parameter whose default is None must feed a config field (of a section its setup
+    cell builds) or be listed in notebooks.OTHER_PARAMETERS; otherwise its values go unchecked."""
+    import typing
+
+    from fa_utils.config import SECTIONS
+
+    assert notebooks.config_sections(runner._find("04")) == ("vfagan",)
     for nb in runner.all_notebooks():
         declared = runner.notebook_parameters(nb)
-        feeds = runner._config_feeds(nb, declared)
+        fields = {f for s in notebooks.config_sections(nb) for f in typing.get_type_hints(SECTIONS[s])}
         for name, default in declared.items():
             if name == "profile":
                 continue
-            assert name in feeds or name in runner.OTHER_PARAMETERS or default is not None, \
+            assert name in fields or name in notebooks.OTHER_PARAMETERS or default is not None, \
                 f"{nb.name}: parameter {name!r} is not checked before a kernel starts"
 
 
@@ -111,3 +125,99 @@ def test_a_missing_dataset_fails_in_setup_with_instructions(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "02_fa_mnist.ipynb" in err and "DatasetUnavailable" in err
     assert "cifar-10-batches-py" in err
+
+
+def _git(repo, *args):
+    import subprocess
+
+    env = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "PATH": __import__("os").environ["PATH"],
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture
+def clean_repo(tmp_path, monkeypatch):
+    """A git work tree standing in for the repository (its notebooks/ links to the real
+    ones), committed, as the output root: the runner would write its figures/ and results/."""
+    import shutil
+
+    if not shutil.which("git"):
+        pytest.skip("git missing")
+    repo = tmp_path / "repo"
+    (repo / "fa_utils").mkdir(parents=True)
+    (repo / "fa_utils" / "code.py").write_text("x = 1\n")
+    (repo / "results").mkdir()
+    (repo / "results" / "table.md").write_text("old\n")
+    (repo / "notebooks").symlink_to(repo_root() / "notebooks")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "init")
+    monkeypatch.setattr(outputs, "repo_root", lambda: repo)
+    monkeypatch.delenv(outputs.OUTPUT_ROOT_ENV, raising=False)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return repo
+
+
+def test_the_committed_folders_are_written_only_from_a_clean_commit(clean_repo, monkeypatch, capsys):
+    repo = clean_repo
+    started = []
+    monkeypatch.setattr(runner, "execute", lambda nb, *a, **k: started.append(nb) or nb)
+    head = _git(repo, "rev-parse", "--short", "HEAD").strip()
+    # outputs and files outside the code do not count
+    (repo / "results" / "table.md").write_text("regenerated\n")
+    (repo / "notes.txt").write_text("scratch\n")
+    assert runner.uncommitted_changes(repo) == []
+    assert runner.main(["run", "06", "--profile", "quick"]) == 0 and len(started) == 1
+    report_md = repo / "results" / "REPORT.md"
+    assert f"| commit `{head}` |" in report_md.read_text()
+    # an untracked module or a changed tracked file does
+    (repo / "fa_utils" / "new.py").write_text("y = 2\n")
+    (repo / "fa_utils" / "code.py").write_text("x = 3\n")
+    assert runner.uncommitted_changes(repo) == ["fa_utils/code.py", "fa_utils/new.py"]
+    before = report_md.read_text()
+    assert runner.main(["run", "06", "--profile", "quick"]) == runner.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "uncommitted changes (fa_utils/code.py, fa_utils/new.py)" in err
+    assert "git stash" in err and "--allow-dirty" in err and len(started) == 1  # no kernel
+    assert report_md.read_text() == before
+    # the two ways on that the message gives, run as written by a shell
+    commands = [line.strip() for line in err.splitlines() if line.strip().startswith(runner.sys.executable)]
+    assert [c.split()[-1] for c in commands] == ["runs/elsewhere", "--allow-dirty"]
+    assert runner.main(shlex.split(commands[0])[3:]) == 0
+    elsewhere = repo.parent / "runs" / "elsewhere" / "results" / "REPORT.md"
+    assert f"`{head}` with uncommitted changes" in elsewhere.read_text()
+    assert report_md.read_text() == before
+    assert runner.main(shlex.split(commands[1])[3:]) == 0
+    assert "**WITH UNCOMMITTED CHANGES** (`--allow-dirty`" in report_md.read_text()
+    # smoke writes runs/smoke/, never the committed folders: no refusal
+    assert runner.main(["run", "06", "--profile", "smoke"]) == 0
+
+
+def test_the_main_job_writes_its_run_times_with_the_machine_and_history(clean_repo, monkeypatch,
+                                                                       capsys):
+    monkeypatch.setattr(runner, "execute", lambda nb, params, out_dir, *a: out_dir / nb.name)
+    monkeypatch.setattr(runner, "reference_seconds", lambda: 12.25)
+    path = clean_repo / "results" / "run_times.md"
+    for n in range(12):
+        assert runner.main(["reproduce", "--profile", "quick"]) == 0
+    text = path.read_text()
+    assert "took **12.2 s**" in text and f"{__import__('os').cpu_count()} CPUs" in text
+    assert "torch threads" in text and "load average" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 20")]
+    assert len(rows) == 1 + report.RUN_TIMES_HISTORY  # the last job and ten earlier ones
+    assert all("| quick |" in r and "| 12.2 |" in r and "01 0, 02 0" in r for r in rows)
+    notebooks = [ln for ln in text.split("## ")[0].splitlines() if ln.startswith("| 0")]
+    assert len(notebooks) == len(runner.all_notebooks())
+    assert "run times: " + str(path) in capsys.readouterr().out
+
+
+def test_the_reference_computation_times_fa_steps_and_leaves_the_random_state():
+    import torch
+
+    torch.manual_seed(3)
+    state = torch.random.get_rng_state()
+    one, three = runner.reference_seconds(steps=1, batch=8), runner.reference_seconds(steps=3, batch=8)
+    assert 0 < one < three and torch.equal(torch.random.get_rng_state(), state)
