@@ -50,7 +50,8 @@ class VFASettings:
     def __post_init__(self):
         for name, allowed in (("rand_side", RAND_SIDES), ("beta_schedule", BETA_SCHEDULES)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {list(allowed)}")
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
+                                 f"choose one of {list(allowed)}")
 
     @property
     def conditional(self) -> bool:
@@ -139,7 +140,8 @@ def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generato
     """Per-example KL weights (n,): ``beta`` (fixed) or U(0, beta) (Section 4)."""
     if settings.beta_schedule == "fixed":
         return torch.full((n,), float(settings.beta), device=device)
-    u = torch.rand(n, generator=generator, device=generator.device if generator is not None else device)
+    u = torch.rand(n, generator=generator,
+                   device=generator.device if generator is not None else device)
     return (settings.beta * u).to(device)
 
 
@@ -162,7 +164,8 @@ def vfa_loss(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor]
     per_example = rec + draw_betas(x.shape[0], settings, generator, device=x.device) * kl
     cls = torch.zeros_like(rec)
     if settings.conditional and settings.class_weight > 0:
-        cls = (one_hot(labels, settings.num_classes, validate=False).to(x) - out["logits"]).pow(2).sum(1)
+        target_c = one_hot(labels, settings.num_classes, validate=False).to(x)
+        cls = (target_c - out["logits"]).pow(2).sum(1)
         per_example = per_example + settings.class_weight * cls
     parts = {"rec": rec.detach(), "kl": kl.detach(), "cls": cls.detach()}
     return (per_example.mean(), parts, res.image) + ((out,) if heads else ())
@@ -335,8 +338,8 @@ def _prior_images(encoder, x, settings, latent_dim, generator):
     """FA images r of z ~ N(0, I) and uniform classes: (B, C, H, W), no graph."""
     n, gdev = x.shape[0], generator.device if generator is not None else None
     z = prior(n, latent_dim, generator).to(x.device)
-    labels = (torch.randint(settings.num_classes, (n,), generator=generator, device=gdev).to(x.device)
-              if settings.conditional else None)
+    labels = (torch.randint(settings.num_classes, (n,), generator=generator, device=gdev)
+              .to(x.device) if settings.conditional else None)
     return decode(encoder, z, x.shape[1:], settings=settings, labels=labels)
 
 
