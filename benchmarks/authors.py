@@ -25,8 +25,8 @@ the encoder trunk and Linear(4096, 1) without BatchNorm (an ``Encoder`` with one
 convolution: 192 parameters more on MNIST); and their label-conditional generator
 :class:`AuthorsGenerator`. Adam lr 1e-4, betas (0.5, 0.999), torch's default
 implementation, for all three. Checked against the authors' own MNIST script run side by
-side in one process (interleaved, 7 rounds, paired medians, two runs): this procedure took
-0.96-0.98x its time for the VFA step and 1.01x for the full batch.
+side in one process (interleaved, 7 rounds, paired medians, three runs): this procedure took
+0.95-0.98x its time for the VFA step and 1.01x for the full batch.
 """
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def report(datasets, repeats: int, device) -> list[str]:
         "Authors: `benchmarks/authors.py`, their MNIST procedure restated (B zero starts "
         "through the encoder, the unused class-head forward, the one-hot loop, two D steps "
         "with their D, which has no BatchNorm, G with a label channel, a perceptual term "
-        "computed and weighted 0); it took 0.96-0.98x (VFA step) and 1.01x (full batch) "
+        "computed and weighted 0); it took 0.95-0.98x (VFA step) and 1.01x (full batch) "
         "the time of the authors' own script, side by side in one process (paired "
         "medians). Ours: `vfa.vfa_step` (VFA step) and "
         "`vfa.vfagan_step(opt_e=...)` (joint training: the encoder step, then D and G, "
