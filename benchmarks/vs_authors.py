@@ -20,7 +20,9 @@ update; for the full batch also one G update and D's two terms):
   for each fake source: ``"reconstruction"`` (Eq. 7-8) and ``"authors"`` (D's fakes from the
   prior), with the authors' perceptual weight 0 (the same update of G; ours then skips the
   term), and once with the project's lambda = 0.01 (a different update, for scale). D
-  takes Eq. 8 as one loss and one Adam step where the authors take two (one per term); G (Table 11 at k = 3) is unconditional where the authors' has a label channel.
+  (Table 10, with BatchNorm; the authors' has none) takes Eq. 8 as one loss and one Adam
+  step where the authors take two (one per term); G (Table 11 at k = 3) is unconditional
+  where the authors' has a label channel.
 
 Also the FA step against a plain training step of the same encoder (forward, MSE of the
 latent against a target, backward, Adam): the price of the inner problem.
@@ -188,10 +190,12 @@ def report(datasets, repeats: int, device) -> list[str]:
         markdown_table(["shapes", "step", "ours", "authors (ms)", "ours (ms)", "speed-up",
                         "paired speed-up", "G and D's share of ours", "bound from G and D",
                         "goal"], rows), "",
-        "Authors: `benchmarks/authors.py`, their procedure re-implemented from its "
-        "description (B zero starts through the encoder, the unused class-head forward, "
-        "the one-hot loop, two D steps, G with a label channel, a perceptual term "
-        "computed and weighted 0). Ours: `vfa.vfa_step` (VFA step) and "
+        "Authors: `benchmarks/authors.py`, their MNIST procedure restated (B zero starts "
+        "through the encoder, the unused class-head forward, the one-hot loop, two D steps "
+        "with their D, which has no BatchNorm, G with a label channel, a perceptual term "
+        "computed and weighted 0); it took 0.95-0.98x (VFA step) and 1.01x (full batch) "
+        "the time of the authors' own script, side by side in one process (paired "
+        "medians). Ours: `vfa.vfa_step` (VFA step) and "
         "`vfa.vfagan_step(opt_e=...)` (joint training: the encoder step, then D and G, "
         "reusing the encoder step's E(x) and r_hat). Speed-up: the authors' median over "
         "ours; paired: the median of per-round ratios. G and D's share: the passes and "

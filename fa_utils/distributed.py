@@ -43,12 +43,9 @@ class DistInfo:
 
 def init_from_env(device: str = "auto", backend: Optional[str] = None,
                   timeout_s: float = 1800.0) -> DistInfo:
-    """The process group from torchrun's environment (one process without WORLD_SIZE) on
-    ``cuda:LOCAL_RANK`` (``device`` "auto" with CUDA, or "cuda") with nccl, else on the CPU
-    with gloo (over ``lo`` for a loopback MASTER_ADDR: no network needed).
-
-    Raises:
-        RuntimeError: RANK, MASTER_ADDR or MASTER_PORT missing; fewer GPUs than local ranks."""
+    """The process group of torchrun's environment (none without WORLD_SIZE): nccl on
+    ``cuda:LOCAL_RANK``, else gloo on the CPU (over ``lo`` for a loopback MASTER_ADDR).
+    Raises RuntimeError: RANK / MASTER_ADDR / MASTER_PORT missing, or too few GPUs."""
     env = os.environ
     if "WORLD_SIZE" not in env:
         return DistInfo(device=train.resolve_device(device))
@@ -102,12 +99,10 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
                         weight_clamp: Optional[float] = math.sqrt(2), sync: bool = True,
                         autocast_dtype=None, head="z", T=1, tau=1.0, r_init="zeros",
                         squash="none", **fa_kwargs) -> dict[str, float]:
-    """One FA step (Algorithm 1) on this rank's rows ``x`` (B_local, C, H, W) of a global batch
-    of B = ``global_batch`` (default B_local x world_size), ``encoder`` DDP-wrapped; returns
-    this rank's ``{"loss", "mse"}``. With r_0 = 0 and equal shards: :func:`fa_utils.fa.fa_step`.
-    Otherwise the loss is scaled by world_size x B_local / B (DDP's mean is then the global
-    batch's gradient) and r_0 is this rank's rows of the global batch's draw from
-    ``generator`` (the same on every rank): one process's result."""
+    """Algorithm 1 on this rank's rows x (B_local, C, H, W) of a global batch of
+    ``global_batch`` (default B_local x world_size), ``encoder`` DDP-wrapped: this rank's
+    ``{"loss", "mse"}``. r_0 = 0 and equal shards: :func:`fa.fa_step`; otherwise the loss is
+    scaled by world_size x B_local / B and r_0 is this rank's rows of one global draw."""
     local = x.shape[0]
     global_batch = global_batch or local * info.world_size
     scale = info.world_size * local / global_batch
@@ -137,9 +132,9 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
 
 
 def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = None, **kwargs):
-    """:func:`fa_utils.wiring.train_fa_encoder` (keyword arguments go there) data-parallel, the
-    global batch ``cfg.batch_size``: one process's encoder, data order and checkpoint, which
-    notebook 02 picks up. Rank 0 loads the data (it may download) before the others."""
+    """:func:`fa_utils.wiring.train_fa_encoder` (keyword arguments go there) data-parallel
+    with global batch ``cfg.batch_size``: one process's encoder, order and checkpoint.
+    Rank 0 loads (maybe downloads) the data first."""
     from . import experiments, wiring
     if not info.is_main:
         dist.barrier()

@@ -1,18 +1,9 @@
 """Feature alignment (Section 3.1, Eq. 1-2, Algorithm 1).
 
-Inner problem, from r_0 (the shape of x), T steps of gradient descent on
-
-    L(r) = 1/2 || z_x - E(r) ||^2      (per example, summed over latent dimensions)
-    r_t  = r_{t-1} - tau * dL/dr_{t-1}                                        (Eq. 2)
-
-Outer problem: C = || x - squash(r_T) ||^2 minimised over the encoder's parameters
-(Algorithm 1); with ``create_graph=True`` C reaches them through dL/dr (a double backward).
-The energy is a per-example sum and the batch is combined by sum, so each r_i receives its
-own gradient; the 1/2 is Appendix Eq. 11's (docs/method.md section 1).
-
-From the default r_0 = 0, shared by the batch, the first step is taken once for the
-batch (:func:`first_step`) and the rest by :func:`align`; :func:`frozen_start` keeps
-E(0) and J_E(0)^T of a trained encoder for sampling.
+Inner problem: T steps of Eq. 2 from r_0 on L(r) = 1/2 ||z_x - E(r)||^2 (per example, the
+batch summed: each r_i gets its own gradient). Outer problem: C = ||x - squash(r_T)||^2 over
+the encoder's weights, through dL/dr (a double backward). From r_0 = 0 the first step is
+taken once for the batch (:func:`first_step`). docs/method.md section 1.
 """
 from __future__ import annotations
 
@@ -36,11 +27,8 @@ SQUASHES = ("none", "sigmoid")
 
 
 def inner_energy(z_target: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
-    """L = 1/2 ||z_target - z_r||^2 per example (Eq. 1-2, the 1/2 of Appendix Eq. 11).
-
-    Shapes: (B, ...) and (B, ...) -> (B,), summed over every non-batch dimension.
-    Raises ValueError: the shapes differ.
-    """
+    """Eq. 1 per example (the 1/2 of Appendix Eq. 11): (B, ...), (B, ...) -> (B,).
+    Raises ValueError: the shapes differ."""
     if z_target.shape != z_r.shape:
         raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
                          f"E(r) {tuple(z_r.shape)}")
@@ -50,12 +38,8 @@ def inner_energy(z_target: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
 
 def init_r(shape, r_init: str = "zeros", *, generator: Optional[torch.Generator] = None,
            device=None, dtype=torch.float32, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """The start r_0 of shape ``shape``: ``"zeros"`` (the authors' code), ``"uniform"``
-    (U(low, high)) or ``"normal"`` (N(0, 1)), the paper's "random input from some
-    distribution (uniform or Gaussian)"; drawn from ``generator``.
-
-    Raises ValueError: unknown ``r_init``.
-    """
+    """r_0 of ``shape``: ``"zeros"`` (the authors' code), ``"uniform"`` U(low, high) or
+    ``"normal"`` N(0, 1) from ``generator``. Raises ValueError: unknown ``r_init``."""
     if r_init == "zeros":
         return torch.zeros(shape, device=device, dtype=dtype)
     if r_init == "uniform":
@@ -69,10 +53,8 @@ def init_r(shape, r_init: str = "zeros", *, generator: Optional[torch.Generator]
 
 
 def apply_squash(r: torch.Tensor, squash: str) -> torch.Tensor:
-    """The image read off r_T: ``"none"``: r, ``"sigmoid"``: sigmoid(r) (the authors' code).
-
-    Raises ValueError: unknown ``squash``.
-    """
+    """The image of r_T: r (``"none"``) or sigmoid(r) (the authors' code).
+    Raises ValueError: unknown ``squash``."""
     if squash == "none":
         return r
     if squash == "sigmoid":
@@ -95,17 +77,11 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
           r0: torch.Tensor, *, T: int = 1, tau: float = 1.0, create_graph: bool = True,
           squash: str = "none", track_energy: bool = False,
           track_trajectory: bool = False) -> AlignResult:
-    """T steps of Eq. 2 on L(r) = 1/2 ||z_target - encode(r)||^2 from r0 (a constant).
-
-    Shapes: z_target (B, Z), r0 (B, ...) -> :class:`AlignResult`. ``create_graph``: keep
-    the inner gradient in the graph (training, Algorithm 1); ``False`` detaches the result.
-    Recorded (detached) on request: the energies and the iterates.
-
-    Raises ValueError: T < 1, tau <= 0, unknown squash, or mismatched latent shapes.
-    Works alike inside ``torch.no_grad()`` and ``torch.inference_mode()``
-    (:func:`inner_autograd`); so do :func:`solve` and what decodes through it.
-    RuntimeError: ``create_graph=True`` inside ``torch.inference_mode()``.
-    """
+    """T steps of Eq. 2 on L(r) = 1/2 ||z_target - encode(r)||^2 from r0 (a constant):
+    z_target (B, Z), r0 (B, ...) -> :class:`AlignResult`. ``create_graph``: keep the inner
+    gradient in the graph (training); ``False`` detaches. Runs alike under ``no_grad`` and
+    ``inference_mode`` (:func:`inner_autograd`). Raises ValueError: T < 1, tau <= 0, unknown
+    squash, latent shapes; RuntimeError: ``create_graph`` inside ``inference_mode``."""
     _check_inner_args(T, tau, squash, create_graph)
     energies: list[torch.Tensor] = []
     trajectory: list[torch.Tensor] = []
@@ -130,20 +106,15 @@ def _check_inner_args(T: int, tau: float, squash: str, create_graph: bool = Fals
 
 @contextlib.contextmanager
 def inner_autograd():
-    """Autograd on inside, whatever the caller runs under (``torch.no_grad()`` or
-    ``torch.inference_mode()``): the inner optimisation's gradients are a computation of
-    their own. Tensors made under inference mode enter it through :func:`fresh`."""
+    """Autograd on inside, even under ``no_grad`` or ``inference_mode`` (tensors made under
+    inference mode enter through :func:`fresh`)."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
 
 
 def check_weights(module: nn.Module) -> None:
-    """Refuse a network whose weights were created under ``torch.inference_mode()``: the
-    inner optimisation differentiates through them, which autograd cannot do.
-
-    Raises:
-        RuntimeError: names the fix.
-    """
+    """Raises RuntimeError (naming the fix) when ``module``'s weights were created under
+    ``inference_mode``: the inner optimisation differentiates through them."""
     if any(p.is_inference() for p in module.parameters()):
         raise RuntimeError(f"the {type(module).__name__}'s weights were created under "
                            f"torch.inference_mode(), so the inner optimisation cannot take "
@@ -152,8 +123,7 @@ def check_weights(module: nn.Module) -> None:
 
 
 def fresh(t: torch.Tensor) -> torch.Tensor:
-    """``t``, or a normal copy of it when it was made under ``torch.inference_mode()``
-    (autograd cannot save such a tensor for backward)."""
+    """``t``, or a normal copy when made under ``inference_mode`` (autograd cannot save it)."""
     return t.clone() if t.is_inference() else t
 
 
@@ -228,10 +198,9 @@ def _pieces(module: nn.Module, head: Head):
 
 
 def supports(module: nn.Module, head: Head = None) -> bool:
-    """Whether :func:`first_step` applies to r -> module(r)[head]: a stack of
-    :data:`PIECEWISE_LINEAR` layers without hooks (an ``Encoder``, not a subclass with its
-    own forward nor a DDP wrapper, with Linear heads; or with ``head=None`` a layer or an
-    ``nn.Sequential``)."""
+    """Whether :func:`first_step` applies to r -> module(r)[head]: :data:`PIECEWISE_LINEAR`
+    layers without hooks (an ``Encoder`` with Linear heads, not a subclass nor DDP; or with
+    ``head=None`` a layer or an ``nn.Sequential``)."""
     return _pieces(module, head) is not None
 
 
@@ -316,9 +285,8 @@ def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
 
 
 class FrozenStart:
-    """E(r_0) (1, Z) and J_E(r_0)^T of a network as it is now (a snapshot on a copy), for
-    decoding many latents; :meth:`step` is :func:`first_step` at those weights, bit for bit.
-    Raises ValueError: as :func:`first_step`."""
+    """E(r_0) (1, Z) and J_E(r_0)^T of a network as it is now (a snapshot on a copy);
+    :meth:`step` is :func:`first_step` at those weights. Raises ValueError: as it."""
 
     def __init__(self, module: nn.Module, r0: torch.Tensor, *, head: Head = None):
         _checked_pieces(module, head, r0)
@@ -359,20 +327,13 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
           generator: Optional[torch.Generator] = None, create_graph: bool = False,
           shared_start: Optional[bool] = None, start: Optional[FrozenStart] = None,
           **kwargs) -> AlignResult:
-    """The inner problem for latents z (B, Z): T steps of Eq. 2 from :func:`init_r`'s
-    start, on E = r -> module(r)[head] (module(r) for ``head=None``); image shape ``shape``.
-
-    The first step from r_0 = 0 is the shared one (:func:`first_step`) when
-    ``shared_start`` is None and :func:`supports` holds with nothing tracked, required
-    with True, never with False (B starts). ``start``: a :class:`FrozenStart` of this E
-    whose first step is reused (no graph). Other arguments as in :func:`align`.
-
-    Raises:
-        ValueError: bad inner arguments, ``shared_start=True`` where it does not apply, or
-            a frozen start with a graph, another shape, random starts or tracking.
-        RuntimeError: ``create_graph=True`` inside ``torch.inference_mode()``, or weights
-            created there (:func:`check_weights`).
-    """
+    """The inner problem for z (B, Z): T steps of Eq. 2 from :func:`init_r` on
+    E = r -> module(r)[head], images of ``shape``. From r_0 = 0 the first step is the shared
+    one (:func:`first_step`) where :func:`supports` holds and nothing is tracked
+    (``shared_start`` None; True requires it, False never), or ``start``'s (a
+    :class:`FrozenStart`, no graph). Other arguments: :func:`align`.
+    Raises ValueError: bad arguments, shared or frozen start where it does not apply;
+    RuntimeError: as :func:`align` and :func:`check_weights`."""
     _check_inner_args(T, tau, squash, create_graph)
     check_weights(module)
     fn = head_encoder(module, head) if head is not None else module
@@ -416,10 +377,8 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z", T: int
                 generator: Optional[torch.Generator] = None,
                 create_graph: bool = False, shared_start: Optional[bool] = None,
                 inner_encoder: Optional[nn.Module] = None, **kwargs) -> AlignResult:
-    """Recover x (B, C, H, W) from its latent alone: z_x = E(x)[head], then :func:`solve`
-    (``create_graph=True``: the forward pass of Algorithm 1's loss). ``inner_encoder``
-    runs E(r) (default ``encoder``; a DDP wrapper's ``.module``: one wrapper forward per
-    step). Other keyword arguments as in :func:`solve`."""
+    """x (B, C, H, W) recovered from z_x = E(x)[head] alone by :func:`solve`;
+    ``inner_encoder`` runs E(r) (default ``encoder``; a DDP wrapper's ``.module``)."""
     encode = head_encoder(encoder, head)
     _check_inner_args(T, tau, squash, create_graph)
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
@@ -435,19 +394,16 @@ def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z
                   generator: Optional[torch.Generator] = None,
                   shared_start: Optional[bool] = None,
                   start: Optional[FrozenStart] = None, **kwargs) -> AlignResult:
-    """The image (B, C, H, W) whose latent is z (B, Z), found by the inner optimisation
-    (Figure 1, right), without a graph: :func:`solve` on E(r)[head]. ``start``: a
-    :func:`frozen_start` of this encoder and head, whose first step it reuses (with T = 1
-    a call is one product r_1 = tau J_E(0)^T (z - E(0)))."""
+    """The image (B, C, H, W) whose latent is z (B, Z) (Figure 1, right), no graph:
+    :func:`solve` on E(r)[head], reusing ``start`` (:func:`frozen_start`) if given."""
     return solve(encoder, z, tuple(shape), head=head, T=T, tau=tau,
                  r_init=r_init, squash=squash, generator=generator, create_graph=False,
                  shared_start=shared_start, start=start, **kwargs)
 
 
 def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
-    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape), on the encoder's device
-    and dtype, for :func:`decode_latent`'s ``start``. Raises ValueError: not
-    :func:`supports`."""
+    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape) on the encoder's device
+    and dtype. Raises ValueError: not :func:`supports`."""
     p = next(encoder.parameters())
     return FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
                        head=head)
@@ -462,10 +418,9 @@ def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
             tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
             generator: Optional[torch.Generator] = None, shared_start: Optional[bool] = None,
             inner_encoder: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1's loss C = ||x - squash(r_T)||^2: x (B, C, H, W) -> (C with a graph to
-    the encoder, image (B, C, H, W)). A DDP encoder runs E(x) through the wrapper and the
-    inner problem on its ``.module`` (one wrapper forward per step) unless ``inner_encoder``
-    says otherwise; the inner gradient's double backward then stays outside the wrapper."""
+    """Algorithm 1's C = ||x - squash(r_T)||^2: x (B, C, H, W) -> (C with a graph, image).
+    A DDP encoder runs E(x) through the wrapper and E(r) on its ``.module``
+    (docs/choices.md section 8)."""
     if inner_encoder is None and isinstance(encoder, nn.parallel.DistributedDataParallel):
         inner_encoder = encoder.module
     result = reconstruct(encoder, x, head=head, T=T, tau=tau, r_init=r_init, squash=squash,
@@ -476,8 +431,8 @@ def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
 
 def _step_values(loss: torch.Tensor, numel: int, sync: bool,
                  extra: Optional[torch.Tensor] = None):
-    """``{"loss": C, "mse": C / numel}`` as floats from one sync (with ``extra``, a 1-d
-    tensor read in the same sync: (values, its floats)), or 0-d tensors with no sync."""
+    """``{"loss", "mse"}`` as floats from one sync (and ``extra``'s floats in it), or 0-d
+    tensors without ``sync``."""
     loss = loss.detach()
     values = {"loss": loss, "mse": loss / numel}
     if not sync:
@@ -494,20 +449,12 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
             generator: Optional[torch.Generator] = None, weight_clamp: Optional[float] = math.sqrt(2),
             sync: bool = True, autocast_dtype: Optional[torch.dtype] = None,
             **fa_kwargs) -> dict[str, float]:
-    """One step of Algorithm 1 on x (B, C, H, W) in [0, 1]: the loss (:func:`fa_loss`,
-    keyword arguments go there), its double backward, the optimiser, the Eq. 9 clamp to
-    [-weight_clamp, weight_clamp] (None: no clamp).
-
-    Returns ``{"loss": C, "mse": C / (C*H*W)}``: floats from one device sync taken before
-    the update, which also checks x (:func:`fa_utils.train.check_batch`) and refuses a
-    non-finite loss (agreed over the ranks under DDP); with ``sync=False`` 0-d tensors,
-    no sync and no checks. ``autocast_dtype``: the loss under ``torch.autocast`` (off:
-    fp32, docs/choices.md section 13).
-
-    Raises:
-        ValueError: bad images. fa_utils.train.NonFiniteLossError: a NaN or infinite loss
-            (the weights unchanged).
-    """
+    """One step of Algorithm 1 on x (B, C, H, W) in [0, 1]: :func:`fa_loss` (keyword
+    arguments go there), double backward, optimiser, Eq. 9 clamp (None: none).
+    Returns ``{"loss": C, "mse": C / (C*H*W)}`` as floats from one sync before the update
+    (x checked, a non-finite loss refused, over the ranks under DDP); ``sync=False``: 0-d
+    tensors, no checks. ``autocast_dtype``: the loss under autocast (docs/choices.md 13).
+    Raises ValueError: bad images; NonFiniteLossError: the weights stay unchanged."""
     from .train import check_batch, check_batch_range, refuse_non_finite
 
     bounds = check_batch(x, encoder, deferred=True) if sync else None

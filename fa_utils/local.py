@@ -1,40 +1,15 @@
 """Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16) and the memory it saves.
 
-The network (:class:`LocalFANet`) has each dataset's encoder shape (Tables 7-9): the conv
-pairs, ``Linear(hidden)`` and ``Linear(Z)``, with arcsinh instead of LeakyReLU after every
-layer but the last (``Linear(Z)`` has no activation, as in the tables). Each layer is a
-:class:`LocalBlock`: a linear operator ``op`` (Conv2d, or Flatten + Linear) followed by an
-optional arcsinh.
+Each layer l of :class:`LocalFANet` (the encoder shape of Tables 7-9, arcsinh activations) is
+a :class:`LocalBlock` trained alone (Algorithm 2) on its detached input x_l:
 
-Training (Algorithm 2), for every layer l of one batch, from the first to the last:
+    a_l     = op_l(x_l)                                  (the target, with its graph)
+    r_hat_l = r_0 - tau d/dr 1/2 ||a_l - op_l(r)||^2     (T steps, :func:`fa.align`)
+    C_l     = ||x_l - r_hat_l||^2,   x_{l+1} = arcsinh(a_l).detach()
 
-    x_l      = the layer's input, detached from the layers below
-    a_l      = op_l(x_l)                                   (the target, with its graph)
-    r_hat_l  = r_0 - tau * d/dr 1/2 ||a_l - op_l(r)||^2     (T steps, :func:`fa.align`)
-    C_l      = ||x_l - r_hat_l||^2                          -> Adam on theta_l only
-    x_{l+1}  = arcsinh(a_l).detach()                        (Algorithm 2, line 14)
-
-Reconstruction (Algorithm 3), from the latent down: h = z; for each layer from the last,
-a = sinh(h) where the layer has an arcsinh, then T inner steps of the same problem on
-``op_l`` give the estimate of x_l.
-
-Ambiguity (documented choice, ``align_activation``): Algorithm 3 inverts the non-linearity
-analytically ("if layer = non-linear function f then r = f^-1(r)"), which is consistent
-only if the inner problem is posed on the linear operator. Our default therefore aligns
-``op_l`` (``align_activation=False``) and applies sinh at reconstruction. The other
-consistent reading (``align_activation=True``) poses the inner problem on arcsinh(op_l(.))
-in training *and* in reconstruction and then applies no sinh (applying both would invert
-the arcsinh twice). With the default, r_0 = 0 and one step, r_hat_l = W_l^T W_l x_l: each
-layer is a tied-weight linear autoencoder and the bias cancels out of the inner step (its
-gradient is zero up to rounding), so the default network has no biases (see
-:class:`LocalFANet`).
-
-Memory (the paper's claim, never measured there): :class:`fa_utils.metrics.SavedTensorMeter`
-counts the bytes autograd saves for backward through
-``torch.autograd.graph.saved_tensors_hooks`` (works on a CPU); :func:`measure_step_memory`
-runs one global FA step (:func:`fa_utils.fa.fa_step` on
-:func:`fa_utils.models.make_encoder`) or one local FA step under it, plus
-``torch.cuda.max_memory_allocated`` (:class:`fa_utils.metrics.CudaPeak`) when a GPU is used.
+Reconstruction (Algorithm 3) goes down from z: sinh, then the inner problem on op_l. The
+``align_activation`` reading and the memory measurement (bytes saved for backward,
+:class:`fa_utils.metrics.SavedTensorMeter`): docs/method.md section 5.
 """
 from __future__ import annotations
 
