@@ -21,6 +21,11 @@ Then, on the 2-D latent pad: a click moves the point; a drag (mouse down, moves 
 the button held, up) moves it along with every step before the button is released (a native
 drag of the pad's <img> used to swallow the mouse events: ``pad_after_drag.png``). Last, no
 control's description is cut off ("one-hot v...", "layers inv..." before).
+
+Under load (parallel tests) every wait is on the page's state, not a fixed time (one grace
+second after the drag's release, to see that the point stays); a key press that the slider
+never took, or a press that never reached the pad's <img> (events counted in the page), is
+tried again, up to three times.
 """
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ TOKEN = "fa-browser-test"
 INSTALL_HINT = ("install it with `apt-get install chromium` (Debian/Ubuntu; .ci/run does this "
                 "as root) or set FA_CHROMIUM=/path/to/chromium; never `playwright install`")
 STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"  # tracebacks too
+KEY_WAIT_MS = 5_000        # a key press moves a slider's handle in the page itself, no kernel
 
 
 def find_chromium() -> tuple[str | None, list[str]]:
@@ -74,6 +80,18 @@ def find_chromium() -> tuple[str | None, list[str]]:
 
 def _stderr_text(page) -> str:
     return "\n".join(e.inner_text() for e in page.locator(STDERR).all())[-3000:]
+
+
+def _became(page, sel: str, attr: str, old: str, ms: int) -> bool:
+    """Whether ``sel``'s attribute ``attr`` differs from ``old`` within ``ms`` (queried afresh)."""
+    try:
+        page.wait_for_function("([sel, attr, old]) => { const e = document.querySelector(sel);"
+                               " return e && e.getAttribute(attr) !== old; }", arg=[sel, attr, old], timeout=ms)
+        return True
+    except Exception as exc:  # playwright's TimeoutError
+        if "Timeout" not in type(exc).__name__:
+            raise
+        return False
 
 
 def _free_port() -> int:
@@ -268,12 +286,22 @@ def test_explorer_slider_changes_image_in_jupyterlab(capsys):
                 explorer.screenshot(path=SHOTS / "explorer_before.png")
 
                 handle = explorer.locator(".fa-control-step .noUi-handle").first
-                now = float(handle.get_attribute("aria-valuenow"))
+                now_attr = handle.get_attribute("aria-valuenow")
+                now = float(now_attr)
                 top = float(handle.get_attribute("aria-valuemax"))
                 key = "ArrowRight" if now < top else "ArrowLeft"
-                handle.focus()
-                page.keyboard.press(key)
-                say(f"step slider {now:g} of {top:g}: pressed {key}; status was {old_status!r}")
+                for attempt in range(1, 4):
+                    handle.focus()
+                    page.keyboard.press(key)
+                    say(f"step slider {now:g} of {top:g}: pressed {key} (try {attempt}); status was "
+                        f"{old_status!r}")
+                    # The page moves the handle at once (no kernel): only a press that it never
+                    # took (the focus went elsewhere, e.g. to the notebook) is tried again.
+                    if _became(page, ".jp-OutputArea-output .fa-explorer-inner .fa-control-step .noUi-handle",
+                               "aria-valuenow", now_attr, KEY_WAIT_MS):
+                        break
+                else:
+                    pytest.fail(f"the step slider ignored {key} three times (focus lost?)")
 
                 # Query the DOM afresh on every poll: an element taken earlier may be replaced.
                 sel = ".jp-OutputArea-output .fa-explorer-inner img.fa-explorer-image"
@@ -321,7 +349,8 @@ def test_explorer_slider_changes_image_in_jupyterlab(capsys):
 
                 # A drag: press, move in 8 steps with the button held, release. Each step must
                 # move the point (status "z = (z_1, z_2)") before the release: a click alone
-                # moves it only on release, and a native drag of the <img> sends no moves.
+                # moves it only on release, and a native drag of the <img> sends no moves. Each
+                # step is awaited (its point on the status line) before the next; no fixed sleeps.
                 status_sel = root + " .fa-explorer-status"
 
                 def pad_z(text: str) -> tuple[float, float]:
@@ -338,37 +367,46 @@ def test_explorer_slider_changes_image_in_jupyterlab(capsys):
                         arg=[status_sel, old])
                     return pad_explorer.locator(".fa-explorer-status").text_content()
 
-                box = pad.bounding_box()
-                start, end = (0.3, 0.3), (0.8, 0.6)
-                at = lambda f: (box["x"] + f[0] * box["width"], box["y"] + f[1] * box["height"])
+                # The mouse events that reach the pad's <img> are counted in the page: a press
+                # that never arrived there (the page moved under the mouse) provably did not
+                # reach the widget, and only then is the drag started again.
+                pad.evaluate("""el => { window.faPad = {mousedown: 0, mousemove: 0, click: 0};
+                    for (const k of Object.keys(window.faPad)) el.addEventListener(k, e => {
+                        if (k !== 'mousemove' || e.buttons & 1) window.faPad[k]++; }, true); }""")
+                n_steps, start, end = 8, (0.3, 0.3), (0.8, 0.6)
                 text = pad_explorer.locator(".fa-explorer-status").text_content()
-                page.mouse.move(*at(start))
-                page.mouse.down()
+                for attempt in range(1, 4):
+                    pad.scroll_into_view_if_needed()
+                    box = pad.bounding_box()
+                    at = lambda f: (box["x"] + f[0] * box["width"], box["y"] + f[1] * box["height"])
+                    page.evaluate("() => { for (const k in window.faPad) window.faPad[k] = 0; }")
+                    page.mouse.move(*at(start))
+                    page.mouse.down()
+                    if page.evaluate("() => window.faPad.mousedown") > 0:
+                        break
+                    page.mouse.up()
+                    say(f"drag try {attempt}: the press did not reach the pad; pressing again")
+                else:
+                    pytest.fail("three presses on the pad never reached its <img>")
                 text = wait_status_change(text)  # the press moves the point
                 seen = [pad_z(text)]
-                n_steps = 8
                 for i in range(1, n_steps + 1):
-                    f = (start[0] + (end[0] - start[0]) * i / n_steps,
-                         start[1] + (end[1] - start[1]) * i / n_steps)
-                    page.mouse.move(*at(f))
+                    page.mouse.move(*at((start[0] + (end[0] - start[0]) * i / n_steps,
+                                         start[1] + (end[1] - start[1]) * i / n_steps)))
                     text = wait_status_change(text)
                     seen.append(pad_z(text))
-                # Moves are throttled: the status seen after the last move may be an
-                # earlier move's, with the last one still on its way. Let it settle.
-                for _ in range(50):
-                    page.wait_for_timeout(200)
-                    now_text = pad_explorer.locator(".fa-explorer-status").text_content()
-                    if pad_z(now_text) == pad_z(text):
-                        break
-                    text = now_text
-                    seen[-1] = pad_z(text)
+                reached = page.evaluate("() => ({...window.faPad})")
                 page.mouse.up()
-                say(f"pad dragged in {n_steps} steps: z went {seen[0]} -> {seen[-1]} through "
-                    f"{len(set(seen))} points")
+                say(f"pad dragged in {n_steps} steps (try {attempt}): z went {seen[0]} -> {seen[-1]} "
+                    f"through {len(set(seen))} points; events on the pad {reached}")
+                assert reached["mousemove"] >= n_steps, f"moves that reached the pad: {reached}"
                 z1s, z2s = zip(*seen)
                 assert all(a < b for a, b in zip(z1s, z1s[1:])), f"z_1 did not follow the drag: {z1s}"
                 assert all(a > b for a, b in zip(z2s, z2s[1:])), f"z_2 did not follow the drag: {z2s}"
-                page.wait_for_timeout(300)  # the click that ends the drag: same point, no change
+                # The click that ends the drag reaches the pad and leaves the point where it is
+                # (a second to let the kernel act on it: a wrong move would show by then).
+                page.wait_for_function("() => window.faPad.click > 0")
+                page.wait_for_timeout(1000)
                 assert pad_z(pad_explorer.locator(".fa-explorer-status").text_content()) == seen[-1]
                 readout = pad_explorer.locator(".fa-control-x .widget-readout").text_content().strip()
                 decimals = len(readout.partition(".")[2])
