@@ -17,13 +17,17 @@ from typing import Any, Callable, Optional, Sequence
 import ipywidgets as w
 import numpy as np
 import torch
+from ipyevents import Event
 from matplotlib import colormaps
 from matplotlib.artist import setp
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
+from PIL import Image, ImageDraw
 from torch import nn
 
-from . import fa, plotting
+from . import fa, local, plotting, vfa
 from .data import DATASETS
 from .metrics import Stopwatch, one_thread
 
@@ -64,12 +68,12 @@ def check_onehot_value(value, max_value: float = MAX_ONEHOT_VALUE) -> float:
 def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
     """Display the widget (``interactive``; None: unless :func:`headless`) or one static PNG
     of the default state. Raises TypeError: not an :class:`Explorer`, or a bad ``interactive``."""
-    from IPython.display import Image, display
+    from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
     if check_interactive(interactive) is None:
         interactive = not headless()
-    display(explorer.widget if interactive else Image(data=figure_png(explorer.figure())))
+    display.display(explorer.widget if interactive else display.Image(data=figure_png(explorer.figure())))
     if not interactive:
         print(f"[static figure: {explorer.kind} explorer in its default state; open the "
               f"notebook in JupyterLab for the widgets]")
@@ -240,7 +244,6 @@ def fa_encoder_fn(encoder: nn.Module, head: str = "z") -> Encode:
 def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
     """(encode, decode) of a VFA encoder: x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`)
     and that target -> image (:func:`fa_utils.vfa.decode_full`, E(0) and its Jacobian built once)."""
-    from . import vfa
     start = vfa.frozen_start(encoder, tuple(shape), settings) if settings.r_init == "zeros" else None
     return (lambda x: vfa.latent_of(encoder, x.to(_device(encoder)), settings),
             lambda t: vfa.decode_full(encoder, t.to(_device(encoder)), tuple(shape), settings, start=start))
@@ -408,7 +411,6 @@ class LatentPad(Explorer):
         """The scatter as a pad_pixels-square PIL image; the axes fill it (one linear map from
         pixel to latent), so ticks, values and z_1, z_2 are drawn inside its empty margin."""
         if self._background is None:
-            from PIL import Image
             fig = Figure(figsize=(self.pad_pixels / 100,) * 2, dpi=100)
             ax = fig.add_axes((0, 0, 1, 1))
             self._scatter(ax)
@@ -484,8 +486,6 @@ class LatentPad(Explorer):
             self.click(*at)
 
     def views(self) -> list:
-        from ipyevents import Event
-        from matplotlib.colors import to_hex
         px = f"{self.pad_pixels}px"
         self._pad = _tag(w.Image(format="png", layout=w.Layout(width=px, height=px, border=(
             f"{self.PAD_BORDER}px solid #999"))), "fa-explorer-pad")
@@ -513,7 +513,6 @@ class LatentPad(Explorer):
         return f"z = ({self.value('x'):.{self.decimals}f}, {self.value('y'):.{self.decimals}f})"
 
     def draw(self, fig: Figure) -> str:  # the static figure: scatter, legend, point, image
-        from matplotlib.lines import Line2D
         a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
         self._scatter(a)
         a.plot([self.value("x")], [self.value("y")], "k+", ms=14, mew=2)
@@ -530,7 +529,6 @@ class LatentPad(Explorer):
         return self._where()
 
     def refresh(self) -> str:
-        from PIL import Image, ImageDraw
         pad = self.background().copy()
         px, py = self.latent_to_pixel(self.value("x"), self.value("y"))
         for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # the crosshair
@@ -627,7 +625,6 @@ class ConditionalSampling(Explorer):
 
     def samples(self) -> torch.Tensor:
         """(n, C, H, W): :func:`fa_utils.vfa.sample` of the class at the one-hot value."""
-        from . import vfa
         device = _device(self.encoder)
         g = torch.Generator(device=device).manual_seed(int(self.value("seed")))
         labels = torch.full((self.n,), int(self.value("label")), dtype=torch.long, device=device)
@@ -715,7 +712,6 @@ class LocalLayers(Explorer):
         """(true x_0..x_L, estimates r_0..r_L with r_L = x_L = z), one image, on the CPU."""
         i = self.value("image")
         if i not in self._cache:
-            from . import local
             device = _device(self.net)
             feats = self.net.features(self.images[i:i + 1].to(device))
             g = torch.Generator(device=device).manual_seed(self.seed)
