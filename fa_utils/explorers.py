@@ -502,20 +502,22 @@ class LatentPad(Explorer):
                                    f'{rows}</div>'), "fa-explorer-legend")
         return [self._pad, self._legend, self._image]
 
-    def point(self) -> torch.Tensor:
-        return torch.tensor([[self.value("x"), self.value("y")]], dtype=torch.float32)
+    def point(self, z: Optional[tuple[float, float]] = None) -> torch.Tensor:
+        """(1, 2) the point ``z`` (default: the sliders')."""
+        return torch.tensor([z or (self.value("x"), self.value("y"))], dtype=torch.float32)
 
-    def decoded(self) -> torch.Tensor:
-        """(1, C, H, W) the image decoded from the point, in [0, 1]."""
-        return self.decode(self.point()).detach().float().cpu().clamp(0, 1)
+    def decoded(self, z: Optional[tuple[float, float]] = None) -> torch.Tensor:
+        """(1, C, H, W) the image decoded from the point ``z`` (default: the sliders'), in [0, 1]."""
+        return self.decode(self.point(z)).detach().float().cpu().clamp(0, 1)
 
-    def _where(self) -> str:
-        return f"z = ({self.value('x'):.{self.decimals}f}, {self.value('y'):.{self.decimals}f})"
+    def _where(self, z: tuple[float, float]) -> str:
+        return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"
 
     def draw(self, fig: Figure) -> str:  # the static figure: scatter, legend, point, image
+        z = (self.value("x"), self.value("y"))
         a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
         self._scatter(a)
-        a.plot([self.value("x")], [self.value("y")], "k+", ms=14, mew=2)
+        a.plot([z[0]], [z[1]], "k+", ms=14, mew=2)
         a.set_title("2-neuron latent (click/drag in JupyterLab)", fontsize=8)
         a.set_xlabel("z_1", fontsize=8, labelpad=1)
         a.set_ylabel("z_2", fontsize=8, labelpad=1)
@@ -525,19 +527,21 @@ class LatentPad(Explorer):
             leg.legend(handles=[Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
                                 for nm, c in zip(self.class_names, self.class_colours())],
                        loc="center", fontsize=7, frameon=False, handletextpad=0.2, borderaxespad=0)
-        _imshow(b, self.decoded(), "decoded")
-        return self._where()
+        _imshow(b, self.decoded(z), "decoded")
+        return self._where(z)
 
     def refresh(self) -> str:
-        pad = self.background().copy()
-        px, py = self.latent_to_pixel(self.value("x"), self.value("y"))
+        # The point is read once: the sliders' snapped echo can arrive while this draws (seen
+        # with ipykernel 7.4), and the status must name the drawn point.
+        z, pad = (self.value("x"), self.value("y")), self.background().copy()
+        px, py = self.latent_to_pixel(*z)
         for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # the crosshair
             ImageDraw.Draw(pad).line(line, fill=(0, 0, 0), width=3)
         self._pad.value = figure_png(pad)
-        arr = (self.decoded()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        arr = (self.decoded(z)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
         self._image.value = figure_png(img.resize((self.pad_pixels,) * 2, Image.NEAREST))
-        return self._where()
+        return self._where(z)
 
 
 class LatentSliders(Explorer):
