@@ -1,13 +1,8 @@
-"""JupyterLab explorers (ipywidgets); one static figure of the default state when headless.
+"""JupyterLab explorers (ipywidgets) of the method; one static figure each when headless.
 
-Each is controls (CSS class ``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status
-line (``fa-explorer-status``) in a ``VBox`` (``fa-explorer``, ``fa-explorer-<kind>``):
-:class:`InnerOptimisation` (Eq. 1-2: r_0 ... r_T and the energy), :class:`LatentPad` (Fig. 6a:
-click or drag on a 2-neuron latent), :class:`LatentSliders` (principal axes of a latent),
-:class:`ConditionalSampling` (Fig. 6b, 8: class and one-hot value), :class:`Interpolation`
-(Fig. 8), :class:`LocalLayers` (Alg. 3 layer by layer). :func:`show` never waits for input:
-headless (papermill, nbval: ``FA_HEADLESS=1``) it draws a static figure. Every redraw runs on
-one CPU thread, timed in ``last_seconds`` and on the status line.
+An explorer is a ``VBox`` (classes ``fa-explorer``, ``fa-explorer-<kind>``) of controls
+(``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status line
+(``fa-explorer-status``). Every redraw runs on one CPU thread, timed in ``last_seconds``.
 """
 from __future__ import annotations
 
@@ -19,22 +14,27 @@ import textwrap
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
+import ipywidgets as w
 import numpy as np
 import torch
+from ipyevents import Event
+from matplotlib import colormaps
 from matplotlib.artist import setp
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
+from PIL import Image, ImageDraw
 from torch import nn
 
-from . import fa, plotting
+from . import fa, local, plotting, vfa
 from .data import DATASETS
 from .metrics import Stopwatch, one_thread
 
 HEADLESS_ENV = "FA_HEADLESS"  # 1: static figures (set by the runner and the tests)
 MAX_ONEHOT_VALUE = 12.0       # the end of the conditional sampler's one-hot slider
-Decode = Callable[[torch.Tensor], torch.Tensor]   # (B, Z) -> (B, C, H, W)
-Encode = Callable[[torch.Tensor], torch.Tensor]   # (B, C, H, W) -> (B, Z)
-#: class names per labelled dataset, for the legends and class menus
+Decode = Callable[[torch.Tensor], torch.Tensor]  # (B, Z) -> (B, C, H, W)
+Encode = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) -> (B, Z)
 CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info.class_names}
 
 
@@ -44,8 +44,7 @@ def headless() -> bool:
     if flag in ("1", "true", "yes", "0", "false", "no"):
         return flag in ("1", "true", "yes")
     from IPython import get_ipython
-    shell = get_ipython()
-    return shell is None or type(shell).__name__ != "ZMQInteractiveShell"
+    return type(get_ipython()).__name__ != "ZMQInteractiveShell"
 
 
 def check_interactive(interactive) -> Optional[bool]:
@@ -57,8 +56,7 @@ def check_interactive(interactive) -> Optional[bool]:
 
 
 def check_onehot_value(value, max_value: float = MAX_ONEHOT_VALUE) -> float:
-    """A notebook's ``onehot_value`` (the sampler's opening one-hot value) in 0..max_value.
-    Raises TypeError (not a number), ValueError (outside)."""
+    """The sampler's opening one-hot value, in 0..max_value. Raises TypeError, ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"onehot_value must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= value <= max_value:
@@ -70,15 +68,13 @@ def check_onehot_value(value, max_value: float = MAX_ONEHOT_VALUE) -> float:
 def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
     """Display the widget (``interactive``; None: unless :func:`headless`) or one static PNG
     of the default state. Raises TypeError: not an :class:`Explorer`, or a bad ``interactive``."""
-    from IPython.display import Image, display
+    from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
     if check_interactive(interactive) is None:
         interactive = not headless()
-    if interactive:
-        display(explorer.widget)
-    else:
-        display(Image(data=figure_png(explorer.figure())))
+    display.display(explorer.widget if interactive else display.Image(data=figure_png(explorer.figure())))
+    if not interactive:
         print(f"[static figure: {explorer.kind} explorer in its default state; open the "
               f"notebook in JupyterLab for the widgets]")
 
@@ -90,12 +86,8 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def _display_images(images: torch.Tensor) -> torch.Tensor:
-    return images.detach().float().cpu().clamp(0, 1)
-
-
 def _imshow(ax, images: torch.Tensor, title: str = "", nrow: int = 8) -> None:
-    plotting.show_images(ax, _display_images(images), nrow=nrow)
+    plotting.show_images(ax, images, nrow=nrow)
     ax.set_title(title, fontsize=9)
 
 
@@ -114,9 +106,15 @@ def _labels_or_none(labels):  # unlabeled data (CelebA, STL-10) has labels -1
     return None if labels is None or not bool((torch.as_tensor(labels) >= 0).any()) else labels
 
 
+def _tag(widget, *classes: str):
+    for c in classes:
+        widget.add_class(c)
+    return widget
+
+
 class Explorer:
-    """Controls, a picture, a status line. Subclasses add controls (:meth:`control`), implement
-    :meth:`draw` (draw on a figure, return the status). ``renders`` counts the redraws."""
+    """Controls, a picture, a status line. Subclasses add controls (:meth:`control`) and
+    implement :meth:`draw` (draw on a figure, return the status). ``renders`` counts redraws."""
 
     kind, figsize = "base", (9.0, 3.0)
     #: fixed subplot margins, inches, not a layout engine (docs/choices.md section 11)
@@ -129,33 +127,30 @@ class Explorer:
         self._hold = False
 
     def control(self, name: str, widget, observe: bool = True):
-        """Register a control: class ``fa-control-<name>``, its description in full; a change redraws."""
-        widget.add_class(f"fa-control-{name}")
+        """Register ``widget`` as control ``name``, its description in full; unless ``observe``
+        is False a change of its value redraws. Returns the widget."""
         if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
             widget.style.description_width = "initial"
         if observe:
             widget.observe(self._on_change, names="value")
-        self.controls[name] = widget
+        self.controls[name] = _tag(widget, f"fa-control-{name}")
         return widget
 
-    def extra_views(self) -> list:
-        return []
+    def views(self) -> list:
+        """The pictures between the controls and the status line."""
+        return [self._image]
 
     @property
     def widget(self):
         """The ``VBox`` (controls, picture(s), status); built and drawn on first access."""
         if self._widget is None:
-            import ipywidgets as w
-            self._image = w.Image(format="png", layout=w.Layout(width=f"{int(self.figsize[0] * 80)}px"))
-            self._image.add_class("fa-explorer-image")
-            self._status = w.HTML()  # not a Label: a Label cuts a long status with "..."
-            self._status.add_class("fa-explorer-status")
-            controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
-            views = self.extra_views()
-            self._widget = w.VBox([controls, w.HBox(views + [self._image]) if views else self._image,
-                                   self._status])
-            self._widget.add_class("fa-explorer")
-            self._widget.add_class(f"fa-explorer-{self.kind}")
+            width = f"{int(self.figsize[0] * 80)}px"
+            self._image = _tag(w.Image(format="png", layout=w.Layout(width=width)), "fa-explorer-image")
+            self._status = _tag(w.HTML(), "fa-explorer-status")  # a Label cuts a long status
+            views, controls = self.views(), list(self.controls.values())
+            self._widget = _tag(w.VBox([w.HBox(controls, layout=w.Layout(flex_flow="row wrap")),
+                                        w.HBox(views) if len(views) > 1 else views[0], self._status]),
+                                "fa-explorer", f"fa-explorer-{self.kind}")
             self.update()
         return self._widget
 
@@ -195,12 +190,12 @@ class Explorer:
             fig = self._new_figure(title_room=0.35)
             lines = textwrap.wrap(self.draw(fig), width=max(int(self.figsize[0] * 13), 40))
             if len(lines) > 1:
-                fig = self._new_figure(title_room=0.35 + 0.16 * (len(lines) - 1))
-                self.draw(fig)
+                self.draw(fig := self._new_figure(title_room=0.35 + 0.16 * (len(lines) - 1)))
         fig.suptitle("\n".join(lines), fontsize=9, y=0.99, va="top")
         return fig
 
-    def refresh(self) -> str:  # redraw the widget's picture(s), return the status
+    def refresh(self) -> str:
+        """Redraw the widget's picture(s); returns the status."""
         fig = self._new_figure()
         status = self.draw(fig)
         self._image.value = figure_png(fig)
@@ -215,20 +210,22 @@ class Explorer:
                 self.error = None
             except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
                 status = self.error = f"error: {type(exc).__name__}: {exc}"
-        self.renders += 1
-        self.last_seconds = sw.seconds
+        self.renders, self.last_seconds = self.renders + 1, sw.seconds
         if self._status is not None:
-            head, warn, tail = (f"{status}  |  render {self.renders}, "
-                                f"{1e3 * self.last_seconds:.0f} ms").partition("WARNING")
+            head, warn, tail = f"{status}  |  render {self.renders}, {1e3 * sw.seconds:.0f} ms".partition("WARNING")
             self._status.value = html.escape(head) + (
                 f'<span style="color:#c00000">{html.escape(warn + tail)}</span>' if warn else "")
+
+    def _player(self, slider, interval: int) -> None:
+        """A ``play`` control that animates ``slider`` (linked in the browser)."""
+        play = w.Play(value=slider.value, min=slider.min, max=slider.max, interval=interval)
+        w.jslink((self.control("play", play, observe=False), "value"), (slider, "value"))
 
 
 def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
                r_init: str = "zeros", squash: str = "none", seed: int = 0) -> Decode:
-    """z (B, Z) -> the image the inner optimisation finds for it (Algorithm 1 from the latent,
-    :func:`fa_utils.fa.decode_latent`); from r_0 = 0 with E(0) and its Jacobian built once,
-    so the encoder must not change while the decoder is used."""
+    """z (B, Z) -> the image the inner optimisation finds for it (:func:`fa_utils.fa.decode_latent`);
+    from r_0 = 0, E(0) and its Jacobian are built once: the encoder must not change meanwhile."""
     frozen = r_init == "zeros" and fa.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
 
@@ -241,16 +238,12 @@ def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: f
 
 def fa_encoder_fn(encoder: nn.Module, head: str = "z") -> Encode:
     """x (B, C, H, W) -> E(x)[head] (B, Z), no graph."""
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return encoder(x.to(_device(encoder)))[head]
-    return encode
+    return torch.no_grad()(lambda x: encoder(x.to(_device(encoder)))[head])
 
 
 def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
     """(encode, decode) of a VFA encoder: x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`)
     and that target -> image (:func:`fa_utils.vfa.decode_full`, E(0) and its Jacobian built once)."""
-    from . import vfa
     start = vfa.frozen_start(encoder, tuple(shape), settings) if settings.r_init == "zeros" else None
     return (lambda x: vfa.latent_of(encoder, x.to(_device(encoder)), settings),
             lambda t: vfa.decode_full(encoder, t.to(_device(encoder)), tuple(shape), settings, start=start))
@@ -271,10 +264,10 @@ class _ShortFormatter(Formatter):
 
 
 class InnerOptimisation(Explorer):
-    """r_0, ..., r_T of Eq. 2 moving towards an image's latent: controls ``image``, ``T``,
-    ``tau``, ``r_init``, ``step`` (``play`` animates it). The trajectory is computed once per
-    (image, T, tau, r_init). ``encoder``: returns a dict with ``head``; ``images``:
-    (N, C, H, W) in [0, 1]; ``squash`` applied to the shown iterate, as in training."""
+    """r_0 ... r_T of Eq. 2 moving towards an image's latent, and the energy (Eq. 1): controls
+    ``image``, ``T``, ``tau``, ``r_init``, ``step`` (``play`` animates it). ``encoder`` returns a
+    dict holding ``head``; ``images`` (N, C, H, W) in [0, 1]; ``squash`` as in training.
+    Raises ValueError: T outside 1..max_T, an unknown squash."""
 
     kind, figsize = "inner", (10.0, 2.8)
     bottom_in, wspace = 0.5, 0.4
@@ -286,9 +279,8 @@ class InnerOptimisation(Explorer):
                  tau: float = 1.0, r_init: str = "zeros", squash: str = "none", seed: int = 0,
                  max_T: int = 20, n_images: int = 50):
         super().__init__()
-        import ipywidgets as w
         self.encoder, self.head, self.squash, self.seed = encoder, head, squash, seed
-        self.images = _check_images(images, n_images)
+        self.images, self._cache = _check_images(images, n_images), {}
         fa.apply_squash(torch.zeros(0), squash)  # raises on an unknown squash
         if not 1 <= T <= max_T:
             raise ValueError(f"T must be in 1..{max_T}, got {T}")
@@ -297,10 +289,7 @@ class InnerOptimisation(Explorer):
             self._on_T, names="value")  # moves the step slider first, then redraws once
         self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05, description="tau"))
         self.control("r_init", w.Dropdown(options=list(fa.R_INITS), value=r_init, description="r_0"))
-        self.control("step", w.IntSlider(T, 0, T, description="step"))
-        play = self.control("play", w.Play(value=T, min=0, max=T, interval=400), observe=False)
-        w.jslink((play, "value"), (self.controls["step"], "value"))
-        self._cache: dict = {}
+        self._player(self.control("step", w.IntSlider(T, 0, T, description="step")), interval=400)
 
     def _on_T(self, change) -> None:
         step, play = self.controls["step"], self.controls["play"]
@@ -334,8 +323,7 @@ class InnerOptimisation(Explorer):
                      if energies[t] > energies[t - 1] * (1 + rel) + 1e-12), None)
 
     def _energy_axes(self, fig: Figure, energies: list[float], t: int, grew: Optional[int]) -> None:
-        w_in = fig.get_size_inches()[0]
-        left, sp = 0.56 + 1.05 / w_in, fig.subplotpars  # room for the tick values and y-label
+        left, sp = 0.56 + 1.05 / fig.get_size_inches()[0], fig.subplotpars  # room for the y ticks and label
         ax = fig.add_axes((left, sp.bottom, 0.985 - left, sp.top - sp.bottom))
         ax.plot(range(len(energies)), energies, "o-", ms=3, color="tab:blue" if grew is None else "tab:red")
         ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
@@ -374,29 +362,27 @@ class InnerOptimisation(Explorer):
 
 
 class LatentPad(Explorer):
-    """A 2-neuron latent (Figure 6a) as a pad: click or drag on the scatter of encoded
-    held-out images and the image decoded from that point updates; sliders ``x``, ``y`` hold
-    the point. ``decode``: (B, 2) -> (B, C, H, W); ``latents``: (N, 2); ``labels``: (N,) or
-    None; ``class_names``: the legend's (default "class k"). Raises ValueError: latents not
-    (N, 2), or fewer class names than classes."""
+    """A 2-neuron latent (Figure 6a) as a pad: a click or a drag on the scatter of encoded
+    held-out images moves the point (sliders ``x``, ``y``) and the image decoded from it.
+    ``decode`` (B, 2) -> (B, C, H, W); ``latents`` (N, 2); ``labels`` (N,) or None;
+    ``class_names``: the legend's (default "class k"). Raises ValueError: latents not (N, 2),
+    fewer class names than classes."""
 
     kind, figsize = "latent-pad", (8.0, 3.4)  # the static figure's size
     left_in, bottom_in = 0.55, 0.45
     PAD_BORDER = 1
-    #: a press moves the point, a move with the button held drags it; their default actions
-    #: are prevented, else the browser drags the <img> natively and sends no more mouse events
+    #: their default actions are prevented: a native drag of the <img> swallows the mouse events
     PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
 
     def __init__(self, decode: Decode, latents: torch.Tensor, labels: Optional[torch.Tensor] = None,
                  *, class_names: Optional[Sequence[str]] = None, pad_pixels: int = 300):
         super().__init__()
-        import ipywidgets as w
         latents = torch.as_tensor(latents).detach().float().cpu()
         if latents.dim() != 2 or latents.shape[1] != 2:
             raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
                              f"LatentSliders for a latent with more than 2 dimensions")
         self.decode, self.latents, self.labels = decode, latents, _labels_or_none(labels)
-        self.pad_pixels = int(pad_pixels)
+        self.pad_pixels, self._last_stamp, self._background = int(pad_pixels), float("-inf"), None
         k = 0 if self.labels is None else int(torch.as_tensor(self.labels).max()) + 1
         if class_names is not None and len(class_names) < k:
             raise ValueError(f"{len(class_names)} class names for labels up to {k - 1}")
@@ -404,18 +390,14 @@ class LatentPad(Explorer):
         lo, hi = latents.min(0).values, latents.max(0).values
         span = (hi - lo).clamp_min(1e-6)  # a 14 % margin each side: where the axes are drawn
         self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
-        start = latents.median(0).values.tolist()
         self.decimals = max(2, math.ceil(-math.log10(min(self.hi[i] - self.lo[i] for i in (0, 1)) / 200)))
-        for i, name in enumerate(("x", "y")):
-            self.control(name, w.FloatSlider(start[i], min=self.lo[i], max=self.hi[i],
-                                             step=(self.hi[i] - self.lo[i]) / 200, description=f"z_{i + 1}",
+        for i, (name, start) in enumerate(zip("xy", latents.median(0).values.tolist())):
+            self.control(name, w.FloatSlider(start, min=self.lo[i], max=self.hi[i], description=f"z_{i + 1}",
+                                             step=(self.hi[i] - self.lo[i]) / 200,
                                              readout_format=f".{self.decimals}f"))
-        self._last_set, self._last_stamp = {"x": start[0], "y": start[1]}, float("-inf")
-        self._background = self._pad = self._legend = None
 
     def class_colours(self) -> list:
         """One RGBA colour per class (tab10; tab20 above 10 classes), as in the scatter."""
-        from matplotlib import colormaps
         cmap = colormaps["tab10" if len(self.class_names) <= 10 else "tab20"]
         return [cmap(k % cmap.N) for k in range(len(self.class_names))]
 
@@ -423,14 +405,12 @@ class LatentPad(Explorer):
         colour = ("tab:blue" if self.labels is None else
                   np.array(self.class_colours())[torch.as_tensor(self.labels).cpu().numpy()])
         ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, c=colour)
-        ax.set_xlim(self.lo[0], self.hi[0])
-        ax.set_ylim(self.lo[1], self.hi[1])
+        ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]))
 
     def background(self):
         """The scatter as a pad_pixels-square PIL image; the axes fill it (one linear map from
         pixel to latent), so ticks, values and z_1, z_2 are drawn inside its empty margin."""
         if self._background is None:
-            from PIL import Image
             fig = Figure(figsize=(self.pad_pixels / 100,) * 2, dpi=100)
             ax = fig.add_axes((0, 0, 1, 1))
             self._scatter(ax)
@@ -467,31 +447,22 @@ class LatentPad(Explorer):
         if (z1, z2) != (self.value("x"), self.value("y")):
             self.set(x=z1, y=z2)
 
-    def set(self, **values) -> None:
-        super().set(**values)
-        self._last_set = {k: self.value(k) for k in ("x", "y")}
-
     def snap(self, name: str, value: float) -> float:
         """``value`` on slider ``name``'s grid (min + k step), as its front end puts it."""
         sl = self.controls[name]
         return sl.min + round((value - sl.min) / sl.step) * sl.step
 
     def _on_change(self, change) -> None:
-        """Redraw, except on a slider's echo of a point set from the pad (snapped to its step:
-        redrawing it moved a drag's point back by up to half a step)."""
-        if self._hold:
+        """Redraw, except on the slider's echo of a point set from the pad, snapped to its step
+        (redrawing it moved a drag's point back by up to half a step)."""
+        name = next((k for k in "xy" if change["owner"] is self.controls[k]), None)
+        if name and abs(change["new"] - self.snap(name, change["old"])) <= 1e-3 * self.controls[name].step:
             return
-        for name in ("x", "y"):
-            if change.get("owner") is self.controls.get(name):
-                last, step = getattr(self, "_last_set", {}).get(name), self.controls[name].step
-                if last is not None and abs(change["new"] - self.snap(name, last)) <= 1e-3 * step:
-                    return
-        self.update()
+        super()._on_change(change)
 
     def event_pixel(self, event: dict) -> Optional[tuple[float, float]]:
-        """A DOM event's pad pixel: from its place in the element's box when given (ipyevents'
-        ``dataX`` divides by the <img>'s naturalWidth, 0 while a drag's next PNG loads), else
-        ``dataX``/``dataY``; None without a position."""
+        """A DOM event's pad pixel, from its place in the element's box when given (ipyevents'
+        ``dataX`` is 0 while a drag's next PNG loads), else ``dataX``/``dataY``; or None."""
         b, n = self.PAD_BORDER, self.pad_pixels
         try:
             w, h = (float(event[k]) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
@@ -514,39 +485,39 @@ class LatentPad(Explorer):
         if at is not None:
             self.click(*at)
 
-    def extra_views(self) -> list:
-        import ipywidgets as w
-        from ipyevents import Event
-        from matplotlib.colors import to_hex
+    def views(self) -> list:
         px = f"{self.pad_pixels}px"
-        self._pad = w.Image(format="png", layout=w.Layout(width=px, height=px,
-                                                          border=f"{self.PAD_BORDER}px solid #999"))
-        self._pad.add_class("fa-explorer-pad")
+        self._pad = _tag(w.Image(format="png", layout=w.Layout(width=px, height=px, border=(
+            f"{self.PAD_BORDER}px solid #999"))), "fa-explorer-pad")
         self._image.layout.width = px  # the decoded image as large as the pad
         self._events = Event(source=self._pad, watched_events=list(self.PAD_EVENTS),
                              prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
         self._events.on_dom_event(self._on_event)
         if not self.class_names:
-            return [self._pad]
+            return [self._pad, self._image]
         rows = "".join(f'<div style="white-space:nowrap"><span style="color:{to_hex(c)};'
                        f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
                        for nm, c in zip(self.class_names, self.class_colours()))
-        self._legend = w.HTML(f'<div style="font-size:12px;line-height:17px;padding:4px 6px">{rows}</div>')
-        self._legend.add_class("fa-explorer-legend")
-        return [self._pad, self._legend]
+        self._legend = _tag(w.HTML(f'<div style="font-size:12px;line-height:17px;padding:4px 6px">'
+                                   f'{rows}</div>'), "fa-explorer-legend")
+        return [self._pad, self._legend, self._image]
 
-    def point(self) -> torch.Tensor:
-        return torch.tensor([[self.value("x"), self.value("y")]], dtype=torch.float32)
+    def point(self, z: Optional[tuple[float, float]] = None) -> torch.Tensor:
+        """(1, 2) the point ``z`` (default: the sliders')."""
+        return torch.tensor([z or (self.value("x"), self.value("y"))], dtype=torch.float32)
 
-    def decoded(self) -> torch.Tensor:
-        """(1, C, H, W) the image decoded from the point."""
-        return _display_images(self.decode(self.point()))
+    def decoded(self, z: Optional[tuple[float, float]] = None) -> torch.Tensor:
+        """(1, C, H, W) the image decoded from the point ``z`` (default: the sliders'), in [0, 1]."""
+        return self.decode(self.point(z)).detach().float().cpu().clamp(0, 1)
+
+    def _where(self, z: tuple[float, float]) -> str:
+        return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"
 
     def draw(self, fig: Figure) -> str:  # the static figure: scatter, legend, point, image
-        from matplotlib.lines import Line2D
+        z = (self.value("x"), self.value("y"))
         a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
         self._scatter(a)
-        a.plot([self.value("x")], [self.value("y")], "k+", ms=14, mew=2)
+        a.plot([z[0]], [z[1]], "k+", ms=14, mew=2)
         a.set_title("2-neuron latent (click/drag in JupyterLab)", fontsize=8)
         a.set_xlabel("z_1", fontsize=8, labelpad=1)
         a.set_ylabel("z_2", fontsize=8, labelpad=1)
@@ -556,23 +527,21 @@ class LatentPad(Explorer):
             leg.legend(handles=[Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
                                 for nm, c in zip(self.class_names, self.class_colours())],
                        loc="center", fontsize=7, frameon=False, handletextpad=0.2, borderaxespad=0)
-        _imshow(b, self.decoded(), "decoded")
-        return self._where()
-
-    def _where(self) -> str:
-        return f"z = ({self.value('x'):.{self.decimals}f}, {self.value('y'):.{self.decimals}f})"
+        _imshow(b, self.decoded(z), "decoded")
+        return self._where(z)
 
     def refresh(self) -> str:
-        from PIL import Image, ImageDraw
-        pad = self.background().copy()
-        px, py = self.latent_to_pixel(self.value("x"), self.value("y"))
+        # The point is read once: the sliders' snapped echo can arrive while this draws (seen
+        # with ipykernel 7.4), and the status must name the drawn point.
+        z, pad = (self.value("x"), self.value("y")), self.background().copy()
+        px, py = self.latent_to_pixel(*z)
         for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # the crosshair
             ImageDraw.Draw(pad).line(line, fill=(0, 0, 0), width=3)
         self._pad.value = figure_png(pad)
-        arr = (self.decoded()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        arr = (self.decoded(z)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
         self._image.value = figure_png(img.resize((self.pad_pixels,) * 2, Image.NEAREST))
-        return self._where()
+        return self._where(z)
 
 
 class LatentSliders(Explorer):
@@ -585,7 +554,6 @@ class LatentSliders(Explorer):
     def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor, *, k: int = 6,
                  n_starts: int = 20):
         super().__init__()
-        import ipywidgets as w
         self.images, self.decode = _check_images(images), decode
         with torch.no_grad():
             self.latents = encode(self.images).detach().float().cpu()
@@ -600,35 +568,34 @@ class LatentSliders(Explorer):
         self.control("start", w.Dropdown(options=opts, value=-1, description="start"))
         for i in range(k):
             self.control(f"pc{i + 1}", w.FloatSlider(0.0, min=-3, max=3, step=0.1, description=f"axis {i + 1}"))
-        reset = self.control("reset", w.Button(description="reset sliders"), observe=False)
-        reset.on_click(lambda _: self.set(**{f"pc{i + 1}": 0.0 for i in range(k)}))
+        self.control("reset", w.Button(description="reset sliders"), observe=False).on_click(
+            lambda _: self.set(**{f"pc{i + 1}": 0.0 for i in range(k)}))
+
+    def _moves(self) -> list[float]:
+        return [self.value(f"pc{j + 1}") for j in range(len(self.axes))]
 
     def latent(self) -> torch.Tensor:
         """(1, Z) the current latent."""
         i = self.value("start")
-        a = torch.tensor([self.value(f"pc{j + 1}") for j in range(len(self.axes))])
-        return ((self.mean if i < 0 else self.latents[i]) + (a * self.stds) @ self.axes)[None]
+        return ((self.mean if i < 0 else self.latents[i]) + (torch.tensor(self._moves()) * self.stds) @ self.axes)[None]
 
     def draw(self, fig: Figure) -> str:
         i, (a, b) = self.value("start"), fig.subplots(1, 2)
-        img = self.decode(self.latent())
         if i >= 0:
             _imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
         else:
             _imshow(a, self.decode(self.mean[None]), "start: decoded mean latent")
-        _imshow(b, img, "decoded from the sliders")
-        moved = ", ".join(f"{j + 1}:{self.value(f'pc{j + 1}'):+.1f}" for j in range(len(self.axes))
-                          if self.value(f"pc{j + 1}") != 0)
+        _imshow(b, self.decode(self.latent()), "decoded from the sliders")
+        moved = ", ".join(f"{j + 1}:{v:+.1f}" for j, v in enumerate(self._moves()) if v != 0)
         return (f"{len(self.axes)} leading axes ({self.explained:.0%} of the latent variance); "
                 f"moved (std): {moved or 'none'}")
 
 
 class ConditionalSampling(Explorer):
     """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class);
-    ``new samples`` draws a fresh grid. Training used s = ``settings.class_scale`` (1), where
-    an independent classifier found the class in 16 % of MNIST samples (66 % at 4, 94 % at
-    8): the explorer opens at ``scale`` = 8. Raises ValueError: an unconditional VFA, or
-    ``scale`` outside 0..max_scale."""
+    ``new samples`` draws a fresh grid. Training used s = ``settings.class_scale`` (1), where an
+    independent classifier found the class in 16 % of MNIST samples (66 % at 4, 94 % at 8): it
+    opens at ``scale`` = 8. Raises ValueError: an unconditional VFA, ``scale`` outside 0..max_scale."""
 
     kind, figsize = "conditional", (6.5, 2.9)
 
@@ -636,7 +603,6 @@ class ConditionalSampling(Explorer):
                  seed: int = 0, scale: float = 8.0, max_scale: float = MAX_ONEHOT_VALUE,
                  class_names: Optional[Sequence[str]] = None):
         super().__init__()
-        import ipywidgets as w
         if not settings.conditional:
             raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes > 0); "
                              "train it with conditional=True")
@@ -654,8 +620,8 @@ class ConditionalSampling(Explorer):
         self.hint = (f"one-hot value s: the class target is s \u00d7 onehot(class); a larger s pulls "
                      f"the samples harder towards the class (training used "
                      f"{settings.class_scale:g}; s = 0: no class)")
-        self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>'),
-                     observe=False).layout.width = "100%"
+        self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>',
+                                    layout=w.Layout(width="100%")), observe=False)
 
     def resample(self) -> None:
         """A fresh grid: the next seed."""
@@ -663,7 +629,6 @@ class ConditionalSampling(Explorer):
 
     def samples(self) -> torch.Tensor:
         """(n, C, H, W): :func:`fa_utils.vfa.sample` of the class at the one-hot value."""
-        from . import vfa
         device = _device(self.encoder)
         g = torch.Generator(device=device).manual_seed(int(self.value("seed")))
         labels = torch.full((self.n,), int(self.value("label")), dtype=torch.long, device=device)
@@ -678,8 +643,8 @@ class ConditionalSampling(Explorer):
 
 
 class Interpolation(Explorer):
-    """(1 - t) z_a + t z_b for ``steps`` values of t in [0, 1], decoded (Figure 8): the path
-    wraps into rows of ``per_row``: each image >= ``min_image_px`` wide (docs/choices.md section 11).
+    """(1 - t) z_a + t z_b for ``steps`` values of t in [0, 1], decoded (Figure 8), in rows of
+    ``per_row`` so that each image stays >= ``min_image_px`` wide (docs/choices.md section 11).
     ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
@@ -689,7 +654,6 @@ class Interpolation(Explorer):
                  labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50,
                  class_names: Optional[Sequence[str]] = None):
         super().__init__()
-        import ipywidgets as w
         self.encode, self.decode, self.images = encode, decode, _check_images(images, n_images)
         self.labels = _labels_or_none(None if labels is None else labels[:n_images])
         self.class_names = list(class_names) if class_names else None
@@ -711,10 +675,8 @@ class Interpolation(Explorer):
         return self.decode((1 - t) * z[0] + t * z[1])
 
     def _name(self, i: int) -> str:
-        if self.labels is None:
-            return ""
-        k = int(self.labels[i])
-        return f" ({self.class_names[k] if self.class_names else k})"
+        k = -1 if self.labels is None else int(self.labels[i])
+        return "" if k < 0 else f" ({self.class_names[k] if self.class_names else k})"
 
     def draw(self, fig: Figure) -> str:
         a, b, steps = self.value("a"), self.value("b"), self.value("steps")
@@ -731,23 +693,6 @@ class Interpolation(Explorer):
             ax.set_anchor("N")
         return f"interpolating held-out #{a} -> #{b} in {steps} steps"
 
-    def image_pixels(self, fig: Figure, dpi: int = 80) -> dict:
-        """On-screen width (pixels, grid padding excluded) of one image of each panel of a
-        figure drawn by :meth:`draw`: ``{"a", "path", "b"}``."""
-        fig.draw_without_rendering()  # applies the images' aspect to their axes
-        w, cols = self.images.shape[-1], [1, min(self.value("steps"), self.per_row), 1]
-        return {name: ax.get_window_extent().width * dpi / fig.dpi * w / (n * (w + 2) + 2)
-                for name, ax, n in zip(("a", "path", "b"), fig.axes, cols)}
-
-
-def _feature_picture(h: torch.Tensor, max_channels: int = 8) -> torch.Tensor:
-    """A layer's activation (C, H, W) or (D,) as (n, 1, h, w) tiles: the first channels, or
-    the vector folded into a near-square."""
-    if h.dim() == 3:
-        return h[:max_channels, None]
-    side = math.ceil(math.sqrt(h.numel()))
-    return torch.cat([h.reshape(-1), h.new_zeros(side * side - h.numel())]).reshape(1, 1, side, side)
-
 
 class LocalLayers(Explorer):
     """Algorithm 3 one layer at a time: from z = x_L down, each layer's input estimated from
@@ -762,19 +707,15 @@ class LocalLayers(Explorer):
     def __init__(self, net: nn.Module, images: torch.Tensor, *, recon_kwargs: Optional[dict] = None,
                  seed: int = 0, n_images: int = 50):
         super().__init__()
-        import ipywidgets as w
         self.net, self.seed, self.images = net, seed, _check_images(images, n_images)
         self.kw, self.L, self._cache = dict(recon_kwargs or {}), len(net.blocks), {}
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
-        self.control("depth", w.IntSlider(self.L, 0, self.L, description="layers inverted"))
-        play = self.control("play", w.Play(value=self.L, min=0, max=self.L, interval=600), observe=False)
-        w.jslink((play, "value"), (self.controls["depth"], "value"))
+        self._player(self.control("depth", w.IntSlider(self.L, 0, self.L, description="layers inverted")), 600)
 
     def levels(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(true x_0..x_L, estimates r_0..r_L with r_L = x_L = z), one image, on the CPU."""
         i = self.value("image")
         if i not in self._cache:
-            from . import local
             device = _device(self.net)
             feats = self.net.features(self.images[i:i + 1].to(device))
             g = torch.Generator(device=device).manual_seed(self.seed)
@@ -791,13 +732,19 @@ class LocalLayers(Explorer):
         errs = [float((e - t).norm() / t.norm().clamp_min(1e-12)) for t, e in zip(truth, est)]
         t, e = truth[level], est[level]
         lo, hi = float(t.min()), float(t.max())
-        scaled = ((lambda h: _display_images(h[None])) if level == 0 else
-                  (lambda h: (_feature_picture(h) - lo) / max(hi - lo, 1e-12)))
+
+        def tiles(h: torch.Tensor) -> torch.Tensor:  # (n, 1, h, w): the first 8 channels, or the vector as a square
+            if level == 0:
+                return h[None]
+            if h.dim() != 3:
+                side = math.ceil(math.sqrt(h.numel()))
+                h = torch.cat([h.reshape(-1), h.new_zeros(side * side - h.numel())]).reshape(1, side, side)
+            return (h[:8, None] - lo) / max(hi - lo, 1e-12)
         ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
         what = ("image x_0" if level == 0 else f"latent z {tuple(t.shape)}" if level == self.L
                 else f"x_{level} {tuple(t.shape)}")
-        _imshow(ax0, scaled(t), f"true {what}", nrow=4)
-        _imshow(ax1, scaled(e), f"estimate after {depth} layer(s)", nrow=4)
+        _imshow(ax0, tiles(t), f"true {what}", nrow=4)
+        _imshow(ax1, tiles(e), f"estimate after {depth} layer(s)", nrow=4)
         ax2.plot(range(self.L + 1), errs, "o-", ms=3)
         ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
         ax2.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
@@ -811,12 +758,9 @@ def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: 
                        progress: bool = True) -> SimpleNamespace:
     """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03
     and 05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2``
-    (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``,
-    ``local_kwargs``, held-out ``test_x`` (N, C, H, W) and ``test_y`` (N,), ``shape``, ``class_names``.
-
-    Raises:
-        fa_utils.config.ConfigError: unknown profile.
-        fa_utils.data.DatasetUnavailable: no MNIST data."""
+    (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``, ``local_kwargs``,
+    held-out ``test_x`` (N, C, H, W) and ``test_y`` (N,), ``shape``, ``class_names``.
+    Raises fa_utils.config.ConfigError (unknown profile), fa_utils.data.DatasetUnavailable."""
     from . import config, experiments, generative, local, wiring
     fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw) for s, kw in
                         (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}), ("local", {})))

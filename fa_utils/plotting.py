@@ -13,44 +13,32 @@ import torch
 from torchvision.utils import make_grid
 
 
-def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """(B, C, H, W) images in [0, 1] -> an (H', W', 3) numpy grid, values clipped to [0, 1].
-
-    Grayscale is repeated to RGB by ``make_grid``.
-    """
+def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = None):
+    """Draw (B, C, H, W) images in [0, 1] (clipped; grayscale as RGB) as a grid of ``nrow``
+    per row, padding 2, without ticks; returns ``ax``. Raises ValueError: not 4-D."""
     if images.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding,
-                     pad_value=1.0)
-    return grid.permute(1, 2, 0).numpy()
-
-
-def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = None):
-    """Draw an image grid on ``ax`` without ticks; returns ``ax``."""
-    ax.imshow(image_grid(images, nrow=nrow), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set(xticks=[], yticks=[])
     if title:
         ax.set_title(title, fontsize=10)
     return ax
 
 
 def label_rows(ax, labels: Sequence[str], image_height: int, padding: int = 2):
-    """Put one label beside each row of an :func:`image_grid` drawn on ``ax`` (e.g. the
-    class a row asks for and how often a classifier sees it); returns ``ax``."""
-    step = image_height + padding
-    ax.set_yticks([padding + step * i + image_height / 2 for i in range(len(labels))])
-    ax.set_yticklabels(labels, fontsize=8)
+    """One label beside each row of a :func:`show_images` grid on ``ax`` (e.g. the class a row
+    asks for and how often a classifier sees it); returns ``ax``."""
+    ax.set_yticks([padding + (image_height + padding) * i + image_height / 2 for i in range(len(labels))],
+                  labels, fontsize=8)
     ax.tick_params(axis="y", length=0)
     return ax
 
 
 def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per: float = 0.9,
                  title: Optional[str] = None):
-    """One row of ``ncols`` images per entry (e.g. originals, FA recovery); returns the figure.
-
-    Shapes: each value (B, C, H, W) with B >= ncols.
-    """
+    """One row of ``ncols`` images per entry (each (B, C, H, W), B >= ncols; e.g. originals,
+    FA recovery), labelled by its key; returns the figure."""
     fig, axes = plt.subplots(len(rows), 1, figsize=(ncols * figsize_per, len(rows) * figsize_per + 0.4),
                              squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
@@ -66,23 +54,17 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
                 logy: bool = True, smooth: int = 1, references: Optional[Mapping[str, float]] = None):
     """Plot (step, value) curves; ``smooth`` > 1 applies a running mean; horizontal lines for
     ``references`` (label -> value). Returns ``ax``."""
-    for label, pts in curves.items():
-        if not pts:
-            continue
-        arr = np.asarray(pts, dtype=float)
-        x, y = arr[:, 0], arr[:, 1]
+    for label, pts in ((k, np.asarray(v, dtype=float)) for k, v in curves.items() if len(v)):
+        x, y = pts[:, 0], pts[:, 1]
         if smooth > 1 and len(y) >= smooth:
-            kernel = np.ones(smooth) / smooth
-            y = np.convolve(y, kernel, mode="valid")
-            x = x[smooth - 1:]
+            x, y = x[smooth - 1:], np.convolve(y, np.ones(smooth) / smooth, mode="valid")
         ax.plot(x, y, label=label, marker="o" if len(x) < 30 else None, ms=3)
     for label, value in (references or {}).items():
         ax.axhline(value, ls="--", lw=1, color="gray")
         ax.annotate(label, (ax.get_xlim()[0], value), fontsize=8, va="bottom", color="gray")
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel="optimiser step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -90,16 +72,11 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
 
 def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
                     title: Optional[str] = None, class_names: Optional[Sequence[str]] = None):
-    """Scatter (N, 2) latents coloured by integer class (Figure 6a); returns ``ax``.
-
-    ``labels`` (N,): class indices 0..K-1, or ``None`` / all ``-1`` for unlabeled data
-    (CelebA, STL-10), drawn in one colour without a colour bar. ``class_names``: the
-    colour bar's tick labels (``fa_utils.data.DatasetInfo.class_names``, e.g. "digit 0",
-    "airplane"); default "class k".
-    """
+    """Scatter (N, 2) latents coloured by class (Figure 6a), a colour bar naming the classes
+    (``class_names``, default "class k"); ``labels`` (N,) in 0..K-1, or None / all -1 for
+    unlabeled data (CelebA, STL-10): one colour, no colour bar. Returns ``ax``."""
     z = z.detach().cpu().numpy()
-    labelled = labels is not None and bool((torch.as_tensor(labels) >= 0).any())
-    if not labelled:
+    if labels is None or not bool((torch.as_tensor(labels) >= 0).any()):
         ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.8, color="tab:blue", label="unlabeled images")
         ax.legend(fontsize=8)
     else:
@@ -108,11 +85,9 @@ def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
         names = list(class_names) if class_names else [f"class {c}" for c in range(k)]
         sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10" if k <= 10 else "tab20", s=6,
                         alpha=0.8, vmin=-0.5, vmax=k - 0.5)
-        cb = plt.colorbar(sc, ax=ax, ticks=range(k))
+        cb = ax.figure.colorbar(sc, ax=ax, ticks=range(k), label="class")
         cb.ax.set_yticklabels(names[:k], fontsize=8)
-        cb.set_label("class")
-    ax.set_xlabel("latent neuron 1")
-    ax.set_ylabel("latent neuron 2")
+    ax.set(xlabel="latent neuron 1", ylabel="latent neuron 2")
     if title:
         ax.set_title(title, fontsize=10)
     return ax
@@ -120,15 +95,13 @@ def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
 
 def plot_inversion(ax, x: torch.Tensor, x_hat: torch.Tensor, title: str, tolerance: float):
     """Figure 2: recovered x_hat against the true x over the domain, with the identity line;
-    points within ``tolerance`` are drawn in one colour, the rest in another. Returns ``ax``."""
-    x = x.detach().cpu().numpy()
-    x_hat = x_hat.detach().cpu().numpy()
+    points within ``tolerance`` in green, the rest in red. Returns ``ax``."""
+    x, x_hat = x.detach().cpu().numpy(), x_hat.detach().cpu().numpy()
     ok = np.abs(x_hat - x) < tolerance
     ax.plot(x, x, color="gray", lw=1, ls="--", label="x_hat = x")
     ax.scatter(x[ok], x_hat[ok], s=4, color="tab:green", label=f"|x_hat - x| < {tolerance}")
     ax.scatter(x[~ok], x_hat[~ok], s=4, color="tab:red", label="not recovered")
-    ax.set_xlabel("x")
-    ax.set_ylabel("recovered x_hat")
+    ax.set(xlabel="x", ylabel="recovered x_hat")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
@@ -136,24 +109,21 @@ def plot_inversion(ax, x: torch.Tensor, x_hat: torch.Tensor, title: str, toleran
 
 
 def heatmap(ax, rows: Sequence[Sequence[float]], xlabel: str, ylabel: str, title: str = ""):
-    """(a, b, value) rows as an annotated heatmap with a on the y axis; returns ``ax``."""
-    ys = sorted({r[0] for r in rows})
-    xs = sorted({r[1] for r in rows})
+    """(a, b, value) rows as a heatmap of log10 value, a on the y axis, each cell annotated
+    (values >= 1e3: "diverged"); returns ``ax``."""
+    ys, xs = sorted({r[0] for r in rows}), sorted({r[1] for r in rows})
     grid = np.full((len(ys), len(xs)), np.nan)
     for a, b, v in rows:
         grid[ys.index(a), xs.index(b)] = v
     shown = np.log10(np.clip(grid, 1e-12, None))
     im = ax.imshow(np.where(np.isfinite(shown), shown, np.nan), cmap="viridis_r", aspect="auto")
-    for i in range(len(ys)):
-        for j in range(len(xs)):
-            v = grid[i, j]
-            ax.text(j, i, "nan" if not np.isfinite(v) else (f"{v:.3g}" if v < 1e3 else "diverged"),
-                    ha="center", va="center", fontsize=8, color="w")
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, "nan" if not np.isfinite(v) else (f"{v:.3g}" if v < 1e3 else "diverged"),
+                ha="center", va="center", fontsize=8, color="w")
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    plt.colorbar(im, ax=ax, label="log10 value")
+    ax.figure.colorbar(im, ax=ax, label="log10 value")
     return ax

@@ -466,8 +466,12 @@ def test_interpolation_images_stay_at_least_64_pixels(digits, cond_vfa, steps):
     assert png.size[0] == int(e.figsize[0] * 80) == int(e._image.layout.width.rstrip("px"))
     fig = e._new_figure()
     e.draw(fig)
-    sizes = e.image_pixels(fig)
-    assert min(sizes.values()) >= 64, sizes
+    fig.draw_without_rendering()  # applies the images' aspect to their axes
+    # on-screen width (80 dpi, grid padding excluded) of one image of each panel: a, path, b
+    w, cols = x.shape[-1], [1, min(steps, e.per_row), 1]
+    sizes = [ax.get_window_extent().width * 80 / fig.dpi * w / (n * (w + 2) + 2)
+             for ax, n in zip(fig.axes, cols)]
+    assert min(sizes) >= e.min_image_px == 64, sizes
     rows = -(-steps // e.per_row)
     grid = fig.axes[1].get_images()[0].get_array()
     assert grid.shape[0] == rows * 30 + 2 and grid.shape[1] == min(steps, 8) * 30 + 2
