@@ -199,7 +199,7 @@ def _section_of(config) -> str:
 _PROFILE_TOY_FA: dict[str, dict[str, dict[str, Any]]] = {
     "toy": {
         "smoke": dict(hidden=128, steps=300, invert_steps=300, grid=201),
-        "quick": dict(hidden=1024, steps=1000, invert_steps=500, grid=501),
+        "quick": dict(hidden=256, steps=1000, invert_steps=500, grid=501),
         "paper": dict(hidden=1024, steps=3000, invert_steps=1500, grid=1001),
     },
     "fa": {
