@@ -78,7 +78,7 @@ class TrainingRun(RunSettings):
 
     num_workers: int = 0  # DataLoader workers
     ckpt_every: int = 200  # optimiser steps between checkpoints
-    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke only, see WIDTH_SCALE_DOC)
+    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke, quick: WIDTH_SCALE_DOC)
 
     def __post_init__(self):
         _check_width_scale(_section_of(self), self)
@@ -165,12 +165,13 @@ class FAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 WIDTH_SCALE_DOC = """\
 ``width_scale``: every network a section trains (encoders, decoders, discriminators, the
 refiner G, the local-FA net) is built with its convolution filters and hidden Linear width
-multiplied by this factor (:func:`fa_utils.experiments.scaled_architectures`; at least 4
-filters and 16 hidden units). 1 (quick, paper) is the paper's architecture (Tables 7-12).
-The smoke profile uses 0.25 so that its checkpoints stay small and its runs take seconds
-(docs/choices.md section 7): **not the paper's architecture**. Table 12's generator (the
-STL-10 decoder) has fixed widths and is not narrowed. Tables 3-6 always count and time the
-paper's sizes."""
+multiplied by this factor (:func:`fa_utils.models.scaled_architectures`; at least 4
+filters and 16 hidden units). 1 (paper) is the paper's architecture (Tables 7-12). The
+quick profile uses 0.5 (a quarter of the convolution cost, so that the main job fits 15
+minutes on 2 CPU cores) and smoke 0.25 (seconds; docs/choices.md section 7): **not the
+paper's architecture**. Every model of a comparison (Table 2, Figure 15) gets the same
+factor. Table 12's generator (the STL-10 decoder) has fixed widths and is not narrowed.
+Tables 3-6 always count and time the paper's sizes."""
 
 
 def _check_width_scale(section: str, cfg) -> None:
@@ -205,7 +206,7 @@ _PROFILE_TOY_FA: dict[str, dict[str, dict[str, Any]]] = {
     "fa": {
         "smoke": dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
                       sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
-        "quick": dict(epochs=9, latent2_epochs=6),
+        "quick": dict(epochs=9, latent2_epochs=6, width_scale=0.5),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
                       latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
                       num_workers=4, ckpt_every=1000),
@@ -523,7 +524,7 @@ _PROFILE_VFA = dict(
         "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
                       emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
                       judge_epochs=1),
-        "quick": dict(),
+        "quick": dict(batch_size=64, width_scale=0.5),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
                       lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
     },
@@ -532,7 +533,7 @@ _PROFILE_VFA = dict(
                       fid_real=64, recon_images=16,
                       gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25,
                       fid_autoencoder_steps=10, judge_epochs=1),
-        "quick": dict(),
+        "quick": dict(batch_size=64, width_scale=0.5),
         "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
                       epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
                       gan_discriminator="table10",
@@ -647,7 +648,7 @@ _PROFILE_LOCAL = dict(
     local={
         "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
                       ckpt_every=50, width_scale=0.25),
-        "quick": dict(),
+        "quick": dict(width_scale=0.5),
         "paper": dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
                       n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
                       memory_repeats=5, num_workers=4, ckpt_every=1000),
