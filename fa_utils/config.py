@@ -71,6 +71,9 @@ class RunSettings:
     seed: int = 0
     device: str = "auto"
 
+    def __post_init__(self):
+        _validate(_section_of(self), self)
+
 
 @dataclass(frozen=True)
 class TrainingRun(RunSettings):
@@ -78,10 +81,7 @@ class TrainingRun(RunSettings):
 
     num_workers: int = 0  # DataLoader workers
     ckpt_every: int = 200  # optimiser steps between checkpoints
-    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke only, see WIDTH_SCALE_DOC)
-
-    def __post_init__(self):
-        _check_width_scale(_section_of(self), self)
+    width_scale: float = 1.0  # 1: the paper's networks; < 1 narrower (smoke, quick: WIDTH_SCALE_DOC)
 
 
 @dataclass(frozen=True)
@@ -165,18 +165,13 @@ class FAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 WIDTH_SCALE_DOC = """\
 ``width_scale``: every network a section trains (encoders, decoders, discriminators, the
 refiner G, the local-FA net) is built with its convolution filters and hidden Linear width
-multiplied by this factor (:func:`fa_utils.experiments.scaled_architectures`; at least 4
-filters and 16 hidden units). 1 (quick, paper) is the paper's architecture (Tables 7-12).
-The smoke profile uses 0.25 so that its checkpoints stay small and its runs take seconds
-(docs/choices.md section 7): **not the paper's architecture**. Table 12's generator (the
-STL-10 decoder) has fixed widths and is not narrowed. Tables 3-6 always count and time the
-paper's sizes."""
-
-
-def _check_width_scale(section: str, cfg) -> None:
-    if not 0 < cfg.width_scale <= 1:
-        raise ConfigError(f"{section} parameter width_scale must be in (0, 1], got {cfg.width_scale} "
-                          f"(1 is the paper's architecture)")
+multiplied by this factor (:func:`fa_utils.models.scaled_architectures`; at least 4
+filters and 16 hidden units). 1 (paper) is the paper's architecture (Tables 7-12). The
+quick profile uses 0.5 (a quarter of the convolution cost, so that the main job fits 15
+minutes on 2 CPU cores) and smoke 0.25 (seconds; docs/choices.md section 7): **not the
+paper's architecture**. Every model of a comparison (Table 2, Figure 15) gets the same
+factor. Table 12's generator (the STL-10 decoder) has fixed widths and is not narrowed.
+Tables 3-6 always count and time the paper's sizes."""
 
 
 
@@ -194,24 +189,6 @@ def choices() -> dict[str, tuple]:
 
 def _section_of(config) -> str:
     return next((k for k, v in SECTIONS.items() if type(config) is v), type(config).__name__)
-
-# Profile overrides per section; anything not listed takes the dataclass default.
-_PROFILE_TOY_FA: dict[str, dict[str, dict[str, Any]]] = {
-    "toy": {
-        "smoke": dict(hidden=128, steps=300, invert_steps=300, grid=201),
-        "quick": dict(hidden=1024, steps=1000, invert_steps=500, grid=501),
-        "paper": dict(hidden=1024, steps=3000, invert_steps=1500, grid=1001),
-    },
-    "fa": {
-        "smoke": dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
-                      sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
-        "quick": dict(epochs=9, latent2_epochs=6),
-        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
-                      latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
-                      num_workers=4, ckpt_every=1000),
-    },
-}
-
 
 # --------------------------------------------------------------------------------------
 # Validation
@@ -264,20 +241,44 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def _validate_values(section: str, values: dict[str, Any]) -> None:
+#: Integer parameters that must be >= 1 and numbers that must be > 0, in any section.
+_AT_LEAST_ONE = frozenset({
+    "T", "steps", "epochs", "batch_size", "hidden", "grid", "latent_dim", "n_test",
+    "invert_steps", "ckpt_every", "emphasis_per_class", "judge_epochs", "gen_width",
+    "gen_kernel", "fid_samples", "fid_real", "recon_images", "gan_recon_steps",
+    "fid_autoencoder_steps", "time_repeats", "recon_T", "memory_batch", "memory_repeats",
+    "one_weight_steps", "linear_in", "linear_out", "linear_batch", "linear_steps", "clamp_dim",
+    "clamp_T", "clamp_steps"})
+_POSITIVE = frozenset({"lr", "tau", "invert_lr", "class_scale", "beta", "gan_lr",
+                       "baseline_lr", "gan_recon_lr", "recon_tau", "linear_lr",
+                       "linear_tolerance", "clamp_lr"})
+
+
+def _validate(section: str, cfg) -> None:
+    """Every value check of every section, once (types: :func:`_check_type`): choices,
+    ranges, the device. Runs whenever a config is built, also by ``dataclasses.replace``.
+
+    Raises:
+        ConfigError: naming the section, the parameter, the value and what is allowed.
+    """
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     for name, allowed in choices().items():  # None: an optional field left unset
-        if name in values and values[name] is not None and values[name] not in allowed:
+        if values.get(name) is not None and values[name] not in allowed:
             raise ConfigError(
                 f"{section} parameter {name}={values[name]!r} is not one of {list(allowed)}")
     for name, value in values.items():
-        if name in ("T", "steps", "epochs", "batch_size", "hidden", "grid", "latent_dim",
-                    "n_test", "invert_steps", "ckpt_every") and value is not None and value < 1:
+        if name in _AT_LEAST_ONE and value < 1:
             raise ConfigError(f"{section} parameter {name} must be >= 1, got {value}")
-        if name in ("lr", "tau", "invert_lr") and value is not None and not value > 0:
+        if name in _POSITIVE and not value > 0:
             raise ConfigError(f"{section} parameter {name} must be > 0, got {value}")
-    device = values.get("device")
-    if device is not None and not (device in ("auto", "cpu", "cuda", "mps")
-                                   or device.startswith("cuda:")):
+    if "width_scale" in values and not 0 < values["width_scale"] <= 1:
+        raise ConfigError(f"{section} parameter width_scale must be in (0, 1], got "
+                          f"{values['width_scale']} (1 is the paper's architecture)")
+    if values.get("perceptual_weight", 0) < 0:
+        raise ConfigError(f"{section} parameter perceptual_weight must be >= 0, "
+                          f"got {values['perceptual_weight']}")
+    device = values["device"]
+    if not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
         raise ConfigError(f"device {device!r} is not one of 'auto', 'cpu', 'cuda', "
                           f"'cuda:N', 'mps'")
 
@@ -323,16 +324,14 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
     if unknown:
         raise ConfigError(f"unknown {section} parameter(s) {unknown}; known: {sorted(known)}")
     values: dict[str, Any] = {"profile": profile}
-    values.update(_PROFILE_VALUES[section][profile])
+    values.update(_PROFILE_VALUES[section].get(profile, {}))
     hints = typing.get_type_hints(cls)
     for name, value in overrides.items():
         if value is None:
             continue
         values[name] = value
-    checked = {name: _check_type(section, name, value, hints[name])
-               for name, value in values.items()}
-    _validate_values(section, checked)
-    return cls(**checked)
+    return cls(**{name: _check_type(section, name, value, hints[name])
+                  for name, value in values.items()})
 
 
 #: Fields added after checkpoints were first written, left out of :func:`to_dict` while they
@@ -365,9 +364,8 @@ def from_dict(section: str, values: dict[str, Any]):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown {section} parameter(s) {unknown}; known: {sorted(known)}")
-    checked = {n: _check_type(section, n, v, hints[n]) for n, v in values.items()}
-    _validate_values(section, checked)
-    return dataclasses.replace(base, **checked)
+    return dataclasses.replace(base, **{n: _check_type(section, n, v, hints[n])
+                                        for n, v in values.items()})
 
 
 def describe(config) -> str:
@@ -429,10 +427,6 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
     judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
-
-    def __post_init__(self):
-        _check_positive("vfa", self, ("class_scale", "beta", "emphasis_per_class", "judge_epochs"))
-        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -497,50 +491,11 @@ class VFAGANConfig(DataSettings, TrainingRun):
     judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
 
     def __post_init__(self):
-        _check_positive("vfagan", self, ("gen_width", "gen_kernel", "epochs",
-                                         "gan_lr", "baseline_lr", "fid_samples",
-                                         "fid_real", "recon_images", "gan_recon_steps", "fid_autoencoder_steps",
-                                         "gan_recon_lr", "time_repeats", "judge_epochs"))
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                      for s in self.seeds):
             raise ConfigError(f"vfagan parameter seeds must be a non-empty tuple of ints, "
                               f"got {self.seeds!r}")
-        if self.perceptual_weight < 0:
-            raise ConfigError(f"vfagan parameter perceptual_weight must be >= 0, "
-                              f"got {self.perceptual_weight}")
         super().__post_init__()
-
-
-def _check_positive(section: str, cfg, names) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not value > 0:
-            raise ConfigError(f"{section} parameter {name} must be > 0, got {value}")
-
-
-_PROFILE_VFA = dict(
-    vfa={
-        "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
-                      emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
-                      judge_epochs=1),
-        "quick": dict(),
-        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
-                      lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
-    },
-    vfagan={
-        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
-                      fid_real=64, recon_images=16,
-                      gan_recon_steps=10, time_repeats=3, ckpt_every=50, width_scale=0.25,
-                      fid_autoencoder_steps=10, judge_epochs=1),
-        "quick": dict(),
-        "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
-                      epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
-                      gan_discriminator="table10",
-                      fid_real=10000,
-                      recon_images=1000, gan_recon_steps=500,
-                      num_workers=4, ckpt_every=1000),
-    },
-)
 
 
 # --------------------------------------------------------------------------------------
@@ -593,11 +548,6 @@ class LocalFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
             if not value or bad:
                 raise ConfigError(f"local parameter {name} must be a non-empty tuple of "
                                   f"{list(DATASET_NAMES)}, got {value!r}")
-        for name in ("recon_T", "memory_batch", "memory_repeats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"local parameter {name} must be >= 1, got {getattr(self, name)}")
-        if not self.recon_tau > 0:
-            raise ConfigError(f"local parameter recon_tau must be > 0, got {self.recon_tau}")
         super().__post_init__()  # width_scale: the trained net only; memory: the paper's sizes
 
 
@@ -629,13 +579,7 @@ class AppendixConfig(RunSettings):
     clamp_steps: int = 200
 
     def __post_init__(self):
-        for name in ("one_weight_steps", "linear_in", "linear_out", "linear_batch",
-                     "linear_steps", "clamp_dim", "clamp_T", "clamp_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"appendix parameter {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("linear_lr", "linear_tolerance", "clamp_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"appendix parameter {name} must be > 0, got {getattr(self, name)}")
+        super().__post_init__()
         if self.linear_out >= self.linear_in:
             raise ConfigError(f"appendix parameter linear_out ({self.linear_out}) must be "
                               f"smaller than linear_in ({self.linear_in})")
@@ -643,28 +587,57 @@ class AppendixConfig(RunSettings):
             raise ConfigError("appendix parameter one_weight_ws must not be empty")
 
 
-_PROFILE_LOCAL = dict(
-    local={
-        "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
-                      ckpt_every=50, width_scale=0.25),
-        "quick": dict(),
-        "paper": dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
-                      n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
-                      memory_repeats=5, num_workers=4, ckpt_every=1000),
-    },
-    appendix={
-        "smoke": dict(linear_steps=300, clamp_steps=100),
-        "quick": dict(),
-        "paper": dict(linear_in=64, linear_out=24, linear_steps=2000),
-    },
-)
-
-
 #: Each section's config class, by the name :func:`make_config` takes.
 SECTIONS: Mapping[str, type] = MappingProxyType({
     "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
     "local": LocalFAConfig, "appendix": AppendixConfig})
 
-#: Per section and profile, the values that differ from the dataclass defaults.
-_PROFILE_VALUES: Mapping[str, dict] = MappingProxyType(
-    {**_PROFILE_TOY_FA, **_PROFILE_VFA, **_PROFILE_LOCAL})
+#: {section: {profile: overrides}}: the values that differ from the dataclass defaults,
+#: each once (a profile not listed takes the defaults). Section 4's optimiser and the full
+#: datasets at paper; seconds at smoke; narrower networks and the equal batch of Table 2's
+#: comparison at quick (WIDTH_SCALE_DOC).
+_PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
+    "toy": {
+        "smoke": dict(hidden=128, steps=300, invert_steps=300, grid=201),
+        "quick": dict(hidden=256, steps=1000, invert_steps=500, grid=501),
+    },
+    "fa": {
+        "smoke": dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
+                      sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
+        "quick": dict(width_scale=0.5),
+        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
+                      latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
+                      num_workers=4, ckpt_every=1000),
+    },
+    "vfa": {
+        "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
+                      emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
+                      judge_epochs=1),
+        "quick": dict(batch_size=64, width_scale=0.5),
+        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
+                      lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
+    },
+    "vfagan": {
+        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
+                      fid_real=64, recon_images=16, gan_recon_steps=10, time_repeats=3,
+                      ckpt_every=50, width_scale=0.25, fid_autoencoder_steps=10,
+                      judge_epochs=1),
+        "quick": dict(batch_size=64, width_scale=0.5),
+        "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
+                      epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
+                      gan_discriminator="table10", fid_real=10000, recon_images=1000,
+                      gan_recon_steps=500, num_workers=4, ckpt_every=1000),
+    },
+    "local": {
+        "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
+                      ckpt_every=50, width_scale=0.25),
+        "quick": dict(width_scale=0.5),
+        "paper": dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
+                      n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
+                      memory_repeats=5, num_workers=4, ckpt_every=1000),
+    },
+    "appendix": {
+        "smoke": dict(linear_steps=300, clamp_steps=100),
+        "paper": dict(linear_in=64, linear_out=24, linear_steps=2000),
+    },
+})

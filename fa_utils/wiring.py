@@ -233,11 +233,12 @@ def _with_data(section: str, cfg, *, seed: int, **data_overrides):
 
 def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
     """The ``vfa`` config whose encoder notebook 04 uses for trial ``seed``: the data
-    settings (:class:`fa_utils.config.DataSettings`), budget (``epochs``), device and width
-    of ``gcfg``, everything else the ``vfa`` profile's (so it matches notebook 03's
-    defaults and reuses its checkpoint)."""
+    settings (:class:`fa_utils.config.DataSettings`), budget (``epochs``, ``batch_size``:
+    equal optimiser steps for every model of Table 2), device and width of ``gcfg``,
+    everything else the ``vfa`` profile's (so it matches notebook 03's defaults and reuses
+    its checkpoint)."""
     return replace(_with_data("vfa", gcfg, seed=seed), epochs=gcfg.epochs,
-                   width_scale=gcfg.width_scale)
+                   batch_size=gcfg.batch_size, width_scale=gcfg.width_scale)
 
 
 def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,

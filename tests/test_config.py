@@ -84,7 +84,10 @@ def test_every_model_of_table_2_gets_the_same_budget(profile):
     """Notebook 04 trains the baselines for ``vfagan.epochs`` and takes VFA's encoder from
     the ``vfa`` section: the two must agree at every profile (equal optimiser steps)."""
     gcfg = config.make_config("vfagan", profile)
-    assert config.make_config("vfa", profile).epochs == gcfg.epochs
+    vcfg = config.make_config("vfa", profile)  # notebook 03's encoder, reused by notebook 04
+    assert (vcfg.epochs, vcfg.batch_size, vcfg.width_scale) == (
+        gcfg.epochs, gcfg.batch_size, gcfg.width_scale)
     from fa_utils import wiring
     assert wiring.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
-    assert wiring.vfa_config_for(config.make_config("vfagan", profile, epochs=11), 0).epochs == 11
+    other = wiring.vfa_config_for(config.make_config("vfagan", profile, epochs=11, batch_size=48), 0)
+    assert (other.epochs, other.batch_size) == (11, 48)
