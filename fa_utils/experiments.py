@@ -144,7 +144,7 @@ def describe_sweep(rows, trained: tuple[int, float]) -> str:
 def fa_claims(dataset: str, fa_mse: float, mean_image: float, separation: Optional[float],
               n_classes: int, *, asserted: bool) -> list:
     """Notebook 02's claims (Section 3.1 / Figure 1, Section 5 / Figure 6a) as
-    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.report.CATALOGUE`.
+    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.paper.CATALOGUE`.
 
     Args:
         dataset: the run's dataset (evidence names carry it).

@@ -46,7 +46,7 @@ def vfa_claims(dataset: str, rec_mse: float, mean_mse: float,
                emphasis: Optional[list[tuple[float, float, float]]], *, asserted: bool
                ) -> list[claims.Claim]:
     """Notebook 03's claims (Section 3.3 / Figure 3, Section 3.4 / Figure 8) as
-    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.report.CATALOGUE`.
+    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.paper.CATALOGUE`.
 
     Args:
         dataset: the run's dataset.

@@ -480,7 +480,7 @@ def local_claims(dataset: str, mse: float, mean_image: float,
                  memory: Sequence[tuple[str, "StepMemory", "StepMemory"]], *,
                  assert_reconstruction: bool) -> list:
     """Notebook 05's claims for one dataset (Section 3.5, Figure 16) as
-    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.report.CATALOGUE`.
+    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.paper.CATALOGUE`.
 
     Args:
         dataset: the dataset of the reconstruction (evidence names carry it).

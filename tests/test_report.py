@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import appendix, claims, execution, experiments, fid, generative, local, outputs, report, runner
+from fa_utils import appendix, claims, execution, experiments, fid, generative, local, outputs, paper, report, runner
 from notebook_code import toy as toy_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
@@ -80,14 +80,14 @@ def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
                                                assert_reconstruction=True),
              "06_appendix_convergence": _appendix()}
     for stem, items in built.items():
-        assert [c.id for c in items] == [e.id for e in report.CATALOGUE[stem]], stem
+        assert [c.id for c in items] == [e.id for e in paper.CATALOGUE[stem]], stem
         # the same report group (04's time claim names its dataset's table)
         assert ([c.section.split(",")[0] for c in items]
-                == [e.section.split(",")[0] for e in report.CATALOGUE[stem]]), stem
+                == [e.section.split(",")[0] for e in paper.CATALOGUE[stem]]), stem
     assert all(c.verdict == claims.HOLDS for stem in ("01_toy_sin", "02_fa_mnist", "03_vfa",
                                                       "05_local_fa", "06_appendix_convergence")
                for c in built[stem])
-    ids = [e.id for es in report.CATALOGUE.values() for e in es]
+    ids = [e.id for es in paper.CATALOGUE.values() for e in es]
     assert len(ids) == len(set(ids))
 
 
@@ -152,9 +152,9 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
             assert row["verdict"].startswith("holds (asserted)")
     # the other notebooks' claims are rows too, not measured, naming the notebook
     for stem in ("02_fa_mnist", "03_vfa", "05_local_fa", "06_appendix_convergence"):
-        for e in report.CATALOGUE[stem]:
+        for e in paper.CATALOGUE[stem]:
             assert rows[e.id]["verdict"].startswith(f"not measured: notebook {stem[:2]} did not run")
-    assert len(rows) == sum(len(v) for v in report.CATALOGUE.values())
+    assert len(rows) == sum(len(v) for v in paper.CATALOGUE.values())
     n_hold = sum(c["verdict"] == claims.HOLDS for c in written)
     assert line.startswith(f"{n_hold} of {len(rows)} claims hold at quick")
     assert "notebooks 02, 03, 05, 06 wrote no claims" in line
