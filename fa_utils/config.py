@@ -320,13 +320,12 @@ def _validate(cfg) -> None:
     from . import baselines, data, fa, vfa  # the modules that implement each choice
 
     section, values = _section_of(cfg), vars(cfg)
-    seeds = values.get("seeds", (0,))
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if "seeds" in values and not (cfg.seeds and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds)):
         raise ConfigError(f"{section} parameter seeds must be a non-empty tuple of ints, "
-                          f"got {seeds!r}")
+                          f"got {cfg.seeds!r}")
     for name in ("datasets", "memory_datasets"):
-        if name in values and (not values[name] or any(d not in DATASET_NAMES
-                                                       for d in values[name])):
+        if name in values and not (values[name] and all(d in DATASET_NAMES for d in values[name])):
             raise ConfigError(f"{section} parameter {name} must be a non-empty tuple of "
                               f"{list(DATASET_NAMES)}, got {values[name]!r}")
     allowed = {"profile": PROFILES, "dataset": DATASET_NAMES, "data_source": data.SOURCES,
@@ -352,10 +351,10 @@ def _validate(cfg) -> None:
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"device {cfg.device!r} is not one of 'auto', 'cpu', 'cuda', "
                           f"'cuda:N', 'mps'")
-    if values.get("linear_out", 0) >= values.get("linear_in", 1):
+    if "linear_in" in values and cfg.linear_out >= cfg.linear_in:
         raise ConfigError(f"{section} parameter linear_out ({cfg.linear_out}) must be "
                           f"smaller than linear_in ({cfg.linear_in})")
-    if not values.get("one_weight_ws", (1.0,)):
+    if "one_weight_ws" in values and not cfg.one_weight_ws:
         raise ConfigError(f"{section} parameter one_weight_ws must not be empty")
 
 

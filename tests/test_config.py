@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -73,10 +74,25 @@ def test_bad_values_are_refused(name, value):
         config.make_config("fa", "smoke", **{name: value})
 
 
-def test_config_is_frozen():
+def test_counts_are_at_least_one_except_seed_workers_and_figure_6a():
+    cfg = config.make_config("fa", "smoke", seed=0, num_workers=0, latent2_epochs=0)
+    assert (cfg.seed, cfg.num_workers, cfg.latent2_epochs) == (0, 0, 0)
+    with pytest.raises(ConfigError, match="n_test must be >= 1, got 0"):
+        config.make_config("fa", "smoke", n_test=0)
+
+
+def test_config_is_frozen_and_replace_validates():
     cfg = config.make_config("toy", "smoke")
     with pytest.raises(Exception):
         cfg.steps = 5  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="toy parameter steps must be >= 1"):
+        dataclasses.replace(cfg, steps=0)
+
+
+def test_to_dict_leaves_out_a_neutral_width_scale():
+    """Checkpoints written before width_scale existed keep their digests."""
+    assert "width_scale" not in config.to_dict(config.make_config("fa", "paper"))
+    assert config.to_dict(config.make_config("fa", "quick"))["width_scale"] == 0.5
 
 
 @pytest.mark.parametrize("profile", config.PROFILES)
