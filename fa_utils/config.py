@@ -227,51 +227,40 @@ SECTIONS: Mapping[str, type] = MappingProxyType({
     "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
     "local": LocalFAConfig, "appendix": AppendixConfig})
 
-#: {section: {profile: overrides}}: the values that differ from the dataclass defaults.
-_PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
-    "toy": {
-        "smoke": dict(hidden=128, steps=300, invert_steps=300, grid=201),
-        "quick": dict(hidden=256, steps=1000, invert_steps=500, grid=501),
-    },
-    "fa": {
-        "smoke": dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
-                      sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
-        "quick": dict(width_scale=0.5),
-        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
-                      latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
-                      num_workers=4, ckpt_every=1000),
-    },
-    "vfa": {
-        "smoke": dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
-                      emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
-                      judge_epochs=1),
-        "quick": dict(batch_size=64, width_scale=0.5, epochs=12),
-        "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
-                      lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
-    },
-    "vfagan": {
-        "smoke": dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
-                      fid_real=64, recon_images=16, gan_recon_steps=10, time_repeats=3,
-                      ckpt_every=50, width_scale=0.25, fid_autoencoder_steps=10,
-                      judge_epochs=1),
-        "quick": dict(batch_size=64, width_scale=0.5, epochs=12),
-        "paper": dict(data_source="torchvision", download=True, n_test=10000, seeds=(0, 1, 2),
-                      epochs=50, gan_lr=1e-5, baseline_lr=1e-5, beta1=0.9, fid_samples=10000,
-                      gan_discriminator="table10", fid_real=10000, recon_images=1000,
-                      gan_recon_steps=500, num_workers=4, ckpt_every=1000),
-    },
-    "local": {
-        "smoke": dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
-                      ckpt_every=50, width_scale=0.25),
-        "quick": dict(width_scale=0.5),
-        "paper": dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
-                      n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
-                      memory_repeats=5, num_workers=4, ckpt_every=1000),
-    },
-    "appendix": {
-        "smoke": dict(linear_steps=300, clamp_steps=100),
-        "paper": dict(linear_in=64, linear_out=24, linear_steps=2000),
-    },
+#: {(section, profile): overrides}: the values that differ from the dataclass defaults.
+_PROFILE_VALUES: Mapping[tuple, dict] = MappingProxyType({
+    ("toy", "smoke"): dict(hidden=128, steps=300, invert_steps=300, grid=201),
+    ("toy", "quick"): dict(hidden=256, steps=1000, invert_steps=500, grid=501),
+    ("fa", "smoke"): dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
+                          sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
+    ("fa", "quick"): dict(width_scale=0.5),
+    ("fa", "paper"): dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
+                          latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
+                          num_workers=4, ckpt_every=1000),
+    ("vfa", "smoke"): dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
+                           emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
+                           judge_epochs=1),
+    ("vfa", "quick"): dict(batch_size=64, width_scale=0.5, epochs=12),
+    ("vfa", "paper"): dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
+                           lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
+    ("vfagan", "smoke"): dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
+                              fid_real=64, recon_images=16, gan_recon_steps=10, time_repeats=3,
+                              ckpt_every=50, width_scale=0.25, fid_autoencoder_steps=10,
+                              judge_epochs=1),
+    ("vfagan", "quick"): dict(batch_size=64, width_scale=0.5, epochs=12),
+    ("vfagan", "paper"): dict(data_source="torchvision", download=True, n_test=10000,
+                              seeds=(0, 1, 2), epochs=50, gan_lr=1e-5, baseline_lr=1e-5,
+                              beta1=0.9, fid_samples=10000, gan_discriminator="table10",
+                              fid_real=10000, recon_images=1000, gan_recon_steps=500,
+                              num_workers=4, ckpt_every=1000),
+    ("local", "smoke"): dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
+                             ckpt_every=50, width_scale=0.25),
+    ("local", "quick"): dict(width_scale=0.5),
+    ("local", "paper"): dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
+                             n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
+                             memory_repeats=5, num_workers=4, ckpt_every=1000),
+    ("appendix", "smoke"): dict(linear_steps=300, clamp_steps=100),
+    ("appendix", "paper"): dict(linear_in=64, linear_out=24, linear_steps=2000),
 })
 
 
@@ -280,11 +269,8 @@ def _section_of(config) -> str:
 
 
 def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
-    """``value`` if it has the declared type (widened: int to float, list to tuple).
-
-    Raises:
-        ConfigError: naming the parameter, its type and, for papermill's guesses, the fix.
-    """
+    """``value`` if it has the declared type (an int widens to float, a list to tuple); else
+    ConfigError naming the parameter, its type and, for papermill's guesses, the fix."""
     if typing.get_origin(annotation) is typing.Union:  # Optional[X]
         if value is None:
             return None
@@ -312,11 +298,8 @@ _MAY_BE_ZERO = frozenset({"seed", "num_workers", "latent2_epochs"})
 
 
 def _validate(cfg) -> None:
-    """Every value check of every section, once (types: :func:`_check_type`).
-
-    Raises:
-        ConfigError: naming the section, the parameter, the value and what is allowed.
-    """
+    """Every value check of every section, once (types: :func:`_check_type`); ConfigError
+    names the section, the parameter, the value and what is allowed."""
     from . import baselines, data, fa, vfa  # the modules that implement each choice
 
     section, values = _section_of(cfg), vars(cfg)
@@ -359,11 +342,8 @@ def _validate(cfg) -> None:
 
 
 def resolve_profile(profile: Optional[str]) -> str:
-    """``profile`` if given, else ``$FA_PROFILE``, else ``quick``.
-
-    Raises:
-        ConfigError: the name is not one of :data:`PROFILES`.
-    """
+    """``profile`` if given, else ``$FA_PROFILE``, else ``quick``; ConfigError if the name is
+    not one of :data:`PROFILES`."""
     if profile is None:
         profile = os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     if not isinstance(profile, str) or profile not in PROFILES:
@@ -382,17 +362,13 @@ def _hints(section: str, names) -> dict[str, Any]:
 def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
     """The frozen config of ``section`` (a key of :data:`SECTIONS`) at ``profile``
     (:func:`resolve_profile`) with ``overrides``; an override of None keeps the profile's
-    value (a notebook's unset parameter).
-
-    Raises:
-        ConfigError: unknown section, profile or parameter, a wrong type or value; raised
-            before anything runs.
-    """
+    value (a notebook's unset parameter). ConfigError (before anything runs): an unknown
+    section, profile or parameter, a wrong type or value."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
     profile = resolve_profile(profile)
     hints = _hints(section, overrides)
-    values = {"profile": profile, **_PROFILE_VALUES[section].get(profile, {})}
+    values = {"profile": profile, **_PROFILE_VALUES.get((section, profile), {})}
     values.update((name, value) for name, value in overrides.items() if value is not None)
     return SECTIONS[section](**{name: _check_type(section, name, value, hints[name])
                                 for name, value in values.items()})
