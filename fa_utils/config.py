@@ -49,7 +49,7 @@ class TrainingRun(RunSettings):
 
     num_workers: int = 0  # DataLoader workers
     ckpt_every: int = 200  # optimiser steps between checkpoints
-    width_scale: float = 1.0  # network widths x this; 1: the paper's (docs/choices.md s. 15)
+    width_scale: float = 1.0  # network widths x this; 1: the paper's (docs/choices.md section 15)
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 @dataclass(frozen=True)
 class VFAGANConfig(DataSettings, TrainingRun):
     """Section 3.4 (Eq. 6-8, Figure 4) and Section 5 (Tables 2-6, Figure 15): VFA-GAN and the
-    AE / VAE / GAN baselines (docs/method.md 4 and 7, docs/baselines.md, docs/choices.md 15)."""
+    AE / VAE / GAN baselines (docs/method.md sections 4 and 7, docs/baselines.md,
+    docs/choices.md section 15)."""
 
     seeds: tuple = (0,)  # Table 2 trials (paper: three initialisations)
     latent_dim: int = 128  # Z of the AE, VAE and GAN baselines
@@ -168,7 +169,7 @@ class VFAGANConfig(DataSettings, TrainingRun):
     gan_recon_steps: int = 100  # Adam steps of argmin_z ||x - G(z)||^2
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
-    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (choices 4)
+    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (docs/choices.md 4)
     judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
 
 

@@ -105,5 +105,6 @@ def test_every_model_of_table_2_gets_the_same_budget(profile):
         gcfg.epochs, gcfg.batch_size, gcfg.width_scale)
     from fa_utils import wiring
     assert wiring.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
-    other = wiring.vfa_config_for(config.make_config("vfagan", profile, epochs=11, batch_size=48), 0)
+    other = config.make_config("vfagan", profile, epochs=11, batch_size=48)
+    other = wiring.vfa_config_for(other, 0)
     assert (other.epochs, other.batch_size) == (11, 48)
