@@ -4,8 +4,8 @@ meters (bytes autograd saves for backward, the CUDA peak of a block). No state b
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
+import weakref
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -116,7 +116,7 @@ class CudaPeak:
     ``device`` and ``step_bytes``, that less what was allocated on entry; None elsewhere."""
 
     def __init__(self, device):
-        self.device = torch.device(device if device is not None else "cpu")
+        self.device = torch.device(device or "cpu")
         self.before = self.peak_bytes = self.step_bytes = None
 
     def __enter__(self) -> "CudaPeak":
@@ -131,17 +131,6 @@ class CudaPeak:
             _synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
             self.step_bytes = self.peak_bytes - self.before
-
-
-class _Packed:
-    """What the pack hook stores instead of a tensor; its death calls ``release``."""
-
-    def __init__(self, tensor, release=None):
-        self.tensor, self.release = tensor, release
-
-    def __del__(self):
-        if self.release is not None:
-            self.release()
 
 
 class SavedTensorMeter:
@@ -161,22 +150,26 @@ class SavedTensorMeter:
     def distinct_bytes(self) -> int:
         return sum(self._distinct.values())
 
-    def _pack(self, t: torch.Tensor) -> _Packed:
+    def _pack(self, t: torch.Tensor) -> Callable[[], torch.Tensor]:
+        def packed() -> torch.Tensor:  # what autograd keeps; its death releases t
+            return t
+
         self.total_bytes += t.numel() * t.element_size()
         self.count += 1
         try:
             ptr, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
         except (RuntimeError, NotImplementedError):  # e.g. a subclass without storage
-            return _Packed(t)
+            return packed
         if ptr in self.excluded or nbytes == 0:
-            return _Packed(t)
+            return packed
         self._distinct[ptr] = max(self._distinct.get(ptr, 0), nbytes)
         entry = self._live.setdefault(ptr, [nbytes, 0])
         if entry[1] == 0:
             self.live_bytes += nbytes
             self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         entry[1] += 1
-        return _Packed(t, functools.partial(self._release, ptr))
+        weakref.finalize(packed, self._release, ptr)
+        return packed
 
     def _release(self, ptr: int) -> None:
         entry = self._live[ptr]
@@ -186,7 +179,7 @@ class SavedTensorMeter:
             del self._live[ptr]
 
     def __enter__(self) -> "SavedTensorMeter":
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda p: p.tensor)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda packed: packed())
         self._hooks.__enter__()
         return self
 
