@@ -142,13 +142,10 @@ def check_labels(labels: torch.Tensor, n: int) -> int:
 def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Each image of x (N, C, H, W) moved by its own random shift in [-max_shift, max_shift]
     pixels along each axis, zero-filled: (N, C, H, W)."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     pad = F.pad(x, (max_shift,) * 4)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator).to(x.device)
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
-    return pad[torch.arange(n, device=x.device)[:, None, None, None],
-               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).tolist()
+    return torch.stack([p[:, i:i + h, j:j + w] for p, i, j in zip(pad, dy, dx)])
 
 
 def judge_step(judge: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
