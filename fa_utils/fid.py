@@ -1,34 +1,10 @@
-"""The judge of the samples: Frechet distance (Section 5, Eq. 10 of Farias & Maziero
-2023; Heusel et al. 2017) and kernel inception distance (KID; Binkowski et al. 2018) on a
-feature network, and the offline classifier whose features stand in for Inception's.
+"""The judge of the samples: Frechet distance (Eq. 10) and KID (Binkowski et al. 2018) on a
+feature network, through torchmetrics (:func:`distances`).
 
-    FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))          (Eq. 10)
-
-with (mu, S) the mean and covariance of the features of real (r) and generated (g) images.
-KID is the unbiased squared MMD with the polynomial kernel k(a, b) = (a.b / D + 1)^3,
-averaged over random subsets, with its standard deviation over them; unlike FD it has no
-bias that depends on the number of images. torchmetrics computes both
-(:class:`torchmetrics.image.fid.FrechetInceptionDistance`,
-:class:`torchmetrics.image.kid.KernelInceptionDistance`) on any feature module
-(:func:`distances`).
-
-Features, in order of preference (:func:`frechet_feature`):
-
-* the paper's: pytorch-fid's Inception-v3 pool3 (2048-d, :data:`PAPER_FEATURE`;
-  :func:`inception_feature`): grayscale repeated to 3 channels (our choice), resized to
-  299x299 and mapped to [-1, 1] by pytorch-fid; float images fed as they are;
-* offline, labelled data (MNIST, CIFAR-10): the penultimate layer (128-d, before its ReLU)
-  of the judge, a small CNN classifier trained on the training split only
-  (:func:`make_judge`, :func:`judge_step`; trained and cached by
-  :func:`fa_utils.wiring.train_judge`); feature ``"judge-128"``;
-* offline, unlabeled data (CelebA, STL-10): the bottleneck of a small convolutional
-  autoencoder trained on the same training images (:class:`FeatureAutoencoder`, feature
-  ``"autoencoder-128"``).
-
-Weights. pytorch-fid downloads ``pt_inception-2015-12-05-6726825d.pth`` (about 92 MB) into
-torch hub's cache; a local file is used instead when given as ``weights_path=``, in
-``$FA_INCEPTION_WEIGHTS``, or already in the hub cache. When none loads (offline),
-:class:`InceptionUnavailable` says so in one line. Only the Inception feature with
+Features (:func:`frechet_feature`): pytorch-fid's Inception-v3 pool3 (2048-d, the paper's;
+:func:`inception_feature`) when its weights load; offline, the penultimate layer of the
+judge classifier (labelled data: :func:`make_judge`, "judge-128") or the bottleneck of a
+:class:`FeatureAutoencoder` (unlabeled data: "autoencoder-128"). Only Inception with
 N >= 2048 images in both sets is ``comparable`` to the paper's FID.
 """
 from __future__ import annotations
@@ -48,71 +24,31 @@ from torch.nn import functional as F
 from .data import check_images
 from .paper import FID_IMAGES
 
-__all__ = [
-    "InceptionUnavailable", "PAPER_FEATURE", "INCEPTION_DIM", "INCEPTION_WEIGHTS_FILE",
-    "INCEPTION_WEIGHTS_URL", "WEIGHTS_ENV", "CONFIDENT", "to_inception_input",
-    "inception_weights_path", "inception_feature", "make_judge", "check_labels",
-    "judge_feature", "shift_images", "judge_step", "recognise", "accuracy", "FeatureAutoencoder",
-    "train_feature_autoencoder", "feature_of", "FIDResult", "distances", "frechet_feature",
-]
-
-#: Name of the paper's feature: pytorch-fid's Inception-v3 final average pool, 2048-d.
 PAPER_FEATURE = "inception-v3-pool3-2048"
-#: Its dimension D.
 INCEPTION_DIM = 2048
-#: The weights file pytorch-fid downloads (the TF FID Inception ported to PyTorch).
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-#: Where pytorch-fid downloads it from (same as ``pytorch_fid.inception.FID_WEIGHTS_URL``).
 INCEPTION_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/"
                          f"fid_weights/{INCEPTION_WEIGHTS_FILE}")
-#: Environment variable naming a local copy of the weights file.
-WEIGHTS_ENV = "FA_INCEPTION_WEIGHTS"
-#: A sample is recognised when the judge's top softmax probability is at least this.
-CONFIDENT = 0.9
-#: What the judge's checkpoint identity records of its recipe (:func:`make_judge`,
-#: :func:`judge_step`): widths, feature size, Adam's lr, the largest random shift.
+WEIGHTS_ENV = "FA_INCEPTION_WEIGHTS"  # a local copy of the weights file
+CONFIDENT = 0.9  # a sample is recognised when the judge's top softmax is at least this
+#: The judge's recipe in its checkpoint identity (:func:`make_judge`, :func:`judge_step`).
 JUDGE_RECIPE = "conv32-64-128/maxpool/feat128/dropout0.25/adam1e-3/shift2"
 
 
 class InceptionUnavailable(RuntimeError):
-    """pytorch-fid's Inception-v3 weights could not be loaded (offline, or a bad file).
-
-    The message is one line: why, the expected file name, where to put it (torch hub's
-    ``checkpoints/`` folder, or ``FA_INCEPTION_WEIGHTS`` / ``weights_path=``) and the URL.
-    """
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------------------
-# Inception-v3 features (pytorch-fid)
-# --------------------------------------------------------------------------------------
+    """pytorch-fid's Inception-v3 weights could not be loaded; the one-line message says
+    why, the file name, where to put it and the URL."""
 
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """Images as pytorch-fid's InceptionV3 takes them: (N, 3, H, W) float in [0, 1].
-
-    Grayscale (C = 1) is repeated to 3 identical channels; C = 3 is returned as is.
-    Resizing to 299x299 and scaling to [-1, 1] are done by pytorch-fid's InceptionV3.
-
-    Args:
-        images: (N, C, H, W) float tensor in [0, 1], C in {1, 3}.
-
-    Raises:
-        ValueError: not a float 4-d tensor in [0, 1] (:func:`fa_utils.data.check_images`),
-            or C not 1 or 3.
-    """
+    """(N, C, H, W) float in [0, 1], C in {1, 3} -> (N, 3, H, W), grayscale repeated
+    (pytorch-fid resizes to 299 and maps to [-1, 1]). Raises ValueError: bad images."""
     check_images(images, "images")
     c = images.shape[1]
-    if c == 3:
-        return images
-    if c == 1:
-        return images.repeat(1, 3, 1, 1)
-    raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for Inception, "
-                     f"got {c} (shape {tuple(images.shape)})")
+    if c not in (1, 3):
+        raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for Inception, "
+                         f"got {c} (shape {tuple(images.shape)})")
+    return images.repeat(1, 3, 1, 1) if c == 1 else images
 
 
 def _hub_weights_path() -> Path:
@@ -120,23 +56,19 @@ def _hub_weights_path() -> Path:
 
 
 def _unavailable(why: str) -> InceptionUnavailable:
+    why = " ".join(why.split())
+    why = why if len(why) <= 200 else why[:197] + "..."
     return InceptionUnavailable(
-        f"Inception-v3 FID weights could not be loaded ({_one_line(why)}; offline?): "
+        f"Inception-v3 FID weights could not be loaded ({why}; offline?): "
         f"expected file {INCEPTION_WEIGHTS_FILE}; put it in {_hub_weights_path().parent}/ "
         f"or pass weights_path= / set {WEIGHTS_ENV}=<path>; it is downloaded from "
         f"{INCEPTION_WEIGHTS_URL}")
 
 
 def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Optional[Path]:
-    """The local weights file to use, or None (pytorch-fid would then download it).
-
-    Order: ``weights_path``, then ``$FA_INCEPTION_WEIGHTS``, then torch hub's cache
-    ``<torch.hub.get_dir()>/checkpoints/pt_inception-2015-12-05-6726825d.pth``.
-
-    Raises:
-        InceptionUnavailable: ``weights_path`` or ``$FA_INCEPTION_WEIGHTS`` is given but is
-            not a file.
-    """
+    """The local weights file: ``weights_path``, else ``$FA_INCEPTION_WEIGHTS``, else torch
+    hub's cache; None if none (pytorch-fid would download it).
+    Raises InceptionUnavailable: a given path is not a file."""
     for given, what in ((weights_path, "weights_path"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if given:
             path = Path(given).expanduser()
@@ -149,54 +81,31 @@ def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Opt
 
 def inception_feature(weights_path: str | os.PathLike | None = None,
                       device: str | torch.device = "cpu") -> nn.Module:
-    """pytorch-fid's ``InceptionV3`` pool3 as a feature module for :func:`distances`:
-    (N, C, H, W) float in [0, 1], C in {1, 3} -> (N, 2048); eval mode, on ``device``,
-    ``num_features`` 2048, ``feature_name`` :data:`PAPER_FEATURE`.
-
-    With a local file (:func:`inception_weights_path`), pytorch-fid's
-    ``load_state_dict_from_url`` is replaced by ``torch.load`` of that file while the
-    network is built; otherwise pytorch-fid downloads into torch hub's cache.
-
-    Raises:
-        InceptionUnavailable: the weights cannot be loaded (network, corrupt file, keys).
-    """
+    """pytorch-fid's InceptionV3 pool3 as a feature module: (N, C, H, W) -> (N, 2048), named
+    :data:`PAPER_FEATURE`; a local weights file is loaded with ``torch.load`` instead of
+    pytorch-fid's download. Raises InceptionUnavailable: the weights do not load."""
     import pytorch_fid.inception as pfi
 
     path = inception_weights_path(weights_path)
     block = [pfi.InceptionV3.BLOCK_INDEX_BY_DIM[INCEPTION_DIM]]
+    load = pfi.load_state_dict_from_url if path is None else (
+        lambda *args, **kwargs: torch.load(path, map_location="cpu", weights_only=True))
     try:
-        if path is not None:
-            def local(url, *args, **kwargs):
-                return torch.load(path, map_location="cpu", weights_only=True)
-
-            with mock.patch.object(pfi, "load_state_dict_from_url", local):
-                model = pfi.InceptionV3(block)
-        else:
+        with mock.patch.object(pfi, "load_state_dict_from_url", load):
             model = pfi.InceptionV3(block)
     except Exception as err:  # network, corrupt file, wrong keys: all mean "unavailable"
         where = f"file {path}" if path else "download"
         raise _unavailable(f"{where}: {type(err).__name__}: {err}") from err
-    model = model.eval().to(device)  # eval: BatchNorm must use its running statistics
+    model = model.eval().to(device)  # eval: BatchNorm uses its running statistics
     return feature_of(lambda x: model(to_inception_input(x))[0].flatten(1), INCEPTION_DIM,
                       PAPER_FEATURE, owner=model)
 
 
-# --------------------------------------------------------------------------------------
-# The judge: a classifier trained on the training split (labelled offline feature)
-# --------------------------------------------------------------------------------------
-
-
 def make_judge(in_channels: int = 1, num_classes: int = 10, width: int = 32,
                feature_dim: int = 128) -> nn.Sequential:
-    """The judge: ``nn.Sequential(features, head)``.
-
-    features: three conv3x3 (C -> w -> 2w -> 4w, ReLU), max-pooling 2 after the first two
-    and adaptive max-pooling to 3x3 after the third, flatten, linear(36w -> D): (N, C, H, W)
-    in [0, 1] -> (N, D), the Frechet feature (before a ReLU, so that no dimension is
-    constantly 0; :func:`judge_feature`).
-    head: ReLU, dropout 0.25, linear(D -> classes): ``judge(x)`` gives logits
-    (N, classes). Any H, W >= 12 (MNIST 28, CIFAR-10 32).
-    """
+    """The judge classifier ``Sequential(features, head)``: (N, C, H, W), H, W >= 12 ->
+    logits (N, classes). features: three conv3x3 (w, 2w, 4w; ReLU; max-pool), linear to
+    (N, D), the Frechet feature (before a ReLU); head: ReLU, dropout 0.25, linear."""
     features = nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -207,19 +116,14 @@ def make_judge(in_channels: int = 1, num_classes: int = 10, width: int = 32,
 
 
 def judge_feature(judge: nn.Sequential) -> nn.Module:
-    """The judge's penultimate layer as a feature module for :func:`distances`:
-    (N, C, H, W) -> (N, D), named ``"judge-<D>"``."""
+    """The judge's penultimate layer as a feature module (N, C, H, W) -> (N, D), "judge-<D>"."""
     d = judge[0][-1].out_features
     return feature_of(judge[0], d, f"judge-{d}", owner=judge)
 
 
 def check_labels(labels: torch.Tensor, n: int) -> int:
-    """The number of classes of ``labels`` ((n,) integers 0..K-1), K >= 2.
-
-    Raises:
-        ValueError: wrong shape or dtype, fewer than 2 classes, or unlabeled data (labels
-            -1: CelebA, STL-10), for which a classifier cannot be trained.
-    """
+    """The number of classes K >= 2 of ``labels`` ((n,) integers 0..K-1).
+    Raises ValueError: wrong shape or dtype, fewer than 2 classes, or labels -1 (unlabeled)."""
     labels = torch.as_tensor(labels)
     if labels.shape != (n,) or labels.is_floating_point():
         raise ValueError(f"labels must be integers of shape ({n},), got "
@@ -236,22 +140,18 @@ def check_labels(labels: torch.Tensor, n: int) -> int:
 
 
 def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image of x (N, C, H, W) moved by its own random whole-pixel shift in
-    [-max_shift, max_shift] along each axis, zero-filled: (N, C, H, W)."""
-    n, c, h, w = x.shape
+    """Each image of x (N, C, H, W) moved by its own random shift in [-max_shift, max_shift]
+    pixels along each axis, zero-filled: (N, C, H, W)."""
+    n, _, h, w = x.shape
     pad = F.pad(x, (max_shift,) * 4)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator).to(x.device)
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
-    return pad[torch.arange(n, device=x.device)[:, None, None, None],
-               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).tolist()
+    return torch.stack([p[:, i:i + h, j:j + w] for p, i, j in zip(pad, dy, dx)])
 
 
 def judge_step(judge: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                y: torch.Tensor, *, generator: torch.Generator, max_shift: int = 2
                ) -> dict[str, torch.Tensor]:
-    """One Adam step of cross-entropy on randomly shifted images (:func:`shift_images`).
-    x (B, C, H, W) in [0, 1], y (B,) class labels. Returns ``{"loss": 0-d tensor}``."""
+    """One step of cross-entropy on shifted images x (B, C, H, W), labels y (B,): {"loss"}."""
     loss = F.cross_entropy(judge(shift_images(x, max_shift, generator)), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -261,8 +161,8 @@ def judge_step(judge: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 
 def recognise(judge: nn.Module, images: torch.Tensor, batch_size: int = 500
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The judge's top softmax probability and class of each image, on the CPU:
-    ((N,), (N,)). images (N, C, H, W), clamped to [0, 1]; the judge in eval mode."""
+    """The judge's (eval mode) top softmax probability and class of each image (N, C, H, W),
+    clamped to [0, 1]: ((N,), (N,)) on the CPU."""
     dev = next(judge.parameters()).device
     judge.eval()
     with torch.no_grad():
@@ -276,30 +176,15 @@ def accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float((recognise(judge, images)[1] == labels.cpu()).float().mean())
 
 
-# --------------------------------------------------------------------------------------
-# The label-free offline feature (unlabeled data)
-# --------------------------------------------------------------------------------------
-
-
 class FeatureAutoencoder(nn.Module):
-    """A small convolutional autoencoder whose bottleneck gives the label-free fallback
-    FID features (unlabeled data: CelebA, STL-10).
-
-    Encoder (:meth:`features`): conv3x3(C->w, stride 2) ReLU, conv3x3(w->2w, stride 2)
-    ReLU, adaptive avg pool to 4x4, linear(32w -> D) [= features, no activation].
-    Decoder: linear(D -> 2w x (H/4) x (W/4)) ReLU, two stride-2 transposed 4x4 convs (ReLU
-    between), resized to (H, W) bilinearly when H or W is not a multiple of 4, sigmoid.
-    ``image_size`` (H = W) is fixed at construction.
-
-    Args:
-        in_channels: C (1 or 3); image_size: H = W (>= 8); feature_dim: D; width: w.
-    """
+    """Convolutional autoencoder (C, H = W = ``image_size``, 4k >= 8) whose bottleneck (N, D)
+    (:meth:`features`) is the label-free FID feature; ``forward`` reconstructs (N, C, H, W)."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 64, feature_dim: int = 128,
                  width: int = 16) -> None:
         super().__init__()
-        if image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
+        if image_size < 8 or image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, >= 8, got {image_size}")
         self.in_channels, self.image_size, self.feature_dim = in_channels, image_size, feature_dim
         self.feature_name = f"autoencoder-{feature_dim}"
         self.encoder = nn.Sequential(
@@ -311,78 +196,45 @@ class FeatureAutoencoder(nn.Module):
             nn.Unflatten(1, (2 * width, image_size // 4, image_size // 4)),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(width, in_channels, 4, 2, 1))
-        #: Per-pixel MSE of the last training epoch (set by :func:`train_feature_autoencoder`).
-        self.train_mse: float = float("nan")
+        self.train_mse = float("nan")  # per-pixel MSE of the last training epoch
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) in [0, 1] -> (N, D): the bottleneck."""
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> the reconstruction (N, C, H, W) in [0, 1]."""
-        out = self.decoder(self.features(x))
-        if out.shape[-1] != self.image_size:
-            out = nn.functional.interpolate(out, size=(self.image_size, self.image_size),
-                                            mode="bilinear", align_corners=False)
-        return torch.sigmoid(out)
+        return torch.sigmoid(self.decoder(self.features(x)))
 
 
 def train_feature_autoencoder(images: torch.Tensor, *, epochs: int = 4, min_steps: int = 400,
                               batch_size: int = 64, seed: int = 0,
-                              device: str | torch.device = "cpu", lr: float = 3e-3,
-                              progress: bool = False) -> FeatureAutoencoder:
-    """Train a :class:`FeatureAutoencoder` (Adam with ``lr``, per-pixel MSE, batch mean) to
-    reconstruct ``images``: the label-free fallback feature for FID.
-
-    It runs ``epochs`` passes, or more so that it takes at least ``min_steps`` optimiser
-    steps (on small sets; why 400: docs/choices.md section 4).
-
-    Deterministic for a seed; the global RNG state is left unchanged (as
-    :func:`train_feature_classifier`).
-
-    Args:
-        images: (N, C, H, W) float in [0, 1] with H = W >= 8 (the real training data).
-
-    Returns:
-        The autoencoder in eval mode, on ``device``, ``train_mse`` set.
-
-    Raises:
-        ValueError: bad images (:func:`fa_utils.data.check_images`), fewer than 2 images,
-            or H != W.
-    """
+                              device: str | torch.device = "cpu") -> FeatureAutoencoder:
+    """A :class:`FeatureAutoencoder` trained (Adam 3e-3, per-pixel MSE) on ``images``
+    (N >= 2, C, H = W = 4k) for ``epochs``, or at least ``min_steps`` steps (docs/choices.md
+    section 4); seeded, the global RNG left as it was. Returns it in eval mode.
+    Raises ValueError: bad images, N < 2 or H != W."""
     check_images(images, "images")
     n, c, h, w = images.shape
     if n < 2:
         raise ValueError(f"need at least 2 images to train the feature autoencoder, got {n}")
     if h != w:
         raise ValueError(f"the feature autoencoder takes square images, got {h}x{w}")
-    dev = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FeatureAutoencoder(c, h).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model = FeatureAutoencoder(c, h).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(seed)
-    per_epoch = math.ceil(n / batch_size)
-    from tqdm.auto import tqdm
-    epoch_iter = tqdm(range(max(epochs, math.ceil(min_steps / per_epoch))),
-                      desc="feature autoencoder", unit="epoch", disable=not progress)
     model.train()
-    for _ in epoch_iter:
+    for _ in range(max(epochs, math.ceil(min_steps / math.ceil(n / batch_size)))):
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(batch_size):
-            xb = images[idx].to(dev)
-            loss = nn.functional.mse_loss(model(xb), xb)
+            xb = images[idx].to(device)
+            loss = F.mse_loss(model(xb), xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         model.train_mse = total / n
     return model.eval()
-
-
-# --------------------------------------------------------------------------------------
-# Frechet distance and KID on a feature module (torchmetrics)
-# --------------------------------------------------------------------------------------
 
 
 class _Feature(nn.Module):
@@ -398,22 +250,15 @@ class _Feature(nn.Module):
 
 def feature_of(fn: Callable, num_features: int, name: str, *, owner: nn.Module) -> nn.Module:
     """``fn`` ((N, C, H, W) -> (N, num_features)) as a feature module for :func:`distances`,
-    called in eval mode of ``owner`` (the network it belongs to; inputs go to its device).
-    E.g. ``feature_of(ae.features, 128, "autoencoder-128", owner=ae)``."""
+    ``owner`` (its network) in eval mode, inputs moved to its device."""
     return _Feature(fn, num_features, name, owner.eval())
 
 
 @dataclass
 class FIDResult:
-    """One set of generated images judged against the real ones.
-
-    Attributes:
-        value: the Frechet distance (Eq. 10) on ``feature``.
-        kid, kid_std: KID (unbiased) and its standard deviation over the subsets.
-        n_real, n_fake: images in each set. feature: the feature's name.
-        comparable: True only for the paper's feature with N >= 2048 in both sets.
-        note: why it is or is not comparable (empty when nothing to say).
-    """
+    """Frechet distance ``value`` and KID (unbiased, with its std over subsets) of one set
+    of generated images against the real ones; ``comparable`` to the paper only for its
+    feature with N >= 2048 in both sets, ``note`` says why not."""
 
     value: float
     n_real: int
@@ -424,14 +269,8 @@ class FIDResult:
     kid: float = float("nan")
     kid_std: float = float("nan")
 
-    def __str__(self) -> str:
-        tag = "comparable" if self.comparable else "NOT comparable to the paper"
-        return (f"FD {self.value:.2f}, KID {self.kid:.4f} +- {self.kid_std:.4f} ({self.feature}, "
-                f"{self.n_real} real vs {self.n_fake} generated, {tag})")
-
 
 def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bool, str]:
-    """(comparable, note): only Inception with N >= D in both sets is comparable."""
     n = min(n_real, n_fake)
     notes = []
     if feature != PAPER_FEATURE:
@@ -447,24 +286,10 @@ def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bo
 def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module, *,
               subsets: int = 100, subset_size: int = 1000, batch_size: int = 500,
               seed: int = 0) -> list[FIDResult]:
-    """Frechet distance and KID of every set in ``fakes`` against ``real``, on ``feature``
-    (torchmetrics; the real features are extracted once).
-
-    Args:
-        real: (N_r, C, H, W) float in [0, 1]; fakes: sets of the same (C, H, W).
-        feature: a module (N, C, H, W) -> (N, D) with ``num_features`` and
-            ``feature_name`` (:func:`inception_feature`, :func:`judge_feature`,
-            :func:`feature_of`).
-        subsets, subset_size: KID's random subsets (subset_size is capped at the smaller
-            set); ``seed`` seeds their draw.
-
-    Returns:
-        One :class:`FIDResult` per fake set, in order.
-
-    Raises:
-        ValueError: bad images, sets of different image shapes (both named), or fewer than
-            2 images in a set.
-    """
+    """One :class:`FIDResult` per set of ``fakes`` against ``real`` (all (N, C, H, W) in
+    [0, 1], N >= 2), on ``feature`` (``num_features``, ``feature_name``). KID draws
+    ``subsets`` seeded subsets of ``subset_size`` (at most the smallest N).
+    Raises ValueError: bad images, a set of another shape, or a single image."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -473,22 +298,22 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
         if x.shape[0] < 2:
             raise ValueError(f"{name} has {x.shape[0]} image(s); the distances need at least 2")
         if x.shape[1:] != real.shape[1:]:
+            size = tuple(real.shape[2:])
             raise ValueError(f"real and generated images differ in shape: real "
                              f"{tuple(real.shape)}, {name} {tuple(x.shape)} (N, C, H, W); "
-                             f"generate at {tuple(real.shape[2:])}, or resize with "
-                             f"torch.nn.functional.interpolate(x, size={tuple(real.shape[2:])}, "
-                             f"mode='bilinear', antialias=True)")
+                             f"generate at {size}, or resize with torch.nn.functional."
+                             f"interpolate(x, size={size}, mode='bilinear', antialias=True)")
     size = min(subset_size, real.shape[0], *(f.shape[0] for f in fakes))
     fd = FrechetInceptionDistance(feature, reset_real_features=False, normalize=True)
     with warnings.catch_warnings():  # "will save all extracted features": what KID needs
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
         kid = KernelInceptionDistance(feature, subsets=subsets, subset_size=size,
                                       reset_real_features=False, normalize=True)
+    out = []
     with torch.no_grad():
         for part in real.split(batch_size):
             fd.update(part, real=True)
             kid.update(part, real=True)
-        out = []
         for fake in fakes:
             fd.reset()
             kid.reset()
@@ -498,19 +323,18 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 kid_mean, kid_std = (float(v) for v in kid.compute())
-            comparable, note = _comparability(feature.feature_name, real.shape[0],
-                                              fake.shape[0], feature.num_features)
-            out.append(FIDResult(float(fd.compute()), real.shape[0], fake.shape[0],
-                                 feature.feature_name, comparable, note, kid_mean, kid_std))
+            n = real.shape[0], fake.shape[0]
+            comparable, note = _comparability(feature.feature_name, *n, feature.num_features)
+            out.append(FIDResult(float(fd.compute()), *n, feature.feature_name, comparable,
+                                 note, kid_mean, kid_std))
     return out
 
 
 def frechet_feature(fallback: Callable[[], nn.Module], *,
                     weights_path: str | os.PathLike | None = None,
                     device: str | torch.device = "cpu") -> nn.Module:
-    """Inception (:func:`inception_feature`) if its weights load; else ``fallback()`` (the
-    judge's features, or :func:`feature_of` a :class:`FeatureAutoencoder`), after printing
-    one line that says why and that the distances are NOT comparable to the paper's FID."""
+    """:func:`inception_feature` if its weights load, else ``fallback()`` after printing one
+    line saying why and that the distances are NOT comparable to the paper's FID."""
     try:
         return inception_feature(weights_path, device)
     except InceptionUnavailable as err:

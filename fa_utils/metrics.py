@@ -1,68 +1,47 @@
-"""Metrics: reconstruction error and its reference levels; timers, one-thread pinning and
-the memory meters (the bytes autograd saves for backward, the CUDA peak of a block).
-
-(FID is :mod:`fa_utils.fid`; parameter counts :func:`fa_utils.models.count_parameters`;
-the benchmarks' own measures are ``benchmarks/measure.py``.) Nothing here holds state
-between calls: every meter is an object the caller makes.
+"""Reconstruction error and its reference levels; timers, one-thread pinning and memory
+meters (bytes autograd saves for backward, the CUDA peak of a block). No state between calls.
 """
 from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from typing import Callable, Mapping, Sequence
 
 import torch
 
 
 def mse_per_pixel(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Mean squared error over every pixel and channel of the batch (the paper's L2 per pixel).
-
-    Shapes: (B, C, H, W) and (B, C, H, W) -> float.
-    """
+    """Mean squared error over every pixel of (B, C, H, W) and (B, C, H, W) (L2 per pixel)."""
     if x.shape != x_hat.shape:
         raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
     return float((x.float() - x_hat.float()).pow(2).mean())
 
 
 def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
-    """Per-pixel MSE of predicting every test image by the mean training image: the error of
-    a "decoder" that ignores its input (a floor any reconstruction must beat)."""
+    """Per-pixel MSE of predicting every test image by the mean training image (a floor)."""
     mean = train_x.float().mean(0, keepdim=True)
     return mse_per_pixel(test_x, mean.expand_as(test_x))
 
 
 def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` leading right singular vectors of ``a`` (N, D), as rows (k', D), from the
-    eigendecomposition of the smaller Gram matrix (a a^T, N x N, when N < D; else a^T a):
-    the same subspace as ``torch.linalg.svd`` (tested), and faster (docs/choices.md
-    section 2). Directions whose singular value
-    is below 1e-9 of the largest are dropped (k' < k only when a has rank < k: they would
-    add nothing to a projection)."""
+    """The ``k`` leading right singular vectors of ``a`` (N, D) as rows (k', D), from the
+    eigendecomposition of the smaller Gram matrix (docs/choices.md section 2); directions
+    with singular value below 1e-9 of the largest are dropped (k' < k only if rank < k)."""
     n, d = a.shape
-    if n < d:
-        vals, vecs = torch.linalg.eigh(a @ a.T)  # ascending
-        vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
-        keep = vals > 1e-18 * vals[0].clamp_min(0)
-        basis = (vecs[:, keep].T @ a) / vals[keep].sqrt()[:, None]
-    else:
-        vals, vecs = torch.linalg.eigh(a.T @ a)
-        vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
-        keep = vals > 1e-18 * vals[0].clamp_min(0)
-        basis = vecs[:, keep].T
-    return basis
+    vals, vecs = torch.linalg.eigh(a @ a.T if n < d else a.T @ a)  # ascending
+    vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
+    keep = vals > 1e-18 * vals[0].clamp_min(0)
+    if n < d:  # right singular vectors v = a^T u / s
+        return (vecs[:, keep].T @ a) / vals[keep].sqrt()[:, None]
+    return vecs[:, keep].T
 
 
 def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = True) -> float:
-    """Per-pixel MSE of the best rank-k linear reconstruction fitted on ``train_x``.
-
-    ``center=True``: PCA with k components (an affine k-dim subspace through the mean).
-    ``center=False``: the best k-dim *linear* subspace through the origin. One-step FA from
-    r_0 = 0 returns r_1 = J_E(0)^T (z - E(0)), which always lies in the k-dim span of
-    J_E(0)^T's columns (k = Z), so this is a lower bound on its error (up to the
-    train/test difference of the fitted subspace).
-
-    Shapes: (N, C, H, W), (M, C, H, W) -> float.
-    """
+    """Per-pixel MSE on ``test_x`` (M, C, H, W) of the best rank-k linear reconstruction
+    fitted on ``train_x`` (N, C, H, W): PCA (``center``), else the best k-dim subspace
+    through the origin, a lower bound for one-step FA from r_0 = 0 (r_1 lies in the span
+    of J_E(0)^T's k = Z columns)."""
     a = train_x.flatten(1).double()
     mean = a.mean(0, keepdim=True) if center else torch.zeros_like(a[:1])
     basis = top_right_singular_vectors(a - mean, k)  # (k', D), k' <= k
@@ -71,22 +50,15 @@ def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = 
     return mse_per_pixel(test_x.flatten(1).double(), rec)
 
 
-# --------------------------------------------------------------------------------------
-# Timers, threads and memory meters (used by local FA, the explorers, the sampling table)
-# --------------------------------------------------------------------------------------
-
-
 def _synchronize(device=None) -> None:
     """Wait for the CUDA work queued on ``device`` (None: the current CUDA device, if any)."""
-    if device is None and torch.cuda.is_available():
-        torch.cuda.synchronize()
-    elif device is not None and torch.device(device).type == "cuda":
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
         torch.cuda.synchronize(device)
 
 
 class Stopwatch:
-    """``with Stopwatch(device) as sw: ...`` sets ``sw.seconds`` (wall clock, float) on exit,
-    also when the block raises; CUDA is synchronised when the block starts and ends."""
+    """``with Stopwatch(device) as sw:`` sets ``sw.seconds`` on exit, also when the block
+    raises; CUDA is synchronised when the block starts and ends."""
 
     def __init__(self, device=None):
         self.device, self.seconds = device, None
@@ -103,9 +75,9 @@ class Stopwatch:
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, *,
                       warmup: int = 1, device=None) -> dict[str, list[float]]:
-    """{name: [seconds of round 0, 1, ...]}: after ``warmup`` unmeasured rounds, round i calls
-    every function once, in the order of ``fns`` rotated by i (a shared machine's load falls
-    on all alike; ``a[i]`` and ``b[i]`` come from the same round)."""
+    """{name: [seconds of round 0, 1, ...]}: after ``warmup`` rounds, round i calls every
+    function once in the order of ``fns`` rotated by i (a shared machine's load falls on
+    all alike)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -122,17 +94,15 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, *,
 
 def fastest_times(calls: Mapping[str, Callable[[], object]], *, repeats: int = 10,
                   warmup: int = 2, device=None) -> dict[str, float]:
-    """{name: seconds}, the minimum over :func:`interleaved_times`' rounds (on a shared
-    machine, the best estimate of the unloaded cost)."""
-    return {m: min(ts) for m, ts in interleaved_times(calls, repeats, warmup=warmup,
-                                                      device=device).items()}
+    """{name: the fastest of :func:`interleaved_times`' rounds, in seconds}."""
+    times = interleaved_times(calls, repeats, warmup=warmup, device=device)
+    return {m: min(ts) for m, ts in times.items()}
 
 
 @contextlib.contextmanager
 def one_thread():
-    """Torch on one intra-op CPU thread inside the block (or a function decorated with
-    ``@one_thread()``), the previous count restored after, also on an exception. For small
-    problems, where a second thread only adds synchronisation (docs/choices.md section 1)."""
+    """One intra-op torch thread inside the block or decorated function, the count restored
+    after (docs/choices.md section 1)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -143,10 +113,10 @@ def one_thread():
 
 class CudaPeak:
     """``peak_bytes`` (``torch.cuda.max_memory_allocated``) of a ``with`` block on a CUDA
-    ``device`` and ``step_bytes``, that less what was allocated on entry; both None elsewhere."""
+    ``device`` and ``step_bytes``, that less what was allocated on entry; None elsewhere."""
 
     def __init__(self, device):
-        self.device = torch.device(device if device is not None else "cpu")
+        self.device = torch.device(device or "cpu")
         self.before = self.peak_bytes = self.step_bytes = None
 
     def __enter__(self) -> "CudaPeak":
@@ -163,31 +133,12 @@ class CudaPeak:
             self.step_bytes = self.peak_bytes - self.before
 
 
-class _Packed:
-    """What the pack hook stores instead of a tensor; its death releases the tensor."""
-
-    __slots__ = ("tensor", "meter", "key", "__weakref__")
-
-    def __init__(self, tensor, meter, key):
-        self.tensor, self.meter, self.key = tensor, meter, key
-
-    def __del__(self):
-        if self.key is not None:
-            self.meter._release(self.key)
-
-
 class SavedTensorMeter:
-    """Bytes autograd saves for backward inside ``with SavedTensorMeter(exclude=params) as m``
-    (``torch.autograd.graph.saved_tensors_hooks``; works on a CPU):
-
-    * ``total_bytes`` / ``count``: every tensor packed (numel x element size; saved twice
-      counts twice; parameters count; so does a tensor without readable storage);
-    * ``peak_bytes``: the peak of live saved storage, each storage once while a saved
-      reference to it lives, ``exclude`` and empty storages not counted: a freed graph
-      releases its tensors, so local FA (Alg. 2) peaks per layer, global FA on the whole graph;
-    * ``distinct_bytes``: the distinct storages saved at any time (largest size per address),
-      alive together or not: the activations a step holds for its backward.
-    """
+    """Bytes autograd saves for backward inside ``with SavedTensorMeter(exclude=params)``:
+    ``total_bytes`` / ``count`` of every tensor packed (saved twice counts twice);
+    ``peak_bytes`` of live saved storage (each storage once while referenced; ``exclude``
+    and empty storages not counted: local FA, Alg. 2, peaks per layer); ``distinct_bytes``
+    of the distinct storages saved at any time, alive together or not."""
 
     def __init__(self, exclude: Sequence[torch.Tensor] = ()):
         self.excluded = {p.untyped_storage().data_ptr() for p in exclude}
@@ -199,35 +150,36 @@ class SavedTensorMeter:
     def distinct_bytes(self) -> int:
         return sum(self._distinct.values())
 
-    def _pack(self, t: torch.Tensor) -> _Packed:
+    def _pack(self, t: torch.Tensor) -> Callable[[], torch.Tensor]:
+        def packed() -> torch.Tensor:  # what autograd keeps; its death releases t
+            return t
+
         self.total_bytes += t.numel() * t.element_size()
         self.count += 1
         try:
             ptr, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
         except (RuntimeError, NotImplementedError):  # e.g. a subclass without storage
-            return _Packed(t, self, None)
-        if ptr in self.excluded:
-            return _Packed(t, self, None)
+            return packed
+        if ptr in self.excluded or nbytes == 0:
+            return packed
         self._distinct[ptr] = max(self._distinct.get(ptr, 0), nbytes)
-        if nbytes == 0:
-            return _Packed(t, self, None)
         entry = self._live.setdefault(ptr, [nbytes, 0])
         if entry[1] == 0:
             self.live_bytes += nbytes
             self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         entry[1] += 1
-        return _Packed(t, self, ptr)
+        weakref.finalize(packed, self._release, ptr)
+        return packed
 
     def _release(self, ptr: int) -> None:
-        entry = self._live.get(ptr)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                self.live_bytes -= entry[0]
-                del self._live[ptr]
+        entry = self._live[ptr]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live_bytes -= entry[0]
+            del self._live[ptr]
 
     def __enter__(self) -> "SavedTensorMeter":
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda p: p.tensor)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda packed: packed())
         self._hooks.__enter__()
         return self
 

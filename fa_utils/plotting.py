@@ -1,8 +1,5 @@
-"""Figures: image grids (torchvision ``make_grid``), loss curves, scatter of latents.
-
-Every function draws on a matplotlib Axes it is given (or makes a figure) and returns it;
-saving goes through :func:`fa_utils.outputs.save_figure`.
-"""
+"""Figures: image grids, loss curves, latents, heatmaps; each draws on the Axes it is given
+(or makes a figure) and returns it."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -14,11 +11,11 @@ from torchvision.utils import make_grid
 
 
 def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = None):
-    """Draw (B, C, H, W) images in [0, 1] (clipped; grayscale as RGB) as a grid of ``nrow``
-    per row, padding 2, without ticks; returns ``ax``. Raises ValueError: not 4-D."""
+    """(B, C, H, W) images in [0, 1] as a grid, ``nrow`` a row; ``ax``. ValueError: not 4-D."""
     if images.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    images = images.detach().float().cpu().clamp(0, 1)
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set(xticks=[], yticks=[])
     if title:
@@ -27,20 +24,19 @@ def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = 
 
 
 def label_rows(ax, labels: Sequence[str], image_height: int, padding: int = 2):
-    """One label beside each row of a :func:`show_images` grid on ``ax`` (e.g. the class a row
-    asks for and how often a classifier sees it); returns ``ax``."""
-    ax.set_yticks([padding + (image_height + padding) * i + image_height / 2 for i in range(len(labels))],
-                  labels, fontsize=8)
+    """One label beside each row of a :func:`show_images` grid on ``ax``; returns ``ax``."""
+    step = image_height + padding
+    ax.set_yticks([padding + step * i + image_height / 2 for i in range(len(labels))], labels,
+                  fontsize=8)
     ax.tick_params(axis="y", length=0)
     return ax
 
 
 def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per: float = 0.9,
                  title: Optional[str] = None):
-    """One row of ``ncols`` images per entry (each (B, C, H, W), B >= ncols; e.g. originals,
-    FA recovery), labelled by its key; returns the figure."""
-    fig, axes = plt.subplots(len(rows), 1, figsize=(ncols * figsize_per, len(rows) * figsize_per + 0.4),
-                             squeeze=False)
+    """A row of ``ncols`` images (B, C, H, W) per entry, labelled by its key; the figure."""
+    size = (ncols * figsize_per, len(rows) * figsize_per + 0.4)
+    fig, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
         show_images(ax, imgs[:ncols], nrow=ncols)
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
@@ -51,9 +47,9 @@ def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per:
 
 
 def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: str = "",
-                logy: bool = True, smooth: int = 1, references: Optional[Mapping[str, float]] = None):
-    """Plot (step, value) curves; ``smooth`` > 1 applies a running mean; horizontal lines for
-    ``references`` (label -> value). Returns ``ax``."""
+                logy: bool = True, smooth: int = 1,
+                references: Optional[Mapping[str, float]] = None):
+    """(step, value) curves (running mean of ``smooth``), dashed ``references``; ``ax``."""
     for label, pts in ((k, np.asarray(v, dtype=float)) for k, v in curves.items() if len(v)):
         x, y = pts[:, 0], pts[:, 1]
         if smooth > 1 and len(y) >= smooth:
@@ -62,9 +58,7 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
     for label, value in (references or {}).items():
         ax.axhline(value, ls="--", lw=1, color="gray")
         ax.annotate(label, (ax.get_xlim()[0], value), fontsize=8, va="bottom", color="gray")
-    if logy:
-        ax.set_yscale("log")
-    ax.set(xlabel="optimiser step", ylabel=ylabel)
+    ax.set(xlabel="optimiser step", ylabel=ylabel, yscale="log" if logy else "linear")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -72,9 +66,8 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
 
 def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
                     title: Optional[str] = None, class_names: Optional[Sequence[str]] = None):
-    """Scatter (N, 2) latents coloured by class (Figure 6a), a colour bar naming the classes
-    (``class_names``, default "class k"); ``labels`` (N,) in 0..K-1, or None / all -1 for
-    unlabeled data (CelebA, STL-10): one colour, no colour bar. Returns ``ax``."""
+    """(N, 2) latents coloured by class ``labels`` (N,) with a colour bar of ``class_names``
+    (Figure 6a); unlabeled (None, all -1): one colour, no colour bar. Returns ``ax``."""
     z = z.detach().cpu().numpy()
     if labels is None or not bool((torch.as_tensor(labels) >= 0).any()):
         ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.8, color="tab:blue", label="unlabeled images")
@@ -94,8 +87,7 @@ def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
 
 
 def plot_inversion(ax, x: torch.Tensor, x_hat: torch.Tensor, title: str, tolerance: float):
-    """Figure 2: recovered x_hat against the true x over the domain, with the identity line;
-    points within ``tolerance`` in green, the rest in red. Returns ``ax``."""
+    """Figure 2: recovered x_hat against x, green within ``tolerance``, else red; ``ax``."""
     x, x_hat = x.detach().cpu().numpy(), x_hat.detach().cpu().numpy()
     ok = np.abs(x_hat - x) < tolerance
     ax.plot(x, x, color="gray", lw=1, ls="--", label="x_hat = x")
@@ -109,8 +101,7 @@ def plot_inversion(ax, x: torch.Tensor, x_hat: torch.Tensor, title: str, toleran
 
 
 def heatmap(ax, rows: Sequence[Sequence[float]], xlabel: str, ylabel: str, title: str = ""):
-    """(a, b, value) rows as a heatmap of log10 value, a on the y axis, each cell annotated
-    (values >= 1e3: "diverged"); returns ``ax``."""
+    """(a, b, value) rows as a heatmap of log10 value, a on y, >= 1e3 "diverged"; ``ax``."""
     ys, xs = sorted({r[0] for r in rows}), sorted({r[1] for r in rows})
     grid = np.full((len(ys), len(xs)), np.nan)
     for a, b, v in rows:
