@@ -35,3 +35,9 @@ def appendix() -> SimpleNamespace:
     """Notebook 06's Appendix A code (7.1, 7.2, the Eq. 9 clamp, the claims)."""
     return cell_namespace("06_appendix_convergence", "3c640000", "a71-code", "a72-distances",
                           "a72-train", "eq9-code", "claims-a71", "claims-a72", "claims-builder")
+
+
+def local_fa() -> SimpleNamespace:
+    """Notebook 05's code: layer errors, the memory table's rows, Section 3.5's claims."""
+    return cell_namespace("05_local_fa", "5e4c9e0a", "local-layer-errors", "local-memory-rows",
+                          "local-claims")
