@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
@@ -16,7 +15,7 @@ from . import fa
 from .metrics import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
 from .models import Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_
 
-SQRT2 = math.sqrt(2.0)
+SQRT2 = 2 ** 0.5  # the Eq. 9 bound
 #: In a local-FA checkpoint's identity: bumped when :class:`LocalFANet`'s layout changes.
 LOCAL_NET_FORMAT = 2
 
@@ -68,9 +67,8 @@ class LocalFANet(nn.Module):
 
 def make_local_net(arch: str | Architecture, latent_dim: int = 128, *,
                    spectral_init: bool = True, seed: int = 0, bias: bool = False) -> LocalFANet:
-    """The local-FA network of a dataset (or an :class:`Architecture`): orthogonal weights,
-    zero biases (Section 4); ``spectral_init`` then scales each layer to operator norm 1 (an
-    orthogonal 3x3 kernel has norm up to 3, beyond Appendix 7.1's stable ||W||^2 < 2)."""
+    """Orthogonal weights, zero biases (Section 4), then with ``spectral_init`` each layer at
+    operator norm 1 (an orthogonal 3x3 kernel has up to 3, past Appendix 7.1's ||W||^2 < 2)."""
     net = LocalFANet(architecture(arch) if isinstance(arch, str) else arch, latent_dim, bias)
     init_orthogonal_(net, zero_bias=True)
     if spectral_init:
@@ -133,14 +131,14 @@ def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: tor
     return x_next, loss.item()
 
 
-def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: torch.Tensor, *,
-               clamp: float | None = SQRT2, **kwargs) -> dict[str, float]:
+def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: torch.Tensor,
+               **kwargs) -> dict[str, float]:
     """Algorithm 2 on x (B, C, H, W), each layer updated before the next runs (keyword
-    arguments: :func:`local_layer_loss`): {"c0": C_0, ..., "loss": mean of C_l / dim(x_l)}."""
+    arguments: :func:`local_layer_step`): {"c0": C_0, ..., "loss": mean of C_l / dim(x_l)}."""
     out, per_elem = {}, []
     for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
         n = x[0].numel()
-        x, c = local_layer_step(block, opt, x, clamp=clamp, **kwargs)
+        x, c = local_layer_step(block, opt, x, **kwargs)
         out[f"c{i}"] = c
         per_elem.append(c / n)
     out["loss"] = sum(per_elem) / len(per_elem)
@@ -199,9 +197,8 @@ class StepMemory:
 
 def make_training_step(dataset: str | Architecture, method: str, *, batch: int = 128,
                        latent_dim: int = 128, device="cpu", shared_start: bool | None = None):
-    """(step, model): a zero-argument Adam step (lr 1e-4) of "global" FA (:func:`fa.fa_step`,
-    the :class:`Encoder`) or "local" FA (:func:`local_step`) on a fixed batch of random
-    images; default init (what is saved does not depend on it). ValueError: unknown method."""
+    """(step, model): one Adam step (lr 1e-4) of "global" (:func:`fa.fa_step`) or "local" FA
+    (:func:`local_step`) on fixed random images, default init. ValueError: unknown method."""
     arch = architecture(dataset) if isinstance(dataset, str) else dataset
     torch.manual_seed(0)
     x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)

@@ -150,8 +150,7 @@ def head_items(head: Head) -> tuple:
 
 def head_names(head: Head) -> list:
     """The names of the heads the read-out uses."""
-    return [n for item in head_items(head)
-            for n in (item if isinstance(item, MeanPlusSigma) else (item,))]
+    return [n for i in head_items(head) for n in (i if isinstance(i, MeanPlusSigma) else (i,))]
 
 
 def read_out(out: dict, head: Head) -> torch.Tensor:
@@ -327,10 +326,10 @@ def to_device(module: nn.Module, device: torch.device | str,
     """``module`` moved to ``device`` in place, its 4-d weights channels_last where that
     measured faster: by default on a CPU (docs/choices.md section 14). Returns the module."""
     device = torch.device(device)
-    module = module.to(device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    return module.to(memory_format=torch.channels_last) if channels_last else module
+    return module.to(device, memory_format=torch.channels_last if channels_last
+                     else torch.preserve_format)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
