@@ -245,9 +245,8 @@ def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int
         groups.setdefault(architecture(d), []).append(d)
     kw = dict(batch=batch, latent_dim=latent_dim, repeats=repeats, device=device)
     out = []
-    for names in groups.values():
+    for arch, names in groups.items():
         label = " / ".join(names)
-        g, l = (measure_step_memory(architecture(names[0]), m, name=label, **kw)
-                for m in ("global", "local"))
+        g, l = (measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local"))
         out.append((label, g, l))
     return out

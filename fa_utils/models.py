@@ -20,8 +20,7 @@ _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """The encoder shape of one dataset (Tables 7-9): one (stride 1, stride 2) conv pair per
-    entry of ``widths``, then Flatten and Linear(``hidden``)."""
+    """A dataset's encoder shape (Tables 7-9): a conv pair per width, then Linear(hidden)."""
 
     channels: int
     size: int
