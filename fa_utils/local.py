@@ -105,8 +105,8 @@ def make_optimizers(net: LocalFANet, lr: float, betas=(0.5, 0.999)) -> list[torc
 def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, align_activation: bool = False,
                      **inner):
     """Algorithm 2, lines 2-12, for layer l on its input x (B, ...), detached here; ``inner``:
-    T, tau, r_init, generator, shared_start of :func:`fa_utils.fa.solve`. Returns (C_l,
-    per-example sum, batch mean, with a graph to ``block`` only; x_{l+1}; r_hat_l), detached."""
+    T, tau, r_init, generator, shared_start of :func:`fa_utils.fa.solve`. Returns (C_l, a
+    batch mean of per-example sums with a graph to ``block`` only; x_{l+1}, r_hat_l detached)."""
     x = x.detach()
     a = block.op(x)
     with torch.no_grad():  # x_{l+1} = arcsinh(a_l): a constant for the next layer
