@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-#: Bounds of the log-variance (:func:`bounded_logvar`), those of the latent-diffusion
-#: autoencoders: exp(20) keeps the variance, KL (<= Z * 2.4e8 per example) and sigma far
-#: below float32's range; exp(-30) keeps sigma = 3e-7 > 0. A trained MNIST VFA or VAE stays
-#: well inside them.
+#: Bounds of the log-variance (those of the latent-diffusion autoencoders): exp(20) keeps the
+#: variance and KL far inside float32, exp(-30) keeps sigma = 3e-7 > 0.
 LOGVAR_MIN = -30.0
 LOGVAR_MAX = 20.0
 LSGAN_REAL = 1.0
@@ -32,6 +30,7 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
     """z = mu + eps sigma, eps ~ N(0, I) from ``generator``, logvar bounded: (B, Z) -> (B, Z)."""
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype,
                       device=generator.device if generator is not None else mu.device)
+    # Eq. 5: z = mu + eps * sigma, sigma = exp(logvar / 2)
     return mu + eps.to(mu.device) * (0.5 * bounded_logvar(logvar)).exp()
 
 

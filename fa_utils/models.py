@@ -1,28 +1,13 @@
-"""Networks only: Appendix B (Tables 7-12) for every dataset, and the toy MLP (Section 3.2).
-
-Conventions (Appendix B): ``Conv2d(f, k, s, p)`` has f filters, a k x k kernel, stride s
-and padding p; every activation is LeakyReLU with negative slope 0.01. Images are
-(B, C, H, W) float in [0, 1]; latents are (B, Z).
-
-Where a table is ambiguous we say so in the class docstring:
-
-* Table 11 (FA generator) lists 7x7 convolutions with padding 1, which would shrink a
-  64x64 image to 52x52 although the generator maps an image to an image of the same size
-  ("refines r into G(r)"). We use padding 3 so that every convolution keeps the size.
-  BatchNorm follows each convolution but the last (Section 4: "only the generator utilizes
-  batch normalization").
-* Table 12 (GAN generator) for MNIST: 4 -> 8 -> 16 -> 32 cannot reach 28; the first
-  stride-2 transposed convolution uses ``output_padding=0`` there (4 -> 7 -> 14 -> 28).
-"""
+"""The networks of Appendix B (Tables 7-12; every activation LeakyReLU(0.01)) and the toy
+MLP of Section 3.2. Images are (B, C, H, W) in [0, 1], latents (B, Z)."""
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import dataclasses
 import math
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Iterator, Mapping, NamedTuple, Sequence, Union
 
 import torch
 from torch import nn
@@ -30,24 +15,22 @@ from torch import nn
 from .losses import bounded_logvar
 
 NEGATIVE_SLOPE = 0.01
+_WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Architecture:
-    """The encoder shape of one dataset (Tables 7-9)."""
+    """A dataset's encoder shape (Tables 7-9): a conv pair per width, then Linear(hidden)."""
 
     channels: int
     size: int
-    widths: tuple[int, ...]  # one (stride 1, stride 2) conv pair per width
-    hidden: int  # width of the Linear layer after flatten
+    widths: tuple[int, ...]
+    hidden: int
 
     @property
     def feature_size(self) -> int:
         """Spatial size after the conv pairs (each stride-2 conv halves, rounding up)."""
-        s = self.size
-        for _ in self.widths:
-            s = (s + 1) // 2
-        return s
+        return math.ceil(self.size / 2 ** len(self.widths))
 
     @property
     def flat_dim(self) -> int:
@@ -62,16 +45,19 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
     "stl10": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
 })
 
-#: The width factor of :func:`architecture` in the current context (1: the paper's); set
-#: only by :func:`scaled_architectures`, per thread / asyncio task, restored on exit.
+#: :func:`architecture`'s width factor in this thread / task, set by :func:`scaled_architectures`.
 _WIDTH_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("width_scale", default=1.0)
 
 
-def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
-    """``arch`` with its conv widths and hidden width times ``scale`` (rounded; at least 4
-    and 16); ``scale == 1``: ``arch``. Raises ValueError: ``scale`` not in (0, 1]."""
+def _check_scale(scale: float) -> None:
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+
+
+def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
+    """``arch`` with its conv and hidden widths times ``scale`` (rounded; at least 4 and 16).
+    Raises ValueError: ``scale`` not in (0, 1]."""
+    _check_scale(scale)
     if scale == 1:
         return arch
     return dataclasses.replace(arch, widths=tuple(max(4, round(w * scale)) for w in arch.widths),
@@ -80,12 +66,9 @@ def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
 
 @contextlib.contextmanager
 def scaled_architectures(scale: float) -> Iterator[None]:
-    """Inside the block every :func:`architecture` is the paper's scaled by ``scale``
-    (:func:`scaled_architecture`; nested blocks do not compound; the smoke profile's
-    ``width_scale``). A context variable: other threads keep the paper's sizes.
-    Raises ValueError: ``scale`` not in (0, 1]."""
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+    """Inside the block (this thread / task only) :func:`architecture` is the paper's scaled by
+    ``scale``; nested blocks do not compound. Raises ValueError: ``scale`` not in (0, 1]."""
+    _check_scale(scale)
     token = _WIDTH_SCALE.set(float(scale))
     try:
         yield
@@ -94,54 +77,42 @@ def scaled_architectures(scale: float) -> Iterator[None]:
 
 
 def architecture(dataset: str) -> Architecture:
-    """Tables 7-9's :class:`Architecture` of ``dataset`` (scaled inside
-    :func:`scaled_architectures`). Raises ValueError: unknown dataset."""
-    try:
-        arch = ARCHITECTURES[dataset]
-    except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}") from None
-    return scaled_architecture(arch, _WIDTH_SCALE.get())
+    """Tables 7-9's shape of ``dataset`` (scaled inside :func:`scaled_architectures`).
+    Raises ValueError: unknown dataset."""
+    if dataset not in ARCHITECTURES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}")
+    return scaled_architecture(ARCHITECTURES[dataset], _WIDTH_SCALE.get())
 
 
 def _act(inplace: bool = False) -> nn.LeakyReLU:
     return nn.LeakyReLU(NEGATIVE_SLOPE, inplace=inplace)
 
 
-def _norm(channels: int, batchnorm: bool) -> list[nn.Module]:
-    return [nn.BatchNorm2d(channels)] if batchnorm else []
-
-
-def _norm1d(features: int, batchnorm: bool) -> list[nn.Module]:
-    return [nn.BatchNorm1d(features)] if batchnorm else []
+def _layer(m: nn.Module, batchnorm: bool) -> list[nn.Module]:
+    """[m, BatchNorm of its outputs if ``batchnorm``, LeakyReLU]."""
+    if not batchnorm:
+        return [m, _act()]
+    linear = isinstance(m, nn.Linear)
+    norm = nn.BatchNorm1d(m.out_features) if linear else nn.BatchNorm2d(m.out_channels)
+    return [m, norm, _act()]
 
 
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
-    """The convolutional trunk of Tables 7-10 followed by Flatten, Linear(hidden), LeakyReLU.
-
-    Shapes: (B, C, H, W) -> (B, hidden). With ``batchnorm`` (Table 10, discriminator) a
-    BatchNorm2d follows every stride-2 convolution's activation.
-    """
+    """Tables 7-10's convolutions, Flatten, Linear(hidden), LeakyReLU: (B, C, H, W) ->
+    (B, hidden). ``batchnorm`` (Table 10): BatchNorm after each stride-2 conv's activation."""
     layers: list[nn.Module] = []
     c = arch.channels
     for w in arch.widths:
         layers += [nn.Conv2d(c, w, 3, 1, 1), _act(), nn.Conv2d(w, w, 3, 2, 1), _act()]
-        if batchnorm:
-            layers.append(nn.BatchNorm2d(w))
+        layers += [nn.BatchNorm2d(w)] if batchnorm else []
         c = w
     layers += [nn.Flatten(), nn.Linear(arch.flat_dim, arch.hidden), _act()]
     return nn.Sequential(*layers)
 
 
 class Encoder(nn.Module):
-    """The FA / VFA encoder of Tables 7-9 with named linear heads.
-
-    ``heads`` maps a head name to its width, e.g. ``{"z": 128}`` for plain FA or
-    ``{"mu": 128, "logvar": 128, "logits": 10}`` for conditional VFA (Section 3.3-3.4:
-    mean, log-variance and a class layer parallel to them). Each head is a
-    ``Linear(hidden, width)`` on the trunk's features ("Linear(Z)" in the tables).
-
-    forward: (B, C, H, W) -> dict name -> (B, width).
-    """
+    """Tables 7-9's FA / VFA encoder with heads Linear(hidden, width), e.g. {"z": 128} or
+    {"mu": 128, "logvar": 128, "logits": 10}: (B, C, H, W) -> {name: (B, width)}."""
 
     def __init__(self, arch: Architecture, heads: Mapping[str, int]):
         super().__init__()
@@ -157,21 +128,15 @@ class Encoder(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-# --------------------------------------------------------------------------------------
-# Read-outs of an Encoder's heads: what the inner energy's E(r) reads (fa, vfa)
-# --------------------------------------------------------------------------------------
-
-
 class MeanPlusSigma(NamedTuple):
-    """The read-out mean + exp(logvar / 2) of two heads (VFA's ``mu + sigma`` side; the
-    log-variance bounded by :func:`fa_utils.losses.bounded_logvar`)."""
+    """The read-out mean + exp(logvar / 2) of two heads (VFA's ``mu + sigma`` side)."""
 
     mean: str = "mu"
     logvar: str = "logvar"
 
 
-#: A read-out of an encoder's dict of heads: a head name, a :class:`MeanPlusSigma`, or a
-#: sequence of those (concatenated along dim 1); None: the network's own output.
+#: What the inner energy's E(r) reads off an encoder: a head name, a :class:`MeanPlusSigma`,
+#: a sequence of those (concatenated along dim 1), or None (the network's own output).
 Head = Union[str, MeanPlusSigma, Sequence[Union[str, MeanPlusSigma]], None]
 
 
@@ -184,36 +149,29 @@ def head_items(head: Head) -> tuple:
 
 def head_names(head: Head) -> list:
     """The names of the heads the read-out uses."""
-    return [n for item in head_items(head)
-            for n in (item if isinstance(item, MeanPlusSigma) else (item,))]
+    return [n for i in head_items(head) for n in (i if isinstance(i, MeanPlusSigma) else (i,))]
 
 
 def read_out(out: dict, head: Head) -> torch.Tensor:
-    """``head`` read off an encoder's outputs ``out`` (name -> (B, width)): (B, total width).
-
-    Raises:
-        KeyError: a head the encoder does not have (the message lists its heads).
-    """
+    """``head`` read off an encoder's outputs (name -> (B, width)): (B, total width).
+    Raises KeyError: a head the encoder does not have (the message lists its heads)."""
     for name in head_names(head):
         if name not in out:
             raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
+    # sigma = exp(logvar / 2), the log-variance bounded (losses.bounded_logvar)
     parts = [out[i.mean] + (0.5 * bounded_logvar(out[i.logvar])).exp()
              if isinstance(i, MeanPlusSigma) else out[i] for i in head_items(head)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
-    """The encoder of ``dataset`` (Tables 7-9) with orthogonal initialisation (Section 4)."""
-    enc = Encoder(architecture(dataset), heads)
-    init_orthogonal_(enc)
-    return enc
+    """The encoder of ``dataset`` (Tables 7-9), orthogonally initialised (Section 4)."""
+    return init_orthogonal_(Encoder(architecture(dataset), heads))
 
 
 class Discriminator(nn.Module):
-    """Table 10: the encoder trunk with BatchNorm after each stride-2 conv, then Linear(1).
-
-    No sigmoid (least-squares GAN). forward: (B, C, H, W) -> (B,).
-    """
+    """Table 10: the encoder trunk with BatchNorm after each stride-2 conv, then Linear(1), no
+    sigmoid (least squares GAN). (B, C, H, W) -> (B,)."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
@@ -225,42 +183,30 @@ class Discriminator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """A DCGAN-style discriminator (Radford et al. 2016): stride-2 4x4 convolutions with
-    64, 128, ... filters, one per stride-2 convolution of the dataset's encoder (MNIST 2,
-    CIFAR-10 3, CelebA / STL-10 4), LeakyReLU(0.2), BatchNorm after every convolution but
-    the first, then Linear(1). No sigmoid (least-squares GAN). (B, C, H, W) -> (B,).
-
-    The GAN baseline's discriminator at the smoke and quick profiles (see
-    :mod:`fa_utils.baselines`; why not Table 10's there: docs/baselines.md, "The GAN's
-    discriminator at smoke and quick").
-    """
+    """DCGAN's (the GAN baseline's at smoke and quick, docs/baselines.md): per stride-2 conv of
+    the encoder a 4x4 stride-2 conv (64, 128, ... filters), BatchNorm (not the first),
+    LeakyReLU(0.2); then Linear(1). (B, C, H, W) -> (B,)."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
         layers: list[nn.Module] = []
-        c, size = arch.channels, arch.size
+        c = arch.channels
         for i in range(len(arch.widths)):
             w = 64 * 2 ** i
-            layers.append(nn.Conv2d(c, w, 4, 2, 1))
-            if i:
-                layers.append(nn.BatchNorm2d(w))
-            layers.append(nn.LeakyReLU(0.2))
-            c, size = w, size // 2
+            layers += [nn.Conv2d(c, w, 4, 2, 1), *([nn.BatchNorm2d(w)] if i else []),
+                       nn.LeakyReLU(0.2)]
+            c = w
         self.trunk = nn.Sequential(*layers, nn.Flatten())
-        self.out = nn.Linear(c * size * size, 1)
+        self.out = nn.Linear(c * (arch.size // 2 ** len(arch.widths)) ** 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.trunk(x)).squeeze(1)
 
 
 class FAGenerator(nn.Module):
-    """Table 11: refines an FA image r into G(r), same shape (B, C, H, W) -> (B, C, H, W).
-
-    Conv2d(128, 7) + BatchNorm + LeakyReLU, twice, then Conv2d(C, 7) + Sigmoid; padding 3
-    keeps the resolution (the table's padding 1 would shrink it; see module docstring).
-    The activations work in place on BatchNorm's outputs (the same values, about 8 % less
-    time for G's forward and backward on a CPU: no new 128-channel tensor per layer).
-    """
+    """Table 11, r -> G(r), (B, C, H, W) -> (B, C, H, W): [Conv2d(128, 7), BatchNorm, LeakyReLU
+    in place (docs/choices.md section 14)] twice, Conv2d(C, 7), Sigmoid. Padding 3, not the
+    table's 1, which would shrink the image."""
 
     def __init__(self, channels: int, width: int = 128, kernel: int = 7):
         super().__init__()
@@ -276,79 +222,46 @@ class FAGenerator(nn.Module):
 
 
 class GANGenerator(nn.Module):
-    """Table 12: Linear(Z, 4096) -> (256, 4, 4) -> ConvTranspose2d stack -> Conv2d -> Sigmoid.
-
-    CelebA / STL-10 (64x64): seven 3x3 transposed convs alternating stride 2 and 1 (filters
-    256, 128, 128, 64, 64, 32, 32), 4 -> 64. MNIST / CIFAR-10 drop the last two (Table 12
-    caption) and reach 32x32; for MNIST the first upsampling uses ``output_padding=0`` to give 28x28.
-    Also the VAE baseline's decoder on STL-10 (see :mod:`fa_utils.baselines`). ``batchnorm``:
-    a BatchNorm after the Linear layer and every transposed convolution (as
-    :class:`MirroredDecoder`).
-    forward: (B, Z) -> (B, C, H, W).
-    """
+    """Table 12, (B, Z) -> (B, C, H, W): Linear(4096) -> (256, 4, 4) -> 3x3 transposed convs
+    (filters 256, 128, 128, 64, 64, 32, 32, strides 2, 1, 2, ...; MNIST and CIFAR-10 drop the
+    last two, MNIST's first has output_padding 0 to reach 28) -> Conv2d(C) -> Sigmoid.
+    ``batchnorm``: after the Linear layer and every transposed conv."""
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 4096), *_norm1d(4096, batchnorm), _act())
-        # (filters, stride) of Table 12's transposed convolutions, kernel 3, padding 1
+        self.fc = nn.Sequential(*_layer(nn.Linear(latent_dim, 4096), batchnorm))
         spec = [(256, 2), (128, 1), (128, 2), (64, 1), (64, 2), (32, 1), (32, 2)]
-        if arch.size != 64:
-            spec = spec[:-2]
-        layers: list[nn.Module] = []
-        c, s = 256, 4
-        first_up = True
-        for w, stride in spec:
-            if stride == 2:
-                out_pad = 0 if (arch.size == 28 and first_up) else 1
-                first_up = False
-                s = 2 * s - 1 + out_pad
-            else:
-                out_pad = 0
-            layers += [nn.ConvTranspose2d(c, w, 3, stride, 1, output_padding=out_pad),
-                       *_norm(w, batchnorm), _act()]
+        layers, c = [], 256
+        for i, (w, stride) in enumerate(spec if arch.size == 64 else spec[:-2]):
+            out_pad = int(stride == 2 and not (i == 0 and arch.size == 28))
+            layers += _layer(nn.ConvTranspose2d(c, w, 3, stride, 1, output_padding=out_pad),
+                             batchnorm)
             c = w
-        if s != arch.size:  # pragma: no cover - guarded by the tests of every dataset
-            raise AssertionError(f"GANGenerator reaches {s}, expected {arch.size}")
-        layers += [nn.Conv2d(c, arch.channels, 3, 1, 1), nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Conv2d(c, arch.channels, 3, 1, 1), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.fc(z).view(-1, 256, 4, 4))
 
 
 class MirroredDecoder(nn.Module):
-    """The encoder of Tables 7-9 mirrored: Linear(Z, hidden), Linear(hidden, flat),
-    then transposed convs back to the image, Sigmoid. (B, Z) -> (B, C, H, W).
-
-    The decoder of the AE and VAE baselines and the GAN baseline's generator (the sizes of
-    Tables 3-5 imply it, see :mod:`fa_utils.baselines`). ``batchnorm``: a BatchNorm after
-    every layer but the last (BatchNorm1d after the Linear layers, BatchNorm2d after the
-    convolutions; Section 4: "the generator utilizes batch normalization after each
-    convolution"). The GAN baseline uses it: without it its generator collapsed to one image.
-    """
+    """Tables 7-9's encoder mirrored (what Tables 3-5's sizes imply), (B, Z) -> (B, C, H, W):
+    Linear(hidden), Linear(flat), per width a stride-2 transposed conv and a conv, Sigmoid.
+    ``batchnorm``: after every layer but the last (the GAN's generator, Section 4)."""
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
-        self.arch = arch
-        layers: list[nn.Module] = [nn.Linear(latent_dim, arch.hidden), *_norm1d(arch.hidden, batchnorm),
-                                   _act(), nn.Linear(arch.hidden, arch.flat_dim),
-                                   *_norm1d(arch.flat_dim, batchnorm), _act(),
-                                   nn.Unflatten(1, (arch.widths[-1], arch.feature_size,
-                                                    arch.feature_size))]
-        widths = list(arch.widths[::-1])
-        sizes = [arch.size]
-        for _ in arch.widths:
-            sizes.append((sizes[-1] + 1) // 2)
-        sizes = sizes[::-1]  # e.g. 7, 14, 28
+        sizes = [math.ceil(arch.size / 2 ** k) for k in range(len(arch.widths), -1, -1)]
+        layers = [*_layer(nn.Linear(latent_dim, arch.hidden), batchnorm),
+                  *_layer(nn.Linear(arch.hidden, arch.flat_dim), batchnorm),
+                  nn.Unflatten(1, (arch.widths[-1], sizes[0], sizes[0]))]
+        widths = arch.widths[::-1]
         for i, w in enumerate(widths):
-            nxt = widths[i + 1] if i + 1 < len(widths) else arch.channels
             out_pad = sizes[i + 1] - (2 * sizes[i] - 1)
-            layers += [nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), *_norm(w, batchnorm),
-                       _act()]
-            if nxt == arch.channels:
-                layers += [nn.Conv2d(w, nxt, 3, 1, 1), nn.Sigmoid()]
+            layers += _layer(nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), batchnorm)
+            if i + 1 < len(widths):
+                layers += _layer(nn.Conv2d(w, widths[i + 1], 3, 1, 1), batchnorm)
             else:
-                layers += [nn.Conv2d(w, nxt, 3, 1, 1), *_norm(nxt, batchnorm), _act()]
+                layers += [nn.Conv2d(w, arch.channels, 3, 1, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -356,11 +269,8 @@ class MirroredDecoder(nn.Module):
 
 
 class ToyMLP(nn.Module):
-    """Section 3.2: 1 -> hidden -> hidden -> out, fully connected, LeakyReLU(0.01).
-
-    ``out = 1`` is the plain regressor of Figure 2a; ``out = 2`` gives (f, l) of Figure 2b,
-    f approximating sin(3 pi x) and l the extra latent neuron. (B, 1) -> (B, out).
-    """
+    """Section 3.2's 1 -> hidden -> hidden -> out MLP: (B, 1) -> (B, out); ``out = 2``: Figure
+    2b's (f, l), l the extra latent neuron."""
 
     def __init__(self, hidden: int = 1024, out: int = 2):
         super().__init__()
@@ -371,46 +281,34 @@ class ToyMLP(nn.Module):
         return self.net(x)
 
 
-def init_orthogonal_(module: nn.Module, gain: float = 1.0, zero_bias: bool = False) -> nn.Module:
-    """Orthogonal init of every Conv/Linear weight as an (out, in * k * k) matrix (Section 4).
-    Biases keep PyTorch's default unless ``zero_bias`` (then, from r_0 = 0, every LeakyReLU
-    sits at its kink and the first FA step shrinks by 0.01 per layer: docs/method.md
-    section 1). Returns ``module``."""
+def init_orthogonal_(module: nn.Module, zero_bias: bool = False) -> nn.Module:
+    """Orthogonal Conv/Linear weights (Section 4); biases kept unless ``zero_bias``
+    (docs/method.md section 1). Returns ``module``."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.orthogonal_(m.weight, gain=gain)
+        if isinstance(m, _WEIGHTED):
+            nn.init.orthogonal_(m.weight)
             if zero_bias and m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
 
 
-def init_he_(module: nn.Module, negative_slope: float = NEGATIVE_SLOPE) -> nn.Module:
-    """He (Kaiming-normal) init of every Conv/ConvTranspose/Linear weight for
-    LeakyReLU(``negative_slope``), zero biases (the baselines'; with PyTorch's default the
-    16-layer AE stays at the mean image). std = gain / sqrt(fan), fan the inputs each output
-    sums over (a transposed convolution's ``fan_out``). Returns ``module``."""
+def init_he_(module: nn.Module) -> nn.Module:
+    """The baselines' He init (docs/baselines.md): Kaiming-normal weights for LeakyReLU(0.01)
+    over the inputs each output sums, zero biases. Returns ``module``."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, _WEIGHTED):
             mode = "fan_out" if isinstance(m, nn.ConvTranspose2d) else "fan_in"
-            nn.init.kaiming_normal_(m.weight, a=negative_slope, mode=mode,
+            nn.init.kaiming_normal_(m.weight, a=NEGATIVE_SLOPE, mode=mode,
                                     nonlinearity="leaky_relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
 
 
-def clampable_weights(module: nn.Module) -> list[torch.Tensor]:
-    """The Conv/Linear weights (not biases, not BatchNorm) that Eq. 9 clamps."""
-    return [m.weight for m in module.modules()
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
-
-
-def clamp_weights_(module: nn.Module | list, bound: float = math.sqrt(2.0)) -> None:
-    """Eq. 9: the Conv/Linear weights of ``module`` (or a list of weights) clamped to
-    [-bound, bound] in place; sqrt(2) from the one-weight recursion (Appendix 7.1). Biases
-    and normalisation parameters are left alone (the authors' code). CUDA: one
-    ``torch._foreach`` pair; elsewhere ``clamp_`` per weight (docs/choices.md section 13)."""
-    weights = module if isinstance(module, (list, tuple)) else clampable_weights(module)
+def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
+    """Eq. 9 in place: Conv/Linear weights (not biases, as the authors) clamped to [-bound,
+    bound]. CUDA: one ``torch._foreach`` pair, else per weight (docs/choices.md section 13)."""
+    weights = [m.weight for m in module.modules() if isinstance(m, _WEIGHTED)]
     if not weights:
         return
     with torch.no_grad():
@@ -423,17 +321,14 @@ def clamp_weights_(module: nn.Module | list, bound: float = math.sqrt(2.0)) -> N
 
 
 def to_device(module: nn.Module, device: torch.device | str,
-              channels_last: Optional[bool] = None) -> nn.Module:
-    """``module`` moved to ``device``, its 4-d weights in channels_last memory format
-    where that measured faster: on a CPU (``None``, the default; docs/choices.md
-    section 14); ``True`` / ``False`` force it. Inputs may stay contiguous: a convolution
-    with channels_last weights returns channels_last outputs. The values are those of the
-    contiguous network within fp32 rounding. Returns the module (moved in place)."""
+              channels_last: bool | None = None) -> nn.Module:
+    """``module`` moved to ``device`` in place, its 4-d weights channels_last where that
+    measured faster: by default on a CPU (docs/choices.md section 14). Returns the module."""
     device = torch.device(device)
-    module = module.to(device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    return module.to(memory_format=torch.channels_last) if channels_last else module
+    return module.to(device, memory_format=torch.channels_last if channels_last
+                     else torch.preserve_format)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

@@ -30,3 +30,14 @@ def toy() -> SimpleNamespace:
     """Notebook 01's cells with Section 3.2's code (the networks, their inversion, the claims)."""
     return cell_namespace("01_toy_sin", "0cc24fb5", "178627c3", "a2e2a854", "ca60a884", "8185d177")
 
+
+def appendix() -> SimpleNamespace:
+    """Notebook 06's Appendix A code (7.1, 7.2, the Eq. 9 clamp, the claims)."""
+    return cell_namespace("06_appendix_convergence", "3c640000", "a71-code", "a72-distances",
+                          "a72-train", "eq9-code", "claims-a71", "claims-a72", "claims-builder")
+
+
+def local_fa() -> SimpleNamespace:
+    """Notebook 05's code: layer errors, the memory table's rows, Section 3.5's claims."""
+    return cell_namespace("05_local_fa", "5e4c9e0a", "local-layer-errors", "local-memory-rows",
+                          "local-claims")

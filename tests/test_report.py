@@ -8,13 +8,15 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import appendix, claims, execution, experiments, fid, generative, local, outputs, paper, report, runner
-from notebook_code import toy as toy_code
+from fa_utils import claims, execution, experiments, fid, generative, local, outputs, paper, report, runner
+from notebook_code import appendix as appendix_code, local_fa, toy as toy_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
             "plain_recovered_fraction": 0.19}
 GOOD_BINS = {"fa": torch.tensor([0.01, 0.02, 0.015]), "plain": torch.tensor([0.2, 0.6, 0.5])}
 figure2_claims = toy_code().figure2_claims  # notebook 01's claim builder
+appendix = appendix_code()  # notebook 06's Appendix A code and claim builder
+local_claims = local_fa().local_claims  # notebook 05's claim builder
 
 
 def parse_rows(text: str) -> list[dict[str, str]]:
@@ -76,7 +78,7 @@ def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
              "03_vfa": generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.1), (8.0, 2.0, 0.9)],
                                              asserted=True),
              "04_vfa_gan": _comparison(),
-             "05_local_fa": local.local_claims("mnist", 0.02, 0.067, _memory(),
+             "05_local_fa": local_claims("mnist", 0.02, 0.067, _memory(),
                                                assert_reconstruction=True),
              "06_appendix_convergence": _appendix()}
     for stem, items in built.items():
@@ -94,14 +96,14 @@ def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
 def test_the_notebooks_call_the_builders_and_check_what_they_write():
     """01 and 06 write and check the same objects (no separate asserts of the claims)."""
     for stem, builder in (("01_toy_sin", "figure2_claims("),
-                          ("06_appendix_convergence", "appendix.appendix_claims(")):
+                          ("06_appendix_convergence", "appendix_claims(")):
         nb = nbformat.read(outputs.repo_root() / "notebooks" / f"{stem}.ipynb", as_version=4)
         last = nb.cells[-1].source
         name = last.split(f" = {builder}")[0].split("\n")[-1]
         assert builder in last and f'claims.write_claims("{stem}", "-", {name},' in last
         assert f"claims.check({name})" in last
     for stem, builder in (("02_fa_mnist", "experiments.fa_claims("), ("03_vfa", "generative.vfa_claims("),
-                          ("05_local_fa", "local.local_claims(")):
+                          ("05_local_fa", "local_claims(")):
         last = nbformat.read(outputs.repo_root() / "notebooks" / f"{stem}.ipynb", as_version=4).cells[-1].source
         assert f"found = {builder}" in last and f'claims.write_claims("{stem}", ' in last
         assert "claims.check(found)" in last and "assert fa_mse < " not in last
@@ -123,7 +125,7 @@ def test_claim_builders_follow_the_notebooks_thresholds():
     flat = generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.5), (8.0, 2.0, 0.4)],
                                  asserted=True)[1]
     assert flat.verdict == claims.FAILS
-    mem = {c.id: c for c in local.local_claims("mnist", 0.02, 0.067, _memory(50, 40),
+    mem = {c.id: c for c in local_claims("mnist", 0.02, 0.067, _memory(50, 40),
                                                assert_reconstruction=False)}
     assert mem["3.5.local_less_memory"].verdict == claims.FAILS and mem["3.5.local_less_memory"].asserted
     assert mem["fig16.local_reconstructs"].verdict == claims.HOLDS
