@@ -6,11 +6,11 @@
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
 Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``
-(read as the config field it feeds, then checked by the config) and the work tree (the
-committed figures/ and results/ are written only from a clean commit). A notebook runs into
-``runs/notebooks/<profile>/NN_name.ipynb`` (``.failed`` or ``.interrupted`` never replaces a
-success), its kernel's messages into ``NN_name.kernel.log``. Ctrl-C interrupts the kernel (a
-training loop checkpoints), names the command that resumes and exits 130; a second kills it.
+(read as the config field it feeds, checked by the config), the work tree (the committed
+figures/ and results/ are written from a clean commit only). Executed copies go to
+``runs/notebooks/<profile>/NN_name.ipynb`` (``.failed`` / ``.interrupted`` never replace one),
+kernel messages to ``NN_name.kernel.log``. Ctrl-C interrupts the kernel (a training loop
+checkpoints), names the command that resumes and exits 130; a second kills the kernel.
 """
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ import time
 import types
 import typing
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Optional, Sequence
 from unittest import mock
+
+import nbformat
 
 from . import outputs, report
 from .config import PROFILES, SECTIONS, ConfigError, make_config, resolve_profile
@@ -38,7 +39,7 @@ from .config import PROFILES, SECTIONS, ConfigError, make_config, resolve_profil
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130 = 128 + SIGINT, as a shell says
 REFERENCE_STEPS = 20
 KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"  # no TCP port, no warning about it
-OTHER_PARAMETERS = MappingProxyType({"interactive": Optional[bool]})  # feed no config field
+OTHER_PARAMETERS = types.MappingProxyType({"interactive": Optional[bool]})  # feed no config field
 
 
 class RunnerError(RuntimeError):
@@ -46,12 +47,12 @@ class RunnerError(RuntimeError):
 
 
 class NotebookStopped(RunnerError):
-    """A notebook that did not finish: ``state`` "failed" or "interrupted", ``copy`` its
-    executed copy, ``detail`` what a Ctrl-C'd training loop said (its checkpoint)."""
+    """A notebook that did not finish: ``state`` "failed" or "interrupted"; ``copy``: its
+    executed copy."""
 
-    def __init__(self, message: str, state: str, copy: Optional[Path] = None, detail: str = ""):
+    def __init__(self, message: str, state: str, copy: Optional[Path] = None):
         super().__init__(message)
-        self.state, self.copy, self.detail = state, copy, detail
+        self.state, self.copy = state, copy
 
 
 def all_notebooks() -> list[Path]:
@@ -67,8 +68,6 @@ def _find(name: str) -> Path:
 
 
 def _code_cells(path: Path) -> list:
-    import nbformat
-
     return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
@@ -116,14 +115,12 @@ def parse_word(name: str, raw: str, tp: Any, example: Any = None) -> Any:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     low = raw.strip().lower()
     with contextlib.suppress(ValueError, SyntaxError):
-        if tp is str:
-            return raw
+        if tp in (str, int, float):
+            return tp(raw)
         if tp is Any:
             return ast.literal_eval(raw)
         if tp is bool and low in ("true", "1", "yes", "false", "0", "no"):
             return low in ("true", "1", "yes")
-        if tp in (int, float):
-            return tp(raw)
         if tp is tuple and isinstance(value := ast.literal_eval(raw), (list, tuple)):
             return list(value)
     if tp is Any:
@@ -137,9 +134,8 @@ def parse_word(name: str, raw: str, tp: Any, example: Any = None) -> Any:
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
     """(notebook, parameters) for each notebook: each ``-p`` word read as the config field it
-    feeds (else as :data:`OTHER_PARAMETERS` or its default), then each config section that the
-    notebook builds checked once with them. RunnerError / ConfigError: a missing notebook, an
-    unknown profile or parameter, ``-p profile``, a value of the wrong type or range."""
+    feeds (else :data:`OTHER_PARAMETERS` or its default), then each config section the notebook
+    builds checked once with them. RunnerError / ConfigError: what is wrong, and a fix."""
     profile, plans = resolve_profile(profile), []
     for nb in notebooks:
         if not nb.exists():
@@ -226,9 +222,8 @@ def source_commit(profile: str, allow_dirty: bool, argv: Sequence[str]) -> str:
 
 
 def reference_seconds(steps: int = REFERENCE_STEPS, batch: int = 128) -> float:
-    """Seconds of ``steps`` :func:`fa_utils.fa.fa_step` of the MNIST encoder (Table 7) at
-    ``batch`` on fixed random data on the CPU, after an untimed one: how fast the machine is
-    today. The global random state is left as it was."""
+    """How fast the machine is today: seconds of ``steps`` FA steps of the MNIST encoder
+    (Table 7) at ``batch`` on fixed random data on the CPU; the random state is left as is."""
     import torch
 
     from . import fa, models
@@ -246,9 +241,8 @@ def reference_seconds(steps: int = REFERENCE_STEPS, batch: int = 128) -> float:
 
 
 class Interrupts:
-    """The SIGINT handler while notebooks run: the first interrupts the running kernel (SIGINT
-    to its process group, as Jupyter's *Interrupt*); a second, or one while no kernel runs,
-    kills the kernel and raises KeyboardInterrupt. ``managers``: the running kernels."""
+    """The SIGINT handler: the first interrupts the running kernel (as Jupyter's *Interrupt*); a
+    second, or one while no kernel runs, kills it and raises KeyboardInterrupt."""
 
     def __init__(self):
         self.count, self.killed, self.managers = 0, False, []
@@ -274,9 +268,8 @@ class Interrupts:
 
 
 def kernel_manager(sink: list, stderr=None) -> type:
-    """nbclient's kernel manager class: each instance recorded in ``sink``, over
-    :data:`KERNEL_TRANSPORT` (sockets in Jupyter's user-only runtime folder, not in
-    notebooks/), the kernel process's messages to ``stderr``."""
+    """nbclient's kernel manager class: each instance recorded in ``sink``, its sockets in
+    Jupyter's user-only runtime folder, its kernel process's messages to ``stderr``."""
     import uuid
 
     from jupyter_client.manager import AsyncKernelManager
@@ -362,10 +355,13 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
         first = "" if cell is None else progress.first_lines[cell]
         where = ("an unknown cell" if cell is None else f"cell {cell} of the executed copy"
                  + f", which begins `{first}`" * bool(first))
-        if interrupted:
+        if interrupted:  # text: where a training loop wrote its checkpoint
             how = "its kernel was killed (second Ctrl-C)" if interrupts.killed else "by Ctrl-C"
-            raise NotebookStopped(f"notebook {nb.name} stopped in {where} {how}", state, kept,
-                                  text) from exc
+            saved = text or ("the cell was not in a checkpointed training loop (train.fit), so "
+                             "it saved nothing and reruns from its start; the checkpoints "
+                             f"written so far are in {outputs.runs_dir() / 'checkpoints'}")
+            raise NotebookStopped(f"notebook {nb.name} stopped in {where} {how}.\n  {saved}",
+                                  state, kept) from exc
         raise NotebookStopped(f"notebook {nb.name} failed in {where}: {ename}: "
                               f"{(text.splitlines() or [''])[0]}\n  executed copy with the "
                               f"traceback: {kept or '(none written)'}", state, kept) from exc
@@ -411,21 +407,14 @@ def _run_all(plans, args, profile: str, interrupts: Interrupts, runs: dict,
             print(f"  done in {times[-1][1]:.0f} s -> {out}", flush=True)
         return 0, reference
     except NotebookStopped as exc:
-        i, resume = len(times), _resume_command(args, words[len(times):], profile)
+        i = len(times)
         runs[plans[i][0].stem] = report.NotebookRun(exc.state, f"executed copy: {exc.copy}")
-        why, status = f"notebook {words[i]} {exc.state} first", EXIT_FAILED
-        message = f"FAILED: {exc}"
+        message, why = f"FAILED: {exc}", f"notebook {words[i]} {exc.state} first"
         if exc.state == "interrupted":
-            saved = exc.detail or ("the cell was not in a checkpointed training loop (train.fit), "
-                                   "so it saved nothing and reruns from its start; the "
-                                   "checkpoints written so far are in "
-                                   f"{outputs.runs_dir() / 'checkpoints'}")
-            message = "\n".join([f"INTERRUPTED: {exc}.", f"  {saved}", "  to resume (training "
-                                 "continues from the checkpoints):", f"    {resume}"]
-                                + [f"  executed copy up to the interrupt: {exc.copy}"]
-                                * bool(exc.copy))
-            status = EXIT_INTERRUPTED
-        i += 1
+            message = (f"INTERRUPTED: {exc}\n  to resume (training continues from the "
+                       f"checkpoints):\n    {_resume_command(args, words[i:], profile)}"
+                       + f"\n  executed copy up to the interrupt: {exc.copy}" * bool(exc.copy))
+        status, i = EXIT_INTERRUPTED if exc.state == "interrupted" else EXIT_FAILED, i + 1
     except KeyboardInterrupt:  # between notebooks: nothing was running
         i, why, status = len(times), "the run was interrupted first", EXIT_INTERRUPTED
         message = (f"INTERRUPTED (Ctrl-C) between notebooks.\n  to run the rest: "
@@ -459,27 +448,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _download(dataset: str, data_root: str) -> int:
-    """Exit 0 with the files in place, 2 for an unknown dataset, 1 when they cannot be had."""
-    from . import data, experiments
-
-    try:
-        paths = data.download(dataset, experiments.data_root(data_root))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except data.DatasetUnavailable as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{dataset}: in place: {', '.join(paths)}")
-    return 0
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    if args.command == "download":
-        return _download(args.dataset, args.data_root)
+    if args.command == "download":  # exit 2: an unknown dataset, 1: the files cannot be had
+        from . import data, experiments
+
+        try:
+            paths = data.download(args.dataset, experiments.data_root(args.data_root))
+        except (ValueError, data.DatasetUnavailable) as exc:
+            usage = isinstance(exc, ValueError)
+            print(f"{'error' if usage else 'FAILED'}: {exc}", file=sys.stderr)
+            return EXIT_USAGE if usage else EXIT_FAILED
+        print(f"{args.dataset}: in place: {', '.join(paths)}")
+        return 0
     root = args.out or os.environ.get(outputs.OUTPUT_ROOT_ENV)  # relative: to the launch folder
     env = {outputs.UPDATE_COMMITTED_ENV: "1", "FA_HEADLESS": os.environ.get("FA_HEADLESS", "1"),
            **({outputs.OUTPUT_ROOT_ENV: str(outputs.resolve_output_root(root))} if root else {})}
