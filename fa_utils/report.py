@@ -1,12 +1,10 @@
-"""``results/REPORT.md``: every claim of the paper that the notebooks check, in one page;
-and ``results/run_times.md``, the main job's times.
+"""``results/REPORT.md``, every claim of the paper that the notebooks check in one page, and
+``results/run_times.md``, the main job's times.
 
-REPORT.md has a header (profile, commit, date), a summary line (also copied into README.md
-between :data:`README_START` and :data:`README_END`) and a row per claim, grouped by the
-paper's section: the claim, the paper's evidence, ours (links, a thumbnail), the verdict.
-Every id of :data:`fa_utils.paper.CATALOGUE` gets a row: one that no claims file at this
-profile gave is "not measured", saying which notebook and why. A notebook that failed or was
-interrupted keeps the claims of its last successful run.
+REPORT.md: a header, a summary line (also in README.md between :data:`README_START` and
+:data:`README_END`), a row per claim by paper section. Every id of
+:data:`fa_utils.paper.CATALOGUE` gets a row ("not measured", saying why, when no claims file at
+this profile has it); a notebook that failed keeps the claims of its last successful run.
 """
 from __future__ import annotations
 
@@ -47,9 +45,10 @@ def _nb(stem: str) -> str:
     return stem[:2] if stem[:2].isdigit() else stem
 
 
-def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun], others: Sequence[str]) -> str:
+def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun],
+                    others: Sequence[str]) -> str:
     again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
-    state, detail = (run.state, run.detail) if run else ("other profile" if others else "absent", "")
+    state, detail = run or ("other profile" if others else "absent", "")
     return f"notebook {_nb(stem)} " + {
         "failed": f"failed before writing its claims ({detail})",
         "interrupted": f"was interrupted before writing its claims; {again}",
@@ -61,7 +60,8 @@ def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun], others:
         "absent": f"did not run (no claims file at {profile}); {again}"}[state]
 
 
-def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
+def collect(folder: Path, profile: str,
+            runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
     """The rows of the claims files in ``folder`` written at ``profile``, and a "not measured"
     row for each catalogue entry that none of them gave (``runs``: the runner's states, for
     why). ValueError: a file or claim that :func:`fa_utils.claims.write_claims` did not write."""
@@ -93,8 +93,9 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
             why = (f"notebook {_nb(stem)} wrote claims but not this one (the catalogue in "
                    f"fa_utils/paper.py and the notebook disagree)" if counted.get(stem)
                    else _missing_reason(stem, profile, runs.get(stem), others.get(stem, ())))
-            rows.append(Row(claims_mod.Claim(e.id, e.section, e.text, "-", "-",
-                                             claims_mod.NOT_MEASURED, why), stem, "-", written=False))
+            missing = claims_mod.Claim(e.id, e.section, e.text, "-", "-", claims_mod.NOT_MEASURED,
+                                       why)
+            rows.append(Row(missing, stem, "-", written=False))
     return rows
 
 
@@ -102,16 +103,16 @@ def summary_line(rows: Sequence[Row], profile: str) -> str:
     """E.g. "14 of 17 claims hold at quick; 1 does not hold; 2 not measured (notebook 05
     wrote no claims)"."""
     n = {v: sum(r.claim.verdict == v for r in rows) for v in claims_mod.VERDICTS}
+    fails, unresolved = n[claims_mod.FAILS], n[claims_mod.NOT_RESOLVED]
     parts = [f"{n[claims_mod.HOLDS]} of {len(rows)} claims hold at {profile}"]
-    if n[claims_mod.FAILS]:
-        parts.append(f"{n[claims_mod.FAILS]} {'does' if n[claims_mod.FAILS] == 1 else 'do'} not hold")
-    if n[claims_mod.NOT_RESOLVED]:
-        parts.append(f"{n[claims_mod.NOT_RESOLVED]} not resolved (inside the noise)")
+    parts += [f"{fails} {'does' if fails == 1 else 'do'} not hold"] * bool(fails)
+    parts += [f"{unresolved} not resolved (inside the noise)"] * bool(unresolved)
     unmeasured = [r for r in rows if r.claim.verdict == claims_mod.NOT_MEASURED]
     if unmeasured:
         absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
         other = sum(r.written for r in unmeasured)
-        reasons = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
+        reasons = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"]
+        reasons *= bool(absent)
         reasons += [f"{other} cannot be measured here, see why"] * bool(other)
         parts.append(f"{len(unmeasured)} not measured ({'; '.join(reasons)})")
     return "; ".join(parts)
@@ -134,7 +135,8 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
             thumb = f'<a href="{rel}"><img src="{rel}" width="120" alt="{path.stem}"></a> '
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
     ours += "; " + ", ".join(links) if links else ""
-    verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted + f": {r.claim.why}" * bool(r.claim.why)
+    verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
+               + f": {r.claim.why}" * bool(r.claim.why)
                + " [not in the catalogue of fa_utils/paper.py]" * (not r.catalogued))
     cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
         f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})", r.claim.text,
@@ -158,7 +160,8 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
              "fails. \"Our reading\" says how we turned a qualitative claim into a test.", ""]
     stopped = [f"- Notebook {_nb(stem)} {run.state} in the latest run ({run.detail}): its rows "
                f"are those of its last successful run, if any."
-               for stem, run in sorted((runs or {}).items()) if run.state in ("failed", "interrupted")]
+               for stem, run in sorted((runs or {}).items())
+               if run.state in ("failed", "interrupted")]
     lines += stopped + [""] * bool(stopped)
     groups: dict[str, list[Row]] = {}
     for r in rows:
@@ -168,7 +171,8 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
                                              [int(n) for n in re.findall(r"\d+", k)], k)):
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
-                  "|---|---|---|---|---|---|", *(_row(r, profile, report_dir, shown) for r in groups[key]), ""]
+                  "|---|---|---|---|---|---|",
+                  *(_row(r, profile, report_dir, shown) for r in groups[key]), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -211,16 +215,16 @@ def update_readme(line: str, report: Path) -> bool:
 def write_run_times(profile: str, times: Sequence[tuple[str, float]], reference_s: float,
                     commit: str) -> Path:
     """Write ``results/run_times.md`` after a successful main job: its seconds per notebook,
-    the machine (CPUs, torch threads, load average at the end), ``reference_s``
-    (:func:`fa_utils.runner.reference_seconds` at its start: a slow day shows there), and a
-    line per job, newest first, with :data:`RUN_TIMES_HISTORY` earlier ones."""
+    the machine, ``reference_s`` (:func:`fa_utils.runner.reference_seconds`) and a line per job,
+    newest first, :data:`RUN_TIMES_HISTORY` earlier ones kept."""
     import torch
 
     path = outputs.results_dir(profile) / RUN_TIMES_NAME
     heading = "## The last jobs, newest first"
     old = path.read_text().split(heading)[-1] if path.exists() else ""
     date, total = outputs.utc_now(), sum(t for _, t in times)
-    machine = (os.cpu_count(), torch.get_num_threads(), " / ".join(f"{v:.1f}" for v in os.getloadavg()))
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    machine = (os.cpu_count(), torch.get_num_threads(), load)
     cells = [date, profile, commit, *machine, f"{reference_s:.1f}", f"{total:.0f}",
              ", ".join(f"{n[:2]} {t:.0f}" for n, t in times)]
     text = ["# Run times of the main job", "",
