@@ -9,7 +9,6 @@ readings and stay with the claims; the paper's hyper-parameters are the ``paper`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType as _ro  # read-only: no module-level mutable state
 from typing import Mapping, NamedTuple
 
@@ -45,8 +44,7 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
 SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
 
-@dataclass(frozen=True)
-class PaperArchitecture:
+class PaperArchitecture(NamedTuple):
     """The networks one dataset's sizes in Tables 3-6 imply (read against Tables 7-12)."""
 
     latent_dim: int
