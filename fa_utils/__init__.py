@@ -14,6 +14,6 @@ Modules in layers, each using only those above it:
   compute), ``fid``, ``metrics`` (also timers, memory meters), ``claims``,
   ``report``, ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
 * tools: ``explorers`` (JupyterLab), ``distributed`` (DDP), ``runner``
-  (``python -m fa_utils``), with ``notebooks`` (parameters) and ``execution`` (papermill).
+  (``python -m fa_utils``: notebook parameters, papermill execution).
 """
 __version__ = "0.1.0"

@@ -1,43 +1,20 @@
-"""The paper's numbers that this code compares against, in one place.
+"""The paper's numbers that this code compares against, and the claims each notebook checks.
 
 Farias & Maziero, *Feature Alignment as a Generative Process*, Front. Artif. Intell.
-5:1025148 (2023), arXiv 2106.12562. Every value below is the paper's, as OCR'd from the
-published PDF; where the code has to read something into a table (its units, the
-architecture its sizes imply), the reading is said beside the value (docs/method.md
-sections 7-8 for the doubtful ones). Nothing here is computed or measured, and no claim
-logic lives here: the helpers that compare our numbers with these are beside each
-notebook's code (:func:`fa_utils.generative.frechet_rows`,
-:func:`fa_utils.generative.size_time_rows`, :func:`fa_utils.generative.comparison_claims`,
-:func:`fa_utils.fid.distances`' comparability note, ``benchmarks/run.py`` section 5).
-
-* :data:`TABLE2_FID`: Table 2, the FID of each model's samples (mean, std);
-* :data:`FID_IMAGES`, :data:`FID_TRIALS`: Section 5, Table 2's protocol (images per set,
-  initialisations);
-* :data:`SIZES_AND_TIMES`: Tables 3-6, parameters and seconds per sample;
-* :data:`SAMPLING_DEVICE`: Section 5, the GPU of Tables 3-6's times;
-* :class:`PaperArchitecture`, :data:`IMPLIED_ARCHITECTURES`: our reading of Tables 3-6 against
-  Tables 7-12 and Section 4 (the networks whose sizes equal the paper's);
-* :data:`TRAINING_SET_SIZES`: Section 4's datasets, images in one epoch;
-* :data:`CATALOGUE`: the paper's claims that each notebook checks (id, section, claim), and
-  :data:`SECTION_TITLES`, the report's groups (:mod:`fa_utils.report`).
-
-The claims' thresholds ("comparable" = within a factor 2, ...) are our readings, not the
-paper's numbers, and stay with the claims (e.g. :data:`fa_utils.generative.COMPARABLE_FACTOR`).
-The paper's training hyper-parameters (Section 4: Adam lr 1e-5, batch 128, T = 1, tau = 1)
-are the ``paper`` profile of :mod:`fa_utils.config`; the encoder shapes of Tables 7-9 are
-:data:`fa_utils.models.ARCHITECTURES`.
+5:1025148 (2023), arXiv 2106.12562, as OCR'd from the published PDF; where the code reads
+something into a table (units, the architecture its sizes imply), the reading is beside the
+value (docs/method.md sections 7-8). Nothing here is computed. The claims' thresholds are our
+readings and stay with the claims; the paper's hyper-parameters are the ``paper`` profile of
+:mod:`fa_utils.config`, its encoders :data:`fa_utils.models.ARCHITECTURES`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType as _ro  # read-only: no module-level mutable state
 from typing import Mapping, NamedTuple
 
-_ro = MappingProxyType  # read-only views: no module-level mutable state
-
-#: Table 2: FID of each model's samples per dataset, (mean, std) over three trials, with
-#: Inception-v3 features on :data:`FID_IMAGES` real vs as many generated images. As OCR'd;
-#: MNIST's GAN value is doubtful in the OCR (docs/method.md section 8).
+#: Table 2: FID of each model's samples, (mean, std) over three trials (initialisations), with
+#: Inception-v3 features on :data:`FID_IMAGES` real vs as many generated images. MNIST's GAN
+#: value is doubtful in the OCR (docs/method.md section 8).
 TABLE2_FID: Mapping[str, Mapping[str, tuple[float, float]]] = _ro({
     "mnist": _ro({"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17),
                   "VFA-GAN": (41.24, 2.71)}),
@@ -48,18 +25,12 @@ TABLE2_FID: Mapping[str, Mapping[str, tuple[float, float]]] = _ro({
     "stl10": _ro({"VAE": (201.59, 0.46), "GAN": (247.35, 2.43), "VFA": (259.96, 2.46),
                   "VFA-GAN": (167.26, 5.18)}),
 })
+FID_IMAGES = 10_000  # Section 5: images per set in Table 2's FID (real and generated)
 
-#: Images per set in Table 2's FID: 10,000 real vs 10,000 generated (Section 5).
-FID_IMAGES = 10_000
-#: Trials (initialisations) behind each Table 2 mean +- std (Section 5).
-FID_TRIALS = 3
-
-#: Tables 3-6 as OCR'd, per dataset: (table number, size unit, time unit, {model: (size,
-#: time to draw one sample)}); parameters = size x size unit, seconds = time x time unit.
-#: Units (our reading): the OCR'd size header reads "x10^5" for Table 3 but its values
-#: match our counts in millions (VFA 14.0 -> 14,003,946), so Tables 3-4 are read in 10^6
-#: and Tables 5-6 in 10^5; the time headers read 10^-4 s (Tables 3-5) and, doubtfully,
-#: 10^-2 s (Table 6).
+#: Tables 3-6 per dataset: (table number, size unit, time unit, {model: (size, time to draw one
+#: sample)}). Units (our reading): Table 3's size header reads "x10^5" but its values match our
+#: counts in millions (VFA 14.0 -> 14,003,946), so Tables 3-4 are read in 10^6 and Tables 5-6 in
+#: 10^5; the time headers read 10^-4 s (Tables 3-5) and, doubtfully, 10^-2 s (Table 6).
 SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float, float]]]] = _ro({
     "mnist": (3, 1e6, 1e-4, _ro({"VAE": (27.40, 9.44), "GAN": (13.44, 5.73),
                                  "VFA": (14.0, 11.66), "VFA-GAN": (14.16, 20.59)})),
@@ -70,15 +41,11 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
     "stl10": (6, 1e5, 1e-2, _ro({"VAE": (254.22, 1.51), "GAN": (32.74, 1.50),
                                  "VFA": (221.48, 1.72), "VFA-GAN": (229.90, 2.18)})),
 })
-
-#: The GPU on which the paper timed one sample (Tables 3-6).
-SAMPLING_DEVICE = "RTX 2070"
+SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
 
-@dataclass(frozen=True)
-class PaperArchitecture:
-    """The architecture the paper's sizes imply for one dataset (how we read Tables 3-6
-    against Tables 7-12 and Section 4)."""
+class PaperArchitecture(NamedTuple):
+    """The networks one dataset's sizes in Tables 3-6 imply (read against Tables 7-12)."""
 
     latent_dim: int
     num_classes: int  # class head of the VFA encoder
@@ -87,9 +54,8 @@ class PaperArchitecture:
     note: str
 
 
-#: dataset -> :class:`PaperArchitecture`: the networks whose parameter counts equal the
-#: paper's sizes (:func:`fa_utils.generative.paper_models` builds them; the VAE decoder kind
-#: is also what :func:`fa_utils.baselines.paper_decoder_kind` picks for ``"auto"``).
+#: dataset -> the networks whose parameter counts equal the paper's sizes
+#: (:func:`fa_utils.generative.paper_models`, :func:`fa_utils.baselines.paper_decoder_kind`).
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
     "mnist": PaperArchitecture(128, 10, "mirrored", 3,
         "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "
@@ -106,8 +72,8 @@ IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
         "Table 11's 7x7 kernels: the only table whose sizes fit Table 11/12 as printed."),
 })
 
-#: Images in the training split the paper trains on, per dataset (one epoch; STL-10: its
-#: 100,000 unlabeled images; CelebA: the 162,770 of the official training partition).
+#: Section 4: images in one training epoch (STL-10: its unlabeled split; CelebA: the training
+#: partition).
 TRAINING_SET_SIZES: Mapping[str, int] = _ro(
     {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000})
 
@@ -120,64 +86,62 @@ class Expected(NamedTuple):
     text: str
 
 
-#: notebook stem -> the claims it writes (ids as its claim cell writes them).
+#: notebook stem -> the claims it writes, in its order; a claim a run did not write is a
+#: "not measured" row of REPORT.md (:func:`fa_utils.report.collect`).
 CATALOGUE: Mapping[str, tuple[Expected, ...]] = _ro({
     "01_toy_sin": (
         Expected("fig2.fa_error_much_lower", "3.2, Figure 2",
-           "With FA the input is recovered far better than by inverting the plain network"),
-        Expected("fig2.fa_whole_domain", "3.2, Figure 2", "With FA x is recovered on the entire domain"),
+                 "With FA the input is recovered far better than by inverting the plain network"),
+        Expected("fig2.fa_whole_domain", "3.2, Figure 2",
+                 "With FA x is recovered on the entire domain"),
         Expected("fig2.plain_partial", "3.2, Figure 2", "Without FA x is recovered only partially"),
-        Expected("fig2.every_branch", "3.2, Figure 2", "FA's advantage holds on every monotone branch"),
-    ),
+        Expected("fig2.every_branch", "3.2, Figure 2",
+                 "FA's advantage holds on every monotone branch")),
     "02_fa_mnist": (
-        Expected("fig1.fa_reconstructs", "3.1, Figure 1",
-           "FA recovers held-out images from the encoder's output alone (well below the "
-           "mean-image error)"),
+        Expected("fig1.fa_reconstructs", "3.1, Figure 1", "FA recovers held-out images from the "
+                 "encoder's output alone (well below the mean-image error)"),
         Expected("fig6a.latent_groups_digits", "5, Figure 6a",
-           "A 2-neuron FA latent groups the digits by class"),
-    ),
+                 "A 2-neuron FA latent groups the digits by class")),
     "03_vfa": (
         Expected("fig3.vfa_reconstructs", "3.3, Figure 3",
-           "VFA reconstructs held-out images better than the mean image"),
+                 "VFA reconstructs held-out images better than the mean image"),
         Expected("fig8.onehot_emphasis", "3.4, Figure 8",
-           "A larger one-hot value makes the conditional samples show the wanted class"),
-    ),
+                 "A larger one-hot value makes the conditional samples show the wanted class")),
     "04_vfa_gan": (
         Expected("table2.vae_below_vfa", "5, Table 2", "VAE samples score a lower FID than VFA's"),
         Expected("table2.gan_below_vfa", "5, Table 2", "GAN samples score a lower FID than VFA's"),
-        Expected("table2.vfagan_below_vfa", "5, Table 2", "The generator lowers VFA's FID (VFA-GAN "
-           "below VFA)"),
-        Expected("fig15.ae_lowest", "5, Figure 15", "Autoencoders have the lowest reconstruction loss"),
-        Expected("fig15.r_comparable_vae", "5, Figure 15", "r's reconstruction error is comparable to "
-           "the VAE's"),
-        Expected("fig15.gr_comparable_gan", "5, Figure 15", "G(r)'s reconstruction error is comparable "
-           "to the GAN's"),
-        Expected("tables3-5.vfa_half_vae", "5, Tables 3-5", "VFA has half the parameters of the VAE"),
-        Expected("tables3-6.vfa_same_time", "5, Tables 3-6", "VFA takes about the same time as the VAE "
-           "to draw a sample"),
-    ),
+        Expected("table2.vfagan_below_vfa", "5, Table 2",
+                 "The generator lowers VFA's FID (VFA-GAN below VFA)"),
+        Expected("fig15.ae_lowest", "5, Figure 15",
+                 "Autoencoders have the lowest reconstruction loss"),
+        Expected("fig15.r_comparable_vae", "5, Figure 15",
+                 "r's reconstruction error is comparable to the VAE's"),
+        Expected("fig15.gr_comparable_gan", "5, Figure 15",
+                 "G(r)'s reconstruction error is comparable to the GAN's"),
+        Expected("tables3-5.vfa_half_vae", "5, Tables 3-5",
+                 "VFA has half the parameters of the VAE"),
+        Expected("tables3-6.vfa_same_time", "5, Tables 3-6",
+                 "VFA takes about the same time as the VAE to draw a sample")),
     "05_local_fa": (
         Expected("fig16.local_reconstructs", "3.5, Figure 16",
-           "Local training can reconstruct images (well below the mean-image error)"),
-        Expected("3.5.local_less_memory", "3.5", "Local FA saves less memory for backward than "
-           "global FA"),
-    ),
+                 "Local training can reconstruct images (well below the mean-image error)"),
+        Expected("3.5.local_less_memory", "3.5",
+                 "Local FA saves less memory for backward than global FA")),
     "06_appendix_convergence": (
-        Expected("a71.closed_form", "Appendix 7.1, Eq. 13-18", "The one-weight inner step has the "
-           "closed form of Eq. 18"),
-        Expected("a71.converges_iff", "Appendix 7.1, Eq. 19", "The inner iteration converges exactly "
-           "when 0 < w^2 < 2"),
-        Expected("a71.rate", "Appendix 7.1, Eq. 18", "The distance to the limit shrinks as "
-           "|1 - w^2|^p"),
-        Expected("a72.square_pinv", "Appendix 7.2, Eq. 22", "FA drives a square layer's W^T to "
-           "pinv(W)"),
-        Expected("a72.fewer_outputs_projector", "Appendix 7.2, Eq. 22", "With fewer outputs W^T W "
-           "reaches the row-space projector"),
-        Expected("eq9.clamp_prevents_divergence", "3.1, Eq. 9 (Appendix 7.1)", "The sqrt 2 clamp "
-           "keeps training from diverging"),
-        Expected("eq9.trained_weights_converge", "3.1, Eq. 9 (Appendix 7.1)", "With the clamp the "
-           "trained weights make the inner iteration converge"),
-    ),
+        Expected("a71.closed_form", "Appendix 7.1, Eq. 13-18",
+                 "The one-weight inner step has the closed form of Eq. 18"),
+        Expected("a71.converges_iff", "Appendix 7.1, Eq. 19",
+                 "The inner iteration converges exactly when 0 < w^2 < 2"),
+        Expected("a71.rate", "Appendix 7.1, Eq. 18",
+                 "The distance to the limit shrinks as |1 - w^2|^p"),
+        Expected("a72.square_pinv", "Appendix 7.2, Eq. 22",
+                 "FA drives a square layer's W^T to pinv(W)"),
+        Expected("a72.fewer_outputs_projector", "Appendix 7.2, Eq. 22",
+                 "With fewer outputs W^T W reaches the row-space projector"),
+        Expected("eq9.clamp_prevents_divergence", "3.1, Eq. 9 (Appendix 7.1)",
+                 "The sqrt 2 clamp keeps training from diverging"),
+        Expected("eq9.trained_weights_converge", "3.1, Eq. 9 (Appendix 7.1)",
+                 "With the clamp the trained weights make the inner iteration converge")),
 })
 
 #: Titles of the report's groups, by the part of a claim's section before the comma.
@@ -186,4 +150,5 @@ SECTION_TITLES: Mapping[str, str] = _ro({
     "3.3": "Section 3.3: variational feature alignment",
     "3.4": "Section 3.4: conditional VFA and VFA-GAN",
     "3.5": "Section 3.5: local feature alignment", "5": "Section 5: experiments and comparisons",
-    "Appendix 7.1": "Appendix A, 7.1: one weight", "Appendix 7.2": "Appendix A, 7.2: a linear layer"})
+    "Appendix 7.1": "Appendix A, 7.1: one weight",
+    "Appendix 7.2": "Appendix A, 7.2: a linear layer"})

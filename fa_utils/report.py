@@ -1,48 +1,38 @@
-"""``results/REPORT.md``: every claim of the paper that the notebooks check, in one page;
-and ``results/run_times.md``, the main job's times.
+"""``results/REPORT.md``, every claim of the paper that the notebooks check in one page, and
+``results/run_times.md``, the main job's times.
 
-:func:`write_report` reads the claims files the notebooks' last cells write
-(:func:`fa_utils.claims.write_claims`, at ``profile``) and writes a header (profile, commit,
-date), a summary line, and one row per claim grouped by paper section: the claim, the
-paper's evidence, ours with links and a thumbnail of our figures and tables, the verdict.
-Every id of :data:`fa_utils.paper.CATALOGUE` gets a row; a claim whose notebook wrote none at this profile
-is "not measured", saying which notebook and why. A notebook that failed or was interrupted
-keeps the claims of its last successful run. :func:`update_readme` copies the summary line
-into ``README.md`` between :data:`README_START` and :data:`README_END`.
+REPORT.md: a header, a summary line (also in README.md between :data:`README_START` and
+:data:`README_END`), a row per claim by paper section. Every id of
+:data:`fa_utils.paper.CATALOGUE` gets a row ("not measured", saying why, when no claims file at
+this profile has it); a notebook that failed keeps the claims of its last successful run.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 from . import claims as claims_mod
 from . import outputs
-from .paper import CATALOGUE, SECTION_TITLES, Expected
+from .paper import CATALOGUE, SECTION_TITLES
 
-REPORT_NAME, RUN_TIMES_NAME = "REPORT.md", "run_times.md"
 README_START, README_END = "<!-- report-summary -->", "<!-- /report-summary -->"
-THUMB_WIDTH = 120  # pixels
-RUN_TIMES_HISTORY = 10  # earlier main jobs kept in run_times.md
+RUN_TIMES_NAME, RUN_TIMES_HISTORY = "run_times.md", 10  # earlier main jobs kept
 
 
-@dataclass(frozen=True)
-class NotebookRun:
-    """One notebook in the runner's latest run: ``state`` "ok", "failed", "interrupted" or
-    "not run"; ``detail``: its executed copy, or why it did not run."""
+class NotebookRun(NamedTuple):
+    """A notebook in the runner's latest run: ``state`` "ok", "failed", "interrupted" or "not
+    run"; ``detail``: its executed copy, or why it did not run."""
 
     state: str
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Row:
-    """A report row: a claim as ``notebook`` wrote it on ``dataset``, or a catalogue entry
-    no claims file gave (``written`` False); ``catalogued``: the catalogue lists it."""
+class Row(NamedTuple):
+    """A report row: ``claim`` as ``notebook`` wrote it on ``dataset``, or a catalogue entry
+    that no claims file gave (``written`` False); ``catalogued``: the catalogue lists it."""
 
     claim: claims_mod.Claim
     notebook: str
@@ -55,29 +45,26 @@ def _nb(stem: str) -> str:
     return stem[:2] if stem[:2].isdigit() else stem
 
 
-def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun], others: Sequence[str]) -> str:
+def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun],
+                    others: Sequence[str]) -> str:
     again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
-    state = run.state if run else ("other profile" if others else "absent")
+    state, detail = run or ("other profile" if others else "absent", "")
     return f"notebook {_nb(stem)} " + {
-        "failed": f"failed before writing its claims ({run.detail if run else ''})",
+        "failed": f"failed before writing its claims ({detail})",
         "interrupted": f"was interrupted before writing its claims; {again}",
         "ok": "ran but wrote no claims file (its final cell does not call "
               "fa_utils.claims.write_claims)",
-        "not run": f"did not run ({run.detail if run else ''})",
+        "not run": f"did not run ({detail})",
         "other profile": f"did not run at {profile}: its claims are from profile "
                          f"{', '.join(sorted(set(others)))}; {again}",
         "absent": f"did not run (no claims file at {profile}); {again}"}[state]
 
 
-def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
-            catalogue: Mapping[str, Sequence[Expected]] = CATALOGUE) -> list[Row]:
-    """The report's rows from the claims files in ``folder`` written at ``profile``, plus a
-    "not measured" row for each catalogue entry none of them gave (``runs``: the runner's
-    states, for the reason).
-
-    Raises:
-        ValueError: a claims file or claim that :func:`fa_utils.claims.write_claims` did not write.
-    """
+def collect(folder: Path, profile: str,
+            runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
+    """The rows of the claims files in ``folder`` written at ``profile``, and a "not measured"
+    row for each catalogue entry that none of them gave (``runs``: the runner's states, for
+    why). ValueError: a file or claim that :func:`fa_utils.claims.write_claims` did not write."""
     runs, counted, others = runs or {}, {}, {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -86,11 +73,13 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a claims file written by fa_utils.claims."
                              f"write_claims ({exc}); delete it or rerun its notebook") from exc
-        target = counted if data.get("profile") == profile else others
-        target.setdefault(stem, []).append(data if target is counted else str(data.get("profile")))
+        if data.get("profile") == profile:
+            counted.setdefault(stem, []).append(data)
+        else:
+            others.setdefault(stem, []).append(str(data.get("profile")))
     rows: list[Row] = []
-    for stem in sorted(set(catalogue) | set(counted)):
-        expected = {e.id: e for e in catalogue.get(stem, ())}
+    for stem in sorted(set(CATALOGUE) | set(counted)):
+        expected = {e.id: e for e in CATALOGUE.get(stem, ())}
         for data in counted.get(stem, []):
             for c in data["claims"]:
                 try:
@@ -104,32 +93,29 @@ def collect(folder: Path, profile: str, runs: Optional[Mapping[str, NotebookRun]
             why = (f"notebook {_nb(stem)} wrote claims but not this one (the catalogue in "
                    f"fa_utils/paper.py and the notebook disagree)" if counted.get(stem)
                    else _missing_reason(stem, profile, runs.get(stem), others.get(stem, ())))
-            rows.append(Row(claims_mod.Claim(e.id, e.section, e.text, "-", "-",
-                                             claims_mod.NOT_MEASURED, why), stem, "-", written=False))
+            missing = claims_mod.Claim(e.id, e.section, e.text, "-", "-", claims_mod.NOT_MEASURED,
+                                       why)
+            rows.append(Row(missing, stem, "-", written=False))
     return rows
 
 
 def summary_line(rows: Sequence[Row], profile: str) -> str:
     """E.g. "14 of 17 claims hold at quick; 1 does not hold; 2 not measured (notebook 05
     wrote no claims)"."""
-    count = {v: sum(r.claim.verdict == v for r in rows) for v in claims_mod.VERDICTS}
-    parts = [f"{count[claims_mod.HOLDS]} of {len(rows)} claims hold at {profile}"]
-    if count[claims_mod.FAILS]:
-        parts.append(f"{count[claims_mod.FAILS]} {'does' if count[claims_mod.FAILS] == 1 else 'do'} not hold")
-    if count[claims_mod.NOT_RESOLVED]:
-        parts.append(f"{count[claims_mod.NOT_RESOLVED]} not resolved (inside the noise)")
+    n = {v: sum(r.claim.verdict == v for r in rows) for v in claims_mod.VERDICTS}
+    fails, unresolved = n[claims_mod.FAILS], n[claims_mod.NOT_RESOLVED]
+    parts = [f"{n[claims_mod.HOLDS]} of {len(rows)} claims hold at {profile}"]
+    parts += [f"{fails} {'does' if fails == 1 else 'do'} not hold"] * bool(fails)
+    parts += [f"{unresolved} not resolved (inside the noise)"] * bool(unresolved)
     unmeasured = [r for r in rows if r.claim.verdict == claims_mod.NOT_MEASURED]
     if unmeasured:
         absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
         other = sum(r.written for r in unmeasured)
-        reasons = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
+        reasons = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"]
+        reasons *= bool(absent)
         reasons += [f"{other} cannot be measured here, see why"] * bool(other)
         parts.append(f"{len(unmeasured)} not measured ({'; '.join(reasons)})")
     return "; ".join(parts)
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ").strip() or "-"
 
 
 def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
@@ -137,8 +123,8 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
     links, thumb = [], ""
     for item in r.claim.evidence:
         kind, _, name = item.partition("/")
-        path = (outputs.figures_dir(profile) if kind == "figures" else
-                outputs.results_dir(profile)) / name if kind in ("figures", "results") else None
+        folder = {"figures": outputs.figures_dir, "results": outputs.results_dir}.get(kind)
+        path = folder(profile) / name if folder else None
         if path is None or not path.exists():
             links.append(f"{item} (missing)")
             continue
@@ -146,13 +132,15 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
         links.append(f"[{path.name}]({rel})")
         if path.suffix == ".png" and not thumb and path not in shown:
             shown.add(path)
-            thumb = f'<a href="{rel}"><img src="{rel}" width="{THUMB_WIDTH}" alt="{path.stem}"></a> '
+            thumb = f'<a href="{rel}"><img src="{rel}" width="120" alt="{path.stem}"></a> '
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
     ours += "; " + ", ".join(links) if links else ""
-    verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted + f": {r.claim.why}" * bool(r.claim.why)
+    verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
+               + f": {r.claim.why}" * bool(r.claim.why)
                + " [not in the catalogue of fa_utils/paper.py]" * (not r.catalogued))
-    cells = [_cell(c) for c in (f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})",
-                                r.claim.text, r.claim.paper, ours, verdict)]
+    cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
+        f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})", r.claim.text,
+        r.claim.paper, ours, verdict)]
     cells[4] = thumb + cells[4]
     return "| " + " | ".join(cells) + " |"
 
@@ -161,68 +149,55 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
            date: str = "", runs: Optional[Mapping[str, NotebookRun]] = None) -> str:
     """The report's markdown (links relative to ``report_dir``): header, summary line, a line
     per notebook that failed or was interrupted in ``runs``, a table per paper section."""
-    date = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
-             f"Profile **{profile}** | commit {commit or 'unknown'} | written {date} by "
-             f"`python -m fa_utils reproduce` (rebuild alone: `python -m fa_utils report "
-             f"--profile {profile}`).", "", f"**{summary_line(rows, profile)}.**", "",
+             f"Profile **{profile}** | commit {commit or 'unknown'} | written "
+             f"{date or outputs.utc_now()} by `python -m fa_utils reproduce` (rebuild alone: "
+             f"`python -m fa_utils report --profile {profile}`).", "",
+             f"**{summary_line(rows, profile)}.**", "",
              "Each row is a claim of Farias & Maziero (2023) as one notebook's final cell "
              "checked it (`results/claims/*.json`); *asserted* marks the claims that the "
              "notebook asserts at this profile, so a run whose asserted claim does not hold "
              "fails. \"Our reading\" says how we turned a qualitative claim into a test.", ""]
     stopped = [f"- Notebook {_nb(stem)} {run.state} in the latest run ({run.detail}): its rows "
                f"are those of its last successful run, if any."
-               for stem, run in sorted((runs or {}).items()) if run.state in ("failed", "interrupted")]
+               for stem, run in sorted((runs or {}).items())
+               if run.state in ("failed", "interrupted")]
     lines += stopped + [""] * bool(stopped)
     groups: dict[str, list[Row]] = {}
     for r in rows:
         groups.setdefault(r.claim.section.split(",")[0].strip(), []).append(r)
-    order = lambda k: (k.startswith("Appendix"), [int(n) for n in re.findall(r"\d+", k)], k)  # noqa: E731
     shown: set[Path] = set()
-    for key in sorted(groups, key=order):
+    for key in sorted(groups, key=lambda k: (k.startswith("Appendix"),
+                                             [int(n) for n in re.findall(r"\d+", k)], k)):
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
-                  "|---|---|---|---|---|---|", *(_row(r, profile, report_dir, shown) for r in groups[key]), ""]
+                  "|---|---|---|---|---|---|",
+                  *(_row(r, profile, report_dir, shown) for r in groups[key]), ""]
     return "\n".join(lines) + "\n"
 
 
 def report_path(profile: str) -> Path:
     """``results/REPORT.md`` at ``profile`` (``runs/smoke/results/REPORT.md`` at smoke)."""
-    return outputs.results_dir(profile) / REPORT_NAME
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return outputs.results_dir(profile) / "REPORT.md"
 
 
 def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
                  commit: str = "") -> tuple[Path, str]:
-    """Assemble the report from the claims files at ``profile`` and write it atomically;
-    ``commit``: the header's, as markdown (:func:`fa_utils.runner.source_commit`).
-    Returns (its path, its summary line).
-
-    Raises:
-        ValueError: a claims file that cannot be read (named, with the fix).
-    """
+    """Write the report of the claims files at ``profile`` (``commit``: markdown for the
+    header); its path and summary line. ValueError: a claims file that cannot be read."""
     rows = collect(claims_mod.claims_dir(profile), profile, runs)
     path = report_path(profile)
-    _write(path, render(rows, profile, path.parent, commit=commit, runs=runs))
+    outputs.write_atomic(path, render(rows, profile, path.parent, commit=commit, runs=runs))
     return path, summary_line(rows, profile)
 
 
 def update_readme(line: str, report: Path) -> bool:
-    """Put the summary ``line`` between the README's markers when ``report`` is the
-    repository's committed ``results/REPORT.md``; whether the README changed.
-
-    Raises:
-        ValueError: the README has one marker without the other, or several.
-    """
+    """Put the summary ``line`` between the README's markers when ``report`` is the committed
+    ``results/REPORT.md``; whether the README changed. ValueError: a marker is missing or
+    repeated."""
     root = outputs.repo_root()
     readme = root / "README.md"
-    if Path(report).resolve() != (root / "results" / REPORT_NAME).resolve() or not readme.exists():
+    if Path(report).resolve() != (root / "results" / "REPORT.md").resolve() or not readme.exists():
         return False
     text = readme.read_text()
     if (text.count(README_START), text.count(README_END)) != (1, 1):
@@ -233,36 +208,36 @@ def update_readme(line: str, report: Path) -> bool:
     new = (f"{head}{README_START}**{line}** ([results/REPORT.md](results/REPORT.md))"
            f"{README_END}{rest.split(README_END)[1]}")
     if new != text:
-        _write(readme, new)
+        outputs.write_atomic(readme, new)
     return new != text
 
 
 def write_run_times(profile: str, times: Sequence[tuple[str, float]], reference_s: float,
                     commit: str) -> Path:
     """Write ``results/run_times.md`` after a successful main job: its seconds per notebook,
-    the machine (CPUs, torch threads, load average at the end) and ``reference_s``
-    (:func:`fa_utils.runner.reference_seconds`, timed at its start: a slow day shows there),
-    then a line per job, newest first, :data:`RUN_TIMES_HISTORY` earlier ones read back."""
+    the machine, ``reference_s`` (:func:`fa_utils.runner.reference_seconds`) and a line per job,
+    newest first, :data:`RUN_TIMES_HISTORY` earlier ones kept."""
     import torch
 
     path = outputs.results_dir(profile) / RUN_TIMES_NAME
     heading = "## The last jobs, newest first"
     old = path.read_text().split(heading)[-1] if path.exists() else ""
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load, total = " / ".join(f"{v:.1f}" for v in os.getloadavg()), sum(t for _, t in times)
-    cells = [date, profile, commit, os.cpu_count(), torch.get_num_threads(), load,
-             f"{reference_s:.1f}", f"{total:.0f}", ", ".join(f"{n[:2]} {t:.0f}" for n, t in times)]
+    date, total = outputs.utc_now(), sum(t for _, t in times)
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    machine = (os.cpu_count(), torch.get_num_threads(), load)
+    cells = [date, profile, commit, *machine, f"{reference_s:.1f}", f"{total:.0f}",
+             ", ".join(f"{n[:2]} {t:.0f}" for n, t in times)]
     text = ["# Run times of the main job", "",
             f"The last `python -m fa_utils reproduce --profile {profile}`: {date}, commit "
-            f"{commit}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load "
-            f"average {load} (1 / 5 / 15 min) at the end. The reference computation (20 FA "
-            f"steps of the MNIST encoder at batch 128 on fixed random data, CPU), timed at the "
-            f"start of the job, took **{reference_s:.1f} s**: compare it between jobs before "
-            f"comparing their times (these machines vary 2-5x from day to day).", "",
+            f"{commit}; {machine[0]} CPUs, {machine[1]} torch threads, load average {machine[2]} "
+            f"(1 / 5 / 15 min) at the end. The reference computation (20 FA steps of the MNIST "
+            f"encoder at batch 128 on fixed random data, CPU), timed at the start of the job, "
+            f"took **{reference_s:.1f} s**: compare it between jobs before comparing their "
+            f"times (these machines vary 2-5x from day to day).", "",
             outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
                                    + [("total", f"{total:.0f}")]), "", heading, "",
             outputs.markdown_table(["date", "profile", "commit", "CPUs", "torch threads",
                                     "load at the end", "reference s", "total s",
                                     "seconds per notebook"], [cells]),
             *[ln for ln in old.splitlines() if ln.startswith("| 2")][:RUN_TIMES_HISTORY], ""]
-    return _write(path, "\n".join(text))
+    return outputs.write_atomic(path, "\n".join(text))

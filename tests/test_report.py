@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import claims, execution, experiments, fid, generative, local, outputs, paper, report, runner
+from fa_utils import claims, experiments, fid, generative, local, outputs, paper, report, runner
 from notebook_code import appendix as appendix_code, local_fa, toy as toy_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
@@ -255,7 +255,7 @@ def test_the_runner_console_shows_cell_progress_no_kernel_warning_and_the_report
 def test_progress_labels_come_from_the_markdown_above(capsys):
     cells = [nbformat.v4.new_code_cell("a"), nbformat.v4.new_markdown_cell("\n### Figure 8: " + "x" * 50),
              nbformat.v4.new_code_cell("b")]
-    p = execution.Progress("03_vfa", min_s=0.0)
+    p = runner.Progress("03_vfa", min_s=0.0)
     p.on_notebook_start(notebook=nbformat.v4.new_notebook(cells=cells))
     assert p.labels == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
     p.on_cell_start(cell=cells[2], cell_index=2)
@@ -264,8 +264,8 @@ def test_progress_labels_come_from_the_markdown_above(capsys):
     p.on_cell_start(cell=cells[0], cell_index=0)
     p.on_cell_executed(cell=cells[0], cell_index=0)
     assert capsys.readouterr().out == "  03_vfa: cell 1/2 0 s\n"  # no markdown above: no label
-    km = execution.kernel_manager([])()
-    assert km.transport == execution.KERNEL_TRANSPORT == "ipc"
+    km = runner.kernel_manager([])()
+    assert km.transport == runner.KERNEL_TRANSPORT == "ipc"
     # the sockets go to Jupyter's runtime folder, never into the repository's notebooks/
     assert outputs.repo_root() not in Path(km.ip).resolve().parents, km.ip
 
@@ -286,7 +286,7 @@ def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(ro
     def execute(nb, params, out_dir, timeout=None, interrupts=None):
         copy = out_dir / f"{nb.stem}.{state}.ipynb"
         error = {"failed": "ValueError: boom", "timed out": "CellTimeoutError: 3 s"}.get(failure, "")
-        raise execution.NotebookStopped(nb.name, state, 3, "x = 1", error, copy)
+        raise runner.NotebookStopped(f"notebook {nb.name} {state} in cell 3: {error}", state, copy)
     monkeypatch.setattr(runner, "execute", execute)
     assert runner.main(["reproduce", "--profile", "quick"]) != 0
     text = report.report_path("quick").read_text()

@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from fa_utils import notebooks, outputs, report, runner
+from fa_utils import outputs, report, runner
 from fa_utils.outputs import repo_root
 
 
@@ -25,7 +25,7 @@ def test_missing_notebook(capsys, tmp_path):
 
 
 def coerce(name, raw, default):
-    return notebooks.parse_word(name, raw, notebooks.annotation_of(default), default)
+    return runner.parse_word(name, raw, runner.annotation_of(default), default)
 
 
 def test_values_take_the_type_of_the_default():
@@ -39,9 +39,9 @@ def test_values_take_the_type_of_the_default():
     with pytest.raises(runner.RunnerError, match="'seed': 'x' is not an int.*-p seed 0"):
         coerce("seed", "x", 0)
     from typing import Optional
-    assert notebooks.parse_word("n", "None", Optional[int]) is None
+    assert runner.parse_word("n", "None", Optional[int]) is None
     with pytest.raises(runner.RunnerError, match="'n': '2.5' is not an int or None"):
-        notebooks.parse_word("n", "2.5", Optional[int])
+        runner.parse_word("n", "2.5", Optional[int])
 
 
 def test_every_notebook_declares_its_parameters():
@@ -100,19 +100,19 @@ def test_values_are_read_as_the_config_field_they_feed(no_kernel):
 
 def test_every_parameter_of_every_notebook_has_a_checked_type():
     """A parameter whose default is None must feed a config field (of a section its setup
-    cell builds) or be listed in notebooks.OTHER_PARAMETERS; otherwise its values go unchecked."""
+    cell builds) or be listed in runner.OTHER_PARAMETERS; otherwise its values go unchecked."""
     import typing
 
     from fa_utils.config import SECTIONS
 
-    assert notebooks.config_sections(runner._find("04")) == ("vfagan",)
+    assert runner.config_sections(runner._find("04")) == ("vfagan",)
     for nb in runner.all_notebooks():
         declared = runner.notebook_parameters(nb)
-        fields = {f for s in notebooks.config_sections(nb) for f in typing.get_type_hints(SECTIONS[s])}
+        fields = {f for s in runner.config_sections(nb) for f in typing.get_type_hints(SECTIONS[s])}
         for name, default in declared.items():
             if name == "profile":
                 continue
-            assert name in fields or name in notebooks.OTHER_PARAMETERS or default is not None, \
+            assert name in fields or name in runner.OTHER_PARAMETERS or default is not None, \
                 f"{nb.name}: parameter {name!r} is not checked before a kernel starts"
 
 
