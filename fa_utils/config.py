@@ -38,13 +38,13 @@ PROFILE_ENV = "FA_PROFILE"
 DATASET_NAMES = ("mnist", "cifar10", "celeba", "stl10")
 
 
-#: Seed offset of each model within a run (:mod:`fa_utils.wiring`): model ``m`` of a run
+#: Seed offset of each model within a run (:mod:`fa_utils.experiments`): model ``m`` of a run
 #: with seed ``s`` builds its networks after ``torch.manual_seed(s + offset)`` and seeds its
 #: method's generator with ``s + offset + 1``. The VFA encoder of notebook 04 is notebook
 #: 03's (offset 0), so the two share one checkpoint.
 SEED_STREAMS: Mapping[str, int] = MappingProxyType({
     "fa": 0, "vfa": 0, "local": 0, "vfagan": 100, "ae": 200, "vae": 200, "gan": 300,
-    "judge": 400,  # the judge of the samples (fa_utils.wiring.train_judge)
+    "judge": 400,  # the judge of the samples (fa_utils.experiments.train_judge)
     "samples": 1000,  # the generated images of the Frechet distances (notebook 04)
 })
 
@@ -426,7 +426,7 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     weight_clamp: Optional[float] = math.sqrt(2.0)
     emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
-    judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
+    judge_epochs: int = 20  # the judge of the samples (fa_utils.experiments.train_judge)
 
 
 @dataclass(frozen=True)
@@ -488,7 +488,7 @@ class VFAGANConfig(DataSettings, TrainingRun):
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
     fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (offline, unlabeled data)
-    judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
+    judge_epochs: int = 20  # the judge of the samples (fa_utils.experiments.train_judge)
 
     def __post_init__(self):
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)

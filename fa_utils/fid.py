@@ -20,7 +20,7 @@ Features, in order of preference (:func:`frechet_feature`):
 * offline, labelled data (MNIST, CIFAR-10): the penultimate layer (128-d, before its ReLU)
   of the judge, a small CNN classifier trained on the training split only
   (:func:`make_judge`, :func:`judge_step`; trained and cached by
-  :func:`fa_utils.wiring.train_judge`); feature ``"judge-128"``;
+  :func:`fa_utils.experiments.train_judge`); feature ``"judge-128"``;
 * offline, unlabeled data (CelebA, STL-10): the bottleneck of a small convolutional
   autoencoder trained on the same training images (:class:`FeatureAutoencoder`, feature
   ``"autoencoder-128"``).

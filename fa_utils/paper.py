@@ -6,8 +6,8 @@ published PDF; where the code has to read something into a table (its units, the
 architecture its sizes imply), the reading is said beside the value (docs/method.md
 sections 7-8 for the doubtful ones). Nothing here is computed or measured, and no claim
 logic lives here: the helpers that compare our numbers with these are beside each
-notebook's code (:func:`fa_utils.generative.frechet_rows`,
-:func:`fa_utils.generative.size_time_rows`, :func:`fa_utils.generative.comparison_claims`,
+notebook's code (notebook 04's ``frechet_rows``,
+``size_time_rows``, ``comparison_claims``,
 :func:`fa_utils.fid.distances`' comparability note, ``benchmarks/run.py`` section 5).
 
 * :data:`TABLE2_FID`: Table 2, the FID of each model's samples (mean, std);
@@ -22,7 +22,7 @@ notebook's code (:func:`fa_utils.generative.frechet_rows`,
   :data:`SECTION_TITLES`, the report's groups (:mod:`fa_utils.report`).
 
 The claims' thresholds ("comparable" = within a factor 2, ...) are our readings, not the
-paper's numbers, and stay with the claims (e.g. :data:`fa_utils.generative.COMPARABLE_FACTOR`).
+paper's numbers, and stay with the claims (e.g. notebook 04's ``COMPARABLE_FACTOR``).
 The paper's training hyper-parameters (Section 4: Adam lr 1e-5, batch 128, T = 1, tau = 1)
 are the ``paper`` profile of :mod:`fa_utils.config`; the encoder shapes of Tables 7-9 are
 :data:`fa_utils.models.ARCHITECTURES`.
@@ -88,7 +88,7 @@ class PaperArchitecture:
 
 
 #: dataset -> :class:`PaperArchitecture`: the networks whose parameter counts equal the
-#: paper's sizes (:func:`fa_utils.generative.paper_models` builds them; the VAE decoder kind
+#: paper's sizes (:func:`fa_utils.experiments.paper_models` builds them; the VAE decoder kind
 #: is also what :func:`fa_utils.baselines.paper_decoder_kind` picks for ``"auto"``).
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
     "mnist": PaperArchitecture(128, 10, "mirrored", 3,

@@ -30,3 +30,18 @@ def toy() -> SimpleNamespace:
     """Notebook 01's cells with Section 3.2's code (the networks, their inversion, the claims)."""
     return cell_namespace("01_toy_sin", "0cc24fb5", "178627c3", "a2e2a854", "ca60a884", "8185d177")
 
+
+
+def fa_claims():
+    """Notebook 02's claim builder (Section 3.1 / Figure 1, Section 5 / Figure 6a)."""
+    return cell_namespace("02_fa_mnist", "5c1e7a20").fa_claims
+
+
+def vfa_claims():
+    """Notebook 03's claim builder (Section 3.3 / Figure 3, Section 3.4 / Figure 8)."""
+    return cell_namespace("03_vfa", "3d8b6f41").vfa_claims
+
+
+def comparison() -> SimpleNamespace:
+    """Notebook 04's cells with the samples' quality, KID's orderings and Section 5's claims."""
+    return cell_namespace("04_vfa_gan", "e4c7a912", "d2f8a6b3", "a6c3f1e8", "f7d2b8a5", "e2b9c4d7")

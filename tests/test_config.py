@@ -87,7 +87,7 @@ def test_every_model_of_table_2_gets_the_same_budget(profile):
     vcfg = config.make_config("vfa", profile)  # notebook 03's encoder, reused by notebook 04
     assert (vcfg.epochs, vcfg.batch_size, vcfg.width_scale) == (
         gcfg.epochs, gcfg.batch_size, gcfg.width_scale)
-    from fa_utils import wiring
-    assert wiring.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
-    other = wiring.vfa_config_for(config.make_config("vfagan", profile, epochs=11, batch_size=48), 0)
+    from fa_utils import experiments
+    assert experiments.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
+    other = experiments.vfa_config_for(config.make_config("vfagan", profile, epochs=11, batch_size=48), 0)
     assert (other.epochs, other.batch_size) == (11, 48)
