@@ -1,11 +1,10 @@
-"""Every trained model of notebooks 02-05, built from a validated config, and what several
-notebooks share: image data, FA recovery, VFA's class emphasis, the models of the comparison
-(:data:`MODELS`: Table 2, Figures 7 and 15) and the networks that Tables 3-6 count.
+"""Every trained model of notebooks 02-05, built from a config, and what several notebooks
+share: image data, FA recovery, VFA's class emphasis, the models of the comparison
+(:data:`MODELS`) and the networks that Tables 3-6 count.
 
-A checkpoint is ``runs/checkpoints/<model>-<dataset>-<digest>-<profile>.pt``, the digest over
-the settings that change what the model learns (:func:`identity`). Model ``m`` of a run with
-seed ``s`` builds its weights after ``torch.manual_seed(s + offset)`` and draws its method's
-randomness from a generator seeded ``s + offset + 1`` (:data:`fa_utils.config.SEED_STREAMS`).
+Checkpoints: ``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt`` (:func:`identity`).
+Model ``m`` of a run with seed ``s`` builds its weights after ``torch.manual_seed(s + offset)``
+and draws its method's randomness from a generator seeded ``s + offset + 1`` (:func:`seeds`).
 """
 from __future__ import annotations
 
@@ -30,14 +29,11 @@ from .paper import IMPLIED_ARCHITECTURES
 from .train import (History, fit, images_only, load_checkpoint, make_adam, resolve_device,
                     seeded_generator)
 
-# --- data and FA recovery --------------------------------------------------------------
-
 
 @dataclass
 class ImageData:
-    """A training set of (image, label) and a held-out batch: ``test_x`` (N, C, H, W) in
-    [0, 1], ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from.
-    """
+    """Training (image, label) pairs and held-out ``test_x`` (N, C, H, W) in [0, 1],
+    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from."""
 
     train: Dataset
     test_x: torch.Tensor
@@ -56,8 +52,7 @@ def data_root(value: str) -> Path:
 
 
 def load_image_data(cfg, verbose: bool = True) -> ImageData:
-    """``cfg.n_train`` training and ``cfg.n_test`` held-out images of ``cfg.dataset``
-    (:func:`fa_utils.data.load_dataset`: the sample or torchvision's files).
+    """``cfg.n_train`` training and ``cfg.n_test`` held-out images of ``cfg.dataset``.
 
     Raises:
         fa_utils.data.DatasetUnavailable: files missing and no download (message says how).
@@ -76,7 +71,7 @@ def load_image_data(cfg, verbose: bool = True) -> ImageData:
 
 
 def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
-    """Up to ``limit`` training images as one (N, C, H, W) tensor (reference baselines)."""
+    """Up to ``limit`` training images as one (N, C, H, W) tensor."""
     if isinstance(data.train, TensorDataset):
         return data.train.tensors[0][:limit]
     return data_mod.as_tensors(data.train, limit=min(limit, len(data.train)))[0]
@@ -95,15 +90,14 @@ def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
 
 def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
                batch_size: int = 500) -> torch.Tensor:
-    """E(x)[head] for every image, in batches, no graph. (N, C, H, W) -> (N, Z) on the CPU."""
+    """E(x)[head] in batches, no graph: (N, C, H, W) -> (N, Z) on the CPU."""
     device = next(encoder.parameters()).device
     with torch.no_grad():
         return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(batch_size)])
 
 
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy of the nearest class mean in latent space (fitted and scored on the same
-    points). (N, Z), (N,) -> float in [0, 1].
+    """Accuracy of the nearest class mean of z (N, Z), fitted and scored on the same points.
 
     Raises:
         ValueError: unlabeled data (labels -1) or fewer than 2 classes.
@@ -119,10 +113,7 @@ def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).float().mean())
 
 
-# --- checkpoint identity and the common fit ----------------------------------------------
-
-#: Settings that never change what a network learns (where, how long, what is evaluated):
-#: left out of a checkpoint's identity.
+#: Settings that never change what a network learns: not in a checkpoint's identity.
 NOT_LEARNT = frozenset({
     "profile", "device", "epochs", "num_workers", "ckpt_every", "n_test",
     "latent2_epochs", "sweep_T", "sweep_tau",  # fa: the Figure 6a run and the sweep
@@ -131,7 +122,7 @@ NOT_LEARNT = frozenset({
 })
 _DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
 _AE_KEYS = _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2")
-#: The ``vfagan`` section's fields each of its models learns from.
+#: The ``vfagan`` section's fields that each of its models learns from.
 _GAN_SECTION_KEYS = {
     "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
                             "gan_lr", "beta1", "beta2"),
@@ -139,8 +130,7 @@ _GAN_SECTION_KEYS = {
     "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_discriminator", "gan_lr", "beta1",
                          "beta2"),
 }
-#: The baselines' (and VFA-GAN's D's) initialisation: part of their identity.
-BASELINE_INIT = "he+bn"
+BASELINE_INIT = "he+bn"  # the baselines' (and VFA-GAN's D's) initialisation, in their identity
 
 
 def seeds(model: str, seed: int) -> tuple[int, int]:
@@ -150,9 +140,8 @@ def seeds(model: str, seed: int) -> tuple[int, int]:
 
 
 def identity(cfg, model: str, **extra) -> dict[str, Any]:
-    """The settings that change what ``model`` learns, plus ``method`` and ``extra``: its
-    own section's fields but :data:`NOT_LEARNT`, or in the ``vfagan`` section the model's
-    fields, the data seed and the initialisation."""
+    """What ``model`` learns from, plus ``method`` and ``extra``: its section's fields but
+    :data:`NOT_LEARNT`; in the ``vfagan`` section its fields, the data seed and the init."""
     values = config.to_dict(cfg)
     if model in _GAN_SECTION_KEYS:
         values = {k: values[k] for k in _GAN_SECTION_KEYS[model]}
@@ -165,20 +154,19 @@ def identity(cfg, model: str, **extra) -> dict[str, Any]:
 
 
 def checkpoint_for(stem: str, run_identity: Mapping[str, Any], profile: str) -> Path:
-    """``runs/checkpoints/<stem>-<digest>-<profile>.pt``; digest: the first 8 hex digits of
+    """``runs/checkpoints/<stem>-<digest>-<profile>.pt``, digest: the first 8 hex digits of
     the SHA-1 of ``run_identity`` as sorted JSON."""
     text = json.dumps(dict(run_identity), sort_keys=True, default=str)
     return checkpoint_path(f"{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}", profile)
 
 
 def _checkpoint(run_identity: Mapping[str, Any], profile: str) -> Path:
-    """The checkpoint of ``<method>-<dataset>`` (:func:`checkpoint_for`)."""
     stem = f"{run_identity['method']}-{run_identity['dataset']}"
     return checkpoint_for(stem, run_identity, profile)
 
 
 def _start(model: str, seed: int, device: str) -> tuple[torch.device, torch.Generator]:
-    """Seed ``model``'s weights (:func:`seeds`); return its device and method generator."""
+    """Seed ``model``'s weights; return its device and its method's generator."""
     init_seed, method_seed = seeds(model, seed)
     torch.manual_seed(init_seed)
     return resolve_device(device), seeded_generator(method_seed)
@@ -192,8 +180,8 @@ def _fit(cfg, data: ImageData, step: Callable, run_identity: dict, modules: Mapp
          optimizers: Mapping, generator: torch.Generator, device: torch.device, *, seed: int,
          epochs: Optional[int] = None, evals_per_epoch: int = 1,
          checkpoint: Optional[Path] = None, **fit_kwargs) -> History:
-    """:func:`fa_utils.train.fit` with ``cfg``'s run settings; ``seed`` orders the data (the
-    same for every model of a run); the modules are left in eval mode."""
+    """:func:`fa_utils.train.fit` with ``cfg``'s run settings, modules left in eval mode;
+    ``seed`` orders the data (the same for every model of a run)."""
     history = fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
                   batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=seed,
                   config=run_identity, generator=generator, device=device,
@@ -206,23 +194,18 @@ def _fit(cfg, data: ImageData, step: Callable, run_identity: dict, modules: Mapp
     return history
 
 
-# --- FA (notebook 02), VFA (03), the judge (03, 04) ---------------------------------------
-
-
 def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
                      epochs: Optional[int] = None, progress: bool = True,
                      stop_after: Optional[int] = None, distributed: Any = None,
                      make_step: Optional[Callable] = None, fused_adam: Optional[bool] = None,
                      channels_last: bool = False,
                      checkpoint: Optional[Path] = None) -> tuple[Encoder, History]:
-    """Train (or resume) an FA encoder (Tables 7-9, head ``z`` of ``latent_dim``) with
-    Algorithm 1, logging held-out ``test_mse`` once per epoch.
+    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1; returns it
+    (eval mode) and its history (held-out ``test_mse`` once per epoch).
 
-    ``distributed``: a :class:`fa_utils.distributed.DistInfo` in a process group, with
-    ``make_step(encoder, optimizer, generator=, **settings) -> step(x)`` its data-parallel step;
-    ``fused_adam=None``: fused where supported; ``channels_last``: docs/choices.md section 10;
-    ``checkpoint``: another file than :func:`checkpoint_for`'s.
-    Returns (encoder in eval mode, history).
+    ``distributed``: a :class:`fa_utils.distributed.DistInfo`, with ``make_step(encoder,
+    optimizer, generator=, **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``:
+    fused where supported; ``channels_last``: docs/choices.md section 10.
     """
     latent_dim = latent_dim or cfg.latent_dim
     device, generator = _start("fa", cfg.seed, cfg.device)
@@ -254,7 +237,7 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
 
 
 def _with_data(section: str, cfg, *, seed: int, **data_overrides):
-    """``section``'s config at ``cfg``'s profile and device with ``cfg``'s data settings."""
+    """``section``'s config at ``cfg``'s profile and device, with ``cfg``'s data settings."""
     base = config.make_config(section, cfg.profile, seed=seed, device=cfg.device)
     return replace(base, **vars(config.data_settings(cfg, **data_overrides)))
 
@@ -276,11 +259,10 @@ def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
     return vfa.VFASettings.from_config(cfg, num_classes(cfg.dataset))
 
 
-def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
-              stop_after: Optional[int] = None) -> tuple[Encoder, History]:
-    """Train (or resume) a VFA encoder (Eq. 5; Eq. 6's beta schedule), logging held-out
-    ``test_mse`` (reconstruction from the latent, clamped to [0, 1]) once per epoch.
-    Returns (encoder in eval mode, history)."""
+def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
+              ) -> tuple[Encoder, History]:
+    """Train (or resume) a VFA encoder (Eq. 5-6); returns it (eval mode) and its history
+    (held-out ``test_mse`` of the reconstruction clamped to [0, 1], once per epoch)."""
     settings = vfa_settings(cfg)
     device, gen = _start("vfa", cfg.seed, cfg.device)
     run_identity = identity(cfg, "vfa")
@@ -302,7 +284,7 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True,
 
     history = _fit(cfg, data, step, run_identity, {"encoder": encoder}, {"adam": opt}, gen,
                    device, seed=cfg.seed, eval_fn=eval_fn, checkpoint=ckpt,
-                   stop_after=stop_after, desc=f"VFA {cfg.dataset}", progress=progress,
+                   desc=f"VFA {cfg.dataset}", progress=progress,
                    nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
                             f"1e-4 with the sigmoid.")
     return encoder, history
@@ -315,9 +297,8 @@ def judge_identity(cfg) -> dict[str, Any]:
 
 
 def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequential, float]:
-    """Train (or resume) the judge of the samples (:func:`fa_utils.fid.make_judge`) on
-    ``data.train`` for ``cfg.judge_epochs`` epochs; returns it (eval mode) and its held-out
-    accuracy.
+    """Train (or resume) the judge of the samples (:func:`fa_utils.fid.make_judge`) for
+    ``cfg.judge_epochs``; returns it (eval mode) and its held-out accuracy.
 
     Raises:
         ValueError: unlabeled data (:func:`fa_utils.fid.check_labels`).
@@ -336,8 +317,7 @@ def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequ
 
 def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor
                    ) -> list[float]:
-    """Per class k in ``labels`` (in order): the share of the images (N, C, H, W) asked for
-    class k that the judge assigns to k."""
+    """Per class k in ``labels``: the share of the images asked for k the judge assigns to k."""
     pred = fid.recognise(judge, images)[1]
     labels = labels.cpu()
     return [float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
@@ -346,13 +326,12 @@ def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor
 def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
                          scales, judge: nn.Module, *, per_class: int = 20, seed: int = 0,
                          refiner: Optional[nn.Module] = None) -> list[tuple[float, float, float]]:
-    """Figure 6b quantified: per one-hot value s, ``per_class`` prior draws per class k
-    decoded with s * onehot(k) (refined by ``refiner`` if given). Returns rows (s, mean class
-    score c(r)_k of the wanted class, the judge's accuracy on the images shown)."""
+    """Figure 6b quantified: rows (one-hot value s, mean class score c(r)_k, the judge's
+    accuracy) over ``per_class`` prior draws per class k decoded with s * onehot(k)
+    (and refined by ``refiner`` if given)."""
     device = next(encoder.parameters()).device
-    g = seeded_generator(seed)
     k = settings.num_classes
-    z = vfa.prior(per_class * k, latent_dim, g).to(device)
+    z = vfa.prior(per_class * k, latent_dim, seeded_generator(seed)).to(device)
     labels = torch.arange(k, device=device).repeat_interleave(per_class)
     rows = []
     for s in scales:
@@ -365,13 +344,12 @@ def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim
     return rows
 
 
-#: Figure 8's class rows use the smallest one-hot value with at least this judge accuracy.
-CLASS_ROW_ACCURACY = 0.8
+CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
 
 
 def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
     """The smallest s of :func:`class_emphasis_stats` rows with accuracy >= ``target``, else
-    the s with the highest accuracy.
+    the most accurate s.
 
     Raises:
         ValueError: no rows.
@@ -382,15 +360,11 @@ def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
     return min(good) if good else max(rows, key=lambda r: r[2])[0]
 
 
-# --- VFA-GAN and the baselines (notebook 04) -----------------------------------------------
-
-
 def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
                  encoder: Encoder, *, seed: int, progress: bool = True
                  ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) G (Table 11, ``gen_width`` x ``width_scale`` filters, at least 8,
-    orthogonal init) and D (Table 10) on a fixed VFA encoder (Eq. 7-8, two-stage schedule).
-    Returns (G in eval mode, D, history)."""
+    """Train (or resume) G (Table 11, orthogonal init) and D (Table 10) on a fixed VFA
+    encoder (Eq. 7-8); returns (G, D, history), G in eval mode."""
     settings = vfa_settings(vcfg)
     device, gen = _start("vfagan", seed, gcfg.device)
     width = max(8, round(gcfg.gen_width * gcfg.width_scale))
@@ -428,10 +402,8 @@ def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str 
 def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, seed: int,
                       settings: Optional[vfa.VFASettings] = None, progress: bool = True
                       ) -> tuple[Encoder, nn.Module, History]:
-    """Train (or resume) the AE (``kind="ae"``) or VAE (``"vae"``, KL weights as ``settings``'
-    beta schedule): He-initialised encoder and decoder, Adam(``baseline_lr``,
-    (``baseline_beta1``, ``beta2``)), held-out ``test_mse`` logged. Returns (encoder,
-    decoder, history), in eval mode.
+    """Train (or resume) the He-initialised AE (``kind="ae"``) or VAE (``"vae"``, KL weights
+    by ``settings``' beta schedule); returns (encoder, decoder, history), in eval mode.
 
     Raises:
         ValueError: ``kind`` is not "ae" or "vae".
@@ -466,9 +438,8 @@ def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, 
 
 def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
               ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) the least-squares GAN: He-initialised G with BatchNorm, D
-    ``gcfg.gan_discriminator``, Adam(``gan_lr``, (``beta1``, ``beta2``)), one D then one G
-    step per batch. Returns (G in eval mode, D, history)."""
+    """Train (or resume) the least-squares GAN (He-initialised G with BatchNorm, D
+    ``gcfg.gan_discriminator``); returns (G, D, history), G in eval mode."""
     device, gen = _start("gan", seed, gcfg.device)
     g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
     disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
@@ -484,8 +455,7 @@ def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress
 
 @dataclass
 class Trial:
-    """Every model of one Table 2 trial (one seed): ``nets[name]`` and ``histories[name]``
-    for each model of :data:`MODELS`."""
+    """The models of one Table 2 trial: ``nets`` and ``histories`` by :data:`MODELS` name."""
 
     seed: int
     vcfg: config.VFAConfig
@@ -494,18 +464,16 @@ class Trial:
     histories: dict[str, History] = field(default_factory=dict)
 
     @property
-    def encoder(self) -> Encoder:
-        """VFA's encoder (also VFA-GAN's)."""
+    def encoder(self) -> Encoder:  # VFA's, also VFA-GAN's
         return self.nets["VFA"][0]
 
     @property
-    def refiner(self) -> nn.Module:
-        """VFA-GAN's G."""
+    def refiner(self) -> nn.Module:  # VFA-GAN's G
         return self.nets["VFA-GAN"][0]
 
 
 def _decode_prior(net: nn.Module, n: int, g: torch.Generator) -> torch.Tensor:
-    """net(z), z ~ N(0, I) (n, Z): the VAE's decoder, the GAN's generator."""
+    """net(z) for z ~ N(0, I) (n, Z): samples of the VAE's decoder, the GAN's generator."""
     z_dim = next(m for m in net.modules() if isinstance(m, nn.Linear)).in_features
     z = vfa.prior(n, z_dim, g).to(next(net.parameters()).device)
     with torch.no_grad():
@@ -513,34 +481,27 @@ def _decode_prior(net: nn.Module, n: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _vfa_sample(trial: Trial, n: int, g: torch.Generator, refined: bool = False):
-    """:func:`fa_utils.vfa.sample` (random classes, the training one-hot value), G(r) if
-    ``refined``."""
+    """r (random classes, the training one-hot value), G(r) if ``refined``."""
     arch = trial.encoder.arch
     return vfa.sample(trial.encoder, n, (arch.channels, arch.size, arch.size),
                       settings=trial.settings, latent_dim=trial.vcfg.latent_dim, generator=g,
                       refiner=trial.refiner if refined else None)[0]
 
 
-def _vfa_reconstruct(trial: Trial, x: torch.Tensor, refined: bool = False) -> torch.Tensor:
-    """r by FA recovery from VFA's latent alone, G(r) if ``refined``; on the CPU."""
-    return vfa.reconstruct(trial.encoder, x, settings=trial.settings,
-                           refiner=trial.refiner if refined else None).cpu()
-
-
 @dataclass(frozen=True)
 class Model:
-    """One model of the comparison (Table 2, Figures 7 and 15, the budget table)."""
+    """A model of the comparison (Table 2, Figures 7 and 15, the budget table)."""
 
     name: str
     recon: str  # its name in Figures 7 and 15
-    networks: str  # what its optimiser trains ({logits}, {disc} filled in by the notebook)
-    adam: Callable  # (gcfg, vcfg) -> (lr, beta1) of its Adam (beta2: gcfg.beta2)
+    networks: str  # what its optimiser trains ({logits}, {disc}: filled in by notebook 04)
+    adam: Callable  # (gcfg, vcfg) -> (lr, beta1) of its Adam; beta2 is gcfg.beta2
     train: Callable  # (gcfg, data, trial, progress) -> (*networks, history)
     reconstruct: Callable  # (trial, x, gcfg) -> images (the GAN: gan_reconstruct's tuple)
     sample: Optional[Callable] = None  # (trial, n, generator) -> n prior samples
 
 
-#: The models of the comparison, in the order of Figures 7 and 15 (VFA before VFA-GAN).
+#: The models of the comparison in the order of Figures 7 and 15 (VFA before VFA-GAN).
 MODELS = (
     Model("AE", "AE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
           lambda g, d, t, p: train_autoencoder(g, d, kind="ae", seed=t.seed, progress=p),
@@ -560,63 +521,32 @@ MODELS = (
           lambda t, n, gen: _decode_prior(t.nets["GAN"][0], n, gen)),
     Model("VFA", "r", "encoder (heads mu, logvar{logits})", lambda g, v: (v.lr, v.beta1),
           lambda g, d, t, p: train_vfa(t.vcfg, d, progress=p),
-          lambda t, x, g: _vfa_reconstruct(t, x), _vfa_sample),
+          lambda t, x, g: vfa.reconstruct(t.encoder, x, settings=t.settings).cpu(), _vfa_sample),
     Model("VFA-GAN", "G(r)", "G (Table 11), D (Table 10); encoder = VFA's",
           lambda g, v: (g.gan_lr, g.beta1),
           lambda g, d, t, p: train_vfagan(g, t.vcfg, d, t.encoder, seed=t.seed, progress=p),
-          lambda t, x, g: _vfa_reconstruct(t, x, refined=True),
+          lambda t, x, g: vfa.reconstruct(t.encoder, x, settings=t.settings,
+                                          refiner=t.refiner).cpu(),
           lambda t, n, gen: _vfa_sample(t, n, gen, refined=True)),
 )
-#: The models with a prior sampler (Table 2, Tables 3-6).
-GENERATIVE_MODELS = tuple(m.name for m in MODELS if m.sample)
+GENERATIVE_MODELS = tuple(m.name for m in MODELS if m.sample)  # Table 2, Tables 3-6
 
 
 def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
                 progress: bool = True) -> Trial:
-    """Train (or resume) every model of :data:`MODELS` with one seed (networks narrowed by
-    ``gcfg.width_scale`` < 1 at smoke)."""
+    """Train (or resume) every model of :data:`MODELS` with one seed."""
     vcfg = vfa_config_for(gcfg, seed)
     trial = Trial(seed, vcfg, vfa_settings(vcfg))
-    with scaled_architectures(gcfg.width_scale):
+    with scaled_architectures(gcfg.width_scale):  # 1 (the paper's) except at smoke
         for m in MODELS:
             *nets, trial.histories[m.name] = m.train(gcfg, data, trial, progress)
             trial.nets[m.name] = tuple(nets)
     return trial
 
 
-def generate(trial: Trial, model: str, n: int, *, seed: int = 0,
-             batch_size: int = 500) -> torch.Tensor:
-    """n prior samples (n, C, H, W) of ``model`` (:data:`GENERATIVE_MODELS`), clamped to
-    [0, 1], on the CPU.
-
-    Raises:
-        ValueError: an unknown model.
-    """
-    sample = {m.name: m.sample for m in MODELS if m.sample}.get(model)
-    if sample is None:
-        raise ValueError(f"unknown model {model!r}; choose one of {list(GENERATIVE_MODELS)}")
-    g = seeded_generator(seed)
-    return torch.cat([sample(trial, min(batch_size, n - i), g).detach().float().cpu().clamp(0, 1)
-                      for i in range(0, n, batch_size)])
-
-
-def reconstructions(trial: Trial, x: torch.Tensor, gcfg: config.VFAGANConfig
-                    ) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Figure 7: x reconstructed by every model of :data:`MODELS`, named as in Figure 15;
-    and the GAN's latent search curve (mean squared error per image)."""
-    out = {m.recon: m.reconstruct(trial, x, gcfg) for m in MODELS}
-    gan_x, _, curve = out["GAN"]
-    out["GAN"] = gan_x.cpu()
-    return out, curve
-
-
-# --- Tables 3-6: the networks the paper's sizes imply --------------------------------------
-
-
 def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
-    """Each sampling model's networks as the paper counts them (:data:`fa_utils.paper.
-    IMPLIED_ARCHITECTURES`; VAE: encoder + decoder, GAN: G, VFA-GAN: encoder + G), always at
-    the paper's widths; ``device="meta"`` builds them without memory."""
+    """The networks Tables 3-6 count (VAE: encoder + decoder, GAN: G, VFA-GAN: encoder + G)
+    as :data:`fa_utils.paper.IMPLIED_ARCHITECTURES` implies, at the paper's widths, eval mode."""
     a = IMPLIED_ARCHITECTURES[dataset]
     with torch.device(device), scaled_architectures(1.0):
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
@@ -624,7 +554,8 @@ def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module
         dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder)
         gen = baselines.make_generator(dataset, a.latent_dim, a.decoder)
         refiner = FAGenerator(architecture(dataset).channels, 128, a.gen_kernel)
-    return {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
+    nets = {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
+    return {m: [n.eval() for n in group] for m, group in nets.items()}
 
 
 def parameter_counts(dataset: str) -> dict[str, int]:
@@ -634,17 +565,13 @@ def parameter_counts(dataset: str) -> dict[str, int]:
 
 def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
                    frozen: bool = True) -> dict[str, Any]:
-    """Zero-argument calls drawing ``batch`` samples (batch, C, H, W) on ``device`` with each
-    model of :func:`paper_models` (fresh weights, eval mode; z drawn once): VAE / GAN
-    decoder(z); VFA one inner step from r_0 = 0 (Eq. 2, label 0), with E(0) and its
-    Jacobian built once (:func:`fa_utils.vfa.frozen_start`; ``frozen=False``: every call);
-    VFA-GAN the same and G."""
+    """Zero-argument calls drawing ``batch`` samples on ``device`` with :func:`paper_models`
+    (z drawn once): VAE / GAN decode z; VFA one inner step from r_0 = 0 (Eq. 2, label 0) with
+    E(0) and its Jacobian built once (``frozen=False``: every call); VFA-GAN adds G."""
     a = IMPLIED_ARCHITECTURES[dataset]
     arch = architecture(dataset)
     device = str(resolve_device(str(device)))
     nets = paper_models(dataset, device=device)
-    for n in (n for group in nets.values() for n in group):
-        n.eval()
     settings = vfa.VFASettings(num_classes=a.num_classes)
     shape = (arch.channels, arch.size, arch.size)
     z = torch.randn(batch, a.latent_dim, device=device)
@@ -656,15 +583,12 @@ def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device =
         return vfa.decode(enc, z, shape, settings=settings, refiner=ref, start=start,
                           labels=labels if settings.conditional else None)
 
+    @torch.no_grad()
     def decode_only(net):
-        with torch.no_grad():
-            return net(z)
+        return net(z)
 
     return {"VAE": lambda: decode_only(nets["VAE"][1]), "GAN": lambda: decode_only(nets["GAN"][0]),
             "VFA": vfa_draw, "VFA-GAN": lambda: vfa_draw(refiner)}
-
-
-# --- local FA (notebook 05) ----------------------------------------------------------------
 
 
 def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) -> ImageData:
@@ -673,10 +597,9 @@ def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) ->
 
 
 def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
-                progress: bool = True, stop_after: Optional[int] = None
-                ) -> tuple[local.LocalFANet, History]:
-    """Train (or resume) a local-FA network with Algorithm 2, logging Algorithm 3's held-out
-    ``test_mse`` twice per epoch. Returns (network in eval mode, history)."""
+                progress: bool = True) -> tuple[local.LocalFANet, History]:
+    """Train (or resume) a local-FA network with Algorithm 2; returns it (eval mode) and its
+    history (Algorithm 3's held-out ``test_mse`` twice per epoch)."""
     device, generator = _start("local", cfg.seed, cfg.device)
     with scaled_architectures(cfg.width_scale):
         arch = architecture(dataset)
@@ -690,22 +613,21 @@ def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
         generator=generator if cfg.r_init != "zeros" else None))
 
     def eval_fn() -> dict[str, float]:
-        x = data.test_x
-        return {"test_mse": metrics.mse_per_pixel(x, local.local_recover(
-            net, x, seed=cfg.seed, **local.recon_kwargs(cfg)))}
+        x_hat = local.local_recover(net, data.test_x, seed=cfg.seed, **local.recon_kwargs(cfg))
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
 
     run_identity = identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
                             network=local.LOCAL_NET_FORMAT)
     history = _fit(cfg, data, step, run_identity, {"net": net},
                    {f"adam{i}": o for i, o in enumerate(opts)}, generator, device,
-                   seed=cfg.seed, eval_fn=eval_fn, evals_per_epoch=2, stop_after=stop_after,
-                   desc=f"local FA {dataset}", progress=progress)
+                   seed=cfg.seed, eval_fn=eval_fn, evals_per_epoch=2, desc=f"local FA {dataset}",
+                   progress=progress)
     return net, history
 
 
 def global_fa_mse(cfg: config.LocalFAConfig, dataset: str, x: torch.Tensor) -> Optional[float]:
-    """Held-out MSE of notebook 02's FA encoder (its defaults at ``cfg``'s profile, seed and
-    data, Z = ``cfg.latent_dim``) if its checkpoint exists, else None; trains nothing."""
+    """Held-out MSE of notebook 02's FA encoder at ``cfg``'s profile, seed, data and Z if its
+    checkpoint exists, else None; trains nothing."""
     fcfg = _with_data("fa", cfg, seed=cfg.seed, dataset=dataset)
     path = _checkpoint(identity(fcfg, "fa", latent_dim=cfg.latent_dim), fcfg.profile)
     if not path.exists():
@@ -713,7 +635,6 @@ def global_fa_mse(cfg: config.LocalFAConfig, dataset: str, x: torch.Tensor) -> O
     with scaled_architectures(fcfg.width_scale):  # as trained
         enc = Encoder(architecture(dataset), {"z": cfg.latent_dim})
     enc.load_state_dict(load_checkpoint(path)["modules"]["encoder"])
-    enc.eval()
-    x_hat = recover(enc, x, T=fcfg.T, tau=fcfg.tau, r_init=fcfg.r_init, squash=fcfg.squash,
-                    seed=fcfg.seed)
+    x_hat = recover(enc.eval(), x, T=fcfg.T, tau=fcfg.tau, r_init=fcfg.r_init,
+                    squash=fcfg.squash, seed=fcfg.seed)
     return metrics.mse_per_pixel(x, x_hat)
