@@ -575,20 +575,18 @@ def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device =
     settings = vfa.VFASettings(num_classes=a.num_classes)
     shape = (arch.channels, arch.size, arch.size)
     z = torch.randn(batch, a.latent_dim, device=device)
-    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device) if settings.conditional else None
     enc, refiner = nets["VFA-GAN"]
     start = vfa.frozen_start(enc, shape, settings) if frozen else None
-
-    def vfa_draw(ref=None):
-        return vfa.decode(enc, z, shape, settings=settings, refiner=ref, start=start,
-                          labels=labels if settings.conditional else None)
+    draw = functools.partial(vfa.decode, enc, z, shape, settings=settings, labels=labels,
+                             start=start)
 
     @torch.no_grad()
-    def decode_only(net):
+    def decode(net):
         return net(z)
 
-    return {"VAE": lambda: decode_only(nets["VAE"][1]), "GAN": lambda: decode_only(nets["GAN"][0]),
-            "VFA": vfa_draw, "VFA-GAN": lambda: vfa_draw(refiner)}
+    return {"VAE": lambda: decode(nets["VAE"][1]), "GAN": lambda: decode(nets["GAN"][0]),
+            "VFA": draw, "VFA-GAN": lambda: draw(refiner=refiner)}
 
 
 def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) -> ImageData:
