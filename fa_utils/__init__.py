@@ -9,9 +9,8 @@ Modules in layers, each using only those above it:
   shared start r_0 = 0), ``vfa`` (Sections 3.3-3.4), ``baselines`` (the AE, VAE and GAN of
   Section 5), ``local`` (Section 3.5), ``appendix`` (Appendix A; the toy of Section 3.2 lives in notebook 01);
 * the trainer: ``train`` (``fit``: checkpoints, resume, interrupts; it knows no method);
-* the wiring: ``wiring`` (every trained model of the notebooks, from a config);
-* evaluation and outputs: ``experiments`` and ``generative`` (what notebooks 02-04
-  compute), ``fid``, ``metrics`` (also timers, memory meters), ``claims``,
+* the wiring: ``experiments`` (every trained model of the notebooks, from a config);
+* evaluation and outputs: ``fid``, ``metrics`` (also timers, memory meters), ``claims``,
   ``report``, ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
 * tools: ``explorers`` (JupyterLab), ``distributed`` (DDP), ``runner``
   (``python -m fa_utils``: notebook parameters, papermill execution).

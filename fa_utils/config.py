@@ -17,12 +17,12 @@ DEFAULT_PROFILE = "quick"
 PROFILE_ENV = "FA_PROFILE"  # selects the profile when a notebook's ``profile`` is None (CI)
 DATASET_NAMES = ("mnist", "cifar10", "celeba", "stl10")
 
-#: Seed offset of each model within a run (:func:`fa_utils.wiring.seeds`): its networks are
+#: Seed offset of each model within a run (:func:`fa_utils.experiments.seeds`): its networks are
 #: built after ``torch.manual_seed(s + offset)``, its method's generator seeded with
 #: ``s + offset + 1``. VFA (notebooks 03 and 04) shares offset 0, so one checkpoint.
 SEED_STREAMS: Mapping[str, int] = MappingProxyType({
     "fa": 0, "vfa": 0, "local": 0, "vfagan": 100, "ae": 200, "vae": 200, "gan": 300,
-    "judge": 400,  # the judge of the samples (fa_utils.wiring.train_judge)
+    "judge": 400,  # the judge of the samples (fa_utils.experiments.train_judge)
     "samples": 1000,  # the generated images of the Frechet distances (notebook 04)
 })
 
@@ -139,7 +139,7 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     weight_clamp: Optional[float] = math.sqrt(2.0)
     emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
     emphasis_per_class: int = 20  # prior draws per class when measuring the emphasis
-    judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
+    judge_epochs: int = 20  # the judge of the samples (fa_utils.experiments.train_judge)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class VFAGANConfig(DataSettings, TrainingRun):
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
     fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (docs/choices.md 4)
-    judge_epochs: int = 20  # the judge of the samples (fa_utils.wiring.train_judge)
+    judge_epochs: int = 20  # the judge of the samples (fa_utils.experiments.train_judge)
 
 
 @dataclass(frozen=True)

@@ -132,10 +132,10 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
 
 
 def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = None, **kwargs):
-    """:func:`fa_utils.wiring.train_fa_encoder` (keyword arguments go there) data-parallel
+    """:func:`fa_utils.experiments.train_fa_encoder` (keyword arguments go there) data-parallel
     with global batch ``cfg.batch_size``: one process's encoder, order and checkpoint.
     Rank 0 loads (maybe downloads) the data first."""
-    from . import experiments, wiring
+    from . import experiments
     if not info.is_main:
         dist.barrier()
     data = experiments.load_image_data(cfg, verbose=info.is_main)
@@ -145,7 +145,7 @@ def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = Non
     def make_step(encoder, optimizer, **settings):
         return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer, info=info,
                                  global_batch=cfg.batch_size, autocast_dtype=autocast_dtype, **settings)
-    return wiring.train_fa_encoder(cfg, data, distributed=info, make_step=make_step, **kwargs)
+    return experiments.train_fa_encoder(cfg, data, distributed=info, make_step=make_step, **kwargs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

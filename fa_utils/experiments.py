@@ -1,34 +1,39 @@
-"""What notebook 02 calls around its FA encoder: the images of a validated config,
-reconstructions from the latent alone, latents, the inner-problem sweep and the claims of
-Section 3.1. The encoder is trained by :func:`fa_utils.wiring.train_fa_encoder`.
+"""Every trained model of notebooks 02-05, built from a config, and what several notebooks
+share: image data, FA recovery, VFA's class emphasis, the models of the comparison
+(:data:`MODELS`) and the networks that Tables 3-6 count.
+
+Checkpoints: ``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt`` (:func:`identity`).
+Model ``m`` of a run with seed ``s`` builds its weights after ``torch.manual_seed(s + offset)``
+and draws its method's randomness from a generator seeded ``s + offset + 1`` (:func:`seeds`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from . import baselines, config, fa, fid, local, metrics, vfa
 from . import data as data_mod
-from . import fa
-from .config import FAConfig
-from .metrics import mse_per_pixel
-from .models import Encoder, make_encoder, scaled_architecture, scaled_architectures  # noqa: F401
-from .outputs import repo_root
-from .train import seeded_generator
+from .config import SEED_STREAMS
+from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_,
+                     make_encoder, scaled_architectures, to_device)
+from .outputs import checkpoint_path, repo_root
+from .paper import IMPLIED_ARCHITECTURES
+from .train import (History, fit, images_only, load_checkpoint, make_adam, resolve_device,
+                    seeded_generator)
 
-#: Datasets at most this large are held in memory as one tensor (the sample, subsets).
-IN_MEMORY_LIMIT = 70_000
 
 @dataclass
 class ImageData:
-    """A training set and a held-out test batch.
-
-    ``train``: a Dataset of (image, label); ``test_x`` (N, C, H, W) in [0, 1];
-    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from.
-    """
+    """Training (image, label) pairs and held-out ``test_x`` (N, C, H, W) in [0, 1],
+    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from."""
 
     train: Dataset
     test_x: torch.Tensor
@@ -46,9 +51,8 @@ def data_root(value: str) -> Path:
     return path if path.is_absolute() else repo_root() / path
 
 
-def load_image_data(cfg: FAConfig, verbose: bool = True) -> ImageData:
-    """Load ``cfg.dataset``'s train split (``cfg.n_train`` images) and ``cfg.n_test`` test
-    images, as :func:`fa_utils.data.load_dataset` decides (sample or torchvision files).
+def load_image_data(cfg, verbose: bool = True) -> ImageData:
+    """``cfg.n_train`` training and ``cfg.n_test`` held-out images of ``cfg.dataset``.
 
     Raises:
         fa_utils.data.DatasetUnavailable: files missing and no download (message says how).
@@ -61,62 +65,42 @@ def load_image_data(cfg: FAConfig, verbose: bool = True) -> ImageData:
     if cfg.n_test < len(test):
         order = torch.randperm(len(test), generator=seeded_generator(cfg.seed))
         test = Subset(test, order[: cfg.n_test].tolist())
-    test_x, test_y = data_mod.as_tensors(test)
-    if len(train) <= IN_MEMORY_LIMIT and getattr(train, "source", "") == "sample":
+    if len(train) <= 70_000 and getattr(train, "source", "") == "sample":  # held in memory
         train = TensorDataset(*data_mod.as_tensors(train))
-    return ImageData(train=train, test_x=test_x, test_y=test_y, source=source)
-
-
-def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
-            r_init: str = "zeros", squash: str = "none", seed: int = 0,
-            batch_size: int = 500) -> torch.Tensor:
-    """FA reconstruction of x from its latent alone, in batches, without a graph.
-
-    Shapes: (N, C, H, W) -> (N, C, H, W) on x's device.
-    """
-    device = next(encoder.parameters()).device
-    g = seeded_generator(seed)
-    out = []
-    for chunk in x.split(batch_size):
-        res = fa.reconstruct(encoder, chunk.to(device), T=T, tau=tau, r_init=r_init,
-                             squash=squash, generator=g)
-        out.append(res.image.to(x.device))
-    return torch.cat(out)
-
-
-def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
-               batch_size: int = 500) -> torch.Tensor:
-    """E(x)[head] for every image, in batches, no graph. (N, C, H, W) -> (N, Z) on the CPU."""
-    device = next(encoder.parameters()).device
-    with torch.no_grad():
-        return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(batch_size)])
-
-
-def sweep_inner(encoder: Encoder, x: torch.Tensor, Ts, taus, *, r_init: str = "zeros",
-                squash: str = "none", seed: int = 0) -> list[tuple[int, float, float]]:
-    """Held-out per-pixel MSE of FA recovery for every (T, tau) pair: [(T, tau, mse)]."""
-    rows = []
-    for T in Ts:
-        for tau in taus:
-            x_hat = recover(encoder, x, T=T, tau=tau, r_init=r_init, squash=squash, seed=seed)
-            rows.append((int(T), float(tau), mse_per_pixel(x, x_hat)))
-    return rows
+    return ImageData(train, *data_mod.as_tensors(test), source)
 
 
 def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
-    """Up to ``limit`` training images as one (N, C, H, W) tensor (for reference baselines)."""
+    """Up to ``limit`` training images as one (N, C, H, W) tensor."""
     if isinstance(data.train, TensorDataset):
         return data.train.tensors[0][:limit]
     return data_mod.as_tensors(data.train, limit=min(limit, len(data.train)))[0]
 
 
+def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
+            r_init: str = "zeros", squash: str = "none", seed: int = 0,
+            batch_size: int = 500) -> torch.Tensor:
+    """FA reconstruction of x (N, C, H, W) from its latent alone, in batches, on x's device."""
+    device = next(encoder.parameters()).device
+    g = seeded_generator(seed)
+    return torch.cat([fa.reconstruct(encoder, c.to(device), T=T, tau=tau, r_init=r_init,
+                                     squash=squash, generator=g).image.to(x.device)
+                      for c in x.split(batch_size)])
+
+
+def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
+               batch_size: int = 500) -> torch.Tensor:
+    """E(x)[head] in batches, no graph: (N, C, H, W) -> (N, Z) on the CPU."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(batch_size)])
+
+
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy of the nearest class mean in latent space (fitted and scored on the same
-    points): how well a latent separates the classes. (N, Z), (N,) -> float in [0, 1].
+    """Accuracy of the nearest class mean of z (N, Z), fitted and scored on the same points.
 
     Raises:
-        ValueError: unlabeled data (a label -1: CelebA, STL-10) or fewer than 2 classes,
-            where the accuracy would be a meaningless 1.0.
+        ValueError: unlabeled data (labels -1) or fewer than 2 classes.
     """
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
@@ -129,55 +113,526 @@ def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).float().mean())
 
 
-def describe_sweep(rows, trained: tuple[int, float]) -> str:
-    """One computed sentence on a :func:`sweep_inner` result (no hand-written verdicts)."""
-    best = min(rows, key=lambda r: r[2] if r[2] == r[2] else float("inf"))
-    at = {(r[0], r[1]): r[2] for r in rows}
-    base = at.get(trained)
-    finite = [r for r in rows if r[2] == r[2] and r[2] < 1e3]
-    text = (f"Best: T={best[0]}, tau={best[1]} with MSE {best[2]:.4f}; the training setting "
-            f"T={trained[0]}, tau={trained[1]} gives {base:.4f}. " if base is not None else "")
-    text += f"{len(rows) - len(finite)} of {len(rows)} settings diverged (MSE > 1e3 or nan)."
-    return text
+#: Settings that never change what a network learns: not in a checkpoint's identity.
+NOT_LEARNT = frozenset({
+    "profile", "device", "epochs", "num_workers", "ckpt_every", "n_test",
+    "latent2_epochs", "sweep_T", "sweep_tau",  # fa: the Figure 6a run and the sweep
+    "emphasis_per_class", "emphasis_scales", "judge_epochs",  # vfa: Figure 6b, the judge
+    "datasets", "memory_datasets", "memory_batch", "memory_repeats", "recon_T", "recon_tau",
+})
+_DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
+_AE_KEYS = _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2")
+#: The ``vfagan`` section's fields that each of its models learns from.
+_GAN_SECTION_KEYS = {
+    "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
+                            "gan_lr", "beta1", "beta2"),
+    "ae": _AE_KEYS, "vae": _AE_KEYS,
+    "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_discriminator", "gan_lr", "beta1",
+                         "beta2"),
+}
+BASELINE_INIT = "he+bn"  # the baselines' (and VFA-GAN's D's) initialisation, in their identity
 
 
-def fa_claims(dataset: str, fa_mse: float, mean_image: float, separation: Optional[float],
-              n_classes: int, *, asserted: bool) -> list:
-    """Notebook 02's claims (Section 3.1 / Figure 1, Section 5 / Figure 6a) as
-    :class:`fa_utils.claims.Claim` objects, ids as in :data:`fa_utils.paper.CATALOGUE`.
+def seeds(model: str, seed: int) -> tuple[int, int]:
+    """(``torch.manual_seed`` before ``model``'s networks, its method's generator seed)."""
+    offset = SEED_STREAMS[model]
+    return seed + offset, seed + offset + 1
 
-    Args:
-        dataset: the run's dataset (evidence names carry it).
-        fa_mse: held-out MSE per pixel of FA's recovery from E(x) alone.
-        mean_image: the mean training image's held-out MSE per pixel.
-        separation: nearest-class-mean accuracy of the 2-neuron latent, or ``None`` on
-            unlabeled data (the claim is then "not measured").
-        n_classes: number of classes (chance = 1 / n_classes).
-        asserted: the notebook asserts both (quick and paper; not smoke).
 
-    Thresholds (the notebook's): FA below half the mean-image error; separation above
-    twice chance.
+def identity(cfg, model: str, **extra) -> dict[str, Any]:
+    """What ``model`` learns from, plus ``method`` and ``extra``: its section's fields but
+    :data:`NOT_LEARNT`; in the ``vfagan`` section its fields, the data seed and the init."""
+    values = config.to_dict(cfg)
+    if model in _GAN_SECTION_KEYS:
+        values = {k: values[k] for k in _GAN_SECTION_KEYS[model]}
+        values.update(data_seed=cfg.seed, init=BASELINE_INIT)
+        if cfg.width_scale != 1:  # absent at 1: older checkpoints keep their names
+            values["width_scale"] = cfg.width_scale
+    else:
+        values = {k: v for k, v in values.items() if k not in NOT_LEARNT}
+    return {**values, "method": model, **extra}
+
+
+def checkpoint_for(stem: str, run_identity: Mapping[str, Any], profile: str) -> Path:
+    """``runs/checkpoints/<stem>-<digest>-<profile>.pt``, digest: the first 8 hex digits of
+    the SHA-1 of ``run_identity`` as sorted JSON."""
+    text = json.dumps(dict(run_identity), sort_keys=True, default=str)
+    return checkpoint_path(f"{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}", profile)
+
+
+def _checkpoint(run_identity: Mapping[str, Any], profile: str) -> Path:
+    stem = f"{run_identity['method']}-{run_identity['dataset']}"
+    return checkpoint_for(stem, run_identity, profile)
+
+
+def _start(model: str, seed: int, device: str) -> tuple[torch.device, torch.Generator]:
+    """Seed ``model``'s weights; return its device and its method's generator."""
+    init_seed, method_seed = seeds(model, seed)
+    torch.manual_seed(init_seed)
+    return resolve_device(device), seeded_generator(method_seed)
+
+
+def _adam(params, lr: float, beta1: float, beta2: float, **kwargs):
+    return make_adam(list(params), lr, (beta1, beta2), **kwargs)  # fused where available
+
+
+def _fit(cfg, data: ImageData, step: Callable, run_identity: dict, modules: Mapping,
+         optimizers: Mapping, generator: torch.Generator, device: torch.device, *, seed: int,
+         epochs: Optional[int] = None, evals_per_epoch: int = 1,
+         checkpoint: Optional[Path] = None, **fit_kwargs) -> History:
+    """:func:`fa_utils.train.fit` with ``cfg``'s run settings, modules left in eval mode;
+    ``seed`` orders the data (the same for every model of a run)."""
+    history = fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
+                  batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=seed,
+                  config=run_identity, generator=generator, device=device,
+                  checkpoint=checkpoint or _checkpoint(run_identity, cfg.profile),
+                  ckpt_every=cfg.ckpt_every, num_workers=cfg.num_workers,
+                  eval_every=max(1, len(data.train) // cfg.batch_size // evals_per_epoch),
+                  **fit_kwargs)
+    for m in modules.values():
+        m.eval()
+    return history
+
+
+def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
+                     epochs: Optional[int] = None, progress: bool = True,
+                     stop_after: Optional[int] = None, distributed: Any = None,
+                     make_step: Optional[Callable] = None, fused_adam: Optional[bool] = None,
+                     channels_last: bool = False,
+                     checkpoint: Optional[Path] = None) -> tuple[Encoder, History]:
+    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1; returns it
+    (eval mode) and its history (held-out ``test_mse`` once per epoch).
+
+    ``distributed``: a :class:`fa_utils.distributed.DistInfo`, with ``make_step(encoder,
+    optimizer, generator=, **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``:
+    fused where supported; ``channels_last``: docs/choices.md section 10.
     """
-    from . import claims
+    latent_dim = latent_dim or cfg.latent_dim
+    device, generator = _start("fa", cfg.seed, cfg.device)
+    device = device if distributed is None else distributed.device
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
+    if channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    optimizer = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2, fused=fused_adam)
+    inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
+    settings = dict(generator=generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
+    step = (make_step(encoder, optimizer, **settings) if make_step else
+            functools.partial(fa.fa_step, encoder, optimizer, **settings))
 
-    chance = 1 / max(n_classes, 1)
-    rec_ok = fa_mse < 0.5 * mean_image
-    out = [claims.Claim(
-        "fig1.fa_reconstructs", "3.1, Figure 1",
-        "FA recovers held-out images from the encoder's output alone, without a decoder (our "
-        "reading: below half the mean image's error)", "Figure 1 (images, no number)",
-        f"MSE per pixel {fa_mse:.4f} vs mean image {mean_image:.4f}", claims.verdict(rec_ok),
-        "" if rec_ok else "FA's recovery is not below half the mean image's error at this budget",
-        (f"results/fa_reconstruction_{dataset}.md", f"figures/fig01_fa_reconstruction_{dataset}.png"),
-        asserted)]
-    sep_ok = None if separation is None else separation > 2 * chance
-    out.append(claims.Claim(
-        "fig6a.latent_groups_digits", "5, Figure 6a",
-        "A 2-neuron FA latent groups the images by class (our reading: assigning each image "
-        "to the nearest class mean in the 2-D latent is right more than twice as often as chance)", "Figure 6a (scatter, no number)",
-        "-" if separation is None else f"accuracy {separation:.2f} (chance {chance:.2f})",
-        claims.verdict(sep_ok),
-        f"{dataset} is unlabeled: there are no classes to group" if sep_ok is None else
-        ("" if sep_ok else "the 2-D latent does not separate the classes at this budget"),
-        (f"figures/fig06a_latent2d_{dataset}.png",), asserted and sep_ok is not None))
-    return out
+    def eval_fn() -> dict[str, float]:
+        x_hat = recover(encoder, data.test_x, seed=cfg.seed, **inner)
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
+
+    dist = distributed if distributed is not None and distributed.distributed else None
+    history = _fit(cfg, data, images_only(step), identity(cfg, "fa", latent_dim=latent_dim),
+                   {"encoder": encoder}, {"adam": optimizer}, generator, device, seed=cfg.seed,
+                   epochs=epochs, eval_fn=eval_fn, checkpoint=checkpoint, stop_after=stop_after,
+                   progress=progress, distributed=dist,
+                   desc=f"FA {cfg.dataset} Z={latent_dim}"
+                   + (f" x{distributed.world_size}" if dist is not None else ""),
+                   nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
+                            f"{cfg.weight_clamp}).")
+    return encoder, history
+
+
+def _with_data(section: str, cfg, *, seed: int, **data_overrides):
+    """``section``'s config at ``cfg``'s profile and device, with ``cfg``'s data settings."""
+    base = config.make_config(section, cfg.profile, seed=seed, device=cfg.device)
+    return replace(base, **vars(config.data_settings(cfg, **data_overrides)))
+
+
+def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
+    """The ``vfa`` config of notebook 04's encoder for trial ``seed``: ``gcfg``'s data,
+    budget (``epochs``, ``batch_size``), device and width, else notebook 03's defaults."""
+    return replace(_with_data("vfa", gcfg, seed=seed), epochs=gcfg.epochs,
+                   batch_size=gcfg.batch_size, width_scale=gcfg.width_scale)
+
+
+def num_classes(dataset: str) -> int:
+    """Classes of a labeled dataset (MNIST, CIFAR-10: 10), 0 for unlabeled ones."""
+    return data_mod.dataset_info(dataset).num_classes or 0
+
+
+def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
+    """The method's settings of a VFA config (class head only for labeled datasets)."""
+    return vfa.VFASettings.from_config(cfg, num_classes(cfg.dataset))
+
+
+def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
+              ) -> tuple[Encoder, History]:
+    """Train (or resume) a VFA encoder (Eq. 5-6); returns it (eval mode) and its history
+    (held-out ``test_mse`` of the reconstruction clamped to [0, 1], once per epoch)."""
+    settings = vfa_settings(cfg)
+    device, gen = _start("vfa", cfg.seed, cfg.device)
+    run_identity = identity(cfg, "vfa")
+    ckpt = _checkpoint(run_identity, cfg.profile)
+    # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
+    with scaled_architectures(cfg.width_scale):
+        encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
+                                       orthogonal=not ckpt.exists())
+    encoder = to_device(encoder, device)  # channels_last on a CPU (docs/choices.md section 14)
+    opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
+
+    def step(x, y):
+        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
+                            settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
+
+    def eval_fn():
+        x_hat = vfa.reconstruct(encoder, data.test_x.to(device), settings=settings)
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat.cpu().clamp(0, 1))}
+
+    history = _fit(cfg, data, step, run_identity, {"encoder": encoder}, {"adam": opt}, gen,
+                   device, seed=cfg.seed, eval_fn=eval_fn, checkpoint=ckpt,
+                   desc=f"VFA {cfg.dataset}", progress=progress,
+                   nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
+                            f"1e-4 with the sigmoid.")
+    return encoder, history
+
+
+def judge_identity(cfg) -> dict[str, Any]:
+    """What the judge of ``cfg``'s data learns from (the same for notebooks 03 and 04)."""
+    values = {k: getattr(cfg, k) for k in _DATA_KEYS}
+    return dict(values, data_seed=cfg.seed, method="judge", recipe=fid.JUDGE_RECIPE)
+
+
+def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequential, float]:
+    """Train (or resume) the judge of the samples (:func:`fa_utils.fid.make_judge`) for
+    ``cfg.judge_epochs``; returns it (eval mode) and its held-out accuracy.
+
+    Raises:
+        ValueError: unlabeled data (:func:`fa_utils.fid.check_labels`).
+    """
+    fid.check_labels(data.test_y, len(data.test_y))
+    device, gen = _start("judge", cfg.seed, cfg.device)
+    judge = fid.make_judge(architecture(cfg.dataset).channels,
+                           num_classes(cfg.dataset)).to(device)
+    opt = _adam(judge.parameters(), 1e-3, 0.9, 0.999)
+    judge.train()
+    _fit(cfg, data, functools.partial(fid.judge_step, judge, opt, generator=gen),
+         judge_identity(cfg), {"judge": judge}, {"adam": opt}, gen, device, seed=cfg.seed,
+         epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}", progress=progress)
+    return judge, fid.accuracy(judge, data.test_x, data.test_y)
+
+
+def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor
+                   ) -> list[float]:
+    """Per class k in ``labels``: the share of the images asked for k the judge assigns to k."""
+    pred = fid.recognise(judge, images)[1]
+    labels = labels.cpu()
+    return [float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
+
+
+def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
+                         scales, judge: nn.Module, *, per_class: int = 20, seed: int = 0,
+                         refiner: Optional[nn.Module] = None) -> list[tuple[float, float, float]]:
+    """Figure 6b quantified: rows (one-hot value s, mean class score c(r)_k, the judge's
+    accuracy) over ``per_class`` prior draws per class k decoded with s * onehot(k)
+    (and refined by ``refiner`` if given)."""
+    device = next(encoder.parameters()).device
+    k = settings.num_classes
+    z = vfa.prior(per_class * k, latent_dim, seeded_generator(seed)).to(device)
+    labels = torch.arange(k, device=device).repeat_interleave(per_class)
+    rows = []
+    for s in scales:
+        r = vfa.decode(encoder, z, shape, settings=settings, labels=labels, scale=float(s))
+        with torch.no_grad():
+            score = encoder(r)["logits"].gather(1, labels[:, None]).mean().item()
+            shown = r if refiner is None else refiner(r)
+        accuracy = class_accuracy(judge, shown, labels)
+        rows.append((float(s), score, float(sum(accuracy) / len(accuracy))))
+    return rows
+
+
+CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
+
+
+def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
+    """The smallest s of :func:`class_emphasis_stats` rows with accuracy >= ``target``, else
+    the most accurate s.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("no class-emphasis rows to choose a one-hot value from")
+    good = [r[0] for r in rows if r[2] >= target]
+    return min(good) if good else max(rows, key=lambda r: r[2])[0]
+
+
+def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
+                 encoder: Encoder, *, seed: int, progress: bool = True
+                 ) -> tuple[nn.Module, nn.Module, History]:
+    """Train (or resume) G (Table 11, orthogonal init) and D (Table 10) on a fixed VFA
+    encoder (Eq. 7-8); returns (G, D, history), G in eval mode."""
+    settings = vfa_settings(vcfg)
+    device, gen = _start("vfagan", seed, gcfg.device)
+    width = max(8, round(gcfg.gen_width * gcfg.width_scale))
+    refiner = init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels, width=width,
+                                           kernel=gcfg.gen_kernel))
+    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
+    refiner = to_device(refiner, device)
+    disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
+    opt_g = _adam(refiner.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    encoder.eval()
+
+    def step(x, y):
+        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
+                               y if settings.conditional else None, settings=settings,
+                               latent_dim=vcfg.latent_dim, generator=gen,
+                               perceptual_weight=gcfg.perceptual_weight,
+                               fake_source=gcfg.fake_source)
+
+    history = _fit(gcfg, data, step,
+                   identity(gcfg, "vfagan", seed=seed, encoder=identity(vcfg, "vfa")),
+                   {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, gen,
+                   device, seed=seed, desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
+    return refiner, disc, history
+
+
+def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z",
+               batch_size: int = 500) -> torch.Tensor:
+    """D(E(x)[head]) in batches, no graph, on the CPU (the VAE decodes its mean, ``mu``)."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(batch_size)])
+
+
+def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, seed: int,
+                      settings: Optional[vfa.VFASettings] = None, progress: bool = True
+                      ) -> tuple[Encoder, nn.Module, History]:
+    """Train (or resume) the He-initialised AE (``kind="ae"``) or VAE (``"vae"``, KL weights
+    by ``settings``' beta schedule); returns (encoder, decoder, history), in eval mode.
+
+    Raises:
+        ValueError: ``kind`` is not "ae" or "vae".
+    """
+    if kind not in ("ae", "vae"):
+        raise ValueError(f"kind must be 'ae' or 'vae', got {kind!r}")
+    settings = settings or vfa.VFASettings()
+    device, gen = _start(kind, seed, gcfg.device)
+    heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
+    encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
+    opt = _adam(list(encoder.parameters()) + list(decoder.parameters()), gcfg.baseline_lr,
+                gcfg.baseline_beta1, gcfg.beta2)
+
+    def step(x, y):
+        if kind == "ae":
+            return baselines.ae_step(encoder, decoder, opt, x)
+        betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
+        return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
+
+    def eval_fn():
+        x_hat = autoencode(encoder, decoder, data.test_x, "z" if kind == "ae" else "mu")
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
+
+    history = _fit(gcfg, data, step, identity(gcfg, kind, seed=seed, beta=settings.beta,
+                                              beta_schedule=settings.beta_schedule),
+                   {"encoder": encoder, "decoder": decoder}, {"adam": opt}, gen, device,
+                   seed=seed, eval_fn=eval_fn, desc=f"{kind.upper()} {gcfg.dataset}",
+                   progress=progress)
+    return encoder, decoder, history
+
+
+def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
+              ) -> tuple[nn.Module, nn.Module, History]:
+    """Train (or resume) the least-squares GAN (He-initialised G with BatchNorm, D
+    ``gcfg.gan_discriminator``); returns (G, D, history), G in eval mode."""
+    device, gen = _start("gan", seed, gcfg.device)
+    g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
+    disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
+    opt_g = _adam(g_net.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+    step = images_only(functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                                         latent_dim=gcfg.latent_dim, generator=gen))
+    history = _fit(gcfg, data, step, identity(gcfg, "gan", seed=seed),
+                   {"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d}, gen,
+                   device, seed=seed, desc=f"GAN {gcfg.dataset}", progress=progress)
+    return g_net, disc, history
+
+
+@dataclass
+class Trial:
+    """The models of one Table 2 trial: ``nets`` and ``histories`` by :data:`MODELS` name."""
+
+    seed: int
+    vcfg: config.VFAConfig
+    settings: vfa.VFASettings
+    nets: dict[str, tuple] = field(default_factory=dict)
+    histories: dict[str, History] = field(default_factory=dict)
+
+    @property
+    def encoder(self) -> Encoder:  # VFA's, also VFA-GAN's
+        return self.nets["VFA"][0]
+
+    @property
+    def refiner(self) -> nn.Module:  # VFA-GAN's G
+        return self.nets["VFA-GAN"][0]
+
+
+def _decode_prior(net: nn.Module, n: int, g: torch.Generator) -> torch.Tensor:
+    """net(z) for z ~ N(0, I) (n, Z): samples of the VAE's decoder, the GAN's generator."""
+    z_dim = next(m for m in net.modules() if isinstance(m, nn.Linear)).in_features
+    z = vfa.prior(n, z_dim, g).to(next(net.parameters()).device)
+    with torch.no_grad():
+        return net(z)
+
+
+def _vfa_sample(trial: Trial, n: int, g: torch.Generator, refined: bool = False):
+    """r (random classes, the training one-hot value), G(r) if ``refined``."""
+    arch = trial.encoder.arch
+    return vfa.sample(trial.encoder, n, (arch.channels, arch.size, arch.size),
+                      settings=trial.settings, latent_dim=trial.vcfg.latent_dim, generator=g,
+                      refiner=trial.refiner if refined else None)[0]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of the comparison (Table 2, Figures 7 and 15, the budget table)."""
+
+    name: str
+    recon: str  # its name in Figures 7 and 15
+    networks: str  # what its optimiser trains ({logits}, {disc}: filled in by notebook 04)
+    adam: Callable  # (gcfg, vcfg) -> (lr, beta1) of its Adam; beta2 is gcfg.beta2
+    train: Callable  # (gcfg, data, trial, progress) -> (*networks, history)
+    reconstruct: Callable  # (trial, x, gcfg) -> images (the GAN: gan_reconstruct's tuple)
+    sample: Optional[Callable] = None  # (trial, n, generator) -> n prior samples
+
+
+#: The models of the comparison in the order of Figures 7 and 15 (VFA before VFA-GAN).
+MODELS = (
+    Model("AE", "AE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
+          lambda g, d, t, p: train_autoencoder(g, d, kind="ae", seed=t.seed, progress=p),
+          lambda t, x, g: autoencode(*t.nets["AE"], x)),
+    Model("VAE", "VAE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
+          lambda g, d, t, p: train_autoencoder(g, d, kind="vae", seed=t.seed,
+                                               settings=t.settings, progress=p),
+          lambda t, x, g: autoencode(*t.nets["VAE"], x, head="mu"),
+          lambda t, n, gen: _decode_prior(t.nets["VAE"][1], n, gen)),
+    Model("GAN", "GAN", "G + D ({disc}; one D step, one G step per batch)",
+          lambda g, v: (g.gan_lr, g.beta1),
+          lambda g, d, t, p: train_gan(g, d, seed=t.seed, progress=p),
+          # argmin_z ||x - G(z)||^2 by Adam on each image's z (Section 4)
+          lambda t, x, g: baselines.gan_reconstruct(
+              t.nets["GAN"][0], x, latent_dim=g.latent_dim, steps=g.gan_recon_steps,
+              lr=g.gan_recon_lr, seed=t.seed),
+          lambda t, n, gen: _decode_prior(t.nets["GAN"][0], n, gen)),
+    Model("VFA", "r", "encoder (heads mu, logvar{logits})", lambda g, v: (v.lr, v.beta1),
+          lambda g, d, t, p: train_vfa(t.vcfg, d, progress=p),
+          lambda t, x, g: vfa.reconstruct(t.encoder, x, settings=t.settings).cpu(), _vfa_sample),
+    Model("VFA-GAN", "G(r)", "G (Table 11), D (Table 10); encoder = VFA's",
+          lambda g, v: (g.gan_lr, g.beta1),
+          lambda g, d, t, p: train_vfagan(g, t.vcfg, d, t.encoder, seed=t.seed, progress=p),
+          lambda t, x, g: vfa.reconstruct(t.encoder, x, settings=t.settings,
+                                          refiner=t.refiner).cpu(),
+          lambda t, n, gen: _vfa_sample(t, n, gen, refined=True)),
+)
+GENERATIVE_MODELS = tuple(m.name for m in MODELS if m.sample)  # Table 2, Tables 3-6
+
+
+def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
+                progress: bool = True) -> Trial:
+    """Train (or resume) every model of :data:`MODELS` with one seed."""
+    vcfg = vfa_config_for(gcfg, seed)
+    trial = Trial(seed, vcfg, vfa_settings(vcfg))
+    with scaled_architectures(gcfg.width_scale):  # 1 (the paper's) except at smoke
+        for m in MODELS:
+            *nets, trial.histories[m.name] = m.train(gcfg, data, trial, progress)
+            trial.nets[m.name] = tuple(nets)
+    return trial
+
+
+def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
+    """The networks Tables 3-6 count (VAE: encoder + decoder, GAN: G, VFA-GAN: encoder + G)
+    as :data:`fa_utils.paper.IMPLIED_ARCHITECTURES` implies, at the paper's widths, eval mode."""
+    a = IMPLIED_ARCHITECTURES[dataset]
+    with torch.device(device), scaled_architectures(1.0):
+        vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
+        vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
+        dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder)
+        gen = baselines.make_generator(dataset, a.latent_dim, a.decoder)
+        refiner = FAGenerator(architecture(dataset).channels, 128, a.gen_kernel)
+    nets = {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
+    return {m: [n.eval() for n in group] for m, group in nets.items()}
+
+
+def parameter_counts(dataset: str) -> dict[str, int]:
+    """Trainable parameters of each model of :func:`paper_models`."""
+    return {m: sum(count_parameters(n) for n in nets) for m, nets in paper_models(dataset).items()}
+
+
+def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
+                   frozen: bool = True) -> dict[str, Any]:
+    """Zero-argument calls drawing ``batch`` samples on ``device`` with :func:`paper_models`
+    (z drawn once): VAE / GAN decode z; VFA one inner step from r_0 = 0 (Eq. 2, label 0) with
+    E(0) and its Jacobian built once (``frozen=False``: every call); VFA-GAN adds G."""
+    a = IMPLIED_ARCHITECTURES[dataset]
+    arch = architecture(dataset)
+    device = str(resolve_device(str(device)))
+    nets = paper_models(dataset, device=device)
+    settings = vfa.VFASettings(num_classes=a.num_classes)
+    shape = (arch.channels, arch.size, arch.size)
+    z = torch.randn(batch, a.latent_dim, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device) if settings.conditional else None
+    enc, refiner = nets["VFA-GAN"]
+    start = vfa.frozen_start(enc, shape, settings) if frozen else None
+    draw = functools.partial(vfa.decode, enc, z, shape, settings=settings, labels=labels,
+                             start=start)
+
+    @torch.no_grad()
+    def decode(net):
+        return net(z)
+
+    return {"VAE": lambda: decode(nets["VAE"][1]), "GAN": lambda: decode(nets["GAN"][0]),
+            "VFA": draw, "VFA-GAN": lambda: draw(refiner=refiner)}
+
+
+def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) -> ImageData:
+    """``dataset``'s images with ``cfg``'s data settings (notebook 02's split and seed)."""
+    return load_image_data(_with_data("fa", cfg, seed=cfg.seed, dataset=dataset), verbose=verbose)
+
+
+def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
+                progress: bool = True) -> tuple[local.LocalFANet, History]:
+    """Train (or resume) a local-FA network with Algorithm 2; returns it (eval mode) and its
+    history (Algorithm 3's held-out ``test_mse`` twice per epoch)."""
+    device, generator = _start("local", cfg.seed, cfg.device)
+    with scaled_architectures(cfg.width_scale):
+        arch = architecture(dataset)
+    net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
+                               seed=seeds("local", cfg.seed)[0], bias=cfg.align_activation)
+    net = net.to(device)
+    opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
+    step = images_only(functools.partial(
+        local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None, T=cfg.T,
+        tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
+        generator=generator if cfg.r_init != "zeros" else None))
+
+    def eval_fn() -> dict[str, float]:
+        x_hat = local.local_recover(net, data.test_x, seed=cfg.seed, **local.recon_kwargs(cfg))
+        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
+
+    run_identity = identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
+                            network=local.LOCAL_NET_FORMAT)
+    history = _fit(cfg, data, step, run_identity, {"net": net},
+                   {f"adam{i}": o for i, o in enumerate(opts)}, generator, device,
+                   seed=cfg.seed, eval_fn=eval_fn, evals_per_epoch=2, desc=f"local FA {dataset}",
+                   progress=progress)
+    return net, history
+
+
+def global_fa_mse(cfg: config.LocalFAConfig, dataset: str, x: torch.Tensor) -> Optional[float]:
+    """Held-out MSE of notebook 02's FA encoder at ``cfg``'s profile, seed, data and Z if its
+    checkpoint exists, else None; trains nothing."""
+    fcfg = _with_data("fa", cfg, seed=cfg.seed, dataset=dataset)
+    path = _checkpoint(identity(fcfg, "fa", latent_dim=cfg.latent_dim), fcfg.profile)
+    if not path.exists():
+        return None
+    with scaled_architectures(fcfg.width_scale):  # as trained
+        enc = Encoder(architecture(dataset), {"z": cfg.latent_dim})
+    enc.load_state_dict(load_checkpoint(path)["modules"]["encoder"])
+    x_hat = recover(enc.eval(), x, T=fcfg.T, tau=fcfg.tau, r_init=fcfg.r_init,
+                    squash=fcfg.squash, seed=fcfg.seed)
+    return metrics.mse_per_pixel(x, x_hat)

@@ -761,15 +761,15 @@ def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: 
     (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``, ``local_kwargs``,
     held-out ``test_x`` (N, C, H, W) and ``test_y`` (N,), ``shape``, ``class_names``.
     Raises fa_utils.config.ConfigError (unknown profile), fa_utils.data.DatasetUnavailable."""
-    from . import config, experiments, generative, local, wiring
+    from . import config, experiments, local
     fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw) for s, kw in
                         (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}), ("local", {})))
     data = experiments.load_image_data(fcfg)
-    fa128, _ = wiring.train_fa_encoder(fcfg, data, progress=progress)
-    fa2, _ = wiring.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs, progress=progress)
-    venc, _ = wiring.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False), progress=progress)
-    net, _ = wiring.train_local(lcfg, wiring.local_data(lcfg, "mnist", verbose=False), "mnist",
+    fa128, _ = experiments.train_fa_encoder(fcfg, data, progress=progress)
+    fa2, _ = experiments.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs, progress=progress)
+    venc, _ = experiments.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False), progress=progress)
+    net, _ = experiments.train_local(lcfg, experiments.local_data(lcfg, "mnist", verbose=False), "mnist",
                                 progress=progress)
-    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_settings=generative.vfa_settings(vcfg),
+    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_settings=experiments.vfa_settings(vcfg),
                            vfa_cfg=vcfg, local_net=net, local_kwargs=local.recon_kwargs(lcfg), test_x=data.test_x,
                            test_y=data.test_y, shape=tuple(data.image_shape), class_names=CLASS_NAMES["mnist"])

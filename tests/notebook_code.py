@@ -41,3 +41,18 @@ def local_fa() -> SimpleNamespace:
     """Notebook 05's code: layer errors, the memory table's rows, Section 3.5's claims."""
     return cell_namespace("05_local_fa", "5e4c9e0a", "local-layer-errors", "local-memory-rows",
                           "local-claims")
+
+
+def fa_claims():
+    """Notebook 02's claim builder (Section 3.1 / Figure 1, Section 5 / Figure 6a)."""
+    return cell_namespace("02_fa_mnist", "5c1e7a20").fa_claims
+
+
+def vfa_claims():
+    """Notebook 03's claim builder (Section 3.3 / Figure 3, Section 3.4 / Figure 8)."""
+    return cell_namespace("03_vfa", "3d8b6f41").vfa_claims
+
+
+def comparison() -> SimpleNamespace:
+    """Notebook 04's cells with the samples' quality, KID's orderings and Section 5's claims."""
+    return cell_namespace("04_vfa_gan", "e4c7a912", "d2f8a6b3", "a6c3f1e8", "f7d2b8a5", "e2b9c4d7")

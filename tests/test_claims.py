@@ -1,11 +1,14 @@
 """The claims-as-data layer (fa_utils.claims) and the Section 5 comparison claims that
-notebook 04 writes (fa_utils.generative.comparison_claims)."""
+notebook 04 writes (its cells, tests/notebook_code.py)."""
 import json
 
 import pytest
 import torch
 
-from fa_utils import claims, fid, generative
+from fa_utils import claims, experiments, fid
+from notebook_code import comparison
+
+nb04 = comparison()  # notebook 04's comparison_claims, kid_order, sample_quality
 
 
 def _claim(**kw):
@@ -55,7 +58,7 @@ def _fd(values, comparable=False, kid_std=1e-4):
 
 def test_comparison_claims_follow_the_numbers():
     rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0), ("G(r)", 90.0, 0.0)]
-    out = generative.comparison_claims(
+    out = nb04.comparison_claims(
         "mnist", judged=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
         reconstruction=rec, size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
         time_ratio=float("nan"), asserted=("table2.vfagan_below_vfa",))
@@ -77,16 +80,16 @@ def test_table2_claims_inside_the_kid_noise_are_not_resolved():
     2 x sqrt(2) x 1e-3, so neither holds nor fails; VAE 10 vs 40 is beyond it."""
     judged = _fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 38.0}, kid_std=1e-3)
     rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0), ("G(r)", 90.0, 0.0)]
-    out = {c.id: c for c in generative.comparison_claims(
+    out = {c.id: c for c in nb04.comparison_claims(
         "mnist", judged=judged, reconstruction=rec,
         size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51}, time_ratio=1.0)}
     assert out["table2.vfagan_below_vfa"].verdict == claims.NOT_RESOLVED
     assert "inside the noise" in out["table2.vfagan_below_vfa"].why
     assert out["table2.vae_below_vfa"].verdict == claims.HOLDS
     assert out["table2.gan_below_vfa"].verdict == claims.FAILS
-    assert generative.kid_order(judged, "VFA-GAN", "VFA") is None
+    assert nb04.kid_order(judged, "VFA-GAN", "VFA") is None
     with pytest.raises(ValueError, match="cannot be asserted"):
-        generative.comparison_claims("mnist", judged=judged, reconstruction=rec,
+        nb04.comparison_claims("mnist", judged=judged, reconstruction=rec,
                                      size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
                                      time_ratio=1.0, asserted=("table2.vfagan_below_vfa",))
 
@@ -95,7 +98,7 @@ def test_a_failed_reconstruction_claim_says_why_with_the_numbers():
     """The ordering we measured at quick (the GAN's per-image latent search below the AE):
     the claim does not hold, and its reason names the search and the amortised ordering."""
     rec = [("AE", 8.3, 0.0), ("VAE", 30.7, 0.0), ("GAN", 5.4, 0.0), ("r", 25.3, 0.0), ("G(r)", 63.3, 0.0)]
-    out = {c.id: c for c in generative.comparison_claims(
+    out = {c.id: c for c in nb04.comparison_claims(
         "mnist", judged=_fd({"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}),
         reconstruction=rec, size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
         time_ratio=1.0, asserted=("fig15.ae_lowest",))}
@@ -109,17 +112,17 @@ def test_a_failed_reconstruction_claim_says_why_with_the_numbers():
 
 def test_class_rows_use_the_smallest_value_that_shows_the_class():
     rows = [(0.0, 0.1, 0.1), (1.0, 0.3, 0.2), (4.0, 0.8, 0.85), (8.0, 1.4, 0.95)]
-    assert generative.choose_class_scale(rows) == 4.0
-    assert generative.choose_class_scale(rows[:2]) == 1.0  # none reaches 80 %: the best one
+    assert experiments.choose_class_scale(rows) == 4.0
+    assert experiments.choose_class_scale(rows[:2]) == 1.0  # none reaches 80 %: the best one
     with pytest.raises(ValueError):
-        generative.choose_class_scale([])
+        experiments.choose_class_scale([])
 
 
 def test_sample_quality_tells_a_collapsed_generator():
     same = torch.rand(1, 1, 8, 8).expand(16, 1, 8, 8)
     varied = torch.rand(16, 1, 8, 8)
-    assert generative.sample_quality(same)["pixel_std"] == 0.0
-    assert generative.sample_quality(varied)["pixel_std"] > 0.2
+    assert nb04.sample_quality(same)["pixel_std"] == 0.0
+    assert nb04.sample_quality(varied)["pixel_std"] > 0.2
 
 
 class _Says(torch.nn.Module):
@@ -143,8 +146,8 @@ def test_sample_quality_counts_recognised_samples_and_covered_classes():
     holds 1 of 50 samples (2 % >= 1 %): 3 classes covered."""
     x = torch.cat([torch.full((30, 1, 4, 4), 0.25), torch.full((10, 1, 4, 4), 0.75),
                    torch.full((1, 1, 4, 4), 0.55), torch.full((9, 1, 4, 4), 0.99)])
-    q = generative.sample_quality(x, _Says(), 10)
+    q = nb04.sample_quality(x, _Says(), 10)
     assert q["recognised"] == pytest.approx(41 / 50)
     assert q["histogram"][2] == pytest.approx(0.6) and q["histogram"][7] == pytest.approx(0.2)
     assert q["classes"] == 3
-    assert generative.sample_quality(x[:30], _Says(), 10)["classes"] == 1  # a collapsed model
+    assert nb04.sample_quality(x[:30], _Says(), 10)["classes"] == 1  # a collapsed model

@@ -103,8 +103,8 @@ def test_every_model_of_table_2_gets_the_same_budget(profile):
     vcfg = config.make_config("vfa", profile)  # notebook 03's encoder, reused by notebook 04
     assert (vcfg.epochs, vcfg.batch_size, vcfg.width_scale) == (
         gcfg.epochs, gcfg.batch_size, gcfg.width_scale)
-    from fa_utils import wiring
-    assert wiring.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
+    from fa_utils import experiments
+    assert experiments.vfa_config_for(gcfg, 0).epochs == gcfg.epochs
     other = config.make_config("vfagan", profile, epochs=11, batch_size=48)
-    other = wiring.vfa_config_for(other, 0)
+    other = experiments.vfa_config_for(other, 0)
     assert (other.epochs, other.batch_size) == (11, 48)

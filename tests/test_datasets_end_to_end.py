@@ -25,7 +25,7 @@ import pytest
 import torch
 import torchvision.datasets.utils as tv_utils
 
-from fa_utils import config, experiments, runner, wiring
+from fa_utils import config, experiments, runner
 from fa_utils.data import DATASETS
 
 import fabricate
@@ -185,5 +185,5 @@ def test_paper_profile_with_the_files_present_trains_without_downloading(
     assert len(data.train) == 8 and data.test_x.shape[0] == 4
     assert data.image_shape == (DATASETS[dataset].channels, DATASETS[dataset].size,
                                 DATASETS[dataset].size)
-    encoder, history = wiring.train_fa_encoder(cfg, data, stop_after=1)
+    encoder, history = experiments.train_fa_encoder(cfg, data, stop_after=1)
     assert len(history.train["loss"]) == 1 and torch.isfinite(torch.tensor(history.train["loss"][0][1]))

@@ -1,7 +1,7 @@
 """Tests of fa_utils.fid: Frechet distance (Eq. 10) and KID through torchmetrics, input
 conversion, the N < D policy, offline behaviour (no network is ever touched: sockets are
 blocked and pytorch-fid's download is replaced by an "offline" error), the judge (trained
-and cached by fa_utils.wiring.train_judge) and the label-free autoencoder fallback.
+and cached by fa_utils.experiments.train_judge) and the label-free autoencoder fallback.
 
 The real pytorch-fid weights are not available here; the local-file path is exercised with
 a randomly initialised Inception of the same structure saved to a file, and one test with
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from torch.utils.data import TensorDataset
 
-from fa_utils import config, experiments, fid, metrics, outputs, wiring
+from fa_utils import config, experiments, fid, metrics, outputs
 from fa_utils.data import mnist_sample
 
 
@@ -85,7 +85,7 @@ def judge_run(tmp_path_factory):
         cfg = config.make_config("vfagan", "smoke", n_train=1000, n_test=500, judge_epochs=3,
                                  device="cpu")
         data = experiments.load_image_data(cfg, verbose=False)
-        judge, acc = wiring.train_judge(cfg, data, progress=False)
+        judge, acc = experiments.train_judge(cfg, data, progress=False)
         yield cfg, data, judge, acc, root
 
 
@@ -277,11 +277,11 @@ def test_the_judge_at_a_tiny_size_recognises_held_out_digits_and_is_cached(judge
     (ckpt,) = (root / "runs" / "checkpoints").glob("judge-mnist-*-smoke.pt")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(outputs.OUTPUT_ROOT_ENV, str(root))
-        again, acc2 = wiring.train_judge(cfg, data, progress=False)  # loaded, not retrained
-        other = wiring.judge_identity(config.make_config("vfa", "smoke", n_train=1000, n_test=500))
+        again, acc2 = experiments.train_judge(cfg, data, progress=False)  # loaded, not retrained
+        other = experiments.judge_identity(config.make_config("vfa", "smoke", n_train=1000, n_test=500))
     assert acc2 == acc and all(torch.equal(a, b) for a, b in
                                zip(judge.state_dict().values(), again.state_dict().values()))
-    assert other == wiring.judge_identity(cfg)  # notebooks 03 and 04 share one judge
+    assert other == experiments.judge_identity(cfg)  # notebooks 03 and 04 share one judge
 
 
 def test_the_judge_refuses_unlabeled_data_with_the_existing_message():
@@ -290,7 +290,7 @@ def test_the_judge_refuses_unlabeled_data_with_the_existing_message():
                                       torch.full((8,), -1), "fabricated")
     cfg = config.make_config("vfagan", "smoke", dataset="celeba")
     with pytest.raises(ValueError, match="needs class labels.*train_feature_autoencoder"):
-        wiring.train_judge(cfg, unlabeled, progress=False)
+        experiments.train_judge(cfg, unlabeled, progress=False)
     with pytest.raises(ValueError, match="shape"):
         fid.check_labels(torch.zeros(7, dtype=torch.long), 8)
 

@@ -8,15 +8,18 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import claims, experiments, fid, generative, local, outputs, paper, report, runner
-from notebook_code import appendix as appendix_code, local_fa, toy as toy_code
+from fa_utils import claims, experiments, fid, local, outputs, paper, report, runner
+import notebook_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
             "plain_recovered_fraction": 0.19}
 GOOD_BINS = {"fa": torch.tensor([0.01, 0.02, 0.015]), "plain": torch.tensor([0.2, 0.6, 0.5])}
-figure2_claims = toy_code().figure2_claims  # notebook 01's claim builder
-appendix = appendix_code()  # notebook 06's Appendix A code and claim builder
-local_claims = local_fa().local_claims  # notebook 05's claim builder
+figure2_claims = notebook_code.toy().figure2_claims  # notebook 01's claim builder
+appendix = notebook_code.appendix()  # notebook 06's Appendix A code and claim builder
+local_claims = notebook_code.local_fa().local_claims  # notebook 05's claim builder
+fa_claims = notebook_code.fa_claims()  # notebook 02's
+vfa_claims = notebook_code.vfa_claims()  # notebook 03's
+comparison_claims = notebook_code.comparison().comparison_claims  # notebook 04's
 
 
 def parse_rows(text: str) -> list[dict[str, str]]:
@@ -43,7 +46,7 @@ def _comparison(asserted=("table2.vfagan_below_vfa", "tables3-5.vfa_half_vae")):
           for m, v in {"VAE": 10.0, "GAN": 50.0, "VFA": 40.0, "VFA-GAN": 20.0}.items()}
     rec = [("AE", 5.0, 0.0), ("VAE", 20.0, 0.0), ("GAN", 30.0, 0.0), ("r", 25.0, 0.0),
            ("G(r)", 90.0, 0.0)]
-    return generative.comparison_claims("mnist", judged=fd, reconstruction=rec,
+    return comparison_claims("mnist", judged=fd, reconstruction=rec,
                                         size_ratio={"mnist": 0.51, "cifar10": 0.52, "celeba": 0.51},
                                         time_ratio=1.1, asserted=asserted)
 
@@ -74,8 +77,8 @@ def _memory(local_bytes=10, global_bytes=40):
 
 def test_the_catalogue_lists_exactly_what_the_claim_builders_write():
     built = {"01_toy_sin": figure2_claims(GOOD_TOY, GOOD_BINS),
-             "02_fa_mnist": experiments.fa_claims("mnist", 0.01, 0.067, 0.6, 10, asserted=True),
-             "03_vfa": generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.1), (8.0, 2.0, 0.9)],
+             "02_fa_mnist": fa_claims("mnist", 0.01, 0.067, 0.6, 10, asserted=True),
+             "03_vfa": vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.1), (8.0, 2.0, 0.9)],
                                              asserted=True),
              "04_vfa_gan": _comparison(),
              "05_local_fa": local_claims("mnist", 0.02, 0.067, _memory(),
@@ -102,7 +105,7 @@ def test_the_notebooks_call_the_builders_and_check_what_they_write():
         name = last.split(f" = {builder}")[0].split("\n")[-1]
         assert builder in last and f'claims.write_claims("{stem}", "-", {name},' in last
         assert f"claims.check({name})" in last
-    for stem, builder in (("02_fa_mnist", "experiments.fa_claims("), ("03_vfa", "generative.vfa_claims("),
+    for stem, builder in (("02_fa_mnist", "fa_claims("), ("03_vfa", "vfa_claims("),
                           ("05_local_fa", "local_claims(")):
         last = nbformat.read(outputs.repo_root() / "notebooks" / f"{stem}.ipynb", as_version=4).cells[-1].source
         assert f"found = {builder}" in last and f'claims.write_claims("{stem}", ' in last
@@ -112,17 +115,17 @@ def test_the_notebooks_call_the_builders_and_check_what_they_write():
 def test_claim_builders_follow_the_notebooks_thresholds():
     """02, 03, 05: the thresholds their asserts had, as verdicts; unlabeled data is not
     measured and never asserted; a failed asserted claim makes check raise."""
-    fa = {c.id: c for c in experiments.fa_claims("celeba", 0.04, 0.067, None, 0, asserted=True)}
+    fa = {c.id: c for c in fa_claims("celeba", 0.04, 0.067, None, 0, asserted=True)}
     assert fa["fig1.fa_reconstructs"].verdict == claims.FAILS  # 0.04 > 0.5 x 0.067
     sep = fa["fig6a.latent_groups_digits"]
     assert sep.verdict == claims.NOT_MEASURED and not sep.asserted and "unlabeled" in sep.why
     with pytest.raises(claims.ClaimFailed, match="fig1.fa_reconstructs"):
         claims.check(fa.values())
-    low = experiments.fa_claims("mnist", 0.01, 0.067, 0.15, 10, asserted=True)[1]
+    low = fa_claims("mnist", 0.01, 0.067, 0.15, 10, asserted=True)[1]
     assert low.verdict == claims.FAILS  # 0.15 is not above twice chance (0.2)
-    vfa_items = {c.id: c for c in generative.vfa_claims("celeba", 0.03, 0.067, None, asserted=True)}
+    vfa_items = {c.id: c for c in vfa_claims("celeba", 0.03, 0.067, None, asserted=True)}
     assert vfa_items["fig8.onehot_emphasis"].verdict == claims.NOT_MEASURED
-    flat = generative.vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.5), (8.0, 2.0, 0.4)],
+    flat = vfa_claims("mnist", 0.03, 0.067, [(0.0, 0.1, 0.5), (8.0, 2.0, 0.4)],
                                  asserted=True)[1]
     assert flat.verdict == claims.FAILS
     mem = {c.id: c for c in local_claims("mnist", 0.02, 0.067, _memory(50, 40),

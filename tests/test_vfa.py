@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from fa_utils import generative, losses, models, paper, vfa
+from fa_utils import experiments, losses, models, paper, vfa
 
 DATASETS = list(models.ARCHITECTURES)
 TINY = models.Architecture(1, 8, (4,), 16)  # 1x8x8 images, one conv pair, Linear(16)
@@ -159,7 +159,7 @@ def test_vfa_and_vfagan_forward_backward_on_every_dataset(dataset):
     arch = models.architecture(dataset)
     x = torch.rand(2, arch.channels, arch.size, arch.size)
     y = torch.tensor([1, 3])
-    k = generative.num_classes(dataset)
+    k = experiments.num_classes(dataset)
     s = vfa.VFASettings(num_classes=k)
     enc = vfa.make_vfa_encoder(dataset, 8, k, orthogonal=False)
     loss, parts, image = vfa.vfa_loss(enc, x, y if k else None, settings=s)
@@ -210,13 +210,13 @@ def test_vfa_training_lowers_its_loss():
 
 def test_paper_sizes_are_matched_within_half_a_percent():
     for dataset, (_, unit, _, reported) in paper.SIZES_AND_TIMES.items():
-        counts = generative.parameter_counts(dataset)
+        counts = experiments.parameter_counts(dataset)
         for model, (size, _) in reported.items():
             assert abs(counts[model] / (size * unit) - 1) < 0.005, (dataset, model, counts[model])
         # the paper's claim: VFA has about half the parameters of the VAE (0.51-0.87 across
         # datasets in the paper itself; STL-10's Table 12 decoder is small)
         assert counts["VFA"] < counts["VAE"]
-    assert generative.parameter_counts("mnist")["VFA"] == 14_003_946
+    assert experiments.parameter_counts("mnist")["VFA"] == 14_003_946
 
 
 # --------------------------------------------------------------------------------------
