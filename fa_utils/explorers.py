@@ -307,12 +307,11 @@ class InnerOptimisation(Explorer):
         if key not in self._cache:
             i, T, tau, r_init = key
             device = _device(self.encoder)
-            z = fa_encoder_fn(self.encoder, self.head)(self.images[i:i + 1])
             g = torch.Generator(device=device).manual_seed(self.seed)
-            r0 = fa.init_r((1, *self.images.shape[1:]), r_init, generator=g, device=device)
             # Eq. 2: r_{t+1} = r_t - tau grad_r 1/2 ||E(x) - E(r_t)||^2, t = 0..T-1
-            res = fa.align(fa.head_encoder(self.encoder, self.head), z, r0, T=T, tau=tau,
-                           create_graph=False, track_energy=True, track_trajectory=True)
+            res = fa.reconstruct(self.encoder, self.images[i:i + 1].to(device), head=self.head,
+                                 T=T, tau=tau, r_init=r_init, generator=g, track_energy=True,
+                                 track_trajectory=True)
             self._cache = {key: ([r[0].cpu() for r in res.trajectory],
                                  [float(e[0]) for e in res.energies])}
         return self._cache[key]
@@ -475,11 +474,11 @@ class LatentPad(Explorer):
     def _on_event(self, event):
         # A press, a move with the button held or a click moves the point (a dragstart is
         # only cancelled); a throttled event older than one handled is stale.
-        kind, stamp = event.get("type"), event.get("timeStamp", math.inf)
+        kind, stamp = event.get("type"), event.get("timeStamp", self._last_stamp)
         if kind not in ("mousedown", "mousemove", "click") or stamp < self._last_stamp or (
                 kind == "mousemove" and not event.get("buttons", 0) & 1):
             return
-        self._last_stamp = max(self._last_stamp, stamp)
+        self._last_stamp = stamp
         at = self.event_pixel(event)
         if at is not None:
             self.click(*at)
