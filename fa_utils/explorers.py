@@ -125,8 +125,7 @@ class Explorer:
         self._hold = False
 
     def control(self, name, widget, observe=True):
-        """Add ``widget`` as control ``name`` (its description in full), redrawn on a change of
-        its value unless not ``observe``; returns it."""
+        """Add control ``name`` (description in full; a change redraws if ``observe``)."""
         if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
             widget.style.description_width = "initial"
         if observe:
@@ -429,8 +428,7 @@ class LatentPad(Explorer):
         return self._background
 
     def pixel_to_latent(self, px, py):
-        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2); inverse of
-        :meth:`latent_to_pixel`."""
+        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2)."""
         n, lo, hi = self.pad_pixels, self.lo, self.hi
         return lo[0] + px / n * (hi[0] - lo[0]), hi[1] - py / n * (hi[1] - lo[1])
 
