@@ -70,10 +70,11 @@ def show(explorer, interactive=None) -> None:
     if check_interactive(interactive) is None:
         interactive = not headless()
     if interactive:
-        return display.display(explorer.widget)
-    display.display(display.Image(data=figure_png(explorer.figure())))
-    print(f"[static figure: {explorer.kind} explorer in its default state; open the "
-          f"notebook in JupyterLab for the widgets]")
+        display.display(explorer.widget)
+    else:
+        display.display(display.Image(data=figure_png(explorer.figure())))
+        print(f"[static figure: {explorer.kind} explorer in its default state; open the "
+              f"notebook in JupyterLab for the widgets]")
 
 
 def figure_png(fig, dpi=80) -> bytes:
