@@ -570,11 +570,14 @@ class LatentSliders(Explorer):
         self.control("reset", w.Button(description="reset sliders"), observe=False).on_click(
             lambda _: self.set(**{f"pc{i + 1}": 0.0 for i in range(k)}))
 
+    def _moves(self):
+        return [self.value(f"pc{j + 1}") for j in range(len(self.axes))]
+
     def latent(self):
         """(1, Z) the current latent."""
-        i, moves = self.value("start"), [self.value(f"pc{j + 1}") for j in range(len(self.axes))]
+        i = self.value("start")
         return ((self.mean if i < 0 else self.latents[i])
-                + (torch.tensor(moves) * self.stds) @ self.axes)[None]
+                + (torch.tensor(self._moves()) * self.stds) @ self.axes)[None]
 
     def draw(self, fig):
         i, (a, b) = self.value("start"), fig.subplots(1, 2)
@@ -583,17 +586,15 @@ class LatentSliders(Explorer):
         else:
             _imshow(a, self.decode(self.mean[None]), "start: decoded mean latent")
         _imshow(b, self.decode(self.latent()), "decoded from the sliders")
-        moved = ", ".join(f"{j + 1}:{self.value(f'pc{j + 1}'):+.1f}" for j in range(len(self.axes))
-                          if self.value(f"pc{j + 1}") != 0)
+        moved = ", ".join(f"{j + 1}:{v:+.1f}" for j, v in enumerate(self._moves()) if v != 0)
         return (f"{len(self.axes)} leading axes ({self.explained:.0%} of the latent variance); "
                 f"moved (std): {moved or 'none'}")
 
 
 class ConditionalSampling(Explorer):
-    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class);
-    ``new samples`` draws a fresh grid. Training used s = ``settings.class_scale`` (1), where an
-    independent classifier found the class in 16 % of MNIST samples (66 % at 4, 94 % at 8): it
-    opens at ``scale`` = 8. Raises ValueError: an unconditional VFA, a bad ``scale``."""
+    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class).
+    Opens at s = ``scale`` = 8, where the class shows (training used 1: docs/method.md section
+    9). Raises ValueError: an unconditional VFA, a bad ``scale``."""
 
     kind, figsize = "conditional", (6.5, 2.9)
 
@@ -690,10 +691,9 @@ class Interpolation(Explorer):
 
 
 class LocalLayers(Explorer):
-    """Algorithm 3 one layer at a time: from z = x_L down, each layer's input estimated from
-    the estimate above (:func:`fa_utils.local.invert_block` with ``recon_kwargs``). ``depth``
-    layers inverted: that level's estimate beside the truth (on the truth's colour scale), and
-    the relative error at every level."""
+    """Algorithm 3 one layer at a time (:func:`fa_utils.local.invert_block`, ``recon_kwargs``):
+    after ``depth`` layers inverted from z, that level's estimate beside the truth (on the
+    truth's colour scale), and the relative error at every level."""
 
     kind, figsize, bottom_in, wspace = "local", (10.0, 3.0), 0.5, 0.4
 
