@@ -3,13 +3,11 @@
     python -m benchmarks.explorers                   # quick-profile checkpoints (the main job's)
     python -m benchmarks.explorers --profile smoke   # anything, fast
 
-Loads the models as notebook 07 does (:func:`fa_utils.explorers.exploration_models`: the
-checkpoints under runs/checkpoints, or trains the missing ones), builds each explorer's
-widget (no front end needed), then performs a fixed, seeded sequence of interactions,
-timing each (wall clock, :class:`fa_utils.metrics.Stopwatch`) from the control change to
-the new PNG in the widget (callback, method,
-drawing and PNG encoding; the browser's transfer and paint are not included). Prints a
-table and writes ``results/explorers_latency.md``.
+Loads the models as notebook 07 does (:func:`fa_utils.explorers.exploration_models`), builds
+each explorer's widget (no front end needed), then times a fixed, seeded sequence of
+interactions from the control change to the new PNG in the widget (callback, method, drawing,
+PNG encoding; not the browser's transfer and paint). Prints a table and writes
+``results/explorers_latency.md``.
 """
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ import math
 import os
 import textwrap
 from types import SimpleNamespace
-from typing import Any, Callable, Optional, Sequence
 
 import ipywidgets as w
 import numpy as np
@@ -25,7 +24,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 from PIL import Image, ImageDraw
-from torch import nn
 
 from . import fa, local, plotting, vfa
 from .data import DATASETS
@@ -33,8 +31,6 @@ from .metrics import Stopwatch, one_thread
 
 HEADLESS_ENV = "FA_HEADLESS"  # 1: static figures (set by the runner and the tests)
 MAX_ONEHOT_VALUE = 12.0       # the end of the conditional sampler's one-hot slider
-Decode = Callable[[torch.Tensor], torch.Tensor]  # (B, Z) -> (B, C, H, W)
-Encode = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) -> (B, Z)
 CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info.class_names}
 
 
@@ -47,7 +43,7 @@ def headless() -> bool:
     return type(get_ipython()).__name__ != "ZMQInteractiveShell"
 
 
-def check_interactive(interactive) -> Optional[bool]:
+def check_interactive(interactive):
     """A notebook's ``interactive`` parameter: None, True or False. Raises TypeError otherwise."""
     if interactive is not None and not isinstance(interactive, bool):
         raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
@@ -55,80 +51,82 @@ def check_interactive(interactive) -> Optional[bool]:
     return interactive
 
 
-def check_onehot_value(value, max_value: float = MAX_ONEHOT_VALUE) -> float:
+def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
     """The sampler's opening one-hot value, in 0..max_value. Raises TypeError, ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"onehot_value must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= value <= max_value:
-        raise ValueError(f"onehot_value (the one-hot value) must be in 0..{max_value:g} (training "
-                         f"used 1), got {value!r}")
+        raise ValueError(f"onehot_value (the one-hot value) must be in 0..{max_value:g} "
+                         f"(training used 1), got {value!r}")
     return float(value)
 
 
-def show(explorer: "Explorer", interactive: Optional[bool] = None) -> None:
+def show(explorer, interactive=None) -> None:
     """Display the widget (``interactive``; None: unless :func:`headless`) or one static PNG
-    of the default state. Raises TypeError: not an :class:`Explorer`, or a bad ``interactive``."""
+    of the default state. Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
     from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
     if check_interactive(interactive) is None:
         interactive = not headless()
-    display.display(explorer.widget if interactive else display.Image(data=figure_png(explorer.figure())))
-    if not interactive:
+    if interactive:
+        display.display(explorer.widget)
+    else:
+        display.display(display.Image(data=figure_png(explorer.figure())))
         print(f"[static figure: {explorer.kind} explorer in its default state; open the "
               f"notebook in JupyterLab for the widgets]")
 
 
-def figure_png(fig, dpi: int = 80) -> bytes:
+def figure_png(fig, dpi=80) -> bytes:
     """PNG bytes of a matplotlib figure or a PIL image."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi) if isinstance(fig, Figure) else fig.save(buf, format="PNG")
+    if isinstance(fig, Figure):
+        fig.savefig(buf, format="png", dpi=dpi)
+    else:
+        fig.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _imshow(ax, images: torch.Tensor, title: str = "", nrow: int = 8) -> None:
-    plotting.show_images(ax, images, nrow=nrow)
-    ax.set_title(title, fontsize=9)
+def _imshow(ax, images, title="", nrow=8):
+    plotting.show_images(ax, images, nrow=nrow).set_title(title, fontsize=9)
 
 
-def _device(module: nn.Module) -> torch.device:
+def _device(module):
     return next(module.parameters()).device
 
 
-def _check_images(images: torch.Tensor, n: Optional[int] = None) -> torch.Tensor:
+def _images(images, n=50):
+    """The first ``n`` of (N, C, H, W) images, on the CPU. Raises ValueError otherwise."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
     return images.detach().cpu()[:n]
 
 
-def _labels_or_none(labels):  # unlabeled data (CelebA, STL-10) has labels -1
+def _labels(labels):  # None for unlabeled data (CelebA, STL-10: labels -1)
     return None if labels is None or not bool((torch.as_tensor(labels) >= 0).any()) else labels
 
 
-def _tag(widget, *classes: str):
-    for c in classes:
-        widget.add_class(c)
+def _tag(widget, *classes):
+    widget._dom_classes = (*widget._dom_classes, *classes)
     return widget
 
 
 class Explorer:
-    """Controls, a picture, a status line. Subclasses add controls (:meth:`control`) and
-    implement :meth:`draw` (draw on a figure, return the status). ``renders`` counts redraws."""
+    """Controls, picture(s) and a status line; a subclass adds controls (:meth:`control`) and
+    draws its state on a figure (:meth:`draw`, returns the status). ``renders`` counts redraws."""
 
     kind, figsize = "base", (9.0, 3.0)
-    #: fixed subplot margins, inches, not a layout engine (docs/choices.md section 11)
+    # fixed subplot margins in inches, no layout engine (docs/choices.md section 11)
     top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
 
-    def __init__(self) -> None:
-        self.renders, self.last_seconds, self.error = 0, float("nan"), None
-        self.controls: dict[str, Any] = {}
+    def __init__(self):
+        self.renders, self.last_seconds, self.error, self.controls = 0, math.nan, None, {}
         self._widget = self._image = self._status = None
         self._hold = False
 
-    def control(self, name: str, widget, observe: bool = True):
-        """Register ``widget`` as control ``name``, its description in full; unless ``observe``
-        is False a change of its value redraws. Returns the widget."""
+    def control(self, name, widget, observe=True):
+        """Add control ``name`` (description in full; a change redraws if ``observe``)."""
         if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
             widget.style.description_width = "initial"
         if observe:
@@ -136,32 +134,39 @@ class Explorer:
         self.controls[name] = _tag(widget, f"fa-control-{name}")
         return widget
 
-    def views(self) -> list:
+    def _player(self, slider, interval):
+        """A ``play`` control that animates ``slider`` (linked in the browser)."""
+        play = w.Play(value=slider.value, min=slider.min, max=slider.max, interval=interval)
+        w.jslink((self.control("play", play, observe=False), "value"), (slider, "value"))
+
+    def value(self, name):
+        return self.controls[name].value
+
+    def views(self):
         """The pictures between the controls and the status line."""
         return [self._image]
 
     @property
     def widget(self):
-        """The ``VBox`` (controls, picture(s), status); built and drawn on first access."""
+        """The ``VBox`` (controls, picture(s), status), built and drawn on first access."""
         if self._widget is None:
-            width = f"{int(self.figsize[0] * 80)}px"
-            self._image = _tag(w.Image(format="png", layout=w.Layout(width=width)), "fa-explorer-image")
+            px = f"{int(self.figsize[0] * 80)}px"
+            self._image = _tag(w.Image(format="png", layout=w.Layout(width=px)),
+                               "fa-explorer-image")
             self._status = _tag(w.HTML(), "fa-explorer-status")  # a Label cuts a long status
-            views, controls = self.views(), list(self.controls.values())
-            self._widget = _tag(w.VBox([w.HBox(controls, layout=w.Layout(flex_flow="row wrap")),
-                                        w.HBox(views) if len(views) > 1 else views[0], self._status]),
-                                "fa-explorer", f"fa-explorer-{self.kind}")
+            views = self.views()
+            controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
+            self._widget = _tag(w.VBox([controls, w.HBox(views) if len(views) > 1 else views[0],
+                                        self._status]), "fa-explorer", f"fa-explorer-{self.kind}")
             self.update()
         return self._widget
-
-    def value(self, name: str):
-        return self.controls[name].value
 
     def set(self, **values) -> None:
         """Set several controls, then redraw once. Raises KeyError: an unknown control."""
         unknown = sorted(set(values) - set(self.controls))
         if unknown:
-            raise KeyError(f"unknown control(s) {unknown}; this explorer has {sorted(self.controls)}")
+            raise KeyError(f"unknown control(s) {unknown}; this explorer has "
+                           f"{sorted(self.controls)}")
         self._hold = True
         try:
             for name, v in values.items():
@@ -170,14 +175,14 @@ class Explorer:
             self._hold = False
         self.update()
 
-    def _on_change(self, change) -> None:
+    def _on_change(self, change):
         if not self._hold:
             self.update()
 
-    def draw(self, fig: Figure) -> str:
+    def draw(self, fig) -> str:
         raise NotImplementedError
 
-    def _new_figure(self, title_room: float = 0.0) -> Figure:
+    def _new_figure(self, title_room=0.0):
         w, h = self.figsize[0], self.figsize[1] + title_room
         fig = Figure(figsize=(w, h))
         fig.subplots_adjust(left=self.left_in / w, right=1 - 0.15 / w, wspace=self.wspace,
@@ -206,47 +211,46 @@ class Explorer:
         with Stopwatch() as sw:
             try:
                 with one_thread():
-                    status = self.draw(self._new_figure()) if self._image is None else self.refresh()
+                    status = (self.draw(self._new_figure()) if self._image is None
+                              else self.refresh())
                 self.error = None
             except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
                 status = self.error = f"error: {type(exc).__name__}: {exc}"
         self.renders, self.last_seconds = self.renders + 1, sw.seconds
         if self._status is not None:
-            head, warn, tail = f"{status}  |  render {self.renders}, {1e3 * sw.seconds:.0f} ms".partition("WARNING")
-            self._status.value = html.escape(head) + (
-                f'<span style="color:#c00000">{html.escape(warn + tail)}</span>' if warn else "")
-
-    def _player(self, slider, interval: int) -> None:
-        """A ``play`` control that animates ``slider`` (linked in the browser)."""
-        play = w.Play(value=slider.value, min=slider.min, max=slider.max, interval=interval)
-        w.jslink((self.control("play", play, observe=False), "value"), (slider, "value"))
+            text = f"{status}  |  render {self.renders}, {1e3 * sw.seconds:.0f} ms"
+            head, warn, tail = text.partition("WARNING")
+            red = f'<span style="color:#c00000">{html.escape(warn + tail)}</span>'
+            self._status.value = html.escape(head) + (red if warn else "")
 
 
-def fa_decoder(encoder: nn.Module, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
-               r_init: str = "zeros", squash: str = "none", seed: int = 0) -> Decode:
-    """z (B, Z) -> the image the inner optimisation finds for it (:func:`fa_utils.fa.decode_latent`);
-    from r_0 = 0, E(0) and its Jacobian are built once: the encoder must not change meanwhile."""
+def fa_decoder(encoder, shape, *, head="z", T=1, tau=1.0, r_init="zeros", squash="none",
+               seed=0):
+    """z (B, Z) -> the image (B, C, H, W) :func:`fa_utils.fa.decode_latent` finds for it; from
+    r_0 = 0, E(0) and its Jacobian are built once: the encoder must not change meanwhile."""
     frozen = r_init == "zeros" and fa.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
 
-    def decode(z: torch.Tensor) -> torch.Tensor:
+    def decode(z):
         g = torch.Generator(device=z.device).manual_seed(seed)
         return fa.decode_latent(encoder, z.to(_device(encoder)), shape, head=head, T=T, tau=tau,
                                 r_init=r_init, squash=squash, generator=g, start=start).image
     return decode
 
 
-def fa_encoder_fn(encoder: nn.Module, head: str = "z") -> Encode:
+def fa_encoder_fn(encoder, head="z"):
     """x (B, C, H, W) -> E(x)[head] (B, Z), no graph."""
     return torch.no_grad()(lambda x: encoder(x.to(_device(encoder)))[head])
 
 
-def vfa_codec(encoder: nn.Module, settings, shape) -> tuple[Encode, Decode]:
-    """(encode, decode) of a VFA encoder: x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`)
-    and that target -> image (:func:`fa_utils.vfa.decode_full`, E(0) and its Jacobian built once)."""
-    start = vfa.frozen_start(encoder, tuple(shape), settings) if settings.r_init == "zeros" else None
+def vfa_codec(encoder, settings, shape):
+    """(encode, decode): x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`) and that target ->
+    image (:func:`fa_utils.vfa.decode_full`, E(0) and its Jacobian built once)."""
+    shape = tuple(shape)
+    start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
     return (lambda x: vfa.latent_of(encoder, x.to(_device(encoder)), settings),
-            lambda t: vfa.decode_full(encoder, t.to(_device(encoder)), tuple(shape), settings, start=start))
+            lambda t: vfa.decode_full(encoder, t.to(_device(encoder)), shape, settings,
+                                      start=start))
 
 
 class _ShortFormatter(Formatter):
@@ -264,73 +268,80 @@ class _ShortFormatter(Formatter):
 
 
 class InnerOptimisation(Explorer):
-    """r_0 ... r_T of Eq. 2 moving towards an image's latent, and the energy (Eq. 1): controls
-    ``image``, ``T``, ``tau``, ``r_init``, ``step`` (``play`` animates it). ``encoder`` returns a
-    dict holding ``head``; ``images`` (N, C, H, W) in [0, 1]; ``squash`` as in training.
-    Raises ValueError: T outside 1..max_T, an unknown squash."""
+    """r_0 ... r_T of Eq. 2 moving towards an image's latent E(x)[head], and the energy (Eq. 1).
+    ``images`` (N, C, H, W) in [0, 1]; ``squash`` as in training; ``play`` animates ``step``.
+    Raises ValueError: T outside 1..MAX_T, an unknown squash."""
 
-    kind, figsize = "inner", (10.0, 2.8)
-    bottom_in, wspace = 0.5, 0.4
+    kind, figsize, bottom_in, wspace, MAX_T = "inner", (10.0, 2.8), 0.5, 0.4, 20
     DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
                        "largest eigenvalue of J^T J is < 2 (Appendix 7.1, one weight w: "
                        "0 < tau w^2 < 2)")
 
-    def __init__(self, encoder: nn.Module, images: torch.Tensor, *, head: str = "z", T: int = 4,
-                 tau: float = 1.0, r_init: str = "zeros", squash: str = "none", seed: int = 0,
-                 max_T: int = 20, n_images: int = 50):
+    def __init__(self, encoder, images, *, head="z", T=4, tau=1.0, r_init="zeros",
+                 squash="none", seed=0):
         super().__init__()
         self.encoder, self.head, self.squash, self.seed = encoder, head, squash, seed
-        self.images, self._cache = _check_images(images, n_images), {}
+        self.images, self._cache = _images(images), {}
         fa.apply_squash(torch.zeros(0), squash)  # raises on an unknown squash
-        if not 1 <= T <= max_T:
-            raise ValueError(f"T must be in 1..{max_T}, got {T}")
+        if not 1 <= T <= self.MAX_T:
+            raise ValueError(f"T must be in 1..{self.MAX_T}, got {T}")
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
-        self.control("T", w.IntSlider(T, 1, max_T, description="T"), observe=False).observe(
-            self._on_T, names="value")  # moves the step slider first, then redraws once
-        self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05, description="tau"))
-        self.control("r_init", w.Dropdown(options=list(fa.R_INITS), value=r_init, description="r_0"))
-        self._player(self.control("step", w.IntSlider(T, 0, T, description="step")), interval=400)
+        t_slider = w.IntSlider(T, 1, self.MAX_T, description="T")
+        t_slider.observe(self._on_T, names="value")  # before the redraw that control() adds
+        self.control("T", t_slider)
+        self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05,
+                                             description="tau"))
+        self.control("r_init", w.Dropdown(options=fa.R_INITS, value=r_init, description="r_0"))
+        self._player(self.control("step", w.IntSlider(T, 0, T, description="step")), 400)
 
-    def _on_T(self, change) -> None:
-        step, play = self.controls["step"], self.controls["play"]
-        hold, self._hold = self._hold, True
-        try:
-            step.max = play.max = step.value = change["new"]
-        finally:
-            self._hold = hold
-        if not hold:  # inside set(), set() redraws once at the end
-            self.update()
+    def _on_T(self, change):
+        """The step slider ends at the new T and moves there, without a redraw of its own."""
+        hold, self._hold, step = self._hold, True, self.controls["step"]
+        step.max = self.controls["play"].max = step.value = change["new"]
+        self._hold = hold
 
-    def trajectory(self) -> tuple[list[torch.Tensor], list[float]]:
-        """(r_0..r_T as (C, H, W), the inner energies 1/2||E(x) - E(r_t)||^2 (Eq. 1))."""
-        key = (self.value("image"), self.value("T"), round(self.value("tau"), 6), self.value("r_init"))
+    def trajectory(self):
+        """(r_0..r_T, each (C, H, W); the inner energies 1/2 ||E(x) - E(r_t)||^2 of Eq. 1)."""
+        key = (self.value("image"), self.value("T"), round(self.value("tau"), 6),
+               self.value("r_init"))
         if key not in self._cache:
+            i, T, tau, r_init = key
             device = _device(self.encoder)
-            x = self.images[key[0]:key[0] + 1].to(device)
-            with torch.no_grad():
-                z = self.encoder(x)[self.head]
             g = torch.Generator(device=device).manual_seed(self.seed)
-            r0 = fa.init_r(tuple(x.shape), key[3], generator=g, device=device)
-            res = fa.align(fa.head_encoder(self.encoder, self.head), z, r0, T=key[1], tau=key[2],
-                           create_graph=False, track_energy=True, track_trajectory=True)
-            self._cache = {key: ([r[0].cpu() for r in res.trajectory], [float(e[0]) for e in res.energies])}
+            # Eq. 2: r_{t+1} = r_t - tau grad_r 1/2 ||E(x) - E(r_t)||^2, t = 0..T-1
+            res = fa.reconstruct(self.encoder, self.images[i:i + 1].to(device), head=self.head,
+                                 T=T, tau=tau, r_init=r_init, generator=g, track_energy=True,
+                                 track_trajectory=True)
+            self._cache = {key: ([r[0].cpu() for r in res.trajectory],
+                                 [float(e[0]) for e in res.energies])}
         return self._cache[key]
 
     @staticmethod
-    def energy_grows(energies: Sequence[float], rel: float = 1e-4) -> Optional[int]:
+    def energy_grows(energies, rel=1e-4):
         """The first step whose energy rose by more than ``rel`` relatively, or None."""
         return next((t for t in range(1, len(energies))
                      if energies[t] > energies[t - 1] * (1 + rel) + 1e-12), None)
 
-    def _energy_axes(self, fig: Figure, energies: list[float], t: int, grew: Optional[int]) -> None:
-        left, sp = 0.56 + 1.05 / fig.get_size_inches()[0], fig.subplotpars  # room for the y ticks and label
+    def draw(self, fig):
+        traj, energies = self.trajectory()
+        t, grew = min(self.value("step"), len(traj) - 1), self.energy_grows(energies)
+        x, shown = self.images[self.value("image")], fa.apply_squash(traj[t], self.squash)
+        gs = fig.add_gridspec(1, 3, left=self.left_in / fig.get_size_inches()[0], right=0.56,
+                              wspace=0.25, bottom=fig.subplotpars.bottom, top=fig.subplotpars.top)
+        for i, (img, title) in enumerate([(x, "image x (target E(x))"),
+                                          (fa.apply_squash(traj[0], self.squash),
+                                           f"r_0 ({self.value('r_init')})"), (shown, f"r_{t}")]):
+            _imshow(fig.add_subplot(gs[0, i]), img[None], title)
+        left, sp = 0.56 + 1.05 / fig.get_size_inches()[0], fig.subplotpars  # room for y labels
         ax = fig.add_axes((left, sp.bottom, 0.985 - left, sp.top - sp.bottom))
-        ax.plot(range(len(energies)), energies, "o-", ms=3, color="tab:blue" if grew is None else "tab:red")
+        ax.plot(range(len(energies)), energies, "o-", ms=3,
+                color="tab:blue" if grew is None else "tab:red")
         ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
         lo, hi = min(energies), max(energies)
         if lo > 0 and hi / lo >= 10:  # log axis: powers of 10, with 2 and 5 below 3 decades
             ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5) if hi / lo < 1e3 else (1,), numticks=6))
+            ax.yaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5) if hi / lo < 1e3 else (1,),
+                                                  numticks=6))
             ax.yaxis.set_minor_formatter(NullFormatter())
         else:
             ax.yaxis.set_major_locator(MaxNLocator(4))
@@ -340,76 +351,62 @@ class InnerOptimisation(Explorer):
         ax.set_xlabel("inner step t", fontsize=8, labelpad=1)
         ax.set_ylabel("1/2 ||E(x) - E(r_t)||^2", fontsize=8, labelpad=2)
         ax.tick_params(labelsize=7)
-        if grew is not None:
-            ax.text(0.02, 0.97, f"energy grows from step {grew}:\ntau too large, the step diverges",
-                    transform=ax.transAxes, ha="left", va="top", fontsize=7, color="tab:red")
-
-    def draw(self, fig: Figure) -> str:
-        traj, energies = self.trajectory()
-        t = min(self.value("step"), len(traj) - 1)
-        x, shown = self.images[self.value("image")], fa.apply_squash(traj[t], self.squash)
-        gs = fig.add_gridspec(1, 3, left=self.left_in / fig.get_size_inches()[0], right=0.56,
-                              wspace=0.25, bottom=fig.subplotpars.bottom, top=fig.subplotpars.top)
-        for i, (img, title) in enumerate([(x, "image x (target E(x))"), (fa.apply_squash(
-                traj[0], self.squash), f"r_0 ({self.value('r_init')})"), (shown, f"r_{t}")]):
-            _imshow(fig.add_subplot(gs[0, i]), img[None], title)
-        grew = self.energy_grows(energies)
-        self._energy_axes(fig, energies, t, grew)
         status = (f"T={self.value('T')}, tau={self.value('tau'):.3g}: step {t}, inner energy "
-                  f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel {float(((shown - x) ** 2).mean()):.4f}")
-        return status + (f"; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
-                         if grew is not None else "")
+                  f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel "
+                  f"{float(((shown - x) ** 2).mean()):.4f}")
+        if grew is None:
+            return status
+        ax.text(0.02, 0.97, f"energy grows from step {grew}:\ntau too large, the step diverges",
+                transform=ax.transAxes, ha="left", va="top", fontsize=7, color="tab:red")
+        return f"{status}; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
 
 
 class LatentPad(Explorer):
-    """A 2-neuron latent (Figure 6a) as a pad: a click or a drag on the scatter of encoded
-    held-out images moves the point (sliders ``x``, ``y``) and the image decoded from it.
-    ``decode`` (B, 2) -> (B, C, H, W); ``latents`` (N, 2); ``labels`` (N,) or None;
-    ``class_names``: the legend's (default "class k"). Raises ValueError: latents not (N, 2),
-    fewer class names than classes."""
+    """A 2-neuron latent (Figure 6a) as a pad: a click or a drag on the scatter of ``latents``
+    (N, 2) (``labels`` (N,) or None, named by ``class_names``; default "class k") moves the
+    point (sliders ``x``, ``y``) and the image ``decode`` (B, 2) -> (B, C, H, W) makes of it.
+    Raises ValueError: latents not (N, 2), fewer class names than classes."""
 
-    kind, figsize = "latent-pad", (8.0, 3.4)  # the static figure's size
-    left_in, bottom_in = 0.55, 0.45
-    PAD_BORDER = 1
-    #: their default actions are prevented: a native drag of the <img> swallows the mouse events
+    kind, figsize, left_in, bottom_in, PAD_BORDER = "latent-pad", (8.0, 3.4), 0.55, 0.45, 1
+    # defaults prevented: a native drag of the <img> swallows the mouse events
     PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
 
-    def __init__(self, decode: Decode, latents: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                 *, class_names: Optional[Sequence[str]] = None, pad_pixels: int = 300):
+    def __init__(self, decode, latents, labels=None, *, class_names=None, pad_pixels=300):
         super().__init__()
         latents = torch.as_tensor(latents).detach().float().cpu()
         if latents.dim() != 2 or latents.shape[1] != 2:
             raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
                              f"LatentSliders for a latent with more than 2 dimensions")
-        self.decode, self.latents, self.labels = decode, latents, _labels_or_none(labels)
-        self.pad_pixels, self._last_stamp, self._background = int(pad_pixels), float("-inf"), None
+        self.decode, self.latents, self.labels = decode, latents, _labels(labels)
+        self.pad_pixels, self._last_stamp, self._background = int(pad_pixels), -math.inf, None
         k = 0 if self.labels is None else int(torch.as_tensor(self.labels).max()) + 1
         if class_names is not None and len(class_names) < k:
             raise ValueError(f"{len(class_names)} class names for labels up to {k - 1}")
-        self.class_names = [str(c) for c in class_names] if class_names else [f"class {i}" for i in range(k)]
+        self.class_names = [str(c) for c in class_names or [f"class {i}" for i in range(k)]]
         lo, hi = latents.min(0).values, latents.max(0).values
         span = (hi - lo).clamp_min(1e-6)  # a 14 % margin each side: where the axes are drawn
         self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
-        self.decimals = max(2, math.ceil(-math.log10(min(self.hi[i] - self.lo[i] for i in (0, 1)) / 200)))
-        for i, (name, start) in enumerate(zip("xy", latents.median(0).values.tolist())):
-            self.control(name, w.FloatSlider(start, min=self.lo[i], max=self.hi[i], description=f"z_{i + 1}",
-                                             step=(self.hi[i] - self.lo[i]) / 200,
-                                             readout_format=f".{self.decimals}f"))
+        steps = [(self.hi[i] - self.lo[i]) / 200 for i in (0, 1)]
+        self.decimals = max(2, math.ceil(-math.log10(min(steps))))
+        for i, start in enumerate(latents.median(0).values.tolist()):
+            self.control("xy"[i], w.FloatSlider(start, min=self.lo[i], max=self.hi[i],
+                                                step=steps[i], description=f"z_{i + 1}",
+                                                readout_format=f".{self.decimals}f"))
 
-    def class_colours(self) -> list:
+    def class_colours(self):
         """One RGBA colour per class (tab10; tab20 above 10 classes), as in the scatter."""
         cmap = colormaps["tab10" if len(self.class_names) <= 10 else "tab20"]
         return [cmap(k % cmap.N) for k in range(len(self.class_names))]
 
-    def _scatter(self, ax) -> None:
+    def _scatter(self, ax):
         colour = ("tab:blue" if self.labels is None else
                   np.array(self.class_colours())[torch.as_tensor(self.labels).cpu().numpy()])
         ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, c=colour)
         ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]))
 
     def background(self):
-        """The scatter as a pad_pixels-square PIL image; the axes fill it (one linear map from
-        pixel to latent), so ticks, values and z_1, z_2 are drawn inside its empty margin."""
+        """The pad (PIL): the scatter on axes filling the pad_pixels square (pixel -> latent is
+        linear), its ticks, values and z_1, z_2 inside the empty margin."""
         if self._background is None:
             fig = Figure(figsize=(self.pad_pixels / 100,) * 2, dpi=100)
             ax = fig.add_axes((0, 0, 1, 1))
@@ -426,69 +423,69 @@ class LatentPad(Explorer):
             setp(ax.get_xticklabels(), va="bottom")
             for x, y, ha, va, text in ((0.985, 0.015, "right", "bottom", "z_1 \u2192"),
                                        (0.015, 0.985, "left", "top", "z_2 \u2191")):
-                ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=8, weight="bold",
-                        color="#222")
+                ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=8,
+                        weight="bold", color="#222")
             self._background = Image.open(io.BytesIO(figure_png(fig, dpi=100))).convert("RGB")
         return self._background
 
-    def pixel_to_latent(self, px: float, py: float) -> tuple[float, float]:
+    def pixel_to_latent(self, px, py):
         """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2)."""
         n, lo, hi = self.pad_pixels, self.lo, self.hi
         return lo[0] + px / n * (hi[0] - lo[0]), hi[1] - py / n * (hi[1] - lo[1])
 
-    def latent_to_pixel(self, z1: float, z2: float) -> tuple[float, float]:
+    def latent_to_pixel(self, z1, z2):
         n, lo, hi = self.pad_pixels, self.lo, self.hi
         return (z1 - lo[0]) / (hi[0] - lo[0]) * n, (hi[1] - z2) / (hi[1] - lo[1]) * n
 
-    def click(self, px: float, py: float) -> None:
+    def click(self, px, py) -> None:
         """A click (or drag) at pad pixel (px, py): move the point there, unless it is there."""
         z1, z2 = self.pixel_to_latent(px, py)
         z1, z2 = min(max(z1, self.lo[0]), self.hi[0]), min(max(z2, self.lo[1]), self.hi[1])
         if (z1, z2) != (self.value("x"), self.value("y")):
             self.set(x=z1, y=z2)
 
-    def snap(self, name: str, value: float) -> float:
+    def snap(self, name, value):
         """``value`` on slider ``name``'s grid (min + k step), as its front end puts it."""
         sl = self.controls[name]
         return sl.min + round((value - sl.min) / sl.step) * sl.step
 
-    def _on_change(self, change) -> None:
-        """Redraw, except on the slider's echo of a point set from the pad, snapped to its step
-        (redrawing it moved a drag's point back by up to half a step)."""
+    def _on_change(self, change):
+        # No redraw on a slider's echo of a point set from the pad, snapped to its step:
+        # redrawing it moved a drag's point back by up to half a step.
         name = next((k for k in "xy" if change["owner"] is self.controls[k]), None)
-        if name and abs(change["new"] - self.snap(name, change["old"])) <= 1e-3 * self.controls[name].step:
-            return
-        super()._on_change(change)
+        if not (name and abs(change["new"] - self.snap(name, change["old"]))
+                <= 1e-3 * self.controls[name].step):
+            super()._on_change(change)
 
-    def event_pixel(self, event: dict) -> Optional[tuple[float, float]]:
+    def event_pixel(self, event):
         """A DOM event's pad pixel, from its place in the element's box when given (ipyevents'
         ``dataX`` is 0 while a drag's next PNG loads), else ``dataX``/``dataY``; or None."""
         b, n = self.PAD_BORDER, self.pad_pixels
         try:
             w, h = (float(event[k]) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
             if w > 0 and h > 0:
-                return (float(event["relativeX"]) - b) * n / w, (float(event["relativeY"]) - b) * n / h
+                return ((float(event["relativeX"]) - b) * n / w,
+                        (float(event["relativeY"]) - b) * n / h)
         except (KeyError, TypeError, ValueError):
             pass
         return (float(event["dataX"]), float(event["dataY"])) if "dataX" in event else None
 
-    def _on_event(self, event: dict) -> None:
-        kind, stamp = event.get("type"), event.get("timeStamp")
-        if kind not in ("mousedown", "mousemove", "click") or (  # dragstart: only cancelled
+    def _on_event(self, event):
+        # A press, a move with the button held or a click moves the point (a dragstart is
+        # only cancelled); a throttled event older than one handled is stale.
+        kind, stamp = event.get("type"), event.get("timeStamp", self._last_stamp)
+        if kind not in ("mousedown", "mousemove", "click") or stamp < self._last_stamp or (
                 kind == "mousemove" and not event.get("buttons", 0) & 1):
             return
-        if stamp is not None:  # a throttled event older than one handled: stale
-            if stamp < self._last_stamp:
-                return
-            self._last_stamp = stamp
+        self._last_stamp = stamp
         at = self.event_pixel(event)
         if at is not None:
             self.click(*at)
 
-    def views(self) -> list:
+    def views(self):
         px = f"{self.pad_pixels}px"
-        self._pad = _tag(w.Image(format="png", layout=w.Layout(width=px, height=px, border=(
-            f"{self.PAD_BORDER}px solid #999"))), "fa-explorer-pad")
+        self._pad = _tag(w.Image(format="png", layout=w.Layout(
+            width=px, height=px, border=f"{self.PAD_BORDER}px solid #999")), "fa-explorer-pad")
         self._image.layout.width = px  # the decoded image as large as the pad
         self._events = Event(source=self._pad, watched_events=list(self.PAD_EVENTS),
                              prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
@@ -498,22 +495,22 @@ class LatentPad(Explorer):
         rows = "".join(f'<div style="white-space:nowrap"><span style="color:{to_hex(c)};'
                        f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
                        for nm, c in zip(self.class_names, self.class_colours()))
-        self._legend = _tag(w.HTML(f'<div style="font-size:12px;line-height:17px;padding:4px 6px">'
-                                   f'{rows}</div>'), "fa-explorer-legend")
+        self._legend = _tag(w.HTML(f'<div style="font-size:12px;line-height:17px;'
+                                   f'padding:4px 6px">{rows}</div>'), "fa-explorer-legend")
         return [self._pad, self._legend, self._image]
 
-    def point(self, z: Optional[tuple[float, float]] = None) -> torch.Tensor:
+    def point(self, z=None):
         """(1, 2) the point ``z`` (default: the sliders')."""
         return torch.tensor([z or (self.value("x"), self.value("y"))], dtype=torch.float32)
 
-    def decoded(self, z: Optional[tuple[float, float]] = None) -> torch.Tensor:
-        """(1, C, H, W) the image decoded from the point ``z`` (default: the sliders'), in [0, 1]."""
+    def decoded(self, z=None):
+        """(1, C, H, W) the image decoded from ``z`` (default: the sliders'), in [0, 1]."""
         return self.decode(self.point(z)).detach().float().cpu().clamp(0, 1)
 
-    def _where(self, z: tuple[float, float]) -> str:
+    def _where(self, z):
         return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"
 
-    def draw(self, fig: Figure) -> str:  # the static figure: scatter, legend, point, image
+    def draw(self, fig):
         z = (self.value("x"), self.value("y"))
         a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
         self._scatter(a)
@@ -526,16 +523,17 @@ class LatentPad(Explorer):
         if self.class_names:
             leg.legend(handles=[Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
                                 for nm, c in zip(self.class_names, self.class_colours())],
-                       loc="center", fontsize=7, frameon=False, handletextpad=0.2, borderaxespad=0)
+                       loc="center", fontsize=7, frameon=False, handletextpad=0.2,
+                       borderaxespad=0)
         _imshow(b, self.decoded(z), "decoded")
         return self._where(z)
 
-    def refresh(self) -> str:
+    def refresh(self):
         # The point is read once: the sliders' snapped echo can arrive while this draws (seen
         # with ipykernel 7.4), and the status must name the drawn point.
         z, pad = (self.value("x"), self.value("y")), self.background().copy()
         px, py = self.latent_to_pixel(*z)
-        for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # the crosshair
+        for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # crosshair
             ImageDraw.Draw(pad).line(line, fill=(0, 0, 0), width=3)
         self._pad.value = figure_png(pad)
         arr = (self.decoded(z)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -546,40 +544,42 @@ class LatentPad(Explorer):
 
 class LatentSliders(Explorer):
     """z = z_start + sum_k a_k s_k v_k: sliders ``pc1``.. (a_k, in standard deviations) along
-    the leading principal axes v_k (std s_k) of the encoded ``images`` (N, C, H, W);
-    ``start`` -1: the mean latent, else a held-out image's. Raises ValueError: bad ``k``."""
+    the leading principal axes v_k (std s_k) of the encoded ``images`` (N, C, H, W); ``start``
+    -1: the mean latent, else a held-out image's. Raises ValueError: bad ``k``."""
 
     kind, figsize = "latent-sliders", (4.6, 2.5)
 
-    def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor, *, k: int = 6,
-                 n_starts: int = 20):
+    def __init__(self, encode, decode, images, *, k=6):
         super().__init__()
-        self.images, self.decode = _check_images(images), decode
+        self.images, self.decode = _images(images, None), decode
         with torch.no_grad():
             self.latents = encode(self.images).detach().float().cpu()
         n, z_dim = self.latents.shape
         if not 1 <= k <= min(n - 1, z_dim):
-            raise ValueError(f"k must be in 1..{min(n - 1, z_dim)} (images - 1, latent size), got {k}")
+            raise ValueError(f"k must be in 1..{min(n - 1, z_dim)} (images - 1, latent size), "
+                             f"got {k}")
         self.mean = self.latents.mean(0)
         _, s, v = torch.linalg.svd(self.latents - self.mean, full_matrices=False)
         self.axes, self.stds = v[:k], s[:k] / math.sqrt(max(n - 1, 1))   # (k, Z), (k,)
         self.explained = float((s[:k] ** 2).sum() / (s ** 2).sum().clamp_min(1e-12))
-        opts = [("mean latent", -1)] + [(f"held-out #{i}", i) for i in range(min(n_starts, n))]
+        opts = [("mean latent", -1)] + [(f"held-out #{i}", i) for i in range(min(20, n))]
         self.control("start", w.Dropdown(options=opts, value=-1, description="start"))
         for i in range(k):
-            self.control(f"pc{i + 1}", w.FloatSlider(0.0, min=-3, max=3, step=0.1, description=f"axis {i + 1}"))
+            self.control(f"pc{i + 1}", w.FloatSlider(0.0, min=-3, max=3, step=0.1,
+                                                     description=f"axis {i + 1}"))
         self.control("reset", w.Button(description="reset sliders"), observe=False).on_click(
             lambda _: self.set(**{f"pc{i + 1}": 0.0 for i in range(k)}))
 
-    def _moves(self) -> list[float]:
+    def _moves(self):
         return [self.value(f"pc{j + 1}") for j in range(len(self.axes))]
 
-    def latent(self) -> torch.Tensor:
+    def latent(self):
         """(1, Z) the current latent."""
         i = self.value("start")
-        return ((self.mean if i < 0 else self.latents[i]) + (torch.tensor(self._moves()) * self.stds) @ self.axes)[None]
+        return ((self.mean if i < 0 else self.latents[i])
+                + (torch.tensor(self._moves()) * self.stds) @ self.axes)[None]
 
-    def draw(self, fig: Figure) -> str:
+    def draw(self, fig):
         i, (a, b) = self.value("start"), fig.subplots(1, 2)
         if i >= 0:
             _imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
@@ -592,33 +592,31 @@ class LatentSliders(Explorer):
 
 
 class ConditionalSampling(Explorer):
-    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class);
-    ``new samples`` draws a fresh grid. Training used s = ``settings.class_scale`` (1), where an
-    independent classifier found the class in 16 % of MNIST samples (66 % at 4, 94 % at 8): it
-    opens at ``scale`` = 8. Raises ValueError: an unconditional VFA, ``scale`` outside 0..max_scale."""
+    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class).
+    Opens at s = ``scale`` = 8, where the class shows (training used 1: docs/method.md section
+    9). Raises ValueError: an unconditional VFA, a bad ``scale``."""
 
     kind, figsize = "conditional", (6.5, 2.9)
 
-    def __init__(self, encoder: nn.Module, settings, latent_dim: int, shape, *, n: int = 40,
-                 seed: int = 0, scale: float = 8.0, max_scale: float = MAX_ONEHOT_VALUE,
-                 class_names: Optional[Sequence[str]] = None):
+    def __init__(self, encoder, settings, latent_dim, shape, *, n=40, seed=0, scale=8.0,
+                 class_names=None):
         super().__init__()
         if not settings.conditional:
-            raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes > 0); "
-                             "train it with conditional=True")
-        scale = check_onehot_value(scale, max_scale)
+            raise ValueError("ConditionalSampling needs a conditional VFA (settings.num_classes "
+                             "> 0); train it with conditional=True")
+        scale = check_onehot_value(scale)
         self.encoder, self.settings, self.latent_dim = encoder, settings, int(latent_dim)
         self.shape, self.n = tuple(shape), int(n)
-        names = list(class_names) if class_names else [f"class {i}" for i in range(settings.num_classes)]
-        self.control("label", w.Dropdown(options=[(nm, i) for i, nm in enumerate(names)], value=0,
-                                         description="class"))
-        self.control("scale", w.FloatSlider(scale, min=0, max=max_scale, step=0.25,
+        names = class_names or [f"class {i}" for i in range(settings.num_classes)]
+        self.control("label", w.Dropdown(options=[(nm, i) for i, nm in enumerate(names)],
+                                         value=0, description="class"))
+        self.control("scale", w.FloatSlider(scale, min=0, max=MAX_ONEHOT_VALUE, step=0.25,
                                             description="one-hot value"))
         self.control("seed", w.IntText(seed, description="seed", layout=w.Layout(width="160px")))
         self.control("resample", w.Button(description="new samples"), observe=False).on_click(
             lambda _: self.resample())
-        self.hint = (f"one-hot value s: the class target is s \u00d7 onehot(class); a larger s pulls "
-                     f"the samples harder towards the class (training used "
+        self.hint = (f"one-hot value s: the class target is s \u00d7 onehot(class); a larger s "
+                     f"pulls the samples harder towards the class (training used "
                      f"{settings.class_scale:g}; s = 0: no class)")
         self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>',
                                     layout=w.Layout(width="100%")), observe=False)
@@ -627,15 +625,16 @@ class ConditionalSampling(Explorer):
         """A fresh grid: the next seed."""
         self.controls["seed"].value += 1
 
-    def samples(self) -> torch.Tensor:
+    def samples(self):
         """(n, C, H, W): :func:`fa_utils.vfa.sample` of the class at the one-hot value."""
         device = _device(self.encoder)
         g = torch.Generator(device=device).manual_seed(int(self.value("seed")))
         labels = torch.full((self.n,), int(self.value("label")), dtype=torch.long, device=device)
-        return vfa.sample(self.encoder, self.n, self.shape, settings=self.settings, latent_dim=self.latent_dim,
-                          labels=labels, scale=float(self.value("scale")), generator=g)[0]
+        return vfa.sample(self.encoder, self.n, self.shape, settings=self.settings,
+                          latent_dim=self.latent_dim, labels=labels,
+                          scale=float(self.value("scale")), generator=g)[0]
 
-    def draw(self, fig: Figure) -> str:
+    def draw(self, fig):
         _imshow(fig.subplots(1, 1), self.samples(), nrow=10)
         return (f"{self.controls['label'].label}, one-hot value {self.value('scale'):g} "
                 f"(training: {self.settings.class_scale:g}; larger = stronger pull towards the "
@@ -650,44 +649,41 @@ class Interpolation(Explorer):
     kind, per_row, min_image_px = "interpolation", 8, 64
     row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
 
-    def __init__(self, encode: Encode, decode: Decode, images: torch.Tensor,
-                 labels: Optional[torch.Tensor] = None, *, steps: int = 8, n_images: int = 50,
-                 class_names: Optional[Sequence[str]] = None):
+    def __init__(self, encode, decode, images, labels=None, *, steps=8, class_names=None):
         super().__init__()
-        self.encode, self.decode, self.images = encode, decode, _check_images(images, n_images)
-        self.labels = _labels_or_none(None if labels is None else labels[:n_images])
-        self.class_names = list(class_names) if class_names else None
-        n = len(self.images)
+        self.encode, self.decode, self.images = encode, decode, _images(images)
+        self.labels = _labels(None if labels is None else labels[:len(self.images)])
+        self.class_names, n = class_names, len(self.images)
         self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
         self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
         self.control("steps", w.IntSlider(steps, 2, 16, description="steps"))
 
     @property
-    def figsize(self) -> tuple[float, float]:
+    def figsize(self):
         """11 inches wide (880 px in the widget); one row per ``per_row`` steps."""
         rows = math.ceil(self.value("steps") / self.per_row)
         return 11.0, max(1.9, rows * self.row_in + self.top_in + self.bottom_in + 0.25)
 
-    def path(self) -> torch.Tensor:
+    def path(self):
         """(steps, C, H, W) decoded along the line from z_a to z_b."""
-        z = self.encode(torch.stack([self.images[self.value("a")], self.images[self.value("b")]]))
+        z = self.encode(self.images[[self.value("a"), self.value("b")]])
         t = torch.linspace(0, 1, self.value("steps"), device=z.device)[:, None]
         return self.decode((1 - t) * z[0] + t * z[1])
 
-    def _name(self, i: int) -> str:
+    def _name(self, i):
         k = -1 if self.labels is None else int(self.labels[i])
         return "" if k < 0 else f" ({self.class_names[k] if self.class_names else k})"
 
-    def draw(self, fig: Figure) -> str:
+    def draw(self, fig):
         a, b, steps = self.value("a"), self.value("b"), self.value("steps")
         cols = min(steps, self.per_row)
         rows = math.ceil(steps / cols)
         axes = fig.subplots(1, 3, width_ratios=[1, cols, 1])
         path = self.path()
-        blank = torch.ones((rows * cols - steps, *path.shape[1:]), dtype=path.dtype, device=path.device)
+        blank = path.new_ones((rows * cols - steps, *path.shape[1:]))  # the last row's end
         _imshow(axes[0], self.images[a:a + 1], f"a: #{a}{self._name(a)}")
         _imshow(axes[1], torch.cat([path, blank]), "decoded along (1 - t) z_a + t z_b"
-                + (", row by row" if rows > 1 else ""), nrow=cols)  # the last row padded white
+                + (", row by row" if rows > 1 else ""), nrow=cols)
         _imshow(axes[2], self.images[b:b + 1], f"b: #{b}{self._name(b)}")
         for ax in axes:
             ax.set_anchor("N")
@@ -695,24 +691,21 @@ class Interpolation(Explorer):
 
 
 class LocalLayers(Explorer):
-    """Algorithm 3 one layer at a time: from z = x_L down, each layer's input estimated from
-    the estimate above (:func:`fa_utils.local.invert_block`). ``depth`` layers inverted: the
-    estimate at that level beside the truth (on the truth's colour scale), and the relative
-    error at every level. ``net``: a :class:`fa_utils.local.LocalFANet`; ``recon_kwargs``:
-    Algorithm 3's settings (:func:`fa_utils.local.recon_kwargs`)."""
+    """Algorithm 3 one layer at a time (:func:`fa_utils.local.invert_block`, ``recon_kwargs``):
+    after ``depth`` layers inverted from z, that level's estimate beside the truth (on the
+    truth's colour scale), and the relative error at every level."""
 
-    kind, figsize = "local", (10.0, 3.0)
-    bottom_in, wspace = 0.5, 0.4
+    kind, figsize, bottom_in, wspace = "local", (10.0, 3.0), 0.5, 0.4
 
-    def __init__(self, net: nn.Module, images: torch.Tensor, *, recon_kwargs: Optional[dict] = None,
-                 seed: int = 0, n_images: int = 50):
+    def __init__(self, net, images, *, recon_kwargs=None, seed=0):
         super().__init__()
-        self.net, self.seed, self.images = net, seed, _check_images(images, n_images)
+        self.net, self.seed, self.images = net, seed, _images(images)
         self.kw, self.L, self._cache = dict(recon_kwargs or {}), len(net.blocks), {}
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
-        self._player(self.control("depth", w.IntSlider(self.L, 0, self.L, description="layers inverted")), 600)
+        depth = w.IntSlider(self.L, 0, self.L, description="layers inverted")
+        self._player(self.control("depth", depth), 600)
 
-    def levels(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def levels(self):
         """(true x_0..x_L, estimates r_0..r_L with r_L = x_L = z), one image, on the CPU."""
         i = self.value("image")
         if i not in self._cache:
@@ -722,29 +715,30 @@ class LocalLayers(Explorer):
             est = [feats[-1]]
             for block, shape in zip(reversed(self.net.blocks), reversed(self.net.input_shapes)):
                 est.append(local.invert_block(block, est[-1], shape, generator=g, **self.kw))
-            self._cache = {i: ([f[0].cpu() for f in feats], [e[0].cpu() for e in reversed(est)])}
+            self._cache = {i: ([f[0].cpu() for f in feats], [e[0].cpu() for e in est[::-1]])}
         return self._cache[i]
 
-    def draw(self, fig: Figure) -> str:
+    def draw(self, fig):
         truth, est = self.levels()
         depth = self.value("depth")
         level = self.L - depth  # the tensor x_level is estimated
         errs = [float((e - t).norm() / t.norm().clamp_min(1e-12)) for t, e in zip(truth, est)]
-        t, e = truth[level], est[level]
+        t = truth[level]
         lo, hi = float(t.min()), float(t.max())
 
-        def tiles(h: torch.Tensor) -> torch.Tensor:  # (n, 1, h, w): the first 8 channels, or the vector as a square
+        def tiles(h):  # (n, 1, h, w): the image, the first 8 channels, or the vector as a square
             if level == 0:
                 return h[None]
             if h.dim() != 3:
                 side = math.ceil(math.sqrt(h.numel()))
-                h = torch.cat([h.reshape(-1), h.new_zeros(side * side - h.numel())]).reshape(1, side, side)
+                h = torch.cat([h.reshape(-1), h.new_zeros(side * side - h.numel())])
+                h = h.reshape(1, side, side)
             return (h[:8, None] - lo) / max(hi - lo, 1e-12)
         ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
         what = ("image x_0" if level == 0 else f"latent z {tuple(t.shape)}" if level == self.L
                 else f"x_{level} {tuple(t.shape)}")
         _imshow(ax0, tiles(t), f"true {what}", nrow=4)
-        _imshow(ax1, tiles(e), f"estimate after {depth} layer(s)", nrow=4)
+        _imshow(ax1, tiles(est[level]), f"estimate after {depth} layer(s)", nrow=4)
         ax2.plot(range(self.L + 1), errs, "o-", ms=3)
         ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
         ax2.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
@@ -754,22 +748,26 @@ class LocalLayers(Explorer):
                 f"{level}, relative error {errs[level]:.3f}")
 
 
-def exploration_models(profile: Optional[str] = None, *, seed: int = 0, device: str = "auto",
-                       progress: bool = True) -> SimpleNamespace:
-    """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03
-    and 05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2``
-    (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``, ``local_kwargs``,
-    held-out ``test_x`` (N, C, H, W) and ``test_y`` (N,), ``shape``, ``class_names``.
-    Raises fa_utils.config.ConfigError (unknown profile), fa_utils.data.DatasetUnavailable."""
+def exploration_models(profile=None, *, seed=0, device="auto", progress=True):
+    """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03,
+    05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2`` (Z = 2),
+    ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``, ``local_kwargs``,
+    held-out ``test_x`` (N, C, H, W), ``test_y`` (N,), ``shape``, ``class_names``.
+    Raises fa_utils.config.ConfigError, fa_utils.data.DatasetUnavailable."""
     from . import config, experiments, local
-    fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw) for s, kw in
-                        (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}), ("local", {})))
+    fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw)
+                        for s, kw in (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}),
+                                      ("local", {})))
     data = experiments.load_image_data(fcfg)
     fa128, _ = experiments.train_fa_encoder(fcfg, data, progress=progress)
-    fa2, _ = experiments.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs, progress=progress)
-    venc, _ = experiments.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False), progress=progress)
-    net, _ = experiments.train_local(lcfg, experiments.local_data(lcfg, "mnist", verbose=False), "mnist",
-                                progress=progress)
-    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_settings=experiments.vfa_settings(vcfg),
-                           vfa_cfg=vcfg, local_net=net, local_kwargs=local.recon_kwargs(lcfg), test_x=data.test_x,
-                           test_y=data.test_y, shape=tuple(data.image_shape), class_names=CLASS_NAMES["mnist"])
+    fa2, _ = experiments.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs,
+                                          progress=progress)
+    venc, _ = experiments.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False),
+                                    progress=progress)
+    net, _ = experiments.train_local(
+        lcfg, experiments.local_data(lcfg, "mnist", verbose=False), "mnist", progress=progress)
+    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_cfg=vcfg,
+                           vfa_settings=experiments.vfa_settings(vcfg), local_net=net,
+                           local_kwargs=local.recon_kwargs(lcfg), test_x=data.test_x,
+                           test_y=data.test_y, shape=tuple(data.image_shape),
+                           class_names=CLASS_NAMES["mnist"])

@@ -285,6 +285,8 @@ def test_latent_pad_reads_the_position_from_the_box_not_the_loading_image(pad_la
                  "relativeY": 10 + b, **box})  # stale
     assert e.renders == n and (e.value("x"), e.value("y")) == pytest.approx(e.pixel_to_latent(80, 60))
     assert e.event_pixel({"type": "click"}) is None
+    e._on_event({"type": "click", "dataX": 30, "dataY": 40})  # no time stamp: never stale
+    assert (e.value("x"), e.value("y")) == pytest.approx(e.pixel_to_latent(30, 40))
 
 
 def test_latent_pad_ignores_the_sliders_snapping_echo(pad_latents):
