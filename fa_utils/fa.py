@@ -13,7 +13,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -230,14 +230,10 @@ def _linearise(module: nn.Module, head: Head, r0: torch.Tensor):
     return h, lambda v: functools.reduce(lambda g, t: t(g), reversed(transposes), v)
 
 
-def _check_latent(z: torch.Tensor, e0: torch.Tensor) -> None:
+def _step_from(r0, e0, transpose, z: torch.Tensor, tau: float) -> torch.Tensor:
     if z.shape[1:] != e0.shape[1:]:
         raise ValueError(f"latent shapes differ: target {tuple(z.shape)} vs E(r_0) "
                          f"{tuple(e0.shape)}")
-
-
-def _step_from(r0, e0, transpose, z: torch.Tensor, tau: float) -> torch.Tensor:
-    _check_latent(z, e0)
     residual = e0 - z  # tau scales the (B, Z) residual, not the (B, C, H, W) result
     # Eq. 2 at t = 1: r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z)
     return r0 - transpose(residual if tau == 1 else tau * residual)
@@ -254,25 +250,13 @@ def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
     return r1 if create_graph else r1.detach()
 
 
-class FrozenStart:
-    """E(r_0) (1, Z) and J_E(r_0)^T of a network as it is now (a snapshot, on a copy);
-    :meth:`step` is :func:`first_step` at those weights, without a graph."""
+class FrozenStart(NamedTuple):
+    """E(r_0) (1, Z) and v -> J_E(r_0)^T v ((B, Z) -> (B, C, H, W), no graph) of a network as
+    it was (a snapshot: :func:`frozen_start`)."""
 
-    def __init__(self, module: nn.Module, r0: torch.Tensor, *, head: Head = None):
-        self.r0 = r0.detach()
-        with torch.no_grad():
-            self.e0, self._transpose = _linearise(copy.deepcopy(module), head, self.r0)
-
-    def transpose(self, v: torch.Tensor) -> torch.Tensor:
-        """J_E(r_0)^T v: (B, Z) -> (B, C, H, W). Raises ValueError: v's shape."""
-        _check_latent(v, self.e0)
-        with torch.no_grad():
-            return self._transpose(v.detach())
-
-    def step(self, z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-        """r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z): (B, Z) -> (B, C, H, W)."""
-        with torch.no_grad():
-            return _step_from(self.r0, self.e0, self._transpose, z.detach(), tau)
+    r0: torch.Tensor
+    e0: torch.Tensor
+    transpose: Callable[[torch.Tensor], torch.Tensor]
 
 
 def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: int = 1,
@@ -295,7 +279,8 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: in
                              f"{tuple(start.r0.shape[1:])}, without tracking; got create_graph="
                              f"{create_graph}, r_init={r_init!r}, shape {tuple(shape)}, "
                              f"options {sorted(track)}")
-        r = start.step(z, tau)
+        with torch.no_grad():
+            r = _step_from(start.r0, start.e0, start.transpose, z.detach(), tau)
     elif shared_start is not False and zeros and supports(module, head):
         r = first_step(module, z, torch.zeros((1, *shape), device=z.device, dtype=z.dtype),
                        head=head, tau=tau, create_graph=create_graph)
@@ -344,11 +329,13 @@ def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z
 
 
 def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
-    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape), the encoder's device and
-    dtype. Raises ValueError: not :func:`supports`."""
-    p = next(encoder.parameters())
-    return FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
-                       head=head)
+    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape), on a frozen copy of the
+    encoder (its device and dtype). Raises ValueError: not :func:`supports`."""
+    frozen = copy.deepcopy(encoder).requires_grad_(False)
+    p = next(frozen.parameters())
+    r0 = torch.zeros((1, *shape), device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        return FrozenStart(r0, *_linearise(frozen, head, r0))
 
 
 def fa_loss(encoder: nn.Module, x: torch.Tensor, *, inner_encoder: Optional[nn.Module] = None,
@@ -385,10 +372,8 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return values
 
 
-# --------------------------------------------------------------------------------------
-# The guards of every training step: the batch checked and the values read in one sync,
-# a non-finite loss refused before the update
-# --------------------------------------------------------------------------------------
+# The guards of every training step: the batch checked and the values read in one sync, a
+# non-finite loss refused before the update.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -412,10 +397,9 @@ TERM_HINTS = MappingProxyType({
 
 
 def check_batch(x, module=None, name: str = "the training batch", *, deferred: bool = False):
-    """Refuse a batch that is not float (B, C, H, W) in [0, 1] in ``module``'s (or a list's)
-    dtype (ValueError saying how to convert it). ``deferred``: no sync; returns (min, max), a
-    (2,) tensor for :func:`check_batch_range` after the step's own sync (None if empty)."""
-    from .data import check_images
+    """ValueError (saying how to convert) unless x is float (B, C, H, W) in [0, 1] in the
+    dtype of ``module`` (or a list's). ``deferred``: no sync; returns (min, max) (2,) or None."""
+    from .data import check_images, check_value_range
 
     bounds = check_images(x, name, deferred=True)
     want = next((p.dtype for m in (module if isinstance(module, (list, tuple)) else [module])
@@ -425,23 +409,19 @@ def check_batch(x, module=None, name: str = "the training batch", *, deferred: b
                          f"convert the images with x.to({want})")
     if deferred or bounds is None:
         return bounds
-    check_batch_range(bounds.tolist(), name)
-
-
-def check_batch_range(bounds, name: str = "the training batch") -> None:
-    """The deferred half of :func:`check_batch`: ``bounds`` = (min, max). Raises ValueError."""
-    from .data import check_value_range
-
-    if bounds:
-        check_value_range(*bounds, name=name)
+    check_value_range(*bounds.tolist(), name=name)
 
 
 def read_once(tensors, bounds: Optional[torch.Tensor] = None) -> list:
-    """0-d ``tensors`` as floats in one device read, which also checks the batch's ``bounds``."""
+    """0-d ``tensors`` as floats in one device read, which also checks a batch's ``bounds``
+    from :func:`check_batch` (ValueError)."""
+    from .data import check_value_range
+
     tensors = list(tensors)
     read = torch.cat([torch.stack([t.detach().double() for t in tensors])]
                      + ([bounds.double()] if bounds is not None else [])).tolist()
-    check_batch_range(read[len(tensors):])
+    if bounds is not None:
+        check_value_range(*read[len(tensors):], name="the training batch")
     return read[:len(tensors)]
 
 

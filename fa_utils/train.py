@@ -29,9 +29,10 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 # the step guards live with the method (fa_utils.fa); re-exported for the loop's callers
-from .fa import NonFiniteLossError, check_batch, check_batch_range, refuse_non_finite  # noqa: F401
+from .fa import NonFiniteLossError, check_batch, refuse_non_finite  # noqa: F401
 
 CHECKPOINT_FORMAT = 1
+WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 _RUN_ONLY = {"epochs", "device", "num_workers", "ckpt_every"}  # may change on resume
 _KEPT = "The last checkpoint (if any) was kept and not overwritten."
 
@@ -50,10 +51,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"``: CUDA if available, else CPU. Raises RuntimeError for CUDA without one."""
-    if device != "auto" and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use "
                            f"device='auto' or 'cpu'")
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    return torch.device(device)
 
 
 def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -82,7 +85,8 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
             raise
         raise CheckpointError(f"could not write checkpoint {path} ({type(exc).__name__}: {exc}); "
                               f"{_write_hint(exc, path.parent)}; it resumes from the last "
-                              f"checkpoint{', which is intact.' if path.exists() else '.'}") from exc
+                              f"checkpoint{', which is intact.' if path.exists() else '.'}"
+                              ) from exc
     return path
 
 
@@ -97,20 +101,17 @@ def _write_hint(exc: BaseException, folder: Path) -> str:
         return (f"no permission to write in {folder}: make it writable (or set FA_OUTPUT_ROOT "
                 f"to a folder you can write) and run again")
     free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
-    return (f"{'the disk is full' if err in (errno.ENOSPC, errno.EDQUOT) else 'if the disk is full'}"
-            f" ({free / 2 ** 20:.0f} MiB free in {folder}): free some space (or set "
+    full = "the disk is full" if err in (errno.ENOSPC, errno.EDQUOT) else "if the disk is full"
+    return (f"{full} ({free / 2 ** 20:.0f} MiB free in {folder}): free some space (or set "
             f"FA_OUTPUT_ROOT to another disk) and run again")
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP, DataParallel and ``torch.compile``, in any nesting."""
-    while True:
-        inner = (module.module if isinstance(module, (nn.parallel.DistributedDataParallel,
-                                                      nn.DataParallel))
-                 else getattr(module, "_orig_mod", None))
-        if not isinstance(inner, nn.Module):
-            return module
+    while isinstance(inner := module.module if isinstance(module, WRAPPERS)
+                     else getattr(module, "_orig_mod", None), nn.Module):
         module = inner
+    return module
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -138,13 +139,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
               fused: Optional[bool] = None, **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused where this torch has it for the parameters' device
-    (``fused=None``): the same update within fp32 rounding (docs/choices.md section 13)."""
+    """``torch.optim.Adam``, fused unless ``fused=False`` where torch has it for the
+    parameters (the same update within fp32 rounding, docs/choices.md section 13)."""
     params = list(params)
-    flat = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
-    if fused or (fused is None and flat[0].device.type in ("cpu", "cuda")
-                 and all(p.is_floating_point() for p in flat)):
-        with contextlib.suppress(RuntimeError, TypeError):  # a torch without it there
+    if fused is not False:
+        with contextlib.suppress(RuntimeError, TypeError):  # no fused Adam for these parameters
             return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, **kwargs)
     return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
 
@@ -169,7 +168,7 @@ class History:
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch)))
+    return torch.randperm(n, generator=seeded_generator(int(seed) * 1_000_003 + epoch))
 
 
 def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> torch.Tensor:
@@ -179,23 +178,24 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int
         raise ValueError(f"the global batch size {batch_size} must be divisible by the "
                          f"number of processes {world_size}")
     local, n = batch_size // world_size, len(order) // batch_size
-    return order[:n * batch_size].view(n, batch_size)[:, rank * local:(rank + 1) * local].reshape(-1)
+    return order[:n * batch_size].view(n, batch_size)[:, rank * local:(rank + 1) * local].flatten()
 
 
 def _collate(items: list) -> tuple[torch.Tensor, Any]:
     """Items (image, label), (image,) or bare images -> (images, labels or None)."""
     items = [i if isinstance(i, (tuple, list)) else (i,) for i in items]
     labels = [i[1] if len(i) > 1 else None for i in items]
-    return default_collate([i[0] for i in items]), None if None in labels else default_collate(labels)
+    return (default_collate([i[0] for i in items]),
+            None if None in labels else default_collate(labels))
 
 
 def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers: int, pin: bool):
     """(images (B, C, H, W), labels (B,) int64, or None when absent or all -1) in ``order``."""
     rows = order[:len(order) // batch_size * batch_size].view(-1, batch_size)
-    loader = ((t[0], t[1] if len(t) > 1 else None) for t in map(dataset.__getitem__, rows)) \
-        if isinstance(dataset, TensorDataset) else DataLoader(
-            dataset, batch_sampler=rows.tolist(), num_workers=num_workers, pin_memory=pin,
-            collate_fn=_collate)
+    loader = (((t[0], t[1] if len(t) > 1 else None) for t in map(dataset.__getitem__, rows))
+              if isinstance(dataset, TensorDataset) else
+              DataLoader(dataset, batch_sampler=rows.tolist(), num_workers=num_workers,
+                         pin_memory=pin, collate_fn=_collate))
     for x, y in loader:
         if y is not None and ((y := torch.as_tensor(y)).is_floating_point() or y.is_complex()
                               or y.dtype == torch.bool):
@@ -205,6 +205,27 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers
             raise ValueError(f"the training labels must have shape ({batch_size},), one per "
                              f"image, got {tuple(y.shape)}")
         yield x, None if y is None or bool((y == -1).all()) else y.long()
+
+
+def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, pin, sigint):
+    """This rank's (x, y) of the global batches step + 1 ... end in the order of (seed, epoch);
+    ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
+    per_epoch = len(dataset) // batch_size
+    while step < end:
+        order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
+        batches = _batches(dataset, shard_order(order, batch_size, rank, world),
+                           batch_size // world, num_workers, pin)
+        try:
+            for batch in batches:
+                yield batch
+                if (step := step + 1) >= end:
+                    return
+        except Exception:
+            if world == 1 and sigint["count"] > 0:
+                return
+            raise
+        finally:
+            batches.close()
 
 
 @contextlib.contextmanager
@@ -218,8 +239,8 @@ def _deferred_sigint():
         if state["count"] > 1:
             raise KeyboardInterrupt("second interrupt: stopped at once, without a checkpoint")
 
-    install = threading.current_thread() is threading.main_thread() and \
-        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
     previous = signal.signal(signal.SIGINT, handler) if install else None
     try:
         yield state
@@ -255,7 +276,6 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
     at ``stop_after`` steps and at the end. ``eval_fn()`` is logged every ``eval_every`` steps
     and at the end. ``distributed`` (``.rank``, ``.world_size``): ``batch_size`` is global,
     each rank steps on its shard, values are averaged, rank 0 writes the checkpoint.
-
     Raises CheckpointError (unreadable, other config or architecture), NonFiniteLossError
     (with the step as the bar counts), TrainingInterrupted (Ctrl-C, after checkpointing) and
     ValueError (a batch larger than the dataset, a bad first batch or bad labels).
@@ -265,7 +285,8 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
     rank, world = (int(distributed.rank), int(distributed.world_size)) if distributed else (0, 1)
     device, config, per_epoch = torch.device(device), dict(config), len(dataset) // batch_size
     if per_epoch < 1:
-        raise ValueError(f"batch size {batch_size} is larger than the dataset ({len(dataset)} items)")
+        raise ValueError(f"batch size {batch_size} is larger than the dataset "
+                         f"({len(dataset)} items)")
     total = epochs * per_epoch
     end = total if stop_after is None else min(total, stop_after)
     first, history = _resume(checkpoint, config, modules, optimizers, generator)
@@ -280,7 +301,8 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
             contextlib.closing(_shards(dataset, step, end, batch_size, seed, rank, world,
                                        num_workers, pin, sigint)) as batches:
         for x, y in batches:
-            x, y = x.to(device, non_blocking=pin), y if y is None else y.to(device, non_blocking=pin)
+            x = x.to(device, non_blocking=pin)
+            y = y if y is None else y.to(device, non_blocking=pin)
             if step == first:
                 check_batch(x, list(modules.values()), "the first training batch")
             try:
@@ -308,34 +330,14 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
                 break
             t0 = monotonic()
     stop = stop or (world == 1 and step < end and sigint["count"] > 0)  # a worker died of it
-    if not stop and step >= total and not (history.eval and next(iter(history.eval.values()))[-1][0] == step):
+    evaluated = history.eval and next(iter(history.eval.values()))[-1][0] == step
+    if not stop and step >= total and not evaluated:
         _evaluate(eval_fn, modules, history, step)
     if step != saved or (checkpoint is not None and not Path(checkpoint).exists()):
         save()  # the same decision on every rank (one shared file system)
     if stop:
         raise _interrupted(desc, step, total, checkpoint)
     return history
-
-
-def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, pin, sigint):
-    """This rank's (x, y) of the global batches step + 1 ... end in the order of (seed, epoch);
-    ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
-    per_epoch = len(dataset) // batch_size
-    while step < end:
-        order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
-        batches = _batches(dataset, shard_order(order, batch_size, rank, world),
-                           batch_size // world, num_workers, pin)
-        try:
-            for batch in batches:
-                yield batch
-                if (step := step + 1) >= end:
-                    return
-        except Exception:
-            if world == 1 and sigint["count"] > 0:
-                return
-            raise
-        finally:
-            batches.close()
 
 
 def _refuse_non_finite_values(values: dict, step: int, nan_hint: str) -> None:
@@ -356,7 +358,8 @@ def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[i
         raise CheckpointError(f"checkpoint {checkpoint} belongs to another run; differing settings"
                               f" (saved, now): {diff}. To retrain with the new settings, delete it "
                               f"({rm}); to keep both runs, give this one another output folder: "
-                              f"FA_OUTPUT_ROOT=<folder> (checkpoints go to <folder>/runs/checkpoints/).")
+                              f"FA_OUTPUT_ROOT=<folder> (checkpoints go to "
+                              f"<folder>/runs/checkpoints/).")
     if missing := sorted(set(modules) - set(ckpt["modules"])):
         raise CheckpointError(f"checkpoint {checkpoint} lacks module(s) {missing}")
     for name, module in modules.items():
@@ -373,7 +376,7 @@ def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[i
     generator.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
     h = ckpt["history"]
-    return int(ckpt["step"]), History(h["train"], h["eval"], float(ckpt.get("train_seconds", 0.0)))
+    return int(ckpt["step"]), History(h["train"], h["eval"], ckpt.get("train_seconds", 0.0))
 
 
 def _save(checkpoint, rank: int, world: int, step: int, config: dict, modules, optimizers,
@@ -398,7 +401,8 @@ def _mean_over_ranks(values: dict, device: torch.device, *flags: bool):
     buf = buf.to(device) if dist.get_backend() == "nccl" else buf
     dist.all_reduce(buf)
     out = buf.tolist()
-    return {k: v / dist.get_world_size() for k, v in zip(values, out)}, *(f > 0 for f in out[len(values):])
+    flags = (f > 0 for f in out[len(values):])
+    return {k: v / dist.get_world_size() for k, v in zip(values, out)}, *flags
 
 
 def _evaluate(eval_fn, modules: Mapping[str, nn.Module], history: History, step: int) -> None:
@@ -416,4 +420,5 @@ def _interrupted(desc: str, step: int, total: int, checkpoint) -> TrainingInterr
              f"the command) to resume from step {step}" if path is not None else
              "no checkpoint file was given (checkpoint=None), so the steps are not kept")
     return TrainingInterrupted(f"{desc}: training interrupted at step {step} of {total} (as the "
-                               f"progress bar counts); {where}.", step=step, total=total, checkpoint=path)
+                               f"progress bar counts); {where}.", step=step, total=total,
+                               checkpoint=path)

@@ -10,7 +10,7 @@ docs/method.md sections 3-4.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
@@ -63,10 +63,8 @@ class VFASettings:
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "VFASettings":
         """From a :class:`fa_utils.config.VFAConfig`; ``num_classes`` 0 for unlabeled data."""
-        return cls(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash,
-                   rand_side=cfg.rand_side, num_classes=num_classes if cfg.conditional else 0,
-                   class_scale=cfg.class_scale, class_weight=cfg.class_weight, beta=cfg.beta,
-                   beta_schedule=cfg.beta_schedule)
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "num_classes"},
+                   num_classes=num_classes if cfg.conditional else 0)
 
 
 def vfa_heads(latent_dim: int, num_classes: int = 0) -> dict[str, int]:
