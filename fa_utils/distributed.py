@@ -3,10 +3,8 @@
     torchrun --standalone --nproc_per_node N -m fa_utils.distributed --dataset mnist --profile paper
     python -m fa_utils.distributed --dataset mnist --profile paper          # one process
 
-Rank k gets the k-th slice of each global batch (:func:`fa_utils.train.fit`, ``distributed=``);
-DDP averages the gradients: one process's parameters within fp32 rounding
-(``tests/test_distributed.py``). Rank 0 alone writes the (one-process) checkpoints.
-Choices and their measurements: docs/choices.md sections 8-10.
+Rank k steps on the k-th slice of each global batch (``train.fit(distributed=...)``); the result
+is one process's within fp32 rounding. Rank 0 writes the checkpoints. docs/choices.md 8-10.
 """
 from __future__ import annotations
 
@@ -57,7 +55,8 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
         raise RuntimeError(f"local rank {local_rank} needs a GPU, {torch.cuda.device_count()} "
                            f"found: use --nproc_per_node <= the number of GPUs, or --device cpu")
     dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    torch.cuda.set_device(dev) if cuda else None
+    if cuda:
+        torch.cuda.set_device(dev)
     backend = backend or ("nccl" if cuda else "gloo")
     if backend == "gloo" and env["MASTER_ADDR"] in ("127.0.0.1", "localhost", "::1"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -68,13 +67,13 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
 
 def cleanup() -> None:
     """Destroy the process group if one was started."""
-    dist.destroy_process_group() if dist.is_available() and dist.is_initialized() else None
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def exit_process(code: int = 0) -> None:
-    """End this rank now (after :func:`cleanup`): flush, then ``os._exit``. gloo's C++ static
-    destructors sometimes abort a finished rank, which torchrun reports as a failure
-    (docs/choices.md section 9)."""
+    """End this rank now (after :func:`cleanup`): flush, then ``os._exit``, skipping gloo's C++
+    static destructors, which sometimes abort a finished rank (docs/choices.md section 9)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
@@ -102,8 +101,9 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
     local = x.shape[0]
     global_batch = global_batch or local * info.world_size
     if r_init != "zeros":
-        kwargs["r0"] = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
-                                 device=x.device, dtype=x.dtype)[info.rank * local:(info.rank + 1) * local]
+        r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
+                       device=x.device, dtype=x.dtype)
+        kwargs["r0"] = r0[info.rank * local:(info.rank + 1) * local]
     # Under DDP, E(x) goes through the wrapper once (DDP readies its reducer once per forward)
     # and the inner problem's E(r) through the module (fa.fa_loss); the outer loss's backward
     # all-reduces every path's gradient. Never static_graph=True: wrong gradients, no error
@@ -124,8 +124,9 @@ def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = Non
         dist.barrier()
 
     def make_step(encoder, optimizer, **settings):
-        return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer, info=info,
-                                 global_batch=cfg.batch_size, autocast_dtype=autocast_dtype, **settings)
+        return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer,
+                                 info=info, global_batch=cfg.batch_size,
+                                 autocast_dtype=autocast_dtype, **settings)
     return wiring.train_fa_encoder(cfg, data, distributed=info, make_step=make_step, **kwargs)
 
 
