@@ -163,13 +163,10 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
              generator: Optional[torch.Generator] = None,
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA step: :func:`vfa_loss`, double backward, the optimiser, the Eq. 9 clamp.
-
-    x (B, C, H, W) in [0, 1], labels (B,). Returns floats ``loss``, ``mse`` (per pixel),
-    ``kl``, ``cls`` (batch means) read in one sync before the update with the labels' and
-    images' ranges. Raises ValueError: bad images or labels; NonFiniteLossError: a term is
-    not finite for some example (refused before ``backward()``; the weights unchanged).
-    """
+    """One VFA step on x (B, C, H, W) in [0, 1], labels (B,): :func:`vfa_loss`, double
+    backward, the optimiser, the Eq. 9 clamp. Returns floats ``loss``, ``mse`` (per pixel),
+    ``kl``, ``cls`` (batch means), read in one sync before the update with the labels' and
+    images' ranges. Raises ValueError: bad images or labels; NonFiniteLossError (no update)."""
     return _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp)[0]
 
 
@@ -329,7 +326,6 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
     """One VFA-GAN step (Eq. 6-8): [the encoder's :func:`vfa_step`,] D's step, G's step.
-
     ``opt_e``: joint training (Figure 4); G and D then reuse that step's r_hat and E(x)
     (before its update, as the authors' code). Without it the encoder stays fixed. Fakes
     (``fake_source``): ``"reconstruction"`` G(r_hat) for both (Eq. 7-8), ``"prior"`` G(r)
@@ -337,9 +333,7 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
     ``perceptual_weight``: lambda of Eq. 7 (0: not computed). x (B, C, H, W), labels (B,).
     Returns floats ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` (batch means; ``enc_*`` with
     ``opt_e``), one sync per network's update. Raises ValueError: bad images or unknown
-    ``fake_source``; NonFiniteLossError: D's loss or the fakes (before D's update), or G's
-    terms (before G's update), not finite.
-    """
+    ``fake_source``; NonFiniteLossError: D's loss or fakes, or G's terms (before that update)."""
     fa.check_choice("fake_source", fake_source, FAKE_SOURCES)
     logs = {}
     fa.check_batch(x, refiner, deferred=opt_e is not None)  # the encoder's step reads the range
