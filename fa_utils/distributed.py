@@ -3,10 +3,8 @@
     torchrun --standalone --nproc_per_node N -m fa_utils.distributed --dataset mnist --profile paper
     python -m fa_utils.distributed --dataset mnist --profile paper          # one process
 
-Rank k gets the k-th slice of each global batch (:func:`fa_utils.train.fit`, ``distributed=``);
-DDP averages the gradients: one process's parameters within fp32 rounding
-(``tests/test_distributed.py``). Rank 0 alone writes the (one-process) checkpoints.
-Choices and their measurements: docs/choices.md sections 8-10.
+Rank k steps on the k-th slice of each global batch (``train.fit(distributed=...)``); the result
+is one process's within fp32 rounding. Rank 0 writes the checkpoints. docs/choices.md 8-10.
 """
 from __future__ import annotations
 
@@ -14,7 +12,6 @@ import argparse
 import contextlib
 import datetime
 import functools
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -26,7 +23,6 @@ import torch.distributed as dist
 from torch import nn
 
 from . import fa, train
-from .models import clamp_weights_
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,8 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
         raise RuntimeError(f"local rank {local_rank} needs a GPU, {torch.cuda.device_count()} "
                            f"found: use --nproc_per_node <= the number of GPUs, or --device cpu")
     dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    torch.cuda.set_device(dev) if cuda else None
+    if cuda:
+        torch.cuda.set_device(dev)
     backend = backend or ("nccl" if cuda else "gloo")
     if backend == "gloo" and env["MASTER_ADDR"] in ("127.0.0.1", "localhost", "::1"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -70,13 +67,13 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
 
 def cleanup() -> None:
     """Destroy the process group if one was started."""
-    dist.destroy_process_group() if dist.is_available() and dist.is_initialized() else None
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def exit_process(code: int = 0) -> None:
-    """End this rank now (after :func:`cleanup`): flush, then ``os._exit``. gloo's C++ static
-    destructors sometimes abort a finished rank, which torchrun reports as a failure
-    (docs/choices.md section 9)."""
+    """End this rank now (after :func:`cleanup`): flush, then ``os._exit``, skipping gloo's C++
+    static destructors, which sometimes abort a finished rank (docs/choices.md section 9)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
@@ -96,39 +93,23 @@ def wrap_ddp(module: nn.Module, info: DistInfo, **kwargs) -> nn.Module:
 
 def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                         *, info: DistInfo, global_batch: Optional[int] = None, generator=None,
-                        weight_clamp: Optional[float] = math.sqrt(2), sync: bool = True,
-                        autocast_dtype=None, head="z", T=1, tau=1.0, r_init="zeros",
-                        squash="none", **fa_kwargs) -> dict[str, float]:
-    """Algorithm 1 on this rank's rows x (B_local, C, H, W) of a global batch of
-    ``global_batch`` (default B_local x world_size), ``encoder`` DDP-wrapped: this rank's
-    ``{"loss", "mse"}``. r_0 = 0 and equal shards: :func:`fa.fa_step`; otherwise the loss is
-    scaled by world_size x B_local / B and r_0 is this rank's rows of one global draw."""
+                        r_init: str = "zeros", **kwargs) -> dict[str, float]:
+    """Algorithm 1 (:func:`fa.fa_step`, ``kwargs`` go there) on this rank's rows x (B_local, C,
+    H, W) of a global batch of ``global_batch`` (default B_local x world_size), ``encoder``
+    DDP-wrapped: this rank's ``{"loss", "mse"}``. The loss is scaled by world_size x B_local / B
+    (DDP averages the gradients) and a random r_0 is this rank's rows of one global draw."""
     local = x.shape[0]
     global_batch = global_batch or local * info.world_size
-    scale = info.world_size * local / global_batch
-    if r_init == "zeros" and scale == 1.0:
-        return fa.fa_step(encoder, optimizer, x, generator=generator, weight_clamp=weight_clamp,
-                          sync=sync, autocast_dtype=autocast_dtype, head=head, T=T, tau=tau,
-                          squash=squash, **fa_kwargs)
-    module = encoder.module if isinstance(encoder, nn.parallel.DistributedDataParallel) else encoder
-    optimizer.zero_grad(set_to_none=True)
-    r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator, device=x.device,
-                   dtype=x.dtype)[info.rank * local:(info.rank + 1) * local]
-    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        # The double backward under DDP: DDP readies its gradient reducer once per forward of
-        # the wrapper, so E(x) goes through the wrapper once and the inner problem's E(r)
-        # through the module; the inner gradient is autograd.grad(..., inputs=r) (no parameter
-        # hook fires), and the outer loss's one backward all-reduces every path's gradient.
-        # Never static_graph=True: wrong gradients, no error (docs/choices.md section 8).
-        z_x = fa.head_encoder(encoder, head)(x)
-        result = fa.align(fa.head_encoder(module, head), z_x, r0, T=T, tau=tau,
-                          create_graph=True, squash=squash)
-        loss = fa.reconstruction_loss(x, result.image).float()
-    (loss * scale).backward()
-    optimizer.step()
-    if weight_clamp is not None:
-        clamp_weights_(module, weight_clamp)
-    return fa._step_values(loss, x[0].numel(), sync)
+    if r_init != "zeros":
+        r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
+                       device=x.device, dtype=x.dtype)
+        kwargs["r0"] = r0[info.rank * local:(info.rank + 1) * local]
+    # Under DDP, E(x) goes through the wrapper once (DDP readies its reducer once per forward)
+    # and the inner problem's E(r) through the module (fa.fa_loss); the outer loss's backward
+    # all-reduces every path's gradient. Never static_graph=True: wrong gradients, no error
+    # (docs/choices.md section 8).
+    return fa.fa_step(encoder, optimizer, x, generator=generator, r_init=r_init,
+                      loss_scale=info.world_size * local / global_batch, **kwargs)
 
 
 def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = None, **kwargs):
@@ -143,8 +124,9 @@ def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = Non
         dist.barrier()
 
     def make_step(encoder, optimizer, **settings):
-        return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer, info=info,
-                                 global_batch=cfg.batch_size, autocast_dtype=autocast_dtype, **settings)
+        return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer,
+                                 info=info, global_batch=cfg.batch_size,
+                                 autocast_dtype=autocast_dtype, **settings)
     return experiments.train_fa_encoder(cfg, data, distributed=info, make_step=make_step, **kwargs)
 
 

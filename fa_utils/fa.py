@@ -1,9 +1,9 @@
-"""Feature alignment (Section 3.1, Eq. 1-2, Algorithm 1).
+"""Feature alignment (Section 3.1, Eq. 1-2, Algorithm 1) and the guards of every training step.
 
-Inner problem: T steps of Eq. 2 from r_0 on L(r) = 1/2 ||z_x - E(r)||^2 (per example, the
-batch summed: each r_i gets its own gradient). Outer problem: C = ||x - squash(r_T)||^2 over
-the encoder's weights, through dL/dr (a double backward). From r_0 = 0 the first step is
-taken once for the batch (:func:`first_step`). docs/method.md section 1.
+Inner problem: T steps of Eq. 2 from r_0 on L(r) = 1/2 ||z_x - E(r)||^2 per example (the batch
+summed: each r_i gets its own gradient). Outer problem: C = ||x - squash(r_T)||^2 over the
+encoder's weights, through dL/dr (a double backward). From r_0 = 0 the first step is taken once
+for the batch (:func:`first_step`). docs/method.md section 1.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import copy
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from types import MappingProxyType
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +21,19 @@ from torch import nn
 from torch.nn.modules import module as hooks
 
 from .losses import bounded_logvar
-from .models import Encoder, Head, MeanPlusSigma, clamp_weights_, head_items, head_names, read_out
+from .models import Encoder, Head, clamp_weights_, head_items, head_names, read_out
 
 R_INITS = ("zeros", "uniform", "normal")
 SQUASHES = ("none", "sigmoid")
+#: The layers whose transposed Jacobian :func:`first_step` writes (piecewise linear).
+PIECEWISE_LINEAR = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
+DDP = nn.parallel.DistributedDataParallel
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raises ValueError naming the choices when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
 
 
 def inner_energy(z_target: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
@@ -32,34 +42,28 @@ def inner_energy(z_target: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
     if z_target.shape != z_r.shape:
         raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
                          f"E(r) {tuple(z_r.shape)}")
-    # L = 1/2 ||z_x - E(r)||^2
+    # Eq. 1: L = 1/2 ||z_x - E(r)||^2
     return 0.5 * (z_target - z_r).pow(2).flatten(1).sum(1)
 
 
 def init_r(shape, r_init: str = "zeros", *, generator: Optional[torch.Generator] = None,
            device=None, dtype=torch.float32, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """r_0 of ``shape``: ``"zeros"`` (the authors' code), ``"uniform"`` U(low, high) or
-    ``"normal"`` N(0, 1) from ``generator``. Raises ValueError: unknown ``r_init``."""
+    """r_0 of ``shape``: zeros (the authors' code), U(low, high) or N(0, 1) from ``generator``.
+    Raises ValueError: unknown ``r_init``."""
+    check_choice("r_init", r_init, R_INITS)
     if r_init == "zeros":
         return torch.zeros(shape, device=device, dtype=dtype)
+    kw = dict(generator=generator, dtype=dtype,
+              device=device if generator is None else generator.device)
     if r_init == "uniform":
-        u = torch.rand(shape, generator=generator, device=device if generator is None else
-                       generator.device, dtype=dtype)
-        return (low + (high - low) * u).to(device)
-    if r_init == "normal":
-        return torch.randn(shape, generator=generator, device=device if generator is None else
-                           generator.device, dtype=dtype).to(device)
-    raise ValueError(f"unknown r_init {r_init!r}; choose one of {list(R_INITS)}")
+        return (low + (high - low) * torch.rand(shape, **kw)).to(device)
+    return torch.randn(shape, **kw).to(device)
 
 
 def apply_squash(r: torch.Tensor, squash: str) -> torch.Tensor:
-    """The image of r_T: r (``"none"``) or sigmoid(r) (the authors' code).
-    Raises ValueError: unknown ``squash``."""
-    if squash == "none":
-        return r
-    if squash == "sigmoid":
-        return torch.sigmoid(r)
-    raise ValueError(f"unknown squash {squash!r}; choose one of {list(SQUASHES)}")
+    """The image of r_T: r (``"none"``) or sigmoid(r) (the authors' code). Raises ValueError."""
+    check_choice("squash", squash, SQUASHES)
+    return torch.sigmoid(r) if squash == "sigmoid" else r
 
 
 @dataclass
@@ -69,39 +73,8 @@ class AlignResult:
 
     r: torch.Tensor
     image: torch.Tensor
-    energies: list[torch.Tensor] = field(default_factory=list)
-    trajectory: list[torch.Tensor] = field(default_factory=list)
-
-
-def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor,
-          r0: torch.Tensor, *, T: int = 1, tau: float = 1.0, create_graph: bool = True,
-          squash: str = "none", track_energy: bool = False,
-          track_trajectory: bool = False) -> AlignResult:
-    """T steps of Eq. 2 on L(r) = 1/2 ||z_target - encode(r)||^2 from r0 (a constant):
-    z_target (B, Z), r0 (B, ...) -> :class:`AlignResult`. ``create_graph``: keep the inner
-    gradient in the graph (training); ``False`` detaches. Runs alike under ``no_grad`` and
-    ``inference_mode`` (:func:`inner_autograd`). Raises ValueError: T < 1, tau <= 0, unknown
-    squash, latent shapes; RuntimeError: ``create_graph`` inside ``inference_mode``."""
-    _check_inner_args(T, tau, squash, create_graph)
-    energies: list[torch.Tensor] = []
-    trajectory: list[torch.Tensor] = []
-    r = _iterate(encode, z_target, r0.detach(), T=T, tau=tau, create_graph=create_graph,
-                 energies=energies if track_energy else None,
-                 trajectory=trajectory if track_trajectory else None)
-    return AlignResult(r=r, image=apply_squash(r, squash), energies=energies,
-                       trajectory=trajectory)
-
-
-def _check_inner_args(T: int, tau: float, squash: str, create_graph: bool = False) -> None:
-    if create_graph and torch.is_inference_mode_enabled():
-        raise RuntimeError("create_graph=True (training: the loss reaches the encoder through "
-                           "the inner steps) cannot run inside torch.inference_mode(); train "
-                           "outside it, and decode with create_graph=False there")
-    if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    apply_squash(torch.zeros(0), squash)  # validate early
+    energies: list = field(default_factory=list)
+    trajectory: list = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -112,9 +85,13 @@ def inner_autograd():
         yield
 
 
+def fresh(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a normal copy when made under ``inference_mode`` (autograd cannot save it)."""
+    return t.clone() if t.is_inference() else t
+
+
 def check_weights(module: nn.Module) -> None:
-    """Raises RuntimeError (naming the fix) when ``module``'s weights were created under
-    ``inference_mode``: the inner optimisation differentiates through them."""
+    """Raises RuntimeError when ``module``'s weights were made under ``inference_mode``."""
     if any(p.is_inference() for p in module.parameters()):
         raise RuntimeError(f"the {type(module).__name__}'s weights were created under "
                            f"torch.inference_mode(), so the inner optimisation cannot take "
@@ -122,97 +99,109 @@ def check_weights(module: nn.Module) -> None:
                            f"inference_mode (decoding may then run inside it)")
 
 
-def fresh(t: torch.Tensor) -> torch.Tensor:
-    """``t``, or a normal copy when made under ``inference_mode`` (autograd cannot save it)."""
-    return t.clone() if t.is_inference() else t
+def _check_inner_args(T: int, tau: float, squash: str, create_graph: bool) -> None:
+    if create_graph and torch.is_inference_mode_enabled():
+        raise RuntimeError("create_graph=True (training through the inner steps) cannot run "
+                           "inside torch.inference_mode(); train outside it, and decode with "
+                           "create_graph=False there")
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    check_choice("squash", squash, SQUASHES)
 
 
-def _iterate(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor,
-             r: torch.Tensor, *, T: int, tau: float, create_graph: bool,
-             energies: Optional[list] = None, trajectory: Optional[list] = None) -> torch.Tensor:
-    """T steps of Eq. 2 from r, under :func:`inner_autograd`; an r with a graph (a first
-    step taken with ``create_graph=True``) is kept as it is, any other is detached."""
-    if not create_graph:
-        z_target = z_target.detach()
+def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor,
+          r0: torch.Tensor, *, T: int = 1, tau: float = 1.0, create_graph: bool = True,
+          squash: str = "none", track_energy: bool = False,
+          track_trajectory: bool = False) -> AlignResult:
+    """T steps of Eq. 2 on 1/2 ||z_target - encode(r)||^2 from the constant r0: z_target (B, Z),
+    r0 (B, ...) -> :class:`AlignResult`. ``create_graph``: the inner gradient stays in the graph
+    (training). Runs under ``no_grad`` and ``inference_mode`` too. Raises ValueError: T < 1,
+    tau <= 0, squash, latent shapes; RuntimeError: ``create_graph`` in ``inference_mode``."""
+    _check_inner_args(T, tau, squash, create_graph)
+    energies, trajectory = [], []
+    r = _iterate(encode, z_target, r0.detach(), T=T, tau=tau, create_graph=create_graph,
+                 energies=energies if track_energy else None,
+                 trajectory=trajectory if track_trajectory else None)
+    return AlignResult(r, apply_squash(r, squash), energies, trajectory)
+
+
+def _iterate(encode, z, r, *, T, tau, create_graph, energies=None, trajectory=None):
+    """T steps of Eq. 2 from r; an r with a graph (a shared first step) keeps it when
+    ``create_graph``, any other r is a constant."""
     with inner_autograd():
-        z_target, r = fresh(z_target), fresh(r)
-        if not create_graph or not r.requires_grad:
+        z, r = fresh(z if create_graph else z.detach()), fresh(r)
+        if not (create_graph and r.requires_grad):
             r = r.detach().requires_grad_(True)
         for _ in range(T):
             if trajectory is not None:
                 trajectory.append(r.detach().clone())
-            # L(r_{t-1}) = 1/2 ||z_x - E(r_{t-1})||^2, per example
-            energy = inner_energy(z_target, encode(r))
+            energy = inner_energy(z, encode(r))
             if energies is not None:
                 energies.append(energy.detach())
-            # dL/dr_{t-1}: the batch's energies summed, so each r_i sees its own (no mean)
+            # dL/dr of the batch's energies summed: each r_i sees its own gradient (no mean)
             (grad,) = torch.autograd.grad(energy.sum(), r, create_graph=create_graph)
-            # r_t = r_{t-1} - tau dL/dr_{t-1}                                       (Eq. 2)
+            # Eq. 2: r_t = r_{t-1} - tau dL/dr_{t-1}
             r = r - tau * grad
             if not create_graph:
                 r = r.detach().requires_grad_(True)
         if energies is not None:
-            energies.append(inner_energy(z_target, encode(r)).detach())
+            energies.append(inner_energy(z, encode(r)).detach())
     if trajectory is not None:
         trajectory.append(r.detach().clone())
-    if not create_graph:
-        r = r.detach()
-    return r
+    return r if create_graph else r.detach()
 
 
-# --------------------------------------------------------------------------------------
-# The first inner step from the start r_0 = 0 that the batch shares (Eq. 2 at t = 1)
-# --------------------------------------------------------------------------------------
-# E(r_0) and J_E(r_0) are the same for every example, so they are computed once on a
-# batch of one and J_E(r_0)^T is applied to the B residuals, layer by layer from the
-# output down. Equal to B starts within fp32 rounding (tests/test_speed_equivalence.py);
-# why written by hand and not with torch.func: docs/choices.md section 12.
-
-#: The layers whose transposed Jacobian :func:`_linearise` writes (piecewise linear).
-PIECEWISE_LINEAR = (nn.Conv2d, nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Flatten, nn.Identity)
+# The first step from r_0 = 0, shared by the batch: E(r_0) and J_E(r_0) are the same for every
+# example, so E runs on a batch of one and J_E(r_0)^T is applied to the B residuals layer by
+# layer from the output down (why by hand, not torch.func: docs/choices.md section 12).
 
 
 def _pieces(module: nn.Module, head: Head):
-    """(layers, heads) of r -> module(r)[head] when it is a piecewise-linear stack without
-    hooks, else None: an :class:`fa_utils.models.Encoder`'s trunk and Linear heads, or
-    (``head=None``) a layer or an ``nn.Sequential`` of layers (local FA's operators)."""
+    """(layers, heads) of r -> module(r)[head] when it is a hook-free piecewise-linear stack (an
+    Encoder, not a subclass, with Linear heads; or for head=None a layer or nn.Sequential)."""
     if head_items(head):
-        if not (isinstance(module, Encoder) and type(module).forward is Encoder.forward
-                and all(isinstance(dict(module.heads).get(n), nn.Linear) for n in head_names(head))):
+        if not (isinstance(module, Encoder) and type(module).forward is Encoder.forward and all(
+                isinstance(dict(module.heads).get(n), nn.Linear) for n in head_names(head))):
             return None
         layers = list(module.trunk)
-        heads = [tuple(module.heads[n] for n in i) if isinstance(i, MeanPlusSigma)
-                 else module.heads[i] for i in head_items(head)]
+        heads = [tuple(module.heads[n] for n in i) if isinstance(i, tuple) else module.heads[i]
+                 for i in head_items(head)]
     else:
         layers, heads = list(module) if type(module) is nn.Sequential else [module], []
-    if any(not isinstance(m, PIECEWISE_LINEAR)
+    if any(not isinstance(m, PIECEWISE_LINEAR) or isinstance(m, nn.Flatten) and m.start_dim != 1
            or isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str))
-           or isinstance(m, nn.Flatten) and m.start_dim != 1 for m in layers):
+           for m in layers):
         return None
-    if any(getattr(hooks, f"_global_{k}_hooks", None)
-           for k in ("forward", "forward_pre", "backward", "backward_pre")) or any(
-            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-            or m._backward_pre_hooks for m in module.modules()):
+    if any(getattr(hooks, f"_global_{k}_hooks", None) for k in
+           ("forward", "forward_pre", "backward", "backward_pre")) or any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+            for m in module.modules()):
         return None
     return layers, heads
 
 
 def supports(module: nn.Module, head: Head = None) -> bool:
-    """Whether :func:`first_step` applies to r -> module(r)[head]: :data:`PIECEWISE_LINEAR`
-    layers without hooks (an ``Encoder`` with Linear heads, not a subclass nor DDP; or with
-    ``head=None`` a layer or an ``nn.Sequential``)."""
+    """Whether :func:`first_step` applies to r -> module(r)[head] (:func:`_pieces`)."""
     return _pieces(module, head) is not None
 
 
-def _linearise(layers: list, heads: list, r0: torch.Tensor):
-    """E(r_0) (1, Z) and v -> J_E(r_0)^T v ((B, Z) -> (B, C, H, W)), layer by layer down."""
+def _linearise(module: nn.Module, head: Head, r0: torch.Tensor):
+    """E(r_0) (1, Z) and v -> J_E(r_0)^T v ((B, Z) -> (B, C, H, W)). Raises ValueError."""
+    if (pieces := _pieces(module, head)) is None:
+        raise ValueError(f"the shared first step does not apply to {type(module).__name__} "
+                         f"with head {head!r}: fa.supports is False; pass shared_start=False")
+    if r0.shape[0] != 1:
+        raise ValueError(f"the shared start r_0 must have batch size 1, got shape "
+                         f"{tuple(r0.shape)}: pass r_0 of shape (1, C, H, W)")
     h, transposes = r0, []
-    for m in layers:
+    for m in pieces[0]:
         out = m(h)
-        if isinstance(m, nn.Conv2d):  # J^T of h -> conv(h): the transposed convolution,
+        if isinstance(m, nn.Conv2d):  # the transposed convolution, back to h's size
             pad = [h.shape[2 + i] - ((out.shape[2 + i] - 1) * m.stride[i] - 2 * m.padding[i]
                                      + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in (0, 1)]
-            transposes.append(lambda g, m=m, pad=pad: F.conv_transpose2d(  # back to h's size
+            transposes.append(lambda g, m=m, pad=pad: F.conv_transpose2d(
                 g, m.weight, None, m.stride, m.padding, pad, m.groups, m.dilation))
         elif isinstance(m, nn.Linear):
             transposes.append(lambda g, w=m.weight: g @ w)
@@ -223,15 +212,14 @@ def _linearise(layers: list, heads: list, r0: torch.Tensor):
         elif isinstance(m, nn.Flatten):
             transposes.append(lambda g, size=h.shape[1:]: g.reshape(g.shape[0], *size))
         h = out
-    if heads:
+    if pieces[1]:
         values, weights = [], []
-        for item in heads:
-            if isinstance(item, tuple):
+        for item in pieces[1]:
+            if isinstance(item, tuple):  # mean + sigma; bounded_logvar passes gradients through
                 mean, logvar = item
                 sigma = (0.5 * bounded_logvar(logvar(h))).exp()
                 values.append(mean(h) + sigma)
-                # d(mean + sigma)/dh = W_mean + diag(sigma / 2) W_logvar (bounded_logvar
-                # passes the gradient straight through)
+                # d(mean + sigma)/dh = W_mean + diag(sigma / 2) W_logvar
                 weights.append(mean.weight + 0.5 * sigma.reshape(-1, 1) * logvar.weight)
             else:
                 values.append(item(h))
@@ -242,243 +230,234 @@ def _linearise(layers: list, heads: list, r0: torch.Tensor):
     return h, lambda v: functools.reduce(lambda g, t: t(g), reversed(transposes), v)
 
 
-def _checked_pieces(module: nn.Module, head: Head, r0: torch.Tensor):
-    pieces = _pieces(module, head)
-    if pieces is None:
-        raise ValueError(f"the shared first step does not apply to {type(module).__name__} "
-                         f"with head {head!r}: fa.supports is False; pass shared_start=False")
-    if r0.shape[0] != 1:
-        raise ValueError(f"the shared start r_0 must have batch size 1, got shape "
-                         f"{tuple(r0.shape)}: pass r_0 of shape (1, C, H, W)")
-    return pieces
-
-
-def _check_latent(z: torch.Tensor, e0: torch.Tensor) -> None:
+def _step_from(r0, e0, transpose, z: torch.Tensor, tau: float) -> torch.Tensor:
     if z.shape[1:] != e0.shape[1:]:
-        raise ValueError(f"latent shapes differ: target {tuple(z.shape)} vs E(r_0) {tuple(e0.shape)}")
+        raise ValueError(f"latent shapes differ: target {tuple(z.shape)} vs E(r_0) "
+                         f"{tuple(e0.shape)}")
+    residual = e0 - z  # tau scales the (B, Z) residual, not the (B, C, H, W) result
+    # Eq. 2 at t = 1: r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z)
+    return r0 - transpose(residual if tau == 1 else tau * residual)
 
 
 def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
                head: Head = None, tau: float = 1.0, create_graph: bool = True) -> torch.Tensor:
-    """Eq. 2 at t = 1 for B targets from one start: r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z),
-    E = r -> module(r)[head].
-
-    Shapes: z_target (B, Z) (may carry a graph: training), r0 (1, C, H, W) -> (B, C, H, W).
-    ``create_graph=False`` returns r_1 detached.
-
-    Raises:
-        ValueError: :func:`supports` is False, r0's batch size is not 1, or z's shape
-            differs from E(r_0)'s.
-    """
-    pieces = _checked_pieces(module, head, r0)
-    r0 = r0.detach()
-    z_target = z_target if create_graph else z_target.detach()
+    """Eq. 2 at t = 1 for B targets from one start, E = r -> module(r)[head]: z_target (B, Z)
+    (with a graph when training), r0 (1, C, H, W) -> r_1 (B, C, H, W), detached without
+    ``create_graph``. Raises ValueError: not :func:`supports`, r0's batch size, z's shape."""
+    r0, z = r0.detach(), z_target if create_graph else z_target.detach()
     with torch.set_grad_enabled(create_graph):
-        e0, transpose = _linearise(*pieces, r0)
-        _check_latent(z_target, e0)
-        # dL/dE(r_0) = E(r_0) - z per example (L = 1/2 ||z - E(r)||^2); tau scales it
-        # before the transpose, a (B, Z) product instead of a (B, C, H, W) one
-        residual = e0 - z_target if tau == 1 else tau * (e0 - z_target)
-        # r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z)
-        r1 = r0 - transpose(residual)
+        r1 = _step_from(r0, *_linearise(module, head, r0), z, tau)
     return r1 if create_graph else r1.detach()
 
 
-class FrozenStart:
-    """E(r_0) (1, Z) and J_E(r_0)^T of a network as it is now (a snapshot on a copy);
-    :meth:`step` is :func:`first_step` at those weights. Raises ValueError: as it."""
+class FrozenStart(NamedTuple):
+    """E(r_0) (1, Z) and v -> J_E(r_0)^T v ((B, Z) -> (B, C, H, W), no graph) of a network as
+    it was (a snapshot: :func:`frozen_start`)."""
 
-    def __init__(self, module: nn.Module, r0: torch.Tensor, *, head: Head = None):
-        _checked_pieces(module, head, r0)
-        self.r0 = r0.detach()
-        with torch.no_grad():
-            self.e0, self._transpose = _linearise(*_pieces(copy.deepcopy(module), head), self.r0)
-
-    def transpose(self, v: torch.Tensor) -> torch.Tensor:
-        """J_E(r_0)^T v: (B, Z) -> (B, C, H, W), no graph. Raises ValueError: v's shape."""
-        _check_latent(v, self.e0)
-        with torch.no_grad():
-            return self._transpose(v.detach())
-
-    def step(self, z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-        """r_1 = r_0 - tau J_E(r_0)^T (E(r_0) - z): (B, Z) -> (B, C, H, W), no graph.
-        Raises ValueError: z's shape differs from E(r_0)'s."""
-        _check_latent(z, self.e0)
-        with torch.no_grad():
-            residual = self.e0 - z.detach()
-            return self.r0 - self._transpose(residual if tau == 1 else tau * residual)
+    r0: torch.Tensor
+    e0: torch.Tensor
+    transpose: Callable[[torch.Tensor], torch.Tensor]
 
 
-def _use_shared_start(shared_start: Optional[bool], module: nn.Module, head: Head,
-                      r_init: str, kwargs: dict) -> bool:
-    if shared_start is False:
-        return False
-    ok = (r_init == "zeros" and not kwargs.get("track_energy")
-          and not kwargs.get("track_trajectory") and supports(module, head))
-    if shared_start and not ok:
-        raise ValueError("shared_start=True needs r_init='zeros', no tracking and a network "
-                         "for which fa.supports holds; pass shared_start=None or False")
-    return ok
-
-
-def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None,
-          T: int = 1,
+def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: int = 1,
           tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
           generator: Optional[torch.Generator] = None, create_graph: bool = False,
           shared_start: Optional[bool] = None, start: Optional[FrozenStart] = None,
-          **kwargs) -> AlignResult:
-    """The inner problem for z (B, Z): T steps of Eq. 2 from :func:`init_r` on
-    E = r -> module(r)[head], images of ``shape``. From r_0 = 0 the first step is the shared
-    one (:func:`first_step`) where :func:`supports` holds and nothing is tracked
-    (``shared_start`` None; True requires it, False never), or ``start``'s (a
-    :class:`FrozenStart`, no graph). Other arguments: :func:`align`.
-    Raises ValueError: bad arguments, shared or frozen start where it does not apply;
-    RuntimeError: as :func:`align` and :func:`check_weights`."""
+          r0: Optional[torch.Tensor] = None, **track) -> AlignResult:
+    """The inner problem for z (B, Z) on E = r -> module(r)[head], images of ``shape``: T steps
+    of Eq. 2 from ``r0`` or :func:`init_r`. From r_0 = 0 the first step is the shared one
+    (:func:`first_step`) where :func:`supports` holds and nothing is tracked (``shared_start``
+    None; True requires it, False never), or ``start``'s (no graph). ``track``: :func:`align`'s.
+    Raises ValueError: bad arguments; RuntimeError: :func:`align`, :func:`check_weights`."""
     _check_inner_args(T, tau, squash, create_graph)
     check_weights(module)
-    fn = head_encoder(module, head) if head is not None else module
+    encode = module if head is None else head_encoder(module, head)
+    zeros = r0 is None and r_init == "zeros" and not any(track.values())
     if start is not None:
-        if create_graph or r_init != "zeros" or kwargs or tuple(start.r0.shape[1:]) != tuple(shape):
+        if create_graph or not zeros or track or tuple(start.r0.shape[1:]) != tuple(shape):
             raise ValueError(f"a frozen start decodes without a graph from r_0 = 0 of shape "
-                             f"{tuple(start.r0.shape[1:])}, without tracking; got "
-                             f"create_graph={create_graph}, r_init={r_init!r}, shape "
-                             f"{tuple(shape)}, options {sorted(kwargs)}")
-        r = start.step(z, tau)
-    elif _use_shared_start(shared_start, module, head, r_init, kwargs):
-        r0 = torch.zeros((1, *shape), device=z.device, dtype=z.dtype)
-        r = first_step(module, z, r0, head=head, tau=tau, create_graph=create_graph)
+                             f"{tuple(start.r0.shape[1:])}, without tracking; got create_graph="
+                             f"{create_graph}, r_init={r_init!r}, shape {tuple(shape)}, "
+                             f"options {sorted(track)}")
+        with torch.no_grad():
+            r = _step_from(start.r0, start.e0, start.transpose, z.detach(), tau)
+    elif shared_start is not False and zeros and supports(module, head):
+        r = first_step(module, z, torch.zeros((1, *shape), device=z.device, dtype=z.dtype),
+                       head=head, tau=tau, create_graph=create_graph)
+    elif shared_start:
+        raise ValueError("shared_start=True needs r_init='zeros', no tracking and a network "
+                         "for which fa.supports holds; pass shared_start=None or False")
     else:
-        r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
-                    dtype=z.dtype)
-        return align(fn, z, r0, T=T, tau=tau, create_graph=create_graph, squash=squash,
-                     **kwargs)
+        if r0 is None:
+            r0 = init_r((z.shape[0], *shape), r_init, generator=generator, device=z.device,
+                        dtype=z.dtype)
+        return align(encode, z, r0, T=T, tau=tau, create_graph=create_graph, squash=squash,
+                     **track)
     if T > 1:
-        r = _iterate(fn, z, r, T=T - 1, tau=tau, create_graph=create_graph)
-    return AlignResult(r=r, image=apply_squash(r, squash))
+        r = _iterate(encode, z, r, T=T - 1, tau=tau, create_graph=create_graph)
+    return AlignResult(r, apply_squash(r, squash))
 
 
 def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> :func:`read_out` of encoder(x) for ``head`` (e.g. ``("mu", "logits")``:
-    (B, Z + K), a conditional VFA's random side). Raises KeyError: a missing head."""
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        return read_out(encoder(x), head)
-    return encode
+    """x -> :func:`read_out` of encoder(x) for ``head`` (e.g. ``("mu", "logits")``: (B, Z + K),
+    a conditional VFA's random side). Raises KeyError: a missing head."""
+    return lambda x: read_out(encoder(x), head)
 
 
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """C = ||x - x_hat||^2 per example, the batch's mean (Algorithm 1): (B, ...) -> ().
-    The mean only rescales the gradient (Adam ignores it)."""
+    """Algorithm 1's C, per example, the batch's mean (Adam ignores the scale): (B, ...) -> ()."""
     # C = ||x - squash(r_T)||^2
     return (x - x_hat).pow(2).flatten(1).sum(1).mean()
 
 
-def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z", T: int = 1,
-                tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
-                generator: Optional[torch.Generator] = None,
-                create_graph: bool = False, shared_start: Optional[bool] = None,
-                inner_encoder: Optional[nn.Module] = None, **kwargs) -> AlignResult:
-    """x (B, C, H, W) recovered from z_x = E(x)[head] alone by :func:`solve`;
-    ``inner_encoder`` runs E(r) (default ``encoder``; a DDP wrapper's ``.module``)."""
-    encode = head_encoder(encoder, head)
-    _check_inner_args(T, tau, squash, create_graph)
+def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z",
+                create_graph: bool = False, inner_encoder: Optional[nn.Module] = None,
+                **kwargs) -> AlignResult:
+    """x (B, C, H, W) recovered from z_x = E(x)[head] alone: :func:`solve` (``kwargs`` go there)
+    on ``inner_encoder`` (default ``encoder``; a DDP wrapper's ``.module``)."""
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
-        z_x = encode(x)
-    inner = encoder if inner_encoder is None else inner_encoder
-    return solve(inner, z_x, x.shape[1:], head=head, T=T, tau=tau,
-                 r_init=r_init, squash=squash, generator=generator, create_graph=create_graph,
-                 shared_start=shared_start, **kwargs)
+        z_x = read_out(encoder(x), head)
+    return solve(encoder if inner_encoder is None else inner_encoder, z_x, x.shape[1:],
+                 head=head, create_graph=create_graph, **kwargs)
 
 
-def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z", T: int = 1,
-                  tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
-                  generator: Optional[torch.Generator] = None,
-                  shared_start: Optional[bool] = None,
-                  start: Optional[FrozenStart] = None, **kwargs) -> AlignResult:
-    """The image (B, C, H, W) whose latent is z (B, Z) (Figure 1, right), no graph:
-    :func:`solve` on E(r)[head], reusing ``start`` (:func:`frozen_start`) if given."""
-    return solve(encoder, z, tuple(shape), head=head, T=T, tau=tau,
-                 r_init=r_init, squash=squash, generator=generator, create_graph=False,
-                 shared_start=shared_start, start=start, **kwargs)
+def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z",
+                  **kwargs) -> AlignResult:
+    """FA's decoder: the image (B, C, H, W) whose latent is z (B, Z) (Figure 1, right), no
+    graph: :func:`solve` on E(r)[head] (``kwargs`` go there, e.g. a :func:`frozen_start`)."""
+    return solve(encoder, z, tuple(shape), head=head, create_graph=False, **kwargs)
 
 
 def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
-    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape) on the encoder's device
-    and dtype. Raises ValueError: not :func:`supports`."""
-    p = next(encoder.parameters())
-    return FrozenStart(encoder, torch.zeros((1, *shape), device=p.device, dtype=p.dtype),
-                       head=head)
+    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape), on a frozen copy of the
+    encoder (its device and dtype). Raises ValueError: not :func:`supports`."""
+    frozen = copy.deepcopy(encoder).requires_grad_(False)
+    p = next(frozen.parameters())
+    r0 = torch.zeros((1, *shape), device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        return FrozenStart(r0, *_linearise(frozen, head, r0))
 
 
-# --------------------------------------------------------------------------------------
-# Algorithm 1's training step
-# --------------------------------------------------------------------------------------
-
-
-def fa_loss(encoder: nn.Module, x: torch.Tensor, *, head: str = "z", T: int = 1,
-            tau: float = 1.0, r_init: str = "zeros", squash: str = "none",
-            generator: Optional[torch.Generator] = None, shared_start: Optional[bool] = None,
-            inner_encoder: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1's C = ||x - squash(r_T)||^2: x (B, C, H, W) -> (C with a graph, image).
-    A DDP encoder runs E(x) through the wrapper and E(r) on its ``.module``
-    (docs/choices.md section 8)."""
-    if inner_encoder is None and isinstance(encoder, nn.parallel.DistributedDataParallel):
+def fa_loss(encoder: nn.Module, x: torch.Tensor, *, inner_encoder: Optional[nn.Module] = None,
+            **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's C: x (B, C, H, W) -> (C with a graph, image); ``kwargs``: :func:`solve`'s.
+    A DDP encoder runs E(x) through the wrapper and E(r) on ``.module`` (docs/choices.md 8)."""
+    if inner_encoder is None and isinstance(encoder, DDP):
         inner_encoder = encoder.module
-    result = reconstruct(encoder, x, head=head, T=T, tau=tau, r_init=r_init, squash=squash,
-                         generator=generator, create_graph=True, shared_start=shared_start,
-                         inner_encoder=inner_encoder)
-    return reconstruction_loss(x, result.image), result.image
-
-
-def _step_values(loss: torch.Tensor, numel: int, sync: bool,
-                 extra: Optional[torch.Tensor] = None):
-    """``{"loss", "mse"}`` as floats from one sync (and ``extra``'s floats in it), or 0-d
-    tensors without ``sync``."""
-    loss = loss.detach()
-    values = {"loss": loss, "mse": loss / numel}
-    if not sync:
-        return values
-    parts = [torch.stack(list(values.values()))]
-    if extra is not None:
-        parts.append(extra.detach().to(loss.dtype))
-    read = torch.cat(parts).tolist()  # one sync
-    values = dict(zip(values, read[:2]))
-    return values if extra is None else (values, read[2:])
+    image = reconstruct(encoder, x, create_graph=True, inner_encoder=inner_encoder,
+                        **kwargs).image
+    return reconstruction_loss(x, image), image
 
 
 def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
-            generator: Optional[torch.Generator] = None, weight_clamp: Optional[float] = math.sqrt(2),
-            sync: bool = True, autocast_dtype: Optional[torch.dtype] = None,
-            **fa_kwargs) -> dict[str, float]:
-    """One step of Algorithm 1 on x (B, C, H, W) in [0, 1]: :func:`fa_loss` (keyword
-    arguments go there), double backward, optimiser, Eq. 9 clamp (None: none).
-    Returns ``{"loss": C, "mse": C / (C*H*W)}`` as floats from one sync before the update
-    (x checked, a non-finite loss refused, over the ranks under DDP); ``sync=False``: 0-d
-    tensors, no checks. ``autocast_dtype``: the loss under autocast (docs/choices.md 13).
+            weight_clamp: Optional[float] = math.sqrt(2), sync: bool = True,
+            autocast_dtype: Optional[torch.dtype] = None, loss_scale: float = 1.0,
+            **fa_kwargs) -> dict:
+    """One step of Algorithm 1 on x (B, C, H, W) in [0, 1]: :func:`fa_loss` (``fa_kwargs`` go
+    there) under ``autocast_dtype`` (docs/choices.md 13), ``loss_scale`` times it back through
+    the inner gradient, the optimiser, the Eq. 9 clamp (None: none). Returns floats ``loss`` (C)
+    and ``mse`` (C / (C*H*W)) read in one sync before the update, which checks x and refuses a
+    non-finite loss (on every rank under DDP); ``sync=False``: 0-d tensors and no checks.
     Raises ValueError: bad images; NonFiniteLossError: the weights stay unchanged."""
-    from .train import check_batch, check_batch_range, refuse_non_finite
-
     bounds = check_batch(x, encoder, deferred=True) if sync else None
     optimizer.zero_grad(set_to_none=True)
-    if autocast_dtype is None:
-        loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
-    else:
-        with torch.autocast(x.device.type, dtype=autocast_dtype):
-            loss, _ = fa_loss(encoder, x, generator=generator, **fa_kwargs)
-        loss = loss.float()
-    values = None
-    if sync:  # the step's one sync, before the update: the values and the batch's range
-        if bounds is None:  # an empty batch
-            values, read = _step_values(loss, x[0].numel(), sync), []
-        else:
-            values, read = _step_values(loss, x[0].numel(), sync, bounds)
-        check_batch_range(read)
-        ddp = isinstance(encoder, nn.parallel.DistributedDataParallel)
-        if ddp or not math.isfinite(values["loss"]):
-            refuse_non_finite({"rec": loss}, what="the FA loss", collective=ddp)
-    # dC/dtheta, through E(x) and the inner gradient dL/dr (a double backward)
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss, _ = fa_loss(encoder, x, **fa_kwargs)
+    loss = loss if autocast_dtype is None else loss.float()
+    values = {"loss": loss.detach(), "mse": loss.detach() / x[0].numel()}
+    if sync:
+        values = dict(zip(values, read_once(values.values(), bounds)))
+    update(encoder, optimizer, loss if loss_scale == 1 else loss * loss_scale,
+           values.values() if sync else None, {"rec": loss}, "the FA loss", weight_clamp)
+    return values
+
+
+# The guards of every training step: the batch checked and the values read in one sync, a
+# non-finite loss refused before the update.
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN or infinite loss, refused before the update; ``term`` ("rec", "KL", "class",
+    "adversarial", "perceptual" or a logged name), ``step`` 1-based (set by ``train.fit``)."""
+
+    def __init__(self, message: str, *, term: Optional[str] = None, step: Optional[int] = None):
+        super().__init__(message)
+        self.term, self.step = term, step
+
+
+#: What to do about each overflowing term, by the first word of its name.
+TERM_HINTS = MappingProxyType({
+    "rec": "The reconstruction error ||x - r||^2 overflowed: check that the images are in "
+           "[0, 1], lower the learning rate or keep the weight clamp (Eq. 9).",
+    "KL": "The KL term overflowed: mu is too large (the log-variance is bounded to [-30, 20]); "
+          "lower the learning rate or the KL weight beta.",
+    "class": "The class term overflowed: lower the learning rate or class_weight.",
+    "adversarial": "An adversarial term overflowed: lower the GAN learning rate (gan_lr).",
+    "perceptual": "The perceptual term overflowed: lower perceptual_weight or gan_lr."})
+
+
+def check_batch(x, module=None, name: str = "the training batch", *, deferred: bool = False):
+    """ValueError (saying how to convert) unless x is float (B, C, H, W) in [0, 1] in the
+    dtype of ``module`` (or a list's). ``deferred``: no sync; returns (min, max) (2,) or None."""
+    from .data import check_images, check_value_range
+
+    bounds = check_images(x, name, deferred=True)
+    want = next((p.dtype for m in (module if isinstance(module, (list, tuple)) else [module])
+                 if m is not None for p in m.parameters() if p.is_floating_point()), None)
+    if want is not None and x.dtype != want:
+        raise ValueError(f"{name} is {x.dtype} but the model's parameters are {want}: "
+                         f"convert the images with x.to({want})")
+    if deferred or bounds is None:
+        return bounds
+    check_value_range(*bounds.tolist(), name=name)
+
+
+def read_once(tensors, bounds: Optional[torch.Tensor] = None) -> list:
+    """0-d ``tensors`` as floats in one device read, which also checks a batch's ``bounds``
+    from :func:`check_batch` (ValueError)."""
+    from .data import check_value_range
+
+    tensors = list(tensors)
+    read = torch.cat([torch.stack([t.detach().double() for t in tensors])]
+                     + ([bounds.double()] if bounds is not None else [])).tolist()
+    if bounds is not None:
+        check_value_range(*read[len(tensors):], name="the training batch")
+    return read[:len(tensors)]
+
+
+def refuse_non_finite(terms, *, what: str = "the loss", collective: bool = False) -> None:
+    """Before ``backward()``: NonFiniteLossError if a term (any shape) holds NaN or inf; one
+    sync. ``collective``: agreed over the torch.distributed group (DDP: all ranks refuse)."""
+    import torch.distributed as dist
+
+    finite = torch.stack([torch.isfinite(t.detach()).all() for t in terms.values()]).float()
+    if collective and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        finite = finite if dist.get_backend() == "nccl" else finite.cpu()
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not (bad := [n for n, ok in zip(terms, finite.tolist()) if not ok]):
+        return
+    told = []
+    for n, t in ((n, terms[n].detach()) for n in bad):
+        kind = ("nan", "NaN") if torch.isnan(t).any() else ("inf", "infinite")
+        told.append(f"{n} = {kind[0]}" if t.dim() == 0 else f"{n} {kind[1]} for "
+                    f"{int((~torch.isfinite(t)).sum())} of {t.numel()} "
+                    f"{'examples' if t.dim() == 1 else 'values'}")
+    hint = " ".join(dict.fromkeys(TERM_HINTS.get(n.split()[0], "") for n in bad)).strip()
+    raise NonFiniteLossError(f"{what} is not finite ({', '.join(told)}); the update was refused: "
+                             f"nothing was written to the weights. {hint}".rstrip(),
+                             term=bad[0].split()[0])
+
+
+def update(module: nn.Module, optimizer, loss: torch.Tensor, values, terms: dict, what: str,
+           weight_clamp: Optional[float]) -> None:
+    """Refuse non-finite ``terms`` if a read value is not (always under DDP, on every rank;
+    ``values`` None: no check), then backward, the optimiser and the Eq. 9 clamp."""
+    ddp = isinstance(module, DDP)
+    if values is not None and (ddp or not all(map(math.isfinite, values))):
+        refuse_non_finite(terms, what=what, collective=ddp)
+    # the loss's gradient reaches theta through E(x) and the inner gradient dL/dr (double backward)
     loss.backward()
     optimizer.step()
-    # theta <- clamp(theta, -sqrt 2, sqrt 2) for the weights                    (Eq. 9)
     if weight_clamp is not None:
-        clamp_weights_(encoder, weight_clamp)
-    return values if values is not None else _step_values(loss, x[0].numel(), sync)
+        # Eq. 9: theta <- clamp(theta, -sqrt 2, sqrt 2) for the Conv / Linear weights
+        clamp_weights_(module, weight_clamp)

@@ -1,5 +1,5 @@
-"""The training loop of every method, which knows no method (:func:`fit`), and the checks its
-steps share (:func:`check_batch`, :func:`refuse_non_finite`).
+"""The training loop of every method, which knows no method (:func:`fit`), its checkpoints
+and its order of the data.
 
 A checkpoint is a plain dict (config, unwrapped modules' states, optimisers, generator, step,
 history) written atomically; ``torch.load(..., weights_only=True)`` reads it. Epoch e's order
@@ -21,30 +21,24 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
-from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
+# the step guards live with the method (fa_utils.fa); re-exported for the loop's callers
+from .fa import NonFiniteLossError, check_batch, refuse_non_finite  # noqa: F401
+
 CHECKPOINT_FORMAT = 1
+WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 _RUN_ONLY = {"epochs", "device", "num_workers", "ckpt_every"}  # may change on resume
 _KEPT = "The last checkpoint (if any) was kept and not overwritten."
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read, or that belongs to another run."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A NaN or infinite loss, refused before the update; ``term`` ("rec", "KL", "class",
-    "adversarial", "perceptual" or a logged name), ``step`` 1-based (set by :func:`fit`)."""
-
-    def __init__(self, message: str, *, term: Optional[str] = None, step: Optional[int] = None):
-        super().__init__(message)
-        self.term, self.step = term, step
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -55,23 +49,14 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.total, self.checkpoint = step, total, checkpoint
 
 
-#: What to do about each overflowing term, by the first word of its name.
-TERM_HINTS: Mapping[str, str] = MappingProxyType({
-    "rec": "The reconstruction error ||x - r||^2 overflowed: check that the images are in "
-           "[0, 1], lower the learning rate or keep the weight clamp (Eq. 9).",
-    "KL": "The KL term overflowed: mu is too large (the log-variance is bounded to [-30, 20]); "
-          "lower the learning rate or the KL weight beta.",
-    "class": "The class term overflowed: lower the learning rate or class_weight.",
-    "adversarial": "An adversarial term overflowed: lower the GAN learning rate (gan_lr).",
-    "perceptual": "The perceptual term overflowed: lower perceptual_weight or gan_lr."})
-
-
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"``: CUDA if available, else CPU. Raises RuntimeError for CUDA without one."""
-    if device != "auto" and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use "
                            f"device='auto' or 'cpu'")
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    return torch.device(device)
 
 
 def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -100,7 +85,8 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
             raise
         raise CheckpointError(f"could not write checkpoint {path} ({type(exc).__name__}: {exc}); "
                               f"{_write_hint(exc, path.parent)}; it resumes from the last "
-                              f"checkpoint{', which is intact.' if path.exists() else '.'}") from exc
+                              f"checkpoint{', which is intact.' if path.exists() else '.'}"
+                              ) from exc
     return path
 
 
@@ -115,20 +101,17 @@ def _write_hint(exc: BaseException, folder: Path) -> str:
         return (f"no permission to write in {folder}: make it writable (or set FA_OUTPUT_ROOT "
                 f"to a folder you can write) and run again")
     free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
-    return (f"{'the disk is full' if err in (errno.ENOSPC, errno.EDQUOT) else 'if the disk is full'}"
-            f" ({free / 2 ** 20:.0f} MiB free in {folder}): free some space (or set "
+    full = "the disk is full" if err in (errno.ENOSPC, errno.EDQUOT) else "if the disk is full"
+    return (f"{full} ({free / 2 ** 20:.0f} MiB free in {folder}): free some space (or set "
             f"FA_OUTPUT_ROOT to another disk) and run again")
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP, DataParallel and ``torch.compile``, in any nesting."""
-    while True:
-        inner = (module.module if isinstance(module, (nn.parallel.DistributedDataParallel,
-                                                      nn.DataParallel))
-                 else getattr(module, "_orig_mod", None))
-        if not isinstance(inner, nn.Module):
-            return module
+    while isinstance(inner := module.module if isinstance(module, WRAPPERS)
+                     else getattr(module, "_orig_mod", None), nn.Module):
         module = inner
+    return module
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -154,65 +137,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def check_batch(x: Any, module: nn.Module | list | None = None,
-                name: str = "the training batch", *, deferred: bool = False):
-    """Refuse a batch that is not float (B, C, H, W) in [0, 1] in ``module``'s dtype
-    (ValueError saying how to convert it). ``deferred``: no sync; returns (min, max) as a
-    (2,) tensor for :func:`check_batch_range` after the step's own sync (None if empty)."""
-    from .data import check_images
-
-    bounds = check_images(x, name, deferred=True)
-    want = next((p.dtype for m in (module if isinstance(module, (list, tuple)) else [module])
-                 if m is not None for p in m.parameters() if p.is_floating_point()), None)
-    if want is not None and x.dtype != want:
-        raise ValueError(f"{name} is {x.dtype} but the model's parameters are {want}: "
-                         f"convert the images with x.to({want})")
-    if deferred or bounds is None:
-        return bounds
-    check_batch_range(bounds.tolist(), name)
-
-
-def check_batch_range(bounds: Sequence[float], name: str = "the training batch") -> None:
-    """The deferred half of :func:`check_batch`: ``bounds`` = (min, max). Raises ValueError."""
-    from .data import check_value_range
-
-    if bounds:
-        check_value_range(*bounds, name=name)
-
-
-def refuse_non_finite(terms: Mapping[str, torch.Tensor], *, what: str = "the loss",
-                      collective: bool = False) -> None:
-    """Before ``backward()``: NonFiniteLossError if a term (any shape) holds NaN or inf; one
-    sync. ``collective``: agreed over the torch.distributed group (DDP: all ranks refuse)."""
-    import torch.distributed as dist
-
-    finite = torch.stack([torch.isfinite(t.detach()).all() for t in terms.values()]).float()
-    if collective and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        finite = finite if dist.get_backend() == "nccl" else finite.cpu()
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not (bad := [n for n, ok in zip(terms, finite.tolist()) if not ok]):
-        return
-    told = []
-    for n, t in ((n, terms[n].detach()) for n in bad):
-        kind = ("nan", "NaN") if torch.isnan(t).any() else ("inf", "infinite")
-        told.append(f"{n} = {kind[0]}" if t.dim() == 0 else f"{n} {kind[1]} for "
-                    f"{int((~torch.isfinite(t)).sum())} of {t.numel()} "
-                    f"{'examples' if t.dim() == 1 else 'values'}")
-    hint = " ".join(dict.fromkeys(TERM_HINTS.get(n.split()[0], "") for n in bad)).strip()
-    raise NonFiniteLossError(f"{what} is not finite ({', '.join(told)}); the update was refused: "
-                             f"nothing was written to the weights. {hint}".rstrip(),
-                             term=bad[0].split()[0])
-
-
 def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
               fused: Optional[bool] = None, **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused where this torch has it for the parameters' device
-    (``fused=None``): the same update within fp32 rounding (docs/choices.md section 13)."""
+    """``torch.optim.Adam``, fused unless ``fused=False`` where torch has it for the
+    parameters (the same update within fp32 rounding, docs/choices.md section 13)."""
     params = list(params)
-    flat = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
-    if fused or (fused is None and flat[0].device.type in ("cpu", "cuda")
-                 and all(p.is_floating_point() for p in flat)):
-        with contextlib.suppress(RuntimeError, TypeError):  # a torch without it there
+    if fused is not False:
+        with contextlib.suppress(RuntimeError, TypeError):  # no fused Adam for these parameters
             return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, **kwargs)
     return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
 
@@ -237,7 +168,7 @@ class History:
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch)))
+    return torch.randperm(n, generator=seeded_generator(int(seed) * 1_000_003 + epoch))
 
 
 def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> torch.Tensor:
@@ -247,23 +178,24 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int
         raise ValueError(f"the global batch size {batch_size} must be divisible by the "
                          f"number of processes {world_size}")
     local, n = batch_size // world_size, len(order) // batch_size
-    return order[:n * batch_size].view(n, batch_size)[:, rank * local:(rank + 1) * local].reshape(-1)
+    return order[:n * batch_size].view(n, batch_size)[:, rank * local:(rank + 1) * local].flatten()
 
 
 def _collate(items: list) -> tuple[torch.Tensor, Any]:
     """Items (image, label), (image,) or bare images -> (images, labels or None)."""
     items = [i if isinstance(i, (tuple, list)) else (i,) for i in items]
     labels = [i[1] if len(i) > 1 else None for i in items]
-    return default_collate([i[0] for i in items]), None if None in labels else default_collate(labels)
+    return (default_collate([i[0] for i in items]),
+            None if None in labels else default_collate(labels))
 
 
 def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers: int, pin: bool):
     """(images (B, C, H, W), labels (B,) int64, or None when absent or all -1) in ``order``."""
     rows = order[:len(order) // batch_size * batch_size].view(-1, batch_size)
-    loader = ((t[0], t[1] if len(t) > 1 else None) for t in map(dataset.__getitem__, rows)) \
-        if isinstance(dataset, TensorDataset) else DataLoader(
-            dataset, batch_sampler=rows.tolist(), num_workers=num_workers, pin_memory=pin,
-            collate_fn=_collate)
+    loader = (((t[0], t[1] if len(t) > 1 else None) for t in map(dataset.__getitem__, rows))
+              if isinstance(dataset, TensorDataset) else
+              DataLoader(dataset, batch_sampler=rows.tolist(), num_workers=num_workers,
+                         pin_memory=pin, collate_fn=_collate))
     for x, y in loader:
         if y is not None and ((y := torch.as_tensor(y)).is_floating_point() or y.is_complex()
                               or y.dtype == torch.bool):
@@ -273,6 +205,27 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers
             raise ValueError(f"the training labels must have shape ({batch_size},), one per "
                              f"image, got {tuple(y.shape)}")
         yield x, None if y is None or bool((y == -1).all()) else y.long()
+
+
+def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, pin, sigint):
+    """This rank's (x, y) of the global batches step + 1 ... end in the order of (seed, epoch);
+    ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
+    per_epoch = len(dataset) // batch_size
+    while step < end:
+        order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
+        batches = _batches(dataset, shard_order(order, batch_size, rank, world),
+                           batch_size // world, num_workers, pin)
+        try:
+            for batch in batches:
+                yield batch
+                if (step := step + 1) >= end:
+                    return
+        except Exception:
+            if world == 1 and sigint["count"] > 0:
+                return
+            raise
+        finally:
+            batches.close()
 
 
 @contextlib.contextmanager
@@ -286,8 +239,8 @@ def _deferred_sigint():
         if state["count"] > 1:
             raise KeyboardInterrupt("second interrupt: stopped at once, without a checkpoint")
 
-    install = threading.current_thread() is threading.main_thread() and \
-        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
     previous = signal.signal(signal.SIGINT, handler) if install else None
     try:
         yield state
@@ -323,7 +276,6 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
     at ``stop_after`` steps and at the end. ``eval_fn()`` is logged every ``eval_every`` steps
     and at the end. ``distributed`` (``.rank``, ``.world_size``): ``batch_size`` is global,
     each rank steps on its shard, values are averaged, rank 0 writes the checkpoint.
-
     Raises CheckpointError (unreadable, other config or architecture), NonFiniteLossError
     (with the step as the bar counts), TrainingInterrupted (Ctrl-C, after checkpointing) and
     ValueError (a batch larger than the dataset, a bad first batch or bad labels).
@@ -331,72 +283,68 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
     from tqdm.auto import tqdm
 
     rank, world = (int(distributed.rank), int(distributed.world_size)) if distributed else (0, 1)
-    n, device, config, per_epoch = len(dataset), torch.device(device), dict(config), len(dataset) // batch_size
+    device, config, per_epoch = torch.device(device), dict(config), len(dataset) // batch_size
     if per_epoch < 1:
-        raise ValueError(f"batch size {batch_size} is larger than the dataset ({n} items)")
+        raise ValueError(f"batch size {batch_size} is larger than the dataset "
+                         f"({len(dataset)} items)")
     total = epochs * per_epoch
     end = total if stop_after is None else min(total, stop_after)
-    step, history = _resume(checkpoint, config, modules, optimizers, generator)
-    save = lambda: _save(checkpoint, rank, world, {  # noqa: E731
-        "format": CHECKPOINT_FORMAT, "step": step, "config": config,
-        "modules": {k: _unwrap(m).state_dict() for k, m in modules.items()},
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        "history": history.to_dict(), "train_seconds": history.seconds})
+    first, history = _resume(checkpoint, config, modules, optimizers, generator)
+    step = saved = first
+    save = lambda: _save(checkpoint, rank, world, step, config, modules,  # noqa: E731
+                         optimizers, generator, history)
     _evaluate(None, modules, history, step)  # modules in train mode
-    pin, saved, checked, stop = device.type == "cuda", step, False, False
+    pin, stop, t0 = device.type == "cuda", False, monotonic()
+    saved_at = t0
     with _deferred_sigint() as sigint, tqdm(total=total, initial=step, desc=desc, leave=False,
-                                            disable=not progress or rank != 0) as bar:
-        saved_at = monotonic()
-        while step < end and not stop:
-            order = _epoch_order(n, seed, step // per_epoch)[step % per_epoch * batch_size:]
-            batches = _batches(dataset, shard_order(order, batch_size, rank, world),
-                               batch_size // world, num_workers, pin)
-            while step < end and not stop:
-                t0 = monotonic()
-                try:
-                    x, y = next(batches)
-                except StopIteration:
-                    break
-                except Exception:  # DataLoader workers die of the same SIGINT as the kernel
-                    if world == 1 and (stop := sigint["count"] > 0):
-                        break
-                    raise
-                x, y = x.to(device, non_blocking=pin), y if y is None else y.to(device, non_blocking=pin)
-                if not checked:
-                    checked = check_batch(x, list(modules.values()), "the first training batch") or True
-                try:
-                    values = {k: float(v) for k, v in step_fn(x, y).items()}
-                except NonFiniteLossError as err:
-                    raise NonFiniteLossError(f"training stopped at step {step + 1} of {total} (as the "
-                                             f"progress bar counts): {err} {nan_hint} {_KEPT}",
-                                             term=err.term, step=step + 1) from err
-                due = ckpt_every_s is not None and monotonic() - saved_at >= ckpt_every_s
-                stop = sigint["count"] > 0
-                if world > 1:  # one all-reduce: the mean values, and any rank's stop or due
-                    values, stop, due = _mean_over_ranks(values, device, stop, due)
-                if bad := next((k for k, v in values.items() if not math.isfinite(v)), None):
-                    raise NonFiniteLossError(f"training loss {bad!r} became {values[bad]} at step "
-                                             f"{step + 1} (as the progress bar counts). {nan_hint} "
-                                             f"{_KEPT}", term=bad, step=step + 1)
-                step += 1
-                history.log("train", step, values)
-                history.seconds += monotonic() - t0
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                if eval_every and step % eval_every == 0:  # also when stopping: same history
-                    _evaluate(eval_fn, modules, history, step)
-                if not stop and (step - saved >= ckpt_every or (due and step != saved)):
-                    save()
-                    saved, saved_at = step, monotonic()
-            batches.close()
-    if not stop and step >= total and not (history.eval and next(iter(history.eval.values()))[-1][0] == step):
+                                            disable=not progress or rank != 0) as bar, \
+            contextlib.closing(_shards(dataset, step, end, batch_size, seed, rank, world,
+                                       num_workers, pin, sigint)) as batches:
+        for x, y in batches:
+            x = x.to(device, non_blocking=pin)
+            y = y if y is None else y.to(device, non_blocking=pin)
+            if step == first:
+                check_batch(x, list(modules.values()), "the first training batch")
+            try:
+                values = {k: float(v) for k, v in step_fn(x, y).items()}
+            except NonFiniteLossError as err:
+                raise NonFiniteLossError(f"training stopped at step {step + 1} of {total} (as the "
+                                         f"progress bar counts): {err} {nan_hint} {_KEPT}",
+                                         term=err.term, step=step + 1) from err
+            due = ckpt_every_s is not None and monotonic() - saved_at >= ckpt_every_s
+            stop = sigint["count"] > 0
+            if world > 1:  # one all-reduce: the mean values, and any rank's stop or due
+                values, stop, due = _mean_over_ranks(values, device, stop, due)
+            _refuse_non_finite_values(values, step + 1, nan_hint)
+            step += 1
+            history.log("train", step, values)
+            history.seconds += monotonic() - t0
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            if eval_every and step % eval_every == 0:  # also when stopping: same history
+                _evaluate(eval_fn, modules, history, step)
+            if not stop and (step - saved >= ckpt_every or (due and step != saved)):
+                save()
+                saved, saved_at = step, monotonic()
+            if stop:
+                break
+            t0 = monotonic()
+    stop = stop or (world == 1 and step < end and sigint["count"] > 0)  # a worker died of it
+    evaluated = history.eval and next(iter(history.eval.values()))[-1][0] == step
+    if not stop and step >= total and not evaluated:
         _evaluate(eval_fn, modules, history, step)
     if step != saved or (checkpoint is not None and not Path(checkpoint).exists()):
         save()  # the same decision on every rank (one shared file system)
     if stop:
         raise _interrupted(desc, step, total, checkpoint)
     return history
+
+
+def _refuse_non_finite_values(values: dict, step: int, nan_hint: str) -> None:
+    if bad := next((k for k, v in values.items() if not math.isfinite(v)), None):
+        raise NonFiniteLossError(f"training loss {bad!r} became {values[bad]} at step {step} "
+                                 f"(as the progress bar counts). {nan_hint} {_KEPT}",
+                                 term=bad, step=step)
 
 
 def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[int, History]:
@@ -410,7 +358,8 @@ def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[i
         raise CheckpointError(f"checkpoint {checkpoint} belongs to another run; differing settings"
                               f" (saved, now): {diff}. To retrain with the new settings, delete it "
                               f"({rm}); to keep both runs, give this one another output folder: "
-                              f"FA_OUTPUT_ROOT=<folder> (checkpoints go to <folder>/runs/checkpoints/).")
+                              f"FA_OUTPUT_ROOT=<folder> (checkpoints go to "
+                              f"<folder>/runs/checkpoints/).")
     if missing := sorted(set(modules) - set(ckpt["modules"])):
         raise CheckpointError(f"checkpoint {checkpoint} lacks module(s) {missing}")
     for name, module in modules.items():
@@ -427,13 +376,19 @@ def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[i
     generator.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
     h = ckpt["history"]
-    return int(ckpt["step"]), History(h["train"], h["eval"], float(ckpt.get("train_seconds", 0.0)))
+    return int(ckpt["step"]), History(h["train"], h["eval"], ckpt.get("train_seconds", 0.0))
 
 
-def _save(checkpoint, rank: int, world: int, payload: dict) -> None:
-    """Rank 0 writes; every rank waits at a barrier until the file is there."""
+def _save(checkpoint, rank: int, world: int, step: int, config: dict, modules, optimizers,
+          generator, history: History) -> None:
+    """Rank 0 writes the checkpoint; every rank waits at a barrier until the file is there."""
     if checkpoint is not None and rank == 0:
-        save_checkpoint(checkpoint, payload)
+        save_checkpoint(checkpoint, {
+            "format": CHECKPOINT_FORMAT, "step": step, "config": config,
+            "modules": {k: _unwrap(m).state_dict() for k, m in modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": history.to_dict(), "train_seconds": history.seconds})
     if checkpoint is not None and world > 1:
         torch.distributed.barrier()
 
@@ -446,7 +401,8 @@ def _mean_over_ranks(values: dict, device: torch.device, *flags: bool):
     buf = buf.to(device) if dist.get_backend() == "nccl" else buf
     dist.all_reduce(buf)
     out = buf.tolist()
-    return {k: v / dist.get_world_size() for k, v in zip(values, out)}, *(f > 0 for f in out[len(values):])
+    flags = (f > 0 for f in out[len(values):])
+    return {k: v / dist.get_world_size() for k, v in zip(values, out)}, *flags
 
 
 def _evaluate(eval_fn, modules: Mapping[str, nn.Module], history: History, step: int) -> None:
@@ -464,4 +420,5 @@ def _interrupted(desc: str, step: int, total: int, checkpoint) -> TrainingInterr
              f"the command) to resume from step {step}" if path is not None else
              "no checkpoint file was given (checkpoint=None), so the steps are not kept")
     return TrainingInterrupted(f"{desc}: training interrupted at step {step} of {total} (as the "
-                               f"progress bar counts); {where}.", step=step, total=total, checkpoint=path)
+                               f"progress bar counts); {where}.", step=step, total=total,
+                               checkpoint=path)

@@ -4,14 +4,13 @@ VFA: an FA encoder whose latent is a Gaussian posterior (heads ``mu``, ``logvar`
 conditional VFA, a class head ``logits``), without a decoder. The data side is
 z_x = mu(x) + eps sigma(x); the random side z_r is mu(r) (the paper) or mu(r) + sigma(r)
 (the authors' code), with c(r) appended when conditional. VFA-GAN refines the FA image r
-with G (Table 11) against D (Table 10), least squares (real +1, fake -1). Choices and the
-reading of each equation: docs/method.md sections 3-4.
+with G (Table 11) against D (Table 10), least squares (real +1, fake -1).
+docs/method.md sections 3-4.
 """
 from __future__ import annotations
 
 import contextlib
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
@@ -21,7 +20,7 @@ from . import fa
 from .fa import FrozenStart
 from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
                      lsgan_generator_loss, perceptual_moments_loss, reparameterise)
-from .models import Encoder, MeanPlusSigma, architecture, clamp_weights_, init_orthogonal_
+from .models import Encoder, MeanPlusSigma, architecture, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
 BETA_SCHEDULES = ("fixed", "uniform")
@@ -48,10 +47,8 @@ class VFASettings:
     beta_schedule: str = "uniform"
 
     def __post_init__(self):
-        for name, allowed in (("rand_side", RAND_SIDES), ("beta_schedule", BETA_SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
-                                 f"choose one of {list(allowed)}")
+        fa.check_choice("rand_side", self.rand_side, RAND_SIDES)
+        fa.check_choice("beta_schedule", self.beta_schedule, BETA_SCHEDULES)
 
     @property
     def conditional(self) -> bool:
@@ -66,10 +63,8 @@ class VFASettings:
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "VFASettings":
         """From a :class:`fa_utils.config.VFAConfig`; ``num_classes`` 0 for unlabeled data."""
-        return cls(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash,
-                   rand_side=cfg.rand_side, num_classes=num_classes if cfg.conditional else 0,
-                   class_scale=cfg.class_scale, class_weight=cfg.class_weight, beta=cfg.beta,
-                   beta_schedule=cfg.beta_schedule)
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "num_classes"},
+                   num_classes=num_classes if cfg.conditional else 0)
 
 
 def vfa_heads(latent_dim: int, num_classes: int = 0) -> dict[str, int]:
@@ -98,8 +93,8 @@ def _check_labels(lo: float, hi: float, num_classes: int) -> None:
 
 def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
             validate: bool = True) -> torch.Tensor:
-    """``scale * onehot(labels)``: (B,) int -> (B, K) float. ``validate=False``: no check (no
-    sync; a label outside [0, K) gives zeros). Raises ValueError: a label outside [0, K)."""
+    """``scale * onehot(labels)``: (B,) int -> (B, K). ``validate=False``: no check (no sync;
+    a label outside [0, K) gives zeros). Raises ValueError: a label outside [0, K)."""
     labels = labels.long()
     if validate and labels.numel():
         _check_labels(labels.min().item(), labels.max().item(), num_classes)
@@ -107,23 +102,19 @@ def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
 
 
 def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.Tensor] = None,
-                 scale: Optional[float] = None, class_values: Optional[torch.Tensor] = None,
-                 *, validate: bool = True) -> torch.Tensor:
-    """z (B, Z), with ``scale * onehot(labels)`` (default ``class_scale``) or ``class_values``
-    (B, K) appended when conditional: (B, Z [+ K]). Raises ValueError: no labels."""
+                 scale: Optional[float] = None, *, validate: bool = True) -> torch.Tensor:
+    """z (B, Z), with ``scale * onehot(labels)`` (default ``class_scale``) appended when
+    conditional: (B, Z [+ K]). Raises ValueError: no labels."""
     if not settings.conditional:
         return z
-    if class_values is None:
-        if labels is None:
-            raise ValueError("a conditional VFA needs labels (or class_values) for its target")
-        class_values = one_hot(labels, settings.num_classes,
-                               settings.class_scale if scale is None else scale, validate=validate)
-    return torch.cat([z, class_values.to(z)], 1)
+    if labels is None:
+        raise ValueError("a conditional VFA needs labels for its target")
+    scale = settings.class_scale if scale is None else scale
+    return torch.cat([z, one_hot(labels, settings.num_classes, scale, validate=validate).to(z)], 1)
 
 
-def _align(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
-    """The inner problem (Eq. 1-2) on :func:`random_side` (:func:`fa.solve`; the first step
-    from r_0 = 0 is the shared one)."""
+def _solve(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
+    """The inner problem (Eq. 1-2) on :func:`random_side`: :func:`fa.solve`."""
     return fa.solve(encoder, target, shape, head=settings.heads, T=settings.T, tau=settings.tau,
                     r_init=settings.r_init, squash=settings.squash, generator=generator,
                     create_graph=create_graph, start=start)
@@ -148,17 +139,14 @@ def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generato
 def vfa_loss(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
              settings: VFASettings, generator: Optional[torch.Generator] = None,
              validate: bool = True, heads: bool = False):
-    """Eq. 5 / 6: ||x - r_hat||^2 + beta KL (+ class_weight ||onehot(y) - c(x)||^2), batch mean.
-
-    x (B, C, H, W), labels (B,) -> (loss with a graph to the encoder, parts {"rec", "kl",
-    "cls"} (B,) detached, r_hat (B, C, H, W)), and E(x) (dict of heads) with ``heads``.
-    """
+    """Eq. 5 / 6 per example, the batch's mean: x (B, C, H, W), labels (B,) -> (loss with a
+    graph, parts {"rec", "kl", "cls"} (B,) detached, r_hat (B, C, H, W)) [, E(x) with heads]."""
     out = encoder(x)
     # z_x = mu(x) + eps sigma(x)
     z_x = reparameterise(out["mu"], out["logvar"], generator)
-    res = _align(encoder, inner_target(z_x, settings, labels, validate=validate), x.shape[1:],
+    res = _solve(encoder, inner_target(z_x, settings, labels, validate=validate), x.shape[1:],
                  settings, create_graph=True, generator=generator)
-    # ||x - r_hat||^2 + beta KL(q(z|x) || N(0, I)), per example                      (Eq. 5)
+    # Eq. 5: ||x - r_hat||^2 + beta KL(q(z|x) || N(0, I)) [+ class_weight ||onehot(y) - c(x)||^2]
     rec = (x - res.image).pow(2).flatten(1).sum(1)
     kl = kl_normal(out["mu"], out["logvar"])
     per_example = rec + draw_betas(x.shape[0], settings, generator, device=x.device) * kl
@@ -175,45 +163,28 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
              generator: Optional[torch.Generator] = None,
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA step: :func:`vfa_loss`, double backward, the optimiser, the Eq. 9 clamp.
-
-    x (B, C, H, W) in [0, 1], labels (B,). Returns floats ``loss``, ``mse`` (per pixel),
-    ``kl``, ``cls`` (batch means) read in one sync before the update with the labels' and
-    images' ranges. Raises ValueError: bad images or labels; NonFiniteLossError: a term is
-    not finite for some example (refused before ``backward()``; the weights unchanged).
-    """
-    return _vfa_update(encoder, optimizer, x, labels, settings=settings, generator=generator,
-                       weight_clamp=weight_clamp)[0]
+    """One VFA step on x (B, C, H, W) in [0, 1], labels (B,): :func:`vfa_loss`, double
+    backward, the optimiser, the Eq. 9 clamp. Returns floats ``loss``, ``mse`` (per pixel),
+    ``kl``, ``cls`` (batch means), read in one sync before the update with the labels' and
+    images' ranges. Raises ValueError: bad images or labels; NonFiniteLossError (no update)."""
+    return _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp)[0]
 
 
-def _vfa_update(encoder, optimizer, x, labels, *, settings, generator, weight_clamp):
-    """:func:`vfa_step`, also returning E(x) and r_hat as computed before the update, detached."""
-    from .train import check_batch, check_batch_range, refuse_non_finite
-
-    bounds = check_batch(x, encoder, deferred=True)
+def _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp):
+    """:func:`vfa_step`, also returning E(x) and r_hat from before the update, detached."""
+    bounds = fa.check_batch(x, encoder, deferred=True)
     with_labels = settings.conditional and labels is not None and labels.numel() > 0
     optimizer.zero_grad(set_to_none=True)
     loss, parts, image, out = vfa_loss(encoder, x, labels, settings=settings,
                                        generator=generator, validate=False, heads=True)
-    with torch.no_grad():  # the step's one sync: its values, the labels' and images' ranges
-        read = [loss.detach(), (image - x).pow(2).mean(), parts["kl"].mean(), parts["cls"].mean()]
-        read += list(torch.aminmax(labels.long())) if with_labels else []
-        read = torch.cat([torch.stack([v.to(loss.dtype) for v in read])]
-                         + ([bounds.to(loss.dtype)] if bounds is not None else [])).tolist()
-    values = read[:4]
+    read = [loss, (image.detach() - x).pow(2).mean(), parts["kl"].mean(), parts["cls"].mean()]
+    read = fa.read_once(read + (list(torch.aminmax(labels.long())) if with_labels else []),
+                        bounds)
     if with_labels:
         _check_labels(read[4], read[5], settings.num_classes)
-    check_batch_range(read[6 if with_labels else 4:])
-    ddp = isinstance(encoder, nn.parallel.DistributedDataParallel)
-    if ddp or not all(map(math.isfinite, values)):
-        refuse_non_finite({"rec": parts["rec"], "KL": parts["kl"], "class": parts["cls"],
-                           "loss": loss}, what="the VFA loss", collective=ddp)
-    loss.backward()
-    optimizer.step()
-    # theta <- clamp(theta, -sqrt 2, sqrt 2)                                         (Eq. 9)
-    if weight_clamp is not None:
-        clamp_weights_(encoder, weight_clamp)
-    return (dict(zip(("loss", "mse", "kl", "cls"), values)),
+    fa.update(encoder, optimizer, loss, read[:4], {"rec": parts["rec"], "KL": parts["kl"],
+              "class": parts["cls"], "loss": loss}, "the VFA loss", weight_clamp)
+    return (dict(zip(("loss", "mse", "kl", "cls"), read[:4])),
             {k: v.detach() for k, v in out.items()}, image.detach())
 
 
@@ -227,15 +198,26 @@ def prior(n: int, latent_dim: int, generator: Optional[torch.Generator] = None,
 
 def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-           class_values: Optional[torch.Tensor] = None,
            generator: Optional[torch.Generator] = None, refiner: Optional[nn.Module] = None,
            start: Optional[FrozenStart] = None) -> torch.Tensor:
-    """The image of z (B, Z) by the inner optimisation (Figure 3, right): (B, C, H, W),
-    detached. Conditional: ``labels`` (one-hot times ``scale``) or ``class_values`` (B, K).
-    ``refiner``: VFA-GAN's G applied after; ``start``: a :func:`frozen_start` to reuse. In
-    eval mode each row depends only on its own z and label."""
-    return decode_full(encoder, inner_target(z, settings, labels, scale, class_values), shape,
-                       settings, refiner, start, generator)
+    """VFA's decoder: the image of z (B, Z) by the inner optimisation (Figure 3, right),
+    (B, C, H, W) detached; conditional: ``labels`` one-hot times ``scale``. ``refiner``:
+    VFA-GAN's G after; ``start``: a :func:`frozen_start`. In eval mode each row depends only
+    on its own z and label."""
+    return decode_full(encoder, inner_target(z, settings, labels, scale), shape, settings,
+                       refiner, start, generator)
+
+
+def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
+                refiner: Optional[nn.Module] = None, start: Optional[FrozenStart] = None,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """:func:`decode` of a full inner target (B, Z [+ K]) (:func:`latent_of`)."""
+    image = _solve(encoder, target, shape, settings, create_graph=False, generator=generator,
+                   start=start).image
+    if refiner is not None:
+        with torch.no_grad():
+            image = refiner(image)
+    return image.detach()
 
 
 def sample(encoder: nn.Module, n: int, shape, *, settings: VFASettings, latent_dim: int,
@@ -260,19 +242,6 @@ def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> tor
     with torch.no_grad():
         out = encoder(x)
     return torch.cat([out["mu"], out["logits"]], 1) if settings.conditional else out["mu"]
-
-
-def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
-                refiner: Optional[nn.Module] = None, start: Optional[FrozenStart] = None,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """The image of a full inner target (B, Z [+ K]) (:func:`latent_of`), detached, with
-    ``refiner`` applied after: (B, C, H, W)."""
-    image = _align(encoder, target, shape, settings, create_graph=False, generator=generator,
-                   start=start).image
-    if refiner is not None:
-        with torch.no_grad():
-            image = refiner(image)
-    return image.detach()
 
 
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
@@ -304,10 +273,8 @@ def class_emphasis(encoder: nn.Module, z: torch.Tensor, shape, scales, *,
                    settings: VFASettings, refiner: Optional[nn.Module] = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Figure 6b: one latent z (Z,) decoded for every class k at every one-hot value s.
-
-    Returns images (len(scales) * K, C, H, W), row s, column k, and c(r)_k, the class
-    head's score of the wanted class on r (len(scales), K). Raises ValueError: unconditional.
-    """
+    Returns images (len(scales) * K, C, H, W), row s, column k, and c(r)_k, the class head's
+    score of the wanted class on r (len(scales), K). Raises ValueError: unconditional."""
     if not settings.conditional:
         raise ValueError("class emphasis needs a conditional VFA (num_classes > 0)")
     classes = torch.arange(settings.num_classes, device=z.device)
@@ -334,13 +301,20 @@ def frozen(module: nn.Module):
             p.requires_grad_(f)
 
 
-def _prior_images(encoder, x, settings, latent_dim, generator):
-    """FA images r of z ~ N(0, I) and uniform classes: (B, C, H, W), no graph."""
-    n, gdev = x.shape[0], generator.device if generator is not None else None
-    z = prior(n, latent_dim, generator).to(x.device)
-    labels = (torch.randint(settings.num_classes, (n,), generator=generator, device=gdev)
-              .to(x.device) if settings.conditional else None)
-    return decode(encoder, z, x.shape[1:], settings=settings, labels=labels)
+def _fakes(encoder, refiner, x, r_hat, settings, latent_dim, fake_source, generator):
+    """(G's images with a graph to G, D's fakes without one): G(r_hat) or G(r) of the prior."""
+    r_prior = None
+    if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
+        z = prior(x.shape[0], latent_dim, generator).to(x.device)
+        gdev = generator.device if generator is not None else None
+        labels = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
+                                device=gdev).to(x.device) if settings.conditional else None)
+        r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=labels)
+    fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
+    if fake_source != "authors":
+        return fake_g, fake_g.detach()
+    with torch.no_grad():  # D's fakes need no graph to G
+        return fake_g, refiner(r_prior)
 
 
 def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module,
@@ -352,73 +326,49 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
     """One VFA-GAN step (Eq. 6-8): [the encoder's :func:`vfa_step`,] D's step, G's step.
-
     ``opt_e``: joint training (Figure 4); G and D then reuse that step's r_hat and E(x)
     (before its update, as the authors' code). Without it the encoder stays fixed. Fakes
     (``fake_source``): ``"reconstruction"`` G(r_hat) for both (Eq. 7-8), ``"prior"`` G(r)
     of z ~ N(0, I) for both, ``"authors"`` G(r_hat) for G and prior fakes for D.
     ``perceptual_weight``: lambda of Eq. 7 (0: not computed). x (B, C, H, W), labels (B,).
-
     Returns floats ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` (batch means; ``enc_*`` with
     ``opt_e``), one sync per network's update. Raises ValueError: bad images or unknown
-    ``fake_source``; NonFiniteLossError: D's loss or the fakes not finite (before D's
-    update), or G's terms not finite (before G's update).
-    """
-    from .train import check_batch, refuse_non_finite
-
-    if fake_source not in FAKE_SOURCES:
-        raise ValueError(f"unknown fake_source {fake_source!r}; choose one of {list(FAKE_SOURCES)}")
-    logs: dict[str, float] = {}
-    if opt_e is not None:  # the encoder's step reads the batch's range in its one sync
-        check_batch(x, refiner, deferred=True)
-        enc_logs, e_x, r_hat = _vfa_update(encoder, opt_e, x, labels, settings=settings,
-                                           generator=generator, weight_clamp=weight_clamp)
-        logs.update({f"enc_{k}": v for k, v in enc_logs.items()})
-    else:
-        check_batch(x, refiner)
-        with torch.no_grad():
-            e_x = encoder(x)
-        r_hat = None
+    ``fake_source``; NonFiniteLossError: D's loss or fakes, or G's terms (before that update)."""
+    fa.check_choice("fake_source", fake_source, FAKE_SOURCES)
+    logs = {}
+    fa.check_batch(x, refiner, deferred=opt_e is not None)  # the encoder's step reads the range
+    if opt_e is not None:
+        enc_logs, e_x, r_hat = _vfa_update(encoder, opt_e, x, labels, settings, generator,
+                                           weight_clamp)
+        logs = {f"enc_{k}": v for k, v in enc_logs.items()}
     with frozen(encoder):
-        if r_hat is None:  # z_x = mu(x) + eps sigma(x), decoded
+        if opt_e is None:  # z_x = mu(x) + eps sigma(x), decoded
+            with torch.no_grad():
+                e_x = encoder(x)
             r_hat = decode(encoder, reparameterise(e_x["mu"], e_x["logvar"], generator),
                            x.shape[1:], settings=settings, labels=labels)
-        r_prior = (_prior_images(encoder, x, settings, latent_dim, generator)
-                   if fake_source != "reconstruction" else None)
-        r_g = r_prior if fake_source == "prior" else r_hat
-        fake_g = refiner(r_g)
-        if fake_source == "authors":
-            with torch.no_grad():  # D's fakes need no graph to G
-                fake_d = refiner(r_prior)
-        else:
-            fake_d = fake_g.detach()
-
-        # L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2                                  (Eq. 8)
+        fake_g, fake_d = _fakes(encoder, refiner, x, r_hat, settings, latent_dim, fake_source,
+                                generator)
+        # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
         opt_d.zero_grad(set_to_none=True)
         loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake_d))
-        refuse_non_finite({"adversarial": loss_d, "adversarial (G's images)": fake_g,
-                           "adversarial (D's fakes)": fake_d},
-                          what="VFA-GAN's discriminator loss (Eq. 8) or its fakes")
+        fa.refuse_non_finite({"adversarial": loss_d, "adversarial (G's images)": fake_g,
+                              "adversarial (D's fakes)": fake_d},
+                             what="VFA-GAN's discriminator loss (Eq. 8) or its fakes")
         loss_d.backward()
         opt_d.step()
-
-        # L_G = ||1 - D(G(r))||^2 + lambda (||mu(x) - mu(G(r_hat))||^2
-        #                                   + ||sigma^2(x) - sigma^2(G(r_hat))||^2)     (Eq. 7)
+        # Eq. 7: L_G = ||1 - D(G(r))||^2
+        #              + lambda (||mu(x) - mu(G(r_hat))||^2 + ||sigma^2(x) - sigma^2(G(r_hat))||^2)
         opt_g.zero_grad(set_to_none=True)
         with frozen(discriminator):  # D's and the encoder's parameters get no gradient
             adv = lsgan_generator_loss(discriminator(fake_g))
         perc = torch.zeros((), device=x.device)
         if perceptual_weight > 0:
-            e_g = encoder(fake_g if r_g is r_hat else refiner(r_hat))
+            e_g = encoder(fake_g if fake_source != "prior" else refiner(r_hat))
             perc = perceptual_moments_loss(e_x["mu"], bounded_logvar(e_x["logvar"]).exp(),
                                            e_g["mu"], bounded_logvar(e_g["logvar"]).exp())
         loss_g = adv + perceptual_weight * perc
-        values = torch.stack([loss_d.detach(), loss_g.detach(), adv.detach(),
-                              perc.detach()]).tolist()  # G's one sync
-        if not all(map(math.isfinite, values[2:])):
-            refuse_non_finite({"adversarial": adv, "perceptual": perc},
-                              what="VFA-GAN's refiner loss (Eq. 7)")
-        loss_g.backward()
-        opt_g.step()
-    logs.update(dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values)))
-    return logs
+        values = fa.read_once([loss_d, loss_g, adv, perc])  # G's one sync
+        fa.update(refiner, opt_g, loss_g, values[2:], {"adversarial": adv, "perceptual": perc},
+                  "VFA-GAN's refiner loss (Eq. 7)", None)
+    return {**logs, **dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values))}
