@@ -33,18 +33,6 @@ def imshow(ax, images, title="", nrow=8):
     plotting.show_images(ax, images, nrow=nrow).set_title(title, fontsize=9)
 
 
-def _device(module):
-    return next(module.parameters()).device
-
-
-def _images(images, n=50):
-    """The first ``n`` of (N, C, H, W) images, on the CPU. Raises ValueError otherwise."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
-        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
-    return images.detach().cpu()[:n]
-
-
 def class_labels(labels):  # None for unlabeled data (CelebA, STL-10: labels -1)
     return None if labels is None or not bool((torch.as_tensor(labels) >= 0).any()) else labels
 
@@ -94,12 +82,12 @@ class Explorer:
         if self._widget is None:
             px = f"{int(self.figsize[0] * 80)}px"
             self._image = tag(w.Image(format="png", layout=w.Layout(width=px)),
-                               "fa-explorer-image")
+                              "fa-explorer-image")
             self._status = tag(w.HTML(), "fa-explorer-status")  # a Label cuts a long status
             views = self.views()
             controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
             self._widget = tag(w.VBox([controls, w.HBox(views) if len(views) > 1 else views[0],
-                                        self._status]), "fa-explorer", f"fa-explorer-{self.kind}")
+                                       self._status]), "fa-explorer", f"fa-explorer-{self.kind}")
             self.update()
         return self._widget
 

@@ -1,9 +1,5 @@
-"""JupyterLab explorers (ipywidgets) of the method; one static figure each when headless.
-
-An explorer is a ``VBox`` (classes ``fa-explorer``, ``fa-explorer-<kind>``) of controls
-(``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status line
-(``fa-explorer-status``). Every redraw runs on one CPU thread, timed in ``last_seconds``.
-"""
+"""JupyterLab explorers of the method (base: :mod:`fa_utils.explorer_base`); one static
+figure each when headless."""
 from __future__ import annotations
 
 import math
@@ -216,7 +212,6 @@ class InnerOptimisation(Explorer):
         return f"{status}; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
 
 
-
 class LatentSliders(Explorer):
     """z = z_start + sum_k a_k s_k v_k: sliders ``pc1``.. (a_k, in standard deviations) along
     the leading principal axes v_k (std s_k) of the encoded ``images`` (N, C, H, W); ``start``
@@ -358,7 +353,7 @@ class Interpolation(Explorer):
         blank = path.new_ones((rows * cols - steps, *path.shape[1:]))  # the last row's end
         imshow(axes[0], self.images[a:a + 1], f"a: #{a}{self._name(a)}")
         imshow(axes[1], torch.cat([path, blank]), "decoded along (1 - t) z_a + t z_b"
-                + (", row by row" if rows > 1 else ""), nrow=cols)
+               + (", row by row" if rows > 1 else ""), nrow=cols)
         imshow(axes[2], self.images[b:b + 1], f"b: #{b}{self._name(b)}")
         for ax in axes:
             ax.set_anchor("N")

@@ -155,7 +155,7 @@ class LatentPad(Explorer):
                        f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
                        for nm, c in zip(self.class_names, self.class_colours()))
         self._legend = tag(w.HTML(f'<div style="font-size:12px;line-height:17px;'
-                                   f'padding:4px 6px">{rows}</div>'), "fa-explorer-legend")
+                                  f'padding:4px 6px">{rows}</div>'), "fa-explorer-legend")
         return [self._pad, self._legend, self._image]
 
     def point(self, z=None):
