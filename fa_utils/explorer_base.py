@@ -1,9 +1,6 @@
-"""The explorers' base: an ipywidgets ``VBox`` of controls, picture(s) and a status line.
-
-An explorer is a ``VBox`` (classes ``fa-explorer``, ``fa-explorer-<kind>``) of controls
-(``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status line
-(``fa-explorer-status``). Every redraw runs on one CPU thread, timed in ``last_seconds``.
-"""
+"""The explorers' base: a ``VBox`` (classes ``fa-explorer``, ``fa-explorer-<kind>``) of controls
+(``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status line (``fa-explorer-status``);
+every redraw runs on one CPU thread, timed in ``last_seconds``."""
 from __future__ import annotations
 
 import html

@@ -1,5 +1,4 @@
-"""JupyterLab explorers of the method (base: :mod:`fa_utils.explorer_base`); one static
-figure each when headless."""
+"""JupyterLab explorers of the method (base: :mod:`.explorer_base`); a static PNG headless."""
 from __future__ import annotations
 
 import math
@@ -48,8 +47,8 @@ def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
 
 
 def show(explorer, interactive=None) -> None:
-    """Display the widget (``interactive``; None: unless :func:`headless`) or one static PNG
-    of the default state. Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
+    """The widget, or (``interactive`` False; None: :func:`headless`) a PNG of the default state.
+    Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
     from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
@@ -111,17 +110,13 @@ class _ShortFormatter(Formatter):
         return f"{x:.4g}"
 
     def format_ticks(self, values):
-        for n in range(3, 9):
-            labels = [f"{v:.{n}g}" for v in values]
-            if len(set(labels)) == len(labels):
-                break
-        return labels
+        n = next((n for n in range(3, 8) if len({f"{v:.{n}g}" for v in values}) == len(values)), 8)
+        return [f"{v:.{n}g}" for v in values]
 
 
 class InnerOptimisation(Explorer):
-    """r_0 ... r_T of Eq. 2 moving towards an image's latent E(x)[head], and the energy (Eq. 1).
-    ``images`` (N, C, H, W) in [0, 1]; ``squash`` as in training; ``play`` animates ``step``.
-    Raises ValueError: T outside 1..MAX_T, an unknown squash."""
+    """r_0 ... r_T of Eq. 2 moving towards E(x)[head], and the energy (Eq. 1); ``images``
+    (N, C, H, W) in [0, 1]. Raises ValueError: T outside 1..MAX_T, an unknown squash."""
 
     kind, figsize, bottom_in, wspace, MAX_T = "inner", (10.0, 2.8), 0.5, 0.4, 20
     DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
@@ -213,9 +208,8 @@ class InnerOptimisation(Explorer):
 
 
 class LatentSliders(Explorer):
-    """z = z_start + sum_k a_k s_k v_k: sliders ``pc1``.. (a_k, in standard deviations) along
-    the leading principal axes v_k (std s_k) of the encoded ``images`` (N, C, H, W); ``start``
-    -1: the mean latent, else a held-out image's. Raises ValueError: bad ``k``."""
+    """z = z_start + sum_k a_k s_k v_k along the k leading principal axes v_k (std s_k) of the
+    encoded ``images`` (N, C, H, W), a_k from sliders ``pc1``... Raises ValueError: bad ``k``."""
 
     kind, figsize = "latent-sliders", (4.6, 2.5)
 
@@ -262,9 +256,9 @@ class LatentSliders(Explorer):
 
 
 class ConditionalSampling(Explorer):
-    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class).
-    Opens at s = ``scale`` = 8, where the class shows (training used 1: docs/method.md section
-    9). Raises ValueError: an unconditional VFA, a bad ``scale``."""
+    """Samples of a conditional VFA (Section 3.4), class target s x onehot(class); s opens at
+    ``scale`` = 8, where the class shows (docs/method.md section 9; training used 1).
+    Raises ValueError: an unconditional VFA, a bad ``scale``."""
 
     kind, figsize = "conditional", (6.5, 2.9)
 
@@ -312,9 +306,8 @@ class ConditionalSampling(Explorer):
 
 
 class Interpolation(Explorer):
-    """(1 - t) z_a + t z_b for ``steps`` values of t in [0, 1], decoded (Figure 8), in rows of
-    ``per_row`` so that each image stays >= ``min_image_px`` wide (docs/choices.md section 11).
-    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
+    """(1 - t) z_a + t z_b decoded (Figure 8), in rows of ``per_row`` (docs/choices.md section
+    11); ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
     row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
@@ -361,9 +354,8 @@ class Interpolation(Explorer):
 
 
 class LocalLayers(Explorer):
-    """Algorithm 3 one layer at a time (:func:`fa_utils.local.invert_block`, ``recon_kwargs``):
-    after ``depth`` layers inverted from z, that level's estimate beside the truth (on the
-    truth's colour scale), and the relative error at every level."""
+    """Algorithm 3 a layer at a time (:func:`fa_utils.local.invert_block`): after ``depth``
+    layers, that level's estimate beside the truth, and the relative error at every level."""
 
     kind, figsize, bottom_in, wspace = "local", (10.0, 3.0), 0.5, 0.4
 
@@ -419,11 +411,10 @@ class LocalLayers(Explorer):
 
 
 def exploration_models(profile=None, *, seed=0, device="auto", progress=True):
-    """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03,
-    05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2`` (Z = 2),
-    ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``, ``local_kwargs``,
-    held-out ``test_x`` (N, C, H, W), ``test_y`` (N,), ``shape``, ``class_names``.
-    Raises fa_utils.config.ConfigError, fa_utils.data.DatasetUnavailable."""
+    """The main job's MNIST models (notebooks 02, 03, 05's checkpoints; a missing one is trained):
+    ``fa`` (Z = 128), ``fa2`` (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``,
+    ``local_net``, ``local_kwargs``, held-out ``test_x`` (N, C, H, W), ``test_y`` (N,), ``shape``,
+    ``class_names``. Raises config.ConfigError, data.DatasetUnavailable."""
     from . import config, experiments, local
     fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw)
                         for s, kw in (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}),

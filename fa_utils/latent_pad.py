@@ -21,10 +21,9 @@ from .explorer_base import Explorer, class_labels, figure_png, imshow, tag
 
 
 class LatentPad(Explorer):
-    """A 2-neuron latent (Figure 6a) as a pad: a click or a drag on the scatter of ``latents``
-    (N, 2) (``labels`` (N,) or None, named by ``class_names``; default "class k") moves the
-    point (sliders ``x``, ``y``) and the image ``decode`` (B, 2) -> (B, C, H, W) makes of it.
-    Raises ValueError: latents not (N, 2), fewer class names than classes."""
+    """A 2-neuron latent (Figure 6a): a click or drag on the scatter of ``latents`` (N, 2),
+    ``labels`` (N,) or None, moves the point (sliders ``x``, ``y``) decoded by ``decode`` (B, 2)
+    -> (B, C, H, W). Raises ValueError: latents not (N, 2), fewer class names than classes."""
 
     kind, figsize, left_in, bottom_in, PAD_BORDER = "latent-pad", (8.0, 3.4), 0.55, 0.45, 1
     # defaults prevented: a native drag of the <img> swallows the mouse events
@@ -64,8 +63,7 @@ class LatentPad(Explorer):
         ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]))
 
     def background(self):
-        """The pad (PIL): the scatter on axes filling the pad_pixels square (pixel -> latent is
-        linear), its ticks, values and z_1, z_2 inside the empty margin."""
+        """The pad (PIL): the scatter filling the square (pixel -> latent linear), axes inside."""
         if self._background is None:
             fig = Figure(figsize=(self.pad_pixels / 100,) * 2, dpi=100)
             ax = fig.add_axes((0, 0, 1, 1))
@@ -109,16 +107,14 @@ class LatentPad(Explorer):
         return sl.min + round((value - sl.min) / sl.step) * sl.step
 
     def _on_change(self, change):
-        # No redraw on a slider's echo of a point set from the pad, snapped to its step:
-        # redrawing it moved a drag's point back by up to half a step.
+        # the sliders' echo of a point from the pad, snapped, must not redraw (it moved a drag back)
         name = next((k for k in "xy" if change["owner"] is self.controls[k]), None)
         if not (name and abs(change["new"] - self.snap(name, change["old"]))
                 <= 1e-3 * self.controls[name].step):
             super()._on_change(change)
 
     def event_pixel(self, event):
-        """A DOM event's pad pixel, from its place in the element's box when given (ipyevents'
-        ``dataX`` is 0 while a drag's next PNG loads), else ``dataX``/``dataY``; or None."""
+        """An event's pad pixel: from its box (``dataX`` is 0 while a PNG loads), dataX, or None."""
         b, n = self.PAD_BORDER, self.pad_pixels
         try:
             w, h = (float(event[k]) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
@@ -130,8 +126,7 @@ class LatentPad(Explorer):
         return (float(event["dataX"]), float(event["dataY"])) if "dataX" in event else None
 
     def _on_event(self, event):
-        # A press, a move with the button held or a click moves the point (a dragstart is
-        # only cancelled); a throttled event older than one handled is stale.
+        # a press, a move with the button held or a click; an event older than one handled: stale
         kind, stamp = event.get("type"), event.get("timeStamp", self._last_stamp)
         if kind not in ("mousedown", "mousemove", "click") or stamp < self._last_stamp or (
                 kind == "mousemove" and not event.get("buttons", 0) & 1):
@@ -188,8 +183,7 @@ class LatentPad(Explorer):
         return self._where(z)
 
     def refresh(self):
-        # The point is read once: the sliders' snapped echo can arrive while this draws (seen
-        # with ipykernel 7.4), and the status must name the drawn point.
+        # z read once: the sliders' snapped echo can arrive mid-draw (ipykernel 7.4); status = z
         z, pad = (self.value("x"), self.value("y")), self.background().copy()
         px, py = self.latent_to_pixel(*z)
         for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # crosshair
