@@ -12,7 +12,8 @@ Modules in layers, each using only those above it:
 * the wiring: ``experiments`` (every trained model of the notebooks, from a config);
 * evaluation and outputs: ``fid``, ``metrics`` (also timers, memory meters), ``claims``,
   ``report``, ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
-* tools: ``explorers`` (JupyterLab), ``distributed`` (DDP), ``runner``
-  (``python -m fa_utils``: notebook parameters, papermill execution).
+* tools: ``explorers`` (JupyterLab; ``explorer_base`` their base, ``latent_pad`` the 2-D
+  pad), ``distributed`` (DDP), ``runner`` (``python -m fa_utils``: notebook parameters,
+  papermill execution).
 """
 __version__ = "0.1.0"

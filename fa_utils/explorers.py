@@ -1,33 +1,18 @@
-"""JupyterLab explorers (ipywidgets) of the method; one static figure each when headless.
-
-An explorer is a ``VBox`` (classes ``fa-explorer``, ``fa-explorer-<kind>``) of controls
-(``fa-control-<name>``), a PNG (``fa-explorer-image``) and a status line
-(``fa-explorer-status``). Every redraw runs on one CPU thread, timed in ``last_seconds``.
-"""
+"""JupyterLab explorers of the method (base: :mod:`.explorer_base`); a static PNG headless."""
 from __future__ import annotations
 
-import html
-import io
 import math
 import os
-import textwrap
 from types import SimpleNamespace
 
 import ipywidgets as w
-import numpy as np
 import torch
-from ipyevents import Event
-from matplotlib import colormaps
-from matplotlib.artist import setp
-from matplotlib.colors import to_hex
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
-from PIL import Image, ImageDraw
 
-from . import fa, local, plotting, vfa
+from . import fa, local, vfa
 from .data import DATASETS
-from .metrics import Stopwatch, one_thread
+from .explorer_base import Explorer, class_labels, figure_png, imshow
+from .latent_pad import LatentPad  # noqa: F401 (fa_utils.explorers.LatentPad in the notebooks)
 
 HEADLESS_ENV = "FA_HEADLESS"  # 1: static figures (set by the runner and the tests)
 MAX_ONEHOT_VALUE = 12.0       # the end of the conditional sampler's one-hot slider
@@ -62,8 +47,8 @@ def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
 
 
 def show(explorer, interactive=None) -> None:
-    """Display the widget (``interactive``; None: unless :func:`headless`) or one static PNG
-    of the default state. Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
+    """The widget, or (``interactive`` False; None: :func:`headless`) a PNG of the default state.
+    Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
     from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
@@ -77,20 +62,6 @@ def show(explorer, interactive=None) -> None:
               f"notebook in JupyterLab for the widgets]")
 
 
-def figure_png(fig, dpi=80) -> bytes:
-    """PNG bytes of a matplotlib figure or a PIL image."""
-    buf = io.BytesIO()
-    if isinstance(fig, Figure):
-        fig.savefig(buf, format="png", dpi=dpi)
-    else:
-        fig.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _imshow(ax, images, title="", nrow=8):
-    plotting.show_images(ax, images, nrow=nrow).set_title(title, fontsize=9)
-
-
 def _device(module):
     return next(module.parameters()).device
 
@@ -101,127 +72,6 @@ def _images(images, n=50):
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
     return images.detach().cpu()[:n]
-
-
-def _labels(labels):  # None for unlabeled data (CelebA, STL-10: labels -1)
-    return None if labels is None or not bool((torch.as_tensor(labels) >= 0).any()) else labels
-
-
-def _tag(widget, *classes):
-    widget._dom_classes = (*widget._dom_classes, *classes)
-    return widget
-
-
-class Explorer:
-    """Controls, picture(s) and a status line; a subclass adds controls (:meth:`control`) and
-    draws its state on a figure (:meth:`draw`, returns the status). ``renders`` counts redraws."""
-
-    kind, figsize = "base", (9.0, 3.0)
-    # fixed subplot margins in inches, no layout engine (docs/choices.md section 11)
-    top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
-
-    def __init__(self):
-        self.renders, self.last_seconds, self.error, self.controls = 0, math.nan, None, {}
-        self._widget = self._image = self._status = None
-        self._hold = False
-
-    def control(self, name, widget, observe=True):
-        """Add control ``name`` (description in full; a change redraws if ``observe``)."""
-        if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
-            widget.style.description_width = "initial"
-        if observe:
-            widget.observe(self._on_change, names="value")
-        self.controls[name] = _tag(widget, f"fa-control-{name}")
-        return widget
-
-    def _player(self, slider, interval):
-        """A ``play`` control that animates ``slider`` (linked in the browser)."""
-        play = w.Play(value=slider.value, min=slider.min, max=slider.max, interval=interval)
-        w.jslink((self.control("play", play, observe=False), "value"), (slider, "value"))
-
-    def value(self, name):
-        return self.controls[name].value
-
-    def views(self):
-        """The pictures between the controls and the status line."""
-        return [self._image]
-
-    @property
-    def widget(self):
-        """The ``VBox`` (controls, picture(s), status), built and drawn on first access."""
-        if self._widget is None:
-            px = f"{int(self.figsize[0] * 80)}px"
-            self._image = _tag(w.Image(format="png", layout=w.Layout(width=px)),
-                               "fa-explorer-image")
-            self._status = _tag(w.HTML(), "fa-explorer-status")  # a Label cuts a long status
-            views = self.views()
-            controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
-            self._widget = _tag(w.VBox([controls, w.HBox(views) if len(views) > 1 else views[0],
-                                        self._status]), "fa-explorer", f"fa-explorer-{self.kind}")
-            self.update()
-        return self._widget
-
-    def set(self, **values) -> None:
-        """Set several controls, then redraw once. Raises KeyError: an unknown control."""
-        unknown = sorted(set(values) - set(self.controls))
-        if unknown:
-            raise KeyError(f"unknown control(s) {unknown}; this explorer has "
-                           f"{sorted(self.controls)}")
-        self._hold = True
-        try:
-            for name, v in values.items():
-                self.controls[name].value = v
-        finally:
-            self._hold = False
-        self.update()
-
-    def _on_change(self, change):
-        if not self._hold:
-            self.update()
-
-    def draw(self, fig) -> str:
-        raise NotImplementedError
-
-    def _new_figure(self, title_room=0.0):
-        w, h = self.figsize[0], self.figsize[1] + title_room
-        fig = Figure(figsize=(w, h))
-        fig.subplots_adjust(left=self.left_in / w, right=1 - 0.15 / w, wspace=self.wspace,
-                            bottom=self.bottom_in / h, top=1 - (self.top_in + title_room) / h)
-        return fig
-
-    def figure(self) -> Figure:
-        """The state as a figure, the status as its title (wrapped; the figure grows)."""
-        with one_thread():
-            fig = self._new_figure(title_room=0.35)
-            lines = textwrap.wrap(self.draw(fig), width=max(int(self.figsize[0] * 13), 40))
-            if len(lines) > 1:
-                self.draw(fig := self._new_figure(title_room=0.35 + 0.16 * (len(lines) - 1)))
-        fig.suptitle("\n".join(lines), fontsize=9, y=0.99, va="top")
-        return fig
-
-    def refresh(self) -> str:
-        """Redraw the widget's picture(s); returns the status."""
-        fig = self._new_figure()
-        status = self.draw(fig)
-        self._image.value = figure_png(fig)
-        return status
-
-    def update(self) -> None:
-        """Redraw now; an error goes to the status line and ``error``, not the front end's log."""
-        with Stopwatch() as sw:
-            try:
-                with one_thread():
-                    status = (self.draw(self._new_figure()) if self._image is None
-                              else self.refresh())
-                self.error = None
-            except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
-                status = self.error = f"error: {type(exc).__name__}: {exc}"
-        self.renders, self.last_seconds = self.renders + 1, sw.seconds
-        if self._status is not None:
-            text = f"{status}  |  render {self.renders}, {1e3 * sw.seconds:.0f} ms"
-            head, warn, tail = text.partition("WARNING")
-            red = f'<span style="color:#c00000">{html.escape(warn + tail)}</span>'
-            self._status.value = html.escape(head) + (red if warn else "")
 
 
 def fa_decoder(encoder, shape, *, head="z", T=1, tau=1.0, r_init="zeros", squash="none",
@@ -260,17 +110,13 @@ class _ShortFormatter(Formatter):
         return f"{x:.4g}"
 
     def format_ticks(self, values):
-        for n in range(3, 9):
-            labels = [f"{v:.{n}g}" for v in values]
-            if len(set(labels)) == len(labels):
-                break
-        return labels
+        n = next((n for n in range(3, 8) if len({f"{v:.{n}g}" for v in values}) == len(values)), 8)
+        return [f"{v:.{n}g}" for v in values]
 
 
 class InnerOptimisation(Explorer):
-    """r_0 ... r_T of Eq. 2 moving towards an image's latent E(x)[head], and the energy (Eq. 1).
-    ``images`` (N, C, H, W) in [0, 1]; ``squash`` as in training; ``play`` animates ``step``.
-    Raises ValueError: T outside 1..MAX_T, an unknown squash."""
+    """r_0 ... r_T of Eq. 2 moving towards E(x)[head], and the energy (Eq. 1); ``images``
+    (N, C, H, W) in [0, 1]. Raises ValueError: T outside 1..MAX_T, an unknown squash."""
 
     kind, figsize, bottom_in, wspace, MAX_T = "inner", (10.0, 2.8), 0.5, 0.4, 20
     DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
@@ -331,7 +177,7 @@ class InnerOptimisation(Explorer):
         for i, (img, title) in enumerate([(x, "image x (target E(x))"),
                                           (fa.apply_squash(traj[0], self.squash),
                                            f"r_0 ({self.value('r_init')})"), (shown, f"r_{t}")]):
-            _imshow(fig.add_subplot(gs[0, i]), img[None], title)
+            imshow(fig.add_subplot(gs[0, i]), img[None], title)
         left, sp = 0.56 + 1.05 / fig.get_size_inches()[0], fig.subplotpars  # room for y labels
         ax = fig.add_axes((left, sp.bottom, 0.985 - left, sp.top - sp.bottom))
         ax.plot(range(len(energies)), energies, "o-", ms=3,
@@ -361,191 +207,9 @@ class InnerOptimisation(Explorer):
         return f"{status}; WARNING energy grows from step {grew}: {self.DIVERGENCE_NOTE}"
 
 
-class LatentPad(Explorer):
-    """A 2-neuron latent (Figure 6a) as a pad: a click or a drag on the scatter of ``latents``
-    (N, 2) (``labels`` (N,) or None, named by ``class_names``; default "class k") moves the
-    point (sliders ``x``, ``y``) and the image ``decode`` (B, 2) -> (B, C, H, W) makes of it.
-    Raises ValueError: latents not (N, 2), fewer class names than classes."""
-
-    kind, figsize, left_in, bottom_in, PAD_BORDER = "latent-pad", (8.0, 3.4), 0.55, 0.45, 1
-    # defaults prevented: a native drag of the <img> swallows the mouse events
-    PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
-
-    def __init__(self, decode, latents, labels=None, *, class_names=None, pad_pixels=300):
-        super().__init__()
-        latents = torch.as_tensor(latents).detach().float().cpu()
-        if latents.dim() != 2 or latents.shape[1] != 2:
-            raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
-                             f"LatentSliders for a latent with more than 2 dimensions")
-        self.decode, self.latents, self.labels = decode, latents, _labels(labels)
-        self.pad_pixels, self._last_stamp, self._background = int(pad_pixels), -math.inf, None
-        k = 0 if self.labels is None else int(torch.as_tensor(self.labels).max()) + 1
-        if class_names is not None and len(class_names) < k:
-            raise ValueError(f"{len(class_names)} class names for labels up to {k - 1}")
-        self.class_names = [str(c) for c in class_names or [f"class {i}" for i in range(k)]]
-        lo, hi = latents.min(0).values, latents.max(0).values
-        span = (hi - lo).clamp_min(1e-6)  # a 14 % margin each side: where the axes are drawn
-        self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
-        steps = [(self.hi[i] - self.lo[i]) / 200 for i in (0, 1)]
-        self.decimals = max(2, math.ceil(-math.log10(min(steps))))
-        for i, start in enumerate(latents.median(0).values.tolist()):
-            self.control("xy"[i], w.FloatSlider(start, min=self.lo[i], max=self.hi[i],
-                                                step=steps[i], description=f"z_{i + 1}",
-                                                readout_format=f".{self.decimals}f"))
-
-    def class_colours(self):
-        """One RGBA colour per class (tab10; tab20 above 10 classes), as in the scatter."""
-        cmap = colormaps["tab10" if len(self.class_names) <= 10 else "tab20"]
-        return [cmap(k % cmap.N) for k in range(len(self.class_names))]
-
-    def _scatter(self, ax):
-        colour = ("tab:blue" if self.labels is None else
-                  np.array(self.class_colours())[torch.as_tensor(self.labels).cpu().numpy()])
-        ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, c=colour)
-        ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]))
-
-    def background(self):
-        """The pad (PIL): the scatter on axes filling the pad_pixels square (pixel -> latent is
-        linear), its ticks, values and z_1, z_2 inside the empty margin."""
-        if self._background is None:
-            fig = Figure(figsize=(self.pad_pixels / 100,) * 2, dpi=100)
-            ax = fig.add_axes((0, 0, 1, 1))
-            self._scatter(ax)
-            for i, axis in enumerate((ax.xaxis, ax.yaxis)):  # ticks clear of the corners
-                ticks = MaxNLocator(nbins=5).tick_values(self.lo[i], self.hi[i])
-                frac = (ticks - self.lo[i]) / (self.hi[i] - self.lo[i])
-                axis.set_ticks(ticks[(frac > 0.12) & (frac < 0.86)])
-            ax.tick_params(direction="in", length=4, labelsize=7, colors="#444", pad=-3)
-            ax.tick_params(axis="x", pad=-10)
-            ax.grid(True, color="#ddd", lw=0.5)
-            ax.set_axisbelow(True)
-            setp(ax.get_yticklabels(), ha="left")
-            setp(ax.get_xticklabels(), va="bottom")
-            for x, y, ha, va, text in ((0.985, 0.015, "right", "bottom", "z_1 \u2192"),
-                                       (0.015, 0.985, "left", "top", "z_2 \u2191")):
-                ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize=8,
-                        weight="bold", color="#222")
-            self._background = Image.open(io.BytesIO(figure_png(fig, dpi=100))).convert("RGB")
-        return self._background
-
-    def pixel_to_latent(self, px, py):
-        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2)."""
-        n, lo, hi = self.pad_pixels, self.lo, self.hi
-        return lo[0] + px / n * (hi[0] - lo[0]), hi[1] - py / n * (hi[1] - lo[1])
-
-    def latent_to_pixel(self, z1, z2):
-        n, lo, hi = self.pad_pixels, self.lo, self.hi
-        return (z1 - lo[0]) / (hi[0] - lo[0]) * n, (hi[1] - z2) / (hi[1] - lo[1]) * n
-
-    def click(self, px, py) -> None:
-        """A click (or drag) at pad pixel (px, py): move the point there, unless it is there."""
-        z1, z2 = self.pixel_to_latent(px, py)
-        z1, z2 = min(max(z1, self.lo[0]), self.hi[0]), min(max(z2, self.lo[1]), self.hi[1])
-        if (z1, z2) != (self.value("x"), self.value("y")):
-            self.set(x=z1, y=z2)
-
-    def snap(self, name, value):
-        """``value`` on slider ``name``'s grid (min + k step), as its front end puts it."""
-        sl = self.controls[name]
-        return sl.min + round((value - sl.min) / sl.step) * sl.step
-
-    def _on_change(self, change):
-        # No redraw on a slider's echo of a point set from the pad, snapped to its step:
-        # redrawing it moved a drag's point back by up to half a step.
-        name = next((k for k in "xy" if change["owner"] is self.controls[k]), None)
-        if not (name and abs(change["new"] - self.snap(name, change["old"]))
-                <= 1e-3 * self.controls[name].step):
-            super()._on_change(change)
-
-    def event_pixel(self, event):
-        """A DOM event's pad pixel, from its place in the element's box when given (ipyevents'
-        ``dataX`` is 0 while a drag's next PNG loads), else ``dataX``/``dataY``; or None."""
-        b, n = self.PAD_BORDER, self.pad_pixels
-        try:
-            w, h = (float(event[k]) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
-            if w > 0 and h > 0:
-                return ((float(event["relativeX"]) - b) * n / w,
-                        (float(event["relativeY"]) - b) * n / h)
-        except (KeyError, TypeError, ValueError):
-            pass
-        return (float(event["dataX"]), float(event["dataY"])) if "dataX" in event else None
-
-    def _on_event(self, event):
-        # A press, a move with the button held or a click moves the point (a dragstart is
-        # only cancelled); a throttled event older than one handled is stale.
-        kind, stamp = event.get("type"), event.get("timeStamp", self._last_stamp)
-        if kind not in ("mousedown", "mousemove", "click") or stamp < self._last_stamp or (
-                kind == "mousemove" and not event.get("buttons", 0) & 1):
-            return
-        self._last_stamp = stamp
-        at = self.event_pixel(event)
-        if at is not None:
-            self.click(*at)
-
-    def views(self):
-        px = f"{self.pad_pixels}px"
-        self._pad = _tag(w.Image(format="png", layout=w.Layout(
-            width=px, height=px, border=f"{self.PAD_BORDER}px solid #999")), "fa-explorer-pad")
-        self._image.layout.width = px  # the decoded image as large as the pad
-        self._events = Event(source=self._pad, watched_events=list(self.PAD_EVENTS),
-                             prevent_default_action=True, wait=40, throttle_or_debounce="throttle")
-        self._events.on_dom_event(self._on_event)
-        if not self.class_names:
-            return [self._pad, self._image]
-        rows = "".join(f'<div style="white-space:nowrap"><span style="color:{to_hex(c)};'
-                       f'font-size:14px">&#9679;</span> {html.escape(nm)}</div>'
-                       for nm, c in zip(self.class_names, self.class_colours()))
-        self._legend = _tag(w.HTML(f'<div style="font-size:12px;line-height:17px;'
-                                   f'padding:4px 6px">{rows}</div>'), "fa-explorer-legend")
-        return [self._pad, self._legend, self._image]
-
-    def point(self, z=None):
-        """(1, 2) the point ``z`` (default: the sliders')."""
-        return torch.tensor([z or (self.value("x"), self.value("y"))], dtype=torch.float32)
-
-    def decoded(self, z=None):
-        """(1, C, H, W) the image decoded from ``z`` (default: the sliders'), in [0, 1]."""
-        return self.decode(self.point(z)).detach().float().cpu().clamp(0, 1)
-
-    def _where(self, z):
-        return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"
-
-    def draw(self, fig):
-        z = (self.value("x"), self.value("y"))
-        a, leg, b = fig.subplots(1, 3, width_ratios=[1, 0.32, 1])
-        self._scatter(a)
-        a.plot([z[0]], [z[1]], "k+", ms=14, mew=2)
-        a.set_title("2-neuron latent (click/drag in JupyterLab)", fontsize=8)
-        a.set_xlabel("z_1", fontsize=8, labelpad=1)
-        a.set_ylabel("z_2", fontsize=8, labelpad=1)
-        a.tick_params(labelsize=7)
-        leg.set_axis_off()
-        if self.class_names:
-            leg.legend(handles=[Line2D([], [], ls="", marker="o", ms=5, color=c, label=nm)
-                                for nm, c in zip(self.class_names, self.class_colours())],
-                       loc="center", fontsize=7, frameon=False, handletextpad=0.2,
-                       borderaxespad=0)
-        _imshow(b, self.decoded(z), "decoded")
-        return self._where(z)
-
-    def refresh(self):
-        # The point is read once: the sliders' snapped echo can arrive while this draws (seen
-        # with ipykernel 7.4), and the status must name the drawn point.
-        z, pad = (self.value("x"), self.value("y")), self.background().copy()
-        px, py = self.latent_to_pixel(*z)
-        for line in ([(px - 9, py), (px + 9, py)], [(px, py - 9), (px, py + 9)]):  # crosshair
-            ImageDraw.Draw(pad).line(line, fill=(0, 0, 0), width=3)
-        self._pad.value = figure_png(pad)
-        arr = (self.decoded(z)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        self._image.value = figure_png(img.resize((self.pad_pixels,) * 2, Image.NEAREST))
-        return self._where(z)
-
-
 class LatentSliders(Explorer):
-    """z = z_start + sum_k a_k s_k v_k: sliders ``pc1``.. (a_k, in standard deviations) along
-    the leading principal axes v_k (std s_k) of the encoded ``images`` (N, C, H, W); ``start``
-    -1: the mean latent, else a held-out image's. Raises ValueError: bad ``k``."""
+    """z = z_start + sum_k a_k s_k v_k along the k leading principal axes v_k (std s_k) of the
+    encoded ``images`` (N, C, H, W), a_k from sliders ``pc1``... Raises ValueError: bad ``k``."""
 
     kind, figsize = "latent-sliders", (4.6, 2.5)
 
@@ -582,19 +246,19 @@ class LatentSliders(Explorer):
     def draw(self, fig):
         i, (a, b) = self.value("start"), fig.subplots(1, 2)
         if i >= 0:
-            _imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
+            imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
         else:
-            _imshow(a, self.decode(self.mean[None]), "start: decoded mean latent")
-        _imshow(b, self.decode(self.latent()), "decoded from the sliders")
+            imshow(a, self.decode(self.mean[None]), "start: decoded mean latent")
+        imshow(b, self.decode(self.latent()), "decoded from the sliders")
         moved = ", ".join(f"{j + 1}:{v:+.1f}" for j, v in enumerate(self._moves()) if v != 0)
         return (f"{len(self.axes)} leading axes ({self.explained:.0%} of the latent variance); "
                 f"moved (std): {moved or 'none'}")
 
 
 class ConditionalSampling(Explorer):
-    """Samples of a conditional VFA (Section 3.4): z ~ N(0, I), class target s x onehot(class).
-    Opens at s = ``scale`` = 8, where the class shows (training used 1: docs/method.md section
-    9). Raises ValueError: an unconditional VFA, a bad ``scale``."""
+    """Samples of a conditional VFA (Section 3.4), class target s x onehot(class); s opens at
+    ``scale`` = 8, where the class shows (docs/method.md section 9; training used 1).
+    Raises ValueError: an unconditional VFA, a bad ``scale``."""
 
     kind, figsize = "conditional", (6.5, 2.9)
 
@@ -635,16 +299,15 @@ class ConditionalSampling(Explorer):
                           scale=float(self.value("scale")), generator=g)[0]
 
     def draw(self, fig):
-        _imshow(fig.subplots(1, 1), self.samples(), nrow=10)
+        imshow(fig.subplots(1, 1), self.samples(), nrow=10)
         return (f"{self.controls['label'].label}, one-hot value {self.value('scale'):g} "
                 f"(training: {self.settings.class_scale:g}; larger = stronger pull towards the "
                 f"class), seed {self.value('seed')}")
 
 
 class Interpolation(Explorer):
-    """(1 - t) z_a + t z_b for ``steps`` values of t in [0, 1], decoded (Figure 8), in rows of
-    ``per_row`` so that each image stays >= ``min_image_px`` wide (docs/choices.md section 11).
-    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
+    """(1 - t) z_a + t z_b decoded (Figure 8), in rows of ``per_row`` (docs/choices.md section
+    11); ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
     row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
@@ -652,7 +315,7 @@ class Interpolation(Explorer):
     def __init__(self, encode, decode, images, labels=None, *, steps=8, class_names=None):
         super().__init__()
         self.encode, self.decode, self.images = encode, decode, _images(images)
-        self.labels = _labels(None if labels is None else labels[:len(self.images)])
+        self.labels = class_labels(None if labels is None else labels[:len(self.images)])
         self.class_names, n = class_names, len(self.images)
         self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
         self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
@@ -681,19 +344,18 @@ class Interpolation(Explorer):
         axes = fig.subplots(1, 3, width_ratios=[1, cols, 1])
         path = self.path()
         blank = path.new_ones((rows * cols - steps, *path.shape[1:]))  # the last row's end
-        _imshow(axes[0], self.images[a:a + 1], f"a: #{a}{self._name(a)}")
-        _imshow(axes[1], torch.cat([path, blank]), "decoded along (1 - t) z_a + t z_b"
-                + (", row by row" if rows > 1 else ""), nrow=cols)
-        _imshow(axes[2], self.images[b:b + 1], f"b: #{b}{self._name(b)}")
+        imshow(axes[0], self.images[a:a + 1], f"a: #{a}{self._name(a)}")
+        imshow(axes[1], torch.cat([path, blank]), "decoded along (1 - t) z_a + t z_b"
+               + (", row by row" if rows > 1 else ""), nrow=cols)
+        imshow(axes[2], self.images[b:b + 1], f"b: #{b}{self._name(b)}")
         for ax in axes:
             ax.set_anchor("N")
         return f"interpolating held-out #{a} -> #{b} in {steps} steps"
 
 
 class LocalLayers(Explorer):
-    """Algorithm 3 one layer at a time (:func:`fa_utils.local.invert_block`, ``recon_kwargs``):
-    after ``depth`` layers inverted from z, that level's estimate beside the truth (on the
-    truth's colour scale), and the relative error at every level."""
+    """Algorithm 3 a layer at a time (:func:`fa_utils.local.invert_block`): after ``depth``
+    layers, that level's estimate beside the truth, and the relative error at every level."""
 
     kind, figsize, bottom_in, wspace = "local", (10.0, 3.0), 0.5, 0.4
 
@@ -737,8 +399,8 @@ class LocalLayers(Explorer):
         ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
         what = ("image x_0" if level == 0 else f"latent z {tuple(t.shape)}" if level == self.L
                 else f"x_{level} {tuple(t.shape)}")
-        _imshow(ax0, tiles(t), f"true {what}", nrow=4)
-        _imshow(ax1, tiles(est[level]), f"estimate after {depth} layer(s)", nrow=4)
+        imshow(ax0, tiles(t), f"true {what}", nrow=4)
+        imshow(ax1, tiles(est[level]), f"estimate after {depth} layer(s)", nrow=4)
         ax2.plot(range(self.L + 1), errs, "o-", ms=3)
         ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
         ax2.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
@@ -749,11 +411,10 @@ class LocalLayers(Explorer):
 
 
 def exploration_models(profile=None, *, seed=0, device="auto", progress=True):
-    """The main job's MNIST models at a profile, from ``runs/checkpoints/`` (notebooks 02, 03,
-    05 write them); a missing one is trained here. Attributes: ``fa`` (Z = 128), ``fa2`` (Z = 2),
-    ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``, ``local_net``, ``local_kwargs``,
-    held-out ``test_x`` (N, C, H, W), ``test_y`` (N,), ``shape``, ``class_names``.
-    Raises fa_utils.config.ConfigError, fa_utils.data.DatasetUnavailable."""
+    """The main job's MNIST models (notebooks 02, 03, 05's checkpoints; a missing one is trained):
+    ``fa`` (Z = 128), ``fa2`` (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``,
+    ``local_net``, ``local_kwargs``, held-out ``test_x`` (N, C, H, W), ``test_y`` (N,), ``shape``,
+    ``class_names``. Raises config.ConfigError, data.DatasetUnavailable."""
     from . import config, experiments, local
     fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw)
                         for s, kw in (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}),

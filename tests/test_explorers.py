@@ -4,6 +4,7 @@ import hashlib
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from fa_utils import data as data_mod, explorers, fa, local, models, vfa
 
@@ -328,7 +329,7 @@ def test_latent_pad_has_axes_and_a_class_legend(pad_latents):
     assert (bg[n - band:, :] < 120).sum() > 30     # x tick values and z_1 along the bottom
     assert (bg[:, :band] < 120).sum() > 30         # y tick values and z_2 along the left
     # the static figure: labelled axes and the legend
-    fig = explorers.Figure(figsize=e.figsize)
+    fig = Figure(figsize=e.figsize)
     e.draw(fig)
     scatter, leg_ax = fig.axes[0], fig.axes[1]
     assert scatter.get_xlabel() == "z_1" and scatter.get_ylabel() == "z_2"
@@ -362,7 +363,7 @@ def test_inner_explorer_warns_exactly_past_the_appendix_bound(w):
         diverges = tau * w ** 2 > 2
         assert (explorers.InnerOptimisation.energy_grows(energies) is not None) == diverges
         assert ("WARNING" in e._status.value) == diverges, (tau, e._status.value)
-        fig = explorers.Figure(figsize=e.figsize)
+        fig = Figure(figsize=e.figsize)
         e.draw(fig)
         plot_text = " ".join(t.get_text() for t in fig.axes[3].texts)
         assert ("diverges" in plot_text) == diverges
