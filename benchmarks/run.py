@@ -22,7 +22,7 @@ peak memory when a GPU is present (:class:`fa_utils.metrics.CudaPeak`); (4) FLOP
 (``torch.utils.flop_counter``) and the time per epoch on one GPU *estimated* from them
 (labelled, unmeasured without a GPU); (5) sampling: VFA vs VAE decoding (batch of 500) and,
 per image at batch 1 as the paper times it, VAE, GAN, VFA and VFA-GAN on the networks Tables
-3-6's sizes imply (:func:`fa_utils.experiments.sampling_calls`) beside the paper's ratios;
+3-6's sizes imply (:func:`fa_utils.baselines.sampling_calls`) beside the paper's ratios;
 local vs global FA peak memory (:func:`fa_utils.local.compare_memory`) and step time; (6)
 images per second: the training step (from section 1's medians), ``fa_utils.train.fit`` end
 to end on the real MNIST sample (data loading included, no checkpoint written), and FID
@@ -301,7 +301,7 @@ def section_flops(args, device, out: list[str], per_step) -> None:
 def section_sampling(args, device, out: list[str]) -> None:
     """Section 5a: VFA sampling vs VAE decoding (MNIST, a batch of ``args.samples``) and,
     per image at batch 1, the four models of Tables 3-6 beside the paper's ratios."""
-    from fa_utils import experiments, vfa
+    from fa_utils import vfa
     n = args.samples
     arch = models.architecture("mnist")
     enc = vfa.make_vfa_encoder("mnist", LATENT, orthogonal=False).to(device).eval()
@@ -332,9 +332,9 @@ def section_sampling(args, device, out: list[str]) -> None:
 
     rows = []
     for dataset in args.sample_datasets:
-        calls = experiments.sampling_calls(dataset, batch=1, device=device)
-        calls["VFA, E(0) each call"] = experiments.sampling_calls(dataset, batch=1, device=device,
-                                                                 frozen=False)["VFA"]
+        calls = baselines.sampling_calls(dataset, batch=1, device=device)
+        calls["VFA, E(0) each call"] = baselines.sampling_calls(dataset, batch=1, device=device,
+                                                               frozen=False)["VFA"]
         t = interleaved_times(calls, args.sample_repeats, device=device, warmup=2)
         reported = paper.SIZES_AND_TIMES[dataset][3]
         pr = lambda a, b: reported[a][1] / reported[b][1]  # noqa: E731 - units cancel
@@ -350,8 +350,8 @@ def section_sampling(args, device, out: list[str]) -> None:
                             "VFA / VAE", "VFA / VAE, E(0) each call", "paper VFA / VAE",
                             "VFA-GAN / GAN", "VFA-GAN / GAN paired", "paper VFA-GAN / GAN"],
                            rows), "",
-            "Networks as the paper's sizes imply (`fa_utils.experiments.paper_models`, fresh "
-            "weights; the calls of `experiments.sampling_calls`): VAE and GAN decode z; VFA is "
+            "Networks as the paper's sizes imply (`fa_utils.baselines.paper_models`, fresh "
+            "weights; the calls of `baselines.sampling_calls`): VAE and GAN decode z; VFA is "
             "one inner step from r_0 = 0, r_1 = J_E(0)^T (z - E(0)): the transposed Jacobian, "
             "E(0) and its Jacobian built once for the trained encoder (`vfa.frozen_start`; "
             "'E(0) each call' times the encoder forward on a batch of one as well); VFA-GAN adds "

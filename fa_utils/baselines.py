@@ -1,19 +1,22 @@
 """The baselines of Section 5: autoencoder, VAE, least squares GAN, and GAN reconstruction by
 argmin_z ||x - G(z)||^2 (Section 4, Figure 15). Their networks, initialisation and why:
-docs/baselines.md. Losses are per-example sums over pixels / latent dimensions, batch means."""
+docs/baselines.md. Losses are per-example sums over pixels / latent dimensions, batch means.
+Also every model's networks as Tables 3-6 count and time them (:func:`paper_models`)."""
 from __future__ import annotations
 
-from typing import Mapping, Optional
+import functools
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
-from . import fa
+from . import fa, vfa
 from .losses import kl_normal, lsgan_discriminator_loss, lsgan_generator_loss, reparameterise
-from .models import (DCGANDiscriminator, Discriminator, Encoder, GANGenerator, MirroredDecoder,
-                     architecture, init_he_)
+from .models import (DCGANDiscriminator, Discriminator, Encoder, FAGenerator, GANGenerator,
+                     MirroredDecoder, architecture, count_parameters, init_he_,
+                     scaled_architectures)
 from .paper import IMPLIED_ARCHITECTURES
-from .train import check_batch, refuse_non_finite
+from .train import check_batch, refuse_non_finite, resolve_device
 
 DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
@@ -150,3 +153,48 @@ def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: in
         images.append(final.to(x.device))
         zs.append(z.detach().to(x.device))
     return torch.cat(images), torch.cat(zs), (torch.stack(curves).sum(0) / len(x)).tolist()
+
+
+def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
+    """The networks Tables 3-6 count (VAE: encoder + decoder, GAN: G, VFA-GAN: encoder + G)
+    as :data:`fa_utils.paper.IMPLIED_ARCHITECTURES` implies, at the paper's widths, eval mode."""
+    a = IMPLIED_ARCHITECTURES[dataset]
+    with torch.device(device), scaled_architectures(1.0):
+        vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
+        vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
+        dec = make_decoder(dataset, a.latent_dim, a.decoder)
+        gen = make_generator(dataset, a.latent_dim, a.decoder)
+        refiner = FAGenerator(architecture(dataset).channels, 128, a.gen_kernel)
+    nets = {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
+    return {m: [n.eval() for n in group] for m, group in nets.items()}
+
+
+def parameter_counts(dataset: str) -> dict[str, int]:
+    """Trainable parameters of each model of :func:`paper_models`."""
+    return {m: sum(count_parameters(n) for n in nets) for m, nets in paper_models(dataset).items()}
+
+
+def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
+                   frozen: bool = True) -> dict[str, Any]:
+    """Zero-argument calls drawing ``batch`` samples on ``device`` with :func:`paper_models`
+    (z drawn once): VAE / GAN decode z; VFA one inner step from r_0 = 0 (Eq. 2, label 0) with
+    E(0) and its Jacobian built once (``frozen=False``: every call); VFA-GAN adds G."""
+    a = IMPLIED_ARCHITECTURES[dataset]
+    arch = architecture(dataset)
+    device = str(resolve_device(str(device)))
+    nets = paper_models(dataset, device=device)
+    settings = vfa.VFASettings(num_classes=a.num_classes)
+    shape = (arch.channels, arch.size, arch.size)
+    z = torch.randn(batch, a.latent_dim, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device) if settings.conditional else None
+    enc, refiner = nets["VFA-GAN"]
+    start = vfa.frozen_start(enc, shape, settings) if frozen else None
+    draw = functools.partial(vfa.decode, enc, z, shape, settings=settings, labels=labels,
+                             start=start)
+
+    @torch.no_grad()
+    def decode(net):
+        return net(z)
+
+    return {"VAE": lambda: decode(nets["VAE"][1]), "GAN": lambda: decode(nets["GAN"][0]),
+            "VFA": draw, "VFA-GAN": lambda: draw(refiner=refiner)}

@@ -1,4 +1,5 @@
-"""Datasets: one table (:data:`DATASETS`) that every loader, check and message reads. Items
+"""Datasets: one table (:data:`DATASETS`) that every loader, check and message reads, and a
+config's train / test split (:func:`load_image_data`). Items
 are (float32 (C, H, W) image in [0, 1], int label, -1 for celeba and stl10: unlabeled).
 CelebA: CenterCrop(140) of the aligned 178x218 image, Resize(64); STL-10's train split is
 its 100,000 ``unlabeled`` images, Resize(64). Nothing is downloaded unless asked."""
@@ -10,6 +11,7 @@ import os
 import shlex
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
@@ -421,3 +423,46 @@ def download(name: str, root: str | os.PathLike = "data", *, verbose: bool = Tru
         load_dataset(info.name, split, root=root, source="torchvision", download=True,
                      verbose=verbose)
     return info.paths(root)
+
+
+@dataclass
+class ImageData:
+    """Training (image, label) pairs and held-out ``test_x`` (N, C, H, W) in [0, 1],
+    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from."""
+
+    train: Dataset
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.test_x.shape[1:])  # type: ignore[return-value]
+
+
+def data_root(value: str) -> Path:
+    """A config's ``data_root``: absolute as given, else relative to the repository."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else repo_root() / path
+
+
+def load_image_data(cfg, verbose: bool = True) -> ImageData:
+    """A config's ``n_train`` training and ``n_test`` held-out images of its ``dataset``.
+    Raises DatasetUnavailable: files missing and no download (the message says how)."""
+    kw = dict(root=data_root(cfg.data_root), source=cfg.data_source, download=cfg.download,
+              seed=cfg.seed)
+    train = load_dataset(cfg.dataset, "train", n=cfg.n_train, verbose=verbose, **kw)
+    test = load_dataset(cfg.dataset, "test", verbose=False, **kw)
+    source = getattr(test, "source", "?")
+    if cfg.n_test < len(test):
+        test = Subset(test, _permutation(len(test), cfg.seed)[: cfg.n_test].tolist())
+    if len(train) <= 70_000 and getattr(train, "source", "") == "sample":  # held in memory
+        train = TensorDataset(*as_tensors(train))
+    return ImageData(train, *as_tensors(test), source)
+
+
+def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
+    """Up to ``limit`` training images as one (N, C, H, W) tensor."""
+    if isinstance(data.train, TensorDataset):
+        return data.train.tensors[0][:limit]
+    return as_tensors(data.train, limit=min(limit, len(data.train)))[0]

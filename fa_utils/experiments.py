@@ -17,64 +17,16 @@ from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
 
 from . import baselines, config, fa, fid, local, metrics, vfa
 from . import data as data_mod
 from .config import SEED_STREAMS
-from .models import (Encoder, FAGenerator, architecture, count_parameters, init_orthogonal_,
-                     make_encoder, scaled_architectures, to_device)
-from .outputs import checkpoint_path, repo_root
-from .paper import IMPLIED_ARCHITECTURES
+from .models import (Encoder, FAGenerator, architecture, init_orthogonal_, make_encoder,
+                     scaled_architectures, to_device)
+from .data import ImageData, load_image_data
+from .outputs import checkpoint_path
 from .train import (History, fit, images_only, load_checkpoint, make_adam, resolve_device,
                     seeded_generator)
-
-
-@dataclass
-class ImageData:
-    """Training (image, label) pairs and held-out ``test_x`` (N, C, H, W) in [0, 1],
-    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from."""
-
-    train: Dataset
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    source: str
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.test_x.shape[1:])  # type: ignore[return-value]
-
-
-def data_root(value: str) -> Path:
-    """A config's ``data_root``: absolute as given, else relative to the repository."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else repo_root() / path
-
-
-def load_image_data(cfg, verbose: bool = True) -> ImageData:
-    """``cfg.n_train`` training and ``cfg.n_test`` held-out images of ``cfg.dataset``.
-
-    Raises:
-        fa_utils.data.DatasetUnavailable: files missing and no download (message says how).
-    """
-    kw = dict(root=data_root(cfg.data_root), source=cfg.data_source, download=cfg.download,
-              seed=cfg.seed)
-    train = data_mod.load_dataset(cfg.dataset, "train", n=cfg.n_train, verbose=verbose, **kw)
-    test = data_mod.load_dataset(cfg.dataset, "test", verbose=False, **kw)
-    source = getattr(test, "source", "?")
-    if cfg.n_test < len(test):
-        order = torch.randperm(len(test), generator=seeded_generator(cfg.seed))
-        test = Subset(test, order[: cfg.n_test].tolist())
-    if len(train) <= 70_000 and getattr(train, "source", "") == "sample":  # held in memory
-        train = TensorDataset(*data_mod.as_tensors(train))
-    return ImageData(train, *data_mod.as_tensors(test), source)
-
-
-def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
-    """Up to ``limit`` training images as one (N, C, H, W) tensor."""
-    if isinstance(data.train, TensorDataset):
-        return data.train.tensors[0][:limit]
-    return data_mod.as_tensors(data.train, limit=min(limit, len(data.train)))[0]
 
 
 def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
@@ -153,45 +105,36 @@ def identity(cfg, model: str, **extra) -> dict[str, Any]:
     return {**values, "method": model, **extra}
 
 
-def checkpoint_for(stem: str, run_identity: Mapping[str, Any], profile: str) -> Path:
-    """``runs/checkpoints/<stem>-<digest>-<profile>.pt``, digest: the first 8 hex digits of
-    the SHA-1 of ``run_identity`` as sorted JSON."""
+def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
+    """``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt``, digest: the first 8 hex
+    digits of the SHA-1 of ``run_identity`` as sorted JSON."""
     text = json.dumps(dict(run_identity), sort_keys=True, default=str)
-    return checkpoint_path(f"{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}", profile)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return checkpoint_path(f"{run_identity['method']}-{run_identity['dataset']}-{digest}", profile)
 
 
-def _checkpoint(run_identity: Mapping[str, Any], profile: str) -> Path:
-    stem = f"{run_identity['method']}-{run_identity['dataset']}"
-    return checkpoint_for(stem, run_identity, profile)
-
-
-def _start(model: str, seed: int, device: str) -> tuple[torch.device, torch.Generator]:
-    """Seed ``model``'s weights; return its device and its method's generator."""
+def _train(cfg, data: ImageData, model: str, seed: int, run_identity: dict, build: Callable, *,
+           epochs: Optional[int] = None, evals_per_epoch: int = 1,
+           device: Optional[torch.device] = None, checkpoint: Optional[Path] = None,
+           **fit_kwargs) -> tuple:
+    """Seed ``model``'s weights (:func:`seeds`), ``build(device, generator, checkpoint) ->
+    (modules, optimizers, step, reconstruct)`` and :func:`fa_utils.train.fit` them with
+    ``cfg``'s run settings (``seed`` orders the data), logging the held-out ``test_mse`` of
+    ``reconstruct(test_x)`` if given. Returns (*modules in eval mode, history)."""
     init_seed, method_seed = seeds(model, seed)
     torch.manual_seed(init_seed)
-    return resolve_device(device), seeded_generator(method_seed)
-
-
-def _adam(params, lr: float, beta1: float, beta2: float, **kwargs):
-    return make_adam(list(params), lr, (beta1, beta2), **kwargs)  # fused where available
-
-
-def _fit(cfg, data: ImageData, step: Callable, run_identity: dict, modules: Mapping,
-         optimizers: Mapping, generator: torch.Generator, device: torch.device, *, seed: int,
-         epochs: Optional[int] = None, evals_per_epoch: int = 1,
-         checkpoint: Optional[Path] = None, **fit_kwargs) -> History:
-    """:func:`fa_utils.train.fit` with ``cfg``'s run settings, modules left in eval mode;
-    ``seed`` orders the data (the same for every model of a run)."""
+    device = device or resolve_device(cfg.device)
+    generator = seeded_generator(method_seed)
+    checkpoint = checkpoint or checkpoint_for(run_identity, cfg.profile)
+    modules, optimizers, step, rec = build(device, generator, checkpoint)
+    eval_fn = rec and (lambda: {"test_mse": metrics.mse_per_pixel(data.test_x, rec(data.test_x))})
     history = fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
                   batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=seed,
-                  config=run_identity, generator=generator, device=device,
-                  checkpoint=checkpoint or _checkpoint(run_identity, cfg.profile),
-                  ckpt_every=cfg.ckpt_every, num_workers=cfg.num_workers,
+                  config=run_identity, generator=generator, device=device, checkpoint=checkpoint,
+                  ckpt_every=cfg.ckpt_every, num_workers=cfg.num_workers, eval_fn=eval_fn,
                   eval_every=max(1, len(data.train) // cfg.batch_size // evals_per_epoch),
                   **fit_kwargs)
-    for m in modules.values():
-        m.eval()
-    return history
+    return (*(m.eval() for m in modules.values()), history)
 
 
 def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
@@ -208,32 +151,28 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
     fused where supported; ``channels_last``: docs/choices.md section 10.
     """
     latent_dim = latent_dim or cfg.latent_dim
-    device, generator = _start("fa", cfg.seed, cfg.device)
-    device = device if distributed is None else distributed.device
-    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
-    if channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)
-    optimizer = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2, fused=fused_adam)
     inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
-    settings = dict(generator=generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
-    step = (make_step(encoder, optimizer, **settings) if make_step else
-            functools.partial(fa.fa_step, encoder, optimizer, **settings))
-
-    def eval_fn() -> dict[str, float]:
-        x_hat = recover(encoder, data.test_x, seed=cfg.seed, **inner)
-        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
-
     dist = distributed if distributed is not None and distributed.distributed else None
-    history = _fit(cfg, data, images_only(step), identity(cfg, "fa", latent_dim=latent_dim),
-                   {"encoder": encoder}, {"adam": optimizer}, generator, device, seed=cfg.seed,
-                   epochs=epochs, eval_fn=eval_fn, checkpoint=checkpoint, stop_after=stop_after,
-                   progress=progress, distributed=dist,
-                   desc=f"FA {cfg.dataset} Z={latent_dim}"
-                   + (f" x{distributed.world_size}" if dist is not None else ""),
-                   nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
-                            f"{cfg.weight_clamp}).")
-    return encoder, history
+
+    def build(device, generator, _):
+        with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+            encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
+        if channels_last:
+            encoder = encoder.to(memory_format=torch.channels_last)
+        opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2), fused=fused_adam)
+        settings = dict(generator=generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
+        step = (make_step(encoder, opt, **settings) if make_step else
+                functools.partial(fa.fa_step, encoder, opt, **settings))
+        return ({"encoder": encoder}, {"adam": opt}, images_only(step),
+                lambda x: recover(encoder, x, seed=cfg.seed, **inner))
+
+    return _train(cfg, data, "fa", cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), build,
+                  epochs=epochs, checkpoint=checkpoint, stop_after=stop_after, progress=progress,
+                  device=None if distributed is None else distributed.device, distributed=dist,
+                  desc=f"FA {cfg.dataset} Z={latent_dim}"
+                  + (f" x{distributed.world_size}" if dist is not None else ""),
+                  nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
+                           f"{cfg.weight_clamp}).")
 
 
 def _with_data(section: str, cfg, *, seed: int, **data_overrides):
@@ -264,30 +203,27 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
     """Train (or resume) a VFA encoder (Eq. 5-6); returns it (eval mode) and its history
     (held-out ``test_mse`` of the reconstruction clamped to [0, 1], once per epoch)."""
     settings = vfa_settings(cfg)
-    device, gen = _start("vfa", cfg.seed, cfg.device)
-    run_identity = identity(cfg, "vfa")
-    ckpt = _checkpoint(run_identity, cfg.profile)
-    # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
-    with scaled_architectures(cfg.width_scale):
-        encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
-                                       orthogonal=not ckpt.exists())
-    encoder = to_device(encoder, device)  # channels_last on a CPU (docs/choices.md section 14)
-    opt = _adam(encoder.parameters(), cfg.lr, cfg.beta1, cfg.beta2)
 
-    def step(x, y):
-        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
-                            settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
+    def build(device, gen, ckpt):
+        # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
+        with scaled_architectures(cfg.width_scale):
+            encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
+                                           orthogonal=not ckpt.exists())
+        encoder = to_device(encoder, device)  # channels_last on a CPU (docs/choices.md sec. 14)
+        opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
 
-    def eval_fn():
-        x_hat = vfa.reconstruct(encoder, data.test_x.to(device), settings=settings)
-        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat.cpu().clamp(0, 1))}
+        def step(x, y):
+            return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
+                                settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
 
-    history = _fit(cfg, data, step, run_identity, {"encoder": encoder}, {"adam": opt}, gen,
-                   device, seed=cfg.seed, eval_fn=eval_fn, checkpoint=ckpt,
-                   desc=f"VFA {cfg.dataset}", progress=progress,
-                   nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
-                            f"1e-4 with the sigmoid.")
-    return encoder, history
+        def rec(x):
+            return vfa.reconstruct(encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
+        return {"encoder": encoder}, {"adam": opt}, step, rec
+
+    return _train(cfg, data, "vfa", cfg.seed, identity(cfg, "vfa"), build,
+                  desc=f"VFA {cfg.dataset}", progress=progress,
+                  nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
+                           f"1e-4 with the sigmoid.")
 
 
 def judge_identity(cfg) -> dict[str, Any]:
@@ -304,14 +240,16 @@ def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequ
         ValueError: unlabeled data (:func:`fa_utils.fid.check_labels`).
     """
     fid.check_labels(data.test_y, len(data.test_y))
-    device, gen = _start("judge", cfg.seed, cfg.device)
-    judge = fid.make_judge(architecture(cfg.dataset).channels,
-                           num_classes(cfg.dataset)).to(device)
-    opt = _adam(judge.parameters(), 1e-3, 0.9, 0.999)
-    judge.train()
-    _fit(cfg, data, functools.partial(fid.judge_step, judge, opt, generator=gen),
-         judge_identity(cfg), {"judge": judge}, {"adam": opt}, gen, device, seed=cfg.seed,
-         epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}", progress=progress)
+
+    def build(device, gen, _):
+        judge = fid.make_judge(architecture(cfg.dataset).channels,
+                               num_classes(cfg.dataset)).to(device)
+        opt = make_adam(judge.parameters(), 1e-3, (0.9, 0.999))
+        step = functools.partial(fid.judge_step, judge, opt, generator=gen)
+        return {"judge": judge}, {"adam": opt}, step, None
+
+    judge, _ = _train(cfg, data, "judge", cfg.seed, judge_identity(cfg), build,
+                      epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}", progress=progress)
     return judge, fid.accuracy(judge, data.test_x, data.test_y)
 
 
@@ -360,35 +298,39 @@ def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
     return min(good) if good else max(rows, key=lambda r: r[2])[0]
 
 
+def _adams(nets, lr: float, beta1: float, beta2: float) -> tuple[torch.optim.Adam, ...]:
+    """One Adam per network (a GAN's G and D)."""
+    return tuple(make_adam(n.parameters(), lr, (beta1, beta2)) for n in nets)
+
+
 def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
                  encoder: Encoder, *, seed: int, progress: bool = True
                  ) -> tuple[nn.Module, nn.Module, History]:
     """Train (or resume) G (Table 11, orthogonal init) and D (Table 10) on a fixed VFA
     encoder (Eq. 7-8); returns (G, D, history), G in eval mode."""
     settings = vfa_settings(vcfg)
-    device, gen = _start("vfagan", seed, gcfg.device)
-    width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-    refiner = init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels, width=width,
-                                           kernel=gcfg.gen_kernel))
-    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
-    refiner = to_device(refiner, device)
-    disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
-    opt_g = _adam(refiner.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
     encoder.eval()
 
-    def step(x, y):
-        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                               y if settings.conditional else None, settings=settings,
-                               latent_dim=vcfg.latent_dim, generator=gen,
-                               perceptual_weight=gcfg.perceptual_weight,
-                               fake_source=gcfg.fake_source)
+    def build(device, gen, _):
+        width = max(8, round(gcfg.gen_width * gcfg.width_scale))
+        refiner = init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels, width=width,
+                                               kernel=gcfg.gen_kernel))
+        # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
+        refiner = to_device(refiner, device)
+        disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
+        opt_g, opt_d = _adams((refiner, disc), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
 
-    history = _fit(gcfg, data, step,
-                   identity(gcfg, "vfagan", seed=seed, encoder=identity(vcfg, "vfa")),
-                   {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, gen,
-                   device, seed=seed, desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
-    return refiner, disc, history
+        def step(x, y):
+            return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
+                                   y if settings.conditional else None, settings=settings,
+                                   latent_dim=vcfg.latent_dim, generator=gen,
+                                   perceptual_weight=gcfg.perceptual_weight,
+                                   fake_source=gcfg.fake_source)
+        return {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, step, None
+
+    run_identity = identity(gcfg, "vfagan", seed=seed, encoder=identity(vcfg, "vfa"))
+    return _train(gcfg, data, "vfagan", seed, run_identity, build,
+                  desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
 
 
 def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z",
@@ -411,46 +353,47 @@ def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, 
     if kind not in ("ae", "vae"):
         raise ValueError(f"kind must be 'ae' or 'vae', got {kind!r}")
     settings = settings or vfa.VFASettings()
-    device, gen = _start(kind, seed, gcfg.device)
-    heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-    encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
-    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
-    opt = _adam(list(encoder.parameters()) + list(decoder.parameters()), gcfg.baseline_lr,
-                gcfg.baseline_beta1, gcfg.beta2)
 
-    def step(x, y):
-        if kind == "ae":
-            return baselines.ae_step(encoder, decoder, opt, x)
-        betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
-        return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
+    def build(device, gen, _):
+        heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
+        encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
+        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim,
+                                         gcfg.vae_decoder).to(device)
+        opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
+                        gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
 
-    def eval_fn():
-        x_hat = autoencode(encoder, decoder, data.test_x, "z" if kind == "ae" else "mu")
-        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
+        def step(x, y):
+            if kind == "ae":
+                return baselines.ae_step(encoder, decoder, opt, x)
+            betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
+            return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
 
-    history = _fit(gcfg, data, step, identity(gcfg, kind, seed=seed, beta=settings.beta,
-                                              beta_schedule=settings.beta_schedule),
-                   {"encoder": encoder, "decoder": decoder}, {"adam": opt}, gen, device,
-                   seed=seed, eval_fn=eval_fn, desc=f"{kind.upper()} {gcfg.dataset}",
-                   progress=progress)
-    return encoder, decoder, history
+        head = "z" if kind == "ae" else "mu"
+        return ({"encoder": encoder, "decoder": decoder}, {"adam": opt}, step,
+                lambda x: autoencode(encoder, decoder, x, head))
+
+    run_identity = identity(gcfg, kind, seed=seed, beta=settings.beta,
+                            beta_schedule=settings.beta_schedule)
+    return _train(gcfg, data, kind, seed, run_identity, build,
+                  desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
 
 
 def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
               ) -> tuple[nn.Module, nn.Module, History]:
     """Train (or resume) the least-squares GAN (He-initialised G with BatchNorm, D
     ``gcfg.gan_discriminator``); returns (G, D, history), G in eval mode."""
-    device, gen = _start("gan", seed, gcfg.device)
-    g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(device)
-    disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
-    opt_g = _adam(g_net.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    opt_d = _adam(disc.parameters(), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-    step = images_only(functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
-                                         latent_dim=gcfg.latent_dim, generator=gen))
-    history = _fit(gcfg, data, step, identity(gcfg, "gan", seed=seed),
-                   {"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d}, gen,
-                   device, seed=seed, desc=f"GAN {gcfg.dataset}", progress=progress)
-    return g_net, disc, history
+    def build(device, gen, _):
+        g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim,
+                                         gcfg.vae_decoder).to(device)
+        disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
+        opt_g, opt_d = _adams((g_net, disc), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
+        step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                                 latent_dim=gcfg.latent_dim, generator=gen)
+        return ({"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d},
+                images_only(step), None)
+
+    return _train(gcfg, data, "gan", seed, identity(gcfg, "gan", seed=seed), build,
+                  desc=f"GAN {gcfg.dataset}", progress=progress)
 
 
 @dataclass
@@ -544,51 +487,6 @@ def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
     return trial
 
 
-def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
-    """The networks Tables 3-6 count (VAE: encoder + decoder, GAN: G, VFA-GAN: encoder + G)
-    as :data:`fa_utils.paper.IMPLIED_ARCHITECTURES` implies, at the paper's widths, eval mode."""
-    a = IMPLIED_ARCHITECTURES[dataset]
-    with torch.device(device), scaled_architectures(1.0):
-        vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
-        vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
-        dec = baselines.make_decoder(dataset, a.latent_dim, a.decoder)
-        gen = baselines.make_generator(dataset, a.latent_dim, a.decoder)
-        refiner = FAGenerator(architecture(dataset).channels, 128, a.gen_kernel)
-    nets = {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
-    return {m: [n.eval() for n in group] for m, group in nets.items()}
-
-
-def parameter_counts(dataset: str) -> dict[str, int]:
-    """Trainable parameters of each model of :func:`paper_models`."""
-    return {m: sum(count_parameters(n) for n in nets) for m, nets in paper_models(dataset).items()}
-
-
-def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
-                   frozen: bool = True) -> dict[str, Any]:
-    """Zero-argument calls drawing ``batch`` samples on ``device`` with :func:`paper_models`
-    (z drawn once): VAE / GAN decode z; VFA one inner step from r_0 = 0 (Eq. 2, label 0) with
-    E(0) and its Jacobian built once (``frozen=False``: every call); VFA-GAN adds G."""
-    a = IMPLIED_ARCHITECTURES[dataset]
-    arch = architecture(dataset)
-    device = str(resolve_device(str(device)))
-    nets = paper_models(dataset, device=device)
-    settings = vfa.VFASettings(num_classes=a.num_classes)
-    shape = (arch.channels, arch.size, arch.size)
-    z = torch.randn(batch, a.latent_dim, device=device)
-    labels = torch.zeros(batch, dtype=torch.long, device=device) if settings.conditional else None
-    enc, refiner = nets["VFA-GAN"]
-    start = vfa.frozen_start(enc, shape, settings) if frozen else None
-    draw = functools.partial(vfa.decode, enc, z, shape, settings=settings, labels=labels,
-                             start=start)
-
-    @torch.no_grad()
-    def decode(net):
-        return net(z)
-
-    return {"VAE": lambda: decode(nets["VAE"][1]), "GAN": lambda: decode(nets["GAN"][0]),
-            "VFA": draw, "VFA-GAN": lambda: draw(refiner=refiner)}
-
-
 def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) -> ImageData:
     """``dataset``'s images with ``cfg``'s data settings (notebook 02's split and seed)."""
     return load_image_data(_with_data("fa", cfg, seed=cfg.seed, dataset=dataset), verbose=verbose)
@@ -598,36 +496,31 @@ def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
                 progress: bool = True) -> tuple[local.LocalFANet, History]:
     """Train (or resume) a local-FA network with Algorithm 2; returns it (eval mode) and its
     history (Algorithm 3's held-out ``test_mse`` twice per epoch)."""
-    device, generator = _start("local", cfg.seed, cfg.device)
-    with scaled_architectures(cfg.width_scale):
-        arch = architecture(dataset)
-    net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
-                               seed=seeds("local", cfg.seed)[0], bias=cfg.align_activation)
-    net = net.to(device)
-    opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
-    step = images_only(functools.partial(
-        local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None, T=cfg.T,
-        tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
-        generator=generator if cfg.r_init != "zeros" else None))
-
-    def eval_fn() -> dict[str, float]:
-        x_hat = local.local_recover(net, data.test_x, seed=cfg.seed, **local.recon_kwargs(cfg))
-        return {"test_mse": metrics.mse_per_pixel(data.test_x, x_hat)}
+    def build(device, generator, _):
+        with scaled_architectures(cfg.width_scale):
+            arch = architecture(dataset)
+        net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
+                                   seed=seeds("local", cfg.seed)[0], bias=cfg.align_activation)
+        net = net.to(device)
+        opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
+        step = functools.partial(
+            local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None,
+            T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
+            generator=generator if cfg.r_init != "zeros" else None)
+        rec = functools.partial(local.local_recover, net, seed=cfg.seed, **local.recon_kwargs(cfg))
+        return {"net": net}, {f"adam{i}": o for i, o in enumerate(opts)}, images_only(step), rec
 
     run_identity = identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
                             network=local.LOCAL_NET_FORMAT)
-    history = _fit(cfg, data, step, run_identity, {"net": net},
-                   {f"adam{i}": o for i, o in enumerate(opts)}, generator, device,
-                   seed=cfg.seed, eval_fn=eval_fn, evals_per_epoch=2, desc=f"local FA {dataset}",
-                   progress=progress)
-    return net, history
+    return _train(cfg, data, "local", cfg.seed, run_identity, build, evals_per_epoch=2,
+                  desc=f"local FA {dataset}", progress=progress)
 
 
 def global_fa_mse(cfg: config.LocalFAConfig, dataset: str, x: torch.Tensor) -> Optional[float]:
     """Held-out MSE of notebook 02's FA encoder at ``cfg``'s profile, seed, data and Z if its
     checkpoint exists, else None; trains nothing."""
     fcfg = _with_data("fa", cfg, seed=cfg.seed, dataset=dataset)
-    path = _checkpoint(identity(fcfg, "fa", latent_dim=cfg.latent_dim), fcfg.profile)
+    path = checkpoint_for(identity(fcfg, "fa", latent_dim=cfg.latent_dim), fcfg.profile)
     if not path.exists():
         return None
     with scaled_architectures(fcfg.width_scale):  # as trained

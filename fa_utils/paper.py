@@ -55,7 +55,7 @@ class PaperArchitecture(NamedTuple):
 
 
 #: dataset -> the networks whose parameter counts equal the paper's sizes
-#: (:func:`fa_utils.experiments.paper_models`, :func:`fa_utils.baselines.paper_decoder_kind`).
+#: (:func:`fa_utils.baselines.paper_models`, :func:`fa_utils.baselines.paper_decoder_kind`).
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
     "mnist": PaperArchitecture(128, 10, "mirrored", 3,
         "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "

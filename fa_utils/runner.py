@@ -452,10 +452,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "download":  # exit 2: an unknown dataset, 1: the files cannot be had
-        from . import data, experiments
+        from . import data
 
         try:
-            paths = data.download(args.dataset, experiments.data_root(args.data_root))
+            paths = data.download(args.dataset, data.data_root(args.data_root))
         except (ValueError, data.DatasetUnavailable) as exc:
             usage = isinstance(exc, ValueError)
             print(f"{'error' if usage else 'FAILED'}: {exc}", file=sys.stderr)

@@ -132,10 +132,10 @@ def test_vfa_sampling_on_cuda_equals_cpu(num_classes):
 
 
 def test_paper_sampling_calls_run_on_cuda():
-    """The calls the benchmark times (experiments.sampling_calls) on the device, batch 2."""
-    from fa_utils import experiments
+    """The calls the benchmark times (baselines.sampling_calls) on the device, batch 2."""
+    from fa_utils import baselines
     for dataset in ("mnist", "stl10"):
-        calls = experiments.sampling_calls(dataset, batch=2, device=DEVICE)
+        calls = baselines.sampling_calls(dataset, batch=2, device=DEVICE)
         shapes = {m: tuple(fn().shape) for m, fn in calls.items()}
         arch = models.architecture(dataset)
         assert set(shapes.values()) == {(2, arch.channels, arch.size, arch.size)}, shapes

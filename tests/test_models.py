@@ -97,7 +97,7 @@ def test_scaled_architectures_narrow_inside_the_block_only_and_never_compound():
 
 
 def test_paper_sizes_are_counted_at_full_width_inside_a_scaled_block():
-    from fa_utils import experiments
-    full = experiments.parameter_counts("mnist")
+    from fa_utils import baselines
+    full = baselines.parameter_counts("mnist")
     with models.scaled_architectures(0.25):
-        assert experiments.parameter_counts("mnist") == full
+        assert baselines.parameter_counts("mnist") == full
