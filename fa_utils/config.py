@@ -49,7 +49,8 @@ class TrainingRun(RunSettings):
 
     num_workers: int = 0  # DataLoader workers
     ckpt_every: int = 200  # optimiser steps between checkpoints
-    width_scale: float = 1.0  # network widths x this; 1: the paper's (docs/choices.md sections 7, 15)
+    # network widths x this; 1: the paper's (docs/choices.md sections 7, 15)
+    width_scale: float = 1.0
 
 
 @dataclass(frozen=True)
