@@ -68,11 +68,6 @@ IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
         "Table 11's 7x7 kernels: the only table whose sizes fit Table 11/12 as printed."),
 })
 
-#: Section 4: images in one training epoch (STL-10: unlabeled split; CelebA: training partition).
-TRAINING_SET_SIZES: Mapping[str, int] = _ro(
-    {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000})
-
-
 Expected = NamedTuple("Expected", [("id", str), ("section", str), ("text", str)])
 
 #: notebook stem -> the claims it writes, in its order; a claim a run did not write is a

@@ -40,21 +40,6 @@ def _nb(stem: str) -> str:
     return stem[:2] if stem[:2].isdigit() else stem
 
 
-def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun],
-                    others: Sequence[str]) -> str:
-    again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
-    state, detail = run or ("other profile" if others else "absent", "")
-    return f"notebook {_nb(stem)} " + {
-        "failed": f"failed before writing its claims ({detail})",
-        "interrupted": f"was interrupted before writing its claims; {again}",
-        "ok": "ran but wrote no claims file (its final cell does not call "
-              "fa_utils.claims.write_claims)",
-        "not run": f"did not run ({detail})",
-        "other profile": f"did not run at {profile}: its claims are from profile "
-                         f"{', '.join(sorted(set(others)))}; {again}",
-        "absent": f"did not run (no claims file at {profile}); {again}"}[state]
-
-
 def collect(folder: Path, profile: str,
             runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
     """The rows of the claims files in ``folder`` at ``profile`` and a "not measured" row for
@@ -84,10 +69,21 @@ def collect(folder: Path, profile: str,
                                      f"{c.get('id')!r}: {exc}; rerun the notebook") from exc
                 rows.append(Row(claim, stem, data.get("dataset", "-"), claim.id in expected))
         seen = {r.claim.id for r in rows}
+        again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
+        state, detail = runs.get(stem) or ("other profile" if stem in others else "absent", "")
+        why = f"notebook {_nb(stem)} " + {
+            "disagree": "wrote claims but not this one (the catalogue in fa_utils/paper.py and "
+                        "the notebook disagree)",
+            "failed": f"failed before writing its claims ({detail})",
+            "interrupted": f"was interrupted before writing its claims; {again}",
+            "ok": "ran but wrote no claims file (its final cell does not call "
+                  "fa_utils.claims.write_claims)",
+            "not run": f"did not run ({detail})",
+            "other profile": f"did not run at {profile}: its claims are from profile "
+                             f"{', '.join(sorted(set(others.get(stem, ()))))}; {again}",
+            "absent": f"did not run (no claims file at {profile}); {again}",
+        }["disagree" if counted.get(stem) else state]
         for e in (e for e in expected.values() if e.id not in seen):
-            why = (f"notebook {_nb(stem)} wrote claims but not this one (the catalogue in "
-                   f"fa_utils/paper.py and the notebook disagree)" if counted.get(stem)
-                   else _missing_reason(stem, profile, runs.get(stem), others.get(stem, ())))
             missing = claims_mod.Claim(e.id, e.section, e.text, "-", "-", claims_mod.NOT_MEASURED,
                                        why)
             rows.append(Row(missing, stem, "-", written=False))
@@ -139,15 +135,16 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str = "",
-           date: str = "", runs: Optional[Mapping[str, NotebookRun]] = None) -> str:
-    """The report's markdown, links relative to ``report_dir``; a line per notebook that failed
-    or was interrupted in ``runs``."""
+def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
+                 commit: str = "") -> tuple[Path, str]:
+    """Write the report at ``profile`` (a line per notebook that failed or was interrupted in
+    ``runs``); its path and summary line. ValueError: a claims file that cannot be read."""
+    rows = collect(claims_mod.claims_dir(profile), profile, runs)
+    path, line = outputs.results_dir(profile) / "REPORT.md", summary_line(rows, profile)
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
              f"Profile **{profile}** | commit {commit or 'unknown'} | written "
-             f"{date or outputs.utc_now()} by `python -m fa_utils reproduce` (rebuild alone: "
-             f"`python -m fa_utils report --profile {profile}`).", "",
-             f"**{summary_line(rows, profile)}.**", "",
+             f"{outputs.utc_now()} by `python -m fa_utils reproduce` (rebuild alone: "
+             f"`python -m fa_utils report --profile {profile}`).", "", f"**{line}.**", "",
              "Each row is a claim of Farias & Maziero (2023) as one notebook's final cell "
              "checked it (`results/claims/*.json`); *asserted* marks the claims that the "
              "notebook asserts at this profile, so a run whose asserted claim does not hold "
@@ -166,18 +163,9 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
                   "|---|---|---|---|---|---|",
-                  *(_row(r, profile, report_dir, shown) for r in groups[key]), ""]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
-                 commit: str = "") -> tuple[Path, str]:
-    """Write the report at ``profile``; its path and summary line. ValueError: a claims file
-    that cannot be read."""
-    rows = collect(claims_mod.claims_dir(profile), profile, runs)
-    path = outputs.results_dir(profile) / "REPORT.md"
-    outputs.write_atomic(path, render(rows, profile, path.parent, commit=commit, runs=runs))
-    return path, summary_line(rows, profile)
+                  *(_row(r, profile, path.parent, shown) for r in groups[key]), ""]
+    outputs.write_atomic(path, "\n".join(lines) + "\n")
+    return path, line
 
 
 def update_readme(line: str, report: Path) -> bool:
