@@ -58,7 +58,7 @@ def all_notebooks() -> list[Path]:
 
 def _find(name: str) -> Path:
     """A notebook by path, stem or prefix (``01``, ``01_toy``); prepare() names a missing one."""
-    matches = [p for p in all_notebooks() if p.name.startswith(name) or p.stem == name]
+    matches = [p for p in all_notebooks() if p.name.startswith(name)]
     path = Path(name)
     return path.resolve() if path.exists() else matches[0] if len(matches) == 1 else path
 
