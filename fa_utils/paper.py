@@ -40,16 +40,11 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
 SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
 
-class PaperArchitecture(NamedTuple):
-    """The networks one dataset's sizes in Tables 3-6 imply: Z, the VFA encoder's classes,
-    the VAE decoder = GAN generator ("mirrored" or "table12"), G's kernel (Table 11)."""
-
-    latent_dim: int
-    num_classes: int
-    decoder: str
-    gen_kernel: int
-    note: str
-
+#: The networks one dataset's sizes in Tables 3-6 imply: Z, the VFA encoder's classes, the VAE
+#: decoder = GAN generator ("mirrored" or "table12"), G's kernel (Table 11), and why.
+PaperArchitecture = NamedTuple("PaperArchitecture", [
+    ("latent_dim", int), ("num_classes", int), ("decoder", str), ("gen_kernel", int),
+    ("note", str)])
 
 #: dataset -> the networks whose parameter counts equal the paper's sizes.
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
