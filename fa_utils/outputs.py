@@ -1,9 +1,6 @@
-"""Where results go, and the writers of figures (with a manifest) and tables.
-
-Outputs go under the repository, or ``$FA_OUTPUT_ROOT`` (relative to the folder the command
-started in). The ``smoke`` profile, and a Jupyter kernel without ``FA_UPDATE_COMMITTED=1`` (the
-runner sets it), write ``runs/<profile>/figures/`` and ``runs/<profile>/results/`` instead of
-the committed folders.
+"""Where results go (the repository, or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` for the smoke
+profile and for a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), and the writers of figures
+(with a manifest) and tables.
 """
 from __future__ import annotations
 
@@ -43,10 +40,9 @@ def project_root() -> Path:
 
 def in_jupyter_kernel() -> bool:
     """Whether this process is a Jupyter (ipykernel) kernel; imports nothing."""
-    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
-        return False
-    shell = sys.modules["IPython"].get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    loaded = "ipykernel" in sys.modules and "IPython" in sys.modules
+    shell = sys.modules["IPython"].get_ipython() if loaded else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def writes_committed() -> bool:
