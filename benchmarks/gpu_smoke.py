@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from fa_utils import config, fa, models, paper, train
+from benchmarks.measure import TRAINING_SET_SIZES
+from fa_utils import config, fa, models, train
 from fa_utils.metrics import CudaPeak, Stopwatch
 
 
@@ -37,7 +38,7 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
 
     Returns a dict: ``step_ms`` (median of the measured steps, milliseconds),
     ``images_per_s`` (batch / median step), ``epoch_s`` (steps per epoch of the paper's
-    training split, :data:`fa_utils.paper.TRAINING_SET_SIZES`, at batch ``batch`` x median
+    training split, :data:`benchmarks.measure.TRAINING_SET_SIZES`, at batch ``batch`` x median
     step, seconds), ``cuda_peak_mib``
     (``torch.cuda.max_memory_allocated`` over the measured steps, MiB; None on a CPU),
     ``finite`` (every loss finite), ``loss`` (the last loss), ``params`` (parameters)."""
@@ -60,7 +61,7 @@ def smoke(dataset: str, *, device: torch.device, batch: int, steps: int, latent:
             times.append(sw.seconds)
     step = statistics.median(times)
     return {"step_ms": 1e3 * step, "images_per_s": batch / step,
-            "epoch_s": paper.TRAINING_SET_SIZES[dataset] // batch * step,
+            "epoch_s": TRAINING_SET_SIZES[dataset] // batch * step,
             "cuda_peak_mib": None if cuda.peak_bytes is None else cuda.peak_bytes / 2 ** 20,
             "finite": all(v == v and abs(v) != float("inf") for v in losses),
             "loss": losses[-1], "params": models.count_parameters(enc)}

@@ -7,6 +7,10 @@ from typing import Callable, Sequence
 
 import torch
 
+#: The paper's Section 4: images in one training epoch (STL-10: its unlabeled split; CelebA:
+#: the training partition).
+TRAINING_SET_SIZES = {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000}
+
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     """Median over rounds of ``a[i] / b[i]``, two calls timed in the same round of

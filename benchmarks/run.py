@@ -48,12 +48,12 @@ from typing import Callable, Optional
 
 import torch
 
-from benchmarks.measure import flops_of, paired_ratio
+from benchmarks.measure import TRAINING_SET_SIZES, flops_of, paired_ratio
 from fa_utils import baselines, fa, models, paper, train
 from fa_utils.metrics import CudaPeak, SavedTensorMeter, interleaved_times
 from fa_utils.outputs import markdown_table, results_dir
 
-#: (label, dataset of the architecture); epoch sizes: fa_utils.paper.TRAINING_SET_SIZES
+#: (label, dataset of the architecture); epoch sizes: benchmarks.measure.TRAINING_SET_SIZES
 ARCHS = (("mnist", "mnist"), ("cifar10", "cifar10"),
          ("celeba / stl10", "celeba"))  # Table 9: one architecture for both
 LATENT = 128
@@ -270,7 +270,7 @@ def section_flops(args, device, out: list[str], per_step) -> None:
                 flops_of(functools.partial(baselines.vae_step, venc, dec, vopt, x)))
             del enc, opt, venc, dec, vopt
         fa_f, fa_tb, vae_f = counted[arch]
-        steps = paper.TRAINING_SET_SIZES[dataset] // BATCH
+        steps = TRAINING_SET_SIZES[dataset] // BATCH
         measured = per_step.get(dataset, {}).get("fa+fused") or per_step.get(
             "celeba" if dataset == "stl10" else dataset, {}).get("fa+fused")
         cpu_rate = None if measured is None else fa_f / measured / 1e9

@@ -1,10 +1,6 @@
-"""The paper's claims as data. A notebook's last cells build a :class:`Claim` per claim it
-checks, write them (:func:`write_claims`) and assert those marked ``asserted``
-(:func:`check`): what a notebook asserts and what it reports are the same objects.
-
-Verdicts: "holds" / "does not hold" (measured at this profile), "not measured" (e.g. the
-Inception weights or the full dataset are absent), "not resolved at this profile" (measured,
-but the deciding difference is inside the noise); each but "holds" says why.
+"""The paper's claims as data: a notebook's last cell builds a :class:`Claim` per claim it
+checks, writes them (:func:`write_claims`) and asserts those marked ``asserted``
+(:func:`check`), so that what it asserts and what it reports are the same objects.
 """
 from __future__ import annotations
 
@@ -15,8 +11,8 @@ from typing import Iterable, Optional, Sequence
 
 from . import outputs
 
-HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
-NOT_RESOLVED = "not resolved at this profile"
+HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"  # e.g. no dataset
+NOT_RESOLVED = "not resolved at this profile"  # the deciding difference is inside the noise
 VERDICTS = (HOLDS, FAILS, NOT_MEASURED, NOT_RESOLVED)
 
 
@@ -26,11 +22,10 @@ class ClaimFailed(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One claim of the paper as one notebook checked it: ``id`` (a report row's identity,
-    e.g. ``"table2.vfagan_below_vfa"``), ``section`` of the paper (``"5, Table 2"``), ``text``,
-    the ``paper``'s evidence, ``ours`` at this profile, a ``verdict`` of :data:`VERDICTS`,
-    ``why`` (unless it holds), ``evidence`` (``figures/<name>.png``, ``results/<name>.md``),
-    ``asserted`` (the notebook asserts it at this profile: it must hold)."""
+    """One claim as one notebook checked it (``id`` e.g. ``"table2.vfagan_below_vfa"``,
+    ``section`` e.g. ``"5, Table 2"``); ``why`` unless it holds; ``evidence``:
+    ``figures/<name>.png``, ``results/<name>.md``; ``asserted``: it must hold. ValueError:
+    an unknown verdict, no why, an asserted claim not measured or not resolved."""
 
     id: str
     section: str
@@ -66,9 +61,8 @@ def claims_dir(profile: Optional[str] = None) -> Path:
 
 def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profile: str,
                  notes: str = "") -> Path:
-    """Write ``results/claims/<notebook>_<dataset>.json`` (the data) and return
-    ``results/claims_<notebook>_<dataset>.md`` (a table with ``notes`` under it) for one run
-    (``dataset`` "-" for none). ValueError: two claims share an id."""
+    """Write ``results/claims/<notebook>_<dataset>.json`` (``dataset`` "-" for none); the
+    path of ``results/claims_<notebook>_<dataset>.md``, a table. ValueError: a repeated id."""
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"claim ids must be unique, got {ids}")
@@ -85,11 +79,6 @@ def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profil
         profile=profile, notes=notes, source=f"notebooks/{notebook}.ipynb")
 
 
-def read_claims(folder: Path) -> list[dict]:
-    """The dicts :func:`write_claims` wrote in ``folder``, sorted by file name."""
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
-
-
 def check(claims: Iterable[Claim]) -> None:
     """Raise :class:`ClaimFailed` listing every asserted claim that does not hold."""
     failed = [c for c in claims if c.asserted and c.verdict != HOLDS]
@@ -99,7 +88,7 @@ def check(claims: Iterable[Claim]) -> None:
 
 
 def summary(claims: Sequence[Claim]) -> str:
-    """One line: how many claims hold, do not hold, were not measured (or not resolved)."""
+    """How many claims hold, do not hold, were not measured (or not resolved), in one line."""
     n = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     return (f"{n[HOLDS]} of {len(claims)} claims hold, {n[FAILS]} do not hold, "
             f"{n[NOT_MEASURED]} not measured"

@@ -1,9 +1,6 @@
-"""Where results go, and the writers of figures (with a manifest) and tables.
-
-Figures, tables and ``runs/`` go under the repository, or ``$FA_OUTPUT_ROOT`` (relative to
-the folder the command started in). The ``smoke`` profile, and a Jupyter kernel without
-``FA_UPDATE_COMMITTED=1`` (the runner sets it), write ``runs/<profile>/figures/`` and
-``runs/<profile>/results/``, never the committed folders.
+"""Where results go (the repository, or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` for the smoke
+profile and for a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), and the writers of figures
+(with a manifest) and tables.
 """
 from __future__ import annotations
 
@@ -28,8 +25,8 @@ def repo_root() -> Path:
 
 
 def resolve_output_root(value: str) -> Path:
-    """``value`` as an absolute path: ``~`` expanded, relative to ``$PWD`` when that is an
-    existing absolute folder (a kernel in ``notebooks/`` inherits it), else to the cwd."""
+    """``value`` made absolute against ``$PWD`` when that is an existing absolute folder (a
+    kernel in ``notebooks/`` inherits it), else against the cwd."""
     pwd = os.environ.get("PWD")
     launch = Path(pwd) if pwd and os.path.isabs(pwd) and os.path.isdir(pwd) else Path.cwd()
     return (launch / Path(value).expanduser()).resolve()
@@ -43,33 +40,34 @@ def project_root() -> Path:
 
 def in_jupyter_kernel() -> bool:
     """Whether this process is a Jupyter (ipykernel) kernel; imports nothing."""
-    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
-        return False
-    shell = sys.modules["IPython"].get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    loaded = "ipykernel" in sys.modules and "IPython" in sys.modules
+    shell = sys.modules["IPython"].get_ipython() if loaded else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def writes_committed() -> bool:
-    """Whether outputs may go to the committed folders: outside a Jupyter kernel, or in one
-    with ``FA_UPDATE_COMMITTED=1``."""
+    """Outside a Jupyter kernel, or in one with ``FA_UPDATE_COMMITTED=1``."""
     flag = os.environ.get(UPDATE_COMMITTED_ENV, "").strip().lower()
     return flag in ("1", "true", "yes") or not in_jupyter_kernel()
 
 
-def _output_path(kind: str, profile: Optional[str]) -> Path:
+def _output_path(kind: str, profile: Optional[str], make: bool = True) -> Path:
     """``<root>/<kind>``, or ``<root>/runs/<profile>/<kind>`` for a scratch profile or an
-    interactive kernel when ``$FA_OUTPUT_ROOT`` is not set. Creates nothing."""
-    scratch = profile in SCRATCH_PROFILES or not writes_committed()
-    if not os.environ.get(OUTPUT_ROOT_ENV) and scratch:
-        return project_root() / "runs" / (profile or "default") / kind
-    return project_root() / kind
+    interactive kernel when ``$FA_OUTPUT_ROOT`` is not set; created if ``make``."""
+    path = project_root() / kind
+    if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES
+                                                or not writes_committed()):
+        path = project_root() / "runs" / (profile or "default") / kind
+    if make:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def describe_destination(profile: Optional[str]) -> str:
-    """Where figures and tables at ``profile`` go and, when that is not the committed
-    folders, how to update those. Creates nothing."""
-    figs, res = _output_path("figures", profile), _output_path("results", profile)
-    where = f"outputs: figures -> {figs}, tables -> {res}"
+    """Where figures and tables at ``profile`` go and, when not to the committed folders, how
+    to update those. Creates nothing."""
+    figs = _output_path("figures", profile, make=False)
+    where = f"outputs: figures -> {figs}, tables -> {_output_path('results', profile, False)}"
     if figs == project_root() / "figures":
         return where
     if profile in SCRATCH_PROFILES:
@@ -80,29 +78,27 @@ def describe_destination(profile: Optional[str]) -> str:
             "before this cell)")
 
 
-def _made(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def figures_dir(profile: Optional[str] = None) -> Path:
     """``figures/`` or ``runs/<profile>/figures/`` (created)."""
-    return _made(_output_path("figures", profile))
+    return _output_path("figures", profile)
 
 
 def results_dir(profile: Optional[str] = None) -> Path:
     """``results/`` or ``runs/<profile>/results/`` (created)."""
-    return _made(_output_path("results", profile))
+    return _output_path("results", profile)
 
 
 def runs_dir() -> Path:
     """The ignored ``runs/`` (created): checkpoints, executed notebooks, logs."""
-    return _made(project_root() / "runs")
+    path = project_root() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def checkpoint_path(name: str, profile: str) -> Path:
     """``runs/checkpoints/<name>-<profile>.pt``: a smoke run never resumes a quick one."""
-    return _made(runs_dir() / "checkpoints") / f"{name}-{profile}.pt"
+    (runs_dir() / "checkpoints").mkdir(exist_ok=True)
+    return runs_dir() / "checkpoints" / f"{name}-{profile}.pt"
 
 
 def utc_now() -> str:
@@ -116,14 +112,13 @@ def write_atomic(path: Path, text: str) -> Path:
     return tmp.replace(path)
 
 
-def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "",
-                dpi: int = 110) -> Path:
-    """Save ``fig`` as ``<figures_dir(profile)>/<name>.png`` (named after the paper's figure,
-    e.g. ``fig02b_toy_with_fa``), with caption, profile, source and time in its folder's
+def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "") -> Path:
+    """Save ``fig`` as ``<figures_dir(profile)>/<name>.png`` (the paper's figure's name, e.g.
+    ``fig02b_toy_with_fa``) at 110 dpi, with caption, profile, source and time in its folder's
     ``MANIFEST.json``. Returns the path."""
     folder = figures_dir(profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     try:
         data = json.loads(manifest.read_text()) if manifest.exists() else {}
     except json.JSONDecodeError:

@@ -1,20 +1,16 @@
 """The paper's numbers that this code compares against, and the claims each notebook checks.
 
 Farias & Maziero, *Feature Alignment as a Generative Process*, Front. Artif. Intell.
-5:1025148 (2023), arXiv 2106.12562, as OCR'd from the published PDF; where the code reads
-something into a table (units, the architecture its sizes imply), the reading is beside the
-value (docs/method.md sections 7-8). Nothing here is computed. The claims' thresholds are our
-readings and stay with the claims; the paper's hyper-parameters are the ``paper`` profile of
-:mod:`fa_utils.config`, its encoders :data:`fa_utils.models.ARCHITECTURES`.
+5:1025148 (2023), arXiv 2106.12562, as OCR'd from the published PDF; our readings of units and
+architectures are beside the values (docs/method.md sections 7-8). Nothing here is computed.
 """
 from __future__ import annotations
 
 from types import MappingProxyType as _ro  # read-only: no module-level mutable state
 from typing import Mapping, NamedTuple
 
-#: Table 2: FID of each model's samples, (mean, std) over three trials (initialisations), with
-#: Inception-v3 features on :data:`FID_IMAGES` real vs as many generated images. MNIST's GAN
-#: value is doubtful in the OCR (docs/method.md section 8).
+#: Table 2: Inception FID, (mean, std) over three trials, on :data:`FID_IMAGES` real vs as many
+#: generated images. MNIST's GAN value is doubtful in the OCR (docs/method.md section 8).
 TABLE2_FID: Mapping[str, Mapping[str, tuple[float, float]]] = _ro({
     "mnist": _ro({"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17),
                   "VFA-GAN": (41.24, 2.71)}),
@@ -44,18 +40,13 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
 SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
 
-class PaperArchitecture(NamedTuple):
-    """The networks one dataset's sizes in Tables 3-6 imply (read against Tables 7-12)."""
+#: The networks one dataset's sizes in Tables 3-6 imply: Z, the VFA encoder's classes, the VAE
+#: decoder = GAN generator ("mirrored" or "table12"), G's kernel (Table 11), and why.
+PaperArchitecture = NamedTuple("PaperArchitecture", [
+    ("latent_dim", int), ("num_classes", int), ("decoder", str), ("gen_kernel", int),
+    ("note", str)])
 
-    latent_dim: int
-    num_classes: int  # class head of the VFA encoder
-    decoder: str  # VAE decoder = GAN generator: "mirrored" or "table12"
-    gen_kernel: int  # VFA-GAN's G (Table 11, 128 filters)
-    note: str
-
-
-#: dataset -> the networks whose parameter counts equal the paper's sizes
-#: (:func:`fa_utils.baselines.paper_models`, :func:`fa_utils.baselines.paper_decoder_kind`).
+#: dataset -> the networks whose parameter counts equal the paper's sizes.
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
     "mnist": PaperArchitecture(128, 10, "mirrored", 3,
         "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "
@@ -72,19 +63,7 @@ IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
         "Table 11's 7x7 kernels: the only table whose sizes fit Table 11/12 as printed."),
 })
 
-#: Section 4: images in one training epoch (STL-10: its unlabeled split; CelebA: the training
-#: partition).
-TRAINING_SET_SIZES: Mapping[str, int] = _ro(
-    {"mnist": 60_000, "cifar10": 50_000, "celeba": 162_770, "stl10": 100_000})
-
-
-class Expected(NamedTuple):
-    """A claim a notebook is expected to write: id, the paper's section, the claim."""
-
-    id: str
-    section: str
-    text: str
-
+Expected = NamedTuple("Expected", [("id", str), ("section", str), ("text", str)])
 
 #: notebook stem -> the claims it writes, in its order; a claim a run did not write is a
 #: "not measured" row of REPORT.md (:func:`fa_utils.report.collect`).

@@ -1,10 +1,6 @@
-"""``results/REPORT.md``, every claim of the paper that the notebooks check in one page, and
-``results/run_times.md``, the main job's times.
-
-REPORT.md: a header, a summary line (also in README.md between :data:`README_START` and
-:data:`README_END`), a row per claim by paper section. Every id of
-:data:`fa_utils.paper.CATALOGUE` gets a row ("not measured", saying why, when no claims file at
-this profile has it); a notebook that failed keeps the claims of its last successful run.
+"""``results/REPORT.md``: a header, a summary line (also in README.md between the markers),
+a row per claim of :data:`fa_utils.paper.CATALOGUE` by paper section ("not measured", saying
+why, when no claims file at this profile has it); ``results/run_times.md``: the main job's times.
 """
 from __future__ import annotations
 
@@ -23,16 +19,15 @@ RUN_TIMES_NAME, RUN_TIMES_HISTORY = "run_times.md", 10  # earlier main jobs kept
 
 
 class NotebookRun(NamedTuple):
-    """A notebook in the runner's latest run: ``state`` "ok", "failed", "interrupted" or "not
-    run"; ``detail``: its executed copy, or why it did not run."""
+    """``state`` "ok", "failed", "interrupted" or "not run"; ``detail``: its copy, or why."""
 
     state: str
     detail: str = ""
 
 
 class Row(NamedTuple):
-    """A report row: ``claim`` as ``notebook`` wrote it on ``dataset``, or a catalogue entry
-    that no claims file gave (``written`` False); ``catalogued``: the catalogue lists it."""
+    """``claim`` as ``notebook`` wrote it on ``dataset``, or a catalogue entry that no claims
+    file gave (``written`` False)."""
 
     claim: claims_mod.Claim
     notebook: str
@@ -45,26 +40,11 @@ def _nb(stem: str) -> str:
     return stem[:2] if stem[:2].isdigit() else stem
 
 
-def _missing_reason(stem: str, profile: str, run: Optional[NotebookRun],
-                    others: Sequence[str]) -> str:
-    again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
-    state, detail = run or ("other profile" if others else "absent", "")
-    return f"notebook {_nb(stem)} " + {
-        "failed": f"failed before writing its claims ({detail})",
-        "interrupted": f"was interrupted before writing its claims; {again}",
-        "ok": "ran but wrote no claims file (its final cell does not call "
-              "fa_utils.claims.write_claims)",
-        "not run": f"did not run ({detail})",
-        "other profile": f"did not run at {profile}: its claims are from profile "
-                         f"{', '.join(sorted(set(others)))}; {again}",
-        "absent": f"did not run (no claims file at {profile}); {again}"}[state]
-
-
 def collect(folder: Path, profile: str,
             runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
-    """The rows of the claims files in ``folder`` written at ``profile``, and a "not measured"
-    row for each catalogue entry that none of them gave (``runs``: the runner's states, for
-    why). ValueError: a file or claim that :func:`fa_utils.claims.write_claims` did not write."""
+    """The rows of the claims files in ``folder`` at ``profile`` and a "not measured" row for
+    each catalogue entry they lack (``runs``: the runner's states, for why). ValueError: a
+    file or claim that :func:`fa_utils.claims.write_claims` did not write."""
     runs, counted, others = runs or {}, {}, {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -89,10 +69,21 @@ def collect(folder: Path, profile: str,
                                      f"{c.get('id')!r}: {exc}; rerun the notebook") from exc
                 rows.append(Row(claim, stem, data.get("dataset", "-"), claim.id in expected))
         seen = {r.claim.id for r in rows}
+        again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
+        state, detail = runs.get(stem) or ("other profile" if stem in others else "absent", "")
+        why = f"notebook {_nb(stem)} " + {
+            "disagree": "wrote claims but not this one (the catalogue in fa_utils/paper.py and "
+                        "the notebook disagree)",
+            "failed": f"failed before writing its claims ({detail})",
+            "interrupted": f"was interrupted before writing its claims; {again}",
+            "ok": "ran but wrote no claims file (its final cell does not call "
+                  "fa_utils.claims.write_claims)",
+            "not run": f"did not run ({detail})",
+            "other profile": f"did not run at {profile}: its claims are from profile "
+                             f"{', '.join(sorted(set(others.get(stem, ()))))}; {again}",
+            "absent": f"did not run (no claims file at {profile}); {again}",
+        }["disagree" if counted.get(stem) else state]
         for e in (e for e in expected.values() if e.id not in seen):
-            why = (f"notebook {_nb(stem)} wrote claims but not this one (the catalogue in "
-                   f"fa_utils/paper.py and the notebook disagree)" if counted.get(stem)
-                   else _missing_reason(stem, profile, runs.get(stem), others.get(stem, ())))
             missing = claims_mod.Claim(e.id, e.section, e.text, "-", "-", claims_mod.NOT_MEASURED,
                                        why)
             rows.append(Row(missing, stem, "-", written=False))
@@ -100,8 +91,7 @@ def collect(folder: Path, profile: str,
 
 
 def summary_line(rows: Sequence[Row], profile: str) -> str:
-    """E.g. "14 of 17 claims hold at quick; 1 does not hold; 2 not measured (notebook 05
-    wrote no claims)"."""
+    """E.g. "14 of 17 claims hold at quick; 1 does not hold; 2 not measured (...)"."""
     n = {v: sum(r.claim.verdict == v for r in rows) for v in claims_mod.VERDICTS}
     fails, unresolved = n[claims_mod.FAILS], n[claims_mod.NOT_RESOLVED]
     parts = [f"{n[claims_mod.HOLDS]} of {len(rows)} claims hold at {profile}"]
@@ -145,15 +135,16 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str = "",
-           date: str = "", runs: Optional[Mapping[str, NotebookRun]] = None) -> str:
-    """The report's markdown (links relative to ``report_dir``): header, summary line, a line
-    per notebook that failed or was interrupted in ``runs``, a table per paper section."""
+def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
+                 commit: str = "") -> tuple[Path, str]:
+    """Write the report at ``profile`` (a line per notebook that failed or was interrupted in
+    ``runs``); its path and summary line. ValueError: a claims file that cannot be read."""
+    rows = collect(claims_mod.claims_dir(profile), profile, runs)
+    path, line = outputs.results_dir(profile) / "REPORT.md", summary_line(rows, profile)
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
              f"Profile **{profile}** | commit {commit or 'unknown'} | written "
-             f"{date or outputs.utc_now()} by `python -m fa_utils reproduce` (rebuild alone: "
-             f"`python -m fa_utils report --profile {profile}`).", "",
-             f"**{summary_line(rows, profile)}.**", "",
+             f"{outputs.utc_now()} by `python -m fa_utils reproduce` (rebuild alone: "
+             f"`python -m fa_utils report --profile {profile}`).", "", f"**{line}.**", "",
              "Each row is a claim of Farias & Maziero (2023) as one notebook's final cell "
              "checked it (`results/claims/*.json`); *asserted* marks the claims that the "
              "notebook asserts at this profile, so a run whose asserted claim does not hold "
@@ -172,29 +163,14 @@ def render(rows: Sequence[Row], profile: str, report_dir: Path, *, commit: str =
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
                   "|---|---|---|---|---|---|",
-                  *(_row(r, profile, report_dir, shown) for r in groups[key]), ""]
-    return "\n".join(lines) + "\n"
-
-
-def report_path(profile: str) -> Path:
-    """``results/REPORT.md`` at ``profile`` (``runs/smoke/results/REPORT.md`` at smoke)."""
-    return outputs.results_dir(profile) / "REPORT.md"
-
-
-def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
-                 commit: str = "") -> tuple[Path, str]:
-    """Write the report of the claims files at ``profile`` (``commit``: markdown for the
-    header); its path and summary line. ValueError: a claims file that cannot be read."""
-    rows = collect(claims_mod.claims_dir(profile), profile, runs)
-    path = report_path(profile)
-    outputs.write_atomic(path, render(rows, profile, path.parent, commit=commit, runs=runs))
-    return path, summary_line(rows, profile)
+                  *(_row(r, profile, path.parent, shown) for r in groups[key]), ""]
+    outputs.write_atomic(path, "\n".join(lines) + "\n")
+    return path, line
 
 
 def update_readme(line: str, report: Path) -> bool:
-    """Put the summary ``line`` between the README's markers when ``report`` is the committed
-    ``results/REPORT.md``; whether the README changed. ValueError: a marker is missing or
-    repeated."""
+    """Put ``line`` between the README's markers if ``report`` is the committed REPORT.md;
+    whether the README changed. ValueError: a marker is missing or repeated."""
     root = outputs.repo_root()
     readme = root / "README.md"
     if Path(report).resolve() != (root / "results" / "REPORT.md").resolve() or not readme.exists():
@@ -214,9 +190,8 @@ def update_readme(line: str, report: Path) -> bool:
 
 def write_run_times(profile: str, times: Sequence[tuple[str, float]], reference_s: float,
                     commit: str) -> Path:
-    """Write ``results/run_times.md`` after a successful main job: its seconds per notebook,
-    the machine, ``reference_s`` (:func:`fa_utils.runner.reference_seconds`) and a line per job,
-    newest first, :data:`RUN_TIMES_HISTORY` earlier ones kept."""
+    """Write ``results/run_times.md``: seconds per notebook, the machine, ``reference_s``
+    (:func:`fa_utils.runner.reference_seconds`), a line per job (:data:`RUN_TIMES_HISTORY` kept)."""
     import torch
 
     path = outputs.results_dir(profile) / RUN_TIMES_NAME

@@ -6,11 +6,9 @@
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
 Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``
-(read as the config field it feeds, checked by the config), the work tree (the committed
-figures/ and results/ are written from a clean commit only). Executed copies go to
-``runs/notebooks/<profile>/NN_name.ipynb`` (``.failed`` / ``.interrupted`` never replace one),
-kernel messages to ``NN_name.kernel.log``. Ctrl-C interrupts the kernel (a training loop
-checkpoints), names the command that resumes and exits 130; a second kills the kernel.
+(as the config field it feeds), a clean work tree. Executed copies go to
+``runs/notebooks/<profile>/``. Ctrl-C interrupts the kernel and exits 130, naming the command
+that resumes; a second kills the kernel.
 """
 from __future__ import annotations
 
@@ -37,8 +35,7 @@ from . import outputs, report
 from .config import PROFILES, SECTIONS, ConfigError, make_config, resolve_profile
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130 = 128 + SIGINT, as a shell says
-REFERENCE_STEPS = 20
-KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"  # no TCP port, no warning about it
+KERNEL_TRANSPORT = "ipc"  # no TCP port, no warning about it (os.killpg: POSIX only anyway)
 OTHER_PARAMETERS = types.MappingProxyType({"interactive": Optional[bool]})  # feed no config field
 
 
@@ -47,8 +44,7 @@ class RunnerError(RuntimeError):
 
 
 class NotebookStopped(RunnerError):
-    """A notebook that did not finish: ``state`` "failed" or "interrupted"; ``copy``: its
-    executed copy."""
+    """``state`` "failed" or "interrupted"; ``copy``: the executed copy."""
 
     def __init__(self, message: str, state: str, copy: Optional[Path] = None):
         super().__init__(message)
@@ -62,7 +58,7 @@ def all_notebooks() -> list[Path]:
 
 def _find(name: str) -> Path:
     """A notebook by path, stem or prefix (``01``, ``01_toy``); prepare() names a missing one."""
-    matches = [p for p in all_notebooks() if p.name.startswith(name) or p.stem == name]
+    matches = [p for p in all_notebooks() if p.name.startswith(name)]
     path = Path(name)
     return path.resolve() if path.exists() else matches[0] if len(matches) == 1 else path
 
@@ -109,10 +105,9 @@ def parse_word(name: str, raw: str, tp: Any, example: Any = None) -> Any:
     string), tuple (a Python list, returned as a list), Optional of one (``None``), or Any (a
     literal, else the string). RunnerError names the parameter and ``example``."""
     optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    if optional:
-        if raw.strip() == "None":
-            return None
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if optional and raw.strip() == "None":
+        return None
+    tp = next(a for a in typing.get_args(tp) if a is not type(None)) if optional else tp
     low = raw.strip().lower()
     with contextlib.suppress(ValueError, SyntaxError):
         if tp in (str, int, float):
@@ -135,7 +130,7 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
     """(notebook, parameters) for each notebook: each ``-p`` word read as the config field it
     feeds (else :data:`OTHER_PARAMETERS` or its default), then each config section the notebook
-    builds checked once with them. RunnerError / ConfigError: what is wrong, and a fix."""
+    builds checked once with them (docs/choices.md, runner.py). RunnerError: what, and a fix."""
     profile, plans = resolve_profile(profile), []
     for nb in notebooks:
         if not nb.exists():
@@ -183,18 +178,11 @@ def _git(root: Path, *args: str) -> Optional[str]:
 
 
 def uncommitted_changes(root: Path) -> Optional[list[str]]:
-    """Tracked files changed outside figures/ and results/ and untracked files in fa_utils/
-    and notebooks/, as paths; None when ``root`` is not a git work tree."""
-    status = _git(root, "status", "--porcelain", "--untracked-files=all")
-    if status is None:
-        return None
-    changed = []
-    for line in status.splitlines():
-        path = line[3:].split(" -> ")[-1].strip('"')
-        top, untracked = path.split("/")[0], line[:2] == "??"
-        if top in ("fa_utils", "notebooks") if untracked else top not in ("figures", "results"):
-            changed.append(path)
-    return changed
+    """Tracked files changed outside figures/ and results/, then untracked files in fa_utils/
+    and notebooks/; None when ``root`` is not a git work tree."""
+    tracked = _git(root, "diff", "HEAD", "--name-only", "--", ".", ":!figures", ":!results")
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "fa_utils", "notebooks")
+    return None if tracked is None or untracked is None else (tracked + untracked).splitlines()
 
 
 def source_commit(profile: str, allow_dirty: bool, argv: Sequence[str]) -> str:
@@ -221,7 +209,7 @@ def source_commit(profile: str, allow_dirty: bool, argv: Sequence[str]) -> str:
                       f"which REPORT.md's header then says loudly:\n  {cmd} --allow-dirty")
 
 
-def reference_seconds(steps: int = REFERENCE_STEPS, batch: int = 128) -> float:
+def reference_seconds(steps: int = 20, batch: int = 128) -> float:
     """How fast the machine is today: seconds of ``steps`` FA steps (after an untimed one) of the
     MNIST encoder (Table 7) at ``batch`` on fixed random data, CPU; the random state is kept."""
     import torch
@@ -277,12 +265,10 @@ def kernel_manager(sink: list, stderr=None) -> type:
 
     class RecordingKernelManager(AsyncKernelManager):
         def __init__(self, *args, **kwargs):
-            kwargs.setdefault("transport", KERNEL_TRANSPORT)
-            if kwargs["transport"] == "ipc" and "ip" not in kwargs:
-                runtime = Path(jupyter_runtime_dir())
-                runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-                kwargs["ip"] = str(runtime / f"fa-kernel-{uuid.uuid4().hex[:12]}")
-            super().__init__(*args, **kwargs)
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            kwargs.setdefault("ip", str(runtime / f"fa-kernel-{uuid.uuid4().hex[:12]}"))
+            super().__init__(*args, **{"transport": KERNEL_TRANSPORT, **kwargs})
             sink.append(self)
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
@@ -326,8 +312,9 @@ class Progress:
 
 def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[int] = None,
             interrupts: Optional[Interrupts] = None) -> Path:
-    """Execute ``nb`` with papermill into ``out_dir`` (``timeout``: seconds per cell); the
-    executed copy. NotebookStopped: a cell raised or timed out, or Ctrl-C (``interrupts``)."""
+    """Execute ``nb`` with papermill into ``out_dir`` (``timeout``: seconds per cell; kernel
+    messages to ``NN_name.kernel.log``); the executed copy. NotebookStopped: a cell raised or
+    timed out, or Ctrl-C (``interrupts``); its copy is ``NN_name.failed`` / ``.interrupted``."""
     import papermill as pm
 
     interrupts = interrupts or Interrupts()
@@ -369,8 +356,8 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
         interrupts.managers.clear()
         if log.exists() and not log.stat().st_size:
             log.unlink()
-    copy["failed"].unlink(missing_ok=True)
-    copy["interrupted"].unlink(missing_ok=True)
+    for state in ("failed", "interrupted"):
+        copy[state].unlink(missing_ok=True)
     return copy["running"].replace(out_dir / nb.name)
 
 
@@ -391,8 +378,7 @@ def _run_all(plans, args, profile: str, interrupts: Interrupts, runs: dict,
     words, reference = [nb.name[:2] if nb in all_notebooks() else str(nb) for nb, _ in plans], None
     try:
         if args.command == "reproduce":
-            print(f"reference computation ({REFERENCE_STEPS} FA steps, MNIST encoder) ...",
-                  flush=True)
+            print("reference computation (20 FA steps, MNIST encoder) ...", flush=True)
             reference = reference_seconds()
             print(f"  {reference:.1f} s", flush=True)
         for nb, params in plans:

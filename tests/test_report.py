@@ -1,6 +1,7 @@
 """results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
 that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
 notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
+import json
 import re
 from pathlib import Path
 
@@ -147,7 +148,8 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     text = path.read_text()
     assert "Profile **quick**" in text and f"**{line}.**" in text
     rows = {r["id"]: r for r in parse_rows(text)}
-    written = [c for f in claims.read_claims(root / "results" / "claims") for c in f["claims"]]
+    written = [c for p in sorted((root / "results" / "claims").glob("*.json"))
+               for c in json.loads(p.read_text())["claims"]]
     for c in written:
         row = rows[c["id"]]
         assert row["verdict"].startswith(c["verdict"] + (" (asserted)" if c["asserted"] else ""))
@@ -278,11 +280,11 @@ def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(ro
                                                                              failure):
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     report.write_report("quick")
-    before = parse_rows(report.report_path("quick").read_text())
+    before = parse_rows((root / "results" / "REPORT.md").read_text())
     readme_calls = []
     monkeypatch.setattr(report, "update_readme", lambda *a, **k: readme_calls.append(a))
     monkeypatch.setattr(runner, "reference_seconds", lambda: 1.5)
-    times = report.report_path("quick").parent / report.RUN_TIMES_NAME
+    times = (root / "results" / "REPORT.md").parent / report.RUN_TIMES_NAME
 
     state = "interrupted" if failure == "interrupted" else "failed"
 
@@ -292,7 +294,7 @@ def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(ro
         raise runner.NotebookStopped(f"notebook {nb.name} {state} in cell 3: {error}", state, copy)
     monkeypatch.setattr(runner, "execute", execute)
     assert runner.main(["reproduce", "--profile", "quick"]) != 0
-    text = report.report_path("quick").read_text()
+    text = (root / "results" / "REPORT.md").read_text()
     assert [r for r in parse_rows(text) if r["id"].startswith("fig2.")] == [
         r for r in before if r["id"].startswith("fig2.")] and len(before) == len(parse_rows(text))
     assert readme_calls == [] and not times.exists()
