@@ -103,8 +103,7 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
     """One least squares GAN step on x (B, C, H, W) in [0, 1], D then G on one z ~ N(0, I):
     {"loss_d", "loss_g"}. Raises as :func:`ae_step`, before D's update or G's."""
     check_batch(x, generator_net)
-    z = torch.randn(x.shape[0], latent_dim, generator=generator,
-                    device=generator.device if generator is not None else x.device).to(x.device)
+    z = vfa.prior(x.shape[0], latent_dim, generator, device=x.device)
     fake = generator_net(z)
     opt_d.zero_grad(set_to_none=True)
     # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(z))||^2
@@ -124,20 +123,17 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
 
 @fa.inner_autograd()  # works under torch.no_grad() / inference_mode() alike
 def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: int,
-                    steps: int = 100, lr: float = 0.05, z0: Optional[torch.Tensor] = None,
-                    seed: int = 0, batch_size: int = 256
+                    steps: int = 100, lr: float = 0.05, seed: int = 0
                     ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Section 4's z* = argmin_z ||x - G(z)||^2 by Adam, from ``z0`` or N(0, I) (``seed``); G
-    gets no gradient. x (N, C, H, W) -> (G(z*), z* (N, Z), mean error before each step, after)."""
+    """Section 4's z* = argmin_z ||x - G(z)||^2 by Adam from z ~ N(0, I) (``seed``), G gets no
+    gradient: x (N, C, H, W) -> (G(z*), z* (N, Z), mean error before each step, after)."""
     fa.check_weights(generator_net)
     device = next(generator_net.parameters()).device
     g = torch.Generator().manual_seed(int(seed))
     images, zs, curves = [], [], []
-    for i, chunk in enumerate(x.split(batch_size)):
+    for chunk in x.split(256):
         chunk = fa.fresh(chunk.to(device))
-        start = (z0[i * batch_size:i * batch_size + len(chunk)] if z0 is not None
-                 else torch.randn(len(chunk), latent_dim, generator=g))
-        z = start.clone().to(device).requires_grad_(True)
+        z = torch.randn(len(chunk), latent_dim, generator=g).to(device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
         curve = []
         for _ in range(steps):

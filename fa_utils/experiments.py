@@ -103,8 +103,7 @@ def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
     digits of the SHA-1 of ``run_identity`` as sorted JSON."""
     text = json.dumps(dict(run_identity), sort_keys=True, default=str)
     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    stem = f"{run_identity['method']}-{run_identity['dataset']}-{digest}"
-    return checkpoint_path(stem, profile)
+    return checkpoint_path(f"{run_identity['method']}-{run_identity['dataset']}-{digest}", profile)
 
 
 def _train(cfg, data: ImageData, seed: int, run_identity: dict, build: Callable, *,
@@ -134,14 +133,12 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
                      distributed: Any = None, make_step: Optional[Callable] = None,
                      fused_adam: Optional[bool] = None, channels_last: bool = False,
                      **kwargs) -> tuple[Encoder, History]:
-    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1; returns it
-    (eval mode) and its history (held-out ``test_mse`` once per epoch). ``kwargs``: ``epochs``,
-    ``checkpoint``, :func:`fa_utils.train.fit`'s ``progress``, ``stop_after``.
-
-    ``distributed``: a :class:`fa_utils.distributed.DistInfo`, with ``make_step(encoder,
-    optimizer, generator=, **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``:
-    fused where supported; ``channels_last``: docs/choices.md section 10.
-    """
+    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1: (encoder in
+    eval mode, history with held-out ``test_mse`` per epoch). ``kwargs``: ``epochs``,
+    ``checkpoint``, ``progress``, ``stop_after``. ``distributed``: a
+    :class:`fa_utils.distributed.DistInfo`, ``make_step(encoder, optimizer, generator=,
+    **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``: fused where
+    supported; ``channels_last``: docs/choices.md section 10."""
     latent_dim = latent_dim or cfg.latent_dim
     inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
     dist = distributed if distributed is not None and distributed.distributed else None
@@ -201,10 +198,8 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
         def step(x, y):
             return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
                                 settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
-
-        def rec(x):
-            return vfa.reconstruct(encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
-        return {"encoder": encoder}, {"adam": opt}, step, rec
+        return {"encoder": encoder}, {"adam": opt}, step, lambda x: vfa.reconstruct(
+            encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
 
     return _train(cfg, data, cfg.seed, identity(cfg, "vfa"), build,
                   desc=f"VFA {cfg.dataset}", progress=progress,
@@ -236,8 +231,7 @@ def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequ
     return judge, fid.accuracy(judge, data.test_x, data.test_y)
 
 
-def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor
-                   ) -> list[float]:
+def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per class k in ``labels``: the share of the images asked for k the judge assigns to k."""
     pred = fid.recognise(judge, images)[1]
     labels = labels.cpu()
@@ -302,10 +296,9 @@ def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, prog
 
     def build(device, gen, _):
         width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-        refiner = init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels, width=width,
-                                               kernel=gcfg.gen_kernel))
         # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
-        refiner = to_device(refiner, device)
+        refiner = to_device(init_orthogonal_(FAGenerator(
+            architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), device)
         disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
         opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
                         for n in (refiner, disc))
@@ -351,9 +344,8 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
             betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
             return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
 
-        head = "z" if kind == "ae" else "mu"
         return ({"encoder": encoder, "decoder": decoder}, {"adam": opt}, step,
-                lambda x: autoencode(encoder, decoder, x, head))
+                lambda x: autoencode(encoder, decoder, x, "z" if kind == "ae" else "mu"))
 
     run_identity = identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
                             beta_schedule=settings.beta_schedule)
