@@ -22,17 +22,6 @@ DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
 
 
-def paper_decoder_kind(dataset: str, choice: str = "auto") -> str:
-    """``choice``, or for "auto" the decoder whose size matches Tables 3-6 for ``dataset``
-    (:data:`fa_utils.paper.IMPLIED_ARCHITECTURES`). ValueError: unknown choice or dataset."""
-    if choice not in DECODERS:
-        raise ValueError(f"unknown decoder {choice!r}; choose one of {list(DECODERS)}")
-    if choice != "auto":
-        return choice
-    architecture(dataset)  # validates the name
-    return IMPLIED_ARCHITECTURES[dataset].decoder
-
-
 def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
     """The AE / VAE encoder (Tables 7-9, heads {"z": Z} or {"mu": Z, "logvar": Z}), He init."""
     return init_he_(Encoder(architecture(dataset), heads))
@@ -40,10 +29,14 @@ def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
 
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder of ``dataset`` (:func:`paper_decoder_kind`), He-initialised:
-    (B, Z) -> (B, C, H, W) in [0, 1]. Raises ValueError: unknown dataset or kind."""
+    """The AE / VAE decoder of ``dataset``, He-initialised: (B, Z) -> (B, C, H, W) in [0, 1];
+    ``kind="auto"``: the one whose size matches Tables 3-6 for ``dataset``
+    (:data:`fa_utils.paper.IMPLIED_ARCHITECTURES`). Raises ValueError: unknown dataset or kind."""
     arch = architecture(dataset)
-    cls = MirroredDecoder if paper_decoder_kind(dataset, kind) == "mirrored" else GANGenerator
+    if kind not in DECODERS:
+        raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
+    kind = IMPLIED_ARCHITECTURES[dataset].decoder if kind == "auto" else kind
+    cls = MirroredDecoder if kind == "mirrored" else GANGenerator
     return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
 
 
