@@ -22,17 +22,6 @@ DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
 
 
-def paper_decoder_kind(dataset: str, choice: str = "auto") -> str:
-    """``choice``, or for "auto" the decoder whose size matches Tables 3-6 for ``dataset``
-    (:data:`fa_utils.paper.IMPLIED_ARCHITECTURES`). ValueError: unknown choice or dataset."""
-    if choice not in DECODERS:
-        raise ValueError(f"unknown decoder {choice!r}; choose one of {list(DECODERS)}")
-    if choice != "auto":
-        return choice
-    architecture(dataset)  # validates the name
-    return IMPLIED_ARCHITECTURES[dataset].decoder
-
-
 def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
     """The AE / VAE encoder (Tables 7-9, heads {"z": Z} or {"mu": Z, "logvar": Z}), He init."""
     return init_he_(Encoder(architecture(dataset), heads))
@@ -40,10 +29,14 @@ def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
 
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder of ``dataset`` (:func:`paper_decoder_kind`), He-initialised:
-    (B, Z) -> (B, C, H, W) in [0, 1]. Raises ValueError: unknown dataset or kind."""
+    """The AE / VAE decoder of ``dataset``, He-initialised: (B, Z) -> (B, C, H, W) in [0, 1];
+    ``kind="auto"``: the one whose size matches Tables 3-6 for ``dataset``
+    (:data:`fa_utils.paper.IMPLIED_ARCHITECTURES`). Raises ValueError: unknown dataset or kind."""
     arch = architecture(dataset)
-    cls = MirroredDecoder if paper_decoder_kind(dataset, kind) == "mirrored" else GANGenerator
+    if kind not in DECODERS:
+        raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
+    kind = IMPLIED_ARCHITECTURES[dataset].decoder if kind == "auto" else kind
+    cls = MirroredDecoder if kind == "mirrored" else GANGenerator
     return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
 
 
@@ -103,8 +96,7 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
     """One least squares GAN step on x (B, C, H, W) in [0, 1], D then G on one z ~ N(0, I):
     {"loss_d", "loss_g"}. Raises as :func:`ae_step`, before D's update or G's."""
     check_batch(x, generator_net)
-    z = torch.randn(x.shape[0], latent_dim, generator=generator,
-                    device=generator.device if generator is not None else x.device).to(x.device)
+    z = vfa.prior(x.shape[0], latent_dim, generator, device=x.device)
     fake = generator_net(z)
     opt_d.zero_grad(set_to_none=True)
     # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(z))||^2
@@ -124,20 +116,17 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
 
 @fa.inner_autograd()  # works under torch.no_grad() / inference_mode() alike
 def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: int,
-                    steps: int = 100, lr: float = 0.05, z0: Optional[torch.Tensor] = None,
-                    seed: int = 0, batch_size: int = 256
+                    steps: int = 100, lr: float = 0.05, seed: int = 0
                     ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Section 4's z* = argmin_z ||x - G(z)||^2 by Adam, from ``z0`` or N(0, I) (``seed``); G
-    gets no gradient. x (N, C, H, W) -> (G(z*), z* (N, Z), mean error before each step, after)."""
+    """Section 4's z* = argmin_z ||x - G(z)||^2 by Adam from z ~ N(0, I) (``seed``), G gets no
+    gradient: x (N, C, H, W) -> (G(z*), z* (N, Z), mean error before each step, after)."""
     fa.check_weights(generator_net)
     device = next(generator_net.parameters()).device
     g = torch.Generator().manual_seed(int(seed))
     images, zs, curves = [], [], []
-    for i, chunk in enumerate(x.split(batch_size)):
+    for chunk in x.split(256):
         chunk = fa.fresh(chunk.to(device))
-        start = (z0[i * batch_size:i * batch_size + len(chunk)] if z0 is not None
-                 else torch.randn(len(chunk), latent_dim, generator=g))
-        z = start.clone().to(device).requires_grad_(True)
+        z = torch.randn(len(chunk), latent_dim, generator=g).to(device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
         curve = []
         for _ in range(steps):

@@ -1,10 +1,8 @@
 """Every trained model of notebooks 02-05, built from a config, and what several notebooks
-share: image data, FA recovery, VFA's class emphasis, the models of the comparison
-(:data:`MODELS`) and the networks that Tables 3-6 count.
+share: FA recovery, VFA's class emphasis, the models of the comparison (:data:`MODELS`).
 
-Checkpoints: ``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt`` (:func:`identity`).
-Model ``m`` of a run with seed ``s`` builds its weights after ``torch.manual_seed(s + offset)``
-and draws its method's randomness from a generator seeded ``s + offset + 1`` (:func:`seeds`).
+Checkpoints: ``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt`` (:func:`identity`);
+each model's seeds: :func:`seeds`.
 """
 from __future__ import annotations
 
@@ -19,41 +17,35 @@ import torch
 from torch import nn
 
 from . import baselines, config, fa, fid, local, metrics, vfa
-from . import data as data_mod
 from .config import SEED_STREAMS
+from .data import ImageData, dataset_info, load_image_data
 from .models import (Encoder, FAGenerator, architecture, init_orthogonal_, make_encoder,
                      scaled_architectures, to_device)
-from .data import ImageData, load_image_data
 from .outputs import checkpoint_path
 from .train import (History, fit, images_only, load_checkpoint, make_adam, resolve_device,
                     seeded_generator)
 
 
 def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
-            r_init: str = "zeros", squash: str = "none", seed: int = 0,
-            batch_size: int = 500) -> torch.Tensor:
+            r_init: str = "zeros", squash: str = "none", seed: int = 0) -> torch.Tensor:
     """FA reconstruction of x (N, C, H, W) from its latent alone, in batches, on x's device."""
     device = next(encoder.parameters()).device
     g = seeded_generator(seed)
     return torch.cat([fa.reconstruct(encoder, c.to(device), T=T, tau=tau, r_init=r_init,
                                      squash=squash, generator=g).image.to(x.device)
-                      for c in x.split(batch_size)])
+                      for c in x.split(500)])
 
 
-def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
-               batch_size: int = 500) -> torch.Tensor:
+def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z") -> torch.Tensor:
     """E(x)[head] in batches, no graph: (N, C, H, W) -> (N, Z) on the CPU."""
     device = next(encoder.parameters()).device
     with torch.no_grad():
-        return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(batch_size)])
+        return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(500)])
 
 
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy of the nearest class mean of z (N, Z), fitted and scored on the same points.
-
-    Raises:
-        ValueError: unlabeled data (labels -1) or fewer than 2 classes.
-    """
+    Raises ValueError: unlabeled data (labels -1) or fewer than 2 classes."""
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
                          "such as CelebA or STL-10): skip the check there")
@@ -86,7 +78,8 @@ BASELINE_INIT = "he+bn"  # the baselines' (and VFA-GAN's D's) initialisation, in
 
 
 def seeds(model: str, seed: int) -> tuple[int, int]:
-    """(``torch.manual_seed`` before ``model``'s networks, its method's generator seed)."""
+    """(``torch.manual_seed`` before ``model``'s networks, its method's generator seed) of a
+    run with seed ``seed``: seed + offset and seed + offset + 1 (:data:`SEED_STREAMS`)."""
     offset = SEED_STREAMS[model]
     return seed + offset, seed + offset + 1
 
@@ -113,15 +106,14 @@ def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
     return checkpoint_path(f"{run_identity['method']}-{run_identity['dataset']}-{digest}", profile)
 
 
-def _train(cfg, data: ImageData, model: str, seed: int, run_identity: dict, build: Callable, *,
+def _train(cfg, data: ImageData, seed: int, run_identity: dict, build: Callable, *,
            epochs: Optional[int] = None, evals_per_epoch: int = 1,
            device: Optional[torch.device] = None, checkpoint: Optional[Path] = None,
            **fit_kwargs) -> tuple:
-    """Seed ``model``'s weights (:func:`seeds`), ``build(device, generator, checkpoint) ->
-    (modules, optimizers, step, reconstruct)`` and :func:`fa_utils.train.fit` them with
-    ``cfg``'s run settings (``seed`` orders the data), logging the held-out ``test_mse`` of
-    ``reconstruct(test_x)`` if given. Returns (*modules in eval mode, history)."""
-    init_seed, method_seed = seeds(model, seed)
+    """Seed ``run_identity["method"]`` (:func:`seeds`), ``build(device, generator, checkpoint)
+    -> (modules, optimizers, step, reconstruct)`` and :func:`fa_utils.train.fit` them (``seed``
+    orders the data), logging ``test_mse`` of ``reconstruct``. Returns (*modules, history)."""
+    init_seed, method_seed = seeds(run_identity["method"], seed)
     torch.manual_seed(init_seed)
     device = device or resolve_device(cfg.device)
     generator = seeded_generator(method_seed)
@@ -138,18 +130,15 @@ def _train(cfg, data: ImageData, model: str, seed: int, run_identity: dict, buil
 
 
 def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
-                     epochs: Optional[int] = None, progress: bool = True,
-                     stop_after: Optional[int] = None, distributed: Any = None,
-                     make_step: Optional[Callable] = None, fused_adam: Optional[bool] = None,
-                     channels_last: bool = False,
-                     checkpoint: Optional[Path] = None) -> tuple[Encoder, History]:
-    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1; returns it
-    (eval mode) and its history (held-out ``test_mse`` once per epoch).
-
-    ``distributed``: a :class:`fa_utils.distributed.DistInfo`, with ``make_step(encoder,
-    optimizer, generator=, **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``:
-    fused where supported; ``channels_last``: docs/choices.md section 10.
-    """
+                     distributed: Any = None, make_step: Optional[Callable] = None,
+                     fused_adam: Optional[bool] = None, channels_last: bool = False,
+                     **kwargs) -> tuple[Encoder, History]:
+    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1: (encoder in
+    eval mode, history with held-out ``test_mse`` per epoch). ``kwargs``: ``epochs``,
+    ``checkpoint``, ``progress``, ``stop_after``. ``distributed``: a
+    :class:`fa_utils.distributed.DistInfo`, ``make_step(encoder, optimizer, generator=,
+    **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``: fused where
+    supported; ``channels_last``: docs/choices.md section 10."""
     latent_dim = latent_dim or cfg.latent_dim
     inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
     dist = distributed if distributed is not None and distributed.distributed else None
@@ -166,13 +155,12 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
         return ({"encoder": encoder}, {"adam": opt}, images_only(step),
                 lambda x: recover(encoder, x, seed=cfg.seed, **inner))
 
-    return _train(cfg, data, "fa", cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), build,
-                  epochs=epochs, checkpoint=checkpoint, stop_after=stop_after, progress=progress,
+    return _train(cfg, data, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), build,
                   device=None if distributed is None else distributed.device, distributed=dist,
                   desc=f"FA {cfg.dataset} Z={latent_dim}"
                   + (f" x{distributed.world_size}" if dist is not None else ""),
                   nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
-                           f"{cfg.weight_clamp}).")
+                           f"{cfg.weight_clamp}).", **kwargs)
 
 
 def _with_data(section: str, cfg, *, seed: int, **data_overrides):
@@ -188,14 +176,9 @@ def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
                    batch_size=gcfg.batch_size, width_scale=gcfg.width_scale)
 
 
-def num_classes(dataset: str) -> int:
-    """Classes of a labeled dataset (MNIST, CIFAR-10: 10), 0 for unlabeled ones."""
-    return data_mod.dataset_info(dataset).num_classes or 0
-
-
 def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
     """The method's settings of a VFA config (class head only for labeled datasets)."""
-    return vfa.VFASettings.from_config(cfg, num_classes(cfg.dataset))
+    return vfa.VFASettings.from_config(cfg, dataset_info(cfg.dataset).num_classes or 0)
 
 
 def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
@@ -215,12 +198,10 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
         def step(x, y):
             return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
                                 settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
+        return {"encoder": encoder}, {"adam": opt}, step, lambda x: vfa.reconstruct(
+            encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
 
-        def rec(x):
-            return vfa.reconstruct(encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
-        return {"encoder": encoder}, {"adam": opt}, step, rec
-
-    return _train(cfg, data, "vfa", cfg.seed, identity(cfg, "vfa"), build,
+    return _train(cfg, data, cfg.seed, identity(cfg, "vfa"), build,
                   desc=f"VFA {cfg.dataset}", progress=progress,
                   nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
                            f"1e-4 with the sigmoid.")
@@ -235,26 +216,22 @@ def judge_identity(cfg) -> dict[str, Any]:
 def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequential, float]:
     """Train (or resume) the judge of the samples (:func:`fa_utils.fid.make_judge`) for
     ``cfg.judge_epochs``; returns it (eval mode) and its held-out accuracy.
-
-    Raises:
-        ValueError: unlabeled data (:func:`fa_utils.fid.check_labels`).
-    """
+    Raises ValueError: unlabeled data (:func:`fa_utils.fid.check_labels`)."""
     fid.check_labels(data.test_y, len(data.test_y))
 
     def build(device, gen, _):
         judge = fid.make_judge(architecture(cfg.dataset).channels,
-                               num_classes(cfg.dataset)).to(device)
+                               dataset_info(cfg.dataset).num_classes or 0).to(device)
         opt = make_adam(judge.parameters(), 1e-3, (0.9, 0.999))
         step = functools.partial(fid.judge_step, judge, opt, generator=gen)
         return {"judge": judge}, {"adam": opt}, step, None
 
-    judge, _ = _train(cfg, data, "judge", cfg.seed, judge_identity(cfg), build,
-                      epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}", progress=progress)
+    judge, _ = _train(cfg, data, cfg.seed, judge_identity(cfg), build, epochs=cfg.judge_epochs,
+                      desc=f"judge {cfg.dataset}", progress=progress)
     return judge, fid.accuracy(judge, data.test_x, data.test_y)
 
 
-def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor
-                   ) -> list[float]:
+def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per class k in ``labels``: the share of the images asked for k the judge assigns to k."""
     pred = fid.recognise(judge, images)[1]
     labels = labels.cpu()
@@ -287,113 +264,11 @@ CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judg
 
 def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
     """The smallest s of :func:`class_emphasis_stats` rows with accuracy >= ``target``, else
-    the most accurate s.
-
-    Raises:
-        ValueError: no rows.
-    """
+    the most accurate s. Raises ValueError: no rows."""
     if not rows:
         raise ValueError("no class-emphasis rows to choose a one-hot value from")
     good = [r[0] for r in rows if r[2] >= target]
     return min(good) if good else max(rows, key=lambda r: r[2])[0]
-
-
-def _adams(nets, lr: float, beta1: float, beta2: float) -> tuple[torch.optim.Adam, ...]:
-    """One Adam per network (a GAN's G and D)."""
-    return tuple(make_adam(n.parameters(), lr, (beta1, beta2)) for n in nets)
-
-
-def train_vfagan(gcfg: config.VFAGANConfig, vcfg: config.VFAConfig, data: ImageData,
-                 encoder: Encoder, *, seed: int, progress: bool = True
-                 ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) G (Table 11, orthogonal init) and D (Table 10) on a fixed VFA
-    encoder (Eq. 7-8); returns (G, D, history), G in eval mode."""
-    settings = vfa_settings(vcfg)
-    encoder.eval()
-
-    def build(device, gen, _):
-        width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-        refiner = init_orthogonal_(FAGenerator(architecture(gcfg.dataset).channels, width=width,
-                                               kernel=gcfg.gen_kernel))
-        # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
-        refiner = to_device(refiner, device)
-        disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
-        opt_g, opt_d = _adams((refiner, disc), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-
-        def step(x, y):
-            return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                                   y if settings.conditional else None, settings=settings,
-                                   latent_dim=vcfg.latent_dim, generator=gen,
-                                   perceptual_weight=gcfg.perceptual_weight,
-                                   fake_source=gcfg.fake_source)
-        return {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, step, None
-
-    run_identity = identity(gcfg, "vfagan", seed=seed, encoder=identity(vcfg, "vfa"))
-    return _train(gcfg, data, "vfagan", seed, run_identity, build,
-                  desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
-
-
-def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z",
-               batch_size: int = 500) -> torch.Tensor:
-    """D(E(x)[head]) in batches, no graph, on the CPU (the VAE decodes its mean, ``mu``)."""
-    device = next(encoder.parameters()).device
-    with torch.no_grad():
-        return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(batch_size)])
-
-
-def train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, *, kind: str, seed: int,
-                      settings: Optional[vfa.VFASettings] = None, progress: bool = True
-                      ) -> tuple[Encoder, nn.Module, History]:
-    """Train (or resume) the He-initialised AE (``kind="ae"``) or VAE (``"vae"``, KL weights
-    by ``settings``' beta schedule); returns (encoder, decoder, history), in eval mode.
-
-    Raises:
-        ValueError: ``kind`` is not "ae" or "vae".
-    """
-    if kind not in ("ae", "vae"):
-        raise ValueError(f"kind must be 'ae' or 'vae', got {kind!r}")
-    settings = settings or vfa.VFASettings()
-
-    def build(device, gen, _):
-        heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-        encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
-        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim,
-                                         gcfg.vae_decoder).to(device)
-        opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
-                        gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
-
-        def step(x, y):
-            if kind == "ae":
-                return baselines.ae_step(encoder, decoder, opt, x)
-            betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
-            return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
-
-        head = "z" if kind == "ae" else "mu"
-        return ({"encoder": encoder, "decoder": decoder}, {"adam": opt}, step,
-                lambda x: autoencode(encoder, decoder, x, head))
-
-    run_identity = identity(gcfg, kind, seed=seed, beta=settings.beta,
-                            beta_schedule=settings.beta_schedule)
-    return _train(gcfg, data, kind, seed, run_identity, build,
-                  desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
-
-
-def train_gan(gcfg: config.VFAGANConfig, data: ImageData, *, seed: int, progress: bool = True
-              ) -> tuple[nn.Module, nn.Module, History]:
-    """Train (or resume) the least-squares GAN (He-initialised G with BatchNorm, D
-    ``gcfg.gan_discriminator``); returns (G, D, history), G in eval mode."""
-    def build(device, gen, _):
-        g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim,
-                                         gcfg.vae_decoder).to(device)
-        disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
-        opt_g, opt_d = _adams((g_net, disc), gcfg.gan_lr, gcfg.beta1, gcfg.beta2)
-        step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
-                                 latent_dim=gcfg.latent_dim, generator=gen)
-        return ({"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d},
-                images_only(step), None)
-
-    return _train(gcfg, data, "gan", seed, identity(gcfg, "gan", seed=seed), build,
-                  desc=f"GAN {gcfg.dataset}", progress=progress)
 
 
 @dataclass
@@ -413,6 +288,86 @@ class Trial:
     @property
     def refiner(self) -> nn.Module:  # VFA-GAN's G
         return self.nets["VFA-GAN"][0]
+
+
+def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
+    """G (Table 11, orthogonal init) and D (Table 10) on VFA's fixed encoder (Eq. 7-8)."""
+    vcfg, settings, encoder = trial.vcfg, trial.settings, trial.encoder.eval()
+
+    def build(device, gen, _):
+        width = max(8, round(gcfg.gen_width * gcfg.width_scale))
+        # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
+        refiner = to_device(init_orthogonal_(FAGenerator(
+            architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), device)
+        disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
+        opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
+                        for n in (refiner, disc))
+
+        def step(x, y):
+            return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
+                                   y if settings.conditional else None, settings=settings,
+                                   latent_dim=vcfg.latent_dim, generator=gen,
+                                   perceptual_weight=gcfg.perceptual_weight,
+                                   fake_source=gcfg.fake_source)
+        return {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, step, None
+
+    run_identity = identity(gcfg, "vfagan", seed=trial.seed, encoder=identity(vcfg, "vfa"))
+    return _train(gcfg, data, trial.seed, run_identity, build, desc=f"VFA-GAN {gcfg.dataset}",
+                  progress=progress)
+
+
+def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z"
+               ) -> torch.Tensor:
+    """D(E(x)[head]) in batches, no graph, on the CPU (the VAE decodes its mean, ``mu``)."""
+    device = next(encoder.parameters()).device
+    with torch.no_grad():
+        return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(500)])
+
+
+def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
+                       progress: bool, *, kind: str):
+    """The He-initialised AE (``kind="ae"``) or VAE (``"vae"``, KL weights by the trial's
+    beta schedule): (encoder, decoder, history)."""
+    settings = trial.settings if kind == "vae" else vfa.VFASettings()
+
+    def build(device, gen, _):
+        heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
+        encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
+        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim,
+                                         gcfg.vae_decoder).to(device)
+        opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
+                        gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
+
+        def step(x, y):
+            if kind == "ae":
+                return baselines.ae_step(encoder, decoder, opt, x)
+            betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
+            return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
+
+        return ({"encoder": encoder, "decoder": decoder}, {"adam": opt}, step,
+                lambda x: autoencode(encoder, decoder, x, "z" if kind == "ae" else "mu"))
+
+    run_identity = identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
+                            beta_schedule=settings.beta_schedule)
+    return _train(gcfg, data, trial.seed, run_identity, build,
+                  desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
+
+
+def _train_gan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
+    """The least-squares GAN (He-initialised G with BatchNorm, D ``gcfg.gan_discriminator``)."""
+    def build(device, gen, _):
+        g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim,
+                                         gcfg.vae_decoder).to(device)
+        disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
+        opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
+                        for n in (g_net, disc))
+        step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                                 latent_dim=gcfg.latent_dim, generator=gen)
+        return ({"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d},
+                images_only(step), None)
+
+    return _train(gcfg, data, trial.seed, identity(gcfg, "gan", seed=trial.seed), build,
+                  desc=f"GAN {gcfg.dataset}", progress=progress)
 
 
 def _decode_prior(net: nn.Module, n: int, g: torch.Generator) -> torch.Tensor:
@@ -447,16 +402,14 @@ class Model:
 #: The models of the comparison in the order of Figures 7 and 15 (VFA before VFA-GAN).
 MODELS = (
     Model("AE", "AE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
-          lambda g, d, t, p: train_autoencoder(g, d, kind="ae", seed=t.seed, progress=p),
+          functools.partial(_train_autoencoder, kind="ae"),
           lambda t, x, g: autoencode(*t.nets["AE"], x)),
     Model("VAE", "VAE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
-          lambda g, d, t, p: train_autoencoder(g, d, kind="vae", seed=t.seed,
-                                               settings=t.settings, progress=p),
+          functools.partial(_train_autoencoder, kind="vae"),
           lambda t, x, g: autoencode(*t.nets["VAE"], x, head="mu"),
           lambda t, n, gen: _decode_prior(t.nets["VAE"][1], n, gen)),
     Model("GAN", "GAN", "G + D ({disc}; one D step, one G step per batch)",
-          lambda g, v: (g.gan_lr, g.beta1),
-          lambda g, d, t, p: train_gan(g, d, seed=t.seed, progress=p),
+          lambda g, v: (g.gan_lr, g.beta1), _train_gan,
           # argmin_z ||x - G(z)||^2 by Adam on each image's z (Section 4)
           lambda t, x, g: baselines.gan_reconstruct(
               t.nets["GAN"][0], x, latent_dim=g.latent_dim, steps=g.gan_recon_steps,
@@ -466,8 +419,7 @@ MODELS = (
           lambda g, d, t, p: train_vfa(t.vcfg, d, progress=p),
           lambda t, x, g: vfa.reconstruct(t.encoder, x, settings=t.settings).cpu(), _vfa_sample),
     Model("VFA-GAN", "G(r)", "G (Table 11), D (Table 10); encoder = VFA's",
-          lambda g, v: (g.gan_lr, g.beta1),
-          lambda g, d, t, p: train_vfagan(g, t.vcfg, d, t.encoder, seed=t.seed, progress=p),
+          lambda g, v: (g.gan_lr, g.beta1), _train_vfagan,
           lambda t, x, g: vfa.reconstruct(t.encoder, x, settings=t.settings,
                                           refiner=t.refiner).cpu(),
           lambda t, n, gen: _vfa_sample(t, n, gen, refined=True)),
@@ -512,7 +464,7 @@ def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
 
     run_identity = identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
                             network=local.LOCAL_NET_FORMAT)
-    return _train(cfg, data, "local", cfg.seed, run_identity, build, evals_per_epoch=2,
+    return _train(cfg, data, cfg.seed, run_identity, build, evals_per_epoch=2,
                   desc=f"local FA {dataset}", progress=progress)
 
 

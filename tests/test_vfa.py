@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from fa_utils import baselines, experiments, losses, models, paper, vfa
+from fa_utils import baselines, data, losses, models, paper, vfa
 
 DATASETS = list(models.ARCHITECTURES)
 TINY = models.Architecture(1, 8, (4,), 16)  # 1x8x8 images, one conv pair, Linear(16)
@@ -159,7 +159,7 @@ def test_vfa_and_vfagan_forward_backward_on_every_dataset(dataset):
     arch = models.architecture(dataset)
     x = torch.rand(2, arch.channels, arch.size, arch.size)
     y = torch.tensor([1, 3])
-    k = experiments.num_classes(dataset)
+    k = data.dataset_info(dataset).num_classes or 0
     s = vfa.VFASettings(num_classes=k)
     enc = vfa.make_vfa_encoder(dataset, 8, k, orthogonal=False)
     loss, parts, image = vfa.vfa_loss(enc, x, y if k else None, settings=s)
