@@ -272,7 +272,7 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: in
                              f"{create_graph}, r_init={r_init!r}, shape {tuple(shape)}, "
                              f"options {sorted(track)}")
         with torch.no_grad():
-            r = _step_from(start.r0, start.e0, start.transpose, z.detach(), tau)
+            r = _step_from(*start, z.detach(), tau)
     elif shared_start is not False and zeros and supports(module, head):
         r = first_step(module, z, torch.zeros((1, *shape), device=z.device, dtype=z.dtype),
                        head=head, tau=tau, create_graph=create_graph)

@@ -138,9 +138,8 @@ def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: 
     out, per_elem = {}, []
     for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
         n = x[0].numel()
-        x, c = local_layer_step(block, opt, x, **kwargs)
-        out[f"c{i}"] = c
-        per_elem.append(c / n)
+        x, out[f"c{i}"] = local_layer_step(block, opt, x, **kwargs)
+        per_elem.append(out[f"c{i}"] / n)
     out["loss"] = sum(per_elem) / len(per_elem)
     return out
 
@@ -244,9 +243,5 @@ def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int
     for d in datasets:
         groups.setdefault(architecture(d), []).append(d)
     kw = dict(batch=batch, latent_dim=latent_dim, repeats=repeats, device=device)
-    out = []
-    for arch, names in groups.items():
-        label = " / ".join(names)
-        g, l = (measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local"))
-        out.append((label, g, l))
-    return out
+    return [(label, *(measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local")))
+            for arch, label in ((a, " / ".join(names)) for a, names in groups.items())]

@@ -295,22 +295,6 @@ def frozen(module: nn.Module):
             p.requires_grad_(f)
 
 
-def _fakes(encoder, refiner, x, r_hat, settings, latent_dim, fake_source, generator):
-    """(G's images with a graph to G, D's fakes without one): G(r_hat) or G(r) of the prior."""
-    r_prior = None
-    if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
-        z = prior(x.shape[0], latent_dim, generator).to(x.device)
-        gdev = generator.device if generator is not None else None
-        labels = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
-                                device=gdev).to(x.device) if settings.conditional else None)
-        r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=labels)
-    fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
-    if fake_source != "authors":
-        return fake_g, fake_g.detach()
-    with torch.no_grad():  # D's fakes need no graph to G
-        return fake_g, refiner(r_prior)
-
-
 def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module,
                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, x: torch.Tensor,
                 labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
@@ -341,8 +325,17 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 e_x = encoder(x)
             r_hat = decode(encoder, reparameterise(e_x["mu"], e_x["logvar"], generator),
                            x.shape[1:], settings=settings, labels=labels)
-        fake_g, fake_d = _fakes(encoder, refiner, x, r_hat, settings, latent_dim, fake_source,
-                                generator)
+        r_prior = None
+        if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
+            gdev = generator.device if generator is not None else None
+            z = prior(x.shape[0], latent_dim, generator).to(x.device)
+            y = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
+                               device=gdev).to(x.device) if settings.conditional else None)
+            r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=y)
+        # G's images with a graph to G; D's fakes without one
+        fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
+        with torch.no_grad():
+            fake_d = refiner(r_prior) if fake_source == "authors" else fake_g.detach()
         # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
         opt_d.zero_grad(set_to_none=True)
         loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake_d))
