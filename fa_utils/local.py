@@ -13,7 +13,7 @@ from torch import nn
 
 from . import fa
 from .metrics import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
-from .models import Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_
+from .models import Architecture, Encoder, architecture, init_orthogonal_
 
 SQRT2 = 2 ** 0.5  # the Eq. 9 bound
 #: In a local-FA checkpoint's identity: bumped when :class:`LocalFANet`'s layout changes.
@@ -124,10 +124,7 @@ def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: tor
     """One Adam step of layer l on C_l, then the Eq. 9 clamp (None: none): (x_{l+1}, C_l)."""
     optimizer.zero_grad(set_to_none=True)
     loss, x_next, _ = local_layer_loss(block, x, **kwargs)
-    loss.backward()
-    optimizer.step()
-    if clamp is not None:
-        clamp_weights_(block, clamp)
+    fa.update(block, optimizer, loss, None, {}, "the local FA loss", clamp)  # no finite check
     return x_next, loss.item()
 
 

@@ -28,13 +28,9 @@ class Architecture:
     hidden: int
 
     @property
-    def feature_size(self) -> int:
-        """Spatial size after the conv pairs (each stride-2 conv halves, rounding up)."""
-        return math.ceil(self.size / 2 ** len(self.widths))
-
-    @property
     def flat_dim(self) -> int:
-        return self.widths[-1] * self.feature_size ** 2
+        """The flattened features after the conv pairs (each stride-2 conv halves, rounding up)."""
+        return self.widths[-1] * math.ceil(self.size / 2 ** len(self.widths)) ** 2
 
 
 #: The paper's encoder shapes (read-only).

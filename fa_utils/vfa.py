@@ -297,9 +297,8 @@ def frozen(module: nn.Module):
 
 def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module,
                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, x: torch.Tensor,
-                labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
-                latent_dim: int, perceptual_weight: float = 0.01,
-                fake_source: str = "reconstruction",
+                labels: Optional[torch.Tensor] = None, *, settings: VFASettings, latent_dim: int,
+                perceptual_weight: float = 0.01, fake_source: str = "reconstruction",
                 generator: Optional[torch.Generator] = None,
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
