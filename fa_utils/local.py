@@ -152,22 +152,20 @@ def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
                     tuple(input_shape), **inner).r
 
 
-def local_reconstruct(net: LocalFANet, z: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Algorithm 3, layer by layer, no squashing: z (B, Z) -> (B, C, H, W) (keyword
-    arguments: :func:`invert_block`)."""
-    for block, shape in zip(reversed(net.blocks), reversed(net.input_shapes)):
-        z = invert_block(block, z, shape, **kwargs)
-    return z
-
-
 def local_recover(net: LocalFANet, x: torch.Tensor, *, batch_size: int = 500, seed: int = 0,
                   **kwargs) -> torch.Tensor:
-    """x -> z = net(x) -> Algorithm 3, in batches: (N, C, H, W) -> (N, C, H, W) on x's device."""
+    """x -> z = net(x) -> Algorithm 3, in batches: (N, C, H, W) -> (N, C, H, W) on x's device
+    (keyword arguments: :func:`invert_block`)."""
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         zs = [net(chunk.to(device)) for chunk in x.split(batch_size)]
-    return torch.cat([local_reconstruct(net, z, generator=g, **kwargs).to(x.device) for z in zs])
+    out = []
+    for z in zs:  # Algorithm 3, layer by layer, no squashing
+        for block, shape in zip(reversed(net.blocks), reversed(net.input_shapes)):
+            z = invert_block(block, z, shape, generator=g, **kwargs)
+        out.append(z.to(x.device))
+    return torch.cat(out)
 
 
 def recon_kwargs(cfg) -> dict:
