@@ -40,8 +40,10 @@ def _loss(encoder, x, variant, ddp=None):
     from fa_utils import fa
     if ddp is None:
         return fa.fa_loss(encoder, x, shared_start=(variant == "once-shared"))[0]
-    if variant.startswith("twice"):
-        return fa.fa_loss(ddp, x, shared_start=False, inner_encoder=ddp)[0]
+    if variant.startswith("twice"):  # E(r) through the wrapper too: a second DDP forward
+        r = fa.solve(ddp, ddp(x)["z"], x.shape[1:], head="z", create_graph=True,
+                     shared_start=False)
+        return fa.reconstruction_loss(x, r.image)
     return fa.fa_loss(ddp, x, shared_start=(variant == "once-shared"))[0]
 
 

@@ -115,30 +115,22 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
           r0: torch.Tensor, *, T: int = 1, tau: float = 1.0, create_graph: bool = True,
           squash: str = "none", track_energy: bool = False,
           track_trajectory: bool = False) -> AlignResult:
-    """T steps of Eq. 2 on 1/2 ||z_target - encode(r)||^2 from the constant r0: z_target (B, Z),
-    r0 (B, ...) -> :class:`AlignResult`. ``create_graph``: the inner gradient stays in the graph
-    (training). Runs under ``no_grad`` and ``inference_mode`` too. Raises ValueError: T < 1,
-    tau <= 0, squash, latent shapes; RuntimeError: ``create_graph`` in ``inference_mode``."""
+    """T steps of Eq. 2 on 1/2 ||z_target - encode(r)||^2 from r0: z_target (B, Z), r0 (B, ...)
+    -> :class:`AlignResult`. r0 is a constant unless it has a graph (a shared first step) and
+    ``create_graph`` (the inner gradient stays in the graph: training). Runs under ``no_grad``
+    and ``inference_mode`` too. Raises ValueError: T < 1, tau <= 0, squash, latent shapes;
+    RuntimeError: ``create_graph`` in ``inference_mode``."""
     _check_inner_args(T, tau, squash, create_graph)
     energies, trajectory = [], []
-    r = _iterate(encode, z_target, r0.detach(), T=T, tau=tau, create_graph=create_graph,
-                 energies=energies if track_energy else None,
-                 trajectory=trajectory if track_trajectory else None)
-    return AlignResult(r, apply_squash(r, squash), energies, trajectory)
-
-
-def _iterate(encode, z, r, *, T, tau, create_graph, energies=None, trajectory=None):
-    """T steps of Eq. 2 from r; an r with a graph (a shared first step) keeps it when
-    ``create_graph``, any other r is a constant."""
     with inner_autograd():
-        z, r = fresh(z if create_graph else z.detach()), fresh(r)
-        if not (create_graph and r.requires_grad):
+        z, r = fresh(z_target if create_graph else z_target.detach()), fresh(r0)
+        if not (create_graph and r.grad_fn is not None):
             r = r.detach().requires_grad_(True)
         for _ in range(T):
-            if trajectory is not None:
+            if track_trajectory:
                 trajectory.append(r.detach().clone())
             energy = inner_energy(z, encode(r))
-            if energies is not None:
+            if track_energy:
                 energies.append(energy.detach())
             # dL/dr of the batch's energies summed: each r_i sees its own gradient (no mean)
             (grad,) = torch.autograd.grad(energy.sum(), r, create_graph=create_graph)
@@ -146,11 +138,12 @@ def _iterate(encode, z, r, *, T, tau, create_graph, energies=None, trajectory=No
             r = r - tau * grad
             if not create_graph:
                 r = r.detach().requires_grad_(True)
-        if energies is not None:
+        if track_energy:
             energies.append(inner_energy(z, encode(r)).detach())
-    if trajectory is not None:
+    if track_trajectory:
         trajectory.append(r.detach().clone())
-    return r if create_graph else r.detach()
+    r = r if create_graph else r.detach()
+    return AlignResult(r, apply_squash(r, squash), energies, trajectory)
 
 
 # The first step from r_0 = 0, shared by the batch: E(r_0) and J_E(r_0) are the same for every
@@ -166,8 +159,7 @@ def _pieces(module: nn.Module, head: Head):
                 isinstance(dict(module.heads).get(n), nn.Linear) for n in head_names(head))):
             return None
         layers = list(module.trunk)
-        heads = [tuple(module.heads[n] for n in i) if isinstance(i, tuple) else module.heads[i]
-                 for i in head_items(head)]
+        heads = [[module.heads[n] for n in head_names(i)] for i in head_items(head)]
     else:
         layers, heads = list(module) if type(module) is nn.Sequential else [module], []
     if any(not isinstance(m, PIECEWISE_LINEAR) or isinstance(m, nn.Flatten) and m.start_dim != 1
@@ -215,15 +207,15 @@ def _linearise(module: nn.Module, head: Head, r0: torch.Tensor):
     if pieces[1]:
         values, weights = [], []
         for item in pieces[1]:
-            if isinstance(item, tuple):  # mean + sigma; bounded_logvar passes gradients through
+            if len(item) == 2:  # mu + sigma; bounded_logvar passes gradients through
                 mean, logvar = item
                 sigma = (0.5 * bounded_logvar(logvar(h))).exp()
                 values.append(mean(h) + sigma)
                 # d(mean + sigma)/dh = W_mean + diag(sigma / 2) W_logvar
                 weights.append(mean.weight + 0.5 * sigma.reshape(-1, 1) * logvar.weight)
             else:
-                values.append(item(h))
-                weights.append(item.weight)
+                values.append(item[0](h))
+                weights.append(item[0].weight)
         weight = weights[0] if len(weights) == 1 else torch.cat(weights, 0)
         transposes.append(lambda g: g @ weight)
         h = values[0] if len(values) == 1 else torch.cat(values, 1)
@@ -280,7 +272,7 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: in
                              f"{create_graph}, r_init={r_init!r}, shape {tuple(shape)}, "
                              f"options {sorted(track)}")
         with torch.no_grad():
-            r = _step_from(start.r0, start.e0, start.transpose, z.detach(), tau)
+            r = _step_from(*start, z.detach(), tau)
     elif shared_start is not False and zeros and supports(module, head):
         r = first_step(module, z, torch.zeros((1, *shape), device=z.device, dtype=z.dtype),
                        head=head, tau=tau, create_graph=create_graph)
@@ -293,8 +285,8 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: in
                         dtype=z.dtype)
         return align(encode, z, r0, T=T, tau=tau, create_graph=create_graph, squash=squash,
                      **track)
-    if T > 1:
-        r = _iterate(encode, z, r, T=T - 1, tau=tau, create_graph=create_graph)
+    if T > 1:  # the other T - 1 steps from r_1
+        return align(encode, z, r, T=T - 1, tau=tau, create_graph=create_graph, squash=squash)
     return AlignResult(r, apply_squash(r, squash))
 
 
@@ -311,13 +303,12 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z",
-                create_graph: bool = False, inner_encoder: Optional[nn.Module] = None,
-                **kwargs) -> AlignResult:
-    """x (B, C, H, W) recovered from z_x = E(x)[head] alone: :func:`solve` (``kwargs`` go there)
-    on ``inner_encoder`` (default ``encoder``; a DDP wrapper's ``.module``)."""
+                create_graph: bool = False, **kwargs) -> AlignResult:
+    """x (B, C, H, W) recovered from z_x = E(x)[head] alone: :func:`solve` (``kwargs`` go there).
+    A DDP encoder runs E(x) through the wrapper and E(r) on ``.module`` (docs/choices.md 8)."""
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         z_x = read_out(encoder(x), head)
-    return solve(encoder if inner_encoder is None else inner_encoder, z_x, x.shape[1:],
+    return solve(encoder.module if isinstance(encoder, DDP) else encoder, z_x, x.shape[1:],
                  head=head, create_graph=create_graph, **kwargs)
 
 
@@ -338,14 +329,10 @@ def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
         return FrozenStart(r0, *_linearise(frozen, head, r0))
 
 
-def fa_loss(encoder: nn.Module, x: torch.Tensor, *, inner_encoder: Optional[nn.Module] = None,
-            **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1's C: x (B, C, H, W) -> (C with a graph, image); ``kwargs``: :func:`solve`'s.
-    A DDP encoder runs E(x) through the wrapper and E(r) on ``.module`` (docs/choices.md 8)."""
-    if inner_encoder is None and isinstance(encoder, DDP):
-        inner_encoder = encoder.module
-    image = reconstruct(encoder, x, create_graph=True, inner_encoder=inner_encoder,
-                        **kwargs).image
+def fa_loss(encoder: nn.Module, x: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's C: x (B, C, H, W) -> (C with a graph, image); ``kwargs``:
+    :func:`reconstruct`'s."""
+    image = reconstruct(encoder, x, create_graph=True, **kwargs).image
     return reconstruction_loss(x, image), image
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from . import fa
 from .metrics import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
-from .models import Architecture, Encoder, architecture, clamp_weights_, init_orthogonal_
+from .models import Architecture, Encoder, architecture, init_orthogonal_
 
 SQRT2 = 2 ** 0.5  # the Eq. 9 bound
 #: In a local-FA checkpoint's identity: bumped when :class:`LocalFANet`'s layout changes.
@@ -124,10 +124,7 @@ def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: tor
     """One Adam step of layer l on C_l, then the Eq. 9 clamp (None: none): (x_{l+1}, C_l)."""
     optimizer.zero_grad(set_to_none=True)
     loss, x_next, _ = local_layer_loss(block, x, **kwargs)
-    loss.backward()
-    optimizer.step()
-    if clamp is not None:
-        clamp_weights_(block, clamp)
+    fa.update(block, optimizer, loss, None, {}, "the local FA loss", clamp)  # no finite check
     return x_next, loss.item()
 
 
@@ -138,9 +135,8 @@ def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: 
     out, per_elem = {}, []
     for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
         n = x[0].numel()
-        x, c = local_layer_step(block, opt, x, **kwargs)
-        out[f"c{i}"] = c
-        per_elem.append(c / n)
+        x, out[f"c{i}"] = local_layer_step(block, opt, x, **kwargs)
+        per_elem.append(out[f"c{i}"] / n)
     out["loss"] = sum(per_elem) / len(per_elem)
     return out
 
@@ -156,22 +152,20 @@ def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
                     tuple(input_shape), **inner).r
 
 
-def local_reconstruct(net: LocalFANet, z: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Algorithm 3, layer by layer, no squashing: z (B, Z) -> (B, C, H, W) (keyword
-    arguments: :func:`invert_block`)."""
-    for block, shape in zip(reversed(net.blocks), reversed(net.input_shapes)):
-        z = invert_block(block, z, shape, **kwargs)
-    return z
-
-
 def local_recover(net: LocalFANet, x: torch.Tensor, *, batch_size: int = 500, seed: int = 0,
                   **kwargs) -> torch.Tensor:
-    """x -> z = net(x) -> Algorithm 3, in batches: (N, C, H, W) -> (N, C, H, W) on x's device."""
+    """x -> z = net(x) -> Algorithm 3, in batches: (N, C, H, W) -> (N, C, H, W) on x's device
+    (keyword arguments: :func:`invert_block`)."""
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         zs = [net(chunk.to(device)) for chunk in x.split(batch_size)]
-    return torch.cat([local_reconstruct(net, z, generator=g, **kwargs).to(x.device) for z in zs])
+    out = []
+    for z in zs:  # Algorithm 3, layer by layer, no squashing
+        for block, shape in zip(reversed(net.blocks), reversed(net.input_shapes)):
+            z = invert_block(block, z, shape, generator=g, **kwargs)
+        out.append(z.to(x.device))
+    return torch.cat(out)
 
 
 def recon_kwargs(cfg) -> dict:
@@ -244,9 +238,5 @@ def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int
     for d in datasets:
         groups.setdefault(architecture(d), []).append(d)
     kw = dict(batch=batch, latent_dim=latent_dim, repeats=repeats, device=device)
-    out = []
-    for arch, names in groups.items():
-        label = " / ".join(names)
-        g, l = (measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local"))
-        out.append((label, g, l))
-    return out
+    return [(label, *(measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local")))
+            for arch, label in ((a, " / ".join(names)) for a, names in groups.items())]

@@ -8,8 +8,6 @@ import torch
 #: variance and KL far inside float32, exp(-30) keeps sigma = 3e-7 > 0.
 LOGVAR_MIN = -30.0
 LOGVAR_MAX = 20.0
-LSGAN_REAL = 1.0
-LSGAN_FAKE = -1.0
 
 
 def bounded_logvar(logvar: torch.Tensor) -> torch.Tensor:
@@ -37,12 +35,12 @@ def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
 def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """Eq. 8, each term a batch mean: (B,), (B',) -> scalar."""
     # L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
-    return (LSGAN_REAL - d_real).pow(2).mean() + (LSGAN_FAKE - d_fake).pow(2).mean()
+    return (1.0 - d_real).pow(2).mean() + (-1.0 - d_fake).pow(2).mean()
 
 
 def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
     """Eq. 7's adversarial term ||1 - D(G(r))||^2, batch mean: (B,) -> scalar."""
-    return (LSGAN_REAL - d_fake).pow(2).mean()
+    return (1.0 - d_fake).pow(2).mean()
 
 
 def perceptual_moments_loss(mu_x: torch.Tensor, var_x: torch.Tensor, mu_g: torch.Tensor,

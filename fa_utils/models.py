@@ -7,7 +7,7 @@ import contextvars
 import dataclasses
 import math
 from types import MappingProxyType
-from typing import Iterator, Mapping, NamedTuple, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -28,13 +28,9 @@ class Architecture:
     hidden: int
 
     @property
-    def feature_size(self) -> int:
-        """Spatial size after the conv pairs (each stride-2 conv halves, rounding up)."""
-        return math.ceil(self.size / 2 ** len(self.widths))
-
-    @property
     def flat_dim(self) -> int:
-        return self.widths[-1] * self.feature_size ** 2
+        """The flattened features after the conv pairs (each stride-2 conv halves, rounding up)."""
+        return self.widths[-1] * math.ceil(self.size / 2 ** len(self.widths)) ** 2
 
 
 #: The paper's encoder shapes (read-only).
@@ -49,26 +45,12 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
 _WIDTH_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("width_scale", default=1.0)
 
 
-def _check_scale(scale: float) -> None:
-    if not 0 < scale <= 1:
-        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
-
-
-def scaled_architecture(arch: Architecture, scale: float) -> Architecture:
-    """``arch`` with its conv and hidden widths times ``scale`` (rounded; at least 4 and 16).
-    Raises ValueError: ``scale`` not in (0, 1]."""
-    _check_scale(scale)
-    if scale == 1:
-        return arch
-    return dataclasses.replace(arch, widths=tuple(max(4, round(w * scale)) for w in arch.widths),
-                               hidden=max(16, round(arch.hidden * scale)))
-
-
 @contextlib.contextmanager
 def scaled_architectures(scale: float) -> Iterator[None]:
     """Inside the block (this thread / task only) :func:`architecture` is the paper's scaled by
     ``scale``; nested blocks do not compound. Raises ValueError: ``scale`` not in (0, 1]."""
-    _check_scale(scale)
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
     token = _WIDTH_SCALE.set(float(scale))
     try:
         yield
@@ -77,11 +59,16 @@ def scaled_architectures(scale: float) -> Iterator[None]:
 
 
 def architecture(dataset: str) -> Architecture:
-    """Tables 7-9's shape of ``dataset`` (scaled inside :func:`scaled_architectures`).
-    Raises ValueError: unknown dataset."""
+    """Tables 7-9's shape of ``dataset``; inside :func:`scaled_architectures` its conv and
+    hidden widths times the scale (rounded; at least 4 and 16). Raises ValueError: unknown
+    dataset."""
     if dataset not in ARCHITECTURES:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}")
-    return scaled_architecture(ARCHITECTURES[dataset], _WIDTH_SCALE.get())
+    arch, scale = ARCHITECTURES[dataset], _WIDTH_SCALE.get()
+    if scale == 1:
+        return arch
+    return dataclasses.replace(arch, widths=tuple(max(4, round(w * scale)) for w in arch.widths),
+                               hidden=max(16, round(arch.hidden * scale)))
 
 
 def _act(inplace: bool = False) -> nn.LeakyReLU:
@@ -92,9 +79,8 @@ def _layer(m: nn.Module, batchnorm: bool) -> list[nn.Module]:
     """[m, BatchNorm of its outputs if ``batchnorm``, LeakyReLU]."""
     if not batchnorm:
         return [m, _act()]
-    linear = isinstance(m, nn.Linear)
-    norm = nn.BatchNorm1d(m.out_features) if linear else nn.BatchNorm2d(m.out_channels)
-    return [m, norm, _act()]
+    return [m, nn.BatchNorm1d(m.out_features) if isinstance(m, nn.Linear)
+            else nn.BatchNorm2d(m.out_channels), _act()]
 
 
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
@@ -128,28 +114,20 @@ class Encoder(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-class MeanPlusSigma(NamedTuple):
-    """The read-out mean + exp(logvar / 2) of two heads (VFA's ``mu + sigma`` side)."""
-
-    mean: str = "mu"
-    logvar: str = "logvar"
-
-
-#: What the inner energy's E(r) reads off an encoder: a head name, a :class:`MeanPlusSigma`,
-#: a sequence of those (concatenated along dim 1), or None (the network's own output).
-Head = Union[str, MeanPlusSigma, Sequence[Union[str, MeanPlusSigma]], None]
+#: What the inner energy's E(r) reads off an encoder: a head name, ``"mu+sigma"`` (mu +
+#: exp(logvar / 2): VFA's ``mu + sigma`` side), a sequence of those (concatenated along dim 1),
+#: or None (the network's own output).
+Head = Union[str, Sequence[str], None]
 
 
 def head_items(head: Head) -> tuple:
-    """The read-out's items: head names and :class:`MeanPlusSigma` (``()`` for None)."""
-    if head is None:
-        return ()
-    return (head,) if isinstance(head, (str, MeanPlusSigma)) else tuple(head)
+    """The read-out's items (``()`` for None)."""
+    return () if head is None else (head,) if isinstance(head, str) else tuple(head)
 
 
 def head_names(head: Head) -> list:
     """The names of the heads the read-out uses."""
-    return [n for i in head_items(head) for n in (i if isinstance(i, MeanPlusSigma) else (i,))]
+    return [n for i in head_items(head) for n in (("mu", "logvar") if i == "mu+sigma" else (i,))]
 
 
 def read_out(out: dict, head: Head) -> torch.Tensor:
@@ -159,8 +137,8 @@ def read_out(out: dict, head: Head) -> torch.Tensor:
         if name not in out:
             raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
     # sigma = exp(logvar / 2), the log-variance bounded (losses.bounded_logvar)
-    parts = [out[i.mean] + (0.5 * bounded_logvar(out[i.logvar])).exp()
-             if isinstance(i, MeanPlusSigma) else out[i] for i in head_items(head)]
+    parts = [out["mu"] + (0.5 * bounded_logvar(out["logvar"])).exp() if i == "mu+sigma"
+             else out[i] for i in head_items(head)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
@@ -325,12 +303,10 @@ def to_device(module: nn.Module, device: torch.device | str,
     """``module`` moved to ``device`` in place, its 4-d weights channels_last where that
     measured faster: by default on a CPU (docs/choices.md section 14). Returns the module."""
     device = torch.device(device)
-    if channels_last is None:
-        channels_last = device.type == "cpu"
-    return module.to(device, memory_format=torch.channels_last if channels_last
-                     else torch.preserve_format)
+    fmt = channels_last if channels_last is not None else device.type == "cpu"
+    return module.to(device, memory_format=torch.channels_last if fmt else torch.preserve_format)
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

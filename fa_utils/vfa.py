@@ -20,7 +20,7 @@ from . import fa
 from .fa import FrozenStart
 from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
                      lsgan_generator_loss, perceptual_moments_loss, reparameterise)
-from .models import Encoder, MeanPlusSigma, architecture, init_orthogonal_
+from .models import Encoder, architecture, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
 BETA_SCHEDULES = ("fixed", "uniform")
@@ -57,8 +57,7 @@ class VFASettings:
     @property
     def heads(self) -> tuple:
         """The random side as a read-out of the heads (:data:`fa_utils.models.Head`)."""
-        side = "mu" if self.rand_side == "mu" else MeanPlusSigma("mu", "logvar")
-        return (side, "logits") if self.conditional else (side,)
+        return (self.rand_side, "logits") if self.conditional else (self.rand_side,)
 
     @classmethod
     def from_config(cls, cfg, num_classes: int) -> "VFASettings":
@@ -78,11 +77,6 @@ def make_vfa_encoder(dataset: str, latent_dim: int, num_classes: int = 0, *,
     """Tables 7-9 with VFA heads; orthogonal init (Section 4) unless ``orthogonal=False``."""
     enc = Encoder(architecture(dataset), vfa_heads(latent_dim, num_classes))
     return init_orthogonal_(enc) if orthogonal else enc
-
-
-def random_side(encoder: nn.Module, settings: VFASettings):
-    """r -> z_r: (B, C, H, W) -> (B, Z [+ K]); sigma = exp(logvar / 2), logvar bounded."""
-    return fa.head_encoder(encoder, settings.heads)
 
 
 def _check_labels(lo: float, hi: float, num_classes: int) -> None:
@@ -114,14 +108,14 @@ def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.
 
 
 def _solve(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
-    """The inner problem (Eq. 1-2) on :func:`random_side`: :func:`fa.solve`."""
+    """The inner problem (Eq. 1-2) on the random side r -> z_r (``settings.heads``): fa.solve."""
     return fa.solve(encoder, target, shape, head=settings.heads, T=settings.T, tau=settings.tau,
                     r_init=settings.r_init, squash=settings.squash, generator=generator,
                     create_graph=create_graph, start=start)
 
 
 def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
-    """:class:`fa.FrozenStart` of :func:`random_side` at r_0 = 0 (a snapshot of the weights),
+    """:class:`fa.FrozenStart` of the random side at r_0 = 0 (a snapshot of the weights),
     for sampling from a trained encoder; ``shape`` (C, H, W)."""
     return fa.frozen_start(encoder, shape, head=settings.heads)
 
@@ -301,27 +295,10 @@ def frozen(module: nn.Module):
             p.requires_grad_(f)
 
 
-def _fakes(encoder, refiner, x, r_hat, settings, latent_dim, fake_source, generator):
-    """(G's images with a graph to G, D's fakes without one): G(r_hat) or G(r) of the prior."""
-    r_prior = None
-    if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
-        z = prior(x.shape[0], latent_dim, generator).to(x.device)
-        gdev = generator.device if generator is not None else None
-        labels = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
-                                device=gdev).to(x.device) if settings.conditional else None)
-        r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=labels)
-    fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
-    if fake_source != "authors":
-        return fake_g, fake_g.detach()
-    with torch.no_grad():  # D's fakes need no graph to G
-        return fake_g, refiner(r_prior)
-
-
 def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module,
                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, x: torch.Tensor,
-                labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
-                latent_dim: int, perceptual_weight: float = 0.01,
-                fake_source: str = "reconstruction",
+                labels: Optional[torch.Tensor] = None, *, settings: VFASettings, latent_dim: int,
+                perceptual_weight: float = 0.01, fake_source: str = "reconstruction",
                 generator: Optional[torch.Generator] = None,
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
@@ -347,8 +324,17 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 e_x = encoder(x)
             r_hat = decode(encoder, reparameterise(e_x["mu"], e_x["logvar"], generator),
                            x.shape[1:], settings=settings, labels=labels)
-        fake_g, fake_d = _fakes(encoder, refiner, x, r_hat, settings, latent_dim, fake_source,
-                                generator)
+        r_prior = None
+        if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
+            gdev = generator.device if generator is not None else None
+            z = prior(x.shape[0], latent_dim, generator).to(x.device)
+            y = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
+                               device=gdev).to(x.device) if settings.conditional else None)
+            r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=y)
+        # G's images with a graph to G; D's fakes without one
+        fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
+        with torch.no_grad():
+            fake_d = refiner(r_prior) if fake_source == "authors" else fake_g.detach()
         # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
         opt_d.zero_grad(set_to_none=True)
         loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake_d))

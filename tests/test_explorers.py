@@ -179,7 +179,7 @@ def test_local_layers_start_at_the_latent_and_go_down(digits, local_net):
     assert len(truth) == len(est) == len(net.blocks) + 1
     assert torch.equal(truth[-1], est[-1])  # depth 0: the latent itself, error 0
     assert est[0].shape == x[0].shape
-    ref = local.local_reconstruct(net, net(x[:1]), T=1, tau=1.0)[0]
+    ref = local.local_recover(net, x[:1], T=1, tau=1.0)[0]
     assert torch.allclose(est[0], ref, atol=1e-5)  # depth L: Algorithm 3's image
     e.set(depth=2)
     assert picture(e) != full and "2 of" in e._status.value

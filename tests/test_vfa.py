@@ -62,8 +62,10 @@ def test_random_side_options():
     enc = tiny_encoder(num_classes=3)
     r = torch.rand(2, 1, 8, 8)
     out = enc(r)
-    z_mu = vfa.random_side(enc, vfa.VFASettings(num_classes=3))(r)
-    z_ms = vfa.random_side(enc, vfa.VFASettings(num_classes=3, rand_side="mu+sigma"))(r)
+    from fa_utils import fa
+    # the random side r -> z_r: (B, C, H, W) -> (B, Z + K), sigma = exp(logvar / 2)
+    z_mu = fa.head_encoder(enc, vfa.VFASettings(num_classes=3).heads)(r)
+    z_ms = fa.head_encoder(enc, vfa.VFASettings(num_classes=3, rand_side="mu+sigma").heads)(r)
     assert torch.allclose(z_mu, torch.cat([out["mu"], out["logits"]], 1))
     assert torch.allclose(z_ms[:, :4], out["mu"] + (0.5 * out["logvar"]).exp())
     with pytest.raises(ValueError, match="rand_side"):
