@@ -106,7 +106,7 @@ def test_cifar10_torchvision(tmp_path, monkeypatch, capsys):
         f"data: cifar10/train from torchvision files under {tmp_path} (20 images)"
     )
     # The meta file was really read by torchvision.
-    assert ds.base.classes == CIFAR_NAMES
+    assert ds.classes == CIFAR_NAMES
 
 
 def test_cifar10_missing_meta_is_unavailable(tmp_path, monkeypatch):
