@@ -1,10 +1,7 @@
-"""Run profiles and the frozen, validated config of each notebook section.
-
-Profiles: ``smoke`` (seconds on a CPU, tiny subsets: CI), ``quick`` (the default: minutes on
-2 CPU cores, the 5,000-digit MNIST sample) and ``paper`` (Section 4's data and settings: Adam,
-lr 1e-5, batch 128, tau = 1, T = 1; a GPU and the full datasets). Why each default:
-docs/method.md, docs/baselines.md and docs/choices.md section 15.
-"""
+"""Run profiles and the frozen, validated config of each notebook section. ``smoke``: seconds on
+a CPU, tiny subsets (CI); ``quick`` (the default): minutes on 2 CPU cores, the 5,000-digit MNIST
+sample; ``paper``: Section 4's data and settings (Adam, lr 1e-5, batch 128, tau = 1, T = 1), a
+GPU. Why each default: docs/method.md, docs/baselines.md and docs/choices.md section 15."""
 import math
 import os
 import typing
@@ -51,6 +48,8 @@ class TrainingRun(RunSettings):
     ckpt_every: int = 200  # optimiser steps between checkpoints
     # network widths x this; 1: the paper's (docs/choices.md sections 7, 15)
     width_scale: float = 1.0
+    latent_dim: int = 128  # Z (of the AE, VAE and GAN baselines too)
+    batch_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,6 @@ class ToyConfig(InnerSettings, RunSettings):
 class FAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     """Section 3.1 (Algorithm 1): feature alignment on images (docs/method.md section 1)."""
 
-    latent_dim: int = 128
-    batch_size: int = 128
     epochs: int = 9
     lr: float = 5e-4  # paper: 1e-5 (only blobs in a CPU budget); the authors' code: 1e-4
     squash: str = "none"
@@ -126,14 +123,12 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     """Section 3.3 (Eq. 5, Figure 3): VFA, conditional (Section 3.4, Figures 6b and 8) on
     labeled data (docs/method.md section 3, docs/choices.md sections 5 and 15)."""
 
-    latent_dim: int = 128
     conditional: bool = True  # a linear class head beside mu and logvar
     class_scale: float = 1.0  # one-hot value of the inner target in training
     class_weight: float = 1.0  # weight of the supervised ||onehot(y) - c(x)||^2 term
     beta: float = 1.0  # KL weight ("fixed") or upper end of U(0, beta) ("uniform")
     beta_schedule: str = "uniform"  # Section 4: beta ~ U(0, beta) per example
     rand_side: str = "mu"  # the random input's side: mu(r) (paper), mu+sigma (authors)
-    batch_size: int = 128
     epochs: int = 6
     lr: float = 2e-4
     squash: str = "none"
@@ -150,8 +145,6 @@ class VFAGANConfig(DataSettings, TrainingRun):
     docs/choices.md section 15)."""
 
     seeds: tuple = (0,)  # Table 2 trials (paper: three initialisations)
-    latent_dim: int = 128  # Z of the AE, VAE and GAN baselines
-    batch_size: int = 128
     gen_width: int = 128  # Table 11's filters
     gen_kernel: int = 3  # Section 4 (Table 11 says 7)
     perceptual_weight: float = 0.01  # lambda of Eq. 7 (Section 4)
@@ -181,10 +174,7 @@ class LocalFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 
     datasets: tuple = ("mnist",)  # trained and shown (Figure 16)
     dataset: Optional[str] = None  # shorthand: datasets = (dataset,)
-    latent_dim: int = 128
-    batch_size: int = 128
     epochs: int = 2
-    lr: float = 1e-3
     recon_T: int = 1  # inner steps per layer in Algorithm 3
     recon_tau: float = 1.0
     clamp_weights: bool = True  # Eq. 9, |w| <= sqrt(2), after every layer update
@@ -229,40 +219,32 @@ SECTIONS: Mapping[str, type] = MappingProxyType({
     "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
     "local": LocalFAConfig, "appendix": AppendixConfig})
 
-#: {(section, profile): overrides}: the values that differ from the dataclass defaults.
-_PROFILE_VALUES: Mapping[tuple, dict] = MappingProxyType({
-    ("toy", "smoke"): dict(hidden=128, steps=300, invert_steps=300, grid=201),
-    ("toy", "quick"): dict(hidden=256, steps=1000, invert_steps=500, grid=501),
-    ("fa", "smoke"): dict(n_train=256, n_test=64, epochs=1, latent2_epochs=1, batch_size=64,
-                          sweep_T=(1, 2), sweep_tau=(0.5, 1.0), ckpt_every=50, width_scale=0.25),
-    ("fa", "quick"): dict(width_scale=0.5),
-    ("fa", "paper"): dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
-                          latent2_epochs=20, lr=1e-5, beta1=0.9, beta2=0.999,
-                          num_workers=4, ckpt_every=1000),
-    ("vfa", "smoke"): dict(n_train=64, n_test=64, epochs=1, batch_size=32, emphasis_per_class=4,
-                           emphasis_scales=(1.0, 4.0), ckpt_every=50, width_scale=0.25,
-                           judge_epochs=1),
-    ("vfa", "quick"): dict(batch_size=64, width_scale=0.5, epochs=12),
-    ("vfa", "paper"): dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
-                           lr=1e-5, beta1=0.9, beta2=0.999, num_workers=4, ckpt_every=1000),
-    ("vfagan", "smoke"): dict(n_train=64, n_test=64, batch_size=32, epochs=1, fid_samples=64,
-                              fid_real=64, recon_images=16, gan_recon_steps=10, time_repeats=3,
-                              ckpt_every=50, width_scale=0.25, fid_autoencoder_steps=10,
-                              judge_epochs=1),
-    ("vfagan", "quick"): dict(batch_size=64, width_scale=0.5, epochs=12),
-    ("vfagan", "paper"): dict(data_source="torchvision", download=True, n_test=10000,
-                              seeds=(0, 1, 2), epochs=50, gan_lr=1e-5, baseline_lr=1e-5,
-                              beta1=0.9, fid_samples=10000, gan_discriminator="table10",
-                              fid_real=10000, recon_images=1000, gan_recon_steps=500,
-                              num_workers=4, ckpt_every=1000),
-    ("local", "smoke"): dict(n_train=256, n_test=64, epochs=1, batch_size=64, memory_batch=8,
-                             ckpt_every=50, width_scale=0.25),
-    ("local", "quick"): dict(width_scale=0.5),
-    ("local", "paper"): dict(datasets=DATASET_NAMES, data_source="torchvision", download=True,
-                             n_test=10000, epochs=50, lr=1e-5, beta1=0.9, beta2=0.999,
-                             memory_repeats=5, num_workers=4, ckpt_every=1000),
-    ("appendix", "smoke"): dict(linear_steps=300, clamp_steps=100),
-    ("appendix", "paper"): dict(linear_in=64, linear_out=24, linear_steps=2000),
+#: {section: {profile: overrides}}: the values that differ from the dataclass defaults;
+#: "training" holds those of every TrainingRun section that has the field.
+_PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
+    "training": {"smoke": dict(n_test=64, epochs=1, ckpt_every=50, width_scale=0.25),
+                 "quick": dict(width_scale=0.5),
+                 "paper": dict(data_source="torchvision", download=True, n_test=10000, epochs=50,
+                               lr=1e-5, beta1=0.9, num_workers=4, ckpt_every=1000)},
+    "toy": {"smoke": dict(hidden=128, steps=300, invert_steps=300, grid=201),
+            "quick": dict(hidden=256, steps=1000, invert_steps=500, grid=501)},
+    "fa": {"smoke": dict(n_train=256, latent2_epochs=1, batch_size=64, sweep_T=(1, 2),
+                         sweep_tau=(0.5, 1.0)),
+           "paper": dict(latent2_epochs=20)},
+    "vfa": {"smoke": dict(n_train=64, batch_size=32, emphasis_per_class=4,
+                          emphasis_scales=(1.0, 4.0), judge_epochs=1),
+            "quick": dict(batch_size=64, epochs=12)},
+    "vfagan": {"smoke": dict(n_train=64, batch_size=32, fid_samples=64, fid_real=64,
+                             recon_images=16, gan_recon_steps=10, time_repeats=3,
+                             fid_autoencoder_steps=10, judge_epochs=1),
+               "quick": dict(batch_size=64, epochs=12),
+               "paper": dict(seeds=(0, 1, 2), gan_lr=1e-5, baseline_lr=1e-5, fid_samples=10000,
+                             gan_discriminator="table10", fid_real=10000, recon_images=1000,
+                             gan_recon_steps=500)},
+    "local": {"smoke": dict(n_train=256, batch_size=64, memory_batch=8),
+              "paper": dict(datasets=DATASET_NAMES, memory_repeats=5)},
+    "appendix": {"smoke": dict(linear_steps=300, clamp_steps=100),
+                 "paper": dict(linear_in=64, linear_out=24, linear_steps=2000)},
 })
 
 
@@ -277,7 +259,7 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
         if value is None:
             return None
         annotation = typing.get_args(annotation)[0]
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     elif annotation is tuple and isinstance(value, list):
         value = tuple(value)
@@ -305,14 +287,18 @@ def _validate(cfg) -> None:
     from . import baselines, data, fa, vfa  # the modules that implement each choice
 
     section, values = _section_of(cfg), vars(cfg)
-    if "seeds" in values and not (cfg.seeds and all(
-            isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds)):
-        raise ConfigError(f"{section} parameter seeds must be a non-empty tuple of ints, "
-                          f"got {cfg.seeds!r}")
+
+    def need(ok: bool, name: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{section} parameter {name} must be {what}, got {values[name]!r}")
+
+    if "seeds" in values:
+        need(cfg.seeds and all(type(s) is int for s in cfg.seeds), "seeds",
+             "a non-empty tuple of ints")
     for name in ("datasets", "memory_datasets"):
-        if name in values and not (values[name] and all(d in DATASET_NAMES for d in values[name])):
-            raise ConfigError(f"{section} parameter {name} must be a non-empty tuple of "
-                              f"{list(DATASET_NAMES)}, got {values[name]!r}")
+        if name in values:
+            need(values[name] and all(d in DATASET_NAMES for d in values[name]), name,
+                 f"a non-empty tuple of {list(DATASET_NAMES)}")
     allowed = {"profile": PROFILES, "dataset": DATASET_NAMES, "data_source": data.SOURCES,
                "r_init": fa.R_INITS, "squash": fa.SQUASHES, "beta_schedule": vfa.BETA_SCHEDULES,
                "rand_side": vfa.RAND_SIDES, "fake_source": vfa.FAKE_SOURCES,
@@ -322,25 +308,20 @@ def _validate(cfg) -> None:
             raise ConfigError(
                 f"{section} parameter {name}={values[name]!r} is not one of {list(choices)}")
     for f in fields(cfg):
-        value = values[f.name]
-        if f.type is int and f.name not in _MAY_BE_ZERO and value < 1:
-            raise ConfigError(f"{section} parameter {f.name} must be >= 1, got {value}")
-        if f.name in _POSITIVE and not value > 0:
-            raise ConfigError(f"{section} parameter {f.name} must be > 0, got {value}")
-    if not 0 < values.get("width_scale", 1) <= 1:
-        raise ConfigError(f"{section} parameter width_scale must be in (0, 1], got "
-                          f"{values['width_scale']} (1 is the paper's architecture)")
-    if values.get("perceptual_weight", 0) < 0:
-        raise ConfigError(f"{section} parameter perceptual_weight must be >= 0, "
-                          f"got {values['perceptual_weight']}")
+        if f.type is int and f.name not in _MAY_BE_ZERO:
+            need(values[f.name] >= 1, f.name, ">= 1")
+        if f.name in _POSITIVE:
+            need(values[f.name] > 0, f.name, "> 0")
+    if "width_scale" in values:
+        need(0 < cfg.width_scale <= 1, "width_scale", "in (0, 1] (1 is the paper's architecture)")
+    if "perceptual_weight" in values:
+        need(cfg.perceptual_weight >= 0, "perceptual_weight", ">= 0")
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"device {cfg.device!r} is not one of 'auto', 'cpu', 'cuda', "
                           f"'cuda:N', 'mps'")
-    if "linear_in" in values and cfg.linear_out >= cfg.linear_in:
-        raise ConfigError(f"{section} parameter linear_out ({cfg.linear_out}) must be "
-                          f"smaller than linear_in ({cfg.linear_in})")
-    if "one_weight_ws" in values and not cfg.one_weight_ws:
-        raise ConfigError(f"{section} parameter one_weight_ws must not be empty")
+    if "linear_in" in values:
+        need(cfg.linear_out < cfg.linear_in, "linear_out", f"< linear_in ({cfg.linear_in})")
+        need(len(cfg.one_weight_ws) > 0, "one_weight_ws", "non-empty")
 
 
 def resolve_profile(profile: Optional[str]) -> str:
@@ -368,9 +349,11 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
     section, profile or parameter, a wrong type or value."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
-    profile = resolve_profile(profile)
-    hints = _hints(section, overrides)
-    values = {"profile": profile, **_PROFILE_VALUES.get((section, profile), {})}
+    profile, hints = resolve_profile(profile), _hints(section, overrides)
+    training = issubclass(SECTIONS[section], TrainingRun)
+    shared = _PROFILE_VALUES["training"][profile] if training else {}
+    values = {"profile": profile, **{k: v for k, v in shared.items() if k in hints},
+              **_PROFILE_VALUES[section].get(profile, {})}
     values.update((name, value) for name, value in overrides.items() if value is not None)
     return SECTIONS[section](**{name: _check_type(section, name, value, hints[name])
                                 for name, value in values.items()})

