@@ -32,10 +32,9 @@ def label_rows(ax, labels: Sequence[str], image_height: int, padding: int = 2):
     return ax
 
 
-def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per: float = 0.9,
-                 title: Optional[str] = None):
+def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, title: Optional[str] = None):
     """A row of ``ncols`` images (B, C, H, W) per entry, labelled by its key; the figure."""
-    size = (ncols * figsize_per, len(rows) * figsize_per + 0.4)
+    size = (ncols * 0.9, len(rows) * 0.9 + 0.4)
     fig, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
         show_images(ax, imgs[:ncols], nrow=ncols)
@@ -47,9 +46,8 @@ def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per:
 
 
 def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: str = "",
-                logy: bool = True, smooth: int = 1,
-                references: Optional[Mapping[str, float]] = None):
-    """(step, value) curves (running mean of ``smooth``), dashed ``references``; ``ax``."""
+                smooth: int = 1, references: Optional[Mapping[str, float]] = None):
+    """Log-scale (step, value) curves (running mean of ``smooth``), dashed ``references``; ax."""
     for label, pts in ((k, np.asarray(v, dtype=float)) for k, v in curves.items() if len(v)):
         x, y = pts[:, 0], pts[:, 1]
         if smooth > 1 and len(y) >= smooth:
@@ -58,7 +56,7 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
     for label, value in (references or {}).items():
         ax.axhline(value, ls="--", lw=1, color="gray")
         ax.annotate(label, (ax.get_xlim()[0], value), fontsize=8, va="bottom", color="gray")
-    ax.set(xlabel="optimiser step", ylabel=ylabel, yscale="log" if logy else "linear")
+    ax.set(xlabel="optimiser step", ylabel=ylabel, yscale="log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
