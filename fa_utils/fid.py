@@ -119,10 +119,9 @@ def check_labels(labels: torch.Tensor, n: int) -> int:
         raise ValueError(f"labels must be integers of shape ({n},), got "
                          f"{labels.dtype} of shape {tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError("the classifier fallback for FID needs class labels, but these "
-                         "labels are -1 (unlabeled data such as CelebA or STL-10): use the "
-                         "label-free train_feature_autoencoder, or provide the Inception "
-                         "weights (see fa_utils.fid.InceptionUnavailable)")
+        raise ValueError("the classifier fallback for FID needs class labels, but these are -1 "
+                         "(unlabeled data such as CelebA or STL-10): use the label-free "
+                         "train_feature_autoencoder, or Inception's weights (FA_INCEPTION_WEIGHTS)")
     k = int(labels.max()) + 1 if labels.numel() else 0
     if k < 2:
         raise ValueError(f"need at least 2 classes to train the judge, got {k}")

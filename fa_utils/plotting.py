@@ -46,8 +46,9 @@ def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, title: Optio
 
 
 def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: str = "",
-                smooth: int = 1, references: Optional[Mapping[str, float]] = None):
-    """Log-scale (step, value) curves (running mean of ``smooth``), dashed ``references``; ax."""
+                logy: bool = True, smooth: int = 1,
+                references: Optional[Mapping[str, float]] = None):
+    """(step, value) curves (running mean of ``smooth``), dashed ``references``; ``ax``."""
     for label, pts in ((k, np.asarray(v, dtype=float)) for k, v in curves.items() if len(v)):
         x, y = pts[:, 0], pts[:, 1]
         if smooth > 1 and len(y) >= smooth:
@@ -56,7 +57,7 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
     for label, value in (references or {}).items():
         ax.axhline(value, ls="--", lw=1, color="gray")
         ax.annotate(label, (ax.get_xlim()[0], value), fontsize=8, va="bottom", color="gray")
-    ax.set(xlabel="optimiser step", ylabel=ylabel, yscale="log")
+    ax.set(xlabel="optimiser step", ylabel=ylabel, yscale="log" if logy else "linear")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
