@@ -1,11 +1,5 @@
-"""Data-parallel FA on N processes: ``torch.distributed`` DDP, gloo on CPUs, nccl on GPUs.
-
-    torchrun --standalone --nproc_per_node N -m fa_utils.distributed --dataset mnist --profile paper
-    python -m fa_utils.distributed --dataset mnist --profile paper          # one process
-
-Rank k steps on the k-th slice of each global batch (``train.fit(distributed=...)``); the result
-is one process's within fp32 rounding. Rank 0 writes the checkpoints. docs/choices.md 8-10.
-"""
+"""Data-parallel FA under ``torchrun --nproc_per_node N -m fa_utils.distributed``: rank k steps on
+slice k of each global batch, rank 0 checkpoints (docs/choices.md sections 8-10)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +10,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -32,13 +25,12 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-    backend: Optional[str] = None
+    backend: str | None = None
     is_main = property(lambda self: self.rank == 0)
     distributed = property(lambda self: self.backend is not None and self.world_size > 1)
 
 
-def init_from_env(device: str = "auto", backend: Optional[str] = None,
-                  timeout_s: float = 1800.0) -> DistInfo:
+def init_from_env(device: str = "auto") -> DistInfo:
     """The process group of torchrun's environment (none without WORLD_SIZE): nccl on
     ``cuda:LOCAL_RANK``, else gloo on the CPU (over ``lo`` for a loopback MASTER_ADDR).
     Raises RuntimeError: RANK / MASTER_ADDR / MASTER_PORT missing, or too few GPUs."""
@@ -46,9 +38,8 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
     if "WORLD_SIZE" not in env:
         return DistInfo(device=train.resolve_device(device))
     if not all(env.get(v) for v in ("RANK", "MASTER_ADDR", "MASTER_PORT")):
-        raise RuntimeError("WORLD_SIZE is set without RANK, MASTER_ADDR or MASTER_PORT: start the "
-                           "processes with torchrun, e.g. torchrun --standalone --nproc_per_node 2 "
-                           "-m fa_utils.distributed --profile smoke")
+        raise RuntimeError("WORLD_SIZE is set without RANK, MASTER_ADDR or MASTER_PORT: start "
+                           "with torchrun --standalone --nproc_per_node 2 -m fa_utils.distributed")
     local_rank = int(env.get("LOCAL_RANK", env["RANK"]))
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and local_rank >= torch.cuda.device_count():
@@ -57,16 +48,14 @@ def init_from_env(device: str = "auto", backend: Optional[str] = None,
     dev = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
-    backend = backend or ("nccl" if cuda else "gloo")
-    if backend == "gloo" and env["MASTER_ADDR"] in ("127.0.0.1", "localhost", "::1"):
+    elif env["MASTER_ADDR"] in ("127.0.0.1", "localhost", "::1"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    if not dist.is_initialized():  # RANK and WORLD_SIZE are read by torch (env://)
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistInfo(dist.get_rank(), dist.get_world_size(), dev, backend)
+    if not dist.is_initialized():  # env://; 30 minutes: rank 0 may be downloading the data
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), dev, dist.get_backend())
 
 
 def cleanup() -> None:
-    """Destroy the process group if one was started."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -81,59 +70,50 @@ def exit_process(code: int = 0) -> None:
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, **kwargs) -> nn.Module:
-    """``DistributedDataParallel(module, **kwargs)`` on ``info.device``; the module itself
-    (moved there) without a process group."""
+    """``DistributedDataParallel(module, **kwargs)`` on ``info.device``; without a process
+    group, the module itself moved there."""
     module = module.to(info.device)
-    if not info.distributed:
-        return module
     if info.device.type == "cuda":
         kwargs.setdefault("device_ids", [info.device.index])
-    return nn.parallel.DistributedDataParallel(module, **kwargs)
+    return nn.parallel.DistributedDataParallel(module, **kwargs) if info.distributed else module
 
 
 def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                        *, info: DistInfo, global_batch: Optional[int] = None, generator=None,
+                        *, info: DistInfo, global_batch: int | None = None, generator=None,
                         r_init: str = "zeros", **kwargs) -> dict[str, float]:
     """Algorithm 1 (:func:`fa.fa_step`, ``kwargs`` go there) on this rank's rows x (B_local, C,
-    H, W) of a global batch of ``global_batch`` (default B_local x world_size), ``encoder``
-    DDP-wrapped: this rank's ``{"loss", "mse"}``. The loss is scaled by world_size x B_local / B
-    (DDP averages the gradients) and a random r_0 is this rank's rows of one global draw."""
-    local = x.shape[0]
-    global_batch = global_batch or local * info.world_size
+    H, W) of a global batch (default B_local x world_size): this rank's ``{"loss", "mse"}``; the
+    loss scaled by world_size x B_local / B, a random r_0 this rank's rows of one global draw."""
+    local, global_batch = x.shape[0], global_batch or x.shape[0] * info.world_size
     if r_init != "zeros":
         r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
                        device=x.device, dtype=x.dtype)
         kwargs["r0"] = r0[info.rank * local:(info.rank + 1) * local]
-    # Under DDP, E(x) goes through the wrapper once (DDP readies its reducer once per forward)
-    # and the inner problem's E(r) through the module (fa.fa_loss); the outer loss's backward
-    # all-reduces every path's gradient. Never static_graph=True: wrong gradients, no error
-    # (docs/choices.md section 8).
+    # Double backward under DDP: E(x) once through the wrapper, the inner E(r) through the module
+    # (fa.fa_loss); never static_graph=True: wrong gradients, no error (docs/choices.md section 8).
     return fa.fa_step(encoder, optimizer, x, generator=generator, r_init=r_init,
                       loss_scale=info.world_size * local / global_batch, **kwargs)
 
 
-def train_fa(cfg, info: DistInfo, *, autocast_dtype: Optional[torch.dtype] = None, **kwargs):
-    """:func:`fa_utils.experiments.train_fa_encoder` (keyword arguments go there) data-parallel
-    with global batch ``cfg.batch_size``: one process's encoder, order and checkpoint.
-    Rank 0 loads (maybe downloads) the data first."""
+def train_fa(cfg, info: DistInfo, *, autocast_dtype: torch.dtype | None = None, **kwargs):
+    """:func:`fa_utils.experiments.train_fa_encoder` (``kwargs`` go there) data-parallel with
+    global batch ``cfg.batch_size``; rank 0 loads (maybe downloads) the data first."""
     from . import experiments
     if not info.is_main:
         dist.barrier()
     data = experiments.load_image_data(cfg, verbose=info.is_main)
     if info.is_main and info.distributed:
         dist.barrier()
-
-    def make_step(encoder, optimizer, **settings):
-        return functools.partial(fa_step_distributed, wrap_ddp(encoder, info), optimizer,
-                                 info=info, global_batch=cfg.batch_size,
-                                 autocast_dtype=autocast_dtype, **settings)
+    make_step = lambda encoder, optimizer, **settings: functools.partial(  # noqa: E731
+        fa_step_distributed, wrap_ddp(encoder, info), optimizer, info=info,
+        global_batch=cfg.batch_size, autocast_dtype=autocast_dtype, **settings)
     return experiments.train_fa_encoder(cfg, data, distributed=info, make_step=make_step, **kwargs)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fa_utils.distributed", description=(
-        "Train the FA encoder (Algorithm 1) at a profile, on one process or under torchrun "
-        "--nproc_per_node N (DDP; --batch-size is the global batch)."))
+        "Train the FA encoder (Algorithm 1) at a profile; under torchrun --nproc_per_node N "
+        "(DDP, gloo on CPUs, nccl on GPUs) --batch-size is the global batch."))
     ap.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10", "celeba", "stl10"])
     ap.add_argument("--profile", default="paper", choices=["smoke", "quick", "paper"])
     for flag, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("n-train", int),
@@ -166,7 +146,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        exit_process(code)  # a torchrun rank: see exit_process
-    sys.exit(code)
+    # a torchrun rank ends by exit_process (docs/choices.md section 9)
+    (exit_process if os.environ.get("WORLD_SIZE", "1") != "1" else sys.exit)(main())

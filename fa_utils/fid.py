@@ -1,12 +1,7 @@
-"""The judge of the samples: Frechet distance (Eq. 10) and KID (Binkowski et al. 2018) on a
-feature network, through torchmetrics (:func:`distances`).
-
-Features (:func:`frechet_feature`): pytorch-fid's Inception-v3 pool3 (2048-d, the paper's;
-:func:`inception_feature`) when its weights load; offline, the penultimate layer of the
-judge classifier (labelled data: :func:`make_judge`, "judge-128") or the bottleneck of a
-:class:`FeatureAutoencoder` (unlabeled data: "autoencoder-128"). Only Inception with
-N >= 2048 images in both sets is ``comparable`` to the paper's FID.
-"""
+"""Frechet distance (Eq. 10) and KID (Binkowski et al. 2018) through torchmetrics on pytorch-fid's
+Inception-v3 pool3 (2048-d, the paper's) or, offline, the judge classifier's penultimate layer
+(labelled data, "judge-128") or a :class:`FeatureAutoencoder`'s bottleneck (unlabeled,
+"autoencoder-128"). Only Inception with N >= 2048 images in both sets is ``comparable``."""
 from __future__ import annotations
 
 import math
@@ -36,8 +31,7 @@ JUDGE_RECIPE = "conv32-64-128/maxpool/feat128/dropout0.25/adam1e-3/shift2"
 
 
 class InceptionUnavailable(RuntimeError):
-    """pytorch-fid's Inception-v3 weights could not be loaded; the one-line message says
-    why, the file name, where to put it and the URL."""
+    """pytorch-fid's Inception-v3 weights do not load; says why, the file, where and the URL."""
 
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
@@ -51,16 +45,12 @@ def to_inception_input(images: torch.Tensor) -> torch.Tensor:
     return images.repeat(1, 3, 1, 1) if c == 1 else images
 
 
-def _hub_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
-
-
 def _unavailable(why: str) -> InceptionUnavailable:
     why = " ".join(why.split())
     why = why if len(why) <= 200 else why[:197] + "..."
     return InceptionUnavailable(
         f"Inception-v3 FID weights could not be loaded ({why}; offline?): "
-        f"expected file {INCEPTION_WEIGHTS_FILE}; put it in {_hub_weights_path().parent}/ "
+        f"expected file {INCEPTION_WEIGHTS_FILE}; put it in {torch.hub.get_dir()}/checkpoints/ "
         f"or pass weights_path= / set {WEIGHTS_ENV}=<path>; it is downloaded from "
         f"{INCEPTION_WEIGHTS_URL}")
 
@@ -75,7 +65,7 @@ def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Opt
             if not path.is_file():
                 raise _unavailable(f"{what}={str(path)!r} is not a file")
             return path
-    hub = _hub_weights_path()
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
     return hub if hub.is_file() else None
 
 
@@ -129,10 +119,9 @@ def check_labels(labels: torch.Tensor, n: int) -> int:
         raise ValueError(f"labels must be integers of shape ({n},), got "
                          f"{labels.dtype} of shape {tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError("the classifier fallback for FID needs class labels, but these "
-                         "labels are -1 (unlabeled data such as CelebA or STL-10): use the "
-                         "label-free train_feature_autoencoder, or provide the Inception "
-                         "weights (see fa_utils.fid.InceptionUnavailable)")
+        raise ValueError("the classifier fallback for FID needs class labels, but these are -1 "
+                         "(unlabeled data such as CelebA or STL-10): use the label-free "
+                         "train_feature_autoencoder, or Inception's weights (FA_INCEPTION_WEIGHTS)")
     k = int(labels.max()) + 1 if labels.numel() else 0
     if k < 2:
         raise ValueError(f"need at least 2 classes to train the judge, got {k}")
@@ -149,25 +138,23 @@ def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 def judge_step(judge: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, *, generator: torch.Generator, max_shift: int = 2
-               ) -> dict[str, torch.Tensor]:
-    """One step of cross-entropy on shifted images x (B, C, H, W), labels y (B,): {"loss"}."""
-    loss = F.cross_entropy(judge(shift_images(x, max_shift, generator)), y)
+               y: torch.Tensor, *, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One step of cross-entropy on x (B, C, H, W) shifted by up to 2 pixels, y (B,): {"loss"}."""
+    loss = F.cross_entropy(judge(shift_images(x, 2, generator)), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return {"loss": loss.detach()}
 
 
-def recognise(judge: nn.Module, images: torch.Tensor, batch_size: int = 500
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def recognise(judge: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The judge's (eval mode) top softmax probability and class of each image (N, C, H, W),
     clamped to [0, 1]: ((N,), (N,)) on the CPU."""
     dev = next(judge.parameters()).device
     judge.eval()
     with torch.no_grad():
         p = torch.cat([torch.softmax(judge(c.clamp(0, 1).to(dev)), 1).cpu()
-                       for c in images.split(batch_size)])
+                       for c in images.split(500)])
     return p.max(1)
 
 
@@ -238,7 +225,7 @@ def train_feature_autoencoder(images: torch.Tensor, *, epochs: int = 4, min_step
 
 
 class _Feature(nn.Module):
-    """A feature function as the module torchmetrics takes (``num_features`` set)."""
+    """A feature function as the module torchmetrics takes."""
 
     def __init__(self, fn: Callable, num_features: int, name: str, owner: nn.Module) -> None:
         super().__init__()
@@ -284,11 +271,10 @@ def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bo
 
 
 def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module, *,
-              subsets: int = 100, subset_size: int = 1000, batch_size: int = 500,
-              seed: int = 0) -> list[FIDResult]:
+              subset_size: int = 1000, seed: int = 0) -> list[FIDResult]:
     """One :class:`FIDResult` per set of ``fakes`` against ``real`` (all (N, C, H, W) in
-    [0, 1], N >= 2), on ``feature`` (``num_features``, ``feature_name``). KID draws
-    ``subsets`` seeded subsets of ``subset_size`` (at most the smallest N).
+    [0, 1], N >= 2), on ``feature`` (:func:`feature_of`). KID: 100 subsets drawn from
+    ``seed`` of ``subset_size`` images (at most the smallest N).
     Raises ValueError: bad images, a set of another shape, or a single image."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
@@ -307,17 +293,17 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
     fd = FrechetInceptionDistance(feature, reset_real_features=False, normalize=True)
     with warnings.catch_warnings():  # "will save all extracted features": what KID needs
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        kid = KernelInceptionDistance(feature, subsets=subsets, subset_size=size,
+        kid = KernelInceptionDistance(feature, subsets=100, subset_size=size,
                                       reset_real_features=False, normalize=True)
     out = []
     with torch.no_grad():
-        for part in real.split(batch_size):
+        for part in real.split(500):
             fd.update(part, real=True)
             kid.update(part, real=True)
         for fake in fakes:
             fd.reset()
             kid.reset()
-            for part in fake.split(batch_size):
+            for part in fake.split(500):
                 fd.update(part, real=False)
                 kid.update(part, real=False)
             with torch.random.fork_rng(devices=[]):
@@ -331,12 +317,11 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
 
 
 def frechet_feature(fallback: Callable[[], nn.Module], *,
-                    weights_path: str | os.PathLike | None = None,
                     device: str | torch.device = "cpu") -> nn.Module:
     """:func:`inception_feature` if its weights load, else ``fallback()`` after printing one
     line saying why and that the distances are NOT comparable to the paper's FID."""
     try:
-        return inception_feature(weights_path, device)
+        return inception_feature(device=device)
     except InceptionUnavailable as err:
         net = fallback()
         print(f"FID: {err} -> reporting distances on {net.feature_name} features instead, "

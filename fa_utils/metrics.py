@@ -1,6 +1,5 @@
-"""Reconstruction error and its reference levels; timers, one-thread pinning and memory
-meters (bytes autograd saves for backward, the CUDA peak of a block). No state between calls.
-"""
+"""Reconstruction error and its reference levels; timers, one-thread pinning and memory meters
+(bytes autograd saves for backward, the CUDA peak of a block)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +11,7 @@ import torch
 
 
 def mse_per_pixel(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Mean squared error over every pixel of (B, C, H, W) and (B, C, H, W) (L2 per pixel)."""
+    """Mean squared error over every pixel of x and x_hat (B, C, H, W). ValueError: shapes."""
     if x.shape != x_hat.shape:
         raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
     return float((x.float() - x_hat.float()).pow(2).mean())
@@ -38,10 +37,9 @@ def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = True) -> float:
-    """Per-pixel MSE on ``test_x`` (M, C, H, W) of the best rank-k linear reconstruction
-    fitted on ``train_x`` (N, C, H, W): PCA (``center``), else the best k-dim subspace
-    through the origin, a lower bound for one-step FA from r_0 = 0 (r_1 lies in the span
-    of J_E(0)^T's k = Z columns)."""
+    """Per-pixel MSE on ``test_x`` (M, C, H, W) of the best rank-k reconstruction fitted on
+    ``train_x`` (N, C, H, W): PCA (``center``), else the best k-dim subspace through 0, a lower
+    bound for one-step FA from r_0 = 0 (r_1 is in the span of J_E(0)^T's k = Z columns)."""
     a = train_x.flatten(1).double()
     mean = a.mean(0, keepdim=True) if center else torch.zeros_like(a[:1])
     basis = top_right_singular_vectors(a - mean, k)  # (k', D), k' <= k
@@ -57,8 +55,8 @@ def _synchronize(device=None) -> None:
 
 
 class Stopwatch:
-    """``with Stopwatch(device) as sw:`` sets ``sw.seconds`` on exit, also when the block
-    raises; CUDA is synchronised when the block starts and ends."""
+    """``with Stopwatch(device) as sw:`` sets ``sw.seconds`` on exit (also on an exception),
+    CUDA synchronised at both ends."""
 
     def __init__(self, device=None):
         self.device, self.seconds = device, None
@@ -75,9 +73,8 @@ class Stopwatch:
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, *,
                       warmup: int = 1, device=None) -> dict[str, list[float]]:
-    """{name: [seconds of round 0, 1, ...]}: after ``warmup`` rounds, round i calls every
-    function once in the order of ``fns`` rotated by i (a shared machine's load falls on
-    all alike)."""
+    """{name: [seconds of round 0, 1, ...]}: after ``warmup`` rounds, round i calls each
+    function once, ``fns`` rotated by i (a shared machine's load falls on all alike)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -101,8 +98,8 @@ def fastest_times(calls: Mapping[str, Callable[[], object]], *, repeats: int = 1
 
 @contextlib.contextmanager
 def one_thread():
-    """One intra-op torch thread inside the block or decorated function, the count restored
-    after (docs/choices.md section 1)."""
+    """One intra-op torch thread in the block or function, then the count restored
+    (docs/choices.md section 1)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -134,11 +131,10 @@ class CudaPeak:
 
 
 class SavedTensorMeter:
-    """Bytes autograd saves for backward inside ``with SavedTensorMeter(exclude=params)``:
-    ``total_bytes`` / ``count`` of every tensor packed (saved twice counts twice);
-    ``peak_bytes`` of live saved storage (each storage once while referenced; ``exclude``
-    and empty storages not counted: local FA, Alg. 2, peaks per layer); ``distinct_bytes``
-    of the distinct storages saved at any time, alive together or not."""
+    """Bytes autograd saves for backward in ``with SavedTensorMeter(exclude=params)``:
+    ``total_bytes`` / ``count`` of every tensor packed (twice saved counts twice); ``peak_bytes``
+    of live saved storages, each once, ``exclude`` and empty ones not counted (local FA peaks
+    per layer); ``distinct_bytes`` of the distinct storages ever saved."""
 
     def __init__(self, exclude: Sequence[torch.Tensor] = ()):
         self.excluded = {p.untyped_storage().data_ptr() for p in exclude}

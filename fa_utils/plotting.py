@@ -32,10 +32,9 @@ def label_rows(ax, labels: Sequence[str], image_height: int, padding: int = 2):
     return ax
 
 
-def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, figsize_per: float = 0.9,
-                 title: Optional[str] = None):
+def compare_rows(rows: Mapping[str, torch.Tensor], ncols: int = 10, title: Optional[str] = None):
     """A row of ``ncols`` images (B, C, H, W) per entry, labelled by its key; the figure."""
-    size = (ncols * figsize_per, len(rows) * figsize_per + 0.4)
+    size = (ncols * 0.9, len(rows) * 0.9 + 0.4)
     fig, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows.items()):
         show_images(ax, imgs[:ncols], nrow=ncols)

@@ -1,11 +1,6 @@
-"""The training loop of every method, which knows no method (:func:`fit`), its checkpoints
-and its order of the data.
-
-A checkpoint is a plain dict (config, unwrapped modules' states, optimisers, generator, step,
-history) written atomically; ``torch.load(..., weights_only=True)`` reads it. Epoch e's order
-is drawn from (seed, e) and the method's randomness from one checkpointed generator, so a
-resumed run ends bit-identical (on a CPU) to an uninterrupted one.
-"""
+"""The training loop of every method, which knows no method (:func:`fit`): atomic checkpoints
+(a plain dict that ``torch.load(..., weights_only=True)`` reads), epoch e's order drawn from
+(seed, e), so a resumed run ends bit-identical (on a CPU) to an uninterrupted one."""
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +23,6 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
-# the step guards live with the method (fa_utils.fa); re-exported for the loop's callers
 from .fa import NonFiniteLossError, check_batch, refuse_non_finite  # noqa: F401
 
 CHECKPOINT_FORMAT = 1
@@ -115,9 +109,8 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load with ``weights_only=True``, the wrappers' prefixes (``module.``, ``_orig_mod.``)
-    stripped from ``ckpt["modules"]``. Raises FileNotFoundError, or CheckpointError for a
-    truncated, corrupt or foreign file (left untouched)."""
+    """``torch.load(weights_only=True)``, ``module.`` / ``_orig_mod.`` stripped from the modules'
+    keys. Raises FileNotFoundError, or CheckpointError (truncated, corrupt, foreign; untouched)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -139,8 +132,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
               fused: Optional[bool] = None, **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused unless ``fused=False`` where torch has it for the
-    parameters (the same update within fp32 rounding, docs/choices.md section 13)."""
+    """``torch.optim.Adam``, fused where torch has it unless ``fused=False`` (docs/choices.md
+    section 13)."""
     params = list(params)
     if fused is not False:
         with contextlib.suppress(RuntimeError, TypeError):  # no fused Adam for these parameters
@@ -151,7 +144,7 @@ def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
 @dataclass
 class History:
     """``train[name]``, ``eval[name]``: lists of [step, value]; ``seconds`` in training steps,
-    summed over resumed runs, kept out of :meth:`to_dict` (resumed equals uninterrupted)."""
+    summed over resumed runs, not in :meth:`to_dict` (resumed equals uninterrupted)."""
     train: dict[str, list] = field(default_factory=dict)
     eval: dict[str, list] = field(default_factory=dict)
     seconds: float = field(default=0.0, compare=False)
@@ -208,8 +201,8 @@ def _batches(dataset: Dataset, order: torch.Tensor, batch_size: int, num_workers
 
 
 def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, pin, sigint):
-    """This rank's (x, y) of the global batches step + 1 ... end in the order of (seed, epoch);
-    ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
+    """This rank's (x, y) of global batches step + 1 ... end; ends early when a DataLoader
+    worker dies of the SIGINT that stopped the kernel."""
     per_epoch = len(dataset) // batch_size
     while step < end:
         order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
@@ -270,15 +263,13 @@ def fit(step_fn: StepFn, *, modules: Mapping[str, nn.Module],
         distributed: Optional[Any] = None) -> History:
     """Train ``epochs`` epochs of full batches with ``step_fn(x, y)``, resuming from ``checkpoint``.
 
-    ``x`` (B, C, H, W) on ``device``; ``y`` (B,) int64, or None (no labels, or all -1). The
-    checkpoint holds ``modules``, ``optimizers``, ``generator`` and ``config`` (compared on
-    resume); it is written every ``ckpt_every`` steps and ``ckpt_every_s`` seconds, on Ctrl-C,
-    at ``stop_after`` steps and at the end. ``eval_fn()`` is logged every ``eval_every`` steps
-    and at the end. ``distributed`` (``.rank``, ``.world_size``): ``batch_size`` is global,
-    each rank steps on its shard, values are averaged, rank 0 writes the checkpoint.
-    Raises CheckpointError (unreadable, other config or architecture), NonFiniteLossError
-    (with the step as the bar counts), TrainingInterrupted (Ctrl-C, after checkpointing) and
-    ValueError (a batch larger than the dataset, a bad first batch or bad labels).
+    ``x`` (B, C, H, W) on ``device``; ``y`` (B,) int64 or None (no labels, or all -1). The
+    checkpoint (``modules``, ``optimizers``, ``generator``, ``config``, compared on resume) is
+    written every ``ckpt_every`` steps and ``ckpt_every_s`` s, on Ctrl-C, at ``stop_after`` and
+    at the end; ``eval_fn()`` is logged every ``eval_every`` steps and at the end. Under
+    ``distributed`` (``.rank``, ``.world_size``) ``batch_size`` is global, values are averaged.
+    Raises CheckpointError, NonFiniteLossError (with the step as the bar counts),
+    TrainingInterrupted (Ctrl-C, after checkpointing), ValueError (batch > dataset, bad batch).
     """
     from tqdm.auto import tqdm
 
@@ -348,7 +339,7 @@ def _refuse_non_finite_values(values: dict, step: int, nan_hint: str) -> None:
 
 
 def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[int, History]:
-    """(step, history) of ``checkpoint`` with every state restored; (0, empty) without one."""
+    """(step, history) of ``checkpoint``, every state restored; (0, empty) without one."""
     if checkpoint is None or not Path(checkpoint).exists():
         return 0, History()
     ckpt = load_checkpoint(checkpoint)
