@@ -68,7 +68,7 @@ def project_settings(authors_method: bool) -> vfa.VFASettings:
 
 
 def project_models(dataset: str, device):
-    """The project's VFA encoder, refiner G and discriminator D as its wiring builds them
+    """The project's VFA encoder, refiner G and discriminator D as `fa_utils.experiments` builds them
     (:func:`fa_utils.models.to_device`: channels_last on a CPU), with fused Adam."""
     arch = models.architecture(dataset)
     enc = models.to_device(vfa.make_vfa_encoder(dataset, LATENT, CLASSES, orthogonal=False),
