@@ -9,7 +9,7 @@ import ipywidgets as w
 import torch
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 
-from . import fa, local, vfa
+from . import fa, local, outputs, vfa
 from .data import DATASETS
 from .explorer_base import Explorer, class_labels, figure_png, imshow
 from .latent_pad import LatentPad  # noqa: F401 (fa_utils.explorers.LatentPad in the notebooks)
@@ -24,8 +24,7 @@ def headless() -> bool:
     flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
     if flag in ("1", "true", "yes", "0", "false", "no"):
         return flag in ("1", "true", "yes")
-    from IPython import get_ipython
-    return type(get_ipython()).__name__ != "ZMQInteractiveShell"
+    return not outputs.in_jupyter_kernel()
 
 
 def check_interactive(interactive):
