@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import time
 
 import ipywidgets as w
 import numpy as np
@@ -28,6 +29,7 @@ class LatentPad(Explorer):
     kind, figsize, left_in, bottom_in, PAD_BORDER = "latent-pad", (8.0, 3.4), 0.55, 0.45, 1
     # defaults prevented: a native drag of the <img> swallows the mouse events
     PAD_EVENTS = ("mousedown", "mousemove", "click", "dragstart")
+    ECHO_SECONDS = 2.0  # how long a pad point's echo from the sliders may take to arrive
 
     def __init__(self, decode, latents, labels=None, *, class_names=None, pad_pixels=300):
         super().__init__()
@@ -37,6 +39,7 @@ class LatentPad(Explorer):
                              f"LatentSliders for a latent with more than 2 dimensions")
         self.decode, self.latents, self.labels = decode, latents, class_labels(labels)
         self.pad_pixels, self._last_stamp, self._background = int(pad_pixels), -math.inf, None
+        self._sent = []  # (time, z_1, z_2) of the pad's recent points: their echoes are stale
         k = 0 if self.labels is None else int(torch.as_tensor(self.labels).max()) + 1
         if class_names is not None and len(class_names) < k:
             raise ValueError(f"{len(class_names)} class names for labels up to {k - 1}")
@@ -99,6 +102,8 @@ class LatentPad(Explorer):
         z1, z2 = self.pixel_to_latent(px, py)
         z1, z2 = min(max(z1, self.lo[0]), self.hi[0]), min(max(z2, self.lo[1]), self.hi[1])
         if (z1, z2) != (self.value("x"), self.value("y")):
+            now = time.monotonic()
+            self._sent = [p for p in self._sent if now - p[0] < self.ECHO_SECONDS] + [(now, z1, z2)]
             self.set(x=z1, y=z2)
 
     def snap(self, name, value):
@@ -109,9 +114,18 @@ class LatentPad(Explorer):
     def _on_change(self, change):
         # the sliders' echo of a point from the pad, snapped, must not redraw (it moved a drag back)
         name = next((k for k in "xy" if change["owner"] is self.controls[k]), None)
-        if not (name and abs(change["new"] - self.snap(name, change["old"]))
-                <= 1e-3 * self.controls[name].step):
-            super()._on_change(change)
+        if name is None:
+            return super()._on_change(change)
+        tol, i = 1e-3 * self.controls[name].step, "xy".index(name)
+        if abs(change["new"] - self.snap(name, change["old"])) <= tol:
+            return
+        # the echo of an earlier pad point that arrives after a newer one (a drag under load)
+        # would move the point back: restore the newer one (its own echo is then the above)
+        stale = [p[i + 1] for p in self._sent[:-1] if time.monotonic() - p[0] < self.ECHO_SECONDS]
+        if any(abs(change["new"] - self.snap(name, v)) <= tol for v in stale):
+            self.controls[name].value = self._sent[-1][i + 1]
+            return
+        super()._on_change(change)
 
     def event_pixel(self, event):
         """An event's pad pixel: from its box (``dataX`` is 0 while a PNG loads), dataX, or None."""

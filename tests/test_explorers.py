@@ -308,6 +308,24 @@ def test_latent_pad_ignores_the_sliders_snapping_echo(pad_latents):
     assert e.renders == n + 1 and "z = (" in e._status.value
 
 
+def test_latent_pad_restores_a_newer_point_over_a_late_echo(pad_latents):
+    """Under load the echo of a drag's earlier point can arrive after the next move: it
+    must not move the point back to the earlier one (tests/test_browser.py saw z_1 go
+    0.881 -> 0.879 -> 1.04 during a drag)."""
+    e = pad_explorer(pad_latents)
+    e.widget
+    e._on_event({"type": "mousedown", "buttons": 1, "dataX": 77.3, "dataY": 33.1, "timeStamp": 1})
+    first = e.value("x")
+    e._on_event({"type": "mousemove", "buttons": 1, "dataX": 97.3, "dataY": 43.1, "timeStamp": 2})
+    newer, n = (e.value("x"), e.value("y")), e.renders
+    assert newer[0] > first
+    e.controls["x"].value = e.snap("x", first)  # the late echo of the first point
+    assert (e.value("x"), e.value("y")) == newer
+    assert e._where(newer) in e._status.value
+    e.controls["x"].value = e.snap("x", newer[0]) + e.controls["x"].step  # a real slider move
+    assert e.value("x") != newer[0] and e.renders > n
+
+
 def test_latent_pad_has_axes_and_a_class_legend(pad_latents):
     names = explorers.CLASS_NAMES["mnist"]
     e = pad_explorer(pad_latents, class_names=names)
