@@ -271,6 +271,17 @@ def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
     return min(good) if good else max(rows, key=lambda r: r[2])[0]
 
 
+def class_scale_reason(rows, scale: float, judge_note: str,
+                       target: float = CLASS_ROW_ACCURACY) -> str:
+    """Why :func:`choose_class_scale` chose ``scale`` from ``rows``, for a figure's caption."""
+    acc = next(r[2] for r in rows if r[0] == scale)
+    if acc >= target:
+        return (f"the smallest measured value at which the judge ({judge_note}) recognises the "
+                f"class in >= {100 * target:.0f} % of the samples")
+    return (f"the measured value at which the judge ({judge_note}) recognises the class most often "
+            f"({100 * acc:.0f} % of the samples; no value reaches {100 * target:.0f} %)")
+
+
 @dataclass
 class Trial:
     """The models of one Table 2 trial: ``nets`` and ``histories`` by :data:`MODELS` name."""
