@@ -1,7 +1,8 @@
-"""Run profiles and the frozen, validated config of each notebook section. ``smoke``: seconds on
-a CPU, tiny subsets (CI); ``quick`` (the default): minutes on 2 CPU cores, the 5,000-digit MNIST
-sample; ``paper``: Section 4's data and settings (Adam, lr 1e-5, batch 128, tau = 1, T = 1), a
-GPU. Why each default: docs/method.md, docs/baselines.md and docs/choices.md section 15."""
+"""Run profiles and the frozen, validated config of each notebook section.
+
+``smoke``: seconds on a CPU (CI); ``quick`` (default): minutes on 2 CPU cores; ``paper``:
+Section 4's data and settings on a GPU. Why each default: docs/method.md, docs/choices.md 15.
+"""
 import math
 import os
 import typing
@@ -10,13 +11,11 @@ from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 PROFILES = ("smoke", "quick", "paper")
-DEFAULT_PROFILE = "quick"
 PROFILE_ENV = "FA_PROFILE"  # selects the profile when a notebook's ``profile`` is None (CI)
 DATASET_NAMES = ("mnist", "cifar10", "celeba", "stl10")
 
-#: Seed offset of each model within a run (:func:`fa_utils.experiments.seeds`): its networks are
-#: built after ``torch.manual_seed(s + offset)``, its method's generator seeded with
-#: ``s + offset + 1``. VFA (notebooks 03 and 04) shares offset 0, so one checkpoint.
+#: Seed offset of each model within a run (:func:`fa_utils.experiments.seeds`); VFA (notebooks
+#: 03 and 04) shares offset 0, so one checkpoint.
 SEED_STREAMS: Mapping[str, int] = MappingProxyType({
     "fa": 0, "vfa": 0, "local": 0, "vfagan": 100, "ae": 200, "vae": 200, "gan": 300,
     "judge": 400,  # the judge of the samples (fa_utils.experiments.train_judge)
@@ -32,7 +31,7 @@ class ConfigError(ValueError):
 class RunSettings:
     """What every section has; validated whenever built (also by ``dataclasses.replace``)."""
 
-    profile: str = DEFAULT_PROFILE
+    profile: str = "quick"
     seed: int = 0
     device: str = "auto"
 
@@ -46,15 +45,14 @@ class TrainingRun(RunSettings):
 
     num_workers: int = 0  # DataLoader workers
     ckpt_every: int = 200  # optimiser steps between checkpoints
-    # network widths x this; 1: the paper's (docs/choices.md sections 7, 15)
-    width_scale: float = 1.0
+    width_scale: float = 1.0  # network widths x this; 1: the paper's (docs/choices.md 7, 15)
     latent_dim: int = 128  # Z (of the AE, VAE and GAN baselines too)
     batch_size: int = 128
 
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Which images (:func:`fa_utils.data.load_dataset`)."""
+    """Which images (:func:`fa_utils.data.load_image_data`)."""
 
     dataset: str = "mnist"
     data_source: str = "auto"  # auto | sample | torchvision (see fa_utils.data)
@@ -83,15 +81,14 @@ class AdamSettings:
 
 
 def data_settings(config, **overrides) -> DataSettings:
-    """The :class:`DataSettings` fields of any section's ``config``, ``overrides`` replacing
-    some (e.g. ``dataset`` for one of local FA's datasets)."""
+    """The :class:`DataSettings` of any section's ``config``, ``overrides`` replacing some."""
     own = DataSettings(**{f.name: getattr(config, f.name) for f in fields(DataSettings)})
     return replace(own, **overrides)
 
 
 @dataclass(frozen=True)
 class ToyConfig(InnerSettings, RunSettings):
-    """Section 3.2 (Figure 2): invert y = sin(3 pi x) on [-domain, domain] (docs/method.md 2)."""
+    """Section 3.2 (Figure 2): invert y = sin(3 pi x) on [-domain, domain]."""
 
     domain: float = 1.0  # not in the paper
     hidden: int = 1024  # two hidden layers of this width (paper: 1024)
@@ -107,7 +104,7 @@ class ToyConfig(InnerSettings, RunSettings):
 
 @dataclass(frozen=True)
 class FAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
-    """Section 3.1 (Algorithm 1): feature alignment on images (docs/method.md section 1)."""
+    """Section 3.1 (Algorithm 1): feature alignment on images."""
 
     epochs: int = 9
     lr: float = 5e-4  # paper: 1e-5 (only blobs in a CPU budget); the authors' code: 1e-4
@@ -120,8 +117,7 @@ class FAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 
 @dataclass(frozen=True)
 class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
-    """Section 3.3 (Eq. 5, Figure 3): VFA, conditional (Section 3.4, Figures 6b and 8) on
-    labeled data (docs/method.md section 3, docs/choices.md sections 5 and 15)."""
+    """Section 3.3 (Eq. 5, Figure 3): VFA, conditional (Section 3.4, Figures 6b and 8)."""
 
     conditional: bool = True  # a linear class head beside mu and logvar
     class_scale: float = 1.0  # one-hot value of the inner target in training
@@ -140,9 +136,7 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 
 @dataclass(frozen=True)
 class VFAGANConfig(DataSettings, TrainingRun):
-    """Section 3.4 (Eq. 6-8, Figure 4) and Section 5 (Tables 2-6, Figure 15): VFA-GAN and the
-    AE / VAE / GAN baselines (docs/method.md sections 4 and 7, docs/baselines.md,
-    docs/choices.md section 15)."""
+    """Section 3.4 (Eq. 6-8) and Section 5 (Tables 2-6, Figure 15): VFA-GAN and baselines."""
 
     seeds: tuple = (0,)  # Table 2 trials (paper: three initialisations)
     gen_width: int = 128  # Table 11's filters
@@ -163,14 +157,13 @@ class VFAGANConfig(DataSettings, TrainingRun):
     gan_recon_steps: int = 100  # Adam steps of argmin_z ||x - G(z)||^2
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
-    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (docs/choices.md 4)
+    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (choices.md 4)
     judge_epochs: int = 20  # the judge of the samples (fa_utils.experiments.train_judge)
 
 
 @dataclass(frozen=True)
 class LocalFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
-    """Section 3.5 (Algorithms 2-3, Figure 16): local FA and the memory it saves against
-    global FA (docs/method.md section 5, docs/choices.md sections 6 and 15)."""
+    """Section 3.5 (Algorithms 2-3, Figure 16): local FA and its memory against global FA."""
 
     datasets: tuple = ("mnist",)  # trained and shown (Figure 16)
     dataset: Optional[str] = None  # shorthand: datasets = (dataset,)
@@ -194,8 +187,7 @@ class LocalFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
 
 @dataclass(frozen=True)
 class AppendixConfig(RunSettings):
-    """Appendix A (Sections 7.1-7.2): the one-weight recursion (Eq. 13 against Eq. 18), FA on
-    a linear layer (W^T -> pseudo-inverse) and the sqrt(2) clamp (Eq. 9)."""
+    """Appendix A (7.1-7.2): one-weight recursion (Eq. 13 vs 18), linear FA, the Eq. 9 clamp."""
 
     one_weight_ws: tuple = (0.3, 0.7, 1.0, 1.3, 1.4, 1.45, 1.6)
     one_weight_x: float = 1.0  # the input recovered: target a = w x, limit a / w = x
@@ -253,8 +245,7 @@ def _section_of(config) -> str:
 
 
 def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
-    """``value`` if it has the declared type (an int widens to float, a list to tuple); else
-    ConfigError naming the parameter, its type and, for papermill's guesses, the fix."""
+    """``value`` if of the declared type (int widens to float, list to tuple); else ConfigError."""
     if typing.get_origin(annotation) is typing.Union:  # Optional[X]
         if value is None:
             return None
@@ -267,8 +258,7 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
         return value
     hint = ""
     if annotation is str and isinstance(value, (int, float)):
-        hint = (" (papermill's -p turns strings that look like numbers into numbers;"
-                " pass it with -r NAME VALUE to keep it a string)")
+        hint = " (papermill's -p makes numbers of such strings; pass it with -r NAME VALUE)"
     elif annotation is tuple and isinstance(value, str):
         hint = " (papermill's -p keeps '[1,2]' a string; pass lists with -y NAME '[1, 2]')"
     raise ConfigError(f"{section} parameter {name!r} must be {annotation.__name__}, "
@@ -282,74 +272,61 @@ _MAY_BE_ZERO = frozenset({"seed", "num_workers", "latent2_epochs"})
 
 
 def _validate(cfg) -> None:
-    """Every value check of every section, once (types: :func:`_check_type`); ConfigError
-    names the section, the parameter, the value and what is allowed."""
+    """Every value check of every section, once; ConfigError names the parameter and value."""
     from . import baselines, data, fa, vfa  # the modules that implement each choice
 
-    section, values = _section_of(cfg), vars(cfg)
-
-    def need(ok: bool, name: str, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"{section} parameter {name} must be {what}, got {values[name]!r}")
-
-    if "seeds" in values:
-        need(cfg.seeds and all(type(s) is int for s in cfg.seeds), "seeds",
-             "a non-empty tuple of ints")
-    for name in ("datasets", "memory_datasets"):
-        if name in values:
-            need(values[name] and all(d in DATASET_NAMES for d in values[name]), name,
-                 f"a non-empty tuple of {list(DATASET_NAMES)}")
-    allowed = {"profile": PROFILES, "dataset": DATASET_NAMES, "data_source": data.SOURCES,
+    section, v = _section_of(cfg), vars(cfg)
+    choices = {"profile": PROFILES, "dataset": DATASET_NAMES, "data_source": data.SOURCES,
                "r_init": fa.R_INITS, "squash": fa.SQUASHES, "beta_schedule": vfa.BETA_SCHEDULES,
                "rand_side": vfa.RAND_SIDES, "fake_source": vfa.FAKE_SOURCES,
                "vae_decoder": baselines.DECODERS, "gan_discriminator": baselines.DISCRIMINATORS}
-    for name, choices in allowed.items():  # None: an optional field left unset
-        if values.get(name) is not None and values[name] not in choices:
-            raise ConfigError(
-                f"{section} parameter {name}={values[name]!r} is not one of {list(choices)}")
-    for f in fields(cfg):
-        if f.type is int and f.name not in _MAY_BE_ZERO:
-            need(values[f.name] >= 1, f.name, ">= 1")
-        if f.name in _POSITIVE:
-            need(values[f.name] > 0, f.name, "> 0")
-    if "width_scale" in values:
-        need(0 < cfg.width_scale <= 1, "width_scale", "in (0, 1] (1 is the paper's architecture)")
-    if "perceptual_weight" in values:
-        need(cfg.perceptual_weight >= 0, "perceptual_weight", ">= 0")
+    for name, allowed in choices.items():  # None: an optional field left unset
+        if v.get(name) is not None and v[name] not in allowed:
+            raise ConfigError(f"{section} parameter {name}={v[name]!r} is not one of "
+                              f"{list(allowed)}")
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
-        raise ConfigError(f"device {cfg.device!r} is not one of 'auto', 'cpu', 'cuda', "
-                          f"'cuda:N', 'mps'")
-    if "linear_in" in values:
-        need(cfg.linear_out < cfg.linear_in, "linear_out", f"< linear_in ({cfg.linear_in})")
-        need(len(cfg.one_weight_ws) > 0, "one_weight_ws", "non-empty")
+        raise ConfigError(f"device {cfg.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', "
+                          f"'mps'")
+    rules = [(f.name, v[f.name] >= 1, ">= 1") for f in fields(cfg)
+             if f.type is int and f.name not in _MAY_BE_ZERO]
+    rules += [(n, v[n] > 0, "> 0") for n in _POSITIVE if n in v]
+    rules += [(n, bool(v[n]) and set(v[n]) <= set(DATASET_NAMES),
+               f"a non-empty tuple of {list(DATASET_NAMES)}")
+              for n in ("datasets", "memory_datasets") if n in v]
+    if "seeds" in v:
+        rules.append(("seeds", bool(cfg.seeds) and all(type(s) is int for s in cfg.seeds),
+                      "a non-empty tuple of ints"))
+    if "width_scale" in v:
+        rules.append(("width_scale", 0 < cfg.width_scale <= 1, "in (0, 1] (1: the paper's)"))
+    if "perceptual_weight" in v:
+        rules.append(("perceptual_weight", cfg.perceptual_weight >= 0, ">= 0"))
+    if "linear_in" in v:
+        rules.append(("linear_out", cfg.linear_out < cfg.linear_in, "< linear_in"))
+        rules.append(("one_weight_ws", len(cfg.one_weight_ws) > 0, "non-empty"))
+    for name, ok, what in rules:
+        if not ok:
+            raise ConfigError(f"{section} parameter {name} must be {what}, got {v[name]!r}")
 
 
 def resolve_profile(profile: Optional[str]) -> str:
-    """``profile`` if given, else ``$FA_PROFILE``, else ``quick``; ConfigError if the name is
-    not one of :data:`PROFILES`."""
+    """``profile``, else ``$FA_PROFILE``, else ``quick``; ConfigError for an unknown name."""
     if profile is None:
-        profile = os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+        profile = os.environ.get(PROFILE_ENV) or "quick"
     if not isinstance(profile, str) or profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     return profile
 
 
-def _hints(section: str, names) -> dict[str, Any]:
-    """The field types of ``section``; raises ConfigError for a name that is not a field."""
-    hints = typing.get_type_hints(SECTIONS[section])
-    if unknown := sorted(set(names) - set(hints)):
-        raise ConfigError(f"unknown {section} parameter(s) {unknown}; known: {sorted(hints)}")
-    return hints
-
-
 def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
-    """The frozen config of ``section`` (a key of :data:`SECTIONS`) at ``profile``
-    (:func:`resolve_profile`) with ``overrides``; an override of None keeps the profile's
-    value (a notebook's unset parameter). ConfigError (before anything runs): an unknown
-    section, profile or parameter, a wrong type or value."""
+    """The frozen config of ``section`` at ``profile`` with ``overrides`` (None: the profile's).
+
+    Raises ConfigError before anything runs: unknown section, profile or parameter, bad type
+    or value."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
-    profile, hints = resolve_profile(profile), _hints(section, overrides)
+    profile, hints = resolve_profile(profile), typing.get_type_hints(SECTIONS[section])
+    if unknown := sorted(set(overrides) - set(hints)):
+        raise ConfigError(f"unknown {section} parameter(s) {unknown}; known: {sorted(hints)}")
     training = issubclass(SECTIONS[section], TrainingRun)
     shared = _PROFILE_VALUES["training"][profile] if training else {}
     values = {"profile": profile, **{k: v for k, v in shared.items() if k in hints},
@@ -360,23 +337,13 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
 
 
 def to_dict(config) -> dict[str, Any]:
-    """A plain dict of the config (tuples kept), for checkpoint identities and tables."""
-    # width_scale came after the first checkpoints: left out at 1 so that they still match
+    """A plain dict of the config, for checkpoint identities (width_scale 1 left out: older
+    checkpoints keep their names)."""
     return {k: v for k, v in asdict(config).items() if not (k == "width_scale" and v == 1.0)}
 
 
-def from_dict(section: str, values: Mapping[str, Any]):
-    """Rebuild a config from :func:`to_dict`'s output, validating it again (a field left out
-    takes the profile's value). Raises ConfigError as :func:`make_config`."""
-    values = dict(values)
-    base = make_config(section, values.pop("profile", None))
-    hints = _hints(section, values)
-    return replace(base, **{n: _check_type(section, n, v, hints[n]) for n, v in values.items()})
-
-
 def describe(config) -> str:
-    """One line per field, marking values that differ from quick, then where figures and
-    tables go (:func:`fa_utils.outputs.describe_destination`)."""
+    """One line per field, marking values that differ from quick, then where outputs go."""
     from .outputs import describe_destination
 
     quick = vars(make_config(_section_of(config), "quick"))

@@ -92,7 +92,7 @@ def test_the_clamp_turns_a_diverging_run_into_a_converging_one():
 @pytest.mark.parametrize("profile", config.PROFILES)
 def test_appendix_config_profiles_build_and_round_trip(profile):
     cfg = config.make_config("appendix", profile)
-    assert config.from_dict("appendix", config.to_dict(cfg)) == cfg
+    assert config.SECTIONS["appendix"](**config.to_dict(cfg)) == cfg
     assert cfg.clamp_w0 ** 2 > 2  # the demonstration starts outside the bound
 
 

@@ -12,7 +12,7 @@ from fa_utils.config import ConfigError
 def test_every_profile_builds_and_round_trips(section, profile):
     cfg = config.make_config(section, profile)
     assert cfg.profile == profile
-    again = config.from_dict(section, config.to_dict(cfg))
+    again = config.SECTIONS[section](**config.to_dict(cfg))
     assert again == cfg
 
 

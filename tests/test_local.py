@@ -186,7 +186,7 @@ def test_unknown_method_is_refused():
 @pytest.mark.parametrize("profile", config.PROFILES)
 def test_local_config_profiles_build_and_round_trip(profile):
     cfg = config.make_config("local", profile)
-    assert config.from_dict("local", config.to_dict(cfg)) == cfg
+    assert config.SECTIONS["local"](**config.to_dict(cfg)) == cfg
     assert cfg.memory_batch == (8 if profile == "smoke" else 128)
     if profile == "paper":
         assert cfg.lr == 1e-5 and set(cfg.datasets) == set(config.DATASET_NAMES)
