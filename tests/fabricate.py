@@ -9,8 +9,8 @@ cifar10    ``cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta``
            (Python-2 pickles, as the real release)
 stl10      ``stl10_binary/{train,unlabeled,test}_X.bin`` (uint8, each 3x96x96 image
            column-major) and ``{train,test}_y.bin`` (labels 1..10)
-celeba     ``celeba/img_align_celeba/NNNNNN.jpg`` (178 x 218 JPEGs) and
-           ``celeba/list_eval_partition.txt`` (the hand-placed layout of the README)
+celeba     ``celeba/img_align_celeba/NNNNNN.jpg`` (178 x 218 JPEGs) and the five annotation
+           files torchvision's CelebA reads (``list_eval_partition.txt`` ...)
 =========  =====================================================================
 
 torchvision md5-checks the real CIFAR-10, STL-10 and CelebA files; these files cannot
@@ -210,9 +210,9 @@ CELEBA_COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30), (
 CELEBA_PARTITION = [0, 0, 0, 1, 2, 2]  # 0 train, 1 valid, 2 test
 
 
-def write_celeba_manual(root, partition=None, seed=0):
-    """torchvision's layout, minimal: img_align_celeba/*.jpg (178 wide x 218 tall, like the
-    real aligned images) + list_eval_partition.txt.
+def write_celeba(root, partition=None, seed=0):
+    """torchvision's layout: img_align_celeba/*.jpg (178 wide x 218 tall, like the real aligned
+    images), list_eval_partition.txt and the other annotation files.
 
     Without ``partition``: the six images of :data:`CELEBA_COLOURS` / :data:`CELEBA_PARTITION`,
     each a solid colour inside the central 140x140 square and the inverted colour outside
@@ -242,6 +242,7 @@ def write_celeba_manual(root, partition=None, seed=0):
         Image.fromarray(arr).save(d / "img_align_celeba" / fname, quality=95, subsampling=0)
         lines.append(f"{fname} {part}\n")
     (d / "list_eval_partition.txt").write_text("".join(lines))
+    write_celeba_annotations(d, len(lines))
     return d
 
 
@@ -271,5 +272,5 @@ def write_all(root, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Pat
     write_mnist(root, n_train, n_test, seed, patterns=True)
     write_cifar10(root, n_train // 5, n_test, seed, patterns=True)
     write_stl10(root, n_train, n_test, n_test, seed, patterns=True)
-    write_celeba_manual(root, [0] * n_train + [1] * 10 + [2] * n_test, seed)
+    write_celeba(root, [0] * n_train + [1] * 10 + [2] * n_test, seed)
     return root
