@@ -318,10 +318,8 @@ def resolve_profile(profile: Optional[str]) -> str:
 
 
 def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
-    """The frozen config of ``section`` at ``profile`` with ``overrides`` (None: the profile's).
-
-    Raises ConfigError before anything runs: unknown section, profile or parameter, bad type
-    or value."""
+    """The frozen config of ``section`` at ``profile`` with ``overrides`` (None: the profile's);
+    ConfigError before anything runs: unknown section, profile or parameter, bad type or value."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
     profile, hints = resolve_profile(profile), typing.get_type_hints(SECTIONS[section])
@@ -337,8 +335,7 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
 
 
 def to_dict(config) -> dict[str, Any]:
-    """A plain dict of the config, for checkpoint identities (width_scale 1 left out: older
-    checkpoints keep their names)."""
+    """A plain dict of the config for checkpoint identities (width_scale 1 left out: old names)."""
     return {k: v for k, v in asdict(config).items() if not (k == "width_scale" and v == 1.0)}
 
 
