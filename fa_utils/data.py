@@ -258,8 +258,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
         note = reason
     else:
         where, note = f"torchvision files under {root}", ""
-        if name == "stl10":
-            note = f"STL-10 split '{'unlabeled' if split == 'train' else 'test'}'"
+        if name == "stl10" and split == "train":
+            note = "STL-10 split 'unlabeled'"
     total, count = len(ds), f"{len(ds):,} images"
     if n is not None:
         if n > total:

@@ -18,7 +18,6 @@ import torch
 import torchvision.datasets.celeba as tv_celeba
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.stl10 as tv_stl10
-from PIL import Image
 
 from fa_utils import data as D
 from fa_utils import runner
