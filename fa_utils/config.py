@@ -210,6 +210,7 @@ class AppendixConfig(RunSettings):
 SECTIONS: Mapping[str, type] = MappingProxyType({
     "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
     "local": LocalFAConfig, "appendix": AppendixConfig})
+_SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
 
 #: {section: {profile: overrides}}: the values that differ from the dataclass defaults;
 #: "training" holds those of every TrainingRun section that has the field.
@@ -238,10 +239,6 @@ _PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
     "appendix": {"smoke": dict(linear_steps=300, clamp_steps=100),
                  "paper": dict(linear_in=64, linear_out=24, linear_steps=2000)},
 })
-
-
-def _section_of(config) -> str:
-    return next((k for k, v in SECTIONS.items() if type(config) is v), type(config).__name__)
 
 
 def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
@@ -275,7 +272,7 @@ def _validate(cfg) -> None:
     """Every value check of every section, once; ConfigError names the parameter and value."""
     from . import baselines, data, fa, vfa  # the modules that implement each choice
 
-    section, v = _section_of(cfg), vars(cfg)
+    section, v = _SECTION_OF[type(cfg)], vars(cfg)
     choices = {"profile": PROFILES, "dataset": DATASET_NAMES, "data_source": data.SOURCES,
                "r_init": fa.R_INITS, "squash": fa.SQUASHES, "beta_schedule": vfa.BETA_SCHEDULES,
                "rand_side": vfa.RAND_SIDES, "fake_source": vfa.FAKE_SOURCES,
@@ -343,7 +340,7 @@ def describe(config) -> str:
     """One line per field, marking values that differ from quick, then where outputs go."""
     from .outputs import describe_destination
 
-    quick = vars(make_config(_section_of(config), "quick"))
+    quick = vars(make_config(_SECTION_OF[type(config)], "quick"))
     lines = [f"{type(config).__name__} (profile {config.profile!r})"]
     for name, value in vars(config).items():
         mark = "" if value == quick[name] else "   (differs from quick)"
