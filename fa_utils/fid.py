@@ -1,6 +1,5 @@
-"""Frechet distance (Eq. 10) and KID through torchmetrics on pytorch-fid's Inception-v3 pool3
-(2048-d, the paper's) or, offline, another network's features (the judge classifier's on
-labelled data). Only Inception with N >= 2048 images in both sets is ``comparable``."""
+"""Frechet distance (Eq. 10) and KID (torchmetrics) on pytorch-fid's Inception-v3 pool3 (the
+paper's) or, offline, another network's features, such as the judge classifier's."""
 import os
 import warnings
 from dataclasses import dataclass
@@ -38,8 +37,7 @@ class InceptionUnavailable(RuntimeError):
 
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1], C in {1, 3} -> (N, 3, H, W), grayscale repeated.
-    Raises ValueError: bad images."""
+    """(N, C, H, W) in [0, 1], C in {1, 3} -> (N, 3, H, W), grayscale repeated. ValueError."""
     check_images(images, "images")
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for Inception, "
@@ -114,8 +112,7 @@ def check_labels(labels: torch.Tensor, n: int) -> int:
 
 
 def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """x (N, C, H, W), each image moved by its own random shift of up to ``max_shift`` pixels
-    along each axis, zero-filled."""
+    """x (N, C, H, W), each image shifted by its own random (dy, dx) <= max_shift, zero-filled."""
     n, _, h, w = x.shape
     pad = F.pad(x, (max_shift,) * 4)
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).tolist()
@@ -133,8 +130,7 @@ def judge_step(judge: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 
 
 def recognise(judge: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The judge's top softmax probability and class (N,), (N,) on the CPU of each image
-    (N, C, H, W) clamped to [0, 1]."""
+    """The judge's top softmax probability and class, (N,) each, of images (N, C, H, W)."""
     dev = next(judge.parameters()).device
     judge.eval()
     with torch.no_grad():
@@ -149,20 +145,19 @@ def accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 
 
 class _Feature(nn.Module):
-    """A feature function as the module torchmetrics takes, float64 out."""
+    """``fn`` ((N, C, H, W) -> (N, num_features)) as the module torchmetrics takes (float64),
+    inputs moved to the device of ``owner``, its network, in eval mode."""
 
-    def __init__(self, fn: Callable, num_features: int, name: str, owner: nn.Module) -> None:
+    def __init__(self, fn: Callable, num_features: int, name: str, *, owner: nn.Module) -> None:
         super().__init__()
-        self.fn, self.num_features, self.feature_name, self.owner = fn, num_features, name, owner
+        self.fn, self.num_features, self.feature_name = fn, num_features, name
+        self.owner = owner.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x.to(next(self.owner.parameters()).device)).double()
 
 
-def feature_of(fn: Callable, num_features: int, name: str, *, owner: nn.Module) -> nn.Module:
-    """``fn`` ((N, C, H, W) -> (N, num_features)) as a feature module for :func:`distances`,
-    ``owner`` (its network) in eval mode, inputs moved to its device."""
-    return _Feature(fn, num_features, name, owner.eval())
+feature_of = _Feature  # a feature module for :func:`distances`
 
 
 @dataclass
@@ -205,9 +200,8 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
         if x.shape[0] < 2:
             raise ValueError(f"{name} has {x.shape[0]} image(s); the distances need at least 2")
         if x.shape[1:] != real.shape[1:]:
-            raise ValueError(f"real and generated images differ in shape: real "
-                             f"{tuple(real.shape)}, {name} {tuple(x.shape)}; generate at "
-                             f"{tuple(real.shape[2:])} or resize (F.interpolate, antialias)")
+            raise ValueError(f"real and generated images differ in shape: real {tuple(real.shape)}"
+                             f", {name} {tuple(x.shape)}; resize them (F.interpolate)")
     size = min(subset_size, real.shape[0], *(f.shape[0] for f in fakes))
     fd = FrechetInceptionDistance(feature, reset_real_features=False, normalize=True)
     with warnings.catch_warnings():  # "will save all extracted features": what KID needs

@@ -1,6 +1,5 @@
 """The training loop that knows no method (:func:`fit`): atomic checkpoints as a plain dict,
 epoch e's order drawn from (seed, e), so a resumed run is bit-identical to an uninterrupted one."""
-
 import contextlib
 import math
 import os
@@ -47,8 +46,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(("cuda" if cuda else "cpu") if device == "auto" else device)
 
 
-def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed))
+def seeded_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
@@ -81,17 +80,16 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(weights_only=True)``, ``module.`` / ``_orig_mod.`` stripped from the modules'
-    keys. Raises FileNotFoundError, or CheckpointError (truncated, corrupt, foreign; untouched)."""
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load(weights_only=True)`` on the CPU, the wrappers' ``module.`` / ``_orig_mod.``
+    stripped. Raises FileNotFoundError, or CheckpointError (truncated or corrupt; untouched)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged zip or pickle
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}:"
-                              f" {str(exc).splitlines()[0][:200]}); nothing was overwritten: "
-                              f"delete or move it to train from scratch") from exc
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc!r:.200}); it "
+                              f"was not overwritten: delete it to train from scratch") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint (format {CHECKPOINT_FORMAT}) of fit")
     for state in (ckpt.get("modules") or {}).values():  # only a prefix that every key has
@@ -160,10 +158,10 @@ def _labels(y: Any, n: int) -> Optional[torch.Tensor]:
     return None if bool((y == -1).all()) else y.long()
 
 
-def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, pin, sigint):
-    """This rank's (x (B, C, H, W), y (B,) or None) of global batches step + 1 ... end; ends
-    early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
-    per_epoch, local = len(dataset) // batch_size, batch_size // world
+def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, device, sigint):
+    """This rank's (x (B, C, H, W), y (B,) or None) on ``device`` of global batches step + 1 ...
+    end; ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
+    per_epoch, local, pin = len(dataset) // batch_size, batch_size // world, device.type == "cuda"
     while step < end:
         order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
         rows = shard_order(order, batch_size, rank, world).view(-1, local)
@@ -173,7 +171,8 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, pin,
                              pin_memory=pin, collate_fn=_collate))
         try:
             for x, y in loader:
-                yield x, _labels(y, local)
+                y = _labels(y, local)
+                yield x.to(device, non_blocking=pin), None if y is None else y.to(device)
                 if (step := step + 1) >= end:
                     return
         except Exception:
@@ -235,15 +234,13 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
     save = lambda: _save(checkpoint, rank, world, step, config, modules,  # noqa: E731
                          optimizers, generator, history)
     _evaluate(None, modules, history, step)  # modules in train mode
-    pin, stop, t0 = device.type == "cuda", False, monotonic()
+    stop, t0 = False, monotonic()
     saved_at = t0
     with _deferred_sigint() as sigint, tqdm(total=total, initial=step, desc=desc, leave=False,
                                             disable=not progress or rank != 0) as bar, \
             contextlib.closing(_shards(dataset, step, end, batch_size, seed, rank, world,
-                                       num_workers, pin, sigint)) as batches:
+                                       num_workers, device, sigint)) as batches:
         for x, y in batches:
-            x = x.to(device, non_blocking=pin)
-            y = y if y is None else y.to(device, non_blocking=pin)
             if step == first:
                 check_batch(x, list(modules.values()), "the first training batch")
             try:
@@ -288,9 +285,8 @@ def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[i
     """(step, history) of ``checkpoint``, every state restored; (0, empty) without one."""
     if checkpoint is None or not Path(checkpoint).exists():
         return 0, History()
-    ckpt = load_checkpoint(checkpoint)
+    ckpt, fix = load_checkpoint(checkpoint), f"rm {str(checkpoint)!r}, or set FA_OUTPUT_ROOT"
     saved = ckpt.get("config", {})
-    fix = f"delete it (rm {str(checkpoint)!r}) to train from scratch, or set FA_OUTPUT_ROOT"
     if diff := {k: (saved.get(k), config.get(k)) for k in (set(saved) | set(config)) - _RUN_ONLY
                 if saved.get(k) != config.get(k)}:
         raise CheckpointError(f"checkpoint {checkpoint} belongs to another run; differing "
@@ -339,4 +335,3 @@ def _evaluate(eval_fn, modules: Mapping[str, nn.Module], history: History, step:
     if eval_fn is not None:
         history.log("eval", step, dict(eval_fn()))
         _evaluate(None, modules, history, step)
-
