@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+from tqdm.auto import tqdm
 
 from .fa import NonFiniteLossError, check_batch, refuse_non_finite  # noqa: F401
 
@@ -221,8 +222,6 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
     (saved every ``ckpt_every`` steps, ``ckpt_every_s`` s, on Ctrl-C and at the end); the batch
     is global under ``distributed`` (``.rank``, ``.world_size``). Returns the History. Raises
     CheckpointError, NonFiniteLossError, TrainingInterrupted, ValueError."""
-    from tqdm.auto import tqdm
-
     rank, world = (int(distributed.rank), int(distributed.world_size)) if distributed else (0, 1)
     device, config, per_epoch = torch.device(device), dict(config), len(dataset) // batch_size
     if per_epoch < 1:
@@ -231,8 +230,18 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
     end = total if stop_after is None else min(total, stop_after)
     first, history = _resume(checkpoint, config, modules, optimizers, generator)
     step = saved = first
-    save = lambda: _save(checkpoint, rank, world, step, config, modules,  # noqa: E731
-                         optimizers, generator, history)
+
+    def save():  # rank 0 writes; every rank waits at the barrier until the file is there
+        if checkpoint is not None and rank == 0:
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "step": step, "config": config, "modules": {
+                    k: _unwrap(m).state_dict() for k, m in modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": history.to_dict(), "train_seconds": history.seconds})
+        if checkpoint is not None and world > 1:
+            torch.distributed.barrier()
+
     _evaluate(None, modules, history, step)  # modules in train mode
     stop, t0 = False, monotonic()
     saved_at = t0
@@ -303,20 +312,6 @@ def _resume(checkpoint, config: dict, modules, optimizers, generator) -> tuple[i
     torch.set_rng_state(ckpt["torch_rng"])
     h = ckpt["history"]
     return int(ckpt["step"]), History(h["train"], h["eval"], ckpt.get("train_seconds", 0.0))
-
-
-def _save(checkpoint, rank: int, world: int, step: int, config: dict, modules, optimizers,
-          generator, history: History) -> None:
-    """Rank 0 writes the checkpoint; every rank waits at a barrier until the file is there."""
-    if checkpoint is not None and rank == 0:
-        save_checkpoint(checkpoint, {
-            "format": CHECKPOINT_FORMAT, "step": step, "config": config,
-            "modules": {k: _unwrap(m).state_dict() for k, m in modules.items()},
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history.to_dict(), "train_seconds": history.seconds})
-    if checkpoint is not None and world > 1:
-        torch.distributed.barrier()
 
 
 def _mean_over_ranks(values: dict, device: torch.device, *flags: bool):
