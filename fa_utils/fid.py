@@ -1,10 +1,5 @@
-"""Frechet distance (Eq. 10) and KID (Binkowski et al. 2018) through torchmetrics on pytorch-fid's
-Inception-v3 pool3 (2048-d, the paper's) or, offline, the judge classifier's penultimate layer
-(labelled data, "judge-128") or a :class:`FeatureAutoencoder`'s bottleneck (unlabeled,
-"autoencoder-128"). Only Inception with N >= 2048 images in both sets is ``comparable``."""
-from __future__ import annotations
-
-import math
+"""Frechet distance (Eq. 10) and KID (torchmetrics) on pytorch-fid's Inception-v3 pool3 (the
+paper's) or, offline, another network's features, such as the judge classifier's."""
 import os
 import warnings
 from dataclasses import dataclass
@@ -33,37 +28,30 @@ JUDGE_RECIPE = "conv32-64-128/maxpool/feat128/dropout0.25/adam1e-3/shift2"
 class InceptionUnavailable(RuntimeError):
     """pytorch-fid's Inception-v3 weights do not load; says why, the file, where and the URL."""
 
+    def __init__(self, why: str) -> None:
+        why = " ".join(why.split())[:200]
+        super().__init__(f"Inception-v3 FID weights could not be loaded ({why}; offline?): "
+                         f"expected file {INCEPTION_WEIGHTS_FILE}; put it in "
+                         f"{torch.hub.get_dir()}/checkpoints/ or pass weights_path= / set "
+                         f"{WEIGHTS_ENV}=<path>; it is downloaded from {INCEPTION_WEIGHTS_URL}")
+
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) float in [0, 1], C in {1, 3} -> (N, 3, H, W), grayscale repeated
-    (pytorch-fid resizes to 299 and maps to [-1, 1]). Raises ValueError: bad images."""
+    """(N, C, H, W) in [0, 1], C in {1, 3} -> (N, 3, H, W), grayscale repeated. ValueError."""
     check_images(images, "images")
-    c = images.shape[1]
-    if c not in (1, 3):
+    if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for Inception, "
-                         f"got {c} (shape {tuple(images.shape)})")
-    return images.repeat(1, 3, 1, 1) if c == 1 else images
-
-
-def _unavailable(why: str) -> InceptionUnavailable:
-    why = " ".join(why.split())
-    why = why if len(why) <= 200 else why[:197] + "..."
-    return InceptionUnavailable(
-        f"Inception-v3 FID weights could not be loaded ({why}; offline?): "
-        f"expected file {INCEPTION_WEIGHTS_FILE}; put it in {torch.hub.get_dir()}/checkpoints/ "
-        f"or pass weights_path= / set {WEIGHTS_ENV}=<path>; it is downloaded from "
-        f"{INCEPTION_WEIGHTS_URL}")
+                         f"got shape {tuple(images.shape)}")
+    return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
 
 
 def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Optional[Path]:
-    """The local weights file: ``weights_path``, else ``$FA_INCEPTION_WEIGHTS``, else torch
-    hub's cache; None if none (pytorch-fid would download it).
+    """``weights_path``, else ``$FA_INCEPTION_WEIGHTS``, else torch hub's cached file, else None.
     Raises InceptionUnavailable: a given path is not a file."""
     for given, what in ((weights_path, "weights_path"), (os.environ.get(WEIGHTS_ENV), WEIGHTS_ENV)):
         if given:
-            path = Path(given).expanduser()
-            if not path.is_file():
-                raise _unavailable(f"{what}={str(path)!r} is not a file")
+            if not (path := Path(given).expanduser()).is_file():
+                raise InceptionUnavailable(f"{what}={str(path)!r} is not a file")
             return path
     hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
     return hub if hub.is_file() else None
@@ -71,21 +59,19 @@ def inception_weights_path(weights_path: str | os.PathLike | None = None) -> Opt
 
 def inception_feature(weights_path: str | os.PathLike | None = None,
                       device: str | torch.device = "cpu") -> nn.Module:
-    """pytorch-fid's InceptionV3 pool3 as a feature module: (N, C, H, W) -> (N, 2048), named
-    :data:`PAPER_FEATURE`; a local weights file is loaded with ``torch.load`` instead of
-    pytorch-fid's download. Raises InceptionUnavailable: the weights do not load."""
+    """pytorch-fid's InceptionV3 pool3, (N, C, H, W) -> (N, 2048), from the local weights file
+    if any, else pytorch-fid's download. Raises InceptionUnavailable: the weights do not load."""
     import pytorch_fid.inception as pfi
 
     path = inception_weights_path(weights_path)
-    block = [pfi.InceptionV3.BLOCK_INDEX_BY_DIM[INCEPTION_DIM]]
     load = pfi.load_state_dict_from_url if path is None else (
         lambda *args, **kwargs: torch.load(path, map_location="cpu", weights_only=True))
     try:
         with mock.patch.object(pfi, "load_state_dict_from_url", load):
-            model = pfi.InceptionV3(block)
+            model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[INCEPTION_DIM]])
     except Exception as err:  # network, corrupt file, wrong keys: all mean "unavailable"
         where = f"file {path}" if path else "download"
-        raise _unavailable(f"{where}: {type(err).__name__}: {err}") from err
+        raise InceptionUnavailable(f"{where}: {type(err).__name__}: {err}") from err
     model = model.eval().to(device)  # eval: BatchNorm uses its running statistics
     return feature_of(lambda x: model(to_inception_input(x))[0].flatten(1), INCEPTION_DIM,
                       PAPER_FEATURE, owner=model)
@@ -93,9 +79,8 @@ def inception_feature(weights_path: str | os.PathLike | None = None,
 
 def make_judge(in_channels: int = 1, num_classes: int = 10, width: int = 32,
                feature_dim: int = 128) -> nn.Sequential:
-    """The judge classifier ``Sequential(features, head)``: (N, C, H, W), H, W >= 12 ->
-    logits (N, classes). features: three conv3x3 (w, 2w, 4w; ReLU; max-pool), linear to
-    (N, D), the Frechet feature (before a ReLU); head: ReLU, dropout 0.25, linear."""
+    """The judge classifier ``Sequential(features, head)``: (N, C, H, W), H, W >= 12 -> logits
+    (N, classes); ``features`` ends in the (N, D) Frechet feature."""
     features = nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -112,25 +97,22 @@ def judge_feature(judge: nn.Sequential) -> nn.Module:
 
 
 def check_labels(labels: torch.Tensor, n: int) -> int:
-    """The number of classes K >= 2 of ``labels`` ((n,) integers 0..K-1).
-    Raises ValueError: wrong shape or dtype, fewer than 2 classes, or labels -1 (unlabeled)."""
+    """The number of classes K >= 2 of ``labels`` (n,) in 0..K-1.
+    Raises ValueError: wrong shape or dtype, fewer than 2 classes, or -1 (unlabeled)."""
     labels = torch.as_tensor(labels)
     if labels.shape != (n,) or labels.is_floating_point():
         raise ValueError(f"labels must be integers of shape ({n},), got "
                          f"{labels.dtype} of shape {tuple(labels.shape)}")
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError("the classifier fallback for FID needs class labels, but these are -1 "
-                         "(unlabeled data such as CelebA or STL-10): use the label-free "
-                         "train_feature_autoencoder, or Inception's weights (FA_INCEPTION_WEIGHTS)")
-    k = int(labels.max()) + 1 if labels.numel() else 0
-    if k < 2:
+        raise ValueError("the judge needs class labels, but these are -1 (unlabeled data): use "
+                         "notebook 04's train_feature_autoencoder, or Inception's weights")
+    if (k := int(labels.max()) + 1 if labels.numel() else 0) < 2:
         raise ValueError(f"need at least 2 classes to train the judge, got {k}")
     return k
 
 
 def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image of x (N, C, H, W) moved by its own random shift in [-max_shift, max_shift]
-    pixels along each axis, zero-filled: (N, C, H, W)."""
+    """x (N, C, H, W), each image shifted by its own random (dy, dx) <= max_shift, zero-filled."""
     n, _, h, w = x.shape
     pad = F.pad(x, (max_shift,) * 4)
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).tolist()
@@ -148,8 +130,7 @@ def judge_step(judge: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 
 
 def recognise(judge: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The judge's (eval mode) top softmax probability and class of each image (N, C, H, W),
-    clamped to [0, 1]: ((N,), (N,)) on the CPU."""
+    """The judge's top softmax probability and class, (N,) each, of images (N, C, H, W)."""
     dev = next(judge.parameters()).device
     judge.eval()
     with torch.no_grad():
@@ -163,89 +144,26 @@ def accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float((recognise(judge, images)[1] == labels.cpu()).float().mean())
 
 
-class FeatureAutoencoder(nn.Module):
-    """Convolutional autoencoder (C, H = W = ``image_size``, 4k >= 8) whose bottleneck (N, D)
-    (:meth:`features`) is the label-free FID feature; ``forward`` reconstructs (N, C, H, W)."""
-
-    def __init__(self, in_channels: int = 3, image_size: int = 64, feature_dim: int = 128,
-                 width: int = 16) -> None:
-        super().__init__()
-        if image_size < 8 or image_size % 4:
-            raise ValueError(f"image_size must be a multiple of 4, >= 8, got {image_size}")
-        self.in_channels, self.image_size, self.feature_dim = in_channels, image_size, feature_dim
-        self.feature_name = f"autoencoder-{feature_dim}"
-        self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(2 * width * 16, feature_dim))
-        self.decoder = nn.Sequential(
-            nn.Linear(feature_dim, 2 * width * (image_size // 4) ** 2), nn.ReLU(),
-            nn.Unflatten(1, (2 * width, image_size // 4, image_size // 4)),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(width, in_channels, 4, 2, 1))
-        self.train_mse = float("nan")  # per-pixel MSE of the last training epoch
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(self.features(x)))
-
-
-def train_feature_autoencoder(images: torch.Tensor, *, epochs: int = 4, min_steps: int = 400,
-                              batch_size: int = 64, seed: int = 0,
-                              device: str | torch.device = "cpu") -> FeatureAutoencoder:
-    """A :class:`FeatureAutoencoder` trained (Adam 3e-3, per-pixel MSE) on ``images``
-    (N >= 2, C, H = W = 4k) for ``epochs``, or at least ``min_steps`` steps (docs/choices.md
-    section 4); seeded, the global RNG left as it was. Returns it in eval mode.
-    Raises ValueError: bad images, N < 2 or H != W."""
-    check_images(images, "images")
-    n, c, h, w = images.shape
-    if n < 2:
-        raise ValueError(f"need at least 2 images to train the feature autoencoder, got {n}")
-    if h != w:
-        raise ValueError(f"the feature autoencoder takes square images, got {h}x{w}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = FeatureAutoencoder(c, h).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(max(epochs, math.ceil(min_steps / math.ceil(n / batch_size)))):
-        total = 0.0
-        for idx in torch.randperm(n, generator=gen).split(batch_size):
-            xb = images[idx].to(device)
-            loss = F.mse_loss(model(xb), xb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        model.train_mse = total / n
-    return model.eval()
-
-
 class _Feature(nn.Module):
-    """A feature function as the module torchmetrics takes."""
+    """``fn`` ((N, C, H, W) -> (N, num_features)) as the module torchmetrics takes (float64),
+    inputs moved to the device of ``owner``, its network, in eval mode."""
 
-    def __init__(self, fn: Callable, num_features: int, name: str, owner: nn.Module) -> None:
+    def __init__(self, fn: Callable, num_features: int, name: str, *, owner: nn.Module) -> None:
         super().__init__()
-        self.fn, self.num_features, self.feature_name, self.owner = fn, num_features, name, owner
+        self.fn, self.num_features, self.feature_name = fn, num_features, name
+        self.owner = owner.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x.to(next(self.owner.parameters()).device)).double()
 
 
-def feature_of(fn: Callable, num_features: int, name: str, *, owner: nn.Module) -> nn.Module:
-    """``fn`` ((N, C, H, W) -> (N, num_features)) as a feature module for :func:`distances`,
-    ``owner`` (its network) in eval mode, inputs moved to its device."""
-    return _Feature(fn, num_features, name, owner.eval())
+feature_of = _Feature  # a feature module for :func:`distances`
 
 
 @dataclass
 class FIDResult:
-    """Frechet distance ``value`` and KID (unbiased, with its std over subsets) of one set
-    of generated images against the real ones; ``comparable`` to the paper only for its
-    feature with N >= 2048 in both sets, ``note`` says why not."""
+    """Frechet distance ``value`` and KID (unbiased, std over subsets) of one generated set;
+    ``note`` says why it is not ``comparable`` to the paper's FID."""
 
     value: float
     n_real: int
@@ -258,8 +176,7 @@ class FIDResult:
 
 
 def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bool, str]:
-    n = min(n_real, n_fake)
-    notes = []
+    n, notes = min(n_real, n_fake), []
     if feature != PAPER_FEATURE:
         notes.append(f"{feature} features, not Inception: never comparable to the paper's FID")
     if n < dim:
@@ -272,10 +189,9 @@ def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bo
 
 def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module, *,
               subset_size: int = 1000, seed: int = 0) -> list[FIDResult]:
-    """One :class:`FIDResult` per set of ``fakes`` against ``real`` (all (N, C, H, W) in
-    [0, 1], N >= 2), on ``feature`` (:func:`feature_of`). KID: 100 subsets drawn from
-    ``seed`` of ``subset_size`` images (at most the smallest N).
-    Raises ValueError: bad images, a set of another shape, or a single image."""
+    """Eq. 10 and KID of each of ``fakes`` against ``real`` (all (N, C, H, W) in [0, 1],
+    N >= 2) on ``feature`` (:func:`feature_of`); KID from 100 subsets of ``subset_size``
+    drawn from ``seed``. Raises ValueError: bad images, another shape, a single image."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -284,11 +200,8 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
         if x.shape[0] < 2:
             raise ValueError(f"{name} has {x.shape[0]} image(s); the distances need at least 2")
         if x.shape[1:] != real.shape[1:]:
-            size = tuple(real.shape[2:])
-            raise ValueError(f"real and generated images differ in shape: real "
-                             f"{tuple(real.shape)}, {name} {tuple(x.shape)} (N, C, H, W); "
-                             f"generate at {size}, or resize with torch.nn.functional."
-                             f"interpolate(x, size={size}, mode='bilinear', antialias=True)")
+            raise ValueError(f"real and generated images differ in shape: real {tuple(real.shape)}"
+                             f", {name} {tuple(x.shape)}; resize them (F.interpolate)")
     size = min(subset_size, real.shape[0], *(f.shape[0] for f in fakes))
     fd = FrechetInceptionDistance(feature, reset_real_features=False, normalize=True)
     with warnings.catch_warnings():  # "will save all extracted features": what KID needs

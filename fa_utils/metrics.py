@@ -1,7 +1,4 @@
-"""Reconstruction error and its reference levels; timers, one-thread pinning and memory meters
-(bytes autograd saves for backward, the CUDA peak of a block)."""
-from __future__ import annotations
-
+"""Reconstruction error and its reference levels; timers, thread pinning, memory meters."""
 import contextlib
 import time
 import weakref
@@ -19,37 +16,32 @@ def mse_per_pixel(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
     """Per-pixel MSE of predicting every test image by the mean training image (a floor)."""
-    mean = train_x.float().mean(0, keepdim=True)
-    return mse_per_pixel(test_x, mean.expand_as(test_x))
+    return mse_per_pixel(test_x, train_x.float().mean(0, keepdim=True).expand_as(test_x))
 
 
 def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` leading right singular vectors of ``a`` (N, D) as rows (k', D), from the
-    eigendecomposition of the smaller Gram matrix (docs/choices.md section 2); directions
-    with singular value below 1e-9 of the largest are dropped (k' < k only if rank < k)."""
+    """The k leading right singular vectors of a (N, D) as rows (k', D), from the smaller Gram
+    matrix (docs/choices.md section 2); k' < k only if rank(a) < k."""
     n, d = a.shape
     vals, vecs = torch.linalg.eigh(a @ a.T if n < d else a.T @ a)  # ascending
     vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
-    keep = vals > 1e-18 * vals[0].clamp_min(0)
+    keep = vals > 1e-18 * vals[0].clamp_min(0)  # singular values above 1e-9 of the largest
     if n < d:  # right singular vectors v = a^T u / s
         return (vecs[:, keep].T @ a) / vals[keep].sqrt()[:, None]
     return vecs[:, keep].T
 
 
 def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = True) -> float:
-    """Per-pixel MSE on ``test_x`` (M, C, H, W) of the best rank-k reconstruction fitted on
-    ``train_x`` (N, C, H, W): PCA (``center``), else the best k-dim subspace through 0, a lower
-    bound for one-step FA from r_0 = 0 (r_1 is in the span of J_E(0)^T's k = Z columns)."""
+    """Per-pixel MSE on test_x (M, C, H, W) of the best rank-k fit on train_x (N, C, H, W): PCA,
+    or (``center=False``) the k-dim subspace through 0 that bounds one-step FA from r_0 = 0."""
     a = train_x.flatten(1).double()
     mean = a.mean(0, keepdim=True) if center else torch.zeros_like(a[:1])
     basis = top_right_singular_vectors(a - mean, k)  # (k', D), k' <= k
-    b = test_x.flatten(1).double() - mean
-    rec = (b @ basis.T) @ basis + mean
+    rec = ((test_x.flatten(1).double() - mean) @ basis.T) @ basis + mean
     return mse_per_pixel(test_x.flatten(1).double(), rec)
 
 
 def _synchronize(device=None) -> None:
-    """Wait for the CUDA work queued on ``device`` (None: the current CUDA device, if any)."""
     if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
         torch.cuda.synchronize(device)
 
@@ -75,31 +67,20 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, *,
                       warmup: int = 1, device=None) -> dict[str, list[float]]:
     """{name: [seconds of round 0, 1, ...]}: after ``warmup`` rounds, round i calls each
     function once, ``fns`` rotated by i (a shared machine's load falls on all alike)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for i in range(repeats):
-        k = i % max(len(names), 1)
+    names, times = list(fns), {k: [] for k in fns}
+    for i in range(-warmup, repeats):
+        k = max(i, 0) % max(len(names), 1)
         for name in names[k:] + names[:k]:
             with Stopwatch(device) as sw:
                 fns[name]()
-            times[name].append(sw.seconds)
+            if i >= 0:
+                times[name].append(sw.seconds)
     return times
-
-
-def fastest_times(calls: Mapping[str, Callable[[], object]], *, repeats: int = 10,
-                  warmup: int = 2, device=None) -> dict[str, float]:
-    """{name: the fastest of :func:`interleaved_times`' rounds, in seconds}."""
-    times = interleaved_times(calls, repeats, warmup=warmup, device=device)
-    return {m: min(ts) for m, ts in times.items()}
 
 
 @contextlib.contextmanager
 def one_thread():
-    """One intra-op torch thread in the block or function, then the count restored
-    (docs/choices.md section 1)."""
+    """One intra-op torch thread in the block or function (docs/choices.md section 1)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -108,43 +89,35 @@ def one_thread():
         torch.set_num_threads(n)
 
 
-class CudaPeak:
-    """``peak_bytes`` (``torch.cuda.max_memory_allocated``) of a ``with`` block on a CUDA
-    ``device`` and ``step_bytes``, that less what was allocated on entry; None elsewhere."""
-
-    def __init__(self, device):
-        self.device = torch.device(device or "cpu")
-        self.before = self.peak_bytes = self.step_bytes = None
+class CudaPeak(Stopwatch):
+    """A :class:`Stopwatch` that also sets the CUDA ``peak_bytes`` of the block and ``step_bytes``,
+    that less what was allocated on entry; both None off CUDA."""
 
     def __enter__(self) -> "CudaPeak":
-        if self.device.type == "cuda":
-            _synchronize(self.device)
+        self.before = self.peak_bytes = self.step_bytes = None
+        if torch.device(self.device or "cpu").type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.before = torch.cuda.memory_allocated(self.device)
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            _synchronize(self.device)
+        super().__exit__(*exc)
+        if self.before is not None:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
             self.step_bytes = self.peak_bytes - self.before
 
 
-class SavedTensorMeter:
-    """Bytes autograd saves for backward in ``with SavedTensorMeter(exclude=params)``:
-    ``total_bytes`` / ``count`` of every tensor packed (twice saved counts twice); ``peak_bytes``
-    of live saved storages, each once, ``exclude`` and empty ones not counted (local FA peaks
-    per layer); ``distinct_bytes`` of the distinct storages ever saved."""
+class SavedTensorMeter(torch.autograd.graph.saved_tensors_hooks):
+    """Bytes autograd saves for backward in the block: ``total_bytes`` / ``count`` of every save;
+    ``peak_bytes`` of the live saved storages (each once; ``exclude`` and empty ones not
+    counted); ``distinct_bytes`` of the distinct storages ever saved."""
 
     def __init__(self, exclude: Sequence[torch.Tensor] = ()):
+        super().__init__(self._pack, lambda packed: packed())
         self.excluded = {p.untyped_storage().data_ptr() for p in exclude}
-        self.total_bytes = self.count = self.live_bytes = self.peak_bytes = 0
-        self._live: dict[int, list[int]] = {}  # storage address -> [bytes, references]
-        self._distinct: dict[int, int] = {}   # storage address -> largest bytes seen
-
-    @property
-    def distinct_bytes(self) -> int:
-        return sum(self._distinct.values())
+        self.total_bytes = self.count = self.live_bytes = self.peak_bytes = self.distinct_bytes = 0
+        self._refs: dict[int, int] = {}  # storage address -> saves alive
+        self._distinct: dict[int, int] = {}  # storage address -> largest bytes seen
 
     def _pack(self, t: torch.Tensor) -> Callable[[], torch.Tensor]:
         def packed() -> torch.Tensor:  # what autograd keeps; its death releases t
@@ -158,26 +131,20 @@ class SavedTensorMeter:
             return packed
         if ptr in self.excluded or nbytes == 0:
             return packed
+        self.distinct_bytes += max(nbytes - self._distinct.get(ptr, 0), 0)
         self._distinct[ptr] = max(self._distinct.get(ptr, 0), nbytes)
-        entry = self._live.setdefault(ptr, [nbytes, 0])
-        if entry[1] == 0:
+        if self._refs.get(ptr, 0) == 0:
             self.live_bytes += nbytes
             self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        entry[1] += 1
-        weakref.finalize(packed, self._release, ptr)
+        self._refs[ptr] = self._refs.get(ptr, 0) + 1
+        weakref.finalize(packed, self._release, ptr, nbytes)
         return packed
 
-    def _release(self, ptr: int) -> None:
-        entry = self._live[ptr]
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.live_bytes -= entry[0]
-            del self._live[ptr]
+    def _release(self, ptr: int, nbytes: int) -> None:
+        self._refs[ptr] -= 1
+        if self._refs[ptr] == 0:
+            self.live_bytes -= nbytes
 
     def __enter__(self) -> "SavedTensorMeter":
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda packed: packed())
-        self._hooks.__enter__()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc) -> None:
-        self._hooks.__exit__(*exc)

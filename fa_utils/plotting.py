@@ -1,7 +1,5 @@
-"""Figures: image grids, loss curves, latents, heatmaps; each draws on the Axes it is given
-(or makes a figure) and returns it."""
-from __future__ import annotations
-
+"""Figures: image grids, loss curves, 2-D latents; each draws on the Axes it is given (or
+makes a figure) and returns it."""
 from typing import Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
@@ -82,38 +80,4 @@ def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
     ax.set(xlabel="latent neuron 1", ylabel="latent neuron 2")
     if title:
         ax.set_title(title, fontsize=10)
-    return ax
-
-
-def plot_inversion(ax, x: torch.Tensor, x_hat: torch.Tensor, title: str, tolerance: float):
-    """Figure 2: recovered x_hat against x, green within ``tolerance``, else red; ``ax``."""
-    x, x_hat = x.detach().cpu().numpy(), x_hat.detach().cpu().numpy()
-    ok = np.abs(x_hat - x) < tolerance
-    ax.plot(x, x, color="gray", lw=1, ls="--", label="x_hat = x")
-    ax.scatter(x[ok], x_hat[ok], s=4, color="tab:green", label=f"|x_hat - x| < {tolerance}")
-    ax.scatter(x[~ok], x_hat[~ok], s=4, color="tab:red", label="not recovered")
-    ax.set(xlabel="x", ylabel="recovered x_hat")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
-    return ax
-
-
-def heatmap(ax, rows: Sequence[Sequence[float]], xlabel: str, ylabel: str, title: str = ""):
-    """(a, b, value) rows as a heatmap of log10 value, a on y, >= 1e3 "diverged"; ``ax``."""
-    ys, xs = sorted({r[0] for r in rows}), sorted({r[1] for r in rows})
-    grid = np.full((len(ys), len(xs)), np.nan)
-    for a, b, v in rows:
-        grid[ys.index(a), xs.index(b)] = v
-    shown = np.log10(np.clip(grid, 1e-12, None))
-    im = ax.imshow(np.where(np.isfinite(shown), shown, np.nan), cmap="viridis_r", aspect="auto")
-    for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, "nan" if not np.isfinite(v) else (f"{v:.3g}" if v < 1e3 else "diverged"),
-                ha="center", va="center", fontsize=8, color="w")
-    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
-    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
-    ax.set(xlabel=xlabel, ylabel=ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.figure.colorbar(im, ax=ax, label="log10 value")
     return ax

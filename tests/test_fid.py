@@ -1,7 +1,8 @@
 """Tests of fa_utils.fid: Frechet distance (Eq. 10) and KID through torchmetrics, input
 conversion, the N < D policy, offline behaviour (no network is ever touched: sockets are
 blocked and pytorch-fid's download is replaced by an "offline" error), the judge (trained
-and cached by fa_utils.experiments.train_judge) and the label-free autoencoder fallback.
+and cached by fa_utils.experiments.train_judge) and the label-free autoencoder fallback
+(notebook 04's cell ``fid-autoencoder``).
 
 The real pytorch-fid weights are not available here; the local-file path is exercised with
 a randomly initialised Inception of the same structure saved to a file, and one test with
@@ -21,6 +22,10 @@ from torch.utils.data import TensorDataset
 
 from fa_utils import config, experiments, fid, metrics, outputs
 from fa_utils.data import mnist_sample
+from notebook_code import cell_namespace
+
+#: Notebook 04's label-free fallback: FeatureAutoencoder, train_feature_autoencoder.
+AE = cell_namespace("04_vfa_gan", "fid-autoencoder")
 
 
 # --------------------------------------------------------------------------------------
@@ -329,7 +334,7 @@ def test_frechet_feature_offline_prints_one_line_and_falls_back(offline, judge_r
 @pytest.fixture(scope="module")
 def autoencoder(mnist):
     """The label-free fallback, trained on 2,000 training digits; labels never seen."""
-    return fid.train_feature_autoencoder(mnist[0][:2000], seed=0)
+    return AE.train_feature_autoencoder(mnist[0][:2000], seed=0)
 
 
 def _ae_feature(ae):
@@ -346,12 +351,12 @@ def test_autoencoder_fallback_ranks_real_above_blurred_and_noise(mnist, autoenco
 def test_feature_autoencoder_on_colour_64_is_seeded_and_leaves_the_global_rng():
     x = torch.rand(12, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     state = torch.get_rng_state()
-    a = fid.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
+    a = AE.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
-    b = fid.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
+    b = AE.train_feature_autoencoder(x, epochs=1, min_steps=4, batch_size=4, seed=3)
     with torch.no_grad():
         fa_, fb = _ae_feature(a)(x), _ae_feature(b)(x)
     assert fa_.shape == (12, 128) and torch.equal(fa_, fb)
     assert a(x[:2]).shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="square"):
-        fid.train_feature_autoencoder(torch.rand(4, 3, 32, 16))
+        AE.train_feature_autoencoder(torch.rand(4, 3, 32, 16))

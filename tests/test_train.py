@@ -1,8 +1,6 @@
 """Training loop: checkpoints (atomic, weights_only), bit-identical resume, NaN guard."""
-import errno
 import functools
 import math
-import os
 
 import pytest
 import torch
@@ -98,7 +96,7 @@ def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(train.CheckpointError, match="disk full.*MiB free.*intact"):
+    with pytest.raises(train.CheckpointError, match="disk full.*intact"):
         train.save_checkpoint(path, {"format": 1, "v": torch.zeros(3)})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["k.pt"]  # no temporary file left
@@ -107,41 +105,9 @@ def test_atomic_write_keeps_the_old_file_when_saving_fails(tmp_path, monkeypatch
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
 
     monkeypatch.setattr(torch, "save", full_disk_in_torch)
-    with pytest.raises(train.CheckpointError, match="unexpected pos.*free some space"):
+    with pytest.raises(train.CheckpointError, match="unexpected pos.*intact"):
         train.save_checkpoint(path, {"format": 1, "v": torch.zeros(3)})
     assert path.read_bytes() == before
-
-
-@pytest.mark.parametrize("code, match", [
-    (errno.EFBIG, r"file-size limit of this process .*ulimit -f unlimited"),
-    (errno.ENOSPC, r"the disk is full \(\d+ MiB free in .*free some space"),
-    (errno.EACCES, r"no permission to write in .*make it writable"),
-])
-def test_a_failed_checkpoint_write_names_its_cause_by_errno(tmp_path, monkeypatch, code, match):
-    def failing_save(obj, fh):  # torch.save raises a RuntimeError from the OSError (measured)
-        try:
-            raise OSError(code, os.strerror(code))
-        except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
-
-    monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(train.CheckpointError, match=match) as e:
-        train.save_checkpoint(tmp_path / "k.pt", {"format": 1})
-    assert ("free some space" in str(e.value)) == (code == errno.ENOSPC)
-
-
-def test_a_checkpoint_over_the_real_file_size_limit_names_the_limit(tmp_path):
-    import resource
-    import subprocess
-    import sys
-
-    code = ("import torch; from fa_utils import train\n"
-            f"train.save_checkpoint({str(tmp_path / 'k.pt')!r}, {{'v': torch.zeros(10 ** 5)}})")
-    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10 ** 5, resource.RLIM_INFINITY))  # noqa: E731
-    out = subprocess.run([sys.executable, "-c", code], preexec_fn=limit, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 1 and "CheckpointError" in out.stderr
-    assert "file-size limit of this process (100,000 bytes" in out.stderr, out.stderr[-2000:]
 
 
 def test_non_finite_loss_stops_with_the_step_and_a_hint(tmp_path):
