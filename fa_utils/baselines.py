@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from . import fa, vfa
 from .losses import kl_normal, lsgan_discriminator_loss, lsgan_generator_loss, reparameterise
-from .models import (DCGANDiscriminator, Discriminator, Encoder, FAGenerator, GANGenerator,
+from .models import (DCGANDiscriminator, Discriminator, FAGenerator, GANGenerator,
                      MirroredDecoder, architecture, count_parameters, init_he_,
                      scaled_architectures)
 from .paper import IMPLIED_ARCHITECTURES
@@ -20,26 +20,17 @@ DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
 
 
-def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
-    """The AE / VAE encoder (Tables 7-9, heads {"z": Z} or {"mu": Z, "logvar": Z}), He init."""
-    return init_he_(Encoder(architecture(dataset), heads))
-
-
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder, He init: (B, Z) -> (B, C, H, W) in [0, 1]; ``kind="auto"``: the one
-    Tables 3-6's sizes imply. Raises ValueError: unknown dataset or kind."""
+    """The AE / VAE decoder or, with ``batchnorm``, the GAN's generator (Section 4), He init:
+    (B, Z) -> (B, C, H, W) in [0, 1]; ``kind="auto"``: the one Tables 3-6's sizes imply.
+    Raises ValueError: unknown dataset or kind."""
     arch = architecture(dataset)
     if kind not in DECODERS:
         raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
     kind = IMPLIED_ARCHITECTURES[dataset].decoder if kind == "auto" else kind
     cls = MirroredDecoder if kind == "mirrored" else GANGenerator
     return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
-
-
-def make_generator(dataset: str, latent_dim: int, kind: str = "auto") -> nn.Module:
-    """The GAN's generator: :func:`make_decoder` with BatchNorm (Section 4)."""
-    return make_decoder(dataset, latent_dim, kind, batchnorm=True)
 
 
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
@@ -147,7 +138,7 @@ def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
         vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
         dec = make_decoder(dataset, a.latent_dim, a.decoder)
-        gen = make_generator(dataset, a.latent_dim, a.decoder)
+        gen = make_decoder(dataset, a.latent_dim, a.decoder, batchnorm=True)
         refiner = FAGenerator(architecture(dataset).channels, 128, a.gen_kernel)
     nets = {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
     return {m: [n.eval() for n in group] for m, group in nets.items()}

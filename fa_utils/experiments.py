@@ -1,5 +1,5 @@
 """Every trained model of notebooks 02-05, built from a config, and the models of the
-comparison (:data:`MODELS`). Checkpoints: :func:`checkpoint_for`; seeds: :func:`seeds`."""
+comparison (:data:`MODELS`). Checkpoints: :func:`checkpoint_for`; seeds: SEED_STREAMS."""
 from __future__ import annotations
 
 import functools
@@ -15,8 +15,8 @@ from torch import nn
 from . import baselines, config, fa, fid, local, metrics, vfa
 from .config import SEED_STREAMS
 from .data import ImageData, dataset_info, load_image_data
-from .models import (Encoder, FAGenerator, architecture, init_orthogonal_, make_encoder,
-                     scaled_architectures, to_device)
+from .models import (Encoder, FAGenerator, architecture, init_he_, init_orthogonal_,
+                     make_encoder, scaled_architectures, to_device)
 from .outputs import checkpoint_path
 from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
 
@@ -304,9 +304,9 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
 
     def build(device, gen, _):
         heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-        encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
-        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim,
-                                         gcfg.vae_decoder).to(device)
+        encoder = init_he_(Encoder(architecture(gcfg.dataset), heads)).to(device)
+        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder)
+        decoder = decoder.to(device)
         opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
                         gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
 
@@ -328,8 +328,8 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
 def _train_gan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
     """The least squares GAN: G with BatchNorm, D ``gcfg.gan_discriminator``."""
     def build(device, gen, _):
-        g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim,
-                                         gcfg.vae_decoder).to(device)
+        g_net = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
+                                       batchnorm=True).to(device)
         disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
         opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
                         for n in (g_net, disc))
@@ -418,8 +418,7 @@ def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
             arch = architecture(dataset)
         net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
                                    seed=cfg.seed + SEED_STREAMS["local"],
-                                   bias=cfg.align_activation)
-        net = net.to(device)
+                                   bias=cfg.align_activation).to(device)
         opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
         step = functools.partial(
             local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None,
