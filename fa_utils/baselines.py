@@ -34,7 +34,8 @@ def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
 
 
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
-    """Table 10's or ``"dcgan"``'s D: (B, C, H, W) -> (B,). Raises ValueError: unknown kind."""
+    """Table 10's or ``"dcgan"``'s D, default init: (B, C, H, W) -> (B,).
+    Raises ValueError: unknown dataset or kind."""
     if kind not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator {kind!r}; choose one of {list(DISCRIMINATORS)}")
     return (Discriminator if kind == "table10" else DCGANDiscriminator)(architecture(dataset))
