@@ -93,56 +93,60 @@ def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
     return checkpoint_path(f"{run_identity['method']}-{run_identity['dataset']}-{digest}", profile)
 
 
-def _train(cfg, data: ImageData, seed: int, run_identity: dict, build: Callable, *,
-           epochs: Optional[int] = None, evals_per_epoch: int = 1,
-           device: Optional[torch.device] = None, checkpoint: Optional[Path] = None,
-           **fit_kwargs) -> tuple:
-    """Seed, ``build(device, generator, checkpoint) -> (modules, optimizers, step, reconstruct)``
-    and :func:`fa_utils.train.fit`: (*modules in eval mode, history)."""
-    seed_of_model = seed + SEED_STREAMS[run_identity["method"]]
-    torch.manual_seed(seed_of_model)  # its networks; its method's generator: the next seed
-    device = device or resolve_device(cfg.device)
-    generator = seeded_generator(seed_of_model + 1)
-    checkpoint = checkpoint or checkpoint_for(run_identity, cfg.profile)
-    modules, optimizers, step, rec = build(device, generator, checkpoint)
-    eval_fn = rec and (lambda: {"test_mse": metrics.mse_per_pixel(data.test_x, rec(data.test_x))})
-    history = fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
-                  batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=seed,
-                  config=run_identity, generator=generator, device=device, checkpoint=checkpoint,
-                  ckpt_every=cfg.ckpt_every, num_workers=cfg.num_workers, eval_fn=eval_fn,
-                  eval_every=max(1, len(data.train) // cfg.batch_size // evals_per_epoch),
-                  **fit_kwargs)
-    return (*(m.eval() for m in modules.values()), history)
+class _Run:
+    """One model's training: seeds its networks when made (:data:`SEED_STREAMS`), then fits."""
+
+    def __init__(self, cfg, seed: int, run_identity: dict, *,
+                 device: Optional[torch.device] = None, checkpoint: Optional[Path] = None):
+        seed_of_model = seed + SEED_STREAMS[run_identity["method"]]
+        torch.manual_seed(seed_of_model)  # its networks; its method's generator: the next seed
+        self.cfg, self.seed, self.identity = cfg, seed, run_identity
+        self.device = device or resolve_device(cfg.device)
+        self.generator = seeded_generator(seed_of_model + 1)
+        self.checkpoint = checkpoint or checkpoint_for(run_identity, cfg.profile)
+
+    def fit(self, data: ImageData, step: Callable, modules: dict, optimizers: dict,
+            reconstruct: Optional[Callable] = None, *, epochs: Optional[int] = None,
+            evals_per_epoch: int = 1, **fit_kwargs) -> History:
+        """:func:`fa_utils.train.fit`, logging the held-out ``test_mse`` of ``reconstruct``."""
+        cfg, test_x = self.cfg, data.test_x
+        eval_fn = reconstruct and (
+            lambda: {"test_mse": metrics.mse_per_pixel(test_x, reconstruct(test_x))})
+        return fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
+                   batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=self.seed,
+                   config=self.identity, generator=self.generator, device=self.device,
+                   checkpoint=self.checkpoint, ckpt_every=cfg.ckpt_every,
+                   num_workers=cfg.num_workers, eval_fn=eval_fn,
+                   eval_every=max(1, len(data.train) // cfg.batch_size // evals_per_epoch),
+                   **fit_kwargs)
 
 
 def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
                      distributed: Any = None, make_step: Optional[Callable] = None,
                      fused_adam: Optional[bool] = None, channels_last: bool = False,
-                     **kwargs) -> tuple[Encoder, History]:
+                     checkpoint: Optional[Path] = None, **kwargs) -> tuple[Encoder, History]:
     """Algorithm 1: train (or resume) an FA encoder (head ``z``): (it in eval mode, its history,
     held-out ``test_mse`` per epoch). ``distributed``, ``make_step``: see fa_utils.distributed."""
     latent_dim = latent_dim or cfg.latent_dim
     inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
     dist = distributed if distributed is not None and distributed.distributed else None
-
-    def build(device, generator, _):
-        with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-            encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
-        if channels_last:  # docs/choices.md section 10
-            encoder = encoder.to(memory_format=torch.channels_last)
-        opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2), fused=fused_adam)
-        settings = dict(generator=generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
-        step = (make_step(encoder, opt, **settings) if make_step else
-                functools.partial(fa.fa_step, encoder, opt, **settings))
-        return ({"encoder": encoder}, {"adam": opt}, images_only(step),
-                lambda x: recover(encoder, x, seed=cfg.seed, **inner))
-
-    return _train(cfg, data, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), build,
-                  device=None if distributed is None else distributed.device, distributed=dist,
-                  desc=f"FA {cfg.dataset} Z={latent_dim}"
-                  + (f" x{distributed.world_size}" if dist is not None else ""),
-                  nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
-                           f"{cfg.weight_clamp}).", **kwargs)
+    run = _Run(cfg, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), checkpoint=checkpoint,
+               device=None if distributed is None else distributed.device)
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(run.device)
+    if channels_last:  # docs/choices.md section 10
+        encoder = encoder.to(memory_format=torch.channels_last)
+    opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2), fused=fused_adam)
+    settings = dict(generator=run.generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
+    step = (make_step(encoder, opt, **settings) if make_step else
+            functools.partial(fa.fa_step, encoder, opt, **settings))
+    history = run.fit(data, images_only(step), {"encoder": encoder}, {"adam": opt},
+                      lambda x: recover(encoder, x, seed=cfg.seed, **inner), distributed=dist,
+                      desc=f"FA {cfg.dataset} Z={latent_dim}"
+                      + (f" x{distributed.world_size}" if dist is not None else ""),
+                      nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
+                               f"{cfg.weight_clamp}).", **kwargs)
+    return encoder.eval(), history
 
 
 def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
@@ -161,25 +165,27 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
               ) -> tuple[Encoder, History]:
     """Eq. 5-6: train (or resume) a VFA encoder: (it in eval mode, its history)."""
     settings = vfa_settings(cfg)
+    run = _Run(cfg, cfg.seed, identity(cfg, "vfa"))
+    # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
+    with scaled_architectures(cfg.width_scale):
+        encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
+                                       orthogonal=not run.checkpoint.exists())
+    encoder = to_device(encoder, run.device)  # channels_last on a CPU (docs/choices.md sec. 14)
+    opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
 
-    def build(device, gen, ckpt):
-        # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
-        with scaled_architectures(cfg.width_scale):
-            encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
-                                           orthogonal=not ckpt.exists())
-        encoder = to_device(encoder, device)  # channels_last on a CPU (docs/choices.md sec. 14)
-        opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
+    def step(x, y):
+        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
+                            settings=settings, generator=run.generator,
+                            weight_clamp=cfg.weight_clamp)
 
-        def step(x, y):
-            return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
-                                settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
-        return {"encoder": encoder}, {"adam": opt}, step, lambda x: vfa.reconstruct(
-            encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
+    def reconstruct(x):
+        return vfa.reconstruct(encoder, x.to(run.device), settings=settings).cpu().clamp(0, 1)
 
-    return _train(cfg, data, cfg.seed, identity(cfg, "vfa"), build,
-                  desc=f"VFA {cfg.dataset}", progress=progress,
-                  nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
-                           f"1e-4 with the sigmoid.")
+    history = run.fit(data, step, {"encoder": encoder}, {"adam": opt}, reconstruct,
+                      desc=f"VFA {cfg.dataset}", progress=progress,
+                      nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
+                               f"1e-4 with the sigmoid.")
+    return encoder.eval(), history
 
 
 def judge_identity(cfg) -> dict[str, Any]:
@@ -192,17 +198,14 @@ def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequ
     """Train (or resume) the judge on the training split: (it in eval mode, held-out accuracy).
     Raises ValueError: unlabeled data."""
     fid.check_labels(data.test_y, len(data.test_y))
-
-    def build(device, gen, _):
-        judge = fid.make_judge(architecture(cfg.dataset).channels,
-                               dataset_info(cfg.dataset).num_classes or 0).to(device)
-        opt = make_adam(judge.parameters(), 1e-3, (0.9, 0.999))
-        step = functools.partial(fid.judge_step, judge, opt, generator=gen)
-        return {"judge": judge}, {"adam": opt}, step, None
-
-    judge, _ = _train(cfg, data, cfg.seed, judge_identity(cfg), build, epochs=cfg.judge_epochs,
-                      desc=f"judge {cfg.dataset}", progress=progress)
-    return judge, fid.accuracy(judge, data.test_x, data.test_y)
+    run = _Run(cfg, cfg.seed, judge_identity(cfg))
+    judge = fid.make_judge(architecture(cfg.dataset).channels,
+                           dataset_info(cfg.dataset).num_classes or 0).to(run.device)
+    opt = make_adam(judge.parameters(), 1e-3, (0.9, 0.999))
+    run.fit(data, functools.partial(fid.judge_step, judge, opt, generator=run.generator),
+            {"judge": judge}, {"adam": opt}, epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}",
+            progress=progress)
+    return judge.eval(), fid.accuracy(judge, data.test_x, data.test_y)
 
 
 def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
@@ -273,27 +276,26 @@ class Trial:
 def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
     """Eq. 7-8: G (Table 11, orthogonal init) and D (Table 10) on VFA's fixed encoder."""
     vcfg, settings, encoder = trial.vcfg, trial.settings, trial.encoder.eval()
+    run = _Run(gcfg, trial.seed, identity(gcfg, "vfagan", seed=trial.seed,
+                                          encoder=identity(vcfg, "vfa")))
+    width = max(8, round(gcfg.gen_width * gcfg.width_scale))
+    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
+    refiner = to_device(init_orthogonal_(FAGenerator(
+        architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), run.device)
+    disc = to_device(baselines.make_discriminator(gcfg.dataset), run.device)
+    opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
+                    for n in (refiner, disc))
 
-    def build(device, gen, _):
-        width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-        # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
-        refiner = to_device(init_orthogonal_(FAGenerator(
-            architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), device)
-        disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
-        opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
-                        for n in (refiner, disc))
+    def step(x, y):
+        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
+                               y if settings.conditional else None, settings=settings,
+                               latent_dim=vcfg.latent_dim, generator=run.generator,
+                               perceptual_weight=gcfg.perceptual_weight,
+                               fake_source=gcfg.fake_source)
 
-        def step(x, y):
-            return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                                   y if settings.conditional else None, settings=settings,
-                                   latent_dim=vcfg.latent_dim, generator=gen,
-                                   perceptual_weight=gcfg.perceptual_weight,
-                                   fake_source=gcfg.fake_source)
-        return {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, step, None
-
-    run_identity = identity(gcfg, "vfagan", seed=trial.seed, encoder=identity(vcfg, "vfa"))
-    return _train(gcfg, data, trial.seed, run_identity, build, desc=f"VFA-GAN {gcfg.dataset}",
-                  progress=progress)
+    history = run.fit(data, step, {"refiner": refiner, "discriminator": disc},
+                      {"g": opt_g, "d": opt_d}, desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
+    return refiner.eval(), disc.eval(), history
 
 
 def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
@@ -301,45 +303,40 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
     """The AE or the VAE (``kind``; KL weights by the trial's beta schedule)."""
     settings = trial.settings if kind == "vae" else vfa.VFASettings()
     head = "z" if kind == "ae" else "mu"  # the VAE reconstructs from its mean
+    run = _Run(gcfg, trial.seed, identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
+                                          beta_schedule=settings.beta_schedule))
+    heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
+    encoder = init_he_(Encoder(architecture(gcfg.dataset), heads)).to(run.device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder)
+    decoder = decoder.to(run.device)
+    opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
+                    gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
 
-    def build(device, gen, _):
-        heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-        encoder = init_he_(Encoder(architecture(gcfg.dataset), heads)).to(device)
-        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder)
-        decoder = decoder.to(device)
-        opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
-                        gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
+    def step(x, y):
+        if kind == "ae":
+            return baselines.ae_step(encoder, decoder, opt, x)
+        betas = vfa.draw_betas(x.shape[0], settings, run.generator, device=x.device)
+        return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=run.generator)
 
-        def step(x, y):
-            if kind == "ae":
-                return baselines.ae_step(encoder, decoder, opt, x)
-            betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
-            return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
-
-        return ({"encoder": encoder, "decoder": decoder}, {"adam": opt}, step,
-                lambda x: encode_all(encoder, x, head, decoder))
-
-    run_identity = identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
-                            beta_schedule=settings.beta_schedule)
-    return _train(gcfg, data, trial.seed, run_identity, build,
-                  desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
+    history = run.fit(data, step, {"encoder": encoder, "decoder": decoder}, {"adam": opt},
+                      lambda x: encode_all(encoder, x, head, decoder),
+                      desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
+    return encoder.eval(), decoder.eval(), history
 
 
 def _train_gan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
     """The least squares GAN: G with BatchNorm, D ``gcfg.gan_discriminator``."""
-    def build(device, gen, _):
-        g_net = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
-                                       batchnorm=True).to(device)
-        disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
-        opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
-                        for n in (g_net, disc))
-        step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
-                                 latent_dim=gcfg.latent_dim, generator=gen)
-        return ({"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d},
-                images_only(step), None)
-
-    return _train(gcfg, data, trial.seed, identity(gcfg, "gan", seed=trial.seed), build,
-                  desc=f"GAN {gcfg.dataset}", progress=progress)
+    run = _Run(gcfg, trial.seed, identity(gcfg, "gan", seed=trial.seed))
+    g_net = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
+                                   batchnorm=True).to(run.device)
+    disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(run.device)
+    opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
+                    for n in (g_net, disc))
+    step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                             latent_dim=gcfg.latent_dim, generator=run.generator)
+    history = run.fit(data, images_only(step), {"generator": g_net, "discriminator": disc},
+                      {"g": opt_g, "d": opt_d}, desc=f"GAN {gcfg.dataset}", progress=progress)
+    return g_net.eval(), disc.eval(), history
 
 
 def _decode_prior(net: nn.Module, n: int, g: torch.Generator) -> torch.Tensor:
@@ -413,21 +410,20 @@ def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) ->
 def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
                 progress: bool = True) -> tuple[local.LocalFANet, History]:
     """Algorithm 2: train (or resume) a local-FA network: (it in eval mode, its history)."""
-    def build(device, generator, _):
-        with scaled_architectures(cfg.width_scale):
-            arch = architecture(dataset)
-        net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
-                                   seed=cfg.seed + SEED_STREAMS["local"],
-                                   bias=cfg.align_activation).to(device)
-        opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
-        step = functools.partial(
-            local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None,
-            T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
-            generator=generator if cfg.r_init != "zeros" else None)
-        rec = functools.partial(local.local_recover, net, seed=cfg.seed, **local.recon_kwargs(cfg))
-        return {"net": net}, {f"adam{i}": o for i, o in enumerate(opts)}, images_only(step), rec
-
-    run_identity = identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
-                            network=local.LOCAL_NET_FORMAT)
-    return _train(cfg, data, cfg.seed, run_identity, build, evals_per_epoch=2,
-                  desc=f"local FA {dataset}", progress=progress)
+    run = _Run(cfg, cfg.seed, identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
+                                       network=local.LOCAL_NET_FORMAT))
+    with scaled_architectures(cfg.width_scale):
+        arch = architecture(dataset)
+    net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
+                               seed=cfg.seed + SEED_STREAMS["local"],
+                               bias=cfg.align_activation).to(run.device)
+    opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
+    step = functools.partial(
+        local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None,
+        T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
+        generator=run.generator if cfg.r_init != "zeros" else None)
+    rec = functools.partial(local.local_recover, net, seed=cfg.seed, **local.recon_kwargs(cfg))
+    history = run.fit(data, images_only(step), {"net": net},
+                      {f"adam{i}": o for i, o in enumerate(opts)}, rec, evals_per_epoch=2,
+                      desc=f"local FA {dataset}", progress=progress)
+    return net.eval(), history
