@@ -1,18 +1,16 @@
-"""The baselines of Section 5: autoencoder, VAE, least squares GAN, and GAN reconstruction by
-argmin_z ||x - G(z)||^2 (Section 4, Figure 15). Their networks, initialisation and why:
-docs/baselines.md. Losses are per-example sums over pixels / latent dimensions, batch means.
-Also every model's networks as Tables 3-6 count and time them (:func:`paper_models`)."""
+"""Section 5's baselines (AE, VAE, least squares GAN, GAN reconstruction by argmin_z
+||x - G(z)||^2) and the networks Tables 3-6 count and time. Why so: docs/baselines.md."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from . import fa, vfa
 from .losses import kl_normal, lsgan_discriminator_loss, lsgan_generator_loss, reparameterise
-from .models import (DCGANDiscriminator, Discriminator, Encoder, FAGenerator, GANGenerator,
+from .models import (DCGANDiscriminator, Discriminator, FAGenerator, GANGenerator,
                      MirroredDecoder, architecture, count_parameters, init_he_,
                      scaled_architectures)
 from .paper import IMPLIED_ARCHITECTURES
@@ -22,16 +20,11 @@ DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
 
 
-def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
-    """The AE / VAE encoder (Tables 7-9, heads {"z": Z} or {"mu": Z, "logvar": Z}), He init."""
-    return init_he_(Encoder(architecture(dataset), heads))
-
-
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder of ``dataset``, He-initialised: (B, Z) -> (B, C, H, W) in [0, 1];
-    ``kind="auto"``: the one whose size matches Tables 3-6 for ``dataset``
-    (:data:`fa_utils.paper.IMPLIED_ARCHITECTURES`). Raises ValueError: unknown dataset or kind."""
+    """The AE / VAE decoder or, with ``batchnorm``, the GAN's generator (Section 4), He init:
+    (B, Z) -> (B, C, H, W) in [0, 1]; ``kind="auto"``: the one Tables 3-6's sizes imply.
+    Raises ValueError: unknown dataset or kind."""
     arch = architecture(dataset)
     if kind not in DECODERS:
         raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
@@ -40,13 +33,8 @@ def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
     return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
 
 
-def make_generator(dataset: str, latent_dim: int, kind: str = "auto") -> nn.Module:
-    """The GAN's generator: :func:`make_decoder` with BatchNorm (Section 4)."""
-    return make_decoder(dataset, latent_dim, kind, batchnorm=True)
-
-
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
-    """Table 10's discriminator or ``"dcgan"``'s, PyTorch's default init: (B, C, H, W) -> (B,).
+    """Table 10's or ``"dcgan"``'s D, default init: (B, C, H, W) -> (B,).
     Raises ValueError: unknown dataset or kind."""
     if kind not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator {kind!r}; choose one of {list(DISCRIMINATORS)}")
@@ -54,12 +42,12 @@ def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
 
 
 def _rec(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    return (x - x_hat).pow(2).flatten(1).sum(1)  # ||x - x_hat||^2 per example
+    return (x - x_hat).pow(2).flatten(1).sum(1)  # ||x - x_hat||^2 per example; losses: batch means
 
 
 def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
             x: torch.Tensor) -> dict[str, float]:
-    """One AE step on x (B, C, H, W) in [0, 1] on ||x - D(E(x)[z])||^2: {"loss", "mse"}.
+    """One AE step on ||x - D(E(x)[z])||^2, x (B, C, H, W) in [0, 1]: {"loss", "mse"}.
     Raises ValueError: bad images; NonFiniteLossError: before the update."""
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
@@ -74,8 +62,8 @@ def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optim
 def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
              x: torch.Tensor, *, betas: torch.Tensor | float = 1.0,
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
-    """One VAE step on x (B, C, H, W) in [0, 1] on ||x - D(z)||^2 + beta KL, ``betas`` a number
-    or (B,) (Section 4's beta ~ U(0, 1)): {"loss", "mse", "kl"}. Raises as :func:`ae_step`."""
+    """One VAE step on ||x - D(z)||^2 + beta KL, ``betas`` a number or (B,): {"loss", "mse",
+    "kl"}. Raises as :func:`ae_step`."""
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     out = encoder(x)
@@ -93,8 +81,8 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
 def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
              opt_d: torch.optim.Optimizer, x: torch.Tensor, latent_dim: int, *,
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
-    """One least squares GAN step on x (B, C, H, W) in [0, 1], D then G on one z ~ N(0, I):
-    {"loss_d", "loss_g"}. Raises as :func:`ae_step`, before D's update or G's."""
+    """One least squares GAN step, D then G on one z ~ N(0, I): {"loss_d", "loss_g"}.
+    Raises as :func:`ae_step`, before D's update or G's."""
     check_batch(x, generator_net)
     z = vfa.prior(x.shape[0], latent_dim, generator, device=x.device)
     fake = generator_net(z)
@@ -118,8 +106,8 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
 def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: int,
                     steps: int = 100, lr: float = 0.05, seed: int = 0
                     ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Section 4's z* = argmin_z ||x - G(z)||^2 by Adam from z ~ N(0, I) (``seed``), G gets no
-    gradient: x (N, C, H, W) -> (G(z*), z* (N, Z), mean error before each step, after)."""
+    """Section 4's z* = argmin_z ||x - G(z)||^2 by Adam from z ~ N(0, I), G frozen: x (N, C, H, W)
+    -> (G(z*), z* (N, Z), the mean error before each step and after the last)."""
     fa.check_weights(generator_net)
     device = next(generator_net.parameters()).device
     g = torch.Generator().manual_seed(int(seed))
@@ -145,14 +133,13 @@ def gan_reconstruct(generator_net: nn.Module, x: torch.Tensor, *, latent_dim: in
 
 
 def paper_models(dataset: str, device: str = "meta") -> dict[str, list[nn.Module]]:
-    """The networks Tables 3-6 count (VAE: encoder + decoder, GAN: G, VFA-GAN: encoder + G)
-    as :data:`fa_utils.paper.IMPLIED_ARCHITECTURES` implies, at the paper's widths, eval mode."""
+    """The networks Tables 3-6 count (VAE: E + D, GAN: G, VFA-GAN: E + G) at the paper's sizes."""
     a = IMPLIED_ARCHITECTURES[dataset]
     with torch.device(device), scaled_architectures(1.0):
         vfa_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, a.num_classes, orthogonal=False)
         vae_enc = vfa.make_vfa_encoder(dataset, a.latent_dim, 0, orthogonal=False)
         dec = make_decoder(dataset, a.latent_dim, a.decoder)
-        gen = make_generator(dataset, a.latent_dim, a.decoder)
+        gen = make_decoder(dataset, a.latent_dim, a.decoder, batchnorm=True)
         refiner = FAGenerator(architecture(dataset).channels, 128, a.gen_kernel)
     nets = {"VAE": [vae_enc, dec], "GAN": [gen], "VFA": [vfa_enc], "VFA-GAN": [vfa_enc, refiner]}
     return {m: [n.eval() for n in group] for m, group in nets.items()}
@@ -165,9 +152,8 @@ def parameter_counts(dataset: str) -> dict[str, int]:
 
 def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
                    frozen: bool = True) -> dict[str, Any]:
-    """Zero-argument calls drawing ``batch`` samples on ``device`` with :func:`paper_models`
-    (z drawn once): VAE / GAN decode z; VFA one inner step from r_0 = 0 (Eq. 2, label 0) with
-    E(0) and its Jacobian built once (``frozen=False``: every call); VFA-GAN adds G."""
+    """Calls drawing ``batch`` samples with :func:`paper_models`: VAE / GAN decode z; VFA one
+    inner step from r_0 = 0 (Eq. 2), E(0) built once (``frozen=False``: each call); VFA-GAN + G."""
     a = IMPLIED_ARCHITECTURES[dataset]
     arch = architecture(dataset)
     device = str(resolve_device(str(device)))

@@ -1,9 +1,5 @@
-"""Every trained model of notebooks 02-05, built from a config, and what several notebooks
-share: FA recovery, VFA's class emphasis, the models of the comparison (:data:`MODELS`).
-
-Checkpoints: ``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt`` (:func:`identity`);
-each model's seeds: :func:`seeds`.
-"""
+"""Every trained model of notebooks 02-05, built from a config, and the models of the
+comparison (:data:`MODELS`). Checkpoints: :func:`checkpoint_for`; seeds: SEED_STREAMS."""
 from __future__ import annotations
 
 import functools
@@ -19,11 +15,10 @@ from torch import nn
 from . import baselines, config, fa, fid, local, metrics, vfa
 from .config import SEED_STREAMS
 from .data import ImageData, dataset_info, load_image_data
-from .models import (Encoder, FAGenerator, architecture, init_orthogonal_, make_encoder,
-                     scaled_architectures, to_device)
+from .models import (Encoder, FAGenerator, architecture, init_he_, init_orthogonal_,
+                     make_encoder, scaled_architectures, to_device)
 from .outputs import checkpoint_path
-from .train import (History, fit, images_only, load_checkpoint, make_adam, resolve_device,
-                    seeded_generator)
+from .train import History, fit, images_only, make_adam, resolve_device, seeded_generator
 
 
 def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
@@ -36,11 +31,13 @@ def recover(encoder: Encoder, x: torch.Tensor, *, T: int = 1, tau: float = 1.0,
                       for c in x.split(500)])
 
 
-def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z") -> torch.Tensor:
-    """E(x)[head] in batches, no graph: (N, C, H, W) -> (N, Z) on the CPU."""
+def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
+               decoder: Optional[nn.Module] = None) -> torch.Tensor:
+    """E(x)[head] (N, Z), or D(E(x)[head]), of x (N, C, H, W) in batches, no graph, on the CPU."""
     device = next(encoder.parameters()).device
+    decoder = decoder or nn.Identity()
     with torch.no_grad():
-        return torch.cat([encoder(c.to(device))[head].cpu() for c in x.split(500)])
+        return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(500)])
 
 
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
@@ -74,23 +71,14 @@ _GAN_SECTION_KEYS = {
     "gan": _DATA_KEYS + ("latent_dim", "vae_decoder", "gan_discriminator", "gan_lr", "beta1",
                          "beta2"),
 }
-BASELINE_INIT = "he+bn"  # the baselines' (and VFA-GAN's D's) initialisation, in their identity
-
-
-def seeds(model: str, seed: int) -> tuple[int, int]:
-    """(``torch.manual_seed`` before ``model``'s networks, its method's generator seed) of a
-    run with seed ``seed``: seed + offset and seed + offset + 1 (:data:`SEED_STREAMS`)."""
-    offset = SEED_STREAMS[model]
-    return seed + offset, seed + offset + 1
 
 
 def identity(cfg, model: str, **extra) -> dict[str, Any]:
-    """What ``model`` learns from, plus ``method`` and ``extra``: its section's fields but
-    :data:`NOT_LEARNT`; in the ``vfagan`` section its fields, the data seed and the init."""
+    """What ``model`` learns from (its section's fields but :data:`NOT_LEARNT`) and ``extra``."""
     values = config.to_dict(cfg)
     if model in _GAN_SECTION_KEYS:
         values = {k: values[k] for k in _GAN_SECTION_KEYS[model]}
-        values.update(data_seed=cfg.seed, init=BASELINE_INIT)
+        values.update(data_seed=cfg.seed, init="he+bn")  # the baselines' (and D's) init
         if cfg.width_scale != 1:  # absent at 1: older checkpoints keep their names
             values["width_scale"] = cfg.width_scale
     else:
@@ -99,80 +87,72 @@ def identity(cfg, model: str, **extra) -> dict[str, Any]:
 
 
 def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
-    """``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt``, digest: the first 8 hex
-    digits of the SHA-1 of ``run_identity`` as sorted JSON."""
+    """``runs/checkpoints/<method>-<dataset>-<digest>-<profile>.pt``; digest: SHA-1 of the JSON."""
     text = json.dumps(dict(run_identity), sort_keys=True, default=str)
     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
     return checkpoint_path(f"{run_identity['method']}-{run_identity['dataset']}-{digest}", profile)
 
 
-def _train(cfg, data: ImageData, seed: int, run_identity: dict, build: Callable, *,
-           epochs: Optional[int] = None, evals_per_epoch: int = 1,
-           device: Optional[torch.device] = None, checkpoint: Optional[Path] = None,
-           **fit_kwargs) -> tuple:
-    """Seed ``run_identity["method"]`` (:func:`seeds`), ``build(device, generator, checkpoint)
-    -> (modules, optimizers, step, reconstruct)`` and :func:`fa_utils.train.fit` them (``seed``
-    orders the data), logging ``test_mse`` of ``reconstruct``. Returns (*modules, history)."""
-    init_seed, method_seed = seeds(run_identity["method"], seed)
-    torch.manual_seed(init_seed)
-    device = device or resolve_device(cfg.device)
-    generator = seeded_generator(method_seed)
-    checkpoint = checkpoint or checkpoint_for(run_identity, cfg.profile)
-    modules, optimizers, step, rec = build(device, generator, checkpoint)
-    eval_fn = rec and (lambda: {"test_mse": metrics.mse_per_pixel(data.test_x, rec(data.test_x))})
-    history = fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
-                  batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=seed,
-                  config=run_identity, generator=generator, device=device, checkpoint=checkpoint,
-                  ckpt_every=cfg.ckpt_every, num_workers=cfg.num_workers, eval_fn=eval_fn,
-                  eval_every=max(1, len(data.train) // cfg.batch_size // evals_per_epoch),
-                  **fit_kwargs)
-    return (*(m.eval() for m in modules.values()), history)
+class _Run:
+    """One model's training: seeds its networks when made (:data:`SEED_STREAMS`), then fits."""
+
+    def __init__(self, cfg, seed: int, run_identity: dict, *,
+                 device: Optional[torch.device] = None, checkpoint: Optional[Path] = None):
+        seed_of_model = seed + SEED_STREAMS[run_identity["method"]]
+        torch.manual_seed(seed_of_model)  # its networks; its method's generator: the next seed
+        self.cfg, self.seed, self.identity = cfg, seed, run_identity
+        self.device = device or resolve_device(cfg.device)
+        self.generator = seeded_generator(seed_of_model + 1)
+        self.checkpoint = checkpoint or checkpoint_for(run_identity, cfg.profile)
+
+    def fit(self, data: ImageData, step: Callable, modules: dict, optimizers: dict,
+            reconstruct: Optional[Callable] = None, *, epochs: Optional[int] = None,
+            evals_per_epoch: int = 1, **fit_kwargs) -> History:
+        """:func:`fa_utils.train.fit`, logging the held-out ``test_mse`` of ``reconstruct``."""
+        cfg, test_x = self.cfg, data.test_x
+        eval_fn = reconstruct and (
+            lambda: {"test_mse": metrics.mse_per_pixel(test_x, reconstruct(test_x))})
+        return fit(step, modules=modules, optimizers=optimizers, dataset=data.train,
+                   batch_size=cfg.batch_size, epochs=epochs or cfg.epochs, seed=self.seed,
+                   config=self.identity, generator=self.generator, device=self.device,
+                   checkpoint=self.checkpoint, ckpt_every=cfg.ckpt_every,
+                   num_workers=cfg.num_workers, eval_fn=eval_fn,
+                   eval_every=max(1, len(data.train) // cfg.batch_size // evals_per_epoch),
+                   **fit_kwargs)
 
 
 def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
                      distributed: Any = None, make_step: Optional[Callable] = None,
                      fused_adam: Optional[bool] = None, channels_last: bool = False,
-                     **kwargs) -> tuple[Encoder, History]:
-    """Train (or resume) an FA encoder (Tables 7-9, head ``z``) with Algorithm 1: (encoder in
-    eval mode, history with held-out ``test_mse`` per epoch). ``kwargs``: ``epochs``,
-    ``checkpoint``, ``progress``, ``stop_after``. ``distributed``: a
-    :class:`fa_utils.distributed.DistInfo`, ``make_step(encoder, optimizer, generator=,
-    **settings) -> step(x)`` its data-parallel step; ``fused_adam=None``: fused where
-    supported; ``channels_last``: docs/choices.md section 10."""
+                     checkpoint: Optional[Path] = None, **kwargs) -> tuple[Encoder, History]:
+    """Algorithm 1: train (or resume) an FA encoder (head ``z``): (it in eval mode, its history,
+    held-out ``test_mse`` per epoch). ``distributed``, ``make_step``: see fa_utils.distributed."""
     latent_dim = latent_dim or cfg.latent_dim
     inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
     dist = distributed if distributed is not None and distributed.distributed else None
-
-    def build(device, generator, _):
-        with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-            encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(device)
-        if channels_last:
-            encoder = encoder.to(memory_format=torch.channels_last)
-        opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2), fused=fused_adam)
-        settings = dict(generator=generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
-        step = (make_step(encoder, opt, **settings) if make_step else
-                functools.partial(fa.fa_step, encoder, opt, **settings))
-        return ({"encoder": encoder}, {"adam": opt}, images_only(step),
-                lambda x: recover(encoder, x, seed=cfg.seed, **inner))
-
-    return _train(cfg, data, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), build,
-                  device=None if distributed is None else distributed.device, distributed=dist,
-                  desc=f"FA {cfg.dataset} Z={latent_dim}"
-                  + (f" x{distributed.world_size}" if dist is not None else ""),
-                  nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
-                           f"{cfg.weight_clamp}).", **kwargs)
-
-
-def _with_data(section: str, cfg, *, seed: int, **data_overrides):
-    """``section``'s config at ``cfg``'s profile and device, with ``cfg``'s data settings."""
-    base = config.make_config(section, cfg.profile, seed=seed, device=cfg.device)
-    return replace(base, **vars(config.data_settings(cfg, **data_overrides)))
+    run = _Run(cfg, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), checkpoint=checkpoint,
+               device=None if distributed is None else distributed.device)
+    with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(run.device)
+    if channels_last:  # docs/choices.md section 10
+        encoder = encoder.to(memory_format=torch.channels_last)
+    opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2), fused=fused_adam)
+    settings = dict(generator=run.generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
+    step = (make_step(encoder, opt, **settings) if make_step else
+            functools.partial(fa.fa_step, encoder, opt, **settings))
+    history = run.fit(data, images_only(step), {"encoder": encoder}, {"adam": opt},
+                      lambda x: recover(encoder, x, seed=cfg.seed, **inner), distributed=dist,
+                      desc=f"FA {cfg.dataset} Z={latent_dim}"
+                      + (f" x{distributed.world_size}" if dist is not None else ""),
+                      nan_hint=f"Lower lr (now {cfg.lr}) or keep weight_clamp (now "
+                               f"{cfg.weight_clamp}).", **kwargs)
+    return encoder.eval(), history
 
 
 def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
-    """The ``vfa`` config of notebook 04's encoder for trial ``seed``: ``gcfg``'s data,
-    budget (``epochs``, ``batch_size``), device and width, else notebook 03's defaults."""
-    return replace(_with_data("vfa", gcfg, seed=seed), epochs=gcfg.epochs,
+    """Notebook 04's ``vfa`` config of trial ``seed``: ``gcfg``'s data, budget, device, width."""
+    base = config.make_config("vfa", gcfg.profile, seed=seed, device=gcfg.device)
+    return replace(base, **vars(config.data_settings(gcfg)), epochs=gcfg.epochs,
                    batch_size=gcfg.batch_size, width_scale=gcfg.width_scale)
 
 
@@ -183,28 +163,29 @@ def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
 
 def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
               ) -> tuple[Encoder, History]:
-    """Train (or resume) a VFA encoder (Eq. 5-6); returns it (eval mode) and its history
-    (held-out ``test_mse`` of the reconstruction clamped to [0, 1], once per epoch)."""
+    """Eq. 5-6: train (or resume) a VFA encoder: (it in eval mode, its history)."""
     settings = vfa_settings(cfg)
+    run = _Run(cfg, cfg.seed, identity(cfg, "vfa"))
+    # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
+    with scaled_architectures(cfg.width_scale):
+        encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
+                                       orthogonal=not run.checkpoint.exists())
+    encoder = to_device(encoder, run.device)  # channels_last on a CPU (docs/choices.md sec. 14)
+    opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
 
-    def build(device, gen, ckpt):
-        # a checkpoint overwrites the weights: skip the (slow, 4096-wide) orthogonal QR then
-        with scaled_architectures(cfg.width_scale):
-            encoder = vfa.make_vfa_encoder(cfg.dataset, cfg.latent_dim, settings.num_classes,
-                                           orthogonal=not ckpt.exists())
-        encoder = to_device(encoder, device)  # channels_last on a CPU (docs/choices.md sec. 14)
-        opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
+    def step(x, y):
+        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
+                            settings=settings, generator=run.generator,
+                            weight_clamp=cfg.weight_clamp)
 
-        def step(x, y):
-            return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
-                                settings=settings, generator=gen, weight_clamp=cfg.weight_clamp)
-        return {"encoder": encoder}, {"adam": opt}, step, lambda x: vfa.reconstruct(
-            encoder, x.to(device), settings=settings).cpu().clamp(0, 1)
+    def reconstruct(x):
+        return vfa.reconstruct(encoder, x.to(run.device), settings=settings).cpu().clamp(0, 1)
 
-    return _train(cfg, data, cfg.seed, identity(cfg, "vfa"), build,
-                  desc=f"VFA {cfg.dataset}", progress=progress,
-                  nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
-                           f"1e-4 with the sigmoid.")
+    history = run.fit(data, step, {"encoder": encoder}, {"adam": opt}, reconstruct,
+                      desc=f"VFA {cfg.dataset}", progress=progress,
+                      nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
+                               f"1e-4 with the sigmoid.")
+    return encoder.eval(), history
 
 
 def judge_identity(cfg) -> dict[str, Any]:
@@ -214,21 +195,17 @@ def judge_identity(cfg) -> dict[str, Any]:
 
 
 def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequential, float]:
-    """Train (or resume) the judge of the samples (:func:`fa_utils.fid.make_judge`) for
-    ``cfg.judge_epochs``; returns it (eval mode) and its held-out accuracy.
-    Raises ValueError: unlabeled data (:func:`fa_utils.fid.check_labels`)."""
+    """Train (or resume) the judge on the training split: (it in eval mode, held-out accuracy).
+    Raises ValueError: unlabeled data."""
     fid.check_labels(data.test_y, len(data.test_y))
-
-    def build(device, gen, _):
-        judge = fid.make_judge(architecture(cfg.dataset).channels,
-                               dataset_info(cfg.dataset).num_classes or 0).to(device)
-        opt = make_adam(judge.parameters(), 1e-3, (0.9, 0.999))
-        step = functools.partial(fid.judge_step, judge, opt, generator=gen)
-        return {"judge": judge}, {"adam": opt}, step, None
-
-    judge, _ = _train(cfg, data, cfg.seed, judge_identity(cfg), build, epochs=cfg.judge_epochs,
-                      desc=f"judge {cfg.dataset}", progress=progress)
-    return judge, fid.accuracy(judge, data.test_x, data.test_y)
+    run = _Run(cfg, cfg.seed, judge_identity(cfg))
+    judge = fid.make_judge(architecture(cfg.dataset).channels,
+                           dataset_info(cfg.dataset).num_classes or 0).to(run.device)
+    opt = make_adam(judge.parameters(), 1e-3, (0.9, 0.999))
+    run.fit(data, functools.partial(fid.judge_step, judge, opt, generator=run.generator),
+            {"judge": judge}, {"adam": opt}, epochs=cfg.judge_epochs, desc=f"judge {cfg.dataset}",
+            progress=progress)
+    return judge.eval(), fid.accuracy(judge, data.test_x, data.test_y)
 
 
 def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
@@ -241,9 +218,8 @@ def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor)
 def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
                          scales, judge: nn.Module, *, per_class: int = 20, seed: int = 0,
                          refiner: Optional[nn.Module] = None) -> list[tuple[float, float, float]]:
-    """Figure 6b quantified: rows (one-hot value s, mean class score c(r)_k, the judge's
-    accuracy) over ``per_class`` prior draws per class k decoded with s * onehot(k)
-    (and refined by ``refiner`` if given)."""
+    """Figure 6b quantified: rows (one-hot value s, mean c(r)_k, the judge's accuracy) of
+    ``per_class`` prior draws per class k decoded with s * onehot(k) (then ``refiner``)."""
     device = next(encoder.parameters()).device
     k = settings.num_classes
     z = vfa.prior(per_class * k, latent_dim, seeded_generator(seed)).to(device)
@@ -262,24 +238,20 @@ def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim
 CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
 
 
-def choose_class_scale(rows, target: float = CLASS_ROW_ACCURACY) -> float:
-    """The smallest s of :func:`class_emphasis_stats` rows with accuracy >= ``target``, else
-    the most accurate s. Raises ValueError: no rows."""
+def choose_class_scale(rows, judge_note: str) -> tuple[float, str]:
+    """(The smallest s of ``rows`` with accuracy >= :data:`CLASS_ROW_ACCURACY`, else the most
+    accurate s; why, for a caption). Raises ValueError: no rows."""
     if not rows:
         raise ValueError("no class-emphasis rows to choose a one-hot value from")
+    target = CLASS_ROW_ACCURACY
     good = [r[0] for r in rows if r[2] >= target]
-    return min(good) if good else max(rows, key=lambda r: r[2])[0]
-
-
-def class_scale_reason(rows, scale: float, judge_note: str,
-                       target: float = CLASS_ROW_ACCURACY) -> str:
-    """Why :func:`choose_class_scale` chose ``scale`` from ``rows``, for a figure's caption."""
-    acc = next(r[2] for r in rows if r[0] == scale)
-    if acc >= target:
-        return (f"the smallest measured value at which the judge ({judge_note}) recognises the "
-                f"class in >= {100 * target:.0f} % of the samples")
-    return (f"the measured value at which the judge ({judge_note}) recognises the class most often "
-            f"({100 * acc:.0f} % of the samples; no value reaches {100 * target:.0f} %)")
+    if good:
+        return min(good), (f"the smallest measured value at which the judge ({judge_note}) "
+                           f"recognises the class in >= {100 * target:.0f} % of the samples")
+    scale, _, acc = max(rows, key=lambda r: r[2])
+    return scale, (f"the measured value at which the judge ({judge_note}) recognises the class "
+                   f"most often ({100 * acc:.0f} % of the samples; no value reaches "
+                   f"{100 * target:.0f} %)")
 
 
 @dataclass
@@ -302,83 +274,69 @@ class Trial:
 
 
 def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
-    """G (Table 11, orthogonal init) and D (Table 10) on VFA's fixed encoder (Eq. 7-8)."""
+    """Eq. 7-8: G (Table 11, orthogonal init) and D (Table 10) on VFA's fixed encoder."""
     vcfg, settings, encoder = trial.vcfg, trial.settings, trial.encoder.eval()
+    run = _Run(gcfg, trial.seed, identity(gcfg, "vfagan", seed=trial.seed,
+                                          encoder=identity(vcfg, "vfa")))
+    width = max(8, round(gcfg.gen_width * gcfg.width_scale))
+    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
+    refiner = to_device(init_orthogonal_(FAGenerator(
+        architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), run.device)
+    disc = to_device(baselines.make_discriminator(gcfg.dataset), run.device)
+    opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
+                    for n in (refiner, disc))
 
-    def build(device, gen, _):
-        width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-        # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
-        refiner = to_device(init_orthogonal_(FAGenerator(
-            architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), device)
-        disc = to_device(baselines.make_discriminator(gcfg.dataset), device)
-        opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
-                        for n in (refiner, disc))
+    def step(x, y):
+        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
+                               y if settings.conditional else None, settings=settings,
+                               latent_dim=vcfg.latent_dim, generator=run.generator,
+                               perceptual_weight=gcfg.perceptual_weight,
+                               fake_source=gcfg.fake_source)
 
-        def step(x, y):
-            return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                                   y if settings.conditional else None, settings=settings,
-                                   latent_dim=vcfg.latent_dim, generator=gen,
-                                   perceptual_weight=gcfg.perceptual_weight,
-                                   fake_source=gcfg.fake_source)
-        return {"refiner": refiner, "discriminator": disc}, {"g": opt_g, "d": opt_d}, step, None
-
-    run_identity = identity(gcfg, "vfagan", seed=trial.seed, encoder=identity(vcfg, "vfa"))
-    return _train(gcfg, data, trial.seed, run_identity, build, desc=f"VFA-GAN {gcfg.dataset}",
-                  progress=progress)
-
-
-def autoencode(encoder: Encoder, decoder: nn.Module, x: torch.Tensor, head: str = "z"
-               ) -> torch.Tensor:
-    """D(E(x)[head]) in batches, no graph, on the CPU (the VAE decodes its mean, ``mu``)."""
-    device = next(encoder.parameters()).device
-    with torch.no_grad():
-        return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(500)])
+    history = run.fit(data, step, {"refiner": refiner, "discriminator": disc},
+                      {"g": opt_g, "d": opt_d}, desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
+    return refiner.eval(), disc.eval(), history
 
 
 def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
                        progress: bool, *, kind: str):
-    """The He-initialised AE (``kind="ae"``) or VAE (``"vae"``, KL weights by the trial's
-    beta schedule): (encoder, decoder, history)."""
+    """The AE or the VAE (``kind``; KL weights by the trial's beta schedule)."""
     settings = trial.settings if kind == "vae" else vfa.VFASettings()
+    head = "z" if kind == "ae" else "mu"  # the VAE reconstructs from its mean
+    run = _Run(gcfg, trial.seed, identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
+                                          beta_schedule=settings.beta_schedule))
+    heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
+    encoder = init_he_(Encoder(architecture(gcfg.dataset), heads)).to(run.device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder)
+    decoder = decoder.to(run.device)
+    opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
+                    gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
 
-    def build(device, gen, _):
-        heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
-        encoder = baselines.make_encoder(gcfg.dataset, heads).to(device)
-        decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim,
-                                         gcfg.vae_decoder).to(device)
-        opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
-                        gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
+    def step(x, y):
+        if kind == "ae":
+            return baselines.ae_step(encoder, decoder, opt, x)
+        betas = vfa.draw_betas(x.shape[0], settings, run.generator, device=x.device)
+        return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=run.generator)
 
-        def step(x, y):
-            if kind == "ae":
-                return baselines.ae_step(encoder, decoder, opt, x)
-            betas = vfa.draw_betas(x.shape[0], settings, gen, device=x.device)
-            return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=gen)
-
-        return ({"encoder": encoder, "decoder": decoder}, {"adam": opt}, step,
-                lambda x: autoencode(encoder, decoder, x, "z" if kind == "ae" else "mu"))
-
-    run_identity = identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
-                            beta_schedule=settings.beta_schedule)
-    return _train(gcfg, data, trial.seed, run_identity, build,
-                  desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
+    history = run.fit(data, step, {"encoder": encoder, "decoder": decoder}, {"adam": opt},
+                      lambda x: encode_all(encoder, x, head, decoder),
+                      desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
+    return encoder.eval(), decoder.eval(), history
 
 
 def _train_gan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, progress: bool):
-    """The least-squares GAN (He-initialised G with BatchNorm, D ``gcfg.gan_discriminator``)."""
-    def build(device, gen, _):
-        g_net = baselines.make_generator(gcfg.dataset, gcfg.latent_dim,
-                                         gcfg.vae_decoder).to(device)
-        disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(device)
-        opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
-                        for n in (g_net, disc))
-        step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
-                                 latent_dim=gcfg.latent_dim, generator=gen)
-        return ({"generator": g_net, "discriminator": disc}, {"g": opt_g, "d": opt_d},
-                images_only(step), None)
-
-    return _train(gcfg, data, trial.seed, identity(gcfg, "gan", seed=trial.seed), build,
-                  desc=f"GAN {gcfg.dataset}", progress=progress)
+    """The least squares GAN: G with BatchNorm, D ``gcfg.gan_discriminator``."""
+    run = _Run(gcfg, trial.seed, identity(gcfg, "gan", seed=trial.seed))
+    g_net = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder,
+                                   batchnorm=True).to(run.device)
+    disc = baselines.make_discriminator(gcfg.dataset, gcfg.gan_discriminator).to(run.device)
+    opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
+                    for n in (g_net, disc))
+    step = functools.partial(baselines.gan_step, g_net, disc, opt_g, opt_d,
+                             latent_dim=gcfg.latent_dim, generator=run.generator)
+    history = run.fit(data, images_only(step), {"generator": g_net, "discriminator": disc},
+                      {"g": opt_g, "d": opt_d}, desc=f"GAN {gcfg.dataset}", progress=progress)
+    return g_net.eval(), disc.eval(), history
 
 
 def _decode_prior(net: nn.Module, n: int, g: torch.Generator) -> torch.Tensor:
@@ -414,10 +372,10 @@ class Model:
 MODELS = (
     Model("AE", "AE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
           functools.partial(_train_autoencoder, kind="ae"),
-          lambda t, x, g: autoencode(*t.nets["AE"], x)),
+          lambda t, x, g: encode_all(t.nets["AE"][0], x, "z", t.nets["AE"][1])),
     Model("VAE", "VAE", "encoder + decoder", lambda g, v: (g.baseline_lr, g.baseline_beta1),
           functools.partial(_train_autoencoder, kind="vae"),
-          lambda t, x, g: autoencode(*t.nets["VAE"], x, head="mu"),
+          lambda t, x, g: encode_all(t.nets["VAE"][0], x, "mu", t.nets["VAE"][1]),
           lambda t, n, gen: _decode_prior(t.nets["VAE"][1], n, gen)),
     Model("GAN", "GAN", "G + D ({disc}; one D step, one G step per batch)",
           lambda g, v: (g.gan_lr, g.beta1), _train_gan,
@@ -438,57 +396,34 @@ MODELS = (
 GENERATIVE_MODELS = tuple(m.name for m in MODELS if m.sample)  # Table 2, Tables 3-6
 
 
-def train_trial(gcfg: config.VFAGANConfig, data: ImageData, seed: int, *,
-                progress: bool = True) -> Trial:
-    """Train (or resume) every model of :data:`MODELS` with one seed."""
-    vcfg = vfa_config_for(gcfg, seed)
-    trial = Trial(seed, vcfg, vfa_settings(vcfg))
-    with scaled_architectures(gcfg.width_scale):  # 1 (the paper's) except at smoke
-        for m in MODELS:
-            *nets, trial.histories[m.name] = m.train(gcfg, data, trial, progress)
-            trial.nets[m.name] = tuple(nets)
-    return trial
+def fa_config_for(cfg: config.LocalFAConfig, dataset: str) -> config.FAConfig:
+    """Notebook 02's ``fa`` config with ``cfg``'s profile, seed, device and data, on ``dataset``."""
+    base = config.make_config("fa", cfg.profile, seed=cfg.seed, device=cfg.device)
+    return replace(base, **vars(config.data_settings(cfg, dataset=dataset)))
 
 
 def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) -> ImageData:
     """``dataset``'s images with ``cfg``'s data settings (notebook 02's split and seed)."""
-    return load_image_data(_with_data("fa", cfg, seed=cfg.seed, dataset=dataset), verbose=verbose)
+    return load_image_data(fa_config_for(cfg, dataset), verbose=verbose)
 
 
 def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
                 progress: bool = True) -> tuple[local.LocalFANet, History]:
-    """Train (or resume) a local-FA network with Algorithm 2; returns it (eval mode) and its
-    history (Algorithm 3's held-out ``test_mse`` twice per epoch)."""
-    def build(device, generator, _):
-        with scaled_architectures(cfg.width_scale):
-            arch = architecture(dataset)
-        net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
-                                   seed=seeds("local", cfg.seed)[0], bias=cfg.align_activation)
-        net = net.to(device)
-        opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
-        step = functools.partial(
-            local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None,
-            T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
-            generator=generator if cfg.r_init != "zeros" else None)
-        rec = functools.partial(local.local_recover, net, seed=cfg.seed, **local.recon_kwargs(cfg))
-        return {"net": net}, {f"adam{i}": o for i, o in enumerate(opts)}, images_only(step), rec
-
-    run_identity = identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
-                            network=local.LOCAL_NET_FORMAT)
-    return _train(cfg, data, cfg.seed, run_identity, build, evals_per_epoch=2,
-                  desc=f"local FA {dataset}", progress=progress)
-
-
-def global_fa_mse(cfg: config.LocalFAConfig, dataset: str, x: torch.Tensor) -> Optional[float]:
-    """Held-out MSE of notebook 02's FA encoder at ``cfg``'s profile, seed, data and Z if its
-    checkpoint exists, else None; trains nothing."""
-    fcfg = _with_data("fa", cfg, seed=cfg.seed, dataset=dataset)
-    path = checkpoint_for(identity(fcfg, "fa", latent_dim=cfg.latent_dim), fcfg.profile)
-    if not path.exists():
-        return None
-    with scaled_architectures(fcfg.width_scale):  # as trained
-        enc = Encoder(architecture(dataset), {"z": cfg.latent_dim})
-    enc.load_state_dict(load_checkpoint(path)["modules"]["encoder"])
-    x_hat = recover(enc.eval(), x, T=fcfg.T, tau=fcfg.tau, r_init=fcfg.r_init,
-                    squash=fcfg.squash, seed=fcfg.seed)
-    return metrics.mse_per_pixel(x, x_hat)
+    """Algorithm 2: train (or resume) a local-FA network: (it in eval mode, its history)."""
+    run = _Run(cfg, cfg.seed, identity(cfg, "local", dataset=dataset, bias=cfg.align_activation,
+                                       network=local.LOCAL_NET_FORMAT))
+    with scaled_architectures(cfg.width_scale):
+        arch = architecture(dataset)
+    net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
+                               seed=cfg.seed + SEED_STREAMS["local"],
+                               bias=cfg.align_activation).to(run.device)
+    opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
+    step = functools.partial(
+        local.local_step, net, opts, clamp=local.SQRT2 if cfg.clamp_weights else None,
+        T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, align_activation=cfg.align_activation,
+        generator=run.generator if cfg.r_init != "zeros" else None)
+    rec = functools.partial(local.local_recover, net, seed=cfg.seed, **local.recon_kwargs(cfg))
+    history = run.fit(data, images_only(step), {"net": net},
+                      {f"adam{i}": o for i, o in enumerate(opts)}, rec, evals_per_epoch=2,
+                      desc=f"local FA {dataset}", progress=progress)
+    return net.eval(), history

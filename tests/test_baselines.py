@@ -34,7 +34,7 @@ def test_ae_vae_gan_steps_on_every_dataset(dataset):
     z_dim = 8
     for kind in ("ae", "vae"):
         heads = {"z": z_dim} if kind == "ae" else vfa.vfa_heads(z_dim)
-        enc = baselines.make_encoder(dataset, heads)
+        enc = models.init_he_(models.Encoder(arch, heads))  # as experiments builds it
         dec = baselines.make_decoder(dataset, z_dim)
         opt = torch.optim.SGD(list(enc.parameters()) + list(dec.parameters()), lr=0.0)
         logs = (baselines.ae_step(enc, dec, opt, x) if kind == "ae" else
@@ -42,7 +42,7 @@ def test_ae_vae_gan_steps_on_every_dataset(dataset):
         assert all(v == v and abs(v) < 1e9 for v in logs.values()), logs
         _grads_reach(dec)
         _grads_reach(enc) if kind == "ae" else [_grads_reach(m) for m in (enc.trunk, enc.heads)]
-    gen = baselines.make_generator(dataset, z_dim)
+    gen = baselines.make_decoder(dataset, z_dim, batchnorm=True)  # the GAN's generator
     disc = baselines.make_discriminator(dataset)
     assert gen(torch.randn(2, z_dim)).shape == x.shape
     opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=1e-4) for m in (gen, disc))
@@ -159,7 +159,8 @@ def test_the_baseline_autoencoder_depends_on_its_input_at_initialisation():
     from fa_utils import data
     x = data.mnist_sample(0)[0][:32]
     torch.manual_seed(0)
-    enc, dec = baselines.make_encoder("mnist", {"z": 32}), baselines.make_decoder("mnist", 32)
+    enc = models.init_he_(models.Encoder(models.architecture("mnist"), {"z": 32}))
+    dec = baselines.make_decoder("mnist", 32)
     default_enc = models.Encoder(models.architecture("mnist"), {"z": 32})
     default_dec = models.MirroredDecoder(models.architecture("mnist"), 32)
     with torch.no_grad():
@@ -169,13 +170,14 @@ def test_the_baseline_autoencoder_depends_on_its_input_at_initialisation():
 
 
 def test_the_gan_generator_has_batchnorm_and_the_decoder_has_none():
-    gen, dec = baselines.make_generator("mnist", 8), baselines.make_decoder("mnist", 8)
+    gen = baselines.make_decoder("mnist", 8, batchnorm=True)  # the GAN's generator
+    dec = baselines.make_decoder("mnist", 8)
     bn = [m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     convs = [m for m in gen.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     assert len(bn) == len(convs) - 1  # after every convolution but the output one
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in gen.modules()) == 2  # both Linear layers
     assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in dec.modules())
-    stl = baselines.make_generator("stl10", 8)
+    stl = baselines.make_decoder("stl10", 8, batchnorm=True)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in stl.modules()) == 7  # Table 12's 7 transposed convs
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in stl.modules()) == 1
 

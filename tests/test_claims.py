@@ -112,12 +112,12 @@ def test_a_failed_reconstruction_claim_says_why_with_the_numbers():
 
 def test_class_rows_use_the_smallest_value_that_shows_the_class():
     rows = [(0.0, 0.1, 0.1), (1.0, 0.3, 0.2), (4.0, 0.8, 0.85), (8.0, 1.4, 0.95)]
-    assert experiments.choose_class_scale(rows) == 4.0
-    assert experiments.choose_class_scale(rows[:2]) == 1.0  # none reaches 80 %: the best one
-    assert "smallest measured value" in experiments.class_scale_reason(rows, 4.0, "acc 0.98")
-    assert "no value reaches 80 %" in experiments.class_scale_reason(rows[:2], 1.0, "acc 0.98")
+    scale, why = experiments.choose_class_scale(rows, "acc 0.98")
+    assert scale == 4.0 and "smallest measured value" in why
+    scale, why = experiments.choose_class_scale(rows[:2], "acc 0.98")
+    assert scale == 1.0 and "no value reaches 80 %" in why  # none reaches 80 %: the best one
     with pytest.raises(ValueError):
-        experiments.choose_class_scale([])
+        experiments.choose_class_scale([], "acc 0.98")
 
 
 def test_sample_quality_tells_a_collapsed_generator():
