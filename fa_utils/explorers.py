@@ -118,14 +118,6 @@ class Explorer:
         self._status.value = text.replace("WARNING", '<b style="color:#c00000">WARNING</b>')
 
 
-def headless() -> bool:
-    """``FA_HEADLESS`` is 1/true/yes, or (unset) this is not a Jupyter kernel."""
-    flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
-    if flag:
-        return flag in ("1", "true", "yes")
-    return not outputs.in_jupyter_kernel()
-
-
 def check_interactive(interactive):
     """A notebook's ``interactive`` parameter: None, True or False. Raises TypeError otherwise."""
     if interactive is not None and not isinstance(interactive, bool):
@@ -145,13 +137,15 @@ def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
 
 
 def show(explorer, interactive=None) -> None:
-    """The widget, or (``interactive`` False; None: :func:`headless`) a PNG of the default state
-    and its status. Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
+    """The widget, or (``interactive`` False) a PNG of the default state and its status; None:
+    widgets unless ``FA_HEADLESS`` is 1 or, unset, this is not a Jupyter kernel.
+    Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
     from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
     if check_interactive(interactive) is None:
-        interactive = not headless()
+        flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
+        interactive = flag not in ("1", "true", "yes") if flag else outputs.in_jupyter_kernel()
     if interactive:
         display.display(explorer.widget)
         return
@@ -260,11 +254,9 @@ class InnerOptimisation(Explorer):
         traj, energies = self.trajectory()
         t, grew = min(self.value("step"), len(traj) - 1), self.energy_grows(energies)
         x, r_t = self.images[self.value("image")], fa.apply_squash(traj[t], self.squash)
-        r_0 = fa.apply_squash(traj[0], self.squash)
-        *image_axes, ax = fig.subplots(1, 4, width_ratios=[1, 1, 1, 2.6])
-        for a, img, title in zip(image_axes, (x, r_0, r_t),
-                                 ("x (target E(x))", f"r_0 ({self.value('r_init')})", f"r_{t}")):
-            show_images(a, img[None], title=title)
+        images, ax = fig.subplots(1, 2, width_ratios=[3, 2.6])
+        show_images(images, torch.stack([x, fa.apply_squash(traj[0], self.squash), r_t]),
+                    title=f"x (target E(x)), r_0 ({self.value('r_init')}), r_{t}")
         ax.plot(energies, "o-", ms=3, color="tab:blue" if grew is None else "tab:red")
         ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
         if min(energies) > 0 and max(energies) >= 10 * min(energies):
@@ -413,10 +405,8 @@ class Interpolation(Explorer):
         cols = min(steps, self.per_row)
         rows = math.ceil(steps / cols)
         axes = fig.subplots(1, 3, width_ratios=[1, cols, 1])
-        path = self.path()
-        blank = path.new_ones((rows * cols - steps, *path.shape[1:]))  # the last row's end
         show_images(axes[0], self.images[a:a + 1], title=self._title("a", a))
-        show_images(axes[1], torch.cat([path, blank]), nrow=cols,
+        show_images(axes[1], self.path(), nrow=cols,
                     title="decoded along (1 - t) z_a + t z_b" + (", row by row" if rows > 1
                                                                   else ""))
         show_images(axes[2], self.images[b:b + 1], title=self._title("b", b))
@@ -464,16 +454,15 @@ class LocalLayers(Explorer):
                 return h[None]
             h = h if h.dim() == 3 else h.reshape(1, 1, -1)
             return (h[:8, None] - lo) / max(hi - lo, 1e-12)
-        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
-        what = ("image x_0" if level == 0 else f"latent z {tuple(t.shape)}" if level == self.L
-                else f"x_{level} {tuple(t.shape)}")
-        show_images(ax0, tiles(t), nrow=4, title=f"true {what}")
-        show_images(ax1, tiles(est[level]), nrow=4, title=f"estimate after {depth} layer(s)")
-        ax2.plot(errs, "o-", ms=3)
-        ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
-        ax2.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
-        ax2.set_ylabel("||r_l - x_l|| / ||x_l||", fontsize=8)
-        ax2.tick_params(labelsize=7)
+        images, ax = fig.subplots(1, 2, width_ratios=[4, 2.2])
+        what = "image x_0" if level == 0 else f"x_{level} {tuple(t.shape)}"
+        show_images(images, torch.cat([tiles(t), tiles(est[level])]), nrow=len(tiles(t)),
+                    title=f"true {what} (top), estimate after {depth} layer(s) (bottom)")
+        ax.plot(errs, "o-", ms=3)
+        ax.plot([level], [errs[level]], "o", ms=8, color="tab:red")
+        ax.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
+        ax.set_ylabel("||r_l - x_l|| / ||x_l||", fontsize=8)
+        ax.tick_params(labelsize=7)
         return (f"held-out #{self.value('image')}: {depth} of {self.L} layers inverted, level "
                 f"{level}, relative error {errs[level]:.3f}")
 
@@ -515,24 +504,16 @@ class LatentPad(Explorer):
         ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]))
 
     def pixel_to_latent(self, px, py):
-        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2)."""
-        n, lo, hi = self.pad_pixels, self.lo, self.hi
-        return lo[0] + px / n * (hi[0] - lo[0]), hi[1] - py / n * (hi[1] - lo[1])
+        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2), within the pad."""
+        (x0, y0), (x1, y1), n = self.lo, self.hi, self.pad_pixels
+        z1, z2 = x0 + px / n * (x1 - x0), y1 - py / n * (y1 - y0)
+        return min(max(z1, x0), x1), min(max(z2, y0), y1)
 
     def click(self, px, py) -> None:
         """A click (or drag) at pad pixel (px, py): move the point there, unless it is there."""
-        z1, z2 = self.pixel_to_latent(px, py)
-        z1, z2 = min(max(z1, self.lo[0]), self.hi[0]), min(max(z2, self.lo[1]), self.hi[1])
-        if (z1, z2) != (self.value("x"), self.value("y")):
-            self.set(x=z1, y=z2)
-
-    def event_pixel(self, event):
-        """An event's pad pixel: from its box (``dataX`` is 0 while a PNG loads), dataX, or None."""
-        b, n = self.PAD_BORDER, self.pad_pixels
-        w, h = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
-        if w > 0 and h > 0:
-            return (event["relativeX"] - b) * n / w, (event["relativeY"] - b) * n / h
-        return (event["dataX"], event["dataY"]) if "dataX" in event else None
+        z = self.pixel_to_latent(px, py)
+        if z != (self.value("x"), self.value("y")):
+            self.set(x=z[0], y=z[1])
 
     def _on_event(self, event):
         # a press, a move with the button held or a click; an event older than one handled: stale
@@ -541,9 +522,13 @@ class LatentPad(Explorer):
                 kind == "mousemove" and not event.get("buttons", 0) & 1):
             return
         self._last_stamp = stamp
-        at = self.event_pixel(event)
-        if at is not None:
-            self.click(*at)
+        # the pixel from the box (ipyevents' dataX is 0 while the next PNG loads), else dataX
+        b, n = self.PAD_BORDER, self.pad_pixels
+        w, h = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
+        if w > 0 and h > 0:
+            self.click((event["relativeX"] - b) * n / w, (event["relativeY"] - b) * n / h)
+        elif "dataX" in event:
+            self.click(event["dataX"], event["dataY"])
 
     def views(self):
         px = f"{self.pad_pixels}px"
@@ -572,7 +557,6 @@ class LatentPad(Explorer):
         self.scatter(a, z)
         a.set_xlabel("z_1", fontsize=8, labelpad=1)
         a.set_ylabel("z_2", fontsize=8, labelpad=1)
-        a.tick_params(labelsize=7)
         show_images(b, self.decoded(z), title="decoded")
         return self._where(z)
 
