@@ -468,11 +468,11 @@ class LocalLayers(Explorer):
 
 
 class LatentPad(Explorer):
-    """A 2-neuron latent (Figure 6a): a click or drag on the scatter of ``latents`` (N, 2),
-    coloured by ``labels`` (N,) or None, moves the point (sliders ``x``, ``y``) decoded by
-    ``decode`` (B, 2) -> (B, C, H, W). Raises ValueError: latents not (N, 2)."""
+    """A 2-neuron latent (Figure 6a): a click or drag on the pad, the scatter of ``latents``
+    (N, 2) coloured by ``labels`` (N,) or None, moves the point (sliders ``x``, ``y``), decoded
+    beside it by ``decode`` (B, 2) -> (B, C, H, W). Raises ValueError: latents not (N, 2)."""
 
-    kind, figsize, left_in, bottom_in, PAD_BORDER = "latent-pad", (6.0, 3.0), 0.55, 0.45, 1
+    kind, PAD_BORDER, GAP = "latent-pad", 1, 20  # GAP: pixels between the pad and the image
 
     def __init__(self, decode, latents, labels=None, *, pad_pixels=300):
         super().__init__()
@@ -482,6 +482,7 @@ class LatentPad(Explorer):
                              f"LatentSliders for a latent with more than 2 dimensions")
         self.decode, self.latents, self.labels = decode, latents, labels
         self.pad_pixels, self._last_stamp = int(pad_pixels), -math.inf
+        self.figsize = ((2 * self.pad_pixels + self.GAP) / 80, self.pad_pixels / 80)  # 80 dpi
         lo, hi = latents.min(0).values, latents.max(0).values
         span = (hi - lo).clamp_min(1e-6)  # a 14 % margin each side
         self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
@@ -510,9 +511,10 @@ class LatentPad(Explorer):
         return min(max(z1, x0), x1), min(max(z2, y0), y1)
 
     def click(self, px, py) -> None:
-        """A click (or drag) at pad pixel (px, py): move the point there, unless it is there."""
+        """A click (or drag) at pixel (px, py): move the point there, unless it is there or the
+        pixel is on the decoded image."""
         z = self.pixel_to_latent(px, py)
-        if z != (self.value("x"), self.value("y")):
+        if px <= self.pad_pixels and z != (self.value("x"), self.value("y")):
             self.set(x=z[0], y=z[1])
 
     def _on_event(self, event):
@@ -523,50 +525,32 @@ class LatentPad(Explorer):
             return
         self._last_stamp = stamp
         # the pixel from the box (ipyevents' dataX is 0 while the next PNG loads), else dataX
-        b, n = self.PAD_BORDER, self.pad_pixels
+        b, width, height = self.PAD_BORDER, 2 * self.pad_pixels + self.GAP, self.pad_pixels
         w, h = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
         if w > 0 and h > 0:
-            self.click((event["relativeX"] - b) * n / w, (event["relativeY"] - b) * n / h)
+            self.click((event["relativeX"] - b) * width / w, (event["relativeY"] - b) * height / h)
         elif "dataX" in event:
             self.click(event["dataX"], event["dataY"])
 
     def views(self):
-        px = f"{self.pad_pixels}px"
-        self._pad = w.Image(format="png", layout=w.Layout(
-            width=px, height=px, border=f"{self.PAD_BORDER}px solid #999"))
-        self._pad.add_class("fa-explorer-pad")
-        self._image.layout.width = px  # the decoded image as large as the pad
+        self._image.layout.border = f"{self.PAD_BORDER}px solid #999"
+        self._image.add_class("fa-explorer-pad")
         # defaults prevented: a native drag of the <img> swallows the mouse events
-        self._events = Event(source=self._pad, prevent_default_action=True, wait=40,
+        self._events = Event(source=self._image, prevent_default_action=True, wait=40,
                              watched_events=["mousedown", "mousemove", "click", "dragstart"],
                              throttle_or_debounce="throttle")
         self._events.on_dom_event(self._on_event)
-        return [self._pad, self._image]
+        return [self._image]
 
     def decoded(self, z=None):
         """(1, C, H, W) the image decoded from ``z`` (default: the sliders'), in [0, 1]."""
         point = torch.tensor([z or (self.value("x"), self.value("y"))], dtype=torch.float32)
         return self.decode(point).detach().float().cpu().clamp(0, 1)
 
-    def _where(self, z):
-        return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"
-
     def draw(self, fig):
-        z = (self.value("x"), self.value("y"))
-        a, b = fig.subplots(1, 2)
-        self.scatter(a, z)
-        a.set_xlabel("z_1", fontsize=8, labelpad=1)
-        a.set_ylabel("z_2", fontsize=8, labelpad=1)
-        show_images(b, self.decoded(z), title="decoded")
-        return self._where(z)
-
-    def refresh(self):
-        # two squares of pad_pixels: the scatter filling the pad (pixel <-> latent linear) and
-        # the decoded image
-        z = (self.value("x"), self.value("y"))
-        pad = Figure(figsize=(self.pad_pixels / 80,) * 2)
-        image = Figure(figsize=(self.pad_pixels / 80,) * 2)
-        self.scatter(pad.add_axes((0, 0, 1, 1)), z)
-        show_images(image.add_axes((0, 0, 1, 1)), self.decoded(z))
-        self._pad.value, self._image.value = figure_png(pad), figure_png(image)
-        return self._where(z)
+        # the pad, a square of pad_pixels filled by the scatter (pixel <-> latent linear), and
+        # the decoded image, a square as large
+        z, share = (self.value("x"), self.value("y")), self.pad_pixels / (80 * self.figsize[0])
+        self.scatter(fig.add_axes((0, 0, share, 1)), z)
+        show_images(fig.add_axes((1 - share, 0, share, 1)), self.decoded(z))
+        return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"
