@@ -36,9 +36,9 @@ class Explorer:
     top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
 
     def __init__(self):
-        self.renders, self.error, self.controls = 0, None, {}
-        self._widget = self._image = self._status = None
-        self._hold = False
+        self.renders, self.error, self.controls, self._hold, self._widget = 0, None, {}, False, None
+        self._image = w.Image(format="png").add_class("fa-explorer-image")
+        self._status = w.HTML().add_class("fa-explorer-status")  # a Label cuts a long status
 
     def control(self, name, widget, observe=True):
         """Add control ``name``, its description shown in full; a change redraws if ``observe``."""
@@ -52,20 +52,13 @@ class Explorer:
     def value(self, name):
         return self.controls[name].value
 
-    def views(self):
-        """The pictures between the controls and the status line."""
-        return [self._image]
-
     @property
     def widget(self):
-        """The ``VBox`` (controls, picture(s), status), built and drawn on first access."""
+        """The ``VBox`` (controls, picture, status), built and drawn on first access."""
         if self._widget is None:
-            width = f"{int(self.figsize[0] * 80)}px"
-            self._image = w.Image(format="png", layout=w.Layout(width=width))
-            self._image.add_class("fa-explorer-image")
-            self._status = w.HTML().add_class("fa-explorer-status")  # a Label cuts a long one
+            self._image.layout.width = f"{int(self.figsize[0] * 80)}px"
             controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
-            self._widget = w.VBox([controls, w.HBox(self.views()), self._status])
+            self._widget = w.VBox([controls, self._image, self._status])
             self._widget.add_class("fa-explorer").add_class(f"fa-explorer-{self.kind}")
             self.update()
         return self._widget
@@ -95,21 +88,16 @@ class Explorer:
                             top=1 - self.top_in / height)
         return fig
 
-    def refresh(self) -> str:
-        """Redraw the widget's picture(s); returns the status."""
-        fig = self._new_figure()
-        status = self.draw(fig)
-        self._image.value = figure_png(fig)
-        return status
-
     def update(self) -> None:
         """Redraw the widget (once built); an error goes to the status line and ``error``."""
-        if self._image is None:
+        if self._widget is None:
             return
         with Stopwatch() as sw:
             try:
                 with one_thread():
-                    status = self.refresh()
+                    fig = self._new_figure()
+                    status = self.draw(fig)
+                    self._image.value = figure_png(fig)
                 self.error = None
             except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
                 status = self.error = f"error: {type(exc).__name__}: {exc}"
@@ -495,6 +483,13 @@ class LatentPad(Explorer):
                                                 step=steps[i], description=f"z_{i + 1}",
                                                 readout_format=f".{self.decimals}f",
                                                 continuous_update=False))
+        self._image.layout.border = f"{self.PAD_BORDER}px solid #999"
+        self._image.add_class("fa-explorer-pad")
+        # defaults prevented: a native drag of the <img> swallows the mouse events
+        self._events = Event(source=self._image, prevent_default_action=True, wait=40,
+                             watched_events=["mousedown", "mousemove", "click", "dragstart"],
+                             throttle_or_debounce="throttle")
+        self._events.on_dom_event(self._on_event)
 
     def scatter(self, ax, z):
         """The latents and the point ``z`` (a cross) on ``ax``, the pad's limits."""
@@ -531,16 +526,6 @@ class LatentPad(Explorer):
             self.click((event["relativeX"] - b) * width / w, (event["relativeY"] - b) * height / h)
         elif "dataX" in event:
             self.click(event["dataX"], event["dataY"])
-
-    def views(self):
-        self._image.layout.border = f"{self.PAD_BORDER}px solid #999"
-        self._image.add_class("fa-explorer-pad")
-        # defaults prevented: a native drag of the <img> swallows the mouse events
-        self._events = Event(source=self._image, prevent_default_action=True, wait=40,
-                             watched_events=["mousedown", "mousemove", "click", "dragstart"],
-                             throttle_or_debounce="throttle")
-        self._events.on_dom_event(self._on_event)
-        return [self._image]
 
     def decoded(self, z=None):
         """(1, C, H, W) the image decoded from ``z`` (default: the sliders'), in [0, 1]."""
