@@ -67,7 +67,7 @@ def interactions(m, rng: random.Random):
         acts += [("one-hot value", lambda v=v, e=e: e.set(scale=v)) for v in (3.0, 5.0, 0.0)]
         acts += [("new samples", e.resample) for _ in range(4)]
         out.append((e, acts))
-    e = explorers.Interpolation(*explorers.vfa_codec(m.vfa, m.vfa_settings, shape), x, y)
+    e = explorers.Interpolation(*explorers.vfa_codec(m.vfa, m.vfa_settings, shape), x)
     acts = [("a/b", lambda a=a, b=b, e=e: e.set(a=a, b=b)) for a, b in [(2, 9), (4, 4), (10, 1)]]
     acts += [("steps", lambda v=v, e=e: e.set(steps=v)) for v in (12, 16, 4)]
     out.append((e, acts))

@@ -21,13 +21,6 @@ HEADLESS_ENV = "FA_HEADLESS"  # 1: static figures (set by the runner and the tes
 MAX_ONEHOT_VALUE = 12.0       # the end of the conditional sampler's one-hot slider
 
 
-def figure_png(fig) -> bytes:
-    """PNG bytes of a matplotlib figure at 80 dpi."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
-
 class Explorer:
     """A subclass adds controls (:meth:`control`) and draws its state (``draw(fig)`` -> status)."""
 
@@ -88,16 +81,21 @@ class Explorer:
                             top=1 - self.top_in / height)
         return fig
 
+    def picture(self):
+        """(PNG bytes at 80 dpi, status): the current state drawn on one thread."""
+        with one_thread():
+            fig, buf = self._new_figure(), io.BytesIO()
+            status = self.draw(fig)
+            fig.savefig(buf, format="png", dpi=80)
+        return buf.getvalue(), status
+
     def update(self) -> None:
         """Redraw the widget (once built); an error goes to the status line and ``error``."""
         if self._widget is None:
             return
         with Stopwatch() as sw:
             try:
-                with one_thread():
-                    fig = self._new_figure()
-                    status = self.draw(fig)
-                    self._image.value = figure_png(fig)
+                self._image.value, status = self.picture()
                 self.error = None
             except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
                 status = self.error = f"error: {type(exc).__name__}: {exc}"
@@ -125,9 +123,8 @@ def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
 
 
 def show(explorer, interactive=None) -> None:
-    """The widget, or (``interactive`` False) a PNG of the default state and its status; None:
-    widgets unless ``FA_HEADLESS`` is 1 or, unset, this is not a Jupyter kernel.
-    Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
+    """The widget, or a PNG of the default state and its status (``interactive`` False; None:
+    ``FA_HEADLESS`` is 1, or unset outside a kernel). Raises TypeError: a bad argument."""
     from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
@@ -137,12 +134,9 @@ def show(explorer, interactive=None) -> None:
     if interactive:
         display.display(explorer.widget)
         return
-    with one_thread():
-        fig = explorer._new_figure()
-        status = explorer.draw(fig)
-    display.display(display.Image(data=figure_png(fig)))
-    print(f"{status}\n[static figure of the {explorer.kind} explorer in its default state; "
-          f"open the notebook in JupyterLab for the widgets]")
+    png, status = explorer.picture()
+    display.display(display.Image(data=png))
+    print(f"{status}\n[a static figure: open the notebook in JupyterLab for the widgets]")
 
 
 def _device(module):
@@ -189,9 +183,8 @@ class InnerOptimisation(Explorer):
     in [0, 1]. Raises ValueError: T outside 1..MAX_T, an unknown squash."""
 
     kind, figsize, bottom_in, wspace, MAX_T = "inner", (10.0, 2.8), 0.5, 0.4, 20
-    DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
-                       "largest eigenvalue of J^T J is < 2 (Appendix 7.1, one weight w: "
-                       "0 < tau w^2 < 2)")
+    DIVERGENCE_NOTE = ("the step diverges: it contracts only while tau x the largest eigenvalue "
+                       "of J^T J is < 2 (Appendix 7.1, one weight w: 0 < tau w^2 < 2)")
 
     def __init__(self, encoder, images, *, head="z", T=4, tau=1.0, r_init="zeros",
                  squash="none", seed=0):
@@ -301,10 +294,8 @@ class LatentSliders(Explorer):
 
     def draw(self, fig):
         i, (a, b) = self.value("start"), fig.subplots(1, 2)
-        if i >= 0:
-            show_images(a, self.images[i:i + 1], title=f"start: held-out #{i}")
-        else:
-            show_images(a, self.decode(self.mean[None]), title="start: decoded mean latent")
+        start = self.images[i:i + 1] if i >= 0 else self.decode(self.mean[None])
+        show_images(a, start, title=f"start: held-out #{i}" if i >= 0 else "start: mean latent")
         show_images(b, self.decode(self.latent()), title="decoded from the sliders")
         moved = ", ".join(f"{j + 1}:{v:+.1f}" for j, v in enumerate(self._moves()) if v != 0)
         return (f"{len(self.axes)} leading axes ({self.explained:.0%} of the latent variance); "
@@ -357,22 +348,21 @@ class ConditionalSampling(Explorer):
 
 class Interpolation(Explorer):
     """(1 - t) z_a + t z_b decoded (Figure 8) in rows of ``per_row`` (docs/choices.md section 11);
-    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
+    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
     row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
 
-    def __init__(self, encode, decode, images, labels=None, *, steps=8, class_names=None):
+    def __init__(self, encode, decode, images, *, steps=8):
         super().__init__()
         self.encode, self.decode, self.images = encode, decode, _images(images)
-        self.labels, self.class_names, n = labels, class_names, len(self.images)
+        n = len(self.images)
         self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
         self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
         self.control("steps", w.IntSlider(steps, 2, 16, description="steps"))
 
     @property
-    def figsize(self):
-        """11 inches wide (880 px in the widget); one row per ``per_row`` steps."""
+    def figsize(self):  # 11 inches wide (880 px in the widget); one row per per_row steps
         rows = math.ceil(self.value("steps") / self.per_row)
         return 11.0, max(1.9, rows * self.row_in + self.top_in + self.bottom_in + 0.25)
 
@@ -382,24 +372,15 @@ class Interpolation(Explorer):
         t = torch.linspace(0, 1, self.value("steps"), device=z.device)[:, None]
         return self.decode((1 - t) * z[0] + t * z[1])
 
-    def _title(self, end, i):
-        k = -1 if self.labels is None else int(self.labels[i])  # unlabeled data: -1
-        if k < 0:
-            return f"{end}: #{i}"
-        return f"{end}: #{i} ({self.class_names[k] if self.class_names else k})"
-
     def draw(self, fig):
         a, b, steps = self.value("a"), self.value("b"), self.value("steps")
-        cols = min(steps, self.per_row)
-        rows = math.ceil(steps / cols)
-        axes = fig.subplots(1, 3, width_ratios=[1, cols, 1])
-        show_images(axes[0], self.images[a:a + 1], title=self._title("a", a))
+        cols, rows = min(steps, self.per_row), math.ceil(steps / self.per_row)
+        axes = fig.subplots(1, 3, width_ratios=[1, cols, 1], subplot_kw={"anchor": "N"})
+        show_images(axes[0], self.images[a:a + 1], title=f"a: #{a}")
         show_images(axes[1], self.path(), nrow=cols,
                     title="decoded along (1 - t) z_a + t z_b" + (", row by row" if rows > 1
                                                                   else ""))
-        show_images(axes[2], self.images[b:b + 1], title=self._title("b", b))
-        for ax in axes:
-            ax.set_anchor("N")
+        show_images(axes[2], self.images[b:b + 1], title=f"b: #{b}")
         return f"interpolating held-out #{a} -> #{b} in {steps} steps"
 
 
@@ -431,8 +412,7 @@ class LocalLayers(Explorer):
 
     def draw(self, fig):
         truth, est = self.levels()
-        depth = self.value("depth")
-        level = self.L - depth  # the tensor x_level is estimated
+        depth, level = self.value("depth"), self.L - self.value("depth")  # x_level estimated
         errs = [float((e - t).norm() / t.norm().clamp_min(1e-12)) for t, e in zip(truth, est)]
         t = truth[level]
         lo, hi = float(t.min()), float(t.max())
@@ -506,8 +486,7 @@ class LatentPad(Explorer):
         return min(max(z1, x0), x1), min(max(z2, y0), y1)
 
     def click(self, px, py) -> None:
-        """A click (or drag) at pixel (px, py): move the point there, unless it is there or the
-        pixel is on the decoded image."""
+        """A click (or drag) at pixel (px, py) of the pad moves the point there."""
         z = self.pixel_to_latent(px, py)
         if px <= self.pad_pixels and z != (self.value("x"), self.value("y")):
             self.set(x=z[0], y=z[1])
@@ -521,9 +500,9 @@ class LatentPad(Explorer):
         self._last_stamp = stamp
         # the pixel from the box (ipyevents' dataX is 0 while the next PNG loads), else dataX
         b, width, height = self.PAD_BORDER, 2 * self.pad_pixels + self.GAP, self.pad_pixels
-        w, h = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
-        if w > 0 and h > 0:
-            self.click((event["relativeX"] - b) * width / w, (event["relativeY"] - b) * height / h)
+        bw, bh = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
+        if bw > 0 and bh > 0:
+            self.click((event["relativeX"] - b) * width / bw, (event["relativeY"] - b) * height / bh)
         elif "dataX" in event:
             self.click(event["dataX"], event["dataY"])
 

@@ -160,7 +160,7 @@ def test_interpolation_ends_at_the_two_reconstructions(digits, cond_vfa):
     x, y = digits
     enc, settings = cond_vfa
     encode, decode = explorers.vfa_codec(enc, settings, (1, 28, 28))
-    e = explorers.Interpolation(encode, decode, x, y, steps=5)
+    e = explorers.Interpolation(encode, decode, x, steps=5)
     before = picture(e)
     e.set(a=4, b=9)
     assert picture(e) != before
@@ -459,7 +459,7 @@ def test_interpolation_images_stay_at_least_64_pixels(digits, cond_vfa, steps):
     from PIL import Image
     x, y = digits
     enc, settings = cond_vfa
-    e = explorers.Interpolation(*explorers.vfa_codec(enc, settings, (1, 28, 28)), x, y, steps=steps)
+    e = explorers.Interpolation(*explorers.vfa_codec(enc, settings, (1, 28, 28)), x, steps=steps)
     e.widget
     png = Image.open(io.BytesIO(e._image.value))
     assert png.size[0] == int(e.figsize[0] * 80) == int(e._image.layout.width.rstrip("px"))
