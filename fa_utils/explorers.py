@@ -499,10 +499,10 @@ class LatentPad(Explorer):
             return
         self._last_stamp = stamp
         # the pixel from the box (ipyevents' dataX is 0 while the next PNG loads), else dataX
-        b, width, height = self.PAD_BORDER, 2 * self.pad_pixels + self.GAP, self.pad_pixels
+        b, width, n = self.PAD_BORDER, 2 * self.pad_pixels + self.GAP, self.pad_pixels
         bw, bh = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
         if bw > 0 and bh > 0:
-            self.click((event["relativeX"] - b) * width / bw, (event["relativeY"] - b) * height / bh)
+            self.click((event["relativeX"] - b) * width / bw, (event["relativeY"] - b) * n / bh)
         elif "dataX" in event:
             self.click(event["dataX"], event["dataY"])
 
