@@ -472,12 +472,12 @@ class LatentPad(Explorer):
         self._events.on_dom_event(self._on_event)
 
     def scatter(self, ax, z):
-        """The latents and the point ``z`` (a cross) on ``ax``, the pad's limits."""
+        """The latents and the point ``z`` (a cross) on ``ax``, the pad's limits, no ticks."""
         colours = {} if self.labels is None else {"c": torch.as_tensor(self.labels).cpu(),
                                                   "cmap": "tab10"}
         ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, **colours)
         ax.plot([z[0]], [z[1]], "k+", ms=14, mew=2)
-        ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]))
+        ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]), xticks=[], yticks=[])
 
     def pixel_to_latent(self, px, py):
         """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2), within the pad."""
