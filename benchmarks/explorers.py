@@ -3,7 +3,7 @@
     python -m benchmarks.explorers                   # quick-profile checkpoints (the main job's)
     python -m benchmarks.explorers --profile smoke   # anything, fast
 
-Loads the models as notebook 07 does (:func:`fa_utils.explorers.exploration_models`), builds
+Loads the models as notebook 07 does (its cell ``exploration-models``), builds
 each explorer's widget (no front end needed), then times a fixed, seeded sequence of
 interactions from the control change to the new PNG in the widget (callback, method, drawing,
 PNG encoding; not the browser's transfer and paint). Prints a table and writes
@@ -17,7 +17,9 @@ import platform
 import random
 import statistics
 import sys
+from pathlib import Path
 
+import nbformat
 import torch
 
 from fa_utils import explorers
@@ -25,6 +27,16 @@ from fa_utils.metrics import Stopwatch
 from fa_utils.outputs import markdown_table, results_dir
 
 TARGET_S = 0.5
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_explore.ipynb"
+
+
+def exploration_models(profile, device):
+    """Notebook 07's models: its cell ``exploration-models``, run here."""
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    source = next(c.source for c in cells if c.get("id") == "exploration-models")
+    namespace = {}
+    exec(compile(source, f"{NOTEBOOK.name}#exploration-models", "exec"), namespace)
+    return namespace["exploration_models"](profile, device=device, progress=sys.stderr.isatty())
 
 
 def interactions(m, rng: random.Random):
@@ -55,7 +67,7 @@ def interactions(m, rng: random.Random):
         acts += [("one-hot value", lambda v=v, e=e: e.set(scale=v)) for v in (3.0, 5.0, 0.0)]
         acts += [("new samples", e.resample) for _ in range(4)]
         out.append((e, acts))
-    e = explorers.Interpolation(*explorers.vfa_codec(m.vfa, m.vfa_settings, shape), x, y)
+    e = explorers.Interpolation(*explorers.vfa_codec(m.vfa, m.vfa_settings, shape), x)
     acts = [("a/b", lambda a=a, b=b, e=e: e.set(a=a, b=b)) for a, b in [(2, 9), (4, 4), (10, 1)]]
     acts += [("steps", lambda v=v, e=e: e.set(steps=v)) for v in (12, 16, 4)]
     out.append((e, acts))
@@ -73,8 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     with Stopwatch(args.device) as loading:
-        m = explorers.exploration_models(args.profile, device=args.device,
-                                         progress=sys.stderr.isatty())
+        m = exploration_models(args.profile, args.device)
     rows, worst = [], 0.0
     for e, acts in interactions(m, random.Random(0)):
         with Stopwatch(args.device) as first:

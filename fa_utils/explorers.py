@@ -1,44 +1,121 @@
-"""JupyterLab explorers of the method (base: :mod:`.explorer_base`); a static PNG headless."""
+"""JupyterLab explorers of the method (ipywidgets; headless, a static PNG): controls
+(``fa-control-<name>``), PNG(s) and a status line in a ``VBox`` (``fa-explorer-<kind>``)."""
 from __future__ import annotations
 
+import html
+import io
 import math
 import os
-from types import SimpleNamespace
 
 import ipywidgets as w
 import torch
-from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
+from ipyevents import Event
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from . import fa, local, outputs, vfa
-from .data import DATASETS
-from .explorer_base import Explorer, class_labels, figure_png, imshow
-from .latent_pad import LatentPad  # noqa: F401 (fa_utils.explorers.LatentPad in the notebooks)
+from .metrics import Stopwatch, one_thread
+from .plotting import show_images
 
 HEADLESS_ENV = "FA_HEADLESS"  # 1: static figures (set by the runner and the tests)
 MAX_ONEHOT_VALUE = 12.0       # the end of the conditional sampler's one-hot slider
-CLASS_NAMES = {name: info.class_names for name, info in DATASETS.items() if info.class_names}
 
 
-def headless() -> bool:
-    """``FA_HEADLESS`` is 1/true/yes, or (unless 0/false/no) this is not a Jupyter kernel."""
-    flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
-    if flag in ("1", "true", "yes", "0", "false", "no"):
-        return flag in ("1", "true", "yes")
-    return not outputs.in_jupyter_kernel()
+class Explorer:
+    """A subclass adds controls (:meth:`control`) and draws its state (``draw(fig)`` -> status)."""
+
+    kind, figsize = "base", (9.0, 3.0)
+    # fixed subplot margins in inches, no layout engine (docs/choices.md section 11)
+    top_in, bottom_in, left_in, wspace = 0.3, 0.1, 0.15, 0.25
+
+    def __init__(self):
+        self.renders, self.error, self.controls, self._hold, self._widget = 0, None, {}, False, None
+        self._image = w.Image(format="png").add_class("fa-explorer-image")
+        self._status = w.HTML().add_class("fa-explorer-status")  # a Label cuts a long status
+
+    def control(self, name, widget, observe=True):
+        """Add control ``name``, its description shown in full; a change redraws if ``observe``."""
+        if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
+            widget.style.description_width = "initial"
+        if observe:
+            widget.observe(self._on_change, names="value")
+        self.controls[name] = widget.add_class(f"fa-control-{name}")
+        return widget
+
+    def value(self, name):
+        return self.controls[name].value
+
+    @property
+    def widget(self):
+        """The ``VBox`` (controls, picture, status), built and drawn on first access."""
+        if self._widget is None:
+            self._image.layout.width = f"{int(self.figsize[0] * 80)}px"
+            controls = w.HBox(list(self.controls.values()), layout=w.Layout(flex_flow="row wrap"))
+            self._widget = w.VBox([controls, self._image, self._status])
+            self._widget.add_class("fa-explorer").add_class(f"fa-explorer-{self.kind}")
+            self.update()
+        return self._widget
+
+    def set(self, **values) -> None:
+        """Set several controls, then redraw once. Raises KeyError: an unknown control."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise KeyError(f"unknown control(s) {unknown}; known: {sorted(self.controls)}")
+        self._hold = True
+        try:
+            for name, v in values.items():
+                self.controls[name].value = v
+        finally:
+            self._hold = False
+        self.update()
+
+    def _on_change(self, change):
+        if not self._hold:
+            self.update()
+
+    def _new_figure(self):
+        width, height = self.figsize
+        fig = Figure(figsize=(width, height))
+        fig.subplots_adjust(left=self.left_in / width, right=1 - 0.15 / width,
+                            wspace=self.wspace, bottom=self.bottom_in / height,
+                            top=1 - self.top_in / height)
+        return fig
+
+    def picture(self):
+        """(PNG bytes at 80 dpi, status): the current state drawn on one thread."""
+        with one_thread():
+            fig, buf = self._new_figure(), io.BytesIO()
+            status = self.draw(fig)
+            fig.savefig(buf, format="png", dpi=80)
+        return buf.getvalue(), status
+
+    def update(self) -> None:
+        """Redraw the widget (once built); an error goes to the status line and ``error``."""
+        if self._widget is None:
+            return
+        with Stopwatch() as sw:
+            try:
+                self._image.value, status = self.picture()
+                self.error = None
+            except Exception as exc:  # noqa: BLE001 - shown to the user, kept in .error
+                status = self.error = f"error: {type(exc).__name__}: {exc}"
+        self.renders += 1
+        text = html.escape(f"{status}  |  render {self.renders}, {1e3 * sw.seconds:.0f} ms")
+        self._status.value = text.replace("WARNING", '<b style="color:#c00000">WARNING</b>')
 
 
 def check_interactive(interactive):
     """A notebook's ``interactive`` parameter: None, True or False. Raises TypeError otherwise."""
     if interactive is not None and not isinstance(interactive, bool):
-        raise TypeError(f"interactive must be None, True or False, got {interactive!r} "
-                        f"({type(interactive).__name__}); from the runner: -p interactive False")
+        raise TypeError(f"interactive must be None, True or False, got {interactive!r}; "
+                        f"from the runner: -p interactive False")
     return interactive
 
 
 def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
     """The sampler's opening one-hot value, in 0..max_value. Raises TypeError, ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"onehot_value must be a number, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"onehot_value must be a number, got {value!r}")
     if not 0 <= value <= max_value:
         raise ValueError(f"onehot_value (the one-hot value) must be in 0..{max_value:g} "
                          f"(training used 1), got {value!r}")
@@ -46,19 +123,20 @@ def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
 
 
 def show(explorer, interactive=None) -> None:
-    """The widget, or (``interactive`` False; None: :func:`headless`) a PNG of the default state.
-    Raises TypeError: not an :class:`Explorer`, a bad ``interactive``."""
+    """The widget, or a PNG of the default state and its status (``interactive`` False; None:
+    ``FA_HEADLESS`` is 1, or unset outside a kernel). Raises TypeError: a bad argument."""
     from IPython import display
     if not isinstance(explorer, Explorer):
         raise TypeError(f"show() takes an Explorer, got {type(explorer).__name__}")
     if check_interactive(interactive) is None:
-        interactive = not headless()
+        flag = os.environ.get(HEADLESS_ENV, "").strip().lower()
+        interactive = flag not in ("1", "true", "yes") if flag else outputs.in_jupyter_kernel()
     if interactive:
         display.display(explorer.widget)
-    else:
-        display.display(display.Image(data=figure_png(explorer.figure())))
-        print(f"[static figure: {explorer.kind} explorer in its default state; open the "
-              f"notebook in JupyterLab for the widgets]")
+        return
+    png, status = explorer.picture()
+    display.display(display.Image(data=png))
+    print(f"{status}\n[a static figure: open the notebook in JupyterLab for the widgets]")
 
 
 def _device(module):
@@ -75,8 +153,7 @@ def _images(images, n=50):
 
 def fa_decoder(encoder, shape, *, head="z", T=1, tau=1.0, r_init="zeros", squash="none",
                seed=0):
-    """z (B, Z) -> the image (B, C, H, W) :func:`fa_utils.fa.decode_latent` finds for it; from
-    r_0 = 0, E(0) and its Jacobian are built once: the encoder must not change meanwhile."""
+    """z (B, Z) -> image (B, C, H, W) by :func:`fa_utils.fa.decode_latent` (r_0 = 0: frozen)."""
     frozen = r_init == "zeros" and fa.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
 
@@ -93,8 +170,7 @@ def fa_encoder_fn(encoder, head="z"):
 
 
 def vfa_codec(encoder, settings, shape):
-    """(encode, decode): x -> [mu(x), c(x)] (:func:`fa_utils.vfa.latent_of`) and that target ->
-    image (:func:`fa_utils.vfa.decode_full`, E(0) and its Jacobian built once)."""
+    """(encode, decode): x -> [mu(x), c(x)] -> image, by :mod:`fa_utils.vfa` (r_0 = 0: frozen)."""
     shape = tuple(shape)
     start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
     return (lambda x: vfa.latent_of(encoder, x.to(_device(encoder)), settings),
@@ -102,25 +178,13 @@ def vfa_codec(encoder, settings, shape):
                                       start=start))
 
 
-class _ShortFormatter(Formatter):
-    """The fewest significant digits (3 to 8) that tell the ticks apart; no offset text."""
-
-    def __call__(self, x, pos=None):
-        return f"{x:.4g}"
-
-    def format_ticks(self, values):
-        n = next((n for n in range(3, 8) if len({f"{v:.{n}g}" for v in values}) == len(values)), 8)
-        return [f"{v:.{n}g}" for v in values]
-
-
 class InnerOptimisation(Explorer):
-    """r_0 ... r_T of Eq. 2 moving towards E(x)[head], and the energy (Eq. 1); ``images``
-    (N, C, H, W) in [0, 1]. Raises ValueError: T outside 1..MAX_T, an unknown squash."""
+    """Eq. 2's r_0 ... r_T towards E(x)[head] and Eq. 1's energy, for ``images`` (N, C, H, W)
+    in [0, 1]. Raises ValueError: T outside 1..MAX_T, an unknown squash."""
 
     kind, figsize, bottom_in, wspace, MAX_T = "inner", (10.0, 2.8), 0.5, 0.4, 20
-    DIVERGENCE_NOTE = ("the step diverges: the inner descent contracts only while tau x the "
-                       "largest eigenvalue of J^T J is < 2 (Appendix 7.1, one weight w: "
-                       "0 < tau w^2 < 2)")
+    DIVERGENCE_NOTE = ("the step diverges: it contracts only while tau x the largest eigenvalue "
+                       "of J^T J is < 2 (Appendix 7.1, one weight w: 0 < tau w^2 < 2)")
 
     def __init__(self, encoder, images, *, head="z", T=4, tau=1.0, r_init="zeros",
                  squash="none", seed=0):
@@ -137,16 +201,16 @@ class InnerOptimisation(Explorer):
         self.control("tau", w.FloatLogSlider(tau, base=10, min=-2, max=1, step=0.05,
                                              description="tau"))
         self.control("r_init", w.Dropdown(options=fa.R_INITS, value=r_init, description="r_0"))
-        self._player(self.control("step", w.IntSlider(T, 0, T, description="step")), 400)
+        self.control("step", w.IntSlider(T, 0, T, description="step"))
 
     def _on_T(self, change):
         """The step slider ends at the new T and moves there, without a redraw of its own."""
         hold, self._hold, step = self._hold, True, self.controls["step"]
-        step.max = self.controls["play"].max = step.value = change["new"]
+        step.max = step.value = change["new"]
         self._hold = hold
 
     def trajectory(self):
-        """(r_0..r_T, each (C, H, W); the inner energies 1/2 ||E(x) - E(r_t)||^2 of Eq. 1)."""
+        """(r_0..r_T, each (C, H, W); Eq. 1's inner energies), kept while only the step moves."""
         key = (self.value("image"), self.value("T"), round(self.value("tau"), 6),
                self.value("r_init"))
         if key not in self._cache:
@@ -170,35 +234,21 @@ class InnerOptimisation(Explorer):
     def draw(self, fig):
         traj, energies = self.trajectory()
         t, grew = min(self.value("step"), len(traj) - 1), self.energy_grows(energies)
-        x, shown = self.images[self.value("image")], fa.apply_squash(traj[t], self.squash)
-        gs = fig.add_gridspec(1, 3, left=self.left_in / fig.get_size_inches()[0], right=0.56,
-                              wspace=0.25, bottom=fig.subplotpars.bottom, top=fig.subplotpars.top)
-        for i, (img, title) in enumerate([(x, "image x (target E(x))"),
-                                          (fa.apply_squash(traj[0], self.squash),
-                                           f"r_0 ({self.value('r_init')})"), (shown, f"r_{t}")]):
-            imshow(fig.add_subplot(gs[0, i]), img[None], title)
-        left, sp = 0.56 + 1.05 / fig.get_size_inches()[0], fig.subplotpars  # room for y labels
-        ax = fig.add_axes((left, sp.bottom, 0.985 - left, sp.top - sp.bottom))
-        ax.plot(range(len(energies)), energies, "o-", ms=3,
-                color="tab:blue" if grew is None else "tab:red")
+        x, r_t = self.images[self.value("image")], fa.apply_squash(traj[t], self.squash)
+        images, ax = fig.subplots(1, 2, width_ratios=[3, 2.6])
+        show_images(images, torch.stack([x, fa.apply_squash(traj[0], self.squash), r_t]),
+                    title=f"x (target E(x)), r_0 ({self.value('r_init')}), r_{t}")
+        ax.plot(energies, "o-", ms=3, color="tab:blue" if grew is None else "tab:red")
         ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
-        lo, hi = min(energies), max(energies)
-        if lo > 0 and hi / lo >= 10:  # log axis: powers of 10, with 2 and 5 below 3 decades
+        if min(energies) > 0 and max(energies) >= 10 * min(energies):
             ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5) if hi / lo < 1e3 else (1,),
-                                                  numticks=6))
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        else:
-            ax.yaxis.set_major_locator(MaxNLocator(4))
-        ax.yaxis.set_major_formatter(_ShortFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(-0.3, max(len(energies) - 1, 1) + 0.3)
         ax.set_xlabel("inner step t", fontsize=8, labelpad=1)
         ax.set_ylabel("1/2 ||E(x) - E(r_t)||^2", fontsize=8, labelpad=2)
         ax.tick_params(labelsize=7)
         status = (f"T={self.value('T')}, tau={self.value('tau'):.3g}: step {t}, inner energy "
                   f"{energies[t]:.4g}, MSE(r_{t}, x) per pixel "
-                  f"{float(((shown - x) ** 2).mean()):.4f}")
+                  f"{float(((r_t - x) ** 2).mean()):.4f}")
         if grew is None:
             return status
         ax.text(0.02, 0.97, f"energy grows from step {grew}:\ntau too large, the step diverges",
@@ -244,20 +294,17 @@ class LatentSliders(Explorer):
 
     def draw(self, fig):
         i, (a, b) = self.value("start"), fig.subplots(1, 2)
-        if i >= 0:
-            imshow(a, self.images[i:i + 1], f"start: held-out #{i}")
-        else:
-            imshow(a, self.decode(self.mean[None]), "start: decoded mean latent")
-        imshow(b, self.decode(self.latent()), "decoded from the sliders")
+        start = self.images[i:i + 1] if i >= 0 else self.decode(self.mean[None])
+        show_images(a, start, title=f"start: held-out #{i}" if i >= 0 else "start: mean latent")
+        show_images(b, self.decode(self.latent()), title="decoded from the sliders")
         moved = ", ".join(f"{j + 1}:{v:+.1f}" for j, v in enumerate(self._moves()) if v != 0)
         return (f"{len(self.axes)} leading axes ({self.explained:.0%} of the latent variance); "
                 f"moved (std): {moved or 'none'}")
 
 
 class ConditionalSampling(Explorer):
-    """Samples of a conditional VFA (Section 3.4), class target s x onehot(class); s opens at
-    ``scale`` = 8, where the class shows (docs/method.md section 9; training used 1).
-    Raises ValueError: an unconditional VFA, a bad ``scale``."""
+    """Section 3.4's samples for the class target s x onehot(class), s opening at ``scale`` = 8
+    (docs/method.md section 9). Raises ValueError: an unconditional VFA, a bad ``scale``."""
 
     kind, figsize = "conditional", (6.5, 2.9)
 
@@ -278,11 +325,6 @@ class ConditionalSampling(Explorer):
         self.control("seed", w.IntText(seed, description="seed", layout=w.Layout(width="160px")))
         self.control("resample", w.Button(description="new samples"), observe=False).on_click(
             lambda _: self.resample())
-        self.hint = (f"one-hot value s: the class target is s \u00d7 onehot(class); a larger s "
-                     f"pulls the samples harder towards the class (training used "
-                     f"{settings.class_scale:g}; s = 0: no class)")
-        self.control("hint", w.HTML(f'<span style="color:#555;font-size:12px">{self.hint}</span>',
-                                    layout=w.Layout(width="100%")), observe=False)
 
     def resample(self) -> None:
         """A fresh grid: the next seed."""
@@ -298,31 +340,29 @@ class ConditionalSampling(Explorer):
                           scale=float(self.value("scale")), generator=g)[0]
 
     def draw(self, fig):
-        imshow(fig.subplots(1, 1), self.samples(), nrow=10)
-        return (f"{self.controls['label'].label}, one-hot value {self.value('scale'):g} "
-                f"(training: {self.settings.class_scale:g}; larger = stronger pull towards the "
-                f"class), seed {self.value('seed')}")
+        show_images(fig.subplots(1, 1), self.samples(), nrow=10)
+        return (f"{self.controls['label'].label}, one-hot value {self.value('scale'):g} (class "
+                f"target s x onehot(class); training used {self.settings.class_scale:g}; a larger "
+                f"s pulls harder towards the class, s = 0: none), seed {self.value('seed')}")
 
 
 class Interpolation(Explorer):
-    """(1 - t) z_a + t z_b decoded (Figure 8), in rows of ``per_row`` (docs/choices.md section
-    11); ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W); ``labels`` (N,)."""
+    """(1 - t) z_a + t z_b decoded (Figure 8) in rows of ``per_row`` (docs/choices.md section 11);
+    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
     row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
 
-    def __init__(self, encode, decode, images, labels=None, *, steps=8, class_names=None):
+    def __init__(self, encode, decode, images, *, steps=8):
         super().__init__()
         self.encode, self.decode, self.images = encode, decode, _images(images)
-        self.labels = class_labels(None if labels is None else labels[:len(self.images)])
-        self.class_names, n = class_names, len(self.images)
+        n = len(self.images)
         self.control("a", w.IntSlider(0, 0, n - 1, description="image a"))
         self.control("b", w.IntSlider(min(1, n - 1), 0, n - 1, description="image b"))
         self.control("steps", w.IntSlider(steps, 2, 16, description="steps"))
 
     @property
-    def figsize(self):
-        """11 inches wide (880 px in the widget); one row per ``per_row`` steps."""
+    def figsize(self):  # 11 inches wide (880 px in the widget); one row per per_row steps
         rows = math.ceil(self.value("steps") / self.per_row)
         return 11.0, max(1.9, rows * self.row_in + self.top_in + self.bottom_in + 0.25)
 
@@ -332,23 +372,15 @@ class Interpolation(Explorer):
         t = torch.linspace(0, 1, self.value("steps"), device=z.device)[:, None]
         return self.decode((1 - t) * z[0] + t * z[1])
 
-    def _name(self, i):
-        k = -1 if self.labels is None else int(self.labels[i])
-        return "" if k < 0 else f" ({self.class_names[k] if self.class_names else k})"
-
     def draw(self, fig):
         a, b, steps = self.value("a"), self.value("b"), self.value("steps")
-        cols = min(steps, self.per_row)
-        rows = math.ceil(steps / cols)
-        axes = fig.subplots(1, 3, width_ratios=[1, cols, 1])
-        path = self.path()
-        blank = path.new_ones((rows * cols - steps, *path.shape[1:]))  # the last row's end
-        imshow(axes[0], self.images[a:a + 1], f"a: #{a}{self._name(a)}")
-        imshow(axes[1], torch.cat([path, blank]), "decoded along (1 - t) z_a + t z_b"
-               + (", row by row" if rows > 1 else ""), nrow=cols)
-        imshow(axes[2], self.images[b:b + 1], f"b: #{b}{self._name(b)}")
-        for ax in axes:
-            ax.set_anchor("N")
+        cols, rows = min(steps, self.per_row), math.ceil(steps / self.per_row)
+        axes = fig.subplots(1, 3, width_ratios=[1, cols, 1], subplot_kw={"anchor": "N"})
+        show_images(axes[0], self.images[a:a + 1], title=f"a: #{a}")
+        show_images(axes[1], self.path(), nrow=cols,
+                    title="decoded along (1 - t) z_a + t z_b" + (", row by row" if rows > 1
+                                                                  else ""))
+        show_images(axes[2], self.images[b:b + 1], title=f"b: #{b}")
         return f"interpolating held-out #{a} -> #{b} in {steps} steps"
 
 
@@ -363,8 +395,7 @@ class LocalLayers(Explorer):
         self.net, self.seed, self.images = net, seed, _images(images)
         self.kw, self.L, self._cache = dict(recon_kwargs or {}), len(net.blocks), {}
         self.control("image", w.IntSlider(0, 0, len(self.images) - 1, description="image"))
-        depth = w.IntSlider(self.L, 0, self.L, description="layers inverted")
-        self._player(self.control("depth", depth), 600)
+        self.control("depth", w.IntSlider(self.L, 0, self.L, description="layers inverted"))
 
     def levels(self):
         """(true x_0..x_L, estimates r_0..r_L with r_L = x_L = z), one image, on the CPU."""
@@ -381,53 +412,109 @@ class LocalLayers(Explorer):
 
     def draw(self, fig):
         truth, est = self.levels()
-        depth = self.value("depth")
-        level = self.L - depth  # the tensor x_level is estimated
+        depth, level = self.value("depth"), self.L - self.value("depth")  # x_level estimated
         errs = [float((e - t).norm() / t.norm().clamp_min(1e-12)) for t, e in zip(truth, est)]
         t = truth[level]
         lo, hi = float(t.min()), float(t.max())
 
-        def tiles(h):  # (n, 1, h, w): the image, the first 8 channels, or the vector as a square
+        def tiles(h):  # (n, 1, h, w): the image, the first 8 channels, or the vector as a row
             if level == 0:
                 return h[None]
-            if h.dim() != 3:
-                side = math.ceil(math.sqrt(h.numel()))
-                h = torch.cat([h.reshape(-1), h.new_zeros(side * side - h.numel())])
-                h = h.reshape(1, side, side)
+            h = h if h.dim() == 3 else h.reshape(1, 1, -1)
             return (h[:8, None] - lo) / max(hi - lo, 1e-12)
-        ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[2, 2, 2.2])
-        what = ("image x_0" if level == 0 else f"latent z {tuple(t.shape)}" if level == self.L
-                else f"x_{level} {tuple(t.shape)}")
-        imshow(ax0, tiles(t), f"true {what}", nrow=4)
-        imshow(ax1, tiles(est[level]), f"estimate after {depth} layer(s)", nrow=4)
-        ax2.plot(range(self.L + 1), errs, "o-", ms=3)
-        ax2.plot([level], [errs[level]], "o", ms=8, color="tab:red")
-        ax2.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
-        ax2.set_ylabel("||r_l - x_l|| / ||x_l||", fontsize=8)
-        ax2.tick_params(labelsize=7)
+        images, ax = fig.subplots(1, 2, width_ratios=[4, 2.2])
+        what = "image x_0" if level == 0 else f"x_{level} {tuple(t.shape)}"
+        show_images(images, torch.cat([tiles(t), tiles(est[level])]), nrow=len(tiles(t)),
+                    title=f"true {what} (top), estimate after {depth} layer(s) (bottom)")
+        ax.plot(errs, "o-", ms=3)
+        ax.plot([level], [errs[level]], "o", ms=8, color="tab:red")
+        ax.set_xlabel(f"level l (0 = image, {self.L} = latent)", fontsize=8)
+        ax.set_ylabel("||r_l - x_l|| / ||x_l||", fontsize=8)
+        ax.tick_params(labelsize=7)
         return (f"held-out #{self.value('image')}: {depth} of {self.L} layers inverted, level "
                 f"{level}, relative error {errs[level]:.3f}")
 
 
-def exploration_models(profile=None, *, seed=0, device="auto", progress=True):
-    """The main job's MNIST models (notebooks 02, 03, 05's checkpoints; a missing one is trained):
-    ``fa`` (Z = 128), ``fa2`` (Z = 2), ``fa_cfg``, ``vfa``, ``vfa_settings``, ``vfa_cfg``,
-    ``local_net``, ``local_kwargs``, held-out ``test_x`` (N, C, H, W), ``test_y`` (N,), ``shape``,
-    ``class_names``. Raises config.ConfigError, data.DatasetUnavailable."""
-    from . import config, experiments, local
-    fcfg, vcfg, lcfg = (config.make_config(s, profile, seed=seed, device=device, **kw)
-                        for s, kw in (("fa", {"dataset": "mnist"}), ("vfa", {"dataset": "mnist"}),
-                                      ("local", {})))
-    data = experiments.load_image_data(fcfg)
-    fa128, _ = experiments.train_fa_encoder(fcfg, data, progress=progress)
-    fa2, _ = experiments.train_fa_encoder(fcfg, data, latent_dim=2, epochs=fcfg.latent2_epochs,
-                                          progress=progress)
-    venc, _ = experiments.train_vfa(vcfg, experiments.load_image_data(vcfg, verbose=False),
-                                    progress=progress)
-    net, _ = experiments.train_local(
-        lcfg, experiments.local_data(lcfg, "mnist", verbose=False), "mnist", progress=progress)
-    return SimpleNamespace(fa=fa128, fa2=fa2, fa_cfg=fcfg, vfa=venc, vfa_cfg=vcfg,
-                           vfa_settings=experiments.vfa_settings(vcfg), local_net=net,
-                           local_kwargs=local.recon_kwargs(lcfg), test_x=data.test_x,
-                           test_y=data.test_y, shape=tuple(data.image_shape),
-                           class_names=CLASS_NAMES["mnist"])
+class LatentPad(Explorer):
+    """A 2-neuron latent (Figure 6a): a click or drag on the pad, the scatter of ``latents``
+    (N, 2) coloured by ``labels`` (N,) or None, moves the point (sliders ``x``, ``y``), decoded
+    beside it by ``decode`` (B, 2) -> (B, C, H, W). Raises ValueError: latents not (N, 2)."""
+
+    kind, PAD_BORDER, GAP = "latent-pad", 1, 20  # GAP: pixels between the pad and the image
+
+    def __init__(self, decode, latents, labels=None, *, pad_pixels=300):
+        super().__init__()
+        latents = torch.as_tensor(latents).detach().float().cpu()
+        if latents.dim() != 2 or latents.shape[1] != 2:
+            raise ValueError(f"LatentPad needs (N, 2) latents, got {tuple(latents.shape)}; use "
+                             f"LatentSliders for a latent with more than 2 dimensions")
+        self.decode, self.latents, self.labels = decode, latents, labels
+        self.pad_pixels, self._last_stamp = int(pad_pixels), -math.inf
+        self.figsize = ((2 * self.pad_pixels + self.GAP) / 80, self.pad_pixels / 80)  # 80 dpi
+        lo, hi = latents.min(0).values, latents.max(0).values
+        span = (hi - lo).clamp_min(1e-6)  # a 14 % margin each side
+        self.lo, self.hi = (lo - 0.14 * span).tolist(), (hi + 0.14 * span).tolist()
+        steps = [(self.hi[i] - self.lo[i]) / 200 for i in (0, 1)]
+        self.decimals = max(2, math.ceil(-math.log10(min(steps))))
+        for i, start in enumerate(latents.median(0).values.tolist()):
+            # no continuous update: the front end never echoes a point set from the pad
+            # (snapped to the step, late under load: it moved a drag back)
+            self.control("xy"[i], w.FloatSlider(start, min=self.lo[i], max=self.hi[i],
+                                                step=steps[i], description=f"z_{i + 1}",
+                                                readout_format=f".{self.decimals}f",
+                                                continuous_update=False))
+        self._image.layout.border = f"{self.PAD_BORDER}px solid #999"
+        self._image.add_class("fa-explorer-pad")
+        # defaults prevented: a native drag of the <img> swallows the mouse events
+        self._events = Event(source=self._image, prevent_default_action=True, wait=40,
+                             watched_events=["mousedown", "mousemove", "click", "dragstart"],
+                             throttle_or_debounce="throttle")
+        self._events.on_dom_event(self._on_event)
+
+    def scatter(self, ax, z):
+        """The latents and the point ``z`` (a cross) on ``ax``, the pad's limits, no ticks."""
+        colours = {} if self.labels is None else {"c": torch.as_tensor(self.labels).cpu(),
+                                                  "cmap": "tab10"}
+        ax.scatter(self.latents[:, 0], self.latents[:, 1], s=5, alpha=0.6, **colours)
+        ax.plot([z[0]], [z[1]], "k+", ms=14, mew=2)
+        ax.set(xlim=(self.lo[0], self.hi[0]), ylim=(self.lo[1], self.hi[1]), xticks=[], yticks=[])
+
+    def pixel_to_latent(self, px, py):
+        """Pad pixel (x right, y down, 0..pad_pixels) -> latent (z_1, z_2), within the pad."""
+        (x0, y0), (x1, y1), n = self.lo, self.hi, self.pad_pixels
+        z1, z2 = x0 + px / n * (x1 - x0), y1 - py / n * (y1 - y0)
+        return min(max(z1, x0), x1), min(max(z2, y0), y1)
+
+    def click(self, px, py) -> None:
+        """A click (or drag) at pixel (px, py) of the pad moves the point there."""
+        z = self.pixel_to_latent(px, py)
+        if px <= self.pad_pixels and z != (self.value("x"), self.value("y")):
+            self.set(x=z[0], y=z[1])
+
+    def _on_event(self, event):
+        # a press, a move with the button held or a click; an event older than one handled: stale
+        kind, stamp = event.get("type"), event.get("timeStamp", self._last_stamp)
+        if kind not in ("mousedown", "mousemove", "click") or stamp < self._last_stamp or (
+                kind == "mousemove" and not event.get("buttons", 0) & 1):
+            return
+        self._last_stamp = stamp
+        # the pixel from the box (ipyevents' dataX is 0 while the next PNG loads), else dataX
+        b, width, n = self.PAD_BORDER, 2 * self.pad_pixels + self.GAP, self.pad_pixels
+        bw, bh = (event.get(k, 0) - 2 * b for k in ("boundingRectWidth", "boundingRectHeight"))
+        if bw > 0 and bh > 0:
+            self.click((event["relativeX"] - b) * width / bw, (event["relativeY"] - b) * n / bh)
+        elif "dataX" in event:
+            self.click(event["dataX"], event["dataY"])
+
+    def decoded(self, z=None):
+        """(1, C, H, W) the image decoded from ``z`` (default: the sliders'), in [0, 1]."""
+        point = torch.tensor([z or (self.value("x"), self.value("y"))], dtype=torch.float32)
+        return self.decode(point).detach().float().cpu().clamp(0, 1)
+
+    def draw(self, fig):
+        # the pad, a square of pad_pixels filled by the scatter (pixel <-> latent linear), and
+        # the decoded image, a square as large
+        z, share = (self.value("x"), self.value("y")), self.pad_pixels / (80 * self.figsize[0])
+        self.scatter(fig.add_axes((0, 0, share, 1)), z)
+        show_images(fig.add_axes((1 - share, 0, share, 1)), self.decoded(z))
+        return f"z = ({z[0]:.{self.decimals}f}, {z[1]:.{self.decimals}f})"

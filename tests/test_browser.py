@@ -270,8 +270,8 @@ def _check_pad(page, say) -> None:
     old_pad = pad.get_attribute("src")
     old_pad_status = pad_explorer.locator(".fa-explorer-status").text_content()
     old_z1 = pad_explorer.locator(".fa-control-x .widget-readout").text_content()
-    box = pad.bounding_box()
-    pad.click(position={"x": 0.2 * box["width"], "y": 0.8 * box["height"]})
+    box = pad.bounding_box()  # the pad: the picture's left square, as tall as the picture
+    pad.click(position={"x": 0.2 * box["height"], "y": 0.8 * box["height"]})
     page.wait_for_function(
         "([sel, old]) => { const e = document.querySelector(sel); return e && e.src !== old; }",
         arg=[root + " img.fa-explorer-pad", old_pad])
@@ -319,7 +319,7 @@ def _check_pad_drag(page, root: str, pad_explorer, pad, say) -> None:
     for attempt in range(1, 4):
         pad.scroll_into_view_if_needed()
         box = pad.bounding_box()
-        at = lambda f: (box["x"] + f[0] * box["width"], box["y"] + f[1] * box["height"])
+        at = lambda f: (box["x"] + f[0] * box["height"], box["y"] + f[1] * box["height"])
         page.evaluate("() => { for (const k in window.faPad) window.faPad[k] = 0; }")
         page.mouse.move(*at(start))
         page.mouse.down()
