@@ -1,6 +1,5 @@
 """The paper's claims as data: a notebook's last cell builds a :class:`Claim` per claim it
-checks, writes them (:func:`write_claims`) and asserts those marked ``asserted``
-(:func:`check`), so that what it asserts and what it reports are the same objects.
+checks, writes them (:func:`write_claims`) and asserts the ``asserted`` ones (:func:`check`).
 """
 from __future__ import annotations
 
@@ -23,9 +22,8 @@ class ClaimFailed(AssertionError):
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """One claim as one notebook checked it (``id`` e.g. ``"table2.vfagan_below_vfa"``,
-    ``section`` e.g. ``"5, Table 2"``); ``why`` unless it holds; ``evidence``:
-    ``figures/<name>.png``, ``results/<name>.md``; ``asserted``: it must hold. ValueError:
-    an unknown verdict, no why, an asserted claim not measured or not resolved."""
+    ``section`` e.g. ``"5, Table 2"``, ``evidence`` e.g. ``"figures/<name>.png"``). ValueError:
+    an unknown verdict, no ``why`` unless it holds, an asserted claim not measured or resolved."""
 
     id: str
     section: str
@@ -53,7 +51,7 @@ def verdict(ok: Optional[bool]) -> str:
 
 
 def claims_dir(profile: Optional[str] = None) -> Path:
-    """``results/claims/`` (created; under ``runs/smoke/`` at smoke, as every result)."""
+    """``results/claims/`` at ``profile`` (created)."""
     path = outputs.results_dir(profile) / "claims"
     path.mkdir(exist_ok=True)
     return path
@@ -61,8 +59,9 @@ def claims_dir(profile: Optional[str] = None) -> Path:
 
 def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profile: str,
                  notes: str = "") -> Path:
-    """Write ``results/claims/<notebook>_<dataset>.json`` (``dataset`` "-" for none); the
-    path of ``results/claims_<notebook>_<dataset>.md``, a table. ValueError: a repeated id."""
+    """Write ``results/claims/<notebook>_<dataset>.json`` (``dataset`` "-" for none) and the
+    table ``results/claims_<notebook>_<dataset>.md``; the table's path. ValueError: a repeated
+    id."""
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"claim ids must be unique, got {ids}")
@@ -87,9 +86,11 @@ def check(claims: Iterable[Claim]) -> None:
                                     for c in failed))
 
 
-def summary(claims: Sequence[Claim]) -> str:
-    """How many claims hold, do not hold, were not measured (or not resolved), in one line."""
+def summary(claims: Sequence[Claim], where: str = "") -> str:
+    """E.g. "14 of 17 claims hold<where>; 1 does not hold; 2 not measured"."""
     n = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
-    return (f"{n[HOLDS]} of {len(claims)} claims hold, {n[FAILS]} do not hold, "
-            f"{n[NOT_MEASURED]} not measured"
-            + f", {n[NOT_RESOLVED]} not resolved" * bool(n[NOT_RESOLVED]))
+    parts = [f"{n[HOLDS]} of {len(claims)} claims hold{where}"]
+    parts += [f"{n[FAILS]} {'does' if n[FAILS] == 1 else 'do'} not hold"] * bool(n[FAILS])
+    parts += [f"{n[NOT_RESOLVED]} not resolved (inside the noise)"] * bool(n[NOT_RESOLVED])
+    parts += [f"{n[NOT_MEASURED]} not measured"] * bool(n[NOT_MEASURED])
+    return "; ".join(parts)

@@ -1,12 +1,16 @@
-"""``results/REPORT.md``: a header, a summary line (also in README.md between the markers),
-a row per claim of :data:`fa_utils.paper.CATALOGUE` by paper section ("not measured", saying
-why, when no claims file at this profile has it); ``results/run_times.md``: the main job's times.
+"""``results/REPORT.md``: the commit, a summary line and a row per claim of
+:data:`fa_utils.paper.CATALOGUE` ("not measured", saying why, when no claims file at the profile
+has it); ``results/run_times.md``: the main job's times.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Sequence
 
@@ -14,12 +18,11 @@ from . import claims as claims_mod
 from . import outputs
 from .paper import CATALOGUE, SECTION_TITLES
 
-README_START, README_END = "<!-- report-summary -->", "<!-- /report-summary -->"
 RUN_TIMES_NAME, RUN_TIMES_HISTORY = "run_times.md", 10  # earlier main jobs kept
 
 
 class NotebookRun(NamedTuple):
-    """``state`` "ok", "failed", "interrupted" or "not run"; ``detail``: its copy, or why."""
+    """``state`` "ok", "failed", "interrupted" or "not run"; ``detail``: its notebook, or why."""
 
     state: str
     detail: str = ""
@@ -40,23 +43,55 @@ def _nb(stem: str) -> str:
     return stem[:2] if stem[:2].isdigit() else stem
 
 
+def _git(root: Path, *args: str) -> Optional[str]:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
+        return out.stdout if out.returncode == 0 else None
+    return None
+
+
+def uncommitted_changes(root: Path) -> Optional[list[str]]:
+    """Tracked files changed outside figures/ and results/, then untracked files in fa_utils/
+    and notebooks/; None when ``root`` is not a git work tree."""
+    tracked = _git(root, "diff", "HEAD", "--name-only", "--", ".", ":!figures", ":!results")
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "fa_utils", "notebooks")
+    return None if tracked is None or untracked is None else (tracked + untracked).splitlines()
+
+
+def source_commit(profile: str, argv: Sequence[str]) -> str:
+    """The commit of the outputs, as markdown for the header. ValueError: the run would write
+    the committed figures/ and results/ from uncommitted changes."""
+    root = outputs.repo_root()
+    head = (_git(root, "rev-parse", "--short", "HEAD") or "").strip()
+    changed = uncommitted_changes(root)
+    if not head or changed is None:
+        return "unknown (not a git work tree)"
+    if not changed:
+        return f"`{head}`"
+    if outputs.project_root() != root or profile in outputs.SCRATCH_PROFILES:
+        return f"`{head}` with uncommitted changes"
+    listed = ", ".join(changed[:8]) + " ..." * (len(changed) > 8)
+    cmd = shlex.join([sys.executable, "-m", "fa_utils", *argv, "--out", "runs/elsewhere"])
+    raise ValueError(f"uncommitted changes ({listed}), and REPORT.md must name a clean commit: "
+                     f"commit or stash them (git stash -u) and rerun, or write elsewhere:\n"
+                     f"  {cmd}")
+
+
 def collect(folder: Path, profile: str,
             runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
-    """The rows of the claims files in ``folder`` at ``profile`` and a "not measured" row for
-    each catalogue entry they lack (``runs``: the runner's states, for why). ValueError: a
-    file or claim that :func:`fa_utils.claims.write_claims` did not write."""
+    """The rows of the claims files in ``folder`` at ``profile``, and a "not measured" row for
+    each catalogue entry they lack (``runs``: the runner's states, for why). ValueError: a file
+    or claim that :func:`fa_utils.claims.write_claims` did not write."""
     runs, counted, others = runs or {}, {}, {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
             data = json.loads(path.read_text())
             stem, _ = data["notebook"], data["claims"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a claims file written by fa_utils.claims."
-                             f"write_claims ({exc}); delete it or rerun its notebook") from exc
-        if data.get("profile") == profile:
-            counted.setdefault(stem, []).append(data)
-        else:
-            others.setdefault(stem, []).append(str(data.get("profile")))
+            raise ValueError(f"{path}: not a claims file ({exc}); delete it or rerun its "
+                             "notebook") from exc
+        found = counted if data.get("profile") == profile else others
+        found.setdefault(stem, []).append(data)
     rows: list[Row] = []
     for stem in sorted(set(CATALOGUE) | set(counted)):
         expected = {e.id: e for e in CATALOGUE.get(stem, ())}
@@ -69,19 +104,18 @@ def collect(folder: Path, profile: str,
                                      f"{c.get('id')!r}: {exc}; rerun the notebook") from exc
                 rows.append(Row(claim, stem, data.get("dataset", "-"), claim.id in expected))
         seen = {r.claim.id for r in rows}
-        again = f"run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
-        state, detail = runs.get(stem) or ("other profile" if stem in others else "absent", "")
+        again = f"; run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
+        elsewhere = ", ".join(sorted({str(d.get("profile")) for d in others.get(stem, [])}))
+        state, detail = runs.get(stem) or ("other profile" if elsewhere else "absent", "")
         why = f"notebook {_nb(stem)} " + {
-            "disagree": "wrote claims but not this one (the catalogue in fa_utils/paper.py and "
-                        "the notebook disagree)",
+            "disagree": "wrote claims but not this one (fa_utils/paper.py's catalogue differs)",
             "failed": f"failed before writing its claims ({detail})",
-            "interrupted": f"was interrupted before writing its claims; {again}",
-            "ok": "ran but wrote no claims file (its final cell does not call "
-                  "fa_utils.claims.write_claims)",
+            "interrupted": f"was interrupted before writing its claims{again}",
+            "ok": "ran but wrote no claims file (no claims.write_claims in its last cell)",
             "not run": f"did not run ({detail})",
-            "other profile": f"did not run at {profile}: its claims are from profile "
-                             f"{', '.join(sorted(set(others.get(stem, ()))))}; {again}",
-            "absent": f"did not run (no claims file at {profile}); {again}",
+            "other profile": f"did not run at {profile}: its claims are from profile {elsewhere}"
+                             + again,
+            "absent": f"did not run (no claims file at {profile}){again}",
         }["disagree" if counted.get(stem) else state]
         for e in (e for e in expected.values() if e.id not in seen):
             missing = claims_mod.Claim(e.id, e.section, e.text, "-", "-", claims_mod.NOT_MEASURED,
@@ -91,21 +125,14 @@ def collect(folder: Path, profile: str,
 
 
 def summary_line(rows: Sequence[Row], profile: str) -> str:
-    """E.g. "14 of 17 claims hold at quick; 1 does not hold; 2 not measured (...)"."""
-    n = {v: sum(r.claim.verdict == v for r in rows) for v in claims_mod.VERDICTS}
-    fails, unresolved = n[claims_mod.FAILS], n[claims_mod.NOT_RESOLVED]
-    parts = [f"{n[claims_mod.HOLDS]} of {len(rows)} claims hold at {profile}"]
-    parts += [f"{fails} {'does' if fails == 1 else 'do'} not hold"] * bool(fails)
-    parts += [f"{unresolved} not resolved (inside the noise)"] * bool(unresolved)
+    """:func:`fa_utils.claims.summary` at ``profile``, with why claims were not measured."""
     unmeasured = [r for r in rows if r.claim.verdict == claims_mod.NOT_MEASURED]
-    if unmeasured:
-        absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
-        other = sum(r.written for r in unmeasured)
-        reasons = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"]
-        reasons *= bool(absent)
-        reasons += [f"{other} cannot be measured here, see why"] * bool(other)
-        parts.append(f"{len(unmeasured)} not measured ({'; '.join(reasons)})")
-    return "; ".join(parts)
+    absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
+    other = sum(r.written for r in unmeasured)
+    why = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
+    why += [f"{other} cannot be measured here, see why"] * bool(other)
+    line = claims_mod.summary([r.claim for r in rows], f" at {profile}")
+    return line + f" ({'; '.join(why)})" * bool(why)
 
 
 def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
@@ -142,15 +169,12 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
     rows = collect(claims_mod.claims_dir(profile), profile, runs)
     path, line = outputs.results_dir(profile) / "REPORT.md", summary_line(rows, profile)
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
-             f"Profile **{profile}** | commit {commit or 'unknown'} | written "
-             f"{outputs.utc_now()} by `python -m fa_utils reproduce` (rebuild alone: "
-             f"`python -m fa_utils report --profile {profile}`).", "", f"**{line}.**", "",
-             "Each row is a claim of Farias & Maziero (2023) as one notebook's final cell "
-             "checked it (`results/claims/*.json`); *asserted* marks the claims that the "
-             "notebook asserts at this profile, so a run whose asserted claim does not hold "
-             "fails. \"Our reading\" says how we turned a qualitative claim into a test.", ""]
+             f"Profile **{profile}** | commit {commit or 'unknown'} | written {outputs.utc_now()} "
+             f"(rebuild: `python -m fa_utils report --profile {profile}`).", "", f"**{line}.**",
+             "", "A row per claim as a notebook's last cell checked it (`results/claims/*.json`);"
+             " *asserted*: the notebook fails unless it holds.", ""]
     stopped = [f"- Notebook {_nb(stem)} {run.state} in the latest run ({run.detail}): its rows "
-               f"are those of its last successful run, if any."
+               "are those of its last successful run, if any."
                for stem, run in sorted((runs or {}).items())
                if run.state in ("failed", "interrupted")]
     lines += stopped + [""] * bool(stopped)
@@ -168,30 +192,9 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
     return path, line
 
 
-def update_readme(line: str, report: Path) -> bool:
-    """Put ``line`` between the README's markers if ``report`` is the committed REPORT.md;
-    whether the README changed. ValueError: a marker is missing or repeated."""
-    root = outputs.repo_root()
-    readme = root / "README.md"
-    if Path(report).resolve() != (root / "results" / "REPORT.md").resolve() or not readme.exists():
-        return False
-    text = readme.read_text()
-    if (text.count(README_START), text.count(README_END)) != (1, 1):
-        if README_START in text or README_END in text:
-            raise ValueError(f"{readme}: expected one {README_START} and one {README_END}")
-        return False
-    head, rest = text.split(README_START)
-    new = (f"{head}{README_START}**{line}** ([results/REPORT.md](results/REPORT.md))"
-           f"{README_END}{rest.split(README_END)[1]}")
-    if new != text:
-        outputs.write_atomic(readme, new)
-    return new != text
-
-
-def write_run_times(profile: str, times: Sequence[tuple[str, float]], reference_s: float,
-                    commit: str) -> Path:
-    """Write ``results/run_times.md``: seconds per notebook, the machine, ``reference_s``
-    (:func:`fa_utils.runner.reference_seconds`), a line per job (:data:`RUN_TIMES_HISTORY` kept)."""
+def write_run_times(profile: str, times: Sequence[tuple[str, float]], commit: str) -> Path:
+    """Write ``results/run_times.md``: seconds per notebook, the machine, and a line per job
+    (the last :data:`RUN_TIMES_HISTORY` earlier ones kept)."""
     import torch
 
     path = outputs.results_dir(profile) / RUN_TIMES_NAME
@@ -200,19 +203,15 @@ def write_run_times(profile: str, times: Sequence[tuple[str, float]], reference_
     date, total = outputs.utc_now(), sum(t for _, t in times)
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     machine = (os.cpu_count(), torch.get_num_threads(), load)
-    cells = [date, profile, commit, *machine, f"{reference_s:.1f}", f"{total:.0f}",
-             ", ".join(f"{n[:2]} {t:.0f}" for n, t in times)]
     text = ["# Run times of the main job", "",
-            f"The last `python -m fa_utils reproduce --profile {profile}`: {date}, commit "
-            f"{commit}; {machine[0]} CPUs, {machine[1]} torch threads, load average {machine[2]} "
-            f"(1 / 5 / 15 min) at the end. The reference computation (20 FA steps of the MNIST "
-            f"encoder at batch 128 on fixed random data, CPU), timed at the start of the job, "
-            f"took **{reference_s:.1f} s**: compare it between jobs before comparing their "
-            f"times (these machines vary 2-5x from day to day).", "",
+            f"`python -m fa_utils reproduce --profile {profile}`: {date}, commit {commit}; "
+            f"{machine[0]} CPUs, {machine[1]} torch threads, load average {load} (1 / 5 / 15 "
+            "min) at the end.", "",
             outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
                                    + [("total", f"{total:.0f}")]), "", heading, "",
             outputs.markdown_table(["date", "profile", "commit", "CPUs", "torch threads",
-                                    "load at the end", "reference s", "total s",
-                                    "seconds per notebook"], [cells]),
+                                    "load at the end", "total s", "seconds per notebook"],
+                                   [(date, profile, commit, *machine, f"{total:.0f}",
+                                     ", ".join(f"{n[:2]} {t:.0f}" for n, t in times))]),
             *[ln for ln in old.splitlines() if ln.startswith("| 2")][:RUN_TIMES_HISTORY], ""]
     return outputs.write_atomic(path, "\n".join(text))
