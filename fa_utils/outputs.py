@@ -1,11 +1,15 @@
 """Where results go (the repository or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` at smoke and
-in a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), and the writers of figures and tables.
+in a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), the writers of figures and tables, and
+the commit they come from.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -138,3 +142,37 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
     text += [notes.strip(), ""] if notes else []
     text.append(f"_Written by {source or 'fa_utils'} at profile `{profile}`, {utc_now()}._")
     return write_atomic(results_dir(profile) / f"{name}.md", "\n".join(text) + "\n")
+
+
+def _git(root: Path, *args: str) -> Optional[str]:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
+        return out.stdout if out.returncode == 0 else None
+    return None
+
+
+def uncommitted_changes(root: Path) -> Optional[list[str]]:
+    """Tracked files changed outside figures/ and results/, then untracked files in fa_utils/
+    and notebooks/; None when ``root`` is not a git work tree."""
+    tracked = _git(root, "diff", "HEAD", "--name-only", "--", ".", ":!figures", ":!results")
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "fa_utils", "notebooks")
+    return None if tracked is None or untracked is None else (tracked + untracked).splitlines()
+
+
+def source_commit(profile: str, argv: Sequence[str]) -> str:
+    """The commit of the outputs, as markdown for REPORT.md's header. ValueError: the run would
+    write the committed figures/ and results/ from uncommitted changes."""
+    root = repo_root()
+    head = (_git(root, "rev-parse", "--short", "HEAD") or "").strip()
+    changed = uncommitted_changes(root)
+    if not head or changed is None:
+        return "unknown (not a git work tree)"
+    if not changed:
+        return f"`{head}`"
+    if project_root() != root or profile in SCRATCH_PROFILES:
+        return f"`{head}` with uncommitted changes"
+    listed = ", ".join(changed[:8]) + " ..." * (len(changed) > 8)
+    cmd = shlex.join([sys.executable, "-m", "fa_utils", *argv, "--out", "runs/elsewhere"])
+    raise ValueError(f"uncommitted changes ({listed}), and REPORT.md must name a clean commit: "
+                     f"commit or stash them (git stash -u) and rerun, or write elsewhere:\n"
+                     f"  {cmd}")

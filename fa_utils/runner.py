@@ -28,7 +28,7 @@ from unittest import mock
 
 import nbformat
 
-from . import outputs, report
+from . import claims, outputs
 from .config import PROFILES, SECTIONS, ConfigError, make_config, resolve_profile
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130 = 128 + SIGINT, as a shell says
@@ -190,7 +190,7 @@ def _resume_command(args, words: Sequence[str], profile: str) -> str:
 
 
 def _run_all(plans, args, profile: str, runs: dict, times: list) -> int:
-    """Run the plans in order, filling ``runs`` (stem -> report.NotebookRun) and ``times``
+    """Run the plans in order, filling ``runs`` (stem -> claims.NotebookRun) and ``times``
     ((name, seconds)); the exit status."""
     words = [nb.name[:2] if nb in all_notebooks() else str(nb) for nb, _ in plans]
     out_dir = outputs.runs_dir() / "notebooks" / profile
@@ -199,14 +199,14 @@ def _run_all(plans, args, profile: str, runs: dict, times: list) -> int:
             print(f"running {nb.name} with {params} ...", flush=True)
             t0 = time.perf_counter()
             out = execute(nb, params, out_dir, args.timeout)
-            runs[nb.stem] = report.NotebookRun("ok", str(out))
+            runs[nb.stem] = claims.NotebookRun("ok", str(out))
             times.append((nb.name, time.perf_counter() - t0))
             print(f"  done in {times[-1][1]:.0f} s", flush=True)
         except (NotebookStopped, KeyboardInterrupt) as exc:
             state = getattr(exc, "state", "interrupted")
-            runs[nb.stem] = report.NotebookRun(state, f"executed notebook: {out_dir / nb.name}")
+            runs[nb.stem] = claims.NotebookRun(state, f"executed notebook: {out_dir / nb.name}")
             for later, _ in plans[i + 1:]:
-                runs[later.stem] = report.NotebookRun("not run", f"{words[i]} {state} first")
+                runs[later.stem] = claims.NotebookRun("not run", f"{words[i]} {state} first")
             message = f"{state.upper()}: {str(exc) or 'Ctrl-C between notebooks'}"
             if state == "interrupted":
                 message += ("\n  to resume (training continues from the checkpoints):\n    "
@@ -260,16 +260,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notebooks = (all_notebooks() if args.command == "reproduce" else
                          [_find(n) for n in getattr(args, "notebooks", [])])
             plans = prepare(notebooks, getattr(args, "parameter", []), profile)
-            commit = report.source_commit(profile, argv)
+            commit = outputs.source_commit(profile, argv)
         except (RunnerError, ValueError) as exc:  # ConfigError is a ValueError
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         status = _run_all(plans, args, profile, runs, times) if plans else 0
         try:
-            path, line = report.write_report(profile, runs, commit)
+            path, line = claims.write_report(profile, runs, commit)
             print(f"claims: {line}\nreport: {path}", flush=True)
             if not status and args.command == "reproduce":
-                print(f"run times: {report.write_run_times(profile, times, commit)}")
+                print(f"run times: {claims.write_run_times(profile, times, commit)}")
         except (ValueError, OSError) as exc:
             print(f"error: the report could not be written: {exc}", file=sys.stderr)
             return status or (EXIT_USAGE if args.command == "report" else EXIT_FAILED)

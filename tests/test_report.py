@@ -1,4 +1,4 @@
-"""results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
+"""results/REPORT.md (fa_utils.claims): the report is assembled from the same Claim objects
 that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
 notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
 import json
@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import claims, experiments, fid, local, outputs, paper, report, runner
+from fa_utils import claims, experiments, fid, local, outputs, paper, runner
 import notebook_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
@@ -143,7 +143,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     claims.write_claims("04_vfa_gan", "mnist", comp, profile="quick")
     for items in (toy_claims, comp):
         claims.check(items)  # what the notebooks assert passes
-    path, line = report.write_report("quick")
+    path, line = claims.write_report("quick")
     assert path == root / "results" / "REPORT.md"
     text = path.read_text()
     assert "Profile **quick**" in text and f"**{line}.**" in text
@@ -170,7 +170,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     fig = root / "figures" / "fig02b_toy_with_fa.png"
     fig.parent.mkdir(exist_ok=True)
     fig.write_bytes(b"png")
-    text = report.write_report("quick")[0].read_text()
+    text = claims.write_report("quick")[0].read_text()
     assert text.count('<img src="../figures/fig02b_toy_with_fa.png"') == 1
     assert "[fig02b_toy_with_fa.png](../figures/fig02b_toy_with_fa.png)" in text
 
@@ -180,7 +180,7 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
     claims.write_claims("01_toy_sin", "-", bad, profile="quick")  # written before the check
     with pytest.raises(claims.ClaimFailed, match="fig2.plain_partial"):
         claims.check(bad)
-    rows = {r["id"]: r for r in parse_rows(report.write_report("quick")[0].read_text())}
+    rows = {r["id"]: r for r in parse_rows(claims.write_report("quick")[0].read_text())}
     assert rows["fig2.plain_partial"]["verdict"].startswith("does not hold (asserted): ")
     assert rows["fig2.fa_whole_domain"]["verdict"] == "holds (asserted)"
     with pytest.raises(claims.ClaimFailed, match="eq9.clamp_prevents_divergence"):
@@ -190,25 +190,25 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
 def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_success(root):
     folder = claims.claims_dir("quick")
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
-    rows = report.collect(folder, "quick")
+    rows = claims.collect(folder, "quick")
     toy_rows = [r for r in rows if r.notebook == "01_toy_sin"]
     assert len(toy_rows) == 4 and all(r.claim.verdict == claims.NOT_MEASURED and not r.written
                                       for r in toy_rows)
     assert "its claims are from profile paper" in toy_rows[0].claim.why
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
-    failed = {"01_toy_sin": report.NotebookRun("failed", "executed copy: x.failed.ipynb")}
-    toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
+    failed = {"01_toy_sin": claims.NotebookRun("failed", "executed copy: x.failed.ipynb")}
+    toy_rows = [r for r in claims.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
     assert all(r.claim.verdict == claims.HOLDS for r in toy_rows)  # the last success's claims
-    no_file = [r for r in report.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
+    no_file = [r for r in claims.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
                if r.notebook == "05_local_fa"]
     assert all(r.claim.verdict == claims.NOT_MEASURED for r in no_file)
     assert "notebook 05 failed before writing its claims (executed copy: x.failed.ipynb)" == no_file[0].claim.why
-    ran = {"02_fa_mnist": report.NotebookRun("ok")}
-    r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
+    ran = {"02_fa_mnist": claims.NotebookRun("ok")}
+    r02 = [r for r in claims.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
     assert "ran but wrote no claims file" in r02[0].claim.why
     (folder / "broken.json").write_text("{}")
     with pytest.raises(ValueError, match="broken.json: not a claims file"):
-        report.collect(folder, "quick")
+        claims.collect(folder, "quick")
 
 
 def test_the_runner_console_shows_progress_no_kernel_warning_and_the_report(
@@ -239,9 +239,9 @@ def test_the_runner_console_shows_progress_no_kernel_warning_and_the_report(
 @pytest.mark.parametrize("failure", ["failed", "timed out", "interrupted"])
 def test_a_failed_run_keeps_the_report_rows_and_the_run_times(root, monkeypatch, failure):
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
-    report.write_report("quick")
+    claims.write_report("quick")
     before = parse_rows((root / "results" / "REPORT.md").read_text())
-    times = (root / "results" / "REPORT.md").parent / report.RUN_TIMES_NAME
+    times = (root / "results" / "REPORT.md").parent / claims.RUN_TIMES_NAME
 
     state = "interrupted" if failure == "interrupted" else "failed"
 

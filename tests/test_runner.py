@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from fa_utils import outputs, report, runner
+from fa_utils import claims, outputs, runner
 from fa_utils.outputs import repo_root
 
 
@@ -168,14 +168,14 @@ def test_the_committed_folders_are_written_only_from_a_clean_commit(clean_repo, 
     # outputs and files outside the code do not count
     (repo / "results" / "table.md").write_text("regenerated\n")
     (repo / "notes.txt").write_text("scratch\n")
-    assert report.uncommitted_changes(repo) == []
+    assert outputs.uncommitted_changes(repo) == []
     assert runner.main(["run", "06", "--profile", "quick"]) == 0 and len(started) == 1
     report_md = repo / "results" / "REPORT.md"
     assert f"| commit `{head}` |" in report_md.read_text()
     # an untracked module or a changed tracked file does
     (repo / "fa_utils" / "new.py").write_text("y = 2\n")
     (repo / "fa_utils" / "code.py").write_text("x = 3\n")
-    assert report.uncommitted_changes(repo) == ["fa_utils/code.py", "fa_utils/new.py"]
+    assert outputs.uncommitted_changes(repo) == ["fa_utils/code.py", "fa_utils/new.py"]
     before = report_md.read_text()
     assert runner.main(["run", "06", "--profile", "quick"]) == runner.EXIT_USAGE
     err = capsys.readouterr().err
@@ -203,7 +203,7 @@ def test_the_main_job_writes_its_run_times_with_the_machine_and_history(clean_re
     assert f"{__import__('os').cpu_count()} CPUs" in text
     assert "torch threads" in text and "load average" in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| 20")]
-    assert len(rows) == 1 + report.RUN_TIMES_HISTORY  # the last job and ten earlier ones
+    assert len(rows) == 1 + claims.RUN_TIMES_HISTORY  # the last job and ten earlier ones
     assert all("| quick |" in r and "01 0, 02 0" in r for r in rows)
     notebooks = [ln for ln in text.split("## ")[0].splitlines() if ln.startswith("| 0")]
     assert len(notebooks) == len(runner.all_notebooks())
