@@ -36,7 +36,7 @@ OTHER_PARAMETERS = types.MappingProxyType({"interactive": Optional[bool]})  # fe
 
 
 class RunnerError(RuntimeError):
-    """A notebook that cannot be run as asked: missing, a bad parameter, a dirty work tree."""
+    """A notebook that cannot be run as asked: missing, or a bad parameter."""
 
 
 class NotebookStopped(RunnerError):
