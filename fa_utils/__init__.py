@@ -11,8 +11,8 @@ Modules in layers, each using only those above it:
   of Section 3.2 in notebook 01;
 * the trainer: ``train`` (``fit``: checkpoints, resume, interrupts; it knows no method);
 * the wiring: ``experiments`` (every trained model of the notebooks, from a config);
-* evaluation and outputs: ``fid``, ``metrics`` (also timers, memory meters), ``claims``,
-  ``report``, ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
+* evaluation and outputs: ``fid``, ``metrics`` (also timers, memory meters), ``claims`` (and
+  REPORT.md), ``paper`` (the paper's numbers), ``plotting``, ``outputs``;
 * tools: ``explorers`` (JupyterLab; ``explorer_base`` their base, ``latent_pad`` the 2-D
   pad), ``distributed`` (DDP), ``runner`` (``python -m fa_utils``: notebook parameters,
   papermill execution).

@@ -1,19 +1,24 @@
 """The paper's claims as data: a notebook's last cell builds a :class:`Claim` per claim it
-checks, writes them (:func:`write_claims`) and asserts those marked ``asserted``
-(:func:`check`), so that what it asserts and what it reports are the same objects.
+checks, writes them (:func:`write_claims`) and asserts the ``asserted`` ones (:func:`check`);
+``results/REPORT.md`` gathers them, a row per claim of :data:`fa_utils.paper.CATALOGUE` ("not
+measured", saying why, when no claims file has it); ``results/run_times.md``: the main job's.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from . import outputs
+from .paper import CATALOGUE, SECTION_TITLES
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"  # e.g. no dataset
 NOT_RESOLVED = "not resolved at this profile"  # the deciding difference is inside the noise
 VERDICTS = (HOLDS, FAILS, NOT_MEASURED, NOT_RESOLVED)
+RUN_TIMES_NAME, RUN_TIMES_HISTORY = "run_times.md", 10  # earlier main jobs kept
 
 
 class ClaimFailed(AssertionError):
@@ -23,9 +28,8 @@ class ClaimFailed(AssertionError):
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """One claim as one notebook checked it (``id`` e.g. ``"table2.vfagan_below_vfa"``,
-    ``section`` e.g. ``"5, Table 2"``); ``why`` unless it holds; ``evidence``:
-    ``figures/<name>.png``, ``results/<name>.md``; ``asserted``: it must hold. ValueError:
-    an unknown verdict, no why, an asserted claim not measured or not resolved."""
+    ``section`` e.g. ``"5, Table 2"``, ``evidence`` e.g. ``"figures/<name>.png"``). ValueError:
+    an unknown verdict, no ``why`` unless it holds, an asserted claim not measured or resolved."""
 
     id: str
     section: str
@@ -53,7 +57,7 @@ def verdict(ok: Optional[bool]) -> str:
 
 
 def claims_dir(profile: Optional[str] = None) -> Path:
-    """``results/claims/`` (created; under ``runs/smoke/`` at smoke, as every result)."""
+    """``results/claims/`` at ``profile`` (created)."""
     path = outputs.results_dir(profile) / "claims"
     path.mkdir(exist_ok=True)
     return path
@@ -61,8 +65,9 @@ def claims_dir(profile: Optional[str] = None) -> Path:
 
 def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profile: str,
                  notes: str = "") -> Path:
-    """Write ``results/claims/<notebook>_<dataset>.json`` (``dataset`` "-" for none); the
-    path of ``results/claims_<notebook>_<dataset>.md``, a table. ValueError: a repeated id."""
+    """Write ``results/claims/<notebook>_<dataset>.json`` (``dataset`` "-" for none) and the
+    table ``results/claims_<notebook>_<dataset>.md``; the table's path. ValueError: a repeated
+    id."""
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"claim ids must be unique, got {ids}")
@@ -87,9 +92,172 @@ def check(claims: Iterable[Claim]) -> None:
                                     for c in failed))
 
 
-def summary(claims: Sequence[Claim]) -> str:
-    """How many claims hold, do not hold, were not measured (or not resolved), in one line."""
+def summary(claims: Sequence[Claim], where: str = "") -> str:
+    """E.g. "14 of 17 claims hold<where>; 1 does not hold; 2 not measured"."""
     n = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
-    return (f"{n[HOLDS]} of {len(claims)} claims hold, {n[FAILS]} do not hold, "
-            f"{n[NOT_MEASURED]} not measured"
-            + f", {n[NOT_RESOLVED]} not resolved" * bool(n[NOT_RESOLVED]))
+    parts = [f"{n[HOLDS]} of {len(claims)} claims hold{where}"]
+    parts += [f"{n[FAILS]} {'does' if n[FAILS] == 1 else 'do'} not hold"] * bool(n[FAILS])
+    parts += [f"{n[NOT_RESOLVED]} not resolved (inside the noise)"] * bool(n[NOT_RESOLVED])
+    parts += [f"{n[NOT_MEASURED]} not measured"] * bool(n[NOT_MEASURED])
+    return "; ".join(parts)
+
+
+class NotebookRun(NamedTuple):
+    """``state`` "ok", "failed", "interrupted" or "not run"; ``detail``: its notebook, or why."""
+
+    state: str
+    detail: str = ""
+
+
+class Row(NamedTuple):
+    """``claim`` as ``notebook`` wrote it on ``dataset``, or a catalogue entry that no claims
+    file gave (``written`` False)."""
+
+    claim: Claim
+    notebook: str
+    dataset: str
+    catalogued: bool = True
+    written: bool = True
+
+
+def _nb(stem: str) -> str:
+    return stem[:2] if stem[:2].isdigit() else stem
+
+
+def collect(folder: Path, profile: str,
+            runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
+    """The rows of the claims files in ``folder`` at ``profile``, and a "not measured" row for
+    each catalogue entry they lack (``runs``: the runner's states, for why). ValueError: a file
+    or claim that :func:`write_claims` did not write."""
+    runs, counted, others = runs or {}, {}, {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            stem, _ = data["notebook"], data["claims"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a claims file ({exc}); delete it or rerun its "
+                             "notebook") from exc
+        found = counted if data.get("profile") == profile else others
+        found.setdefault(stem, []).append(data)
+    rows: list[Row] = []
+    for stem in sorted(set(CATALOGUE) | set(counted)):
+        expected = {e.id: e for e in CATALOGUE.get(stem, ())}
+        for data in counted.get(stem, []):
+            for c in data["claims"]:
+                try:
+                    claim = Claim(**{**c, "evidence": tuple(c.get("evidence", ()))})
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"notebook {stem}'s claims file has a bad claim "
+                                     f"{c.get('id')!r}: {exc}; rerun the notebook") from exc
+                rows.append(Row(claim, stem, data.get("dataset", "-"), claim.id in expected))
+        seen = {r.claim.id for r in rows}
+        again = f"; run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
+        elsewhere = ", ".join(sorted({str(d.get("profile")) for d in others.get(stem, [])}))
+        state, detail = runs.get(stem) or ("other profile" if elsewhere else "absent", "")
+        why = f"notebook {_nb(stem)} " + {
+            "disagree": "wrote claims but not this one (fa_utils/paper.py's catalogue differs)",
+            "failed": f"failed before writing its claims ({detail})",
+            "interrupted": f"was interrupted before writing its claims{again}",
+            "ok": "ran but wrote no claims file (no claims.write_claims in its last cell)",
+            "not run": f"did not run ({detail})",
+            "other profile": f"did not run at {profile}: its claims are from profile {elsewhere}"
+                             + again,
+            "absent": f"did not run (no claims file at {profile}){again}",
+        }["disagree" if counted.get(stem) else state]
+        for e in (e for e in expected.values() if e.id not in seen):
+            missing = Claim(e.id, e.section, e.text, "-", "-", NOT_MEASURED, why)
+            rows.append(Row(missing, stem, "-", written=False))
+    return rows
+
+
+def summary_line(rows: Sequence[Row], profile: str) -> str:
+    """:func:`summary` at ``profile``, with why claims were not measured."""
+    unmeasured = [r for r in rows if r.claim.verdict == NOT_MEASURED]
+    absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
+    other = sum(r.written for r in unmeasured)
+    why = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
+    why += [f"{other} cannot be measured here, see why"] * bool(other)
+    line = summary([r.claim for r in rows], f" at {profile}")
+    return line + f" ({'; '.join(why)})" * bool(why)
+
+
+def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
+    """One table line; links to our figures and tables, the first new figure as a thumbnail."""
+    links, thumb = [], ""
+    for item in r.claim.evidence:
+        kind, _, name = item.partition("/")
+        folder = {"figures": outputs.figures_dir, "results": outputs.results_dir}.get(kind)
+        path = folder(profile) / name if folder else None
+        if path is None or not path.exists():
+            links.append(f"{item} (missing)")
+            continue
+        rel = Path(os.path.relpath(path, report_dir)).as_posix()
+        links.append(f"[{path.name}]({rel})")
+        if path.suffix == ".png" and not thumb and path not in shown:
+            shown.add(path)
+            thumb = f'<a href="{rel}"><img src="{rel}" width="120" alt="{path.stem}"></a> '
+    ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
+    ours += "; " + ", ".join(links) if links else ""
+    verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
+               + f": {r.claim.why}" * bool(r.claim.why)
+               + " [not in the catalogue of fa_utils/paper.py]" * (not r.catalogued))
+    cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
+        f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})", r.claim.text,
+        r.claim.paper, ours, verdict)]
+    cells[4] = thumb + cells[4]
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
+                 commit: str = "") -> tuple[Path, str]:
+    """Write the report at ``profile`` (a line per notebook that failed or was interrupted in
+    ``runs``); its path and summary line. ValueError: a claims file that cannot be read."""
+    rows = collect(claims_dir(profile), profile, runs)
+    path, line = outputs.results_dir(profile) / "REPORT.md", summary_line(rows, profile)
+    lines = ["# Which of the paper's claims hold: the reproduction report", "",
+             f"Profile **{profile}** | commit {commit or 'unknown'} | written {outputs.utc_now()} "
+             f"(rebuild: `python -m fa_utils report --profile {profile}`).", "", f"**{line}.**",
+             "", "A row per claim as a notebook's last cell checked it (`results/claims/*.json`);"
+             " *asserted*: the notebook fails unless it holds.", ""]
+    stopped = [f"- Notebook {_nb(stem)} {run.state} in the latest run ({run.detail}): its rows "
+               "are those of its last successful run, if any."
+               for stem, run in sorted((runs or {}).items())
+               if run.state in ("failed", "interrupted")]
+    lines += stopped + [""] * bool(stopped)
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r.claim.section.split(",")[0].strip(), []).append(r)
+    shown: set[Path] = set()
+    for key in sorted(groups, key=lambda k: (k.startswith("Appendix"),
+                                             [int(n) for n in re.findall(r"\d+", k)], k)):
+        lines += [f"## {SECTION_TITLES.get(key, key)}", "",
+                  "| id | paper section | claim | paper's evidence | ours | verdict |",
+                  "|---|---|---|---|---|---|",
+                  *(_row(r, profile, path.parent, shown) for r in groups[key]), ""]
+    outputs.write_atomic(path, "\n".join(lines) + "\n")
+    return path, line
+
+
+def write_run_times(profile: str, times: Sequence[tuple[str, float]], commit: str) -> Path:
+    """Write ``results/run_times.md``: seconds per notebook, the machine, and a line per job
+    (the last :data:`RUN_TIMES_HISTORY` earlier ones kept)."""
+    import torch
+
+    path = outputs.results_dir(profile) / RUN_TIMES_NAME
+    heading = "## The last jobs, newest first"
+    old = path.read_text().split(heading)[-1] if path.exists() else ""
+    date, total = outputs.utc_now(), sum(t for _, t in times)
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    machine = (os.cpu_count(), torch.get_num_threads(), load)
+    text = ["# Run times of the main job", "",
+            f"`python -m fa_utils reproduce --profile {profile}`: {date}, commit {commit}; "
+            f"{machine[0]} CPUs, {machine[1]} torch threads, load average {load} (1 / 5 / 15 "
+            "min) at the end.", "",
+            outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
+                                   + [("total", f"{total:.0f}")]), "", heading, "",
+            outputs.markdown_table(["date", "profile", "commit", "CPUs", "torch threads",
+                                    "load at the end", "total s", "seconds per notebook"],
+                                   [(date, profile, commit, *machine, f"{total:.0f}",
+                                     ", ".join(f"{n[:2]} {t:.0f}" for n, t in times))]),
+            *[ln for ln in old.splitlines() if ln.startswith("| 2")][:RUN_TIMES_HISTORY], ""]
+    return outputs.write_atomic(path, "\n".join(text))

@@ -1,12 +1,15 @@
-"""Where results go (the repository, or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` for the smoke
-profile and for a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), and the writers of figures
-(with a manifest) and tables.
+"""Where results go (the repository or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` at smoke and
+in a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), the writers of figures and tables, and
+the commit they come from.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -25,8 +28,8 @@ def repo_root() -> Path:
 
 
 def resolve_output_root(value: str) -> Path:
-    """``value`` made absolute against ``$PWD`` when that is an existing absolute folder (a
-    kernel in ``notebooks/`` inherits it), else against the cwd."""
+    """``value`` made absolute against ``$PWD`` (a kernel in notebooks/ inherits it), else the
+    cwd."""
     pwd = os.environ.get("PWD")
     launch = Path(pwd) if pwd and os.path.isabs(pwd) and os.path.isdir(pwd) else Path.cwd()
     return (launch / Path(value).expanduser()).resolve()
@@ -39,7 +42,7 @@ def project_root() -> Path:
 
 
 def in_jupyter_kernel() -> bool:
-    """Whether this process is a Jupyter (ipykernel) kernel; imports nothing."""
+    """Whether this process is a Jupyter (ipykernel) kernel."""
     loaded = "ipykernel" in sys.modules and "IPython" in sys.modules
     shell = sys.modules["IPython"].get_ipython() if loaded else None
     return getattr(shell, "kernel", None) is not None
@@ -52,8 +55,8 @@ def writes_committed() -> bool:
 
 
 def _output_path(kind: str, profile: Optional[str], make: bool = True) -> Path:
-    """``<root>/<kind>``, or ``<root>/runs/<profile>/<kind>`` for a scratch profile or an
-    interactive kernel when ``$FA_OUTPUT_ROOT`` is not set; created if ``make``."""
+    """``<root>/<kind>``, or ``<root>/runs/<profile>/<kind>`` (scratch profile or interactive
+    kernel, no ``$FA_OUTPUT_ROOT``); created if ``make``."""
     path = project_root() / kind
     if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES
                                                 or not writes_committed()):
@@ -64,27 +67,23 @@ def _output_path(kind: str, profile: Optional[str], make: bool = True) -> Path:
 
 
 def describe_destination(profile: Optional[str]) -> str:
-    """Where figures and tables at ``profile`` go and, when not to the committed folders, how
-    to update those. Creates nothing."""
+    """Where figures and tables at ``profile`` go, and how to update the committed ones."""
     figs = _output_path("figures", profile, make=False)
     where = f"outputs: figures -> {figs}, tables -> {_output_path('results', profile, False)}"
-    if figs == project_root() / "figures":
+    if figs == project_root() / "figures" or profile in SCRATCH_PROFILES:
         return where
-    if profile in SCRATCH_PROFILES:
-        return where + f" (the {profile} profile never writes the committed figures/ and results/)"
-    return (where + " (an interactive run: the committed figures/ and results/ are left as they "
-            f"are; to update them run `python -m fa_utils run NN --profile {profile}`, or set "
-            f"{UPDATE_COMMITTED_ENV}=1 in the kernel, e.g. `%env {UPDATE_COMMITTED_ENV}=1`, "
-            "before this cell)")
+    return (where + " (an interactive run; to update the committed figures/ and results/ run "
+            f"`python -m fa_utils run NN --profile {profile}`, or `%env {UPDATE_COMMITTED_ENV}=1`"
+            " before this cell)")
 
 
 def figures_dir(profile: Optional[str] = None) -> Path:
-    """``figures/`` or ``runs/<profile>/figures/`` (created)."""
+    """``figures/`` or ``runs/<profile>/figures/``."""
     return _output_path("figures", profile)
 
 
 def results_dir(profile: Optional[str] = None) -> Path:
-    """``results/`` or ``runs/<profile>/results/`` (created)."""
+    """``results/`` or ``runs/<profile>/results/``."""
     return _output_path("results", profile)
 
 
@@ -106,16 +105,15 @@ def utc_now() -> str:
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so that a reader never sees half."""
+    """Write ``text`` to ``path`` through a temporary file (a reader never sees half)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     return tmp.replace(path)
 
 
 def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "") -> Path:
-    """Save ``fig`` as ``<figures_dir(profile)>/<name>.png`` (the paper's figure's name, e.g.
-    ``fig02b_toy_with_fa``) at 110 dpi, with caption, profile, source and time in its folder's
-    ``MANIFEST.json``. Returns the path."""
+    """Save ``fig`` as ``<figures_dir(profile)>/<name>.png`` (e.g. ``fig02b_toy_with_fa``), its
+    caption, profile, source and time in the folder's ``MANIFEST.json``; the path."""
     folder = figures_dir(profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -144,3 +142,37 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
     text += [notes.strip(), ""] if notes else []
     text.append(f"_Written by {source or 'fa_utils'} at profile `{profile}`, {utc_now()}._")
     return write_atomic(results_dir(profile) / f"{name}.md", "\n".join(text) + "\n")
+
+
+def _git(root: Path, *args: str) -> Optional[str]:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
+        return out.stdout if out.returncode == 0 else None
+    return None
+
+
+def uncommitted_changes(root: Path) -> Optional[list[str]]:
+    """Tracked files changed outside figures/ and results/, then untracked files in fa_utils/
+    and notebooks/; None when ``root`` is not a git work tree."""
+    tracked = _git(root, "diff", "HEAD", "--name-only", "--", ".", ":!figures", ":!results")
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "fa_utils", "notebooks")
+    return None if tracked is None or untracked is None else (tracked + untracked).splitlines()
+
+
+def source_commit(profile: str, argv: Sequence[str]) -> str:
+    """The commit of the outputs, as markdown for REPORT.md's header. ValueError: the run would
+    write the committed figures/ and results/ from uncommitted changes."""
+    root = repo_root()
+    head = (_git(root, "rev-parse", "--short", "HEAD") or "").strip()
+    changed = uncommitted_changes(root)
+    if not head or changed is None:
+        return "unknown (not a git work tree)"
+    if not changed:
+        return f"`{head}`"
+    if project_root() != root or profile in SCRATCH_PROFILES:
+        return f"`{head}` with uncommitted changes"
+    listed = ", ".join(changed[:8]) + " ..." * (len(changed) > 8)
+    cmd = shlex.join([sys.executable, "-m", "fa_utils", *argv, "--out", "runs/elsewhere"])
+    raise ValueError(f"uncommitted changes ({listed}), and REPORT.md must name a clean commit: "
+                     f"commit or stash them (git stash -u) and rerun, or write elsewhere:\n"
+                     f"  {cmd}")

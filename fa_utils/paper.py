@@ -1,16 +1,12 @@
-"""The paper's numbers that this code compares against, and the claims each notebook checks.
-
-Farias & Maziero, *Feature Alignment as a Generative Process*, Front. Artif. Intell.
-5:1025148 (2023), arXiv 2106.12562, as OCR'd from the published PDF; our readings of units and
-architectures are beside the values (docs/method.md sections 7-8). Nothing here is computed.
+"""The paper's numbers (as OCR'd from the published PDF; our readings: docs/method.md
+sections 7-8) and the claims each notebook checks. Nothing here is computed.
 """
 from __future__ import annotations
 
-from types import MappingProxyType as _ro  # read-only: no module-level mutable state
+from types import MappingProxyType as _ro  # read-only
 from typing import Mapping, NamedTuple
 
-#: Table 2: Inception FID, (mean, std) over three trials, on :data:`FID_IMAGES` real vs as many
-#: generated images. MNIST's GAN value is doubtful in the OCR (docs/method.md section 8).
+#: Table 2: Inception FID (mean, std) over three trials (MNIST's GAN value: doubtful OCR).
 TABLE2_FID: Mapping[str, Mapping[str, tuple[float, float]]] = _ro({
     "mnist": _ro({"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17),
                   "VFA-GAN": (41.24, 2.71)}),
@@ -21,12 +17,11 @@ TABLE2_FID: Mapping[str, Mapping[str, tuple[float, float]]] = _ro({
     "stl10": _ro({"VAE": (201.59, 0.46), "GAN": (247.35, 2.43), "VFA": (259.96, 2.46),
                   "VFA-GAN": (167.26, 5.18)}),
 })
-FID_IMAGES = 10_000  # Section 5: images per set in Table 2's FID (real and generated)
+FID_IMAGES = 10_000  # Section 5: real and generated images per FID of Table 2
 
-#: Tables 3-6 per dataset: (table number, size unit, time unit, {model: (size, time to draw one
-#: sample)}). Units (our reading): Table 3's size header reads "x10^5" but its values match our
-#: counts in millions (VFA 14.0 -> 14,003,946), so Tables 3-4 are read in 10^6 and Tables 5-6 in
-#: 10^5; the time headers read 10^-4 s (Tables 3-5) and, doubtfully, 10^-2 s (Table 6).
+#: Tables 3-6: (table, size unit, time unit, {model: (size, time to draw one sample)}). Sizes of
+#: Tables 3-4 read in 10^6 (Table 3's header says 10^5; its VFA 14.0 is our 14,003,946); Table
+#: 6's time unit, 10^-2 s, is doubtful.
 SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float, float]]]] = _ro({
     "mnist": (3, 1e6, 1e-4, _ro({"VAE": (27.40, 9.44), "GAN": (13.44, 5.73),
                                  "VFA": (14.0, 11.66), "VFA-GAN": (14.16, 20.59)})),
@@ -39,14 +34,11 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
 })
 SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
-
-#: The networks one dataset's sizes in Tables 3-6 imply: Z, the VFA encoder's classes, the VAE
-#: decoder = GAN generator ("mirrored" or "table12"), G's kernel (Table 11), and why.
+#: The networks Tables 3-6's sizes imply: Z, VFA's classes, the VAE decoder = GAN generator
+#: ("mirrored" or "table12"), G's kernel (Table 11), and why.
 PaperArchitecture = NamedTuple("PaperArchitecture", [
     ("latent_dim", int), ("num_classes", int), ("decoder", str), ("gen_kernel", int),
     ("note", str)])
-
-#: dataset -> the networks whose parameter counts equal the paper's sizes.
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
     "mnist": PaperArchitecture(128, 10, "mirrored", 3,
         "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "
@@ -65,8 +57,7 @@ IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
 
 Expected = NamedTuple("Expected", [("id", str), ("section", str), ("text", str)])
 
-#: notebook stem -> the claims it writes, in its order; a claim a run did not write is a
-#: "not measured" row of REPORT.md (:func:`fa_utils.report.collect`).
+#: notebook stem -> the claims it writes, in order (one missing from a run: "not measured").
 CATALOGUE: Mapping[str, tuple[Expected, ...]] = _ro({
     "01_toy_sin": (
         Expected("fig2.fa_error_much_lower", "3.2, Figure 2",
@@ -123,7 +114,7 @@ CATALOGUE: Mapping[str, tuple[Expected, ...]] = _ro({
                  "With the clamp the trained weights make the inner iteration converge")),
 })
 
-#: Titles of the report's groups, by the part of a claim's section before the comma.
+#: REPORT.md's group titles, by the part of a claim's section before the comma.
 SECTION_TITLES: Mapping[str, str] = _ro({
     "3.1": "Section 3.1: feature alignment", "3.2": "Section 3.2: the toy example",
     "3.3": "Section 3.3: variational feature alignment",

@@ -102,7 +102,7 @@ def notebooks_02_to_05_at_smoke_on_fabricated_files(dataset, fabricated, shared_
         base = Path(name).name
         if dataset in base:
             continue
-        if base == "REPORT.md":  # the report gathers every dataset's claims files (fa_utils.report)
+        if base == "REPORT.md":  # the report gathers every dataset's claims files (fa_utils.claims)
             continue
         # Tables 3-6 of another dataset: written (parameter counts only) when absent
         assert name not in before and "_size_time" in base, (

@@ -134,15 +134,15 @@ def test_ctrl_c_stops_the_runner_saves_a_checkpoint_and_the_rerun_resumes_bit_id
     waited = time.monotonic() - t0
     assert code == runner.EXIT_INTERRUPTED == 130, err
     assert waited < 30, f"took {waited:.1f} s to stop"
-    assert "INTERRUPTED: notebook 91_train.ipynb stopped" in err
-    assert f"checkpoint written to {ckpt}" in err and "TrainingInterrupted" not in out
+    assert "INTERRUPTED: notebook 91_train.ipynb stopped" in err and "by Ctrl-C" in err
+    assert "TrainingInterrupted" not in out
     assert "to resume" in err and f"run {nb}" in err
     saved = train.load_checkpoint(ckpt)
     total = 40 * 5
     assert 1 <= saved["step"] < total  # the step reached, not a periodic one (there are none)
     assert len(saved["history"]["train"]["loss"]) == saved["step"]
-    assert (out_root / "runs" / "notebooks" / "smoke" / "91_train.interrupted.ipynb").exists()
-    assert not (out_root / "runs" / "notebooks" / "smoke" / "91_train.ipynb").exists()
+    executed = out_root / "runs" / "notebooks" / "smoke" / "91_train.ipynb"
+    assert str(executed) in err and executed.exists()  # executed up to the interrupt
 
     # the printed command, run as written by a shell, resumes and finishes the training
     command = err.split("to resume (training continues from the checkpoints):\n")[1].splitlines()[0]
@@ -159,7 +159,7 @@ def test_ctrl_c_stops_the_runner_saves_a_checkpoint_and_the_rerun_resumes_bit_id
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_interrupts_a_sleeping_cell_and_a_second_kills_a_kernel_that_ignores_it(tmp_path):
+def test_ctrl_c_interrupts_a_sleeping_cell_and_kills_a_kernel_that_ignores_it(tmp_path):
     marker = tmp_path / "pid"
     sleeper = write_notebook(tmp_path / "92_sleep.ipynb", f'marker = "{marker}"',
                              "import os, pathlib, time\n"
@@ -170,7 +170,7 @@ def test_ctrl_c_interrupts_a_sleeping_cell_and_a_second_kills_a_kernel_that_igno
     t0 = ctrl_c(proc)
     code, _, err = finish(proc)
     assert code == 130 and time.monotonic() - t0 < 30
-    assert "92_sleep.ipynb stopped" in err and "not in a checkpointed training loop" in err
+    assert "92_sleep.ipynb stopped" in err and "by Ctrl-C" in err
 
     marker.unlink()
     stubborn = write_notebook(tmp_path / "93_stubborn.ipynb", f'marker = "{marker}"',
@@ -181,13 +181,10 @@ def test_ctrl_c_interrupts_a_sleeping_cell_and_a_second_kills_a_kernel_that_igno
     proc = start_runner(["run", str(stubborn)], tmp_path, tmp_path / "out")
     wait_for(marker, proc)
     kernel = int(marker.read_text())
-    ctrl_c(proc)
-    time.sleep(2)
-    assert proc.poll() is None and pid_alive(kernel)  # the first Ctrl-C was ignored by the cell
-    t0 = ctrl_c(proc)
+    t0 = ctrl_c(proc)  # the cell ignores the interrupt: the kernel is killed
     code, _, err = finish(proc)
     assert code == 130 and time.monotonic() - t0 < 30
-    assert "its kernel was killed (second Ctrl-C)" in err
+    assert "93_stubborn.ipynb stopped" in err
     deadline = time.monotonic() + 10
     while pid_alive(kernel) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -363,23 +360,19 @@ def test_the_kernel_resolves_a_relative_root_against_the_launch_folder(tmp_path,
     assert outputs.project_root() == (kernel_cwd / "relout").resolve()
 
 
-def test_executed_notebooks_are_kept_per_profile_and_a_failure_never_replaces_a_success(
+def test_executed_notebooks_are_kept_per_profile_and_a_failure_names_its_notebook(
         tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FA_OUTPUT_ROOT", str(tmp_path / "out"))
     nb = write_notebook(tmp_path / "94_boom.ipynb", "fail = False\nprofile = None",
                         "y = 2", "if fail:\n    raise ValueError(f'boom {y}')", "z = 3")
     folder = tmp_path / "out" / "runs" / "notebooks"
     assert runner.main(["run", str(nb), "--profile", "quick"]) == 0
-    good = (folder / "quick" / "94_boom.ipynb").read_bytes()
     assert runner.main(["run", str(nb), "--profile", "smoke", "-p", "fail", "True"]) == 1
-    assert runner.main(["run", str(nb), "--profile", "quick", "-p", "fail", "True"]) == 1
     err = capsys.readouterr().err
     assert "94_boom.ipynb" in err and "cell 3" in err and "ValueError: boom 2" in err
-    assert str(folder / "quick" / "94_boom.failed.ipynb") in err  # the copy with the traceback
-    assert (folder / "quick" / "94_boom.ipynb").read_bytes() == good
-    assert (folder / "smoke" / "94_boom.failed.ipynb").is_file()
-    assert not (folder / "smoke" / "94_boom.ipynb").exists()
-    assert not list(folder.rglob("*.running.ipynb"))
+    assert str(folder / "smoke" / "94_boom.ipynb") in err  # the executed notebook, traceback in it
+    assert "boom 2" in (folder / "smoke" / "94_boom.ipynb").read_text()
+    assert (folder / "quick" / "94_boom.ipynb").is_file()
 
 
 def test_a_cell_timeout_names_the_cell_and_no_kernel_traceback_reaches_the_user(tmp_path):
@@ -391,6 +384,5 @@ def test_a_cell_timeout_names_the_cell_and_no_kernel_traceback_reaches_the_user(
                           "--timeout", "3"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=240)
     assert out.returncode == runner.EXIT_FAILED
-    assert ("failed in cell 3 of the executed copy, which begins `import time`: "
-            "CellTimeoutError") in out.stderr, out.stderr
+    assert "failed in cell 3, which begins `import time`: CellTimeoutError" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and "ZMQError" not in out.stdout + out.stderr

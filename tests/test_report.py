@@ -1,4 +1,4 @@
-"""results/REPORT.md (fa_utils.report): the report is assembled from the same Claim objects
+"""results/REPORT.md (fa_utils.claims): the report is assembled from the same Claim objects
 that the notebooks check, so the two cannot disagree; the catalogue keeps a claim whose
 notebook did not run; the runner's console (progress, no kernel warning, the summary)."""
 import json
@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import claims, experiments, fid, local, outputs, paper, report, runner
+from fa_utils import claims, experiments, fid, local, outputs, paper, runner
 import notebook_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
@@ -143,7 +143,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     claims.write_claims("04_vfa_gan", "mnist", comp, profile="quick")
     for items in (toy_claims, comp):
         claims.check(items)  # what the notebooks assert passes
-    path, line = report.write_report("quick")
+    path, line = claims.write_report("quick")
     assert path == root / "results" / "REPORT.md"
     text = path.read_text()
     assert "Profile **quick**" in text and f"**{line}.**" in text
@@ -170,7 +170,7 @@ def test_report_rows_are_the_json_data_and_every_asserted_claim_holds(root):
     fig = root / "figures" / "fig02b_toy_with_fa.png"
     fig.parent.mkdir(exist_ok=True)
     fig.write_bytes(b"png")
-    text = report.write_report("quick")[0].read_text()
+    text = claims.write_report("quick")[0].read_text()
     assert text.count('<img src="../figures/fig02b_toy_with_fa.png"') == 1
     assert "[fig02b_toy_with_fa.png](../figures/fig02b_toy_with_fa.png)" in text
 
@@ -180,7 +180,7 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
     claims.write_claims("01_toy_sin", "-", bad, profile="quick")  # written before the check
     with pytest.raises(claims.ClaimFailed, match="fig2.plain_partial"):
         claims.check(bad)
-    rows = {r["id"]: r for r in parse_rows(report.write_report("quick")[0].read_text())}
+    rows = {r["id"]: r for r in parse_rows(claims.write_report("quick")[0].read_text())}
     assert rows["fig2.plain_partial"]["verdict"].startswith("does not hold (asserted): ")
     assert rows["fig2.fa_whole_domain"]["verdict"] == "holds (asserted)"
     with pytest.raises(claims.ClaimFailed, match="eq9.clamp_prevents_divergence"):
@@ -190,49 +190,28 @@ def test_an_asserted_claim_that_fails_stops_the_notebook_and_the_report_says_so(
 def test_claims_of_another_profile_are_not_used_and_a_failed_run_keeps_the_last_success(root):
     folder = claims.claims_dir("quick")
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="paper")
-    rows = report.collect(folder, "quick")
+    rows = claims.collect(folder, "quick")
     toy_rows = [r for r in rows if r.notebook == "01_toy_sin"]
     assert len(toy_rows) == 4 and all(r.claim.verdict == claims.NOT_MEASURED and not r.written
                                       for r in toy_rows)
     assert "its claims are from profile paper" in toy_rows[0].claim.why
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
-    failed = {"01_toy_sin": report.NotebookRun("failed", "executed copy: x.failed.ipynb")}
-    toy_rows = [r for r in report.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
+    failed = {"01_toy_sin": claims.NotebookRun("failed", "executed copy: x.failed.ipynb")}
+    toy_rows = [r for r in claims.collect(folder, "quick", failed) if r.notebook == "01_toy_sin"]
     assert all(r.claim.verdict == claims.HOLDS for r in toy_rows)  # the last success's claims
-    no_file = [r for r in report.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
+    no_file = [r for r in claims.collect(folder, "quick", {"05_local_fa": failed["01_toy_sin"]})
                if r.notebook == "05_local_fa"]
     assert all(r.claim.verdict == claims.NOT_MEASURED for r in no_file)
     assert "notebook 05 failed before writing its claims (executed copy: x.failed.ipynb)" == no_file[0].claim.why
-    ran = {"02_fa_mnist": report.NotebookRun("ok")}
-    r02 = [r for r in report.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
+    ran = {"02_fa_mnist": claims.NotebookRun("ok")}
+    r02 = [r for r in claims.collect(folder, "quick", ran) if r.notebook == "02_fa_mnist"]
     assert "ran but wrote no claims file" in r02[0].claim.why
     (folder / "broken.json").write_text("{}")
     with pytest.raises(ValueError, match="broken.json: not a claims file"):
-        report.collect(folder, "quick")
+        claims.collect(folder, "quick")
 
 
-def test_the_readme_line_is_rewritten_only_for_the_committed_report(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs, "repo_root", lambda: tmp_path)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.README_START}old{report.README_END}\nrest\n")
-    committed = tmp_path / "results" / "REPORT.md"
-    assert not report.update_readme("2 of 3 claims hold at smoke", tmp_path / "runs" / "REPORT.md")
-    assert report.update_readme("2 of 3 claims hold at quick", committed)
-    assert readme.read_text() == (f"intro\n{report.README_START}**2 of 3 claims hold at quick** "
-                                  f"([results/REPORT.md](results/REPORT.md)){report.README_END}\nrest\n")
-    assert not report.update_readme("2 of 3 claims hold at quick", committed)  # unchanged
-    readme.write_text(f"{report.README_START} only one marker")
-    with pytest.raises(ValueError, match="expected one"):
-        report.update_readme("x", committed)
-
-
-def test_the_repository_readme_has_the_summary_markers():
-    text = (outputs.repo_root() / "README.md").read_text()
-    assert text.count(report.README_START) == 1 and text.count(report.README_END) == 1
-    assert text.index(report.README_START) < text.index("## The two commands")
-
-
-def test_the_runner_console_shows_cell_progress_no_kernel_warning_and_the_report(
+def test_the_runner_console_shows_progress_no_kernel_warning_and_the_report(
         tmp_path, monkeypatch, capfd):
     monkeypatch.setenv(outputs.OUTPUT_ROOT_ENV, str(tmp_path / "out"))
     nb = nbformat.v4.new_notebook()
@@ -250,58 +229,34 @@ def test_the_runner_console_shows_cell_progress_no_kernel_warning_and_the_report
     assert runner.main(["run", str(path), "--profile", "quick"]) == 0
     out, err = capfd.readouterr()
     assert "without encryption" not in out + err
-    assert "  93_console: cell 3/4 (The slow part) 2 s" in out  # papermill's injected cell counts
-    assert "cell 4/4" not in out  # a fast cell prints nothing
+    assert "93_console: 100%|██████████| 5/5" in err  # papermill's bar: every cell counts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["93_console.ipynb", "out"]  # no sockets
     rep = tmp_path / "out" / "results" / "REPORT.md"
     assert f"report: {rep}" in out and "claims: 1 of " in out and "93_console.ipynb" in out
     assert "| `t.one` |" in rep.read_text()
 
 
-def test_progress_labels_come_from_the_markdown_above(capsys):
-    cells = [nbformat.v4.new_code_cell("a"), nbformat.v4.new_markdown_cell("\n### Figure 8: " + "x" * 50),
-             nbformat.v4.new_code_cell("b")]
-    p = runner.Progress("03_vfa", min_s=0.0)
-    p.on_notebook_start(notebook=nbformat.v4.new_notebook(cells=cells))
-    assert p.labels == ["", "Figure 8: " + "x" * 27 + "...", "Figure 8: " + "x" * 27 + "..."]
-    p.on_cell_start(cell=cells[2], cell_index=2)
-    p.on_cell_executed(cell=cells[2], cell_index=2)
-    assert capsys.readouterr().out.startswith("  03_vfa: cell 2/2 (Figure 8: xxx")
-    p.on_cell_start(cell=cells[0], cell_index=0)
-    p.on_cell_executed(cell=cells[0], cell_index=0)
-    assert capsys.readouterr().out == "  03_vfa: cell 1/2 0 s\n"  # no markdown above: no label
-    km = runner.kernel_manager([])()
-    assert km.transport == runner.KERNEL_TRANSPORT == "ipc"
-    # the sockets go to Jupyter's runtime folder, never into the repository's notebooks/
-    assert outputs.repo_root() not in Path(km.ip).resolve().parents, km.ip
-
-
 @pytest.mark.parametrize("failure", ["failed", "timed out", "interrupted"])
-def test_a_failed_run_keeps_the_report_rows_the_readme_line_and_the_run_times(root, monkeypatch,
-                                                                             failure):
+def test_a_failed_run_keeps_the_report_rows_and_the_run_times(root, monkeypatch, failure):
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
-    report.write_report("quick")
+    claims.write_report("quick")
     before = parse_rows((root / "results" / "REPORT.md").read_text())
-    readme_calls = []
-    monkeypatch.setattr(report, "update_readme", lambda *a, **k: readme_calls.append(a))
-    monkeypatch.setattr(runner, "reference_seconds", lambda: 1.5)
-    times = (root / "results" / "REPORT.md").parent / report.RUN_TIMES_NAME
+    times = (root / "results" / "REPORT.md").parent / claims.RUN_TIMES_NAME
 
     state = "interrupted" if failure == "interrupted" else "failed"
 
-    def execute(nb, params, out_dir, timeout=None, interrupts=None):
-        copy = out_dir / f"{nb.stem}.{state}.ipynb"
+    def execute(nb, params, out_dir, timeout=None):
         error = {"failed": "ValueError: boom", "timed out": "CellTimeoutError: 3 s"}.get(failure, "")
-        raise runner.NotebookStopped(f"notebook {nb.name} {state} in cell 3: {error}", state, copy)
+        raise runner.NotebookStopped(f"notebook {nb.name} {state} in cell 3: {error}", state)
     monkeypatch.setattr(runner, "execute", execute)
     assert runner.main(["reproduce", "--profile", "quick"]) != 0
     text = (root / "results" / "REPORT.md").read_text()
     assert [r for r in parse_rows(text) if r["id"].startswith("fig2.")] == [
         r for r in before if r["id"].startswith("fig2.")] and len(before) == len(parse_rows(text))
-    assert readme_calls == [] and not times.exists()
+    assert not times.exists()
     assert "notebook 02 did not run (" in text  # the notebooks after it
     assert f"Notebook 01 {state} in the latest run" in text
-    assert str(root / "runs" / "notebooks" / "quick" / f"01_toy_sin.{state}.ipynb") in text
+    assert str(root / "runs" / "notebooks" / "quick" / "01_toy_sin.ipynb") in text
     monkeypatch.setattr(runner, "execute", lambda nb, params, out_dir, *a: out_dir / nb.name)
-    assert runner.main(["reproduce", "--profile", "quick"]) == 0
-    assert len(readme_calls) == 1  # only after a successful main job
-    assert "took **1.5 s**" in times.read_text() and "| 01_toy_sin.ipynb | 0 |" in times.read_text()
+    assert runner.main(["reproduce", "--profile", "quick"]) == 0  # only a successful main job
+    assert "| 01_toy_sin.ipynb | 0 |" in times.read_text()
