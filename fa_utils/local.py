@@ -1,19 +1,15 @@
-"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16) and the memory it saves
-(docs/method.md section 5)."""
+"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16; docs/method.md section 5).
+The memory it saves is measured in notebook 05."""
 from __future__ import annotations
 
-import contextlib
-import functools
-import statistics
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from . import fa
-from .metrics import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
-from .models import Architecture, Encoder, architecture, init_orthogonal_
+from .metrics import one_thread
+from .models import Architecture, architecture, init_orthogonal_
 
 SQRT2 = 2 ** 0.5  # the Eq. 9 bound
 LOCAL_NET_FORMAT = 2  #: in a checkpoint's identity: bumped when LocalFANet's layout changes
@@ -168,70 +164,3 @@ def recon_kwargs(cfg) -> dict:
     """Algorithm 3's settings from a :class:`fa_utils.config.LocalFAConfig`."""
     return dict(T=cfg.recon_T, tau=cfg.recon_tau, r_init=cfg.r_init,
                 align_activation=cfg.align_activation)
-
-
-@dataclass
-class StepMemory:
-    """One step of "global" or "local" FA (:func:`measure_step_memory`); cuda_*: None on a CPU."""
-
-    dataset: str
-    method: str
-    batch: int
-    saved_total_bytes: int
-    saved_peak_bytes: int
-    n_saved: int
-    step_time_s: float
-    cuda_peak_bytes: int | None = None  # torch.cuda.max_memory_allocated during the step
-    cuda_step_bytes: int | None = None  # the same minus what was allocated before it
-
-
-def make_training_step(dataset: str | Architecture, method: str, *, batch: int = 128,
-                       latent_dim: int = 128, device="cpu", shared_start: bool | None = None):
-    """(step, model): one Adam step of "global" (:func:`fa.fa_step`) or "local" FA on fixed
-    random images. Raises ValueError: unknown method."""
-    arch = architecture(dataset) if isinstance(dataset, str) else dataset
-    torch.manual_seed(0)
-    x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)
-    if method == "global":
-        model = Encoder(arch, {"z": latent_dim}).to(device)  # = models.make_encoder's network
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
-        return functools.partial(fa.fa_step, model, opt, x, shared_start=shared_start), model
-    if method == "local":
-        model = LocalFANet(arch, latent_dim).to(device)
-        return functools.partial(local_step, model, make_optimizers(model, 1e-4), x,
-                                 shared_start=shared_start), model
-    raise ValueError(f"unknown method {method!r}; choose 'global' or 'local'")
-
-
-def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int = 128,
-                        latent_dim: int = 128, repeats: int = 1, device="cpu",
-                        name: str | None = None, shared_start: bool | None = None) -> StepMemory:
-    """:func:`make_training_step`'s bytes saved for backward (its first step), median time
-    of ``repeats`` steps, CUDA peak. ``shared_start=False``: both on B starts."""
-    device = torch.device(device)
-    step, model = make_training_step(dataset, method, batch=batch, latent_dim=latent_dim,
-                                     device=device, shared_start=shared_start)
-    if device.type == "cuda":
-        step()  # warm-up: Adam state, cuDNN plans
-    meter = SavedTensorMeter(exclude=list(model.parameters()))
-    times = []
-    with CudaPeak(device) as cuda:
-        for i in range(max(1, repeats)):
-            with Stopwatch(device) as sw, meter if i == 0 else contextlib.nullcontext():
-                step()
-            times.append(sw.seconds)
-    return StepMemory(name or (dataset if isinstance(dataset, str) else "custom"), method, batch,
-                      meter.total_bytes, meter.peak_bytes, meter.count, statistics.median(times),
-                      cuda.peak_bytes, cuda.step_bytes)
-
-
-def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int = 128,
-                   repeats: int = 1, device="cpu") -> list[tuple[str, StepMemory, StepMemory]]:
-    """[(label, global, local :class:`StepMemory`)] per architecture, measured once for
-    datasets that share one (label ``"celeba / stl10"``)."""
-    groups: dict = {}
-    for d in datasets:
-        groups.setdefault(architecture(d), []).append(d)
-    kw = dict(batch=batch, latent_dim=latent_dim, repeats=repeats, device=device)
-    return [(label, *(measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local")))
-            for arch, label in ((a, " / ".join(names)) for a, names in groups.items())]

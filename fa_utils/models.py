@@ -1,5 +1,5 @@
-"""The networks of Appendix B (Tables 7-12, LeakyReLU(0.01)) and Section 3.2's toy MLP.
-Images are (B, C, H, W) in [0, 1], latents (B, Z)."""
+"""The networks of Appendix B (Tables 7-12, LeakyReLU(0.01)). Images are (B, C, H, W) in
+[0, 1], latents (B, Z)."""
 from __future__ import annotations
 
 import contextlib
@@ -241,18 +241,6 @@ class MirroredDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
-
-
-class ToyMLP(nn.Module):
-    """Section 3.2's MLP: (B, 1) -> (B, out); ``out = 2``: Figure 2b's (f, l)."""
-
-    def __init__(self, hidden: int = 1024, out: int = 2):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(1, hidden), _act(), nn.Linear(hidden, hidden), _act(),
-                                 nn.Linear(hidden, out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 def init_orthogonal_(module: nn.Module, zero_bias: bool = False) -> nn.Module:

@@ -292,25 +292,6 @@ def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
     return decode_full(encoder, target, corners.shape[1:], settings, refiner)
 
 
-def class_emphasis(encoder: nn.Module, z: torch.Tensor, shape, scales, *,
-                   settings: VFASettings, refiner: Optional[nn.Module] = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Figure 6b: one latent z (Z,) decoded for every class k at every one-hot value s:
-    images (len(scales) * K, C, H, W) (row s, column k) and c(r)_k (len(scales), K).
-    Raises ValueError: unconditional."""
-    if not settings.conditional:
-        raise ValueError("class emphasis needs a conditional VFA (num_classes > 0)")
-    classes = torch.arange(settings.num_classes, device=z.device)
-    images, scores = [], []
-    for s in scales:
-        r = decode(encoder, z.reshape(1, -1).expand(len(classes), -1), shape, settings=settings,
-                   labels=classes, scale=float(s))
-        with torch.no_grad():
-            scores.append(encoder(r)["logits"][classes, classes].cpu())
-            images.append((refiner(r) if refiner is not None else r).cpu())
-    return torch.cat(images), torch.stack(scores)
-
-
 def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module,
                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, x: torch.Tensor,
                 labels: Optional[torch.Tensor] = None, *, settings: VFASettings, latent_dim: int,
