@@ -87,16 +87,14 @@ def check_weights(module: nn.Module) -> None:
     """Raises RuntimeError when ``module``'s weights were made under ``inference_mode``."""
     if any(p.is_inference() for p in module.parameters()):
         raise RuntimeError(f"the {type(module).__name__}'s weights were created under "
-                           f"torch.inference_mode(), so the inner optimisation cannot take "
-                           f"gradients through them: create or load the network outside "
+                           f"torch.inference_mode(): create or load the network outside "
                            f"inference_mode (decoding may then run inside it)")
 
 
 def _check_inner_args(T: int, tau: float, squash: str, create_graph: bool) -> None:
     if create_graph and torch.is_inference_mode_enabled():
-        raise RuntimeError("create_graph=True (training through the inner steps) cannot run "
-                           "inside torch.inference_mode(); train outside it, and decode with "
-                           "create_graph=False there")
+        raise RuntimeError("create_graph=True (training) cannot run inside "
+                           "torch.inference_mode(); train outside it")
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if not tau > 0:
@@ -302,7 +300,7 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z",
                 create_graph: bool = False, **kwargs) -> AlignResult:
     """Algorithm 1: x (B, C, H, W) recovered from z_x = E(x)[head] alone by :func:`solve`
-    (``kwargs``). A DDP encoder runs E(r) on ``.module`` (docs/choices.md 8)."""
+    (``kwargs``). A DDP encoder runs E(r) on ``.module`` (docs/choices.md section 8)."""
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         z_x = read_out(encoder(x), head)
     return solve(encoder.module if isinstance(encoder, DDP) else encoder, z_x, x.shape[1:],
@@ -327,11 +325,9 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
             weight_clamp: Optional[float] = math.sqrt(2), sync: bool = True,
             autocast_dtype: Optional[torch.dtype] = None, loss_scale: float = 1.0,
             **fa_kwargs) -> dict:
-    """Algorithm 1, one step on x (B, C, H, W) in [0, 1]: :func:`fa_loss` (``fa_kwargs``),
-    backward of ``loss_scale`` times it, the optimiser, the Eq. 9 clamp (None: none).
-    Returns floats ``loss`` (C) and ``mse`` (per pixel), read in one sync that checks x
-    (``sync=False``: 0-d tensors, no checks). Raises ValueError: bad images;
-    NonFiniteLossError: the weights stay unchanged."""
+    """Algorithm 1, one step on x (B, C, H, W) in [0, 1] with the Eq. 9 clamp: floats ``loss``
+    (C) and ``mse`` (per pixel) in one sync that checks x (``sync=False``: 0-d tensors, no
+    checks). Raises ValueError: bad images; NonFiniteLossError: the weights stay unchanged."""
     bounds = check_batch(x, encoder, deferred=True) if sync else None
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -360,10 +356,9 @@ class NonFiniteLossError(FloatingPointError):
 
 #: What to do about each overflowing term, by the first word of its name.
 TERM_HINTS = {
-    "rec": "The reconstruction error ||x - r||^2 overflowed: check that the images are in "
-           "[0, 1], lower the learning rate or keep the weight clamp (Eq. 9).",
-    "KL": "The KL term overflowed: mu is too large (the log-variance is bounded to [-30, 20]); "
-          "lower the learning rate or the KL weight beta.",
+    "rec": "The reconstruction error overflowed: check that the images are in [0, 1], lower "
+           "the learning rate or keep the weight clamp (Eq. 9).",
+    "KL": "The KL term overflowed (the log-variance is bounded): lower lr or beta.",
     "class": "The class term overflowed: lower the learning rate or class_weight.",
     "adversarial": "An adversarial term overflowed: lower the GAN learning rate (gan_lr).",
     "perceptual": "The perceptual term overflowed: lower perceptual_weight or gan_lr."}

@@ -30,7 +30,7 @@ class LocalBlock(nn.Module):
 
 class LocalFANet(nn.Module):
     """Tables 7-9's encoder, arcsinh after every layer but Linear(Z), no biases by default
-    (docs/choices.md 3): (B, C, H, W) -> (B, Z); ``input_shapes[l]``: x_l's shape."""
+    (docs/choices.md section 3): (B, C, H, W) -> (B, Z); ``input_shapes[l]``: x_l's shape."""
 
     def __init__(self, arch: Architecture, latent_dim: int = 128, bias: bool = False):
         super().__init__()

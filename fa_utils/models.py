@@ -266,7 +266,7 @@ def init_he_(module: nn.Module) -> nn.Module:
 
 
 def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
-    """Eq. 9 in place on the Conv/Linear weights, not the biases (docs/choices.md 13)."""
+    """Eq. 9 in place on the Conv/Linear weights, not the biases (docs/choices.md section 13)."""
     weights = [m.weight for m in module.modules() if isinstance(m, _WEIGHTED)]
     with torch.no_grad():
         # Eq. 9: theta <- clamp(theta, -bound, bound)
@@ -280,7 +280,7 @@ def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
 
 def to_device(module: nn.Module, device: torch.device | str,
               channels_last: bool | None = None) -> nn.Module:
-    """``module`` moved to ``device``, channels_last by default on a CPU (docs/choices.md 14)."""
+    """``module`` on ``device``, channels_last by default on a CPU (docs/choices.md section 14)."""
     device = torch.device(device)
     fmt = channels_last if channels_last is not None else device.type == "cpu"
     return module.to(device, memory_format=torch.channels_last if fmt else torch.preserve_format)

@@ -1,11 +1,6 @@
-"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4).
-
-VFA: an FA encoder whose latent is a Gaussian posterior (heads ``mu``, ``logvar`` and, for a
-conditional VFA, ``logits``), without a decoder. The data side is z_x = mu(x) + eps sigma(x);
-the random side z_r is mu(r) (the paper) or mu(r) + sigma(r) (the authors' code), with c(r)
-appended when conditional. VFA-GAN refines r with G (Table 11) against D (Table 10), least
-squares (real +1, fake -1). docs/method.md sections 3-4.
-"""
+"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4); the
+data side z_x = mu(x) + eps sigma(x), the random side z_r = mu(r) (the paper) or mu(r) +
+sigma(r) (the authors' code) [with c(r)]. docs/method.md sections 3-4."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -25,10 +20,9 @@ FAKE_SOURCES = ("reconstruction", "prior", "authors")
 
 @dataclass(frozen=True)
 class VFASettings:
-    """The method's knobs: the inner problem (T, tau, r_init, squash), ``rand_side``,
-    ``num_classes`` (0: unconditional), the one-hot value ``class_scale``, ``class_weight``
-    of the class term, the KL weight ``beta``, fixed or U(0, beta) per example (Section 4).
-    Raises ValueError: unknown ``rand_side`` or ``beta_schedule``."""
+    """The inner problem (T, tau, r_init, squash), the random side, ``num_classes`` (0:
+    unconditional), the one-hot value, the class term's weight and KL's ``beta``, fixed or
+    U(0, beta) per example (Section 4). Raises ValueError: an unknown choice."""
 
     T: int = 1
     tau: float = 1.0
@@ -51,7 +45,7 @@ class VFASettings:
 
     @property
     def heads(self) -> tuple:
-        """The random side as a read-out of the heads (:data:`fa_utils.models.Head`)."""
+        """The random side as a :data:`fa_utils.models.Head`."""
         return (self.rand_side, "logits") if self.conditional else (self.rand_side,)
 
     @classmethod
@@ -72,10 +66,6 @@ def make_vfa_encoder(dataset: str, latent_dim: int, num_classes: int = 0, *,
     """Tables 7-9 with VFA heads; orthogonal init (Section 4) unless ``orthogonal=False``."""
     enc = Encoder(architecture(dataset), vfa_heads(latent_dim, num_classes))
     return init_orthogonal_(enc) if orthogonal else enc
-
-
-# The losses (explicit reductions): KL and the reparameterisation of Eq. 5, least squares GAN
-# and the perceptual moments of Eq. 7-8.
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -149,7 +139,7 @@ def _solve(encoder, target, shape, settings, *, create_graph, generator=None, st
 
 
 def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
-    """:func:`fa.frozen_start` of the random side at r_0 = 0 (1, *shape), for sampling."""
+    """:func:`fa.frozen_start` of the random side, for sampling."""
     return fa.frozen_start(encoder, shape, head=settings.heads)
 
 
@@ -189,9 +179,8 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
              generator: Optional[torch.Generator] = None,
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA step (Eq. 5, Figure 3) on x (B, C, H, W) in [0, 1], labels (B,): the loss,
-    double backward, the optimiser, the Eq. 9 clamp. Returns floats ``loss``, ``mse``, ``kl``,
-    ``cls``, read in one sync. Raises ValueError: bad images or labels; NonFiniteLossError."""
+    """One VFA step (Eq. 5, Figure 3) on x (B, C, H, W) in [0, 1], labels (B,), with the Eq. 9
+    clamp: floats ``loss``, ``mse``, ``kl``, ``cls``. Raises ValueError; NonFiniteLossError."""
     return _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp)[0]
 
 
@@ -216,9 +205,8 @@ def _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp
 def prior(n: int, latent_dim: int, generator: Optional[torch.Generator] = None,
           device=None) -> torch.Tensor:
     """z ~ N(0, I): (n, Z)."""
-    z = torch.randn(n, latent_dim, generator=generator,
-                    device=generator.device if generator is not None else device)
-    return z.to(device) if device is not None else z
+    return torch.randn(n, latent_dim, generator=generator,
+                       device=generator.device if generator is not None else device).to(device)
 
 
 def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
@@ -234,7 +222,7 @@ def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
 def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
                 refiner: Optional[nn.Module] = None, start: Optional[FrozenStart] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """:func:`decode` of a whole inner target (B, Z [+ K]), e.g. :func:`latent_of`'s."""
+    """:func:`decode` of a whole inner target (B, Z [+ K]) (:func:`latent_of`)."""
     image = _solve(encoder, target, shape, settings, create_graph=False, generator=generator,
                    start=start).image
     if refiner is not None:
@@ -269,8 +257,7 @@ def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> tor
 
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
                 refiner: Optional[nn.Module] = None, batch_size: int = 500) -> torch.Tensor:
-    """x decoded from :func:`latent_of` alone, in batches, unclamped: (N, C, H, W) -> (N, C,
-    H, W) on x's device."""
+    """x (N, C, H, W) decoded from :func:`latent_of` alone, in batches, on x's device."""
     device = next(encoder.parameters()).device
     return torch.cat([decode_full(encoder, latent_of(encoder, c.to(device), settings),
                                   c.shape[1:], settings, refiner).to(x.device)
@@ -317,13 +304,10 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
             e_x = encoder(x)
         r_hat = decode(encoder, reparameterise(e_x["mu"], e_x["logvar"], generator),
                        x.shape[1:], settings=settings, labels=labels)
-    r_prior = None
-    if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
-        gdev = generator.device if generator is not None else None
-        z = prior(x.shape[0], latent_dim, generator).to(x.device)
-        y = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
-                           device=gdev).to(x.device) if settings.conditional else None)
-        r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=y)
+    r_prior = None  # r of z ~ N(0, I) and uniform classes
+    if fake_source != "reconstruction":
+        r_prior = sample(encoder, x.shape[0], x.shape[1:], settings=settings,
+                         latent_dim=latent_dim, generator=generator)[0]
     # G's images with a graph to G; D's fakes without one
     fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
     with torch.no_grad():

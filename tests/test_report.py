@@ -70,9 +70,11 @@ def _appendix(**over):
 
 
 def _memory(local_bytes=10, global_bytes=40):
+    step_memory = notebook_code.local_fa().StepMemory  # notebook 05's memory measure
+
     def step(n):
-        return notebook_code.local_fa().StepMemory(dataset="mnist", method="?", batch=8, saved_total_bytes=n,
-                                saved_peak_bytes=n, n_saved=1, step_time_s=0.0)
+        return step_memory(dataset="mnist", method="?", batch=8, saved_total_bytes=n,
+                           saved_peak_bytes=n, n_saved=1, step_time_s=0.0)
     return [("mnist", step(global_bytes), step(local_bytes))]
 
 
