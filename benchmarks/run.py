@@ -23,7 +23,7 @@ peak memory when a GPU is present (:class:`fa_utils.metrics.CudaPeak`); (4) FLOP
 (labelled, unmeasured without a GPU); (5) sampling: VFA vs VAE decoding (batch of 500) and,
 per image at batch 1 as the paper times it, VAE, GAN, VFA and VFA-GAN on the networks Tables
 3-6's sizes imply (:func:`fa_utils.baselines.sampling_calls`) beside the paper's ratios;
-local vs global FA peak memory (:func:`fa_utils.local.compare_memory`) and step time; (6)
+local vs global FA peak memory (notebook 05's ``compare_memory``) and step time; (6)
 images per second: the training step (from section 1's medians), ``fa_utils.train.fit`` end
 to end on the real MNIST sample (data loading included, no checkpoint written), and FID
 feature extraction with the extractor :mod:`fa_utils.fid` uses on this machine; (7)
@@ -384,10 +384,12 @@ def arcsinh_call(model, batch: int, device):
 
 
 def section_local(args, device, out: list[str]) -> None:
-    """Section 5b: local vs global FA: peak saved memory (``local.compare_memory``) beside
-    the floor of what Algorithm 2 must save, and step time (``local.make_training_step``,
+    """Section 5b: local vs global FA: peak saved memory (notebook 05's ``compare_memory``)
+    beside the floor of what Algorithm 2 must save, and step time (``make_training_step``,
     interleaved) with the local network's arcsinh timed alone."""
-    from fa_utils import local
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
+    from notebook_code import local_fa  # the memory measure lives in notebook 05
+    local = local_fa()
     res = local.compare_memory(args.local_datasets, batch=BATCH, device=device)
     mib = lambda b: None if b is None else b / 2 ** 20  # noqa: E731
     rows = []
@@ -417,12 +419,12 @@ def section_local(args, device, out: list[str]) -> None:
                             "local: CUDA step (MiB)", "global step (ms)", "local step (ms)",
                             "local / global (time)", "paired (time)", "local's arcsinh (ms)",
                             "local without arcsinh / global"], rows), "",
-            "Memory from `fa_utils.local.compare_memory` (its definitions: peak of live "
+            "Memory from notebook 05's `compare_memory` (its definitions: peak of live "
             "tensors saved for backward; CUDA: the step's peak above what was allocated "
             "before). Floor: the largest layer's input, residual and reconstruction error "
             "(`local_floor_bytes`), what one layer's backward cannot do without; below it "
             "only recomputation in the backward (more time) would go. Times: the same two "
-            "steps (`local.make_training_step`: global `fa.fa_step` on the encoder, local "
+            "steps (notebook 05's `make_training_step`: global `fa.fa_step` on the encoder, local "
             "`local.local_step` on `LocalFANet`, for-loop Adam on both) interleaved with "
             "the arcsinh of every local layer's output alone (`arcsinh_call`; global FA's "
             "network has LeakyReLU instead).", ""]

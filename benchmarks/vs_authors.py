@@ -38,7 +38,7 @@ import torch
 
 from benchmarks.authors import AuthorsProcedure
 from benchmarks.measure import flops_of, paired_ratio
-from fa_utils import fa, losses, models, train, vfa
+from fa_utils import fa, models, train, vfa
 from fa_utils.metrics import interleaved_times
 from fa_utils.outputs import markdown_table
 
@@ -126,11 +126,10 @@ def adversarial_work(dataset: str, device, x, source: str):
         else:
             fake_d = fake_g.detach()
         opt_d.zero_grad(set_to_none=True)
-        losses.lsgan_discriminator_loss(d(x), d(fake_d)).backward()
+        vfa.lsgan_discriminator_loss(d(x), d(fake_d)).backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        with vfa.frozen(d):
-            losses.lsgan_generator_loss(d(fake_g)).backward()
+        vfa.lsgan_generator_loss(d(fake_g)).backward(inputs=list(g.parameters()))
         opt_g.step()
     return work
 

@@ -1,9 +1,8 @@
 """Feature alignment (Section 3.1, Eq. 1-2, Algorithm 1) and the guards of every training step.
 
-Inner problem: T steps of Eq. 2 from r_0 on L(r) = 1/2 ||z_x - E(r)||^2 per example (the batch
-summed: each r_i gets its own gradient). Outer problem: C = ||x - squash(r_T)||^2 over the
-encoder's weights, through dL/dr (a double backward). From r_0 = 0 the first step is taken once
-for the batch (:func:`first_step`). docs/method.md section 1.
+Inner problem: T steps of Eq. 2 from r_0 on L(r) = 1/2 ||z_x - E(r)||^2 per example. Outer
+problem: C = ||x - squash(r_T)||^2 over the encoder's weights, through dL/dr (a double
+backward). docs/method.md section 1.
 """
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import copy
 import functools
 import math
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -20,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as hooks
 
-from .losses import bounded_logvar
-from .models import Encoder, Head, clamp_weights_, head_items, head_names, read_out
+from .models import Encoder, Head, bounded_logvar, clamp_weights_, head_items, head_names, read_out
 
 R_INITS = ("zeros", "uniform", "normal")
 SQUASHES = ("none", "sigmoid")
@@ -37,8 +34,7 @@ def check_choice(name: str, value, allowed) -> None:
 
 
 def inner_energy(z_target: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
-    """Eq. 1 per example (the 1/2 of Appendix Eq. 11): (B, ...), (B, ...) -> (B,).
-    Raises ValueError: the shapes differ."""
+    """Eq. 1 per example: (B, ...), (B, ...) -> (B,). Raises ValueError: the shapes differ."""
     if z_target.shape != z_r.shape:
         raise ValueError(f"latent shapes differ: target {tuple(z_target.shape)} vs "
                          f"E(r) {tuple(z_r.shape)}")
@@ -48,8 +44,7 @@ def inner_energy(z_target: torch.Tensor, z_r: torch.Tensor) -> torch.Tensor:
 
 def init_r(shape, r_init: str = "zeros", *, generator: Optional[torch.Generator] = None,
            device=None, dtype=torch.float32, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """r_0 of ``shape``: zeros (the authors' code), U(low, high) or N(0, 1) from ``generator``.
-    Raises ValueError: unknown ``r_init``."""
+    """r_0 of ``shape``: zeros, U(low, high) or N(0, 1). Raises ValueError: unknown r_init."""
     check_choice("r_init", r_init, R_INITS)
     if r_init == "zeros":
         return torch.zeros(shape, device=device, dtype=dtype)
@@ -61,15 +56,14 @@ def init_r(shape, r_init: str = "zeros", *, generator: Optional[torch.Generator]
 
 
 def apply_squash(r: torch.Tensor, squash: str) -> torch.Tensor:
-    """The image of r_T: r (``"none"``) or sigmoid(r) (the authors' code). Raises ValueError."""
+    """The image of r_T: r or sigmoid(r) (the authors' code). Raises ValueError."""
     check_choice("squash", squash, SQUASHES)
     return torch.sigmoid(r) if squash == "sigmoid" else r
 
 
 @dataclass
 class AlignResult:
-    """r: (B, ...) r_T before squashing; image: squash(r_T); energies: the (B,) energies
-    at r_0 ... r_T (``track_energy``); trajectory: r_0 ... r_T (``track_trajectory``)."""
+    """r_T (B, ...), its image squash(r_T), and if tracked the (B,) energies and r_0 ... r_T."""
 
     r: torch.Tensor
     image: torch.Tensor
@@ -79,8 +73,7 @@ class AlignResult:
 
 @contextlib.contextmanager
 def inner_autograd():
-    """Autograd on inside, even under ``no_grad`` or ``inference_mode`` (tensors made under
-    inference mode enter through :func:`fresh`)."""
+    """Autograd on inside, even under ``no_grad`` or ``inference_mode``."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
 
@@ -94,16 +87,14 @@ def check_weights(module: nn.Module) -> None:
     """Raises RuntimeError when ``module``'s weights were made under ``inference_mode``."""
     if any(p.is_inference() for p in module.parameters()):
         raise RuntimeError(f"the {type(module).__name__}'s weights were created under "
-                           f"torch.inference_mode(), so the inner optimisation cannot take "
-                           f"gradients through them: create or load the network outside "
+                           f"torch.inference_mode(): create or load the network outside "
                            f"inference_mode (decoding may then run inside it)")
 
 
 def _check_inner_args(T: int, tau: float, squash: str, create_graph: bool) -> None:
     if create_graph and torch.is_inference_mode_enabled():
-        raise RuntimeError("create_graph=True (training through the inner steps) cannot run "
-                           "inside torch.inference_mode(); train outside it, and decode with "
-                           "create_graph=False there")
+        raise RuntimeError("create_graph=True (training) cannot run inside "
+                           "torch.inference_mode(); train outside it")
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if not tau > 0:
@@ -115,16 +106,14 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
           r0: torch.Tensor, *, T: int = 1, tau: float = 1.0, create_graph: bool = True,
           squash: str = "none", track_energy: bool = False,
           track_trajectory: bool = False) -> AlignResult:
-    """T steps of Eq. 2 on 1/2 ||z_target - encode(r)||^2 from r0: z_target (B, Z), r0 (B, ...)
-    -> :class:`AlignResult`. r0 is a constant unless it has a graph (a shared first step) and
-    ``create_graph`` (the inner gradient stays in the graph: training). Runs under ``no_grad``
-    and ``inference_mode`` too. Raises ValueError: T < 1, tau <= 0, squash, latent shapes;
-    RuntimeError: ``create_graph`` in ``inference_mode``."""
+    """Algorithm 1's inner loop, T steps of Eq. 2 from r0 on B starts: z_target (B, Z), r0
+    (B, ...) -> :class:`AlignResult`; ``create_graph`` keeps dL/dr in the graph (training).
+    Raises ValueError: T, tau, squash, latent shapes; RuntimeError: a graph in inference_mode."""
     _check_inner_args(T, tau, squash, create_graph)
     energies, trajectory = [], []
     with inner_autograd():
         z, r = fresh(z_target if create_graph else z_target.detach()), fresh(r0)
-        if not (create_graph and r.grad_fn is not None):
+        if not (create_graph and r.grad_fn is not None):  # r0 a constant unless a first step
             r = r.detach().requires_grad_(True)
         for _ in range(T):
             if track_trajectory:
@@ -132,7 +121,7 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
             energy = inner_energy(z, encode(r))
             if track_energy:
                 energies.append(energy.detach())
-            # dL/dr of the batch's energies summed: each r_i sees its own gradient (no mean)
+            # dL/dr of the batch's energies summed: each r_i sees its own gradient
             (grad,) = torch.autograd.grad(energy.sum(), r, create_graph=create_graph)
             # Eq. 2: r_t = r_{t-1} - tau dL/dr_{t-1}
             r = r - tau * grad
@@ -152,30 +141,30 @@ def align(encode: Callable[[torch.Tensor], torch.Tensor], z_target: torch.Tensor
 
 
 def _pieces(module: nn.Module, head: Head):
-    """(layers, heads) of r -> module(r)[head] when it is a hook-free piecewise-linear stack (an
-    Encoder, not a subclass, with Linear heads; or for head=None a layer or nn.Sequential)."""
+    """(layers, heads) of r -> module(r)[head] if it is a hook-free piecewise-linear stack (an
+    Encoder, not a subclass, with Linear heads; for head=None a layer or nn.Sequential)."""
     if head_items(head):
-        if not (isinstance(module, Encoder) and type(module).forward is Encoder.forward and all(
-                isinstance(dict(module.heads).get(n), nn.Linear) for n in head_names(head))):
+        if type(module) is not Encoder or not all(
+                isinstance(dict(module.heads).get(n), nn.Linear) for n in head_names(head)):
             return None
         layers = list(module.trunk)
         heads = [[module.heads[n] for n in head_names(i)] for i in head_items(head)]
     else:
         layers, heads = list(module) if type(module) is nn.Sequential else [module], []
-    if any(not isinstance(m, PIECEWISE_LINEAR) or isinstance(m, nn.Flatten) and m.start_dim != 1
-           or isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str))
-           for m in layers):
+    kinds = ("forward", "forward_pre", "backward", "backward_pre")
+    if any(getattr(hooks, f"_global_{k}_hooks") for k in kinds) or any(
+            getattr(m, f"_{k}_hooks") for m in module.modules() for k in kinds):
         return None
-    if any(getattr(hooks, f"_global_{k}_hooks", None) for k in
-           ("forward", "forward_pre", "backward", "backward_pre")) or any(
-            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-            for m in module.modules()):
-        return None
+    for m in layers:
+        if not isinstance(m, PIECEWISE_LINEAR) or isinstance(m, nn.Flatten) and m.start_dim != 1:
+            return None
+        if isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            return None
     return layers, heads
 
 
 def supports(module: nn.Module, head: Head = None) -> bool:
-    """Whether :func:`first_step` applies to r -> module(r)[head] (:func:`_pieces`)."""
+    """Whether :func:`first_step` applies to r -> module(r)[head]."""
     return _pieces(module, head) is not None
 
 
@@ -233,9 +222,9 @@ def _step_from(r0, e0, transpose, z: torch.Tensor, tau: float) -> torch.Tensor:
 
 def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
                head: Head = None, tau: float = 1.0, create_graph: bool = True) -> torch.Tensor:
-    """Eq. 2 at t = 1 for B targets from one start, E = r -> module(r)[head]: z_target (B, Z)
-    (with a graph when training), r0 (1, C, H, W) -> r_1 (B, C, H, W), detached without
-    ``create_graph``. Raises ValueError: not :func:`supports`, r0's batch size, z's shape."""
+    """Eq. 2 at t = 1 for B targets from one start, E = r -> module(r)[head]: z_target (B, Z),
+    r0 (1, C, H, W) -> r_1 (B, C, H, W), detached unless ``create_graph``.
+    Raises ValueError: not :func:`supports`, r0's batch size, z's shape."""
     r0, z = r0.detach(), z_target if create_graph else z_target.detach()
     with torch.set_grad_enabled(create_graph):
         r1 = _step_from(r0, *_linearise(module, head, r0), z, tau)
@@ -243,12 +232,21 @@ def first_step(module: nn.Module, z_target: torch.Tensor, r0: torch.Tensor, *,
 
 
 class FrozenStart(NamedTuple):
-    """E(r_0) (1, Z) and v -> J_E(r_0)^T v ((B, Z) -> (B, C, H, W), no graph) of a network as
-    it was (a snapshot: :func:`frozen_start`)."""
+    """r_0 (1, C, H, W), E(r_0) (1, Z) and v -> J_E(r_0)^T v of a snapshot of the network."""
 
     r0: torch.Tensor
     e0: torch.Tensor
     transpose: Callable[[torch.Tensor], torch.Tensor]
+
+
+def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
+    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape), on a frozen copy of the
+    encoder, for decoding many latents. Raises ValueError: not :func:`supports`."""
+    frozen = copy.deepcopy(encoder).requires_grad_(False)
+    p = next(frozen.parameters())
+    r0 = torch.zeros((1, *shape), device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        return FrozenStart(r0, *_linearise(frozen, head, r0))
 
 
 def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: int = 1,
@@ -256,21 +254,19 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: in
           generator: Optional[torch.Generator] = None, create_graph: bool = False,
           shared_start: Optional[bool] = None, start: Optional[FrozenStart] = None,
           r0: Optional[torch.Tensor] = None, **track) -> AlignResult:
-    """The inner problem for z (B, Z) on E = r -> module(r)[head], images of ``shape``: T steps
-    of Eq. 2 from ``r0`` or :func:`init_r`. From r_0 = 0 the first step is the shared one
-    (:func:`first_step`) where :func:`supports` holds and nothing is tracked (``shared_start``
-    None; True requires it, False never), or ``start``'s (no graph). ``track``: :func:`align`'s.
-    Raises ValueError: bad arguments; RuntimeError: :func:`align`, :func:`check_weights`."""
+    """Algorithm 1's inner problem: T steps of Eq. 2 for z (B, Z) on E = r -> module(r)[head]
+    from ``r0`` or :func:`init_r` (B, *shape). From r_0 = 0 without tracking the first step is
+    :func:`first_step` where it applies (``shared_start`` None; True: required; False: never)
+    or ``start``'s. ``track``: :func:`align`'s. Raises ValueError, RuntimeError."""
     _check_inner_args(T, tau, squash, create_graph)
     check_weights(module)
     encode = module if head is None else head_encoder(module, head)
     zeros = r0 is None and r_init == "zeros" and not any(track.values())
     if start is not None:
         if create_graph or not zeros or track or tuple(start.r0.shape[1:]) != tuple(shape):
-            raise ValueError(f"a frozen start decodes without a graph from r_0 = 0 of shape "
-                             f"{tuple(start.r0.shape[1:])}, without tracking; got create_graph="
-                             f"{create_graph}, r_init={r_init!r}, shape {tuple(shape)}, "
-                             f"options {sorted(track)}")
+            raise ValueError(f"a frozen start decodes without a graph or tracking from r_0 = 0 "
+                             f"of shape {tuple(start.r0.shape[1:])}; got create_graph="
+                             f"{create_graph}, r_init={r_init!r}, shape {tuple(shape)}")
         with torch.no_grad():
             r = _step_from(*start, z.detach(), tau)
     elif shared_start is not False and zeros and supports(module, head):
@@ -291,21 +287,20 @@ def solve(module: nn.Module, z: torch.Tensor, shape, *, head: Head = None, T: in
 
 
 def head_encoder(encoder: nn.Module, head: Head) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> :func:`read_out` of encoder(x) for ``head`` (e.g. ``("mu", "logits")``: (B, Z + K),
-    a conditional VFA's random side). Raises KeyError: a missing head."""
+    """x -> :func:`read_out` of encoder(x) for ``head``. Raises KeyError: a missing head."""
     return lambda x: read_out(encoder(x), head)
 
 
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Algorithm 1's C, per example, the batch's mean (Adam ignores the scale): (B, ...) -> ()."""
+    """Algorithm 1's C, the batch's mean: (B, ...), (B, ...) -> ()."""
     # C = ||x - squash(r_T)||^2
     return (x - x_hat).pow(2).flatten(1).sum(1).mean()
 
 
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z",
                 create_graph: bool = False, **kwargs) -> AlignResult:
-    """x (B, C, H, W) recovered from z_x = E(x)[head] alone: :func:`solve` (``kwargs`` go there).
-    A DDP encoder runs E(x) through the wrapper and E(r) on ``.module`` (docs/choices.md 8)."""
+    """Algorithm 1: x (B, C, H, W) recovered from z_x = E(x)[head] alone by :func:`solve`
+    (``kwargs``). A DDP encoder runs E(r) on ``.module`` (docs/choices.md section 8)."""
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         z_x = read_out(encoder(x), head)
     return solve(encoder.module if isinstance(encoder, DDP) else encoder, z_x, x.shape[1:],
@@ -314,24 +309,14 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, head: Head = "z",
 
 def decode_latent(encoder: nn.Module, z: torch.Tensor, shape, *, head: Head = "z",
                   **kwargs) -> AlignResult:
-    """FA's decoder: the image (B, C, H, W) whose latent is z (B, Z) (Figure 1, right), no
-    graph: :func:`solve` on E(r)[head] (``kwargs`` go there, e.g. a :func:`frozen_start`)."""
+    """FA's decoder (Figure 1, right): the image (B, *shape) whose latent is z (B, Z), no
+    graph (:func:`solve`'s ``kwargs``, e.g. ``start`` from :func:`frozen_start`)."""
     return solve(encoder, z, tuple(shape), head=head, create_graph=False, **kwargs)
 
 
-def frozen_start(encoder: nn.Module, shape, *, head: Head = "z") -> FrozenStart:
-    """:class:`FrozenStart` of E(r)[head] at r_0 = 0 (1, *shape), on a frozen copy of the
-    encoder (its device and dtype). Raises ValueError: not :func:`supports`."""
-    frozen = copy.deepcopy(encoder).requires_grad_(False)
-    p = next(frozen.parameters())
-    r0 = torch.zeros((1, *shape), device=p.device, dtype=p.dtype)
-    with torch.no_grad():
-        return FrozenStart(r0, *_linearise(frozen, head, r0))
-
-
 def fa_loss(encoder: nn.Module, x: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1's C: x (B, C, H, W) -> (C with a graph, image); ``kwargs``:
-    :func:`reconstruct`'s."""
+    """Algorithm 1's C: x (B, C, H, W) -> (C with a graph, image); :func:`reconstruct`'s
+    ``kwargs``."""
     image = reconstruct(encoder, x, create_graph=True, **kwargs).image
     return reconstruction_loss(x, image), image
 
@@ -340,12 +325,9 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
             weight_clamp: Optional[float] = math.sqrt(2), sync: bool = True,
             autocast_dtype: Optional[torch.dtype] = None, loss_scale: float = 1.0,
             **fa_kwargs) -> dict:
-    """One step of Algorithm 1 on x (B, C, H, W) in [0, 1]: :func:`fa_loss` (``fa_kwargs`` go
-    there) under ``autocast_dtype`` (docs/choices.md 13), ``loss_scale`` times it back through
-    the inner gradient, the optimiser, the Eq. 9 clamp (None: none). Returns floats ``loss`` (C)
-    and ``mse`` (C / (C*H*W)) read in one sync before the update, which checks x and refuses a
-    non-finite loss (on every rank under DDP); ``sync=False``: 0-d tensors and no checks.
-    Raises ValueError: bad images; NonFiniteLossError: the weights stay unchanged."""
+    """Algorithm 1, one step on x (B, C, H, W) in [0, 1] with the Eq. 9 clamp: floats ``loss``
+    (C) and ``mse`` (per pixel) in one sync that checks x (``sync=False``: 0-d tensors, no
+    checks). Raises ValueError: bad images; NonFiniteLossError: the weights stay unchanged."""
     bounds = check_batch(x, encoder, deferred=True) if sync else None
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -364,8 +346,8 @@ def fa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A NaN or infinite loss, refused before the update; ``term`` ("rec", "KL", "class",
-    "adversarial", "perceptual" or a logged name), ``step`` 1-based (set by ``train.fit``)."""
+    """A NaN or infinite loss, refused before the update; ``term`` its first word ("rec",
+    "KL", "class", "adversarial", "perceptual"), ``step`` 1-based (set by ``train.fit``)."""
 
     def __init__(self, message: str, *, term: Optional[str] = None, step: Optional[int] = None):
         super().__init__(message)
@@ -373,48 +355,57 @@ class NonFiniteLossError(FloatingPointError):
 
 
 #: What to do about each overflowing term, by the first word of its name.
-TERM_HINTS = MappingProxyType({
-    "rec": "The reconstruction error ||x - r||^2 overflowed: check that the images are in "
-           "[0, 1], lower the learning rate or keep the weight clamp (Eq. 9).",
-    "KL": "The KL term overflowed: mu is too large (the log-variance is bounded to [-30, 20]); "
-          "lower the learning rate or the KL weight beta.",
+TERM_HINTS = {
+    "rec": "The reconstruction error overflowed: check that the images are in [0, 1], lower "
+           "the learning rate or keep the weight clamp (Eq. 9).",
+    "KL": "The KL term overflowed (the log-variance is bounded): lower lr or beta.",
     "class": "The class term overflowed: lower the learning rate or class_weight.",
     "adversarial": "An adversarial term overflowed: lower the GAN learning rate (gan_lr).",
-    "perceptual": "The perceptual term overflowed: lower perceptual_weight or gan_lr."})
+    "perceptual": "The perceptual term overflowed: lower perceptual_weight or gan_lr."}
 
 
 def check_batch(x, module=None, name: str = "the training batch", *, deferred: bool = False):
     """ValueError (saying how to convert) unless x is float (B, C, H, W) in [0, 1] in the
     dtype of ``module`` (or a list's). ``deferred``: no sync; returns (min, max) (2,) or None."""
-    from .data import check_images, check_value_range
-
-    bounds = check_images(x, name, deferred=True)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch tensor, got " + (
+            f"tensor of dtype {x.dtype}: convert 8-bit images with x.float() / 255"
+            if isinstance(x, torch.Tensor) else type(x).__name__))
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)}")
     want = next((p.dtype for m in (module if isinstance(module, (list, tuple)) else [module])
                  if m is not None for p in m.parameters() if p.is_floating_point()), None)
     if want is not None and x.dtype != want:
         raise ValueError(f"{name} is {x.dtype} but the model's parameters are {want}: "
                          f"convert the images with x.to({want})")
+    bounds = torch.stack(torch.aminmax(x.detach())) if x.numel() else None
     if deferred or bounds is None:
         return bounds
-    check_value_range(*bounds.tolist(), name=name)
+    _check_range(*bounds.tolist(), name=name)
+
+
+def _check_range(lo: float, hi: float, name: str) -> None:
+    if not (lo >= 0 and hi <= 1):
+        fix = ("; 8-bit images: divide by 255" if hi > 1.5 else
+               "; images in [-1, 1]: map them with (x + 1) / 2" if lo < 0 else "")
+        raise ValueError(f"{name} has values in [{lo:.6g}, {hi:.6g}]; this project's images are "
+                         f"in [0, 1]{fix}")
 
 
 def read_once(tensors, bounds: Optional[torch.Tensor] = None) -> list:
-    """0-d ``tensors`` as floats in one device read, which also checks a batch's ``bounds``
-    from :func:`check_batch` (ValueError)."""
-    from .data import check_value_range
-
+    """0-d ``tensors`` as floats in one device read, which also checks :func:`check_batch`'s
+    ``bounds`` (ValueError)."""
     tensors = list(tensors)
     read = torch.cat([torch.stack([t.detach().double() for t in tensors])]
                      + ([bounds.double()] if bounds is not None else [])).tolist()
     if bounds is not None:
-        check_value_range(*read[len(tensors):], name="the training batch")
+        _check_range(*read[len(tensors):], name="the training batch")
     return read[:len(tensors)]
 
 
 def refuse_non_finite(terms, *, what: str = "the loss", collective: bool = False) -> None:
-    """Before ``backward()``: NonFiniteLossError if a term (any shape) holds NaN or inf; one
-    sync. ``collective``: agreed over the torch.distributed group (DDP: all ranks refuse)."""
+    """NonFiniteLossError if a term (any shape) holds NaN or inf; one sync. ``collective``:
+    agreed over the torch.distributed group (DDP: all ranks refuse)."""
     import torch.distributed as dist
 
     finite = torch.stack([torch.isfinite(t.detach()).all() for t in terms.values()]).float()
@@ -437,13 +428,13 @@ def refuse_non_finite(terms, *, what: str = "the loss", collective: bool = False
 
 def update(module: nn.Module, optimizer, loss: torch.Tensor, values, terms: dict, what: str,
            weight_clamp: Optional[float]) -> None:
-    """Refuse non-finite ``terms`` if a read value is not (always under DDP, on every rank;
-    ``values`` None: no check), then backward, the optimiser and the Eq. 9 clamp."""
+    """Refuse non-finite ``terms`` if a read value is not (always under DDP; ``values`` None:
+    never), then backward into ``module``'s parameters only, the optimiser, the Eq. 9 clamp."""
     ddp = isinstance(module, DDP)
     if values is not None and (ddp or not all(map(math.isfinite, values))):
         refuse_non_finite(terms, what=what, collective=ddp)
-    # the loss's gradient reaches theta through E(x) and the inner gradient dL/dr (double backward)
-    loss.backward()
+    # C's gradient reaches theta through E(x) and the inner gradient dL/dr (double backward)
+    loss.backward(inputs=list(module.parameters()))
     optimizer.step()
     if weight_clamp is not None:
         # Eq. 9: theta <- clamp(theta, -sqrt 2, sqrt 2) for the Conv / Linear weights

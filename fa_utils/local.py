@@ -1,23 +1,18 @@
-"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16) and the memory it saves
-(the ``align_activation`` reading and the memory measure: docs/method.md section 5)."""
+"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16; docs/method.md section 5).
+The memory it saves is measured in notebook 05."""
 from __future__ import annotations
 
-import contextlib
-import functools
-import statistics
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from . import fa
-from .metrics import CudaPeak, SavedTensorMeter, Stopwatch, one_thread
-from .models import Architecture, Encoder, architecture, init_orthogonal_
+from .metrics import one_thread
+from .models import Architecture, architecture, init_orthogonal_
 
 SQRT2 = 2 ** 0.5  # the Eq. 9 bound
-#: In a local-FA checkpoint's identity: bumped when :class:`LocalFANet`'s layout changes.
-LOCAL_NET_FORMAT = 2
+LOCAL_NET_FORMAT = 2  #: in a checkpoint's identity: bumped when LocalFANet's layout changes
 
 
 class LocalBlock(nn.Module):
@@ -34,9 +29,8 @@ class LocalBlock(nn.Module):
 
 
 class LocalFANet(nn.Module):
-    """Tables 7-9's encoder, arcsinh after every layer but Linear(Z): (B, C, H, W) -> (B, Z);
-    ``input_shapes[l]``: x_l's per-example shape. No biases by default: docs/choices.md
-    section 3."""
+    """Tables 7-9's encoder, arcsinh after every layer but Linear(Z), no biases by default
+    (docs/choices.md section 3): (B, C, H, W) -> (B, Z); ``input_shapes[l]``: x_l's shape."""
 
     def __init__(self, arch: Architecture, latent_dim: int = 128, bias: bool = False):
         super().__init__()
@@ -67,8 +61,8 @@ class LocalFANet(nn.Module):
 
 def make_local_net(arch: str | Architecture, latent_dim: int = 128, *,
                    spectral_init: bool = True, seed: int = 0, bias: bool = False) -> LocalFANet:
-    """Orthogonal weights, zero biases (Section 4), then with ``spectral_init`` each layer at
-    operator norm 1 (an orthogonal 3x3 kernel has up to 3, past Appendix 7.1's ||W||^2 < 2)."""
+    """Orthogonal weights, zero biases (Section 4); ``spectral_init``: each layer at operator
+    norm 1 (an orthogonal 3x3 kernel has up to 3, past Appendix 7.1's ||W||^2 < 2)."""
     net = LocalFANet(architecture(arch) if isinstance(arch, str) else arch, latent_dim, bias)
     init_orthogonal_(net, zero_bias=True)
     if spectral_init:
@@ -84,8 +78,7 @@ def make_local_net(arch: str | Architecture, latent_dim: int = 128, *,
 @one_thread()  # a batch of one (docs/choices.md section 1)
 def operator_norm(op: nn.Module, input_shape, iters: int = 30,
                   generator: torch.Generator | None = None) -> float:
-    """Largest singular value of ``op`` without its bias on (1, *input_shape), by power
-    iteration on W^T W."""
+    """||W|| of ``op`` without its bias on (1, *input_shape), by power iteration on W^T W."""
     p = next(op.parameters())
     v = torch.randn((1, *input_shape), generator=generator).to(p.device, p.dtype)
     with fa.inner_autograd():
@@ -104,9 +97,8 @@ def make_optimizers(net: LocalFANet, lr: float, betas=(0.5, 0.999)) -> list[torc
 
 def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, align_activation: bool = False,
                      **inner):
-    """Algorithm 2, lines 2-12, for layer l on its input x (B, ...), detached here; ``inner``:
-    T, tau, r_init, generator, shared_start of :func:`fa_utils.fa.solve`. Returns (C_l, a
-    batch mean of per-example sums with a graph to ``block`` only; x_{l+1}, r_hat_l detached)."""
+    """Algorithm 2, lines 2-12, for layer l on x (B, ...) (``inner``: :func:`fa.solve`'s).
+    Returns (C_l with a graph to ``block`` only, x_{l+1} and r_hat_l detached)."""
     x = x.detach()
     a = block.op(x)
     with torch.no_grad():  # x_{l+1} = arcsinh(a_l): a constant for the next layer
@@ -121,7 +113,7 @@ def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, align_activation: bo
 
 def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: torch.Tensor, *,
                      clamp: float | None = SQRT2, **kwargs) -> tuple[torch.Tensor, float]:
-    """One Adam step of layer l on C_l, then the Eq. 9 clamp (None: none): (x_{l+1}, C_l)."""
+    """Algorithm 2 for layer l: C_l, Adam, the Eq. 9 clamp (None: none): (x_{l+1}, C_l)."""
     optimizer.zero_grad(set_to_none=True)
     loss, x_next, _ = local_layer_loss(block, x, **kwargs)
     fa.update(block, optimizer, loss, None, {}, "the local FA loss", clamp)  # no finite check
@@ -130,8 +122,8 @@ def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: tor
 
 def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: torch.Tensor,
                **kwargs) -> dict[str, float]:
-    """Algorithm 2 on x (B, C, H, W), each layer updated before the next runs (keyword
-    arguments: :func:`local_layer_step`): {"c0": C_0, ..., "loss": mean of C_l / dim(x_l)}."""
+    """Algorithm 2 on x (B, C, H, W), each layer updated before the next runs
+    (:func:`local_layer_step`'s ``kwargs``): {"c0": C_0, ..., "loss": mean of C_l / dim(x_l)}."""
     out, per_elem = {}, []
     for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
         n = x[0].numel()
@@ -143,8 +135,8 @@ def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: 
 
 def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
                  align_activation: bool = False, **inner) -> torch.Tensor:
-    """One layer of Algorithm 3, no graph: h (B, *out) -> (B, *input_shape). ``inner``: T,
-    tau, r_init, generator, shared_start of :func:`fa_utils.fa.solve`."""
+    """One layer of Algorithm 3, no graph: h (B, *out) -> (B, *input_shape) (``inner``:
+    :func:`fa.solve`'s)."""
     if align_activation:  # T steps of 1/2 ||h - block(r)||^2
         return fa.solve(block, h.detach(), tuple(input_shape), **inner).r
     # Alg. 3: T steps of 1/2 ||sinh(h) - op(r)||^2 (sinh only after an arcsinh)
@@ -154,8 +146,8 @@ def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
 
 def local_recover(net: LocalFANet, x: torch.Tensor, *, batch_size: int = 500, seed: int = 0,
                   **kwargs) -> torch.Tensor:
-    """x -> z = net(x) -> Algorithm 3, in batches: (N, C, H, W) -> (N, C, H, W) on x's device
-    (keyword arguments: :func:`invert_block`)."""
+    """Algorithm 3 from z = net(x), in batches: (N, C, H, W) -> (N, C, H, W) on x's device
+    (:func:`invert_block`'s ``kwargs``)."""
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -172,71 +164,3 @@ def recon_kwargs(cfg) -> dict:
     """Algorithm 3's settings from a :class:`fa_utils.config.LocalFAConfig`."""
     return dict(T=cfg.recon_T, tau=cfg.recon_tau, r_init=cfg.r_init,
                 align_activation=cfg.align_activation)
-
-
-@dataclass
-class StepMemory:
-    """One step of "global" or "local" FA (:func:`measure_step_memory`); cuda_*: None on a CPU."""
-
-    dataset: str
-    method: str
-    batch: int
-    saved_total_bytes: int
-    saved_peak_bytes: int
-    n_saved: int
-    step_time_s: float
-    cuda_peak_bytes: int | None = None  # torch.cuda.max_memory_allocated during the step
-    cuda_step_bytes: int | None = None  # the same minus what was allocated before it
-
-
-def make_training_step(dataset: str | Architecture, method: str, *, batch: int = 128,
-                       latent_dim: int = 128, device="cpu", shared_start: bool | None = None):
-    """(step, model): one Adam step (lr 1e-4) of "global" (:func:`fa.fa_step`) or "local" FA
-    (:func:`local_step`) on fixed random images, default init. ValueError: unknown method."""
-    arch = architecture(dataset) if isinstance(dataset, str) else dataset
-    torch.manual_seed(0)
-    x = torch.rand(batch, arch.channels, arch.size, arch.size, device=device)
-    if method == "global":
-        model = Encoder(arch, {"z": latent_dim}).to(device)  # = models.make_encoder's network
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
-        return functools.partial(fa.fa_step, model, opt, x, shared_start=shared_start), model
-    if method == "local":
-        model = LocalFANet(arch, latent_dim).to(device)
-        return functools.partial(local_step, model, make_optimizers(model, 1e-4), x,
-                                 shared_start=shared_start), model
-    raise ValueError(f"unknown method {method!r}; choose 'global' or 'local'")
-
-
-def measure_step_memory(dataset: str | Architecture, method: str, *, batch: int = 128,
-                        latent_dim: int = 128, repeats: int = 1, device="cpu",
-                        name: str | None = None, shared_start: bool | None = None) -> StepMemory:
-    """:func:`make_training_step`'s bytes saved for backward (first step,
-    :class:`fa_utils.metrics.SavedTensorMeter`), median time of ``repeats`` steps, CUDA peak
-    above a warm-up step's. ``shared_start=False``: both on B starts, not the training path."""
-    device = torch.device(device)
-    step, model = make_training_step(dataset, method, batch=batch, latent_dim=latent_dim,
-                                     device=device, shared_start=shared_start)
-    if device.type == "cuda":
-        step()  # warm-up: Adam state, cuDNN plans
-    meter = SavedTensorMeter(exclude=list(model.parameters()))
-    times = []
-    with CudaPeak(device) as cuda:
-        for i in range(max(1, repeats)):
-            with Stopwatch(device) as sw, meter if i == 0 else contextlib.nullcontext():
-                step()
-            times.append(sw.seconds)
-    return StepMemory(name or (dataset if isinstance(dataset, str) else "custom"), method, batch,
-                      meter.total_bytes, meter.peak_bytes, meter.count, statistics.median(times),
-                      cuda.peak_bytes, cuda.step_bytes)
-
-
-def compare_memory(datasets: Sequence[str], *, batch: int = 128, latent_dim: int = 128,
-                   repeats: int = 1, device="cpu") -> list[tuple[str, StepMemory, StepMemory]]:
-    """[(label, global, local :class:`StepMemory`)] per architecture; datasets sharing one
-    (Table 9's CelebA and STL-10) are measured once, labelled ``"celeba / stl10"``."""
-    groups: dict = {}
-    for d in datasets:
-        groups.setdefault(architecture(d), []).append(d)
-    kw = dict(batch=batch, latent_dim=latent_dim, repeats=repeats, device=device)
-    return [(label, *(measure_step_memory(arch, m, name=label, **kw) for m in ("global", "local")))
-            for arch, label in ((a, " / ".join(names)) for a, names in groups.items())]

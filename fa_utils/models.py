@@ -1,5 +1,5 @@
-"""The networks of Appendix B (Tables 7-12; every activation LeakyReLU(0.01)) and the toy
-MLP of Section 3.2. Images are (B, C, H, W) in [0, 1], latents (B, Z)."""
+"""The networks of Appendix B (Tables 7-12, LeakyReLU(0.01)). Images are (B, C, H, W) in
+[0, 1], latents (B, Z)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,9 +12,9 @@ from typing import Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from .losses import bounded_logvar
-
 NEGATIVE_SLOPE = 0.01
+#: Bounds of the log-variance: exp(20) keeps the variance and KL inside float32, exp(-30) > 0.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
@@ -29,7 +29,7 @@ class Architecture:
 
     @property
     def flat_dim(self) -> int:
-        """The flattened features after the conv pairs (each stride-2 conv halves, rounding up)."""
+        """The features after the conv pairs (each stride-2 conv halves, rounding up)."""
         return self.widths[-1] * math.ceil(self.size / 2 ** len(self.widths)) ** 2
 
 
@@ -41,14 +41,14 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
     "stl10": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
 })
 
-#: :func:`architecture`'s width factor in this thread / task, set by :func:`scaled_architectures`.
+#: :func:`architecture`'s width factor in this thread / task (:func:`scaled_architectures`).
 _WIDTH_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("width_scale", default=1.0)
 
 
 @contextlib.contextmanager
 def scaled_architectures(scale: float) -> Iterator[None]:
-    """Inside the block (this thread / task only) :func:`architecture` is the paper's scaled by
-    ``scale``; nested blocks do not compound. Raises ValueError: ``scale`` not in (0, 1]."""
+    """Inside the block (this thread / task), :func:`architecture`'s widths times ``scale``
+    (not compounded). Raises ValueError: ``scale`` not in (0, 1]."""
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale!r}")
     token = _WIDTH_SCALE.set(float(scale))
@@ -59,9 +59,8 @@ def scaled_architectures(scale: float) -> Iterator[None]:
 
 
 def architecture(dataset: str) -> Architecture:
-    """Tables 7-9's shape of ``dataset``; inside :func:`scaled_architectures` its conv and
-    hidden widths times the scale (rounded; at least 4 and 16). Raises ValueError: unknown
-    dataset."""
+    """Tables 7-9's shape of ``dataset``, scaled in :func:`scaled_architectures` (widths at
+    least 4, hidden at least 16). Raises ValueError: unknown dataset."""
     if dataset not in ARCHITECTURES:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}")
     arch, scale = ARCHITECTURES[dataset], _WIDTH_SCALE.get()
@@ -84,8 +83,8 @@ def _layer(m: nn.Module, batchnorm: bool) -> list[nn.Module]:
 
 
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
-    """Tables 7-10's convolutions, Flatten, Linear(hidden), LeakyReLU: (B, C, H, W) ->
-    (B, hidden). ``batchnorm`` (Table 10): BatchNorm after each stride-2 conv's activation."""
+    """Tables 7-10's convolutions, Linear(hidden): (B, C, H, W) -> (B, hidden); ``batchnorm``
+    (Table 10) after each stride-2 conv's activation."""
     layers: list[nn.Module] = []
     c = arch.channels
     for w in arch.widths:
@@ -114,14 +113,12 @@ class Encoder(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-#: What the inner energy's E(r) reads off an encoder: a head name, ``"mu+sigma"`` (mu +
-#: exp(logvar / 2): VFA's ``mu + sigma`` side), a sequence of those (concatenated along dim 1),
-#: or None (the network's own output).
+#: What E(r) reads off an encoder: a head name, ``"mu+sigma"`` (VFA's mu + exp(logvar / 2)),
+#: a sequence of those (concatenated), or None (the network's own output).
 Head = Union[str, Sequence[str], None]
 
 
 def head_items(head: Head) -> tuple:
-    """The read-out's items (``()`` for None)."""
     return () if head is None else (head,) if isinstance(head, str) else tuple(head)
 
 
@@ -130,13 +127,19 @@ def head_names(head: Head) -> list:
     return [n for i in head_items(head) for n in (("mu", "logvar") if i == "mu+sigma" else (i,))]
 
 
+def bounded_logvar(logvar: torch.Tensor) -> torch.Tensor:
+    """``logvar`` clamped to [LOGVAR_MIN, LOGVAR_MAX] in value, its gradient passed straight
+    through (KL still pulls a unit back): any shape -> the same."""
+    return logvar + (logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) - logvar).detach()
+
+
 def read_out(out: dict, head: Head) -> torch.Tensor:
-    """``head`` read off an encoder's outputs (name -> (B, width)): (B, total width).
-    Raises KeyError: a head the encoder does not have (the message lists its heads)."""
+    """``head`` off an encoder's outputs {name: (B, width)}: (B, total width).
+    Raises KeyError: a missing head (the message lists the encoder's heads)."""
     for name in head_names(head):
         if name not in out:
             raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
-    # sigma = exp(logvar / 2), the log-variance bounded (losses.bounded_logvar)
+    # sigma = exp(logvar / 2), the log-variance bounded
     parts = [out["mu"] + (0.5 * bounded_logvar(out["logvar"])).exp() if i == "mu+sigma"
              else out[i] for i in head_items(head)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
@@ -148,8 +151,7 @@ def make_encoder(dataset: str, heads: Mapping[str, int]) -> Encoder:
 
 
 class Discriminator(nn.Module):
-    """Table 10: the encoder trunk with BatchNorm after each stride-2 conv, then Linear(1), no
-    sigmoid (least squares GAN). (B, C, H, W) -> (B,)."""
+    """Table 10, no sigmoid (least squares GAN): (B, C, H, W) -> (B,)."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
@@ -161,9 +163,8 @@ class Discriminator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """DCGAN's (the GAN baseline's at smoke and quick, docs/baselines.md): per stride-2 conv of
-    the encoder a 4x4 stride-2 conv (64, 128, ... filters), BatchNorm (not the first),
-    LeakyReLU(0.2); then Linear(1). (B, C, H, W) -> (B,)."""
+    """DCGAN's discriminator (the GAN baseline's at smoke and quick, docs/baselines.md):
+    (B, C, H, W) -> (B,)."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
@@ -182,9 +183,8 @@ class DCGANDiscriminator(nn.Module):
 
 
 class FAGenerator(nn.Module):
-    """Table 11, r -> G(r), (B, C, H, W) -> (B, C, H, W): [Conv2d(128, 7), BatchNorm, LeakyReLU
-    in place (docs/choices.md section 14)] twice, Conv2d(C, 7), Sigmoid. Padding 3, not the
-    table's 1, which would shrink the image."""
+    """Table 11, r -> G(r): (B, C, H, W) -> (B, C, H, W). Padding 3, not the table's 1, which
+    would shrink the image; LeakyReLU in place (docs/choices.md section 14)."""
 
     def __init__(self, channels: int, width: int = 128, kernel: int = 7):
         super().__init__()
@@ -200,10 +200,8 @@ class FAGenerator(nn.Module):
 
 
 class GANGenerator(nn.Module):
-    """Table 12, (B, Z) -> (B, C, H, W): Linear(4096) -> (256, 4, 4) -> 3x3 transposed convs
-    (filters 256, 128, 128, 64, 64, 32, 32, strides 2, 1, 2, ...; MNIST and CIFAR-10 drop the
-    last two, MNIST's first has output_padding 0 to reach 28) -> Conv2d(C) -> Sigmoid.
-    ``batchnorm``: after the Linear layer and every transposed conv."""
+    """Table 12: (B, Z) -> (B, C, H, W); MNIST and CIFAR-10 drop the last two transposed convs,
+    MNIST's first has output_padding 0 to reach 28. ``batchnorm``: after every layer."""
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
@@ -222,8 +220,7 @@ class GANGenerator(nn.Module):
 
 
 class MirroredDecoder(nn.Module):
-    """Tables 7-9's encoder mirrored (what Tables 3-5's sizes imply), (B, Z) -> (B, C, H, W):
-    Linear(hidden), Linear(flat), per width a stride-2 transposed conv and a conv, Sigmoid.
+    """Tables 7-9's encoder mirrored (as Tables 3-5's sizes imply): (B, Z) -> (B, C, H, W).
     ``batchnorm``: after every layer but the last (the GAN's generator, Section 4)."""
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
@@ -246,22 +243,8 @@ class MirroredDecoder(nn.Module):
         return self.net(z)
 
 
-class ToyMLP(nn.Module):
-    """Section 3.2's 1 -> hidden -> hidden -> out MLP: (B, 1) -> (B, out); ``out = 2``: Figure
-    2b's (f, l), l the extra latent neuron."""
-
-    def __init__(self, hidden: int = 1024, out: int = 2):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(1, hidden), _act(), nn.Linear(hidden, hidden), _act(),
-                                 nn.Linear(hidden, out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 def init_orthogonal_(module: nn.Module, zero_bias: bool = False) -> nn.Module:
-    """Orthogonal Conv/Linear weights (Section 4); biases kept unless ``zero_bias``
-    (docs/method.md section 1). Returns ``module``."""
+    """Section 4's orthogonal Conv/Linear weights, biases zeroed if ``zero_bias``. Returns it."""
     for m in module.modules():
         if isinstance(m, _WEIGHTED):
             nn.init.orthogonal_(m.weight)
@@ -271,8 +254,7 @@ def init_orthogonal_(module: nn.Module, zero_bias: bool = False) -> nn.Module:
 
 
 def init_he_(module: nn.Module) -> nn.Module:
-    """The baselines' He init (docs/baselines.md): Kaiming-normal weights for LeakyReLU(0.01)
-    over the inputs each output sums, zero biases. Returns ``module``."""
+    """The baselines' He init (docs/baselines.md), zero biases. Returns ``module``."""
     for m in module.modules():
         if isinstance(m, _WEIGHTED):
             mode = "fan_out" if isinstance(m, nn.ConvTranspose2d) else "fan_in"
@@ -284,13 +266,11 @@ def init_he_(module: nn.Module) -> nn.Module:
 
 
 def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
-    """Eq. 9 in place: Conv/Linear weights (not biases, as the authors) clamped to [-bound,
-    bound]. CUDA: one ``torch._foreach`` pair, else per weight (docs/choices.md section 13)."""
+    """Eq. 9 in place on the Conv/Linear weights, not the biases (docs/choices.md section 13)."""
     weights = [m.weight for m in module.modules() if isinstance(m, _WEIGHTED)]
-    if not weights:
-        return
     with torch.no_grad():
-        if weights[0].device.type == "cuda":
+        # Eq. 9: theta <- clamp(theta, -bound, bound)
+        if weights and weights[0].device.type == "cuda":
             torch._foreach_clamp_min_(weights, -bound)
             torch._foreach_clamp_max_(weights, bound)
         else:
@@ -300,13 +280,12 @@ def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
 
 def to_device(module: nn.Module, device: torch.device | str,
               channels_last: bool | None = None) -> nn.Module:
-    """``module`` moved to ``device`` in place, its 4-d weights channels_last where that
-    measured faster: by default on a CPU (docs/choices.md section 14). Returns the module."""
+    """``module`` on ``device``, channels_last by default on a CPU (docs/choices.md section 14)."""
     device = torch.device(device)
     fmt = channels_last if channels_last is not None else device.type == "cpu"
     return module.to(device, memory_format=torch.channels_last if fmt else torch.preserve_format)
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters of ``module``."""
+    """The number of trainable parameters (Tables 3-6)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,15 +1,8 @@
-"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4).
-
-VFA: an FA encoder whose latent is a Gaussian posterior (heads ``mu``, ``logvar`` and, for a
-conditional VFA, a class head ``logits``), without a decoder. The data side is
-z_x = mu(x) + eps sigma(x); the random side z_r is mu(r) (the paper) or mu(r) + sigma(r)
-(the authors' code), with c(r) appended when conditional. VFA-GAN refines the FA image r
-with G (Table 11) against D (Table 10), least squares (real +1, fake -1).
-docs/method.md sections 3-4.
-"""
+"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4); the
+data side z_x = mu(x) + eps sigma(x), the random side z_r = mu(r) (the paper) or mu(r) +
+sigma(r) (the authors' code) [with c(r)]. docs/method.md sections 3-4."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -18,9 +11,7 @@ from torch import nn
 
 from . import fa
 from .fa import FrozenStart
-from .losses import (bounded_logvar, kl_normal, lsgan_discriminator_loss,
-                     lsgan_generator_loss, perceptual_moments_loss, reparameterise)
-from .models import Encoder, architecture, init_orthogonal_
+from .models import Encoder, architecture, bounded_logvar, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
 BETA_SCHEDULES = ("fixed", "uniform")
@@ -29,11 +20,9 @@ FAKE_SOURCES = ("reconstruction", "prior", "authors")
 
 @dataclass(frozen=True)
 class VFASettings:
-    """The method's knobs: the inner problem (T, tau, r_init, squash: :func:`fa.align`),
-    ``rand_side`` (:data:`RAND_SIDES`), ``num_classes`` (0: unconditional), the training
-    one-hot value ``class_scale``, ``class_weight`` of ||onehot(y) - c(x)||^2, and the KL
-    weight ``beta``: fixed, or the upper end of U(0, beta) per example (Section 4).
-    Raises ValueError: unknown ``rand_side`` or ``beta_schedule``."""
+    """The inner problem (T, tau, r_init, squash), the random side, ``num_classes`` (0:
+    unconditional), the one-hot value, the class term's weight and KL's ``beta``, fixed or
+    U(0, beta) per example (Section 4). Raises ValueError: an unknown choice."""
 
     T: int = 1
     tau: float = 1.0
@@ -56,7 +45,7 @@ class VFASettings:
 
     @property
     def heads(self) -> tuple:
-        """The random side as a read-out of the heads (:data:`fa_utils.models.Head`)."""
+        """The random side as a :data:`fa_utils.models.Head`."""
         return (self.rand_side, "logits") if self.conditional else (self.rand_side,)
 
     @classmethod
@@ -79,6 +68,41 @@ def make_vfa_encoder(dataset: str, latent_dim: int, num_classes: int = 0, *,
     return init_orthogonal_(enc) if orthogonal else enc
 
 
+def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Eq. 5's KL(N(mu, exp(logvar)) || N(0, I)), logvar bounded: (B, Z), (B, Z) -> (B,)."""
+    logvar = bounded_logvar(logvar)
+    # KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)     (Kingma & Welling, App. B)
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 5's z_x, eps ~ N(0, I) from ``generator``, logvar bounded: (B, Z) -> (B, Z)."""
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype,
+                      device=generator.device if generator is not None else mu.device)
+    # Eq. 5: z = mu + eps * sigma, sigma = exp(logvar / 2)
+    return mu + eps.to(mu.device) * (0.5 * bounded_logvar(logvar)).exp()
+
+
+def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 8, each term a batch mean: (B,), (B',) -> ()."""
+    # L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
+    return (1.0 - d_real).pow(2).mean() + (-1.0 - d_fake).pow(2).mean()
+
+
+def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 7's adversarial term, a batch mean: (B,) -> ()."""
+    # ||1 - D(G(r))||^2
+    return (1.0 - d_fake).pow(2).mean()
+
+
+def perceptual_moments_loss(mu_x: torch.Tensor, var_x: torch.Tensor, mu_g: torch.Tensor,
+                            var_g: torch.Tensor) -> torch.Tensor:
+    """Eq. 7's perceptual term, a batch mean: four (B, Z) -> ()."""
+    # ||mu(x) - mu(G(r))||^2 + ||sigma^2(x) - sigma^2(G(r))||^2
+    return ((mu_x - mu_g).pow(2).sum(1) + (var_x - var_g).pow(2).sum(1)).mean()
+
+
 def _check_labels(lo: float, hi: float, num_classes: int) -> None:
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}) for a conditional VFA, got "
@@ -87,8 +111,8 @@ def _check_labels(lo: float, hi: float, num_classes: int) -> None:
 
 def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
             validate: bool = True) -> torch.Tensor:
-    """``scale * onehot(labels)``: (B,) int -> (B, K). ``validate=False``: no check (no sync;
-    a label outside [0, K) gives zeros). Raises ValueError: a label outside [0, K)."""
+    """``scale * onehot(labels)``: (B,) -> (B, K); ``validate=False``: no check, a label
+    outside [0, K) gives zeros. Raises ValueError: a label outside [0, K)."""
     labels = labels.long()
     if validate and labels.numel():
         _check_labels(labels.min().item(), labels.max().item(), num_classes)
@@ -108,15 +132,14 @@ def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.
 
 
 def _solve(encoder, target, shape, settings, *, create_graph, generator=None, start=None):
-    """The inner problem (Eq. 1-2) on the random side r -> z_r (``settings.heads``): fa.solve."""
+    """Eq. 1-2 on the random side r -> z_r (``settings.heads``): :func:`fa.solve`."""
     return fa.solve(encoder, target, shape, head=settings.heads, T=settings.T, tau=settings.tau,
                     r_init=settings.r_init, squash=settings.squash, generator=generator,
                     create_graph=create_graph, start=start)
 
 
 def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
-    """:class:`fa.FrozenStart` of the random side at r_0 = 0 (a snapshot of the weights),
-    for sampling from a trained encoder; ``shape`` (C, H, W)."""
+    """:func:`fa.frozen_start` of the random side, for sampling."""
     return fa.frozen_start(encoder, shape, head=settings.heads)
 
 
@@ -133,10 +156,9 @@ def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generato
 def vfa_loss(encoder: nn.Module, x: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
              settings: VFASettings, generator: Optional[torch.Generator] = None,
              validate: bool = True, heads: bool = False):
-    """Eq. 5 / 6 per example, the batch's mean: x (B, C, H, W), labels (B,) -> (loss with a
-    graph, parts {"rec", "kl", "cls"} (B,) detached, r_hat (B, C, H, W)) [, E(x) with heads]."""
+    """Eq. 5 (Eq. 6 with the class term), the batch's mean: x (B, C, H, W), labels (B,) ->
+    (loss, parts {"rec", "kl", "cls"} (B,) detached, r_hat (B, C, H, W)) [, E(x) if heads]."""
     out = encoder(x)
-    # z_x = mu(x) + eps sigma(x)
     z_x = reparameterise(out["mu"], out["logvar"], generator)
     res = _solve(encoder, inner_target(z_x, settings, labels, validate=validate), x.shape[1:],
                  settings, create_graph=True, generator=generator)
@@ -157,10 +179,8 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
              generator: Optional[torch.Generator] = None,
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA step on x (B, C, H, W) in [0, 1], labels (B,): :func:`vfa_loss`, double
-    backward, the optimiser, the Eq. 9 clamp. Returns floats ``loss``, ``mse`` (per pixel),
-    ``kl``, ``cls`` (batch means), read in one sync before the update with the labels' and
-    images' ranges. Raises ValueError: bad images or labels; NonFiniteLossError (no update)."""
+    """One VFA step (Eq. 5, Figure 3) on x (B, C, H, W) in [0, 1], labels (B,), with the Eq. 9
+    clamp: floats ``loss``, ``mse``, ``kl``, ``cls``. Raises ValueError; NonFiniteLossError."""
     return _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp)[0]
 
 
@@ -185,19 +205,16 @@ def _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp
 def prior(n: int, latent_dim: int, generator: Optional[torch.Generator] = None,
           device=None) -> torch.Tensor:
     """z ~ N(0, I): (n, Z)."""
-    z = torch.randn(n, latent_dim, generator=generator,
-                    device=generator.device if generator is not None else device)
-    return z.to(device) if device is not None else z
+    return torch.randn(n, latent_dim, generator=generator,
+                       device=generator.device if generator is not None else device).to(device)
 
 
 def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            generator: Optional[torch.Generator] = None, refiner: Optional[nn.Module] = None,
            start: Optional[FrozenStart] = None) -> torch.Tensor:
-    """VFA's decoder: the image of z (B, Z) by the inner optimisation (Figure 3, right),
-    (B, C, H, W) detached; conditional: ``labels`` one-hot times ``scale``. ``refiner``:
-    VFA-GAN's G after; ``start``: a :func:`frozen_start`. In eval mode each row depends only
-    on its own z and label."""
+    """VFA's decoder (Figure 3, right): z (B, Z) [with ``labels`` one-hot times ``scale``] ->
+    (B, *shape), then G if ``refiner``; ``start``: a :func:`frozen_start`. No graph."""
     return decode_full(encoder, inner_target(z, settings, labels, scale), shape, settings,
                        refiner, start, generator)
 
@@ -205,7 +222,7 @@ def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
 def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
                 refiner: Optional[nn.Module] = None, start: Optional[FrozenStart] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """:func:`decode` of a full inner target (B, Z [+ K]) (:func:`latent_of`)."""
+    """:func:`decode` of a whole inner target (B, Z [+ K]) (:func:`latent_of`)."""
     image = _solve(encoder, target, shape, settings, create_graph=False, generator=generator,
                    start=start).image
     if refiner is not None:
@@ -218,8 +235,8 @@ def sample(encoder: nn.Module, n: int, shape, *, settings: VFASettings, latent_d
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            generator: Optional[torch.Generator] = None,
            refiner: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n samples: z ~ N(0, I) (and uniform classes when conditional without ``labels``), then
-    :func:`decode`. Returns (images (n, C, H, W), z (n, Z), labels (n,) or empty)."""
+    """n samples of z ~ N(0, I) (uniform classes when conditional without ``labels``),
+    :func:`decode`d: (images (n, C, H, W), z (n, Z), labels (n,) or empty)."""
     device = next(encoder.parameters()).device
     z = prior(n, latent_dim, generator).to(device)
     if settings.conditional and labels is None:
@@ -240,8 +257,7 @@ def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> tor
 
 def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
                 refiner: Optional[nn.Module] = None, batch_size: int = 500) -> torch.Tensor:
-    """r (or G(r)) decoded from :func:`latent_of` alone, in batches, unclamped:
-    (N, C, H, W) -> (N, C, H, W) on x's device."""
+    """x (N, C, H, W) decoded from :func:`latent_of` alone, in batches, on x's device."""
     device = next(encoder.parameters()).device
     return torch.cat([decode_full(encoder, latent_of(encoder, c.to(device), settings),
                                   c.shape[1:], settings, refiner).to(x.device)
@@ -250,9 +266,9 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
 
 def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
                        settings: VFASettings, refiner: Optional[nn.Module] = None) -> torch.Tensor:
-    """Figures 8, 10, 12 (right): the latents of four images (4, C, H, W: top-left,
-    top-right, bottom-left, bottom-right) mixed bilinearly on a steps x steps grid and
-    decoded: (steps * steps, C, H, W), row-major. Raises ValueError: not 4 corners."""
+    """Figures 8, 10, 12 (right): four images' latents (4, C, H, W: top-left, top-right,
+    bottom-left, bottom-right) mixed bilinearly on a steps x steps grid and decoded:
+    (steps * steps, C, H, W), row-major. Raises ValueError: not 4 corners."""
     if corners.shape[0] != 4:
         raise ValueError(f"need 4 corner images, got {corners.shape[0]}")
     device = next(encoder.parameters()).device
@@ -263,38 +279,6 @@ def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
     return decode_full(encoder, target, corners.shape[1:], settings, refiner)
 
 
-def class_emphasis(encoder: nn.Module, z: torch.Tensor, shape, scales, *,
-                   settings: VFASettings, refiner: Optional[nn.Module] = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Figure 6b: one latent z (Z,) decoded for every class k at every one-hot value s.
-    Returns images (len(scales) * K, C, H, W), row s, column k, and c(r)_k, the class head's
-    score of the wanted class on r (len(scales), K). Raises ValueError: unconditional."""
-    if not settings.conditional:
-        raise ValueError("class emphasis needs a conditional VFA (num_classes > 0)")
-    classes = torch.arange(settings.num_classes, device=z.device)
-    images, scores = [], []
-    for s in scales:
-        r = decode(encoder, z.reshape(1, -1).expand(len(classes), -1), shape, settings=settings,
-                   labels=classes, scale=float(s))
-        with torch.no_grad():
-            scores.append(encoder(r)["logits"][classes, classes].cpu())
-            images.append((refiner(r) if refiner is not None else r).cpu())
-    return torch.cat(images), torch.stack(scores)
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """``module``'s parameters without gradients inside the block (restored after); gradients
-    still flow through it to its inputs, and its train/eval mode is unchanged."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
-
-
 def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module,
                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, x: torch.Tensor,
                 labels: Optional[torch.Tensor] = None, *, settings: VFASettings, latent_dim: int,
@@ -302,15 +286,12 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 generator: Optional[torch.Generator] = None,
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA-GAN step (Eq. 6-8): [the encoder's :func:`vfa_step`,] D's step, G's step.
-    ``opt_e``: joint training (Figure 4); G and D then reuse that step's r_hat and E(x)
-    (before its update, as the authors' code). Without it the encoder stays fixed. Fakes
-    (``fake_source``): ``"reconstruction"`` G(r_hat) for both (Eq. 7-8), ``"prior"`` G(r)
-    of z ~ N(0, I) for both, ``"authors"`` G(r_hat) for G and prior fakes for D.
-    ``perceptual_weight``: lambda of Eq. 7 (0: not computed). x (B, C, H, W), labels (B,).
-    Returns floats ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` (batch means; ``enc_*`` with
-    ``opt_e``), one sync per network's update. Raises ValueError: bad images or unknown
-    ``fake_source``; NonFiniteLossError: D's loss or fakes, or G's terms (before that update)."""
+    """One VFA-GAN step (Eq. 6-8) on x (B, C, H, W), labels (B,): [with ``opt_e`` (joint
+    training, Figure 4) the encoder's :func:`vfa_step`, whose r_hat and E(x) G and D reuse,]
+    D's step, G's step. Fakes: G(r_hat) (``"reconstruction"``), G(r) of z ~ N(0, I)
+    (``"prior"``), or G(r_hat) for G and prior fakes for D (``"authors"``). Returns floats
+    ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` [and ``enc_*``], one sync per network.
+    Raises ValueError: bad images, ``fake_source``; NonFiniteLossError (before that update)."""
     fa.check_choice("fake_source", fake_source, FAKE_SOURCES)
     logs = {}
     fa.check_batch(x, refiner, deferred=opt_e is not None)  # the encoder's step reads the range
@@ -318,43 +299,38 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
         enc_logs, e_x, r_hat = _vfa_update(encoder, opt_e, x, labels, settings, generator,
                                            weight_clamp)
         logs = {f"enc_{k}": v for k, v in enc_logs.items()}
-    with frozen(encoder):
-        if opt_e is None:  # z_x = mu(x) + eps sigma(x), decoded
-            with torch.no_grad():
-                e_x = encoder(x)
-            r_hat = decode(encoder, reparameterise(e_x["mu"], e_x["logvar"], generator),
-                           x.shape[1:], settings=settings, labels=labels)
-        r_prior = None
-        if fake_source != "reconstruction":  # r of z ~ N(0, I) and uniform classes
-            gdev = generator.device if generator is not None else None
-            z = prior(x.shape[0], latent_dim, generator).to(x.device)
-            y = (torch.randint(settings.num_classes, (x.shape[0],), generator=generator,
-                               device=gdev).to(x.device) if settings.conditional else None)
-            r_prior = decode(encoder, z, x.shape[1:], settings=settings, labels=y)
-        # G's images with a graph to G; D's fakes without one
-        fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
+    else:
         with torch.no_grad():
-            fake_d = refiner(r_prior) if fake_source == "authors" else fake_g.detach()
-        # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
-        opt_d.zero_grad(set_to_none=True)
-        loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake_d))
-        fa.refuse_non_finite({"adversarial": loss_d, "adversarial (G's images)": fake_g,
-                              "adversarial (D's fakes)": fake_d},
-                             what="VFA-GAN's discriminator loss (Eq. 8) or its fakes")
-        loss_d.backward()
-        opt_d.step()
-        # Eq. 7: L_G = ||1 - D(G(r))||^2
-        #              + lambda (||mu(x) - mu(G(r_hat))||^2 + ||sigma^2(x) - sigma^2(G(r_hat))||^2)
-        opt_g.zero_grad(set_to_none=True)
-        with frozen(discriminator):  # D's and the encoder's parameters get no gradient
-            adv = lsgan_generator_loss(discriminator(fake_g))
-        perc = torch.zeros((), device=x.device)
-        if perceptual_weight > 0:
-            e_g = encoder(fake_g if fake_source != "prior" else refiner(r_hat))
-            perc = perceptual_moments_loss(e_x["mu"], bounded_logvar(e_x["logvar"]).exp(),
-                                           e_g["mu"], bounded_logvar(e_g["logvar"]).exp())
-        loss_g = adv + perceptual_weight * perc
-        values = fa.read_once([loss_d, loss_g, adv, perc])  # G's one sync
-        fa.update(refiner, opt_g, loss_g, values[2:], {"adversarial": adv, "perceptual": perc},
-                  "VFA-GAN's refiner loss (Eq. 7)", None)
+            e_x = encoder(x)
+        r_hat = decode(encoder, reparameterise(e_x["mu"], e_x["logvar"], generator),
+                       x.shape[1:], settings=settings, labels=labels)
+    r_prior = None  # r of z ~ N(0, I) and uniform classes
+    if fake_source != "reconstruction":
+        r_prior = sample(encoder, x.shape[0], x.shape[1:], settings=settings,
+                         latent_dim=latent_dim, generator=generator)[0]
+    # G's images with a graph to G; D's fakes without one
+    fake_g = refiner(r_prior if fake_source == "prior" else r_hat)
+    with torch.no_grad():
+        fake_d = refiner(r_prior) if fake_source == "authors" else fake_g.detach()
+    opt_d.zero_grad(set_to_none=True)
+    # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(r))||^2
+    loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake_d))
+    fa.refuse_non_finite({"adversarial": loss_d, "adversarial (G's images)": fake_g,
+                          "adversarial (D's fakes)": fake_d},
+                         what="VFA-GAN's discriminator loss (Eq. 8) or its fakes")
+    loss_d.backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    adv = lsgan_generator_loss(discriminator(fake_g))
+    perc = torch.zeros((), device=x.device)
+    if perceptual_weight > 0:
+        e_g = encoder(fake_g if fake_source != "prior" else refiner(r_hat))
+        perc = perceptual_moments_loss(e_x["mu"], bounded_logvar(e_x["logvar"]).exp(),
+                                       e_g["mu"], bounded_logvar(e_g["logvar"]).exp())
+    # Eq. 7: L_G = ||1 - D(G(r))||^2 + lambda perceptual
+    loss_g = adv + perceptual_weight * perc
+    values = fa.read_once([loss_d, loss_g, adv, perc])  # G's one sync
+    # only G's parameters get gradients (fa.update); D's and the encoder's stay as they are
+    fa.update(refiner, opt_g, loss_g, values[2:], {"adversarial": adv, "perceptual": perc},
+              "VFA-GAN's refiner loss (Eq. 7)", None)
     return {**logs, **dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values))}

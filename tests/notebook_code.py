@@ -38,8 +38,10 @@ def appendix() -> SimpleNamespace:
 
 
 def local_fa() -> SimpleNamespace:
-    """Notebook 05's code: layer errors, the memory table's rows, Section 3.5's claims."""
-    return cell_namespace("05_local_fa", "5e4c9e0a", "local-layer-errors", "local-memory-rows",
+    """Notebook 05's code: layer errors, the memory measure and table's rows, Section 3.5's
+    claims."""
+    return cell_namespace("05_local_fa", "5e4c9e0a", "local-layer-errors", "local-memory-measure",
+                          "local-memory-step", "local-memory-compare", "local-memory-rows",
                           "local-claims")
 
 

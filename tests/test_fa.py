@@ -5,6 +5,7 @@ from torch.func import functional_call
 
 from fa_utils import fa, models
 from fa_utils.fa import fa_loss
+from notebook_code import cell_namespace
 
 
 def tiny_encoder(dtype=torch.float32, z=3):
@@ -150,6 +151,7 @@ def _entry_points(T, start, side):
     net = local.make_local_net(arch, 4, spectral_init=False)
     gen = torch.nn.Sequential(torch.nn.Linear(3, 36), torch.nn.Unflatten(1, (1, 6, 6)))
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    emphasis = cell_namespace("03_vfa", "vfa-class-emphasis").class_emphasis
     return {
         "fa.align": lambda: fa.align(fa.head_encoder(enc, "z"), enc(x)["z"], torch.zeros_like(x), T=T,
                                      create_graph=False).image,
@@ -166,8 +168,8 @@ def _entry_points(T, start, side):
         "vfa.reconstruct": lambda: vfa.reconstruct(venc, x, settings=settings),
         "vfa.interpolation_grid": lambda: vfa.interpolation_grid(venc, x[[0, 1, 2, 0]], 2,
                                                                  settings=settings),
-        "vfa.class_emphasis": lambda: vfa.class_emphasis(venc, z[0, :2].repeat(2), (1, 6, 6),
-                                                         [1.0], settings=settings)[0],
+        "vfa.class_emphasis (notebook 03)": lambda: emphasis(
+            venc, z[0, :2].repeat(2), (1, 6, 6), [1.0], settings=settings)[0],
         "local.local_recover": lambda: local.local_recover(net, x, T=T, **opts),
         "local.operator_norm": lambda: torch.tensor(local.operator_norm(net.blocks[0].op,
                                                                         (1, 6, 6), generator=g())),

@@ -160,27 +160,27 @@ def test_algorithm3_from_a_trained_tiny_net_beats_the_mean_image():
 
 
 def test_memory_ranks_local_below_global_on_a_small_architecture():
+    notebook = local_fa()  # the memory measure and table's rows live in notebook 05
     arch = Architecture(1, 12, (4, 8), 64)
-    g = local.measure_step_memory(arch, "global", batch=4, latent_dim=8)
-    l = local.measure_step_memory(arch, "local", batch=4, latent_dim=8)
+    g = notebook.measure_step_memory(arch, "global", batch=4, latent_dim=8)
+    l = notebook.measure_step_memory(arch, "local", batch=4, latent_dim=8)
     assert 0 < l.saved_peak_bytes < g.saved_peak_bytes, (l, g)
     # the same ranking when both go through fa.align (no shared-start first step)
-    g2 = local.measure_step_memory(arch, "global", batch=4, latent_dim=8, shared_start=False)
-    l2 = local.measure_step_memory(arch, "local", batch=4, latent_dim=8, shared_start=False)
+    g2 = notebook.measure_step_memory(arch, "global", batch=4, latent_dim=8, shared_start=False)
+    l2 = notebook.measure_step_memory(arch, "local", batch=4, latent_dim=8, shared_start=False)
     assert 0 < l2.saved_peak_bytes < g2.saved_peak_bytes, (l2, g2)
     assert l.saved_peak_bytes < l2.saved_peak_bytes  # the zeros of r_0 are not saved
     assert l.saved_peak_bytes < 0.6 * g.saved_peak_bytes, (l.saved_peak_bytes, g.saved_peak_bytes)
     # global FA's peak holds every layer's activations at once: at least the input-sized
     # tensors of the first layers, which local FA frees before the next layer
     assert g.saved_peak_bytes >= 4 * (4 * 12 * 12 + 4 * 6 * 6) * 4
-    notebook = local_fa()  # the memory table's rows live in notebook 05
     rows = notebook.memory_rows([("tiny", g, l)])
     assert len(rows[0]) == len(notebook.MEMORY_COLUMNS)
 
 
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="'global' or 'local'"):
-        local.measure_step_memory(TINY, "both", batch=2)
+        local_fa().measure_step_memory(TINY, "both", batch=2)
 
 
 @pytest.mark.parametrize("profile", config.PROFILES)

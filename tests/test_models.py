@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fa_utils import models
+from notebook_code import toy
 
 
 def test_mnist_vfa_encoder_has_table3_size():
@@ -72,9 +73,10 @@ def test_orthogonal_init_and_clamp():
 
 
 def test_toy_mlp():
-    net = models.ToyMLP(hidden=16, out=2)
+    toy_mlp = toy().ToyMLP  # notebook 01's (Section 3.2)
+    net = toy_mlp(hidden=16, out=2)
     assert net(torch.zeros(5, 1)).shape == (5, 2)
-    assert models.count_parameters(models.ToyMLP(1024, 2)) == 2 * 1024 + 1024 * 1024 + 1024 + 1024 * 2 + 2
+    assert models.count_parameters(toy_mlp(1024, 2)) == 2 * 1024 + 1024 * 1024 + 1024 + 1024 * 2 + 2
 
 
 def test_scaled_architectures_narrow_inside_the_block_only_and_never_compound():

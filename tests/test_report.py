@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from fa_utils import claims, experiments, fid, local, outputs, paper, runner
+from fa_utils import claims, experiments, fid, outputs, paper, runner
 import notebook_code
 
 GOOD_TOY = {"fa_mean_error": 0.015, "plain_mean_error": 0.47, "fa_recovered_fraction": 0.98,
@@ -70,9 +70,11 @@ def _appendix(**over):
 
 
 def _memory(local_bytes=10, global_bytes=40):
+    step_memory = notebook_code.local_fa().StepMemory  # notebook 05's memory measure
+
     def step(n):
-        return local.StepMemory(dataset="mnist", method="?", batch=8, saved_total_bytes=n,
-                                saved_peak_bytes=n, n_saved=1, step_time_s=0.0)
+        return step_memory(dataset="mnist", method="?", batch=8, saved_total_bytes=n,
+                           saved_peak_bytes=n, n_saved=1, step_time_s=0.0)
     return [("mnist", step(global_bytes), step(local_bytes))]
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from fa_utils import baselines, data, losses, models, paper, vfa
+from fa_utils import baselines, data, models, paper, vfa
+from notebook_code import cell_namespace
 
 DATASETS = list(models.ARCHITECTURES)
 TINY = models.Architecture(1, 8, (4,), 16)  # 1x8x8 images, one conv pair, Linear(16)
@@ -25,24 +26,24 @@ def tiny_encoder(num_classes=0, latent=4, seed=0):
 def test_kl_matches_torch_distributions():
     torch.manual_seed(0)
     mu, logvar = torch.randn(5, 7), torch.randn(5, 7)
-    ours = losses.kl_normal(mu, logvar)
+    ours = vfa.kl_normal(mu, logvar)
     ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(1)
     assert ours.shape == (5,)
     assert torch.allclose(ours, ref, atol=1e-5)
-    assert torch.allclose(losses.kl_normal(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
+    assert torch.allclose(vfa.kl_normal(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
 
 
 def test_lsgan_losses_on_known_inputs():
     one, minus = torch.ones(4), -torch.ones(4)
-    assert losses.lsgan_discriminator_loss(one, minus).item() == 0.0  # perfect D
-    assert losses.lsgan_discriminator_loss(torch.zeros(4), torch.zeros(3)).item() == 2.0
+    assert vfa.lsgan_discriminator_loss(one, minus).item() == 0.0  # perfect D
+    assert vfa.lsgan_discriminator_loss(torch.zeros(4), torch.zeros(3)).item() == 2.0
     # real scored -1 (error 2^2 = 4) and fake scored +1 (error 4): 8
-    assert losses.lsgan_discriminator_loss(minus, one).item() == 8.0
-    assert losses.lsgan_generator_loss(one).item() == 0.0
-    assert losses.lsgan_generator_loss(torch.tensor([1.0, -1.0])).item() == 2.0  # (0 + 4) / 2
+    assert vfa.lsgan_discriminator_loss(minus, one).item() == 8.0
+    assert vfa.lsgan_generator_loss(one).item() == 0.0
+    assert vfa.lsgan_generator_loss(torch.tensor([1.0, -1.0])).item() == 2.0  # (0 + 4) / 2
     # batch mean, not sum: doubling the batch leaves the value unchanged
     d = torch.tensor([0.5, -0.3])
-    assert losses.lsgan_generator_loss(d.repeat(2)) == pytest.approx(losses.lsgan_generator_loss(d).item())
+    assert vfa.lsgan_generator_loss(d.repeat(2)) == pytest.approx(vfa.lsgan_generator_loss(d).item())
 
 
 def test_perceptual_term_is_a_per_example_sum_averaged_over_the_batch():
@@ -50,7 +51,7 @@ def test_perceptual_term_is_a_per_example_sum_averaged_over_the_batch():
     mu_g = torch.tensor([[1.0, 0, 0], [0, 0, 0]])
     var_g = torch.tensor([[1.0, 1, 1], [3.0, 1, 1]])
     # example 0: 1 (mean); example 1: 4 (variance) -> mean 2.5
-    assert losses.perceptual_moments_loss(mu_x, var_x, mu_g, var_g).item() == 2.5
+    assert vfa.perceptual_moments_loss(mu_x, var_x, mu_g, var_g).item() == 2.5
 
 
 # --------------------------------------------------------------------------------------
@@ -129,7 +130,8 @@ def test_larger_one_hot_value_raises_the_class_score():
         with torch.no_grad():
             scores.append(enc(r)["logits"][classes, classes])
     assert torch.all(scores[1] > scores[0]), scores
-    images, table = vfa.class_emphasis(enc, z[0], (1, 8, 8), [1.0, 4.0], settings=s)
+    class_emphasis = cell_namespace("03_vfa", "vfa-class-emphasis").class_emphasis
+    images, table = class_emphasis(enc, z[0], (1, 8, 8), [1.0, 4.0], settings=s)
     assert images.shape == (10, 1, 8, 8) and torch.allclose(table, torch.stack(scores), atol=1e-5)
 
 
@@ -228,12 +230,12 @@ def test_paper_sizes_are_matched_within_half_a_percent():
 
 def test_bounded_logvar_changes_nothing_inside_the_bounds_and_keeps_a_gradient_outside():
     lv = torch.tensor([-5.0, 0.0, 19.0, 100.0, -100.0], requires_grad=True)
-    b = losses.bounded_logvar(lv)
+    b = models.bounded_logvar(lv)
     assert torch.equal(b[:3], lv[:3].detach())  # bit-identical inside
-    assert b[3].item() == losses.LOGVAR_MAX and b[4].item() == losses.LOGVAR_MIN
+    assert b[3].item() == models.LOGVAR_MAX and b[4].item() == models.LOGVAR_MIN
     b.sum().backward()
     assert torch.equal(lv.grad, torch.ones(5))  # straight through: no unit is stuck at a bound
-    kl = losses.kl_normal(torch.zeros(1, 2), torch.tensor([[100.0, 1e4]]))
+    kl = vfa.kl_normal(torch.zeros(1, 2), torch.tensor([[100.0, 1e4]]))
     assert torch.isfinite(kl).all()
 
 
