@@ -282,11 +282,10 @@ def _validate(cfg) -> None:
         if v.get(name) is not None and v[name] not in allowed:
             raise ConfigError(f"{section} parameter {name}={v[name]!r} is not one of "
                               f"{list(allowed)}")
-    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
-        raise ConfigError(f"device {cfg.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', "
-                          f"'mps'")
     rules = [(f.name, v[f.name] >= 1, ">= 1") for f in fields(cfg)
              if f.type is int and f.name not in _MAY_BE_ZERO]
+    rules.append(("device", cfg.device in ("auto", "cpu", "cuda", "mps")
+                  or cfg.device.startswith("cuda:"), "one of auto, cpu, cuda, cuda:N, mps"))
     rules += [(n, v[n] > 0, "> 0") for n in _POSITIVE if n in v]
     rules += [(n, bool(v[n]) and set(v[n]) <= set(DATASET_NAMES),
                f"a non-empty tuple of {list(DATASET_NAMES)}")

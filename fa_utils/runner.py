@@ -5,9 +5,9 @@
     python -m fa_utils report [--profile quick]           # rebuild results/REPORT.md alone
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
-Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``,
-a clean work tree. Ctrl-C stops the kernel (a training loop first writes its checkpoint) and
-exits 130, naming the command that resumes.
+Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``
+(a Python literal, else the word itself), a clean work tree. Ctrl-C stops the kernel (a
+training loop first writes its checkpoint) and exits 130, naming the command that resumes.
 """
 from __future__ import annotations
 
@@ -85,9 +85,8 @@ def _read(raw: str, annotation: Any) -> Any:
 
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """(notebook, parameters) for each notebook; each ``-p`` word read by :func:`_read`, then
-    checked by :mod:`fa_utils.config`: as the field of each config section the notebook builds,
-    else against :data:`OTHER_PARAMETERS` or its default's type. RunnerError: what is wrong."""
+    """(notebook, parameters) for each notebook, each ``-p`` word checked by :mod:`.config` as the
+    field it feeds, else against OTHER_PARAMETERS or its default's type. RunnerError: what."""
     profile, plans = resolve_profile(profile), []
     for nb in notebooks:
         if not nb.exists():

@@ -86,7 +86,8 @@ def no_kernel(monkeypatch):
      r"'datasets' must be tuple, got str 'mnist' \(write a list as '\[1, 2\]'"),
     ("05", ["-p", "datasets", '["foo"]'], r"datasets must be a non-empty tuple of"),
     ("06", ["-p", "linear_steps", "0"], r"linear_steps must be >= 1"),
-    ("07", ["-p", "device", "gpu"], r"07_explore.ipynb: device 'gpu' is not one of"),
+    ("07", ["-p", "device", "gpu"],
+     r"07_explore.ipynb: toy parameter device must be one of auto, cpu, cuda, cuda:N, mps, got 'gpu'"),
     ("01", ["-p", "profile", "quick"], r"--profile quick, not with -p profile"),
 ])
 def test_every_bad_value_is_refused_before_a_kernel_starts(no_kernel, capsys, nb, args, match):
