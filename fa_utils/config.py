@@ -241,13 +241,14 @@ _PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
 })
 
 
-def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
-    """``value`` if of the declared type (int widens to float, list to tuple); else ConfigError."""
-    if typing.get_origin(annotation) is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        annotation = typing.get_args(annotation)[0]
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+def check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
+    """``value`` if of type ``annotation`` (int widens to float, list to tuple; Any takes all).
+    ConfigError: names the parameter, the value and the type expected."""
+    optional = typing.get_origin(annotation) is typing.Union  # Optional[X]
+    if annotation is Any or optional and value is None:
+        return value
+    annotation = typing.get_args(annotation)[0] if optional else annotation
+    if annotation is float and type(value) is int:
         value = float(value)
     elif annotation is tuple and isinstance(value, list):
         value = tuple(value)
@@ -257,9 +258,9 @@ def _check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
     if annotation is str and isinstance(value, (int, float)):
         hint = " (papermill's -p makes numbers of such strings; pass it with -r NAME VALUE)"
     elif annotation is tuple and isinstance(value, str):
-        hint = " (papermill's -p keeps '[1,2]' a string; pass lists with -y NAME '[1, 2]')"
-    raise ConfigError(f"{section} parameter {name!r} must be {annotation.__name__}, "
-                      f"got {type(value).__name__} {value!r}{hint}")
+        hint = " (write a list as '[1, 2]'; papermill's -p keeps it a string: use -y)"
+    raise ConfigError(f"{section} parameter {name!r} must be {annotation.__name__}"
+                      f"{' or None' * optional}, got {type(value).__name__} {value!r}{hint}")
 
 
 #: Numbers that must be > 0; every int field must be >= 1 except those of _MAY_BE_ZERO.
@@ -281,11 +282,10 @@ def _validate(cfg) -> None:
         if v.get(name) is not None and v[name] not in allowed:
             raise ConfigError(f"{section} parameter {name}={v[name]!r} is not one of "
                               f"{list(allowed)}")
-    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
-        raise ConfigError(f"device {cfg.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', "
-                          f"'mps'")
     rules = [(f.name, v[f.name] >= 1, ">= 1") for f in fields(cfg)
              if f.type is int and f.name not in _MAY_BE_ZERO]
+    rules.append(("device", cfg.device in ("auto", "cpu", "cuda", "mps")
+                  or cfg.device.startswith("cuda:"), "one of auto, cpu, cuda, cuda:N, mps"))
     rules += [(n, v[n] > 0, "> 0") for n in _POSITIVE if n in v]
     rules += [(n, bool(v[n]) and set(v[n]) <= set(DATASET_NAMES),
                f"a non-empty tuple of {list(DATASET_NAMES)}")
@@ -327,7 +327,7 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
     values = {"profile": profile, **{k: v for k, v in shared.items() if k in hints},
               **_PROFILE_VALUES[section].get(profile, {})}
     values.update((name, value) for name, value in overrides.items() if value is not None)
-    return SECTIONS[section](**{name: _check_type(section, name, value, hints[name])
+    return SECTIONS[section](**{name: check_type(section, name, value, hints[name])
                                 for name, value in values.items()})
 
 

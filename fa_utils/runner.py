@@ -5,34 +5,32 @@
     python -m fa_utils report [--profile quick]           # rebuild results/REPORT.md alone
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
-Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``,
-a clean work tree. Ctrl-C stops the kernel (a training loop first writes its checkpoint) and
-exits 130, naming the command that resumes.
+Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``
+(a Python literal, else the word itself), a clean work tree. Ctrl-C stops the kernel (a
+training loop first writes its checkpoint) and exits 130, naming the command that resumes.
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
-import json
 import os
 import re
 import shlex
 import sys
 import time
-import types
 import typing
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Optional, Sequence
 from unittest import mock
 
 import nbformat
 
 from . import claims, outputs
-from .config import PROFILES, SECTIONS, ConfigError, make_config, resolve_profile
+from .config import PROFILES, SECTIONS, ConfigError, check_type, make_config, resolve_profile
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 130 = 128 + SIGINT, as a shell says
-OTHER_PARAMETERS = types.MappingProxyType({"interactive": Optional[bool]})  # feed no config field
+OTHER_PARAMETERS = MappingProxyType({"interactive": Optional[bool]})  # feed no config field
 
 
 class RunnerError(RuntimeError):
@@ -74,73 +72,47 @@ def config_sections(path: Path) -> tuple[str, ...]:
     return tuple(s for s in dict.fromkeys(found) if s in SECTIONS) or tuple(SECTIONS)
 
 
-def annotation_of(default: Any) -> Any:
-    """The type of a parameter that feeds no config field, from its default (Any for None)."""
-    return Any if default is None else tuple if isinstance(default, list) else type(default)
-
-
-def _word(value: Any) -> str:
-    return shlex.quote(json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value))
-
-
-def parse_word(name: str, raw: str, tp: Any, example: Any = None) -> Any:
-    """``raw`` read as ``tp``: bool (true/false/1/0/yes/no), int, float, str, tuple (a Python
-    list, returned as a list), Optional of one (``None``), or Any (a literal, else the string).
-    RunnerError: names the parameter and ``example``."""
-    optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    if optional and raw.strip() == "None":
-        return None
-    tp = next(a for a in typing.get_args(tp) if a is not type(None)) if optional else tp
-    low = raw.strip().lower()
-    with contextlib.suppress(ValueError, SyntaxError):
-        if tp in (str, int, float):
-            return tp(raw)
-        if tp is Any:
-            return ast.literal_eval(raw)
-        if tp is bool and low in ("true", "1", "yes", "false", "0", "no"):
-            return low in ("true", "1", "yes")
-        if tp is tuple and isinstance(value := ast.literal_eval(raw), (list, tuple)):
-            return list(value)
-    if tp is Any:
+def _read(raw: str, annotation: Any) -> Any:
+    """A ``-p`` word as a Python literal, else the string itself; a str parameter keeps it raw."""
+    if annotation in (str, Optional[str]) and raw != "None":
         return raw
-    label = {bool: "a bool (True or False)", int: "an int", float: "a float", tuple: "a list"}
-    hint = f"; e.g. -p {name} {_word(example)}" if example is not None else ""
-    raise RunnerError(f"parameter {name!r}: {raw!r} is not {label.get(tp, tp)}"
-                      f"{' or None' * optional}{hint}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError):
+        return raw
+    return list(value) if isinstance(value, tuple) else value  # papermill writes no tuples
 
 
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """(notebook, parameters) for each notebook: each ``-p`` word read as the config field it
-    feeds (else :data:`OTHER_PARAMETERS` or its default's type), then each config section the
-    notebook builds checked with them. RunnerError: what is wrong, and a fix."""
+    """(notebook, parameters) for each notebook, each ``-p`` word checked by :mod:`.config` as the
+    field it feeds, else against OTHER_PARAMETERS or its default's type. RunnerError: what."""
     profile, plans = resolve_profile(profile), []
     for nb in notebooks:
         if not nb.exists():
             raise RunnerError(f"no notebook {nb}; available: {[p.name for p in all_notebooks()]}")
         declared = notebook_parameters(nb)
-        configs = {s: make_config(s, profile) for s in config_sections(nb)}
-        hints = {s: typing.get_type_hints(SECTIONS[s]) for s in configs}
+        hints = {s: typing.get_type_hints(SECTIONS[s]) for s in config_sections(nb)}
+        fields = {name: tp for h in hints.values() for name, tp in h.items()}
         params = {}
-        for name, raw in raw_params:
-            if name not in declared:
-                raise RunnerError(f"unknown parameter {name!r} for {nb.name}; its parameters "
-                                  f"are {sorted(declared)}")
-            if name == "profile":
-                raise RunnerError(f"set the profile with --profile {shlex.quote(raw)}, not with "
-                                  "-p profile")
-            s = next((s for s in configs if name in hints[s]), None)
-            tp = hints[s][name] if s else OTHER_PARAMETERS.get(name, annotation_of(declared[name]))
-            try:
-                params[name] = parse_word(name, raw, tp, getattr(configs[s], name) if s else
-                                          declared[name])
-            except RunnerError as exc:
-                raise RunnerError(f"{nb.name}: {exc}") from None
-        for s in configs:  # the values together (a ConfigError names the parameter)
-            try:
-                make_config(s, profile, **{n: v for n, v in params.items() if n in hints[s]})
-            except ConfigError as exc:
-                raise RunnerError(f"{nb.name}: {exc}") from exc
+        try:
+            for name, raw in raw_params:
+                if name not in declared:
+                    raise RunnerError(f"unknown parameter {name!r} for {nb.name}; its parameters "
+                                      f"are {sorted(declared)}")
+                if name == "profile":
+                    raise RunnerError(f"set the profile with --profile {shlex.quote(raw)}, not "
+                                      "with -p profile")
+                default = declared[name]
+                tp = (fields.get(name) or OTHER_PARAMETERS.get(name)
+                      or (Any if default is None else type(default)))
+                params[name] = _read(raw, tp)
+                if name not in fields:
+                    check_type("notebook", name, params[name], tp)
+            for s, h in hints.items():
+                make_config(s, profile, **{n: v for n, v in params.items() if n in h})
+        except ConfigError as exc:
+            raise RunnerError(f"{nb.name}: {exc}") from None
         plans.append((nb, {**params, **({"profile": profile} if "profile" in declared else {})}))
     return plans
 

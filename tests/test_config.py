@@ -108,3 +108,12 @@ def test_every_model_of_table_2_gets_the_same_budget(profile):
     other = config.make_config("vfagan", profile, epochs=11, batch_size=48)
     other = experiments.vfa_config_for(other, 0)
     assert (other.epochs, other.batch_size) == (11, 48)
+
+
+def test_check_type_of_an_optional_or_any_annotation():
+    from typing import Any, Optional
+
+    assert config.check_type("s", "n", None, Optional[int]) is None
+    assert config.check_type("s", "n", "x", Any) == "x"
+    with pytest.raises(ConfigError, match="s parameter 'n' must be int or None, got float 2.5"):
+        config.check_type("s", "n", 2.5, Optional[int])

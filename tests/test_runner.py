@@ -24,24 +24,31 @@ def test_missing_notebook(capsys, tmp_path):
     assert "no notebook" in capsys.readouterr().err
 
 
-def coerce(name, raw, default):
-    return runner.parse_word(name, raw, runner.annotation_of(default), default)
+def test_values_are_python_literals_checked_against_the_type_of_the_default(tmp_path):
+    """A parameter that feeds no config field: read as a literal (else the string), then
+    checked against its default's type; a str parameter keeps the raw word."""
+    import nbformat
 
-
-def test_values_take_the_type_of_the_default():
-    assert coerce("dataset", "001", "mnist") == "001"  # papermill -p would give 1
-    assert coerce("seed", "7", 0) == 7
-    assert coerce("lr", "1e-4", 0.1) == 1e-4
-    assert coerce("download", "false", True) is False
-    assert coerce("sweep", "[1, 2]", [1]) == [1, 2]
-    assert coerce("epochs", "3", None) == 3
-    assert coerce("squash", "sigmoid", None) == "sigmoid"
-    with pytest.raises(runner.RunnerError, match="'seed': 'x' is not an int.*-p seed 0"):
-        coerce("seed", "x", 0)
-    from typing import Optional
-    assert runner.parse_word("n", "None", Optional[int]) is None
-    with pytest.raises(runner.RunnerError, match="'n': '2.5' is not an int or None"):
-        runner.parse_word("n", "2.5", Optional[int])
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    cell = nbformat.v4.new_code_cell('tag = "mnist"\ncount = 0\nrate = 0.1\nflag = True\n'
+                                     "sweep = [1]\nanything = None")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    path = tmp_path / "90_types.ipynb"
+    nbformat.write(nb, path)
+    words = [("tag", "001"), ("count", "7"), ("rate", "1e-4"), ("flag", "False"),
+             ("sweep", "[1, 2]"), ("anything", "3")]
+    assert runner.prepare([path], words, "smoke")[0][1] == {
+        "tag": "001", "count": 7, "rate": 1e-4, "flag": False, "sweep": [1, 2], "anything": 3}
+    assert runner.prepare([path], [("rate", "1"), ("anything", "sigmoid"), ("sweep", "(3,)")],
+                          "smoke")[0][1] == {"rate": 1, "anything": "sigmoid", "sweep": [3]}
+    for name, raw, match in [("count", "x", "'count' must be int, got str 'x'"),
+                             ("flag", "1", "'flag' must be bool, got int 1"),
+                             ("rate", "[1]", "'rate' must be float, got list")]:
+        with pytest.raises(runner.RunnerError, match=f"90_types.ipynb: notebook parameter {match}"):
+            runner.prepare([path], [(name, raw)], "smoke")
 
 
 def test_every_notebook_declares_its_parameters():
@@ -66,18 +73,21 @@ def no_kernel(monkeypatch):
 
 @pytest.mark.parametrize("nb, args, match", [
     ("02", ["-p", "epochs", "-3"], r"02_fa_mnist.ipynb: fa parameter epochs must be >= 1, got -3"),
-    ("02", ["-p", "epochs", "two"], r"'epochs': 'two' is not an int; e.g. -p epochs 1"),
+    ("02", ["-p", "epochs", "two"], r"fa parameter 'epochs' must be int, got str 'two'"),
     ("02", ["-p", "lr", "0"], r"lr must be > 0"),
     ("02", ["-p", "r_init", "ones"], r"r_init='ones' is not one of \['zeros', 'uniform', 'normal'\]"),
     ("02", ["-p", "data_source", "001"], r"data_source='001' is not one of"),  # stays a string
-    ("02", ["-p", "interactive", "maybe"], r"'interactive': 'maybe' is not a bool"),
-    ("03", ["-p", "conditional", "perhaps"], r"'conditional': 'perhaps' is not a bool"),
+    ("02", ["-p", "interactive", "maybe"],
+     r"notebook parameter 'interactive' must be bool or None, got str 'maybe'"),
+    ("03", ["-p", "conditional", "perhaps"], r"'conditional' must be bool, got str 'perhaps'"),
     ("04", ["-p", "seeds", "[]"], r"seeds must be a non-empty tuple of ints"),
     ("04", ["-p", "perceptual_weight", "-1"], r"perceptual_weight must be >= 0"),
-    ("05", ["-p", "datasets", "mnist"], r"'datasets': 'mnist' is not a list; e.g. -p datasets '\[\"mnist\"\]'"),
+    ("05", ["-p", "datasets", "mnist"],
+     r"'datasets' must be tuple, got str 'mnist' \(write a list as '\[1, 2\]'"),
     ("05", ["-p", "datasets", '["foo"]'], r"datasets must be a non-empty tuple of"),
     ("06", ["-p", "linear_steps", "0"], r"linear_steps must be >= 1"),
-    ("07", ["-p", "device", "gpu"], r"07_explore.ipynb: device 'gpu' is not one of"),
+    ("07", ["-p", "device", "gpu"],
+     r"07_explore.ipynb: toy parameter device must be one of auto, cpu, cuda, cuda:N, mps, got 'gpu'"),
     ("01", ["-p", "profile", "quick"], r"--profile quick, not with -p profile"),
 ])
 def test_every_bad_value_is_refused_before_a_kernel_starts(no_kernel, capsys, nb, args, match):
