@@ -25,7 +25,7 @@ from fa_utils.data import mnist_sample
 from notebook_code import cell_namespace
 
 #: Notebook 04's label-free fallback: FeatureAutoencoder, train_feature_autoencoder.
-AE = cell_namespace("04_vfa_gan", "fid-autoencoder")
+AE = cell_namespace("04_vfa_gan", "fid-autoencoder", "fid-autoencoder-train")
 
 
 # --------------------------------------------------------------------------------------
