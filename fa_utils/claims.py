@@ -18,7 +18,7 @@ from .paper import CATALOGUE, SECTION_TITLES
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"  # e.g. no dataset
 NOT_RESOLVED = "not resolved at this profile"  # the deciding difference is inside the noise
 VERDICTS = (HOLDS, FAILS, NOT_MEASURED, NOT_RESOLVED)
-RUN_TIMES_NAME, RUN_TIMES_HISTORY = "run_times.md", 10  # earlier main jobs kept
+RUN_TIMES_NAME = "run_times.md"
 
 
 class ClaimFailed(AssertionError):
@@ -116,7 +116,6 @@ class Row(NamedTuple):
     claim: Claim
     notebook: str
     dataset: str
-    catalogued: bool = True
     written: bool = True
 
 
@@ -149,7 +148,7 @@ def collect(folder: Path, profile: str,
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"notebook {stem}'s claims file has a bad claim "
                                      f"{c.get('id')!r}: {exc}; rerun the notebook") from exc
-                rows.append(Row(claim, stem, data.get("dataset", "-"), claim.id in expected))
+                rows.append(Row(claim, stem, data.get("dataset", "-")))
         seen = {r.claim.id for r in rows}
         again = f"; run `python -m fa_utils run {_nb(stem)} --profile {profile}`"
         elsewhere = ", ".join(sorted({str(d.get("profile")) for d in others.get(stem, [])}))
@@ -181,9 +180,9 @@ def summary_line(rows: Sequence[Row], profile: str) -> str:
     return line + f" ({'; '.join(why)})" * bool(why)
 
 
-def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
-    """One table line; links to our figures and tables, the first new figure as a thumbnail."""
-    links, thumb = [], ""
+def _row(r: Row, profile: str, report_dir: Path) -> str:
+    """One table line, with links to our figures and tables."""
+    links = []
     for item in r.claim.evidence:
         kind, _, name = item.partition("/")
         folder = {"figures": outputs.figures_dir, "results": outputs.results_dir}.get(kind)
@@ -191,20 +190,14 @@ def _row(r: Row, profile: str, report_dir: Path, shown: set) -> str:
         if path is None or not path.exists():
             links.append(f"{item} (missing)")
             continue
-        rel = Path(os.path.relpath(path, report_dir)).as_posix()
-        links.append(f"[{path.name}]({rel})")
-        if path.suffix == ".png" and not thumb and path not in shown:
-            shown.add(path)
-            thumb = f'<a href="{rel}"><img src="{rel}" width="120" alt="{path.stem}"></a> '
+        links.append(f"[{path.name}]({Path(os.path.relpath(path, report_dir)).as_posix()})")
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
     ours += "; " + ", ".join(links) if links else ""
     verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
-               + f": {r.claim.why}" * bool(r.claim.why)
-               + " [not in the catalogue of fa_utils/paper.py]" * (not r.catalogued))
+               + f": {r.claim.why}" * bool(r.claim.why))
     cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
         f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})", r.claim.text,
         r.claim.paper, ours, verdict)]
-    cells[4] = thumb + cells[4]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -227,37 +220,22 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
     groups: dict[str, list[Row]] = {}
     for r in rows:
         groups.setdefault(r.claim.section.split(",")[0].strip(), []).append(r)
-    shown: set[Path] = set()
     for key in sorted(groups, key=lambda k: (k.startswith("Appendix"),
                                              [int(n) for n in re.findall(r"\d+", k)], k)):
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
                   "|---|---|---|---|---|---|",
-                  *(_row(r, profile, path.parent, shown) for r in groups[key]), ""]
+                  *(_row(r, profile, path.parent) for r in groups[key]), ""]
     outputs.write_atomic(path, "\n".join(lines) + "\n")
     return path, line
 
 
 def write_run_times(profile: str, times: Sequence[tuple[str, float]], commit: str) -> Path:
-    """Write ``results/run_times.md``: seconds per notebook, the machine, and a line per job
-    (the last :data:`RUN_TIMES_HISTORY` earlier ones kept)."""
-    import torch
-
-    path = outputs.results_dir(profile) / RUN_TIMES_NAME
-    heading = "## The last jobs, newest first"
-    old = path.read_text().split(heading)[-1] if path.exists() else ""
-    date, total = outputs.utc_now(), sum(t for _, t in times)
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    machine = (os.cpu_count(), torch.get_num_threads(), load)
+    """Write ``results/run_times.md``: the main job's seconds per notebook."""
+    total = sum(t for _, t in times)
     text = ["# Run times of the main job", "",
-            f"`python -m fa_utils reproduce --profile {profile}`: {date}, commit {commit}; "
-            f"{machine[0]} CPUs, {machine[1]} torch threads, load average {load} (1 / 5 / 15 "
-            "min) at the end.", "",
+            f"`python -m fa_utils reproduce --profile {profile}`: {outputs.utc_now()}, commit "
+            f"{commit}.", "",
             outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
-                                   + [("total", f"{total:.0f}")]), "", heading, "",
-            outputs.markdown_table(["date", "profile", "commit", "CPUs", "torch threads",
-                                    "load at the end", "total s", "seconds per notebook"],
-                                   [(date, profile, commit, *machine, f"{total:.0f}",
-                                     ", ".join(f"{n[:2]} {t:.0f}" for n, t in times))]),
-            *[ln for ln in old.splitlines() if ln.startswith("| 2")][:RUN_TIMES_HISTORY], ""]
-    return outputs.write_atomic(path, "\n".join(text))
+                                   + [("total", f"{total:.0f}")]), ""]
+    return outputs.write_atomic(outputs.results_dir(profile) / RUN_TIMES_NAME, "\n".join(text))
