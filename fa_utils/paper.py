@@ -6,17 +6,6 @@ from __future__ import annotations
 from types import MappingProxyType as _ro  # read-only
 from typing import Mapping, NamedTuple
 
-#: Table 2: Inception FID (mean, std) over three trials (MNIST's GAN value: doubtful OCR).
-TABLE2_FID: Mapping[str, Mapping[str, tuple[float, float]]] = _ro({
-    "mnist": _ro({"VAE": (39.84, 0.15), "GAN": (71.50, 2.79), "VFA": (120.02, 1.17),
-                  "VFA-GAN": (41.24, 2.71)}),
-    "celeba": _ro({"VAE": (81.84, 0.10), "GAN": (30.85, 1.07), "VFA": (143.57, 1.04),
-                   "VFA-GAN": (132.18, 2.73)}),
-    "cifar10": _ro({"VAE": (163.59, 0.37), "GAN": (63.30, 0.62), "VFA": (209.32, 1.96),
-                    "VFA-GAN": (73.20, 2.67)}),
-    "stl10": _ro({"VAE": (201.59, 0.46), "GAN": (247.35, 2.43), "VFA": (259.96, 2.46),
-                  "VFA-GAN": (167.26, 5.18)}),
-})
 FID_IMAGES = 10_000  # Section 5: real and generated images per FID of Table 2
 
 #: Tables 3-6: (table, size unit, time unit, {model: (size, time to draw one sample)}). Sizes of
@@ -34,25 +23,15 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
 })
 SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
-#: The networks Tables 3-6's sizes imply: Z, VFA's classes, the VAE decoder = GAN generator
-#: ("mirrored" or "table12"), G's kernel (Table 11), and why.
+#: The networks Tables 3-6's sizes imply (notebook 04's tables say why): Z, VFA's classes, the
+#: VAE decoder = GAN generator ("mirrored" or "table12"), G's kernel (Table 11).
 PaperArchitecture = NamedTuple("PaperArchitecture", [
-    ("latent_dim", int), ("num_classes", int), ("decoder", str), ("gen_kernel", int),
-    ("note", str)])
+    ("latent_dim", int), ("num_classes", int), ("decoder", str), ("gen_kernel", int)])
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({
-    "mnist": PaperArchitecture(128, 10, "mirrored", 3,
-        "Z=128, VFA with a 10-class head; VAE decoder = GAN generator = the mirrored encoder "
-        "(not Table 12's generator: 1.67 M); G with 3x3 kernels (Section 4; Table 11's 7x7 "
-        "would add 0.82 M, not 0.16 M)."),
-    "celeba": PaperArchitecture(128, 0, "mirrored", 3,
-        "Z=128; VFA 19.04 is matched exactly by a 10-wide class head (19,043,370) and within "
-        "0.2 % without one (CelebA is used unlabeled here: none); mirrored decoder; G 3x3."),
-    "cifar10": PaperArchitecture(128, 10, "mirrored", 3,
-        "Z=128, 10-class head; mirrored decoder; G 3x3 (G's share is 167 k in the paper, "
-        "155 k here)."),
-    "stl10": PaperArchitecture(512, 0, "table12", 7,
-        "Z=512, no class head; VAE decoder = GAN generator = Table 12's generator; G with "
-        "Table 11's 7x7 kernels: the only table whose sizes fit Table 11/12 as printed."),
+    "mnist": PaperArchitecture(128, 10, "mirrored", 3),
+    "celeba": PaperArchitecture(128, 0, "mirrored", 3),
+    "cifar10": PaperArchitecture(128, 10, "mirrored", 3),
+    "stl10": PaperArchitecture(512, 0, "table12", 7),
 })
 
 Expected = NamedTuple("Expected", [("id", str), ("section", str), ("text", str)])
