@@ -310,8 +310,6 @@ def load_image_data(cfg, verbose: bool = True) -> ImageData:
     source = test.source
     if cfg.n_test < len(test):
         test = Subset(test, _permutation(len(test), cfg.seed)[: cfg.n_test].tolist())
-    if train.source == "sample":  # held in memory
-        train = TensorDataset(*as_tensors(train))
     return ImageData(train, *as_tensors(test), source)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
-from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from .fa import NonFiniteLossError, check_batch, refuse_non_finite  # noqa: F401
@@ -166,10 +166,8 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, devi
     while step < end:
         order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
         rows = shard_order(order, batch_size, rank, world).view(-1, local)
-        loader = (((t[0], t[1] if len(t) > 1 else None) for t in map(dataset.__getitem__, rows))
-                  if isinstance(dataset, TensorDataset) else
-                  DataLoader(dataset, batch_sampler=rows.tolist(), num_workers=num_workers,
-                             pin_memory=pin, collate_fn=_collate))
+        loader = DataLoader(dataset, batch_sampler=rows.tolist(), num_workers=num_workers,
+                            pin_memory=pin, collate_fn=_collate)
         try:
             for x, y in loader:
                 y = _labels(y, local)
