@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Optional, Sequence
@@ -180,19 +179,10 @@ def summary_line(rows: Sequence[Row], profile: str) -> str:
     return line + f" ({'; '.join(why)})" * bool(why)
 
 
-def _row(r: Row, profile: str, report_dir: Path) -> str:
-    """One table line, with links to our figures and tables."""
-    links = []
-    for item in r.claim.evidence:
-        kind, _, name = item.partition("/")
-        folder = {"figures": outputs.figures_dir, "results": outputs.results_dir}.get(kind)
-        path = folder(profile) / name if folder else None
-        if path is None or not path.exists():
-            links.append(f"{item} (missing)")
-            continue
-        links.append(f"[{path.name}]({Path(os.path.relpath(path, report_dir)).as_posix()})")
+def _row(r: Row) -> str:
+    """One table line; ``ours`` ends with the claim's evidence (paths under figures/, results/)."""
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
-    ours += "; " + ", ".join(links) if links else ""
+    ours += "; " + ", ".join(r.claim.evidence) if r.claim.evidence else ""
     verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
                + f": {r.claim.why}" * bool(r.claim.why))
     cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
@@ -225,7 +215,7 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
         lines += [f"## {SECTION_TITLES.get(key, key)}", "",
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
                   "|---|---|---|---|---|---|",
-                  *(_row(r, profile, path.parent) for r in groups[key]), ""]
+                  *(_row(r) for r in groups[key]), ""]
     outputs.write_atomic(path, "\n".join(lines) + "\n")
     return path, line
 

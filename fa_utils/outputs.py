@@ -148,19 +148,7 @@ def _git(root: Path, *args: str) -> Optional[str]:
     return None
 
 
-def uncommitted_changes(root: Path) -> Optional[list[str]]:
-    """Tracked files changed outside figures/ and results/, then untracked files in fa_utils/
-    and notebooks/; None when ``root`` is not a git work tree."""
-    tracked = _git(root, "diff", "HEAD", "--name-only", "--", ".", ":!figures", ":!results")
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "fa_utils", "notebooks")
-    return None if tracked is None or untracked is None else (tracked + untracked).splitlines()
-
-
 def source_commit(profile: str, argv: Sequence[str]) -> str:
     """The commit of the outputs, as markdown for REPORT.md's header."""
-    root = repo_root()
-    head = (_git(root, "rev-parse", "--short", "HEAD") or "").strip()
-    changed = uncommitted_changes(root)
-    if not head or changed is None:
-        return "unknown (not a git work tree)"
-    return f"`{head}`" + " with uncommitted changes" * bool(changed)
+    head = (_git(repo_root(), "rev-parse", "--short", "HEAD") or "").strip()
+    return f"`{head}`" if head else "unknown (not a git work tree)"
