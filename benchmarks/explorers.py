@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from fa_utils import explorers
+from fa_utils import experiments, explorers
 from fa_utils.metrics import Stopwatch
 from fa_utils.outputs import markdown_table, results_dir
 
@@ -52,11 +52,11 @@ def interactions(m, rng: random.Random):
     acts += [("tau", lambda v=v, e=e: e.set(tau=v)) for v in (0.5, 2.0)]
     acts += [("r_init", lambda v=v, e=e: e.set(r_init=v)) for v in ("uniform", "zeros")]
     out.append((e, acts))
-    z2 = explorers.fa_encoder_fn(m.fa2)(x)
-    e = explorers.LatentPad(explorers.fa_decoder(m.fa2, shape, **kw), z2, y)
+    encode2, decode2 = experiments.fa_codec(m.fa2, shape, **kw)
+    e = explorers.LatentPad(decode2, encode2(x), y)
     pts = [(rng.uniform(0, e.pad_pixels), rng.uniform(0, e.pad_pixels)) for _ in range(12)]
     out.append((e, [("click/drag", lambda p=p, e=e: e.click(*p)) for p in pts]))
-    e = explorers.LatentSliders(explorers.fa_encoder_fn(m.fa), explorers.fa_decoder(m.fa, shape, **kw), x)
+    e = explorers.LatentSliders(*experiments.fa_codec(m.fa, shape, **kw), x)
     acts = [(f"pc{i}", lambda i=i, v=v, e=e: e.set(**{f"pc{i}": v}))
             for i, v in [(1, 1.0), (2, -2.0), (3, 0.5), (1, -1.5), (6, 2.5), (4, 1.0)]]
     acts += [("start", lambda v=v, e=e: e.set(start=v)) for v in (2, 5, -1)]
@@ -67,7 +67,7 @@ def interactions(m, rng: random.Random):
         acts += [("one-hot value", lambda v=v, e=e: e.set(scale=v)) for v in (3.0, 5.0, 0.0)]
         acts += [("new samples", e.resample) for _ in range(4)]
         out.append((e, acts))
-    e = explorers.Interpolation(*explorers.vfa_codec(m.vfa, m.vfa_settings, shape), x)
+    e = explorers.Interpolation(*experiments.vfa_codec(m.vfa, m.vfa_settings, shape), x)
     acts = [("a/b", lambda a=a, b=b, e=e: e.set(a=a, b=b)) for a, b in [(2, 9), (4, 4), (10, 1)]]
     acts += [("steps", lambda v=v, e=e: e.set(steps=v)) for v in (12, 16, 4)]
     out.append((e, acts))

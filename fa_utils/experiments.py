@@ -40,6 +40,30 @@ def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
         return torch.cat([decoder(encoder(c.to(device))[head]).cpu() for c in x.split(500)])
 
 
+def fa_codec(encoder: Encoder, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
+             r_init: str = "zeros", squash: str = "none", seed: int = 0):
+    """(encode, decode): x (B, C, H, W) -> E(x)[head] (B, Z) on the CPU, and z (B, Z) -> image
+    (B, C, H, W) by :func:`fa_utils.fa.decode_latent` (r_0 = 0: a frozen start)."""
+    frozen = r_init == "zeros" and fa.supports(encoder, head)
+    start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
+    device = next(encoder.parameters()).device
+
+    def decode(z):
+        g = torch.Generator(device=z.device).manual_seed(seed)
+        return fa.decode_latent(encoder, z.to(device), shape, head=head, T=T, tau=tau,
+                                r_init=r_init, squash=squash, generator=g, start=start).image
+    return functools.partial(encode_all, encoder, head=head), decode
+
+
+def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
+    """(encode, decode): x (B, C, H, W) -> [mu(x), c(x)] -> image (B, C, H, W), by
+    :mod:`fa_utils.vfa` (r_0 = 0: a frozen start)."""
+    shape, device = tuple(shape), next(encoder.parameters()).device
+    start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
+    return (lambda x: vfa.latent_of(encoder, x.to(device), settings),
+            lambda t: vfa.decode_full(encoder, t.to(device), shape, settings, start=start))
+
+
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy of the nearest class mean of z (N, Z), fitted and scored on the same points.
     Raises ValueError: unlabeled data (labels -1) or fewer than 2 classes."""

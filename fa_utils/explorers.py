@@ -37,8 +37,8 @@ class Explorer:
         """Add control ``name``, its description shown in full; a change redraws if ``observe``."""
         if getattr(widget, "description", "") and hasattr(widget.style, "description_width"):
             widget.style.description_width = "initial"
-        if observe:
-            widget.observe(self._on_change, names="value")
+        if observe:  # a redraw, unless set() holds it
+            widget.observe(lambda _: None if self._hold else self.update(), names="value")
         self.controls[name] = widget.add_class(f"fa-control-{name}")
         return widget
 
@@ -58,8 +58,7 @@ class Explorer:
 
     def set(self, **values) -> None:
         """Set several controls, then redraw once. Raises KeyError: an unknown control."""
-        unknown = sorted(set(values) - set(self.controls))
-        if unknown:
+        if unknown := sorted(set(values) - set(self.controls)):
             raise KeyError(f"unknown control(s) {unknown}; known: {sorted(self.controls)}")
         self._hold = True
         try:
@@ -68,10 +67,6 @@ class Explorer:
         finally:
             self._hold = False
         self.update()
-
-    def _on_change(self, change):
-        if not self._hold:
-            self.update()
 
     def _new_figure(self):
         width, height = self.figsize
@@ -112,12 +107,12 @@ def check_interactive(interactive):
     return interactive
 
 
-def check_onehot_value(value, max_value=MAX_ONEHOT_VALUE) -> float:
-    """The sampler's opening one-hot value, in 0..max_value. Raises TypeError, ValueError."""
+def check_onehot_value(value) -> float:
+    """``value`` as a float in 0..MAX_ONEHOT_VALUE. Raises TypeError, ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"onehot_value must be a number, got {value!r}")
-    if not 0 <= value <= max_value:
-        raise ValueError(f"onehot_value (the one-hot value) must be in 0..{max_value:g} "
+    if not 0 <= value <= MAX_ONEHOT_VALUE:
+        raise ValueError(f"onehot_value (the one-hot value) must be in 0..{MAX_ONEHOT_VALUE:g} "
                          f"(training used 1), got {value!r}")
     return float(value)
 
@@ -139,43 +134,12 @@ def show(explorer, interactive=None) -> None:
     print(f"{status}\n[a static figure: open the notebook in JupyterLab for the widgets]")
 
 
-def _device(module):
-    return next(module.parameters()).device
-
-
 def _images(images, n=50):
     """The first ``n`` of (N, C, H, W) images, on the CPU. Raises ValueError otherwise."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
     return images.detach().cpu()[:n]
-
-
-def fa_decoder(encoder, shape, *, head="z", T=1, tau=1.0, r_init="zeros", squash="none",
-               seed=0):
-    """z (B, Z) -> image (B, C, H, W) by :func:`fa_utils.fa.decode_latent` (r_0 = 0: frozen)."""
-    frozen = r_init == "zeros" and fa.supports(encoder, head)
-    start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
-
-    def decode(z):
-        g = torch.Generator(device=z.device).manual_seed(seed)
-        return fa.decode_latent(encoder, z.to(_device(encoder)), shape, head=head, T=T, tau=tau,
-                                r_init=r_init, squash=squash, generator=g, start=start).image
-    return decode
-
-
-def fa_encoder_fn(encoder, head="z"):
-    """x (B, C, H, W) -> E(x)[head] (B, Z), no graph."""
-    return torch.no_grad()(lambda x: encoder(x.to(_device(encoder)))[head])
-
-
-def vfa_codec(encoder, settings, shape):
-    """(encode, decode): x -> [mu(x), c(x)] -> image, by :mod:`fa_utils.vfa` (r_0 = 0: frozen)."""
-    shape = tuple(shape)
-    start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
-    return (lambda x: vfa.latent_of(encoder, x.to(_device(encoder)), settings),
-            lambda t: vfa.decode_full(encoder, t.to(_device(encoder)), shape, settings,
-                                      start=start))
 
 
 class InnerOptimisation(Explorer):
@@ -215,7 +179,7 @@ class InnerOptimisation(Explorer):
                self.value("r_init"))
         if key not in self._cache:
             i, T, tau, r_init = key
-            device = _device(self.encoder)
+            device = next(self.encoder.parameters()).device
             g = torch.Generator(device=device).manual_seed(self.seed)
             # Eq. 2: r_{t+1} = r_t - tau grad_r 1/2 ||E(x) - E(r_t)||^2, t = 0..T-1
             res = fa.reconstruct(self.encoder, self.images[i:i + 1].to(device), head=self.head,
@@ -240,8 +204,7 @@ class InnerOptimisation(Explorer):
                     title=f"x (target E(x)), r_0 ({self.value('r_init')}), r_{t}")
         ax.plot(energies, "o-", ms=3, color="tab:blue" if grew is None else "tab:red")
         ax.plot([t], [energies[t]], "o", ms=8, color="black", mfc="none", mew=1.5)
-        if min(energies) > 0 and max(energies) >= 10 * min(energies):
-            ax.set_yscale("log")
+        ax.set_yscale("log" if 0 < min(energies) <= max(energies) / 10 else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("inner step t", fontsize=8, labelpad=1)
         ax.set_ylabel("1/2 ||E(x) - E(r_t)||^2", fontsize=8, labelpad=2)
@@ -265,8 +228,7 @@ class LatentSliders(Explorer):
     def __init__(self, encode, decode, images, *, k=6):
         super().__init__()
         self.images, self.decode = _images(images, None), decode
-        with torch.no_grad():
-            self.latents = encode(self.images).detach().float().cpu()
+        self.latents = encode(self.images).detach().float().cpu()
         n, z_dim = self.latents.shape
         if not 1 <= k <= min(n - 1, z_dim):
             raise ValueError(f"k must be in 1..{min(n - 1, z_dim)} (images - 1, latent size), "
@@ -332,7 +294,7 @@ class ConditionalSampling(Explorer):
 
     def samples(self):
         """(n, C, H, W): :func:`fa_utils.vfa.sample` of the class at the one-hot value."""
-        device = _device(self.encoder)
+        device = next(self.encoder.parameters()).device
         g = torch.Generator(device=device).manual_seed(int(self.value("seed")))
         labels = torch.full((self.n,), int(self.value("label")), dtype=torch.long, device=device)
         return vfa.sample(self.encoder, self.n, self.shape, settings=self.settings,
@@ -377,9 +339,8 @@ class Interpolation(Explorer):
         cols, rows = min(steps, self.per_row), math.ceil(steps / self.per_row)
         axes = fig.subplots(1, 3, width_ratios=[1, cols, 1], subplot_kw={"anchor": "N"})
         show_images(axes[0], self.images[a:a + 1], title=f"a: #{a}")
-        show_images(axes[1], self.path(), nrow=cols,
-                    title="decoded along (1 - t) z_a + t z_b" + (", row by row" if rows > 1
-                                                                  else ""))
+        title = "decoded along (1 - t) z_a + t z_b" + ", row by row" * (rows > 1)
+        show_images(axes[1], self.path(), nrow=cols, title=title)
         show_images(axes[2], self.images[b:b + 1], title=f"b: #{b}")
         return f"interpolating held-out #{a} -> #{b} in {steps} steps"
 
@@ -401,7 +362,7 @@ class LocalLayers(Explorer):
         """(true x_0..x_L, estimates r_0..r_L with r_L = x_L = z), one image, on the CPU."""
         i = self.value("image")
         if i not in self._cache:
-            device = _device(self.net)
+            device = next(self.net.parameters()).device
             feats = self.net.features(self.images[i:i + 1].to(device))
             g = torch.Generator(device=device).manual_seed(self.seed)
             est = [feats[-1]]
@@ -457,8 +418,7 @@ class LatentPad(Explorer):
         steps = [(self.hi[i] - self.lo[i]) / 200 for i in (0, 1)]
         self.decimals = max(2, math.ceil(-math.log10(min(steps))))
         for i, start in enumerate(latents.median(0).values.tolist()):
-            # no continuous update: the front end never echoes a point set from the pad
-            # (snapped to the step, late under load: it moved a drag back)
+            # no continuous update: the slider's echo of a pad point (snapped, late) undid drags
             self.control("xy"[i], w.FloatSlider(start, min=self.lo[i], max=self.hi[i],
                                                 step=steps[i], description=f"z_{i + 1}",
                                                 readout_format=f".{self.decimals}f",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fa_utils import data as data_mod, explorers, fa, local, models, vfa
+from fa_utils import data as data_mod, experiments, explorers, fa, local, models, vfa
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_latent_pad_click_moves_the_point_and_redecodes(digits):
     x, y = digits
     torch.manual_seed(0)
     enc2 = models.make_encoder("mnist", {"z": 2}).eval()
-    z2 = explorers.fa_encoder_fn(enc2)(x)
+    z2 = experiments.fa_codec(enc2, (1, 28, 28))[0](x)
     e = explorers.LatentPad(linear_decoder(2), z2, y, pad_pixels=200)
     before = picture(e)
     # pixel -> latent is one linear map onto the pad's limits, which the scatter's axes fill
@@ -91,7 +91,7 @@ def test_latent_pad_click_moves_the_point_and_redecodes(digits):
     assert picture(e) != before
     assert torch.allclose(e.decoded(), linear_decoder(2)(torch.tensor([[zx, zy]])))
     # with an FA decoder, the picture is the inner optimisation's image of that point
-    fa_pad = explorers.LatentPad(explorers.fa_decoder(enc2, (1, 28, 28)), z2, y)
+    fa_pad = explorers.LatentPad(experiments.fa_codec(enc2, (1, 28, 28))[1], z2, y)
     fa_pad.set(x=float(z2[3, 0]), y=float(z2[3, 1]))
     assert (fa_pad.value("x"), fa_pad.value("y")) == pytest.approx(z2[3].tolist(), abs=1e-6)
     ref = fa.decode_latent(enc2, z2[3:4], (1, 28, 28)).image.clamp(0, 1)
@@ -110,7 +110,7 @@ def test_latent_pad_refuses_a_wide_latent(digits, encoder):
 
 def test_latent_sliders_move_along_the_principal_axes(digits, encoder):
     x, _ = digits
-    e = explorers.LatentSliders(explorers.fa_encoder_fn(encoder), linear_decoder(16), x, k=3)
+    e = explorers.LatentSliders(experiments.fa_codec(encoder, (1, 28, 28))[0], linear_decoder(16), x, k=3)
     before = picture(e)
     z0 = e.latent()
     e.set(pc2=1.5)
@@ -159,7 +159,7 @@ def test_conditional_sampling_needs_a_class_head():
 def test_interpolation_ends_at_the_two_reconstructions(digits, cond_vfa):
     x, y = digits
     enc, settings = cond_vfa
-    encode, decode = explorers.vfa_codec(enc, settings, (1, 28, 28))
+    encode, decode = experiments.vfa_codec(enc, settings, (1, 28, 28))
     e = explorers.Interpolation(encode, decode, x, steps=5)
     before = picture(e)
     e.set(a=4, b=9)
@@ -195,7 +195,7 @@ def test_errors_go_to_the_status_line(digits, encoder):
 
     def broken(z):
         raise RuntimeError("decoder exploded")
-    e = explorers.LatentSliders(explorers.fa_encoder_fn(encoder), broken, x, k=2)
+    e = explorers.LatentSliders(experiments.fa_codec(encoder, (1, 28, 28))[0], broken, x, k=2)
     e.widget
     assert e.error and "decoder exploded" in e._status.value
 
@@ -234,7 +234,7 @@ def pad_latents(digits):
     x, y = digits
     torch.manual_seed(0)
     enc2 = models.make_encoder("mnist", {"z": 2}).eval()
-    return explorers.fa_encoder_fn(enc2)(x), y
+    return experiments.fa_codec(enc2, (1, 28, 28))[0](x), y
 
 
 def pad_explorer(pad_latents, **kw):
@@ -459,7 +459,7 @@ def test_interpolation_images_stay_at_least_64_pixels(digits, cond_vfa, steps):
     from PIL import Image
     x, y = digits
     enc, settings = cond_vfa
-    e = explorers.Interpolation(*explorers.vfa_codec(enc, settings, (1, 28, 28)), x, steps=steps)
+    e = explorers.Interpolation(*experiments.vfa_codec(enc, settings, (1, 28, 28)), x, steps=steps)
     e.widget
     png = Image.open(io.BytesIO(e._image.value))
     assert png.size[0] == int(e.figsize[0] * 80) == int(e._image.layout.width.rstrip("px"))
