@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from . import fa, vfa
-from .losses import kl_normal, lsgan_discriminator_loss, lsgan_generator_loss, reparameterise
 from .models import (DCGANDiscriminator, Discriminator, FAGenerator, GANGenerator,
                      MirroredDecoder, architecture, count_parameters, init_he_,
                      scaled_architectures)
 from .paper import IMPLIED_ARCHITECTURES
 from .train import check_batch, refuse_non_finite, resolve_device
+from .vfa import kl_normal, lsgan_discriminator_loss, lsgan_generator_loss, reparameterise
 
 DECODERS = ("auto", "mirrored", "table12")
 DISCRIMINATORS = ("table10", "dcgan")
@@ -22,9 +22,8 @@ DISCRIMINATORS = ("table10", "dcgan")
 
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder or, with ``batchnorm``, the GAN's generator (Section 4), He init:
-    (B, Z) -> (B, C, H, W) in [0, 1]; ``kind="auto"``: the one Tables 3-6's sizes imply.
-    Raises ValueError: unknown dataset or kind."""
+    """The AE / VAE decoder or (``batchnorm``) the GAN's G, He init: (B, Z) -> (B, C, H, W);
+    ``kind="auto"``: the one Tables 3-6's sizes imply. Raises ValueError: an unknown kind."""
     arch = architecture(dataset)
     if kind not in DECODERS:
         raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
@@ -34,8 +33,7 @@ def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
 
 
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
-    """Table 10's or ``"dcgan"``'s D, default init: (B, C, H, W) -> (B,).
-    Raises ValueError: unknown dataset or kind."""
+    """Table 10's or ``"dcgan"``'s D: (B, C, H, W) -> (B,). Raises ValueError: unknown kind."""
     if kind not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator {kind!r}; choose one of {list(DISCRIMINATORS)}")
     return (Discriminator if kind == "table10" else DCGANDiscriminator)(architecture(dataset))
