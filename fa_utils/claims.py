@@ -26,9 +26,8 @@ class ClaimFailed(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One claim as one notebook checked it (``id`` e.g. ``"table2.vfagan_below_vfa"``,
-    ``section`` e.g. ``"5, Table 2"``, ``evidence`` e.g. ``"figures/<name>.png"``). ValueError:
-    an unknown verdict, no ``why`` unless it holds, an asserted claim not measured or resolved."""
+    """One claim as a notebook checked it (``section`` e.g. "5, Table 2"). Raises ValueError: an
+    unknown verdict, no ``why`` unless it holds, an asserted claim not measured or resolved."""
 
     id: str
     section: str
@@ -64,9 +63,8 @@ def claims_dir(profile: Optional[str] = None) -> Path:
 
 def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profile: str,
                  notes: str = "") -> Path:
-    """Write ``results/claims/<notebook>_<dataset>.json`` (``dataset`` "-" for none) and the
-    table ``results/claims_<notebook>_<dataset>.md``; the table's path. ValueError: a repeated
-    id."""
+    """Write ``results/claims/<notebook>_<dataset>.json`` (dataset "-": none) and the table
+    ``results/claims_<notebook>_<dataset>.md`` (returned). Raises ValueError: a repeated id."""
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"claim ids must be unique, got {ids}")
@@ -109,8 +107,7 @@ class NotebookRun(NamedTuple):
 
 
 class Row(NamedTuple):
-    """``claim`` as ``notebook`` wrote it on ``dataset``, or a catalogue entry that no claims
-    file gave (``written`` False)."""
+    """A claim as ``notebook`` wrote it, or a catalogue entry no file gave (``written`` False)."""
 
     claim: Claim
     notebook: str
@@ -124,9 +121,8 @@ def _nb(stem: str) -> str:
 
 def collect(folder: Path, profile: str,
             runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
-    """The rows of the claims files in ``folder`` at ``profile``, and a "not measured" row for
-    each catalogue entry they lack (``runs``: the runner's states, for why). ValueError: a file
-    or claim that :func:`write_claims` did not write."""
+    """The rows of the claims files in ``folder`` at ``profile``, and a "not measured" row (why:
+    from ``runs``) per catalogue entry they lack. ValueError: a file not from write_claims."""
     runs, counted, others = runs or {}, {}, {}
     for path in sorted(Path(folder).glob("*.json")):
         try:

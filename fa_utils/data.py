@@ -221,7 +221,6 @@ def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "
                  source: str = "auto", download: bool = False, seed: int = 0,
                  n: int | None = None, verbose: bool = True) -> Dataset:
     """``name``/``split``: (image (C, H, W) in [0, 1], int label) items; ``.info``, ``.source``.
-
     ``source``: torchvision (the table's files), sample (mnist only) or auto (the files, else
     the sample for mnist); ``n``: a seeded Subset. Raises ValueError, DatasetUnavailable."""
     name = (info := dataset_info(name)).name

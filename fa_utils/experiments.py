@@ -42,8 +42,7 @@ def encode_all(encoder: Encoder, x: torch.Tensor, head: str = "z",
 
 def fa_codec(encoder: Encoder, shape, *, head: str = "z", T: int = 1, tau: float = 1.0,
              r_init: str = "zeros", squash: str = "none", seed: int = 0):
-    """(encode, decode): x (B, C, H, W) -> E(x)[head] (B, Z) on the CPU, and z (B, Z) -> image
-    (B, C, H, W) by :func:`fa_utils.fa.decode_latent` (r_0 = 0: a frozen start)."""
+    """(encode x (B, C, H, W) -> E(x)[head] (B, Z), decode z -> image) by fa.decode_latent."""
     frozen = r_init == "zeros" and fa.supports(encoder, head)
     start = fa.frozen_start(encoder, tuple(shape), head=head) if frozen else None
     device = next(encoder.parameters()).device
@@ -56,8 +55,7 @@ def fa_codec(encoder: Encoder, shape, *, head: str = "z", T: int = 1, tau: float
 
 
 def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
-    """(encode, decode): x (B, C, H, W) -> [mu(x), c(x)] -> image (B, C, H, W), by
-    :mod:`fa_utils.vfa` (r_0 = 0: a frozen start)."""
+    """(encode x (B, C, H, W) -> [mu(x), c(x)], decode that -> image) by fa_utils.vfa."""
     shape, device = tuple(shape), next(encoder.parameters()).device
     start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
     return (lambda x: vfa.latent_of(encoder, x.to(device), settings),
@@ -65,8 +63,7 @@ def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
 
 
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy of the nearest class mean of z (N, Z), fitted and scored on the same points.
-    Raises ValueError: unlabeled data (labels -1) or fewer than 2 classes."""
+    """Nearest-class-mean accuracy of z (N, Z) on its own points. ValueError: < 2 classes."""
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
                          "such as CelebA or STL-10): skip the check there")
@@ -219,8 +216,7 @@ def judge_identity(cfg) -> dict[str, Any]:
 
 
 def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequential, float]:
-    """Train (or resume) the judge on the training split: (it in eval mode, held-out accuracy).
-    Raises ValueError: unlabeled data."""
+    """Train (or resume) the judge: (it in eval mode, held-out accuracy). ValueError: no labels."""
     fid.check_labels(data.test_y, len(data.test_y))
     run = _Run(cfg, cfg.seed, judge_identity(cfg))
     judge = fid.make_judge(architecture(cfg.dataset).channels,
@@ -421,14 +417,9 @@ GENERATIVE_MODELS = tuple(m.name for m in MODELS if m.sample)  # Table 2, Tables
 
 
 def fa_config_for(cfg: config.LocalFAConfig, dataset: str) -> config.FAConfig:
-    """Notebook 02's ``fa`` config with ``cfg``'s profile, seed, device and data, on ``dataset``."""
+    """Notebook 02's ``fa`` config (its data split) with ``cfg``'s profile, seed, device, data."""
     base = config.make_config("fa", cfg.profile, seed=cfg.seed, device=cfg.device)
     return replace(base, **vars(config.data_settings(cfg, dataset=dataset)))
-
-
-def local_data(cfg: config.LocalFAConfig, dataset: str, verbose: bool = True) -> ImageData:
-    """``dataset``'s images with ``cfg``'s data settings (notebook 02's split and seed)."""
-    return load_image_data(fa_config_for(cfg, dataset), verbose=verbose)
 
 
 def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,

@@ -79,8 +79,7 @@ def inception_feature(weights_path: str | os.PathLike | None = None,
 
 def make_judge(in_channels: int = 1, num_classes: int = 10, width: int = 32,
                feature_dim: int = 128) -> nn.Sequential:
-    """The judge classifier ``Sequential(features, head)``: (N, C, H, W), H, W >= 12 -> logits
-    (N, classes); ``features`` ends in the (N, D) Frechet feature."""
+    """The judge ``Sequential(features, head)``: (N, C, H >= 12, W) -> logits (N, classes)."""
     features = nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -97,8 +96,7 @@ def judge_feature(judge: nn.Sequential) -> nn.Module:
 
 
 def check_labels(labels: torch.Tensor, n: int) -> int:
-    """The number of classes K >= 2 of ``labels`` (n,) in 0..K-1.
-    Raises ValueError: wrong shape or dtype, fewer than 2 classes, or -1 (unlabeled)."""
+    """The K >= 2 classes of ``labels`` (n,) in 0..K-1. Raises ValueError otherwise, or on -1."""
     labels = torch.as_tensor(labels)
     if labels.shape != (n,) or labels.is_floating_point():
         raise ValueError(f"labels must be integers of shape ({n},), got "
@@ -145,8 +143,7 @@ def accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 
 
 class _Feature(nn.Module):
-    """``fn`` ((N, C, H, W) -> (N, num_features)) as the module torchmetrics takes (float64),
-    inputs moved to the device of ``owner``, its network, in eval mode."""
+    """``fn`` (N, C, H, W) -> (N, D) in float64, as torchmetrics takes it, on ``owner``'s device."""
 
     def __init__(self, fn: Callable, num_features: int, name: str, *, owner: nn.Module) -> None:
         super().__init__()
@@ -162,8 +159,7 @@ feature_of = _Feature  # a feature module for :func:`distances`
 
 @dataclass
 class FIDResult:
-    """Frechet distance ``value`` and KID (unbiased, std over subsets) of one generated set;
-    ``note`` says why it is not ``comparable`` to the paper's FID."""
+    """Frechet distance ``value`` and KID of one set; ``note``: why it is not ``comparable``."""
 
     value: float
     n_real: int
@@ -189,9 +185,8 @@ def _comparability(feature: str, n_real: int, n_fake: int, dim: int) -> tuple[bo
 
 def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module, *,
               subset_size: int = 1000, seed: int = 0) -> list[FIDResult]:
-    """Eq. 10 and KID of each of ``fakes`` against ``real`` (all (N, C, H, W) in [0, 1],
-    N >= 2) on ``feature`` (:func:`feature_of`); KID from 100 subsets of ``subset_size``
-    drawn from ``seed``. Raises ValueError: bad images, another shape, a single image."""
+    """Eq. 10 and KID (100 subsets from ``seed``) of each of ``fakes`` against ``real``, all
+    (N >= 2, C, H, W) in [0, 1], on ``feature``. Raises ValueError: bad images or shapes."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 

@@ -47,8 +47,7 @@ def _synchronize(device=None) -> None:
 
 
 class Stopwatch:
-    """``with Stopwatch(device) as sw:`` sets ``sw.seconds`` on exit (also on an exception),
-    CUDA synchronised at both ends."""
+    """``with Stopwatch(device) as sw:`` sets ``sw.seconds`` on exit, CUDA synchronised."""
 
     def __init__(self, device=None):
         self.device, self.seconds = device, None
@@ -108,9 +107,8 @@ class CudaPeak(Stopwatch):
 
 
 class SavedTensorMeter(torch.autograd.graph.saved_tensors_hooks):
-    """Bytes autograd saves for backward in the block: ``total_bytes`` / ``count`` of every save;
-    ``peak_bytes`` of the live saved storages (each once; ``exclude`` and empty ones not
-    counted); ``distinct_bytes`` of the distinct storages ever saved."""
+    """Bytes saved for backward in the block: ``total_bytes``, ``count`` of all saves; the storages'
+    (each once, not ``exclude`` or empty) ``peak_bytes`` alive and ``distinct_bytes`` ever."""
 
     def __init__(self, exclude: Sequence[torch.Tensor] = ()):
         super().__init__(self._pack, lambda packed: packed())

@@ -109,8 +109,7 @@ def write_atomic(path: Path, text: str) -> Path:
 
 
 def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "") -> Path:
-    """Save ``fig`` as ``<figures_dir(profile)>/<name>.png`` (e.g. ``fig02b_toy_with_fa``), its
-    caption, profile, source and time in the folder's ``MANIFEST.json``; the path."""
+    """Save ``fig`` as ``<figures_dir>/<name>.png``, noted in ``MANIFEST.json``; the path."""
     folder = figures_dir(profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -52,8 +52,7 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, rename: never half a file.
-    Raises CheckpointError; the old file stays intact."""
+    """``torch.save`` to a temporary file, fsync, rename. CheckpointError: the old file stays."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -112,8 +111,7 @@ def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
 
 @dataclass
 class History:
-    """``train[name]``, ``eval[name]``: lists of [step, value]; ``seconds`` of training steps,
-    summed over resumed runs, not in :meth:`to_dict`."""
+    """``train``, ``eval``: {name: [[step, value], ...]}; ``seconds`` of training, over resumes."""
     train: dict[str, list] = field(default_factory=dict)
     eval: dict[str, list] = field(default_factory=dict)
     seconds: float = field(default=0.0, compare=False)
@@ -131,8 +129,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> torch.Tensor:
-    """Of each global batch of ``order``, the ``rank``-th of ``world_size`` equal slices.
-    Raises ValueError if ``batch_size % world_size``."""
+    """Of each global batch of ``order``, this rank's slice. ValueError: uneven slices."""
     if batch_size % world_size:
         raise ValueError(f"batch size {batch_size} not divisible by {world_size} processes")
     local, n = batch_size // world_size, len(order) // batch_size
