@@ -60,8 +60,7 @@ def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optim
 def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
              x: torch.Tensor, *, betas: torch.Tensor | float = 1.0,
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
-    """One VAE step on ||x - D(z)||^2 + beta KL, ``betas`` a number or (B,): {"loss", "mse",
-    "kl"}. Raises as :func:`ae_step`."""
+    """One VAE step on ||x - D(z)||^2 + beta KL: {"loss", "mse", "kl"}. Raises as ae_step."""
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     out = encoder(x)
@@ -79,8 +78,7 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
 def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
              opt_d: torch.optim.Optimizer, x: torch.Tensor, latent_dim: int, *,
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
-    """One least squares GAN step, D then G on one z ~ N(0, I): {"loss_d", "loss_g"}.
-    Raises as :func:`ae_step`, before D's update or G's."""
+    """One least squares GAN step, D then G: {"loss_d", "loss_g"}. Raises as :func:`ae_step`."""
     check_batch(x, generator_net)
     z = vfa.prior(x.shape[0], latent_dim, generator, device=x.device)
     fake = generator_net(z)
@@ -150,8 +148,7 @@ def parameter_counts(dataset: str) -> dict[str, int]:
 
 def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device = "auto",
                    frozen: bool = True) -> dict[str, Any]:
-    """Calls drawing ``batch`` samples with :func:`paper_models`: VAE / GAN decode z; VFA one
-    inner step from r_0 = 0 (Eq. 2), E(0) built once (``frozen=False``: each call); VFA-GAN + G."""
+    """{model: a call drawing ``batch`` samples} of :func:`paper_models`; ``frozen``: E(0) once."""
     a = IMPLIED_ARCHITECTURES[dataset]
     arch = architecture(dataset)
     device = str(resolve_device(str(device)))

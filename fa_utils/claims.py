@@ -1,8 +1,5 @@
-"""The paper's claims as data: a notebook's last cell builds a :class:`Claim` per claim it
-checks, writes them (:func:`write_claims`) and asserts the ``asserted`` ones (:func:`check`);
-``results/REPORT.md`` gathers them, a row per claim of :data:`fa_utils.paper.CATALOGUE` ("not
-measured", saying why, when no claims file has it); ``results/run_times.md``: the main job's.
-"""
+"""The paper's claims as data: a notebook writes its :class:`Claim` s, asserts some (:func:`check`);
+``results/REPORT.md``: a row per claim of ``paper.CATALOGUE`` ("not measured" if none written)."""
 from __future__ import annotations
 
 import dataclasses
@@ -164,17 +161,6 @@ def collect(folder: Path, profile: str,
     return rows
 
 
-def summary_line(rows: Sequence[Row], profile: str) -> str:
-    """:func:`summary` at ``profile``, with why claims were not measured."""
-    unmeasured = [r for r in rows if r.claim.verdict == NOT_MEASURED]
-    absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
-    other = sum(r.written for r in unmeasured)
-    why = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
-    why += [f"{other} cannot be measured here, see why"] * bool(other)
-    line = summary([r.claim for r in rows], f" at {profile}")
-    return line + f" ({'; '.join(why)})" * bool(why)
-
-
 def _row(r: Row) -> str:
     """One table line; ``ours`` ends with the claim's evidence (paths under figures/, results/)."""
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
@@ -189,10 +175,15 @@ def _row(r: Row) -> str:
 
 def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
                  commit: str = "") -> tuple[Path, str]:
-    """Write the report at ``profile`` (a line per notebook that failed or was interrupted in
-    ``runs``); its path and summary line. ValueError: a claims file that cannot be read."""
+    """Write ``REPORT.md`` at ``profile`` (failed ``runs`` noted): (its path, summary line)."""
     rows = collect(claims_dir(profile), profile, runs)
-    path, line = outputs.results_dir(profile) / "REPORT.md", summary_line(rows, profile)
+    unmeasured = [r for r in rows if r.claim.verdict == NOT_MEASURED]
+    absent = sorted({_nb(r.notebook) for r in unmeasured if not r.written})
+    other = sum(r.written for r in unmeasured)
+    why = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
+    why += [f"{other} cannot be measured here, see why"] * bool(other)
+    line = summary([r.claim for r in rows], f" at {profile}") + f" ({'; '.join(why)})" * bool(why)
+    path = outputs.results_dir(profile) / "REPORT.md"
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
              f"Profile **{profile}** | commit {commit or 'unknown'} | written {outputs.utc_now()} "
              f"(rebuild: `python -m fa_utils report --profile {profile}`).", "", f"**{line}.**",

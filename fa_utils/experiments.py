@@ -144,10 +144,9 @@ class _Run:
 
 def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optional[int] = None,
                      distributed: Any = None, make_step: Optional[Callable] = None,
-                     fused_adam: Optional[bool] = None, channels_last: bool = False,
-                     checkpoint: Optional[Path] = None, **kwargs) -> tuple[Encoder, History]:
-    """Algorithm 1: train (or resume) an FA encoder (head ``z``): (it in eval mode, its history,
-    held-out ``test_mse`` per epoch). ``distributed``, ``make_step``: see fa_utils.distributed."""
+                     channels_last: bool = False, checkpoint: Optional[Path] = None,
+                     **kwargs) -> tuple[Encoder, History]:
+    """Algorithm 1: train (or resume) an FA encoder (head ``z``): (it in eval mode, its history)."""
     latent_dim = latent_dim or cfg.latent_dim
     inner = dict(T=cfg.T, tau=cfg.tau, r_init=cfg.r_init, squash=cfg.squash)
     dist = distributed if distributed is not None and distributed.distributed else None
@@ -157,7 +156,7 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
         encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(run.device)
     if channels_last:  # docs/choices.md section 10
         encoder = encoder.to(memory_format=torch.channels_last)
-    opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2), fused=fused_adam)
+    opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
     settings = dict(generator=run.generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
     step = (make_step(encoder, opt, **settings) if make_step else
             functools.partial(fa.fa_step, encoder, opt, **settings))
@@ -259,13 +258,11 @@ CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judg
 
 
 def choose_class_scale(rows, judge_note: str) -> tuple[float, str]:
-    """(The smallest s of ``rows`` with accuracy >= :data:`CLASS_ROW_ACCURACY`, else the most
-    accurate s; why, for a caption). Raises ValueError: no rows."""
+    """(s, why): the least s reaching CLASS_ROW_ACCURACY, else the best. ValueError: no rows."""
     if not rows:
         raise ValueError("no class-emphasis rows to choose a one-hot value from")
     target = CLASS_ROW_ACCURACY
-    good = [r[0] for r in rows if r[2] >= target]
-    if good:
+    if good := [r[0] for r in rows if r[2] >= target]:
         return min(good), (f"the smallest measured value at which the judge ({judge_note}) "
                            f"recognises the class in >= {100 * target:.0f} % of the samples")
     scale, _, acc = max(rows, key=lambda r: r[2])

@@ -226,8 +226,7 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
 
 def frechet_feature(fallback: Callable[[], nn.Module], *,
                     device: str | torch.device = "cpu") -> nn.Module:
-    """:func:`inception_feature` if its weights load, else ``fallback()`` after printing one
-    line saying why and that the distances are NOT comparable to the paper's FID."""
+    """:func:`inception_feature`, else ``fallback()``, printing why and: NOT comparable."""
     try:
         return inception_feature(device=device)
     except InceptionUnavailable as err:

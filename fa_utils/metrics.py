@@ -64,8 +64,7 @@ class Stopwatch:
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int, *,
                       warmup: int = 1, device=None) -> dict[str, list[float]]:
-    """{name: [seconds of round 0, 1, ...]}: after ``warmup`` rounds, round i calls each
-    function once, ``fns`` rotated by i (a shared machine's load falls on all alike)."""
+    """{name: [seconds per round]}: round i (after ``warmup``) calls ``fns`` rotated by i."""
     names, times = list(fns), {k: [] for k in fns}
     for i in range(-warmup, repeats):
         k = max(i, 0) % max(len(names), 1)
@@ -89,8 +88,7 @@ def one_thread():
 
 
 class CudaPeak(Stopwatch):
-    """A :class:`Stopwatch` that also sets the CUDA ``peak_bytes`` of the block and ``step_bytes``,
-    that less what was allocated on entry; both None off CUDA."""
+    """A :class:`Stopwatch` with CUDA ``peak_bytes`` and ``step_bytes`` (peak - entry) or None."""
 
     def __enter__(self) -> "CudaPeak":
         self.before = self.peak_bytes = self.step_bytes = None

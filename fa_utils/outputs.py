@@ -1,7 +1,5 @@
-"""Where results go (the repository or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` at smoke and
-in a Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), the writers of figures and tables, and
-the commit they come from.
-"""
+"""Where results go (the repository or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` at smoke and in a
+Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), the writers of figures and tables."""
 from __future__ import annotations
 
 import contextlib
@@ -140,14 +138,11 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
     return write_atomic(results_dir(profile) / f"{name}.md", "\n".join(text) + "\n")
 
 
-def _git(root: Path, *args: str) -> Optional[str]:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
-        return out.stdout if out.returncode == 0 else None
-    return None
-
-
 def source_commit(profile: str, argv: Sequence[str]) -> str:
-    """The commit of the outputs, as markdown for REPORT.md's header."""
-    head = (_git(repo_root(), "rev-parse", "--short", "HEAD") or "").strip()
-    return f"`{head}`" if head else "unknown (not a git work tree)"
+    """The commit checked out, as markdown for REPORT.md's header."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode == 0 and out.stdout.strip():
+            return f"`{out.stdout.strip()}`"
+    return "unknown (not a git work tree)"

@@ -1,6 +1,5 @@
 """The paper's numbers (as OCR'd from the published PDF; our readings: docs/method.md
-sections 7-8) and the claims each notebook checks. Nothing here is computed.
-"""
+sections 7-8) and the claims each notebook checks. Nothing here is computed."""
 from __future__ import annotations
 
 from types import MappingProxyType as _ro  # read-only

@@ -1,5 +1,4 @@
-"""Figures: image grids, loss curves, 2-D latents; each draws on the Axes it is given (or
-makes a figure) and returns it."""
+"""Figures: image grids, loss curves, 2-D latents, each drawn on the Axes given (returned)."""
 from typing import Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt

@@ -213,9 +213,8 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
         desc: str = "train", progress: bool = True,
         nan_hint: str = "Lower the learning rate or keep the weight clamp on.",
         distributed: Optional[Any] = None) -> History:
-    """Train ``epochs`` epochs of ``step_fn(x (B, C, H, W), y (B,) or None)``, from ``checkpoint``
-    (saved every ``ckpt_every`` steps, ``ckpt_every_s`` s, on Ctrl-C and at the end); the batch
-    is global under ``distributed`` (``.rank``, ``.world_size``). Returns the History. Raises
+    """Train ``epochs`` of ``step_fn(x (B, C, H, W), y (B,) or None)`` from ``checkpoint`` (saved
+    every ``ckpt_every`` steps or ``ckpt_every_s`` s, on Ctrl-C, at the end): the History. Raises
     CheckpointError, NonFiniteLossError, TrainingInterrupted, ValueError."""
     rank, world = (int(distributed.rank), int(distributed.world_size)) if distributed else (0, 1)
     device, config, per_epoch = torch.device(device), dict(config), len(dataset) // batch_size
