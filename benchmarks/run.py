@@ -466,8 +466,6 @@ def random_fid_inception(device: torch.device) -> torch.nn.Module:
 def _fit_throughput(args, device) -> tuple[list[list], str]:
     """Images per second of ``train.fit`` on the real MNIST sample against the bare
     ``fa.fa_step`` loop on one resident batch (same encoder, fused Adam)."""
-    from torch.utils.data import Subset
-
     from fa_utils import config, experiments
     steps = args.fit_steps
     t0 = time.perf_counter()
@@ -475,7 +473,6 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
                              batch_size=BATCH, device=str(device))
     data = experiments.load_image_data(cfg, verbose=False)
     load_s = time.perf_counter() - t0
-    loader_data = Subset(data.train, range(len(data.train)))  # not a TensorDataset: DataLoader
 
     def model():
         enc, opt = fa_model("mnist", device, True, orthogonal=args.orthogonal)
@@ -488,16 +485,14 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
                   batch_size=BATCH, epochs=1, seed=0, config={"bench": "fit"}, generator=gen,
                   device=device, checkpoint=None, stop_after=steps, progress=False)
 
-    x = data.train.tensors[0][:BATCH].to(device)
+    x = data.test_x[:BATCH].to(device)
     bare_enc, bare_opt = model()
 
     def bare():
         for _ in range(steps):
             fa.fa_step(bare_enc, bare_opt, x)
 
-    fns = {"fit": functools.partial(fit_call, data.train, *model()),
-           "fit (DataLoader)": functools.partial(fit_call, loader_data, *model()),
-           "fa_step loop": bare}
+    fns = {"fit": functools.partial(fit_call, data.train, *model()), "fa_step loop": bare}
     t = interleaved_times(fns, args.fit_repeats, device=device)
     rows = [[name, steps, BATCH * steps / median(t[name]),
              median(t[name]) / median(t["fa_step loop"]),
@@ -506,10 +501,8 @@ def _fit_throughput(args, device) -> tuple[list[list], str]:
             f"nothing written; no eval, no progress bar) on the real MNIST sample "
             f"(`experiments.load_image_data`, `make_config('fa', 'quick', "
             f"data_source='sample', n_train={BATCH * steps})`: {load_s:.2f} s to load, once, "
-            f"not in the rates): `fit` indexes the in-memory TensorDataset (what the sample "
-            f"gives); `fit (DataLoader)` wraps it so that `fit` goes through its DataLoader "
-            f"path (per-item collate, as for torchvision datasets). `fa_step loop`: the same "
-            f"steps on one batch already on the device. {args.fit_repeats} repeats.")
+            f"not in the rates), batches through its DataLoader (per-item collate). `fa_step "
+            f"loop`: the same number of steps on one held-out batch already on the device. {args.fit_repeats} repeats.")
     return rows, note
 
 

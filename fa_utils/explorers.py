@@ -310,7 +310,7 @@ class ConditionalSampling(Explorer):
 
 class Interpolation(Explorer):
     """(1 - t) z_a + t z_b decoded (Figure 8) in rows of ``per_row`` (docs/choices.md section 11);
-    ``encode``/``decode`` as :func:`vfa_codec`; ``images`` (N, C, H, W)."""
+    ``encode``/``decode`` as :func:`fa_utils.experiments.vfa_codec`; ``images`` (N, C, H, W)."""
 
     kind, per_row, min_image_px = "interpolation", 8, 64
     row_in, top_in, bottom_in, wspace = 0.95, 0.3, 0.08, 0.08  # row_in: one row, inches
@@ -346,8 +346,7 @@ class Interpolation(Explorer):
 
 
 class LocalLayers(Explorer):
-    """Algorithm 3 a layer at a time (:func:`fa_utils.local.invert_block`): after ``depth``
-    layers, that level's estimate beside the truth, and the relative error at every level."""
+    """Algorithm 3 layer by layer: the estimate after ``depth`` inverted layers beside the truth."""
 
     kind, figsize, bottom_in, wspace = "local", (10.0, 3.0), 0.5, 0.4
 
@@ -397,9 +396,8 @@ class LocalLayers(Explorer):
 
 
 class LatentPad(Explorer):
-    """A 2-neuron latent (Figure 6a): a click or drag on the pad, the scatter of ``latents``
-    (N, 2) coloured by ``labels`` (N,) or None, moves the point (sliders ``x``, ``y``), decoded
-    beside it by ``decode`` (B, 2) -> (B, C, H, W). Raises ValueError: latents not (N, 2)."""
+    """Figure 6a: a click or drag on the scatter of ``latents`` (N, 2) (colour: ``labels``) moves z,
+    decoded beside it by ``decode`` (B, 2) -> (B, C, H, W). Raises ValueError: not (N, 2)."""
 
     kind, PAD_BORDER, GAP = "latent-pad", 1, 20  # GAP: pixels between the pad and the image
 
