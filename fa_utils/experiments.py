@@ -14,7 +14,7 @@ from torch import nn
 
 from . import baselines, config, fa, fid, local, metrics, vfa
 from .config import SEED_STREAMS
-from .data import ImageData, dataset_info, load_image_data
+from .data import ImageData, dataset_info, load_image_data  # noqa: F401 (the notebooks call it)
 from .models import (Encoder, FAGenerator, architecture, init_he_, init_orthogonal_,
                      make_encoder, scaled_architectures, to_device)
 from .outputs import checkpoint_path
