@@ -57,4 +57,5 @@ def vfa_claims():
 
 def comparison() -> SimpleNamespace:
     """Notebook 04's cells with the samples' quality, KID's orderings and Section 5's claims."""
-    return cell_namespace("04_vfa_gan", "e4c7a912", "d2f8a6b3", "a6c3f1e8", "f7d2b8a5", "e2b9c4d7")
+    return cell_namespace("04_vfa_gan", "e4c7a912", "table2-fid", "d2f8a6b3", "a6c3f1e8",
+                          "f7d2b8a5", "e2b9c4d7")
