@@ -17,7 +17,6 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .outputs import repo_root
 
-VALUE_RANGE = (0.0, 1.0)
 SPLITS = ("train", "test")
 SOURCES = ("auto", "sample", "torchvision")
 SAMPLE_SIZE = 5000
@@ -106,33 +105,6 @@ def as_tensors(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor
         return tuple(t[rows] for t in base.tensors)
     items = [dataset[i] for i in range(k)]
     return torch.stack([img for img, _ in items]).float(), torch.tensor([y for _, y in items])
-
-
-def check_images(x: torch.Tensor, name: str = "images", *, deferred: bool = False
-                 ) -> Optional[torch.Tensor]:
-    """ValueError (saying how to convert) unless ``x`` is float (N, C, H, W) in [0, 1]; one
-    sync. ``deferred``: returns (min, max) as a (2,) tensor for :func:`check_value_range`."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point torch tensor, got " + (
-            f"tensor of dtype {x.dtype}: convert 8-bit images with x.float() / 255"
-            if isinstance(x, torch.Tensor) else type(x).__name__))
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        return None
-    bounds = torch.stack(torch.aminmax(x.detach()))
-    if deferred:
-        return bounds
-    check_value_range(*bounds.tolist(), name=name)
-
-
-def check_value_range(lo: float, hi: float, name: str = "images") -> None:
-    """ValueError when the smallest and largest values ``lo``, ``hi`` leave [0, 1] (or NaN)."""
-    if not (lo >= VALUE_RANGE[0] and hi <= VALUE_RANGE[1]):
-        fix = ("; 8-bit images: divide by 255" if hi > 1.5 else
-               "; images in [-1, 1]: map them with (x + 1) / 2" if lo < 0 else "")
-        raise ValueError(f"{name} has values in [{lo:.6g}, {hi:.6g}]; this project's images are "
-                         f"in [0, 1] (see fa_utils.data.VALUE_RANGE){fix}")
 
 
 class _Sample(TensorDataset):

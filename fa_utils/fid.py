@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import check_images
+from .fa import check_batch
 from .paper import FID_IMAGES
 
 PAPER_FEATURE = "inception-v3-pool3-2048"
@@ -38,7 +38,7 @@ class InceptionUnavailable(RuntimeError):
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) in [0, 1], C in {1, 3} -> (N, 3, H, W), grayscale repeated. ValueError."""
-    check_images(images, "images")
+    check_batch(images, name="images")
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for Inception, "
                          f"got shape {tuple(images.shape)}")
@@ -191,7 +191,7 @@ def distances(real: torch.Tensor, fakes: list[torch.Tensor], feature: nn.Module,
     from torchmetrics.image.kid import KernelInceptionDistance
 
     for name, x in [("real", real)] + [(f"fakes[{i}]", f) for i, f in enumerate(fakes)]:
-        check_images(x, name)
+        check_batch(x, name=name)
         if x.shape[0] < 2:
             raise ValueError(f"{name} has {x.shape[0]} image(s); the distances need at least 2")
         if x.shape[1:] != real.shape[1:]:

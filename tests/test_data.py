@@ -20,7 +20,7 @@ import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.stl10 as tv_stl10
 
 from fa_utils import data as D
-from fa_utils import runner
+from fa_utils import fa, runner
 from fa_utils.data import DatasetUnavailable, load_dataset
 
 # The writers of the real on-disk formats (shared with the end-to-end notebook tests).
@@ -203,7 +203,7 @@ def test_sample_train_test_split(capsys):
     xte, yte = D.as_tensors(test)
     img, label = train[0]
     _check_item(img, label, (1, 28, 28))
-    D.check_images(xtr)
+    fa.check_batch(xtr)
     assert set(ytr.tolist()) == set(range(10))
     # The sample has 5,000 distinct images, so disjointness of the rows is a fair check.
     x, y = D.mnist_sample(seed=3)
@@ -291,22 +291,7 @@ def test_dataset_info_table():
         "stl10": (3, 64, None),
     }
     assert D.dataset_info("MNIST") is D.DATASETS["mnist"]
-    assert D.VALUE_RANGE == (0.0, 1.0)
 
-
-def test_check_images():
-    D.check_images(torch.rand(2, 3, 8, 8))
-    D.check_images(torch.zeros(0, 1, 4, 4))
-    with pytest.raises(ValueError, match=r"\[-1, 1\]; this project's images are in \[0, 1\]"):
-        D.check_images(torch.linspace(-1, 1, 16).view(1, 1, 4, 4))
-    with pytest.raises(ValueError, match="1.5"):
-        D.check_images(torch.full((1, 1, 2, 2), 1.5), name="x")
-    with pytest.raises(ValueError, match="nan"):
-        D.check_images(torch.full((1, 1, 2, 2), float("nan")))
-    with pytest.raises(ValueError, match="4 dims"):
-        D.check_images(torch.rand(3, 8, 8))
-    with pytest.raises(ValueError, match="floating-point"):
-        D.check_images(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
 
 
 def _accepted_by_the_runner(command: str) -> None:

@@ -222,3 +222,18 @@ def test_a_network_created_under_inference_mode_is_refused_with_what_to_do():
                      lambda: baselines.gan_reconstruct(gen, torch.rand(2, 4), latent_dim=3)):
             with pytest.raises(RuntimeError, match="create or load the network outside"):
                 call()
+
+
+def test_check_batch_names_what_is_wrong_with_images():
+    fa.check_batch(torch.rand(2, 3, 8, 8))
+    fa.check_batch(torch.zeros(0, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]; this project's images are in \[0, 1\]"):
+        fa.check_batch(torch.linspace(-1, 1, 16).view(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="1.5"):
+        fa.check_batch(torch.full((1, 1, 2, 2), 1.5), name="x")
+    with pytest.raises(ValueError, match="nan"):
+        fa.check_batch(torch.full((1, 1, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="4 dims"):
+        fa.check_batch(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="floating-point"):
+        fa.check_batch(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
