@@ -1,5 +1,4 @@
-"""Where results go (the repository or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` at smoke and in a
-Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), the writers of figures and tables."""
+"""Where figures, tables, checkpoints and executed notebooks go; the figure and table writers."""
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +50,7 @@ def writes_committed() -> bool:
 
 
 def _output_path(kind: str, profile: Optional[str], make: bool = True) -> Path:
-    """``<root>/<kind>``, or ``<root>/runs/<profile>/<kind>`` (scratch profile or interactive
-    kernel, no ``$FA_OUTPUT_ROOT``); created if ``make``."""
+    """``<root>/<kind>``; ``<root>/runs/<profile>/<kind>`` at smoke or in an interactive kernel."""
     path = project_root() / kind
     if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES
                                                 or not writes_committed()):
@@ -138,11 +136,10 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
     return write_atomic(results_dir(profile) / f"{name}.md", "\n".join(text) + "\n")
 
 
-def source_commit(profile: str, argv: Sequence[str]) -> str:
+def source_commit() -> str:
     """The commit checked out, as markdown for REPORT.md's header."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"`{out.stdout.strip()}`"
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
+                                       text=True, timeout=60, stderr=subprocess.DEVNULL)
+        return f"`{head.strip()}`"
     return "unknown (not a git work tree)"

@@ -5,9 +5,8 @@
     python -m fa_utils report [--profile quick]           # rebuild results/REPORT.md alone
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
-Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``
-(a Python literal, else the word itself), a clean work tree. Ctrl-C stops the kernel (a
-training loop first writes its checkpoint) and exits 130, naming the command that resumes.
+The profile and each ``-p NAME VALUE`` (a Python literal, else the word) are checked before any
+kernel starts (exit 2); Ctrl-C checkpoints, exits 130 and names the command that resumes.
 """
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def _read(raw: str, annotation: Any) -> Any:
 
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """(notebook, parameters) for each notebook, each ``-p`` word checked by :mod:`.config` as the
-    field it feeds, else against OTHER_PARAMETERS or its default's type. RunnerError: what."""
+    """(notebook, parameters) per notebook, each ``-p`` checked by config; RunnerError: what."""
     profile, plans = resolve_profile(profile), []
     for nb in notebooks:
         if not nb.exists():
@@ -118,8 +116,7 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
 
 
 def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[int] = None) -> Path:
-    """Execute ``nb`` with papermill (a progress bar) into ``out_dir/<name>`` (``timeout``:
-    seconds per cell); its path. NotebookStopped: a cell raised or timed out, or Ctrl-C."""
+    """``out_dir/<name>``: ``nb`` run by papermill. NotebookStopped: a cell failed, or Ctrl-C."""
     import papermill as pm
     from jupyter_core.paths import jupyter_runtime_dir
     from traitlets.config import Config
@@ -127,8 +124,7 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime = Path(jupyter_runtime_dir())
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # ipc: no TCP port; on Ctrl-C nbclient interrupts the kernel (a training loop checkpoints),
-    # then asks it to shut down and kills it after shutdown_wait_time seconds
+    # ipc: no TCP port; Ctrl-C interrupts the kernel (a training loop checkpoints), then stops it
     kernel = Config(KernelManager={"transport": "ipc", "ip": str(runtime / f"fa-{os.getpid()}"),
                                    "shutdown_wait_time": 10.0})
     out, started = out_dir / nb.name, []
@@ -162,8 +158,7 @@ def _resume_command(args, words: Sequence[str], profile: str) -> str:
 
 
 def _run_all(plans, args, profile: str, runs: dict, times: list) -> int:
-    """Run the plans in order, filling ``runs`` (stem -> claims.NotebookRun) and ``times``
-    ((name, seconds)); the exit status."""
+    """The exit status of the plans run in order; fills ``runs`` and ``times`` (name, seconds)."""
     words = [nb.name[:2] if nb in all_notebooks() else str(nb) for nb, _ in plans]
     out_dir = outputs.runs_dir() / "notebooks" / profile
     for i, (nb, params) in enumerate(plans):
@@ -209,7 +204,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "download":  # exit 2: an unknown dataset, 1: the files cannot be had
         from . import data
@@ -232,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notebooks = (all_notebooks() if args.command == "reproduce" else
                          [_find(n) for n in getattr(args, "notebooks", [])])
             plans = prepare(notebooks, getattr(args, "parameter", []), profile)
-            commit = outputs.source_commit(profile, argv)
+            commit = outputs.source_commit()
         except (RunnerError, ValueError) as exc:  # ConfigError is a ValueError
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
