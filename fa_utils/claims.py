@@ -1,5 +1,4 @@
-"""The paper's claims as data: a notebook writes its :class:`Claim` s, asserts some (:func:`check`);
-``results/REPORT.md``: a row per claim of ``paper.CATALOGUE`` ("not measured" if none written)."""
+"""The paper's claims as the notebooks check them, and ``results/REPORT.md``: one row per claim."""
 from __future__ import annotations
 
 import dataclasses
@@ -132,7 +131,6 @@ def collect(folder: Path, profile: str,
         found.setdefault(stem, []).append(data)
     rows: list[Row] = []
     for stem in sorted(set(CATALOGUE) | set(counted)):
-        expected = {e.id: e for e in CATALOGUE.get(stem, ())}
         for data in counted.get(stem, []):
             for c in data["claims"]:
                 try:
@@ -155,7 +153,7 @@ def collect(folder: Path, profile: str,
                              + again,
             "absent": f"did not run (no claims file at {profile}){again}",
         }["disagree" if counted.get(stem) else state]
-        for e in (e for e in expected.values() if e.id not in seen):
+        for e in (e for e in CATALOGUE.get(stem, ()) if e.id not in seen):
             missing = Claim(e.id, e.section, e.text, "-", "-", NOT_MEASURED, why)
             rows.append(Row(missing, stem, "-", written=False))
     return rows
@@ -183,7 +181,6 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
     why = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
     why += [f"{other} cannot be measured here, see why"] * bool(other)
     line = summary([r.claim for r in rows], f" at {profile}") + f" ({'; '.join(why)})" * bool(why)
-    path = outputs.results_dir(profile) / "REPORT.md"
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
              f"Profile **{profile}** | commit {commit or 'unknown'} | written {outputs.utc_now()} "
              f"(rebuild: `python -m fa_utils report --profile {profile}`).", "", f"**{line}.**",
@@ -203,7 +200,7 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
                   "| id | paper section | claim | paper's evidence | ours | verdict |",
                   "|---|---|---|---|---|---|",
                   *(_row(r) for r in groups[key]), ""]
-    outputs.write_atomic(path, "\n".join(lines) + "\n")
+    path = outputs.write_atomic(outputs.results_dir(profile) / "REPORT.md", "\n".join(lines) + "\n")
     return path, line
 
 

@@ -109,10 +109,9 @@ def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "")
     folder = figures_dir(profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    try:
-        data = json.loads(manifest.read_text()) if manifest.exists() else {}
-    except json.JSONDecodeError:
-        data = {}
+    data = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):  # none yet, or not JSON
+        data = json.loads(manifest.read_text())
     data[path.name] = {"caption": caption, "profile": profile, "source": source,
                        "written": utc_now()}
     write_atomic(manifest, json.dumps(dict(sorted(data.items())), indent=2) + "\n")

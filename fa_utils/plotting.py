@@ -62,8 +62,7 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
 
 def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
                     title: Optional[str] = None, class_names: Optional[Sequence[str]] = None):
-    """(N, 2) latents coloured by class ``labels`` (N,) with a colour bar of ``class_names``
-    (Figure 6a); unlabeled (None, all -1): one colour, no colour bar. Returns ``ax``."""
+    """(N, 2) latents ``z`` by class ``labels`` (N,) (Figure 6a); unlabeled: one colour; ``ax``."""
     z = z.detach().cpu().numpy()
     if labels is None or not bool((torch.as_tensor(labels) >= 0).any()):
         ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.8, color="tab:blue", label="unlabeled images")

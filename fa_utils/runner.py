@@ -101,9 +101,8 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
                 if name == "profile":
                     raise RunnerError(f"set the profile with --profile {shlex.quote(raw)}, not "
                                       "with -p profile")
-                default = declared[name]
                 tp = (fields.get(name) or OTHER_PARAMETERS.get(name)
-                      or (Any if default is None else type(default)))
+                      or (Any if declared[name] is None else type(declared[name])))
                 params[name] = _read(raw, tp)
                 if name not in fields:
                     check_type("notebook", name, params[name], tp)
