@@ -1,5 +1,4 @@
 """The paper's claims as the notebooks check them, and ``results/REPORT.md``: one row per claim."""
-from __future__ import annotations
 
 import dataclasses
 import json
@@ -22,8 +21,7 @@ class ClaimFailed(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One claim as a notebook checked it (``section`` e.g. "5, Table 2"). Raises ValueError: an
-    unknown verdict, no ``why`` unless it holds, an asserted claim not measured or resolved."""
+    """A notebook's claim; ValueError: unknown verdict, no ``why``, an unmeasured one asserted."""
 
     id: str
     section: str
@@ -59,8 +57,7 @@ def claims_dir(profile: Optional[str] = None) -> Path:
 
 def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profile: str,
                  notes: str = "") -> Path:
-    """Write ``results/claims/<notebook>_<dataset>.json`` (dataset "-": none) and the table
-    ``results/claims_<notebook>_<dataset>.md`` (returned). Raises ValueError: a repeated id."""
+    """Write ``claims/<notebook>_<dataset>.json``, a table (returned); ValueError: a repeated id."""
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"claim ids must be unique, got {ids}")
@@ -117,8 +114,7 @@ def _nb(stem: str) -> str:
 
 def collect(folder: Path, profile: str,
             runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
-    """The rows of the claims files in ``folder`` at ``profile``, and a "not measured" row (why:
-    from ``runs``) per catalogue entry they lack. ValueError: a file not from write_claims."""
+    """The claims in ``folder`` at ``profile``, and those not measured; ValueError: a bad file."""
     runs, counted, others = runs or {}, {}, {}
     for path in sorted(Path(folder).glob("*.json")):
         try:

@@ -237,8 +237,7 @@ _PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
 
 
 def check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
-    """``value`` if of type ``annotation`` (int widens to float, list to tuple; Any takes all).
-    ConfigError: names the parameter, the value and the type expected."""
+    """``value`` as ``annotation`` (int widens to float, list to tuple); ConfigError if not."""
     optional = typing.get_origin(annotation) is typing.Union  # Optional[X]
     if annotation is Any or optional and value is None:
         return value
@@ -310,8 +309,7 @@ def resolve_profile(profile: Optional[str]) -> str:
 
 
 def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
-    """The frozen config of ``section`` at ``profile`` with ``overrides`` (None: the profile's);
-    ConfigError before anything runs: unknown section, profile or parameter, bad type or value."""
+    """``section``'s frozen config at ``profile`` with ``overrides``; ConfigError: any bad input."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
     profile, hints = resolve_profile(profile), typing.get_type_hints(SECTIONS[section])

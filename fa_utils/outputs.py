@@ -1,5 +1,4 @@
 """Where figures, tables, checkpoints and executed notebooks go; the figure and table writers."""
-from __future__ import annotations
 
 import contextlib
 import datetime as _dt

@@ -1,5 +1,4 @@
 """The paper's numbers as OCR'd (our readings: docs/method.md sections 7-8); the claims checked."""
-from __future__ import annotations
 
 from types import MappingProxyType as _ro  # read-only
 from typing import Mapping, NamedTuple

@@ -8,7 +8,6 @@
 The profile and each ``-p NAME VALUE`` (a Python literal, else the word) are checked before any
 kernel starts (exit 2); Ctrl-C checkpoints, exits 130 and names the command that resumes.
 """
-from __future__ import annotations
 
 import argparse
 import ast
