@@ -155,16 +155,15 @@ def collect(folder: Path, profile: str,
     return rows
 
 
-def _row(r: Row) -> str:
-    """One table line; ``ours`` ends with the claim's evidence (paths under figures/, results/)."""
+def _row(r: Row) -> list[str]:
+    """A REPORT.md row; ``ours`` ends with the claim's evidence (paths under figures/, results/)."""
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
     ours += "; " + ", ".join(r.claim.evidence) if r.claim.evidence else ""
     verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
                + f": {r.claim.why}" * bool(r.claim.why))
-    cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
+    return [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
         f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})", r.claim.text,
         r.claim.paper, ours, verdict)]
-    return "| " + " | ".join(cells) + " |"
 
 
 def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
@@ -192,10 +191,9 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
         groups.setdefault(r.claim.section.split(",")[0].strip(), []).append(r)
     for key in sorted(groups, key=lambda k: (k.startswith("Appendix"),
                                              [int(n) for n in re.findall(r"\d+", k)], k)):
-        lines += [f"## {SECTION_TITLES.get(key, key)}", "",
-                  "| id | paper section | claim | paper's evidence | ours | verdict |",
-                  "|---|---|---|---|---|---|",
-                  *(_row(r) for r in groups[key]), ""]
+        columns = ["id", "paper section", "claim", "paper's evidence", "ours", "verdict"]
+        table = outputs.markdown_table(columns, [_row(r) for r in groups[key]])
+        lines += [f"## {SECTION_TITLES.get(key, key)}", "", table, ""]
     path = outputs.write_atomic(outputs.results_dir(profile) / "REPORT.md", "\n".join(lines) + "\n")
     return path, line
 

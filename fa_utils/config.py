@@ -2,10 +2,11 @@
 ``quick`` (minutes on 2 CPU cores), ``paper`` (Section 4 on a GPU); docs/choices.md section 15."""
 import math
 import os
-import typing
 from dataclasses import asdict, dataclass, fields, replace
 from types import MappingProxyType
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+from .outputs import describe_destination
 
 PROFILES = ("smoke", "quick", "paper")
 PROFILE_ENV = "FA_PROFILE"  # selects the profile when a notebook's ``profile`` is None (CI)
@@ -238,10 +239,10 @@ _PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
 
 def check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
     """``value`` as ``annotation`` (int widens to float, list to tuple); ConfigError if not."""
-    optional = typing.get_origin(annotation) is typing.Union  # Optional[X]
+    optional = get_origin(annotation) is Union  # Optional[X]
     if annotation is Any or optional and value is None:
         return value
-    annotation = typing.get_args(annotation)[0] if optional else annotation
+    annotation = get_args(annotation)[0] if optional else annotation
     if annotation is float and type(value) is int:
         value = float(value)
     elif annotation is tuple and isinstance(value, list):
@@ -312,7 +313,7 @@ def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
     """``section``'s frozen config at ``profile`` with ``overrides``; ConfigError: any bad input."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
-    profile, hints = resolve_profile(profile), typing.get_type_hints(SECTIONS[section])
+    profile, hints = resolve_profile(profile), get_type_hints(SECTIONS[section])
     if unknown := sorted(set(overrides) - set(hints)):
         raise ConfigError(f"unknown {section} parameter(s) {unknown}; known: {sorted(hints)}")
     training = issubclass(SECTIONS[section], TrainingRun)
@@ -331,8 +332,6 @@ def to_dict(config) -> dict[str, Any]:
 
 def describe(config) -> str:
     """One line per field, marking values that differ from quick, then where outputs go."""
-    from .outputs import describe_destination
-
     quick = vars(make_config(_SECTION_OF[type(config)], "quick"))
     lines = [f"{type(config).__name__} (profile {config.profile!r})"]
     for name, value in vars(config).items():

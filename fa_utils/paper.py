@@ -5,8 +5,7 @@ from typing import Mapping, NamedTuple
 
 FID_IMAGES = 10_000  # Section 5: real and generated images per FID of Table 2
 
-#: Tables 3-6: (table, size unit, time unit, {model: (size, time to draw one sample)}); the units
-#: as we read them: docs/method.md section 7.
+#: Tables 3-6 (docs/method.md section 7): (table, size unit, time unit, {model: (size, time)}).
 SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float, float]]]] = _ro({
     "mnist": (3, 1e6, 1e-4, _ro({"VAE": (27.40, 9.44), "GAN": (13.44, 5.73),
                                  "VFA": (14.0, 11.66), "VFA-GAN": (14.16, 20.59)})),

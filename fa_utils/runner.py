@@ -16,10 +16,9 @@ import re
 import shlex
 import sys
 import time
-import typing
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, get_type_hints
 from unittest import mock
 
 import nbformat
@@ -89,7 +88,7 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
         if not nb.exists():
             raise RunnerError(f"no notebook {nb}; available: {[p.name for p in all_notebooks()]}")
         declared = notebook_parameters(nb)
-        hints = {s: typing.get_type_hints(SECTIONS[s]) for s in config_sections(nb)}
+        hints = {s: get_type_hints(SECTIONS[s]) for s in config_sections(nb)}
         fields = {name: tp for h in hints.values() for name, tp in h.items()}
         params = {}
         try:
