@@ -203,7 +203,6 @@ class AppendixConfig(RunSettings):
     clamp_steps: int = 200
 
 
-#: Each section's config class, by the name :func:`make_config` takes.
 SECTIONS: Mapping[str, type] = MappingProxyType({
     "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
     "local": LocalFAConfig, "appendix": AppendixConfig})

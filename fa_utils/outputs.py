@@ -42,17 +42,12 @@ def in_jupyter_kernel() -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
-def writes_committed() -> bool:
-    """Outside a Jupyter kernel, or in one with ``FA_UPDATE_COMMITTED=1``."""
-    flag = os.environ.get(UPDATE_COMMITTED_ENV, "").strip().lower()
-    return flag in ("1", "true", "yes") or not in_jupyter_kernel()
-
-
 def _output_path(kind: str, profile: Optional[str], make: bool = True) -> Path:
     """``<root>/<kind>``; ``<root>/runs/<profile>/<kind>`` at smoke or in an interactive kernel."""
+    flag = os.environ.get(UPDATE_COMMITTED_ENV, "").strip().lower()
+    interactive = flag not in ("1", "true", "yes") and in_jupyter_kernel()
     path = project_root() / kind
-    if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES
-                                                or not writes_committed()):
+    if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES or interactive):
         path = project_root() / "runs" / (profile or "default") / kind
     if make:
         path.mkdir(parents=True, exist_ok=True)
