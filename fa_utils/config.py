@@ -1,5 +1,4 @@
-"""Each notebook section's frozen, validated config at a profile: ``smoke`` (seconds on a CPU),
-``quick`` (minutes on 2 CPU cores), ``paper`` (Section 4 on a GPU); docs/choices.md section 15."""
+"""Each notebook section's frozen, validated config at a profile: docs/choices.md section 15."""
 import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
