@@ -64,11 +64,6 @@ def describe_destination(profile: Optional[str]) -> str:
                     f"run NN --profile {profile}` or `%env {UPDATE_COMMITTED_ENV}=1`)")
 
 
-def figures_dir(profile: Optional[str] = None) -> Path:
-    """``figures/`` or ``runs/<profile>/figures/``."""
-    return _output_path("figures", profile)
-
-
 def results_dir(profile: Optional[str] = None) -> Path:
     """``results/`` or ``runs/<profile>/results/``."""
     return _output_path("results", profile)
@@ -99,8 +94,8 @@ def write_atomic(path: Path, text: str) -> Path:
 
 
 def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "") -> Path:
-    """Save ``fig`` as ``<figures_dir>/<name>.png``, noted in ``MANIFEST.json``; the path."""
-    folder = figures_dir(profile)
+    """Save ``fig`` as ``[runs/<profile>/]figures/<name>.png``, noted in ``MANIFEST.json``; its path."""
+    folder = _output_path("figures", profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
     fig.savefig(path, dpi=110, bbox_inches="tight")
     data = {}
