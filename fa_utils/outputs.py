@@ -94,7 +94,7 @@ def write_atomic(path: Path, text: str) -> Path:
 
 
 def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "") -> Path:
-    """Save ``fig`` as ``[runs/<profile>/]figures/<name>.png``, noted in ``MANIFEST.json``; its path."""
+    """Save ``fig`` as ``<figures>/<name>.png``, noted in ``MANIFEST.json``; its path."""
     folder = _output_path("figures", profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
     fig.savefig(path, dpi=110, bbox_inches="tight")
