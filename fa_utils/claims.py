@@ -12,7 +12,7 @@ from .paper import CATALOGUE, SECTION_TITLES
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"  # e.g. no dataset
 NOT_RESOLVED = "not resolved at this profile"  # the deciding difference is inside the noise
 VERDICTS = (HOLDS, FAILS, NOT_MEASURED, NOT_RESOLVED)
-RUN_TIMES_NAME = "run_times.md"
+RUN_TIMES_NAME = "run_times"  # results/run_times.md
 
 
 class ClaimFailed(AssertionError):
@@ -200,10 +200,7 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
 
 def write_run_times(profile: str, times: Sequence[tuple[str, float]], commit: str) -> Path:
     """Write ``results/run_times.md``: the main job's seconds per notebook."""
-    total = sum(t for _, t in times)
-    text = ["# Run times of the main job", "",
-            f"`python -m fa_utils reproduce --profile {profile}`: {outputs.utc_now()}, commit "
-            f"{commit}.", "",
-            outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
-                                   + [("total", f"{total:.0f}")]), ""]
-    return outputs.write_atomic(outputs.results_dir(profile) / RUN_TIMES_NAME, "\n".join(text))
+    rows = [(n, f"{t:.0f}") for n, t in times] + [("total", f"{sum(t for _, t in times):.0f}")]
+    return outputs.write_table(RUN_TIMES_NAME, "Run times of the main job", ["notebook", "seconds"],
+                               rows, profile=profile, notes=f"Commit {commit}.",
+                               source=f"`python -m fa_utils reproduce --profile {profile}`")
