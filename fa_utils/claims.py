@@ -123,8 +123,7 @@ def collect(folder: Path, profile: str,
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a claims file ({exc}); delete it or rerun its "
                              "notebook") from exc
-        found = counted if data.get("profile") == profile else others
-        found.setdefault(stem, []).append(data)
+        (counted if data.get("profile") == profile else others).setdefault(stem, []).append(data)
     rows: list[Row] = []
     for stem in sorted(set(CATALOGUE) | set(counted)):
         for data in counted.get(stem, []):

@@ -331,8 +331,7 @@ def to_dict(config) -> dict[str, Any]:
 def describe(config) -> str:
     """One line per field, marking values that differ from quick, then where outputs go."""
     quick = vars(make_config(_SECTION_OF[type(config)], "quick"))
-    lines = [f"{type(config).__name__} (profile {config.profile!r})"]
-    for name, value in vars(config).items():
-        mark = "" if value == quick[name] else "   (differs from quick)"
-        lines.append(f"  {name:16s} = {value!r}{mark}")
-    return "\n".join([*lines, describe_destination(config.profile)])
+    lines = [f"  {name:16s} = {value!r}" + "   (differs from quick)" * (value != quick[name])
+             for name, value in vars(config).items()]
+    return "\n".join([f"{type(config).__name__} (profile {config.profile!r})", *lines,
+                      describe_destination(config.profile)])
