@@ -11,8 +11,7 @@ def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = 
     """(B, C, H, W) images in [0, 1] as a grid, ``nrow`` a row; ``ax``. ValueError: not 4-D."""
     if images.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    images = images.detach().float().cpu().clamp(0, 1)
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set(xticks=[], yticks=[])
     if title:
