@@ -1,6 +1,4 @@
-"""The paper's claims as data: a notebook writes its :class:`Claim` s, asserts some (:func:`check`);
-``results/REPORT.md``: a row per claim of ``paper.CATALOGUE`` ("not measured" if none written)."""
-from __future__ import annotations
+"""The paper's claims as the notebooks check them, and ``results/REPORT.md``: one row per claim."""
 
 import dataclasses
 import json
@@ -14,7 +12,7 @@ from .paper import CATALOGUE, SECTION_TITLES
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"  # e.g. no dataset
 NOT_RESOLVED = "not resolved at this profile"  # the deciding difference is inside the noise
 VERDICTS = (HOLDS, FAILS, NOT_MEASURED, NOT_RESOLVED)
-RUN_TIMES_NAME = "run_times.md"
+RUN_TIMES_NAME = "run_times"  # results/run_times.md
 
 
 class ClaimFailed(AssertionError):
@@ -23,8 +21,7 @@ class ClaimFailed(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One claim as a notebook checked it (``section`` e.g. "5, Table 2"). Raises ValueError: an
-    unknown verdict, no ``why`` unless it holds, an asserted claim not measured or resolved."""
+    """A notebook's claim; ValueError: unknown verdict, no ``why``, an unmeasured one asserted."""
 
     id: str
     section: str
@@ -60,8 +57,7 @@ def claims_dir(profile: Optional[str] = None) -> Path:
 
 def write_claims(notebook: str, dataset: str, claims: Sequence[Claim], *, profile: str,
                  notes: str = "") -> Path:
-    """Write ``results/claims/<notebook>_<dataset>.json`` (dataset "-": none) and the table
-    ``results/claims_<notebook>_<dataset>.md`` (returned). Raises ValueError: a repeated id."""
+    """Write ``claims/<notebook>_<dataset>.json``, a table (returned); ValueError: a repeated id."""
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise ValueError(f"claim ids must be unique, got {ids}")
@@ -118,8 +114,7 @@ def _nb(stem: str) -> str:
 
 def collect(folder: Path, profile: str,
             runs: Optional[Mapping[str, NotebookRun]] = None) -> list[Row]:
-    """The rows of the claims files in ``folder`` at ``profile``, and a "not measured" row (why:
-    from ``runs``) per catalogue entry they lack. ValueError: a file not from write_claims."""
+    """The claims in ``folder`` at ``profile``, and those not measured; ValueError: a bad file."""
     runs, counted, others = runs or {}, {}, {}
     for path in sorted(Path(folder).glob("*.json")):
         try:
@@ -128,11 +123,9 @@ def collect(folder: Path, profile: str,
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a claims file ({exc}); delete it or rerun its "
                              "notebook") from exc
-        found = counted if data.get("profile") == profile else others
-        found.setdefault(stem, []).append(data)
+        (counted if data.get("profile") == profile else others).setdefault(stem, []).append(data)
     rows: list[Row] = []
     for stem in sorted(set(CATALOGUE) | set(counted)):
-        expected = {e.id: e for e in CATALOGUE.get(stem, ())}
         for data in counted.get(stem, []):
             for c in data["claims"]:
                 try:
@@ -155,22 +148,21 @@ def collect(folder: Path, profile: str,
                              + again,
             "absent": f"did not run (no claims file at {profile}){again}",
         }["disagree" if counted.get(stem) else state]
-        for e in (e for e in expected.values() if e.id not in seen):
+        for e in (e for e in CATALOGUE.get(stem, ()) if e.id not in seen):
             missing = Claim(e.id, e.section, e.text, "-", "-", NOT_MEASURED, why)
             rows.append(Row(missing, stem, "-", written=False))
     return rows
 
 
-def _row(r: Row) -> str:
-    """One table line; ``ours`` ends with the claim's evidence (paths under figures/, results/)."""
+def _row(r: Row) -> list[str]:
+    """A REPORT.md row; ``ours`` ends with the claim's evidence (paths under figures/, results/)."""
     ours = r.claim.ours + (f" ({r.dataset})" if r.dataset not in ("-", "") else "")
     ours += "; " + ", ".join(r.claim.evidence) if r.claim.evidence else ""
     verdict = (r.claim.verdict + " (asserted)" * r.claim.asserted
                + f": {r.claim.why}" * bool(r.claim.why))
-    cells = [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
+    return [str(c).replace("|", "\\|").replace("\n", " ").strip() or "-" for c in (
         f"`{r.claim.id}`", f"{r.claim.section} (nb {_nb(r.notebook)})", r.claim.text,
         r.claim.paper, ours, verdict)]
-    return "| " + " | ".join(cells) + " |"
 
 
 def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
@@ -183,7 +175,6 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
     why = [f"notebook{'s' * (len(absent) > 1)} {', '.join(absent)} wrote no claims"] * bool(absent)
     why += [f"{other} cannot be measured here, see why"] * bool(other)
     line = summary([r.claim for r in rows], f" at {profile}") + f" ({'; '.join(why)})" * bool(why)
-    path = outputs.results_dir(profile) / "REPORT.md"
     lines = ["# Which of the paper's claims hold: the reproduction report", "",
              f"Profile **{profile}** | commit {commit or 'unknown'} | written {outputs.utc_now()} "
              f"(rebuild: `python -m fa_utils report --profile {profile}`).", "", f"**{line}.**",
@@ -199,20 +190,16 @@ def write_report(profile: str, runs: Optional[Mapping[str, NotebookRun]] = None,
         groups.setdefault(r.claim.section.split(",")[0].strip(), []).append(r)
     for key in sorted(groups, key=lambda k: (k.startswith("Appendix"),
                                              [int(n) for n in re.findall(r"\d+", k)], k)):
-        lines += [f"## {SECTION_TITLES.get(key, key)}", "",
-                  "| id | paper section | claim | paper's evidence | ours | verdict |",
-                  "|---|---|---|---|---|---|",
-                  *(_row(r) for r in groups[key]), ""]
-    outputs.write_atomic(path, "\n".join(lines) + "\n")
+        columns = ["id", "paper section", "claim", "paper's evidence", "ours", "verdict"]
+        table = outputs.markdown_table(columns, [_row(r) for r in groups[key]])
+        lines += [f"## {SECTION_TITLES.get(key, key)}", "", table, ""]
+    path = outputs.write_atomic(outputs.results_dir(profile) / "REPORT.md", "\n".join(lines) + "\n")
     return path, line
 
 
 def write_run_times(profile: str, times: Sequence[tuple[str, float]], commit: str) -> Path:
     """Write ``results/run_times.md``: the main job's seconds per notebook."""
-    total = sum(t for _, t in times)
-    text = ["# Run times of the main job", "",
-            f"`python -m fa_utils reproduce --profile {profile}`: {outputs.utc_now()}, commit "
-            f"{commit}.", "",
-            outputs.markdown_table(["notebook", "seconds"], [(n, f"{t:.0f}") for n, t in times]
-                                   + [("total", f"{total:.0f}")]), ""]
-    return outputs.write_atomic(outputs.results_dir(profile) / RUN_TIMES_NAME, "\n".join(text))
+    rows = [(n, f"{t:.0f}") for n, t in times] + [("total", f"{sum(t for _, t in times):.0f}")]
+    return outputs.write_table(RUN_TIMES_NAME, "Run times of the main job", ["notebook", "seconds"],
+                               rows, profile=profile, notes=f"Commit {commit}.",
+                               source=f"`python -m fa_utils reproduce --profile {profile}`")

@@ -1,21 +1,17 @@
-"""Run profiles and the frozen, validated config of each notebook section.
-
-``smoke``: seconds on a CPU (CI); ``quick`` (default): minutes on 2 CPU cores; ``paper``:
-Section 4's data and settings on a GPU. Why each default: docs/method.md, docs/choices.md 15.
-"""
+"""Each notebook section's frozen, validated config at a profile: docs/choices.md section 15."""
 import math
 import os
-import typing
 from dataclasses import asdict, dataclass, fields, replace
 from types import MappingProxyType
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+from .outputs import describe_destination
 
 PROFILES = ("smoke", "quick", "paper")
 PROFILE_ENV = "FA_PROFILE"  # selects the profile when a notebook's ``profile`` is None (CI)
 DATASET_NAMES = ("mnist", "cifar10", "celeba", "stl10")
 
-#: Seed offset of each model within a run (:func:`fa_utils.experiments.seeds`); VFA (notebooks
-#: 03 and 04) shares offset 0, so one checkpoint.
+#: Seed offset of each model in a run (experiments.seeds); VFA (notebooks 03, 04): one checkpoint.
 SEED_STREAMS: Mapping[str, int] = MappingProxyType({
     "fa": 0, "vfa": 0, "local": 0, "vfagan": 100, "ae": 200, "vae": 200, "gan": 300,
     "judge": 400,  # the judge of the samples (fa_utils.experiments.train_judge)
@@ -45,7 +41,7 @@ class TrainingRun(RunSettings):
 
     num_workers: int = 0  # DataLoader workers
     ckpt_every: int = 200  # optimiser steps between checkpoints
-    width_scale: float = 1.0  # network widths x this; 1: the paper's (docs/choices.md 7, 15)
+    width_scale: float = 1.0  # widths x this; 1: the paper's (docs/choices.md sections 7, 15)
     latent_dim: int = 128  # Z (of the AE, VAE and GAN baselines too)
     batch_size: int = 128
 
@@ -75,7 +71,7 @@ class InnerSettings:
 class AdamSettings:
     """Adam's learning rate and betas (the authors' code: betas (0.5, 0.999))."""
 
-    lr: float = 1e-3
+    lr: float = 1e-3  # local FA's at quick (docs/choices.md section 6)
     beta1: float = 0.5
     beta2: float = 0.999
 
@@ -126,7 +122,7 @@ class VFAConfig(AdamSettings, InnerSettings, DataSettings, TrainingRun):
     beta_schedule: str = "uniform"  # Section 4: beta ~ U(0, beta) per example
     rand_side: str = "mu"  # the random input's side: mu(r) (paper), mu+sigma (authors)
     epochs: int = 6
-    lr: float = 2e-4
+    lr: float = 2e-4  # with squash "none": docs/choices.md section 5
     squash: str = "none"
     weight_clamp: Optional[float] = math.sqrt(2.0)
     emphasis_scales: tuple = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)  # one-hot values of Figure 6b
@@ -157,7 +153,7 @@ class VFAGANConfig(DataSettings, TrainingRun):
     gan_recon_steps: int = 100  # Adam steps of argmin_z ||x - G(z)||^2
     gan_recon_lr: float = 0.05
     time_repeats: int = 20  # interleaved timing rounds (fastest kept)
-    fid_autoencoder_steps: int = 400  # min. steps of the label-free FID feature (choices.md 4)
+    fid_autoencoder_steps: int = 400  # docs/choices.md section 4
     judge_epochs: int = 20  # the judge of the samples (fa_utils.experiments.train_judge)
 
 
@@ -206,14 +202,12 @@ class AppendixConfig(RunSettings):
     clamp_steps: int = 200
 
 
-#: Each section's config class, by the name :func:`make_config` takes.
 SECTIONS: Mapping[str, type] = MappingProxyType({
     "toy": ToyConfig, "fa": FAConfig, "vfa": VFAConfig, "vfagan": VFAGANConfig,
     "local": LocalFAConfig, "appendix": AppendixConfig})
 _SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
 
-#: {section: {profile: overrides}}: the values that differ from the dataclass defaults;
-#: "training" holds those of every TrainingRun section that has the field.
+#: {section: {profile: values that differ from the defaults}}; "training": every TrainingRun's.
 _PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
     "training": {"smoke": dict(n_test=64, epochs=1, ckpt_every=50, width_scale=0.25),
                  "quick": dict(width_scale=0.5),
@@ -242,12 +236,11 @@ _PROFILE_VALUES: Mapping[str, Mapping[str, dict]] = MappingProxyType({
 
 
 def check_type(section: str, name: str, value: Any, annotation: Any) -> Any:
-    """``value`` if of type ``annotation`` (int widens to float, list to tuple; Any takes all).
-    ConfigError: names the parameter, the value and the type expected."""
-    optional = typing.get_origin(annotation) is typing.Union  # Optional[X]
+    """``value`` as ``annotation`` (int widens to float, list to tuple); ConfigError if not."""
+    optional = get_origin(annotation) is Union  # Optional[X]
     if annotation is Any or optional and value is None:
         return value
-    annotation = typing.get_args(annotation)[0] if optional else annotation
+    annotation = get_args(annotation)[0] if optional else annotation
     if annotation is float and type(value) is int:
         value = float(value)
     elif annotation is tuple and isinstance(value, list):
@@ -315,11 +308,10 @@ def resolve_profile(profile: Optional[str]) -> str:
 
 
 def make_config(section: str, profile: Optional[str] = None, **overrides: Any):
-    """The frozen config of ``section`` at ``profile`` with ``overrides`` (None: the profile's);
-    ConfigError before anything runs: unknown section, profile or parameter, bad type or value."""
+    """``section``'s frozen config at ``profile`` with ``overrides``; ConfigError: any bad input."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; choose one of {list(SECTIONS)}")
-    profile, hints = resolve_profile(profile), typing.get_type_hints(SECTIONS[section])
+    profile, hints = resolve_profile(profile), get_type_hints(SECTIONS[section])
     if unknown := sorted(set(overrides) - set(hints)):
         raise ConfigError(f"unknown {section} parameter(s) {unknown}; known: {sorted(hints)}")
     training = issubclass(SECTIONS[section], TrainingRun)
@@ -338,11 +330,8 @@ def to_dict(config) -> dict[str, Any]:
 
 def describe(config) -> str:
     """One line per field, marking values that differ from quick, then where outputs go."""
-    from .outputs import describe_destination
-
     quick = vars(make_config(_SECTION_OF[type(config)], "quick"))
-    lines = [f"{type(config).__name__} (profile {config.profile!r})"]
-    for name, value in vars(config).items():
-        mark = "" if value == quick[name] else "   (differs from quick)"
-        lines.append(f"  {name:16s} = {value!r}{mark}")
-    return "\n".join([*lines, describe_destination(config.profile)])
+    lines = [f"  {name:16s} = {value!r}" + "   (differs from quick)" * (value != quick[name])
+             for name, value in vars(config).items()]
+    return "\n".join([f"{type(config).__name__} (profile {config.profile!r})", *lines,
+                      describe_destination(config.profile)])

@@ -1,6 +1,4 @@
-"""Where results go (the repository or ``$FA_OUTPUT_ROOT``; ``runs/<profile>/`` at smoke and in a
-Jupyter kernel without ``FA_UPDATE_COMMITTED=1``), the writers of figures and tables."""
-from __future__ import annotations
+"""Where figures, tables, checkpoints and executed notebooks go; the figure and table writers."""
 
 import contextlib
 import datetime as _dt
@@ -44,18 +42,12 @@ def in_jupyter_kernel() -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
-def writes_committed() -> bool:
-    """Outside a Jupyter kernel, or in one with ``FA_UPDATE_COMMITTED=1``."""
-    flag = os.environ.get(UPDATE_COMMITTED_ENV, "").strip().lower()
-    return flag in ("1", "true", "yes") or not in_jupyter_kernel()
-
-
 def _output_path(kind: str, profile: Optional[str], make: bool = True) -> Path:
-    """``<root>/<kind>``, or ``<root>/runs/<profile>/<kind>`` (scratch profile or interactive
-    kernel, no ``$FA_OUTPUT_ROOT``); created if ``make``."""
+    """``<root>/<kind>``; ``<root>/runs/<profile>/<kind>`` at smoke or in an interactive kernel."""
+    flag = os.environ.get(UPDATE_COMMITTED_ENV, "").strip().lower()
+    interactive = flag not in ("1", "true", "yes") and in_jupyter_kernel()
     path = project_root() / kind
-    if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES
-                                                or not writes_committed()):
+    if not os.environ.get(OUTPUT_ROOT_ENV) and (profile in SCRATCH_PROFILES or interactive):
         path = project_root() / "runs" / (profile or "default") / kind
     if make:
         path.mkdir(parents=True, exist_ok=True)
@@ -70,11 +62,6 @@ def describe_destination(profile: Optional[str]) -> str:
         return where
     return where + (f" (an interactive run; to update figures/ and results/: `python -m fa_utils "
                     f"run NN --profile {profile}` or `%env {UPDATE_COMMITTED_ENV}=1`)")
-
-
-def figures_dir(profile: Optional[str] = None) -> Path:
-    """``figures/`` or ``runs/<profile>/figures/``."""
-    return _output_path("figures", profile)
 
 
 def results_dir(profile: Optional[str] = None) -> Path:
@@ -107,14 +94,13 @@ def write_atomic(path: Path, text: str) -> Path:
 
 
 def save_figure(fig, name: str, *, caption: str, profile: str, source: str = "") -> Path:
-    """Save ``fig`` as ``<figures_dir>/<name>.png``, noted in ``MANIFEST.json``; the path."""
-    folder = figures_dir(profile)
+    """Save ``fig`` as ``<figures>/<name>.png``, noted in ``MANIFEST.json``; its path."""
+    folder = _output_path("figures", profile)
     path, manifest = folder / f"{name}.png", folder / MANIFEST
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    try:
-        data = json.loads(manifest.read_text()) if manifest.exists() else {}
-    except json.JSONDecodeError:
-        data = {}
+    data = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):  # none yet, or not JSON
+        data = json.loads(manifest.read_text())
     data[path.name] = {"caption": caption, "profile": profile, "source": source,
                        "written": utc_now()}
     write_atomic(manifest, json.dumps(dict(sorted(data.items())), indent=2) + "\n")
@@ -138,11 +124,10 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
     return write_atomic(results_dir(profile) / f"{name}.md", "\n".join(text) + "\n")
 
 
-def source_commit(profile: str, argv: Sequence[str]) -> str:
+def source_commit() -> str:
     """The commit checked out, as markdown for REPORT.md's header."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"`{out.stdout.strip()}`"
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
+                                       text=True, timeout=60, stderr=subprocess.DEVNULL)
+        return f"`{head.strip()}`"
     return "unknown (not a git work tree)"

@@ -1,15 +1,11 @@
-"""The paper's numbers (as OCR'd from the published PDF; our readings: docs/method.md
-sections 7-8) and the claims each notebook checks. Nothing here is computed."""
-from __future__ import annotations
+"""The paper's numbers as OCR'd (our readings: docs/method.md sections 7-8); the claims checked."""
 
 from types import MappingProxyType as _ro  # read-only
 from typing import Mapping, NamedTuple
 
 FID_IMAGES = 10_000  # Section 5: real and generated images per FID of Table 2
 
-#: Tables 3-6: (table, size unit, time unit, {model: (size, time to draw one sample)}). Sizes of
-#: Tables 3-4 read in 10^6 (Table 3's header says 10^5; its VFA 14.0 is our 14,003,946); Table
-#: 6's time unit, 10^-2 s, is doubtful.
+#: Tables 3-6 (docs/method.md section 7): (table, size unit, time unit, {model: (size, time)}).
 SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float, float]]]] = _ro({
     "mnist": (3, 1e6, 1e-4, _ro({"VAE": (27.40, 9.44), "GAN": (13.44, 5.73),
                                  "VFA": (14.0, 11.66), "VFA-GAN": (14.16, 20.59)})),
@@ -22,8 +18,7 @@ SIZES_AND_TIMES: Mapping[str, tuple[int, float, float, Mapping[str, tuple[float,
 })
 SAMPLING_DEVICE = "RTX 2070"  # the GPU of Tables 3-6's times
 
-#: The networks Tables 3-6's sizes imply (notebook 04's tables say why): Z, VFA's classes, the
-#: VAE decoder = GAN generator ("mirrored" or "table12"), G's kernel (Table 11).
+#: The networks Tables 3-6's sizes imply (notebook 04 says why); decoder: the VAE's and the GAN's.
 PaperArchitecture = NamedTuple("PaperArchitecture", [
     ("latent_dim", int), ("num_classes", int), ("decoder", str), ("gen_kernel", int)])
 IMPLIED_ARCHITECTURES: Mapping[str, PaperArchitecture] = _ro({

@@ -11,8 +11,7 @@ def show_images(ax, images: torch.Tensor, nrow: int = 8, title: Optional[str] = 
     """(B, C, H, W) images in [0, 1] as a grid, ``nrow`` a row; ``ax``. ValueError: not 4-D."""
     if images.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    images = images.detach().float().cpu().clamp(0, 1)
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set(xticks=[], yticks=[])
     if title:
@@ -62,8 +61,7 @@ def plot_curves(ax, curves: Mapping[str, Sequence[Sequence[float]]], *, ylabel: 
 
 def scatter_latents(ax, z: torch.Tensor, labels: Optional[torch.Tensor] = None,
                     title: Optional[str] = None, class_names: Optional[Sequence[str]] = None):
-    """(N, 2) latents coloured by class ``labels`` (N,) with a colour bar of ``class_names``
-    (Figure 6a); unlabeled (None, all -1): one colour, no colour bar. Returns ``ax``."""
+    """(N, 2) latents ``z`` by class ``labels`` (N,) (Figure 6a); unlabeled: one colour; ``ax``."""
     z = z.detach().cpu().numpy()
     if labels is None or not bool((torch.as_tensor(labels) >= 0).any()):
         ax.scatter(z[:, 0], z[:, 1], s=6, alpha=0.8, color="tab:blue", label="unlabeled images")

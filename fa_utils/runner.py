@@ -5,11 +5,9 @@
     python -m fa_utils report [--profile quick]           # rebuild results/REPORT.md alone
     python -m fa_utils download cifar10 [--data-root DIR] # fetch a dataset (torchvision)
 
-Checked before any kernel starts (one message, exit 2): the profile, each ``-p NAME VALUE``
-(a Python literal, else the word itself), a clean work tree. Ctrl-C stops the kernel (a
-training loop first writes its checkpoint) and exits 130, naming the command that resumes.
+The profile and each ``-p NAME VALUE`` (a Python literal, else the word) are checked before any
+kernel starts (exit 2); Ctrl-C checkpoints, exits 130 and names the command that resumes.
 """
-from __future__ import annotations
 
 import argparse
 import ast
@@ -18,10 +16,9 @@ import re
 import shlex
 import sys
 import time
-import typing
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, get_type_hints
 from unittest import mock
 
 import nbformat
@@ -85,14 +82,13 @@ def _read(raw: str, annotation: Any) -> Any:
 
 def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
             profile: Optional[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """(notebook, parameters) for each notebook, each ``-p`` word checked by :mod:`.config` as the
-    field it feeds, else against OTHER_PARAMETERS or its default's type. RunnerError: what."""
+    """(notebook, parameters) per notebook, each ``-p`` checked by config; RunnerError: what."""
     profile, plans = resolve_profile(profile), []
     for nb in notebooks:
         if not nb.exists():
             raise RunnerError(f"no notebook {nb}; available: {[p.name for p in all_notebooks()]}")
         declared = notebook_parameters(nb)
-        hints = {s: typing.get_type_hints(SECTIONS[s]) for s in config_sections(nb)}
+        hints = {s: get_type_hints(SECTIONS[s]) for s in config_sections(nb)}
         fields = {name: tp for h in hints.values() for name, tp in h.items()}
         params = {}
         try:
@@ -103,9 +99,8 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
                 if name == "profile":
                     raise RunnerError(f"set the profile with --profile {shlex.quote(raw)}, not "
                                       "with -p profile")
-                default = declared[name]
                 tp = (fields.get(name) or OTHER_PARAMETERS.get(name)
-                      or (Any if default is None else type(default)))
+                      or (Any if declared[name] is None else type(declared[name])))
                 params[name] = _read(raw, tp)
                 if name not in fields:
                     check_type("notebook", name, params[name], tp)
@@ -118,8 +113,7 @@ def prepare(notebooks: Sequence[Path], raw_params: Sequence[Sequence[str]],
 
 
 def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[int] = None) -> Path:
-    """Execute ``nb`` with papermill (a progress bar) into ``out_dir/<name>`` (``timeout``:
-    seconds per cell); its path. NotebookStopped: a cell raised or timed out, or Ctrl-C."""
+    """``out_dir/<name>``: ``nb`` run by papermill. NotebookStopped: a cell failed, or Ctrl-C."""
     import papermill as pm
     from jupyter_core.paths import jupyter_runtime_dir
     from traitlets.config import Config
@@ -127,8 +121,7 @@ def execute(nb: Path, params: dict[str, Any], out_dir: Path, timeout: Optional[i
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime = Path(jupyter_runtime_dir())
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # ipc: no TCP port; on Ctrl-C nbclient interrupts the kernel (a training loop checkpoints),
-    # then asks it to shut down and kills it after shutdown_wait_time seconds
+    # ipc: no TCP port; Ctrl-C interrupts the kernel (a training loop checkpoints), then stops it
     kernel = Config(KernelManager={"transport": "ipc", "ip": str(runtime / f"fa-{os.getpid()}"),
                                    "shutdown_wait_time": 10.0})
     out, started = out_dir / nb.name, []
@@ -162,8 +155,7 @@ def _resume_command(args, words: Sequence[str], profile: str) -> str:
 
 
 def _run_all(plans, args, profile: str, runs: dict, times: list) -> int:
-    """Run the plans in order, filling ``runs`` (stem -> claims.NotebookRun) and ``times``
-    ((name, seconds)); the exit status."""
+    """The exit status of the plans run in order; fills ``runs`` and ``times`` (name, seconds)."""
     words = [nb.name[:2] if nb in all_notebooks() else str(nb) for nb, _ in plans]
     out_dir = outputs.runs_dir() / "notebooks" / profile
     for i, (nb, params) in enumerate(plans):
@@ -209,7 +201,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "download":  # exit 2: an unknown dataset, 1: the files cannot be had
         from . import data
@@ -232,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notebooks = (all_notebooks() if args.command == "reproduce" else
                          [_find(n) for n in getattr(args, "notebooks", [])])
             plans = prepare(notebooks, getattr(args, "parameter", []), profile)
-            commit = outputs.source_commit(profile, argv)
+            commit = outputs.source_commit()
         except (RunnerError, ValueError) as exc:  # ConfigError is a ValueError
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE

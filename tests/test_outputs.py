@@ -45,12 +45,12 @@ def test_an_interactive_kernel_writes_under_runs_unless_asked(tmp_path, monkeypa
     monkeypatch.setattr(outputs, "repo_root", lambda: tmp_path)
     monkeypatch.delenv(outputs.OUTPUT_ROOT_ENV, raising=False)
     monkeypatch.delenv(outputs.UPDATE_COMMITTED_ENV, raising=False)
-    assert outputs.writes_committed()  # pytest is not a kernel
+    assert not outputs.in_jupyter_kernel()  # pytest is not a kernel
     ipython = types.ModuleType("IPython")
     ipython.get_ipython = lambda: _FakeShell()
     monkeypatch.setitem(sys.modules, "IPython", ipython)
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
-    assert outputs.in_jupyter_kernel() and not outputs.writes_committed()
+    assert outputs.in_jupyter_kernel()
     text = config.describe(config.make_config("toy", "quick"))
     assert f"figures -> {tmp_path / 'runs' / 'quick' / 'figures'}" in text
     assert "python -m fa_utils run NN --profile quick" in text and "FA_UPDATE_COMMITTED=1" in text

@@ -238,7 +238,7 @@ def test_a_failed_run_keeps_the_report_rows_and_the_run_times(root, monkeypatch,
     claims.write_claims("01_toy_sin", "-", figure2_claims(GOOD_TOY, GOOD_BINS), profile="quick")
     claims.write_report("quick")
     before = parse_rows((root / "results" / "REPORT.md").read_text())
-    times = (root / "results" / "REPORT.md").parent / claims.RUN_TIMES_NAME
+    times = root / "results" / f"{claims.RUN_TIMES_NAME}.md"
 
     state = "interrupted" if failure == "interrupted" else "failed"
 
