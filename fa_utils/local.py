@@ -1,5 +1,4 @@
-"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16; docs/method.md section 5).
-The memory it saves is measured in notebook 05."""
+"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16; docs/method.md section 5)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -61,8 +60,7 @@ class LocalFANet(nn.Module):
 
 def make_local_net(arch: str | Architecture, latent_dim: int = 128, *,
                    spectral_init: bool = True, seed: int = 0, bias: bool = False) -> LocalFANet:
-    """Orthogonal weights, zero biases (Section 4); ``spectral_init``: each layer at operator
-    norm 1 (an orthogonal 3x3 kernel has up to 3, past Appendix 7.1's ||W||^2 < 2)."""
+    """Section 4's orthogonal weights, zero biases; ``spectral_init``: each at operator norm 1."""
     net = LocalFANet(architecture(arch) if isinstance(arch, str) else arch, latent_dim, bias)
     init_orthogonal_(net, zero_bias=True)
     if spectral_init:
@@ -122,8 +120,7 @@ def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: tor
 
 def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: torch.Tensor,
                **kwargs) -> dict[str, float]:
-    """Algorithm 2 on x (B, C, H, W), each layer updated before the next runs
-    (:func:`local_layer_step`'s ``kwargs``): {"c0": C_0, ..., "loss": mean of C_l / dim(x_l)}."""
+    """Algorithm 2 on x (B, C, H, W), layer by layer: {"c0": C_0, ..., "loss": mean C_l/dim x_l}."""
     out, per_elem = {}, []
     for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
         n = x[0].numel()
@@ -135,8 +132,7 @@ def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: 
 
 def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
                  align_activation: bool = False, **inner) -> torch.Tensor:
-    """One layer of Algorithm 3, no graph: h (B, *out) -> (B, *input_shape) (``inner``:
-    :func:`fa.solve`'s)."""
+    """One layer of Algorithm 3 (:func:`fa.solve`'s ``inner``): h (B, *out) -> (B, *input_shape)."""
     if align_activation:  # T steps of 1/2 ||h - block(r)||^2
         return fa.solve(block, h.detach(), tuple(input_shape), **inner).r
     # Alg. 3: T steps of 1/2 ||sinh(h) - op(r)||^2 (sinh only after an arcsinh)
@@ -146,8 +142,7 @@ def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
 
 def local_recover(net: LocalFANet, x: torch.Tensor, *, batch_size: int = 500, seed: int = 0,
                   **kwargs) -> torch.Tensor:
-    """Algorithm 3 from z = net(x), in batches: (N, C, H, W) -> (N, C, H, W) on x's device
-    (:func:`invert_block`'s ``kwargs``)."""
+    """Algorithm 3 from z = net(x), in batches: (N, C, H, W) -> (N, C, H, W) on x's device."""
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -20,8 +20,7 @@ def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
 
 
 def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
-    """The k leading right singular vectors of a (N, D) as rows (k', D), from the smaller Gram
-    matrix (docs/choices.md section 2); k' < k only if rank(a) < k."""
+    """The k leading right singular vectors of a (N, D) as rows (k', D); k' < k if rank(a) < k."""
     n, d = a.shape
     vals, vecs = torch.linalg.eigh(a @ a.T if n < d else a.T @ a)  # ascending
     vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]

@@ -1,5 +1,4 @@
-"""The training loop that knows no method (:func:`fit`): atomic checkpoints as a plain dict,
-epoch e's order drawn from (seed, e), so a resumed run is bit-identical to an uninterrupted one."""
+"""The method-free training loop :func:`fit`, whose resumed runs are bit-identical."""
 import contextlib
 import math
 import os
@@ -62,12 +61,11 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if not isinstance(exc, (OSError, RuntimeError)):  # torch.save: RuntimeError from OSError
-            raise
+    except (OSError, RuntimeError) as exc:  # torch.save: RuntimeError from OSError
         raise CheckpointError(f"could not write checkpoint {path} ({type(exc).__name__}: {exc});"
                               f" the last checkpoint, if any, is intact") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -81,8 +79,7 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load(weights_only=True)`` on the CPU, the wrappers' ``module.`` / ``_orig_mod.``
-    stripped. Raises FileNotFoundError, or CheckpointError (truncated or corrupt; untouched)."""
+    """The checkpoint on the CPU, wrapper prefixes stripped. FileNotFoundError, CheckpointError."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -157,8 +154,7 @@ def _labels(y: Any, n: int) -> Optional[torch.Tensor]:
 
 
 def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, device, sigint):
-    """This rank's (x (B, C, H, W), y (B,) or None) on ``device`` of global batches step + 1 ...
-    end; ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
+    """This rank's (x (B, C, H, W), y (B,) or None) on ``device`` of global batches step+1..end."""
     per_epoch, local, pin = len(dataset) // batch_size, batch_size // world, device.type == "cuda"
     while step < end:
         order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
@@ -171,7 +167,7 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, devi
                 yield x.to(device, non_blocking=pin), None if y is None else y.to(device)
                 if (step := step + 1) >= end:
                     return
-        except Exception:
+        except Exception:  # a DataLoader worker killed by the SIGINT that stops the kernel
             if world == 1 and sigint["count"] > 0:
                 return
             raise
@@ -179,8 +175,7 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, devi
 
 @contextlib.contextmanager
 def _deferred_sigint():
-    """A first SIGINT only counts (``state["count"]``); a second raises KeyboardInterrupt.
-    Nothing is installed off the main thread or when SIGINT is ignored."""
+    """A first SIGINT only counts (``state["count"]``); a second raises KeyboardInterrupt."""
     state = {"count": 0}
 
     def handler(signum, frame):
@@ -213,9 +208,8 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
         desc: str = "train", progress: bool = True,
         nan_hint: str = "Lower the learning rate or keep the weight clamp on.",
         distributed: Optional[Any] = None) -> History:
-    """Train ``epochs`` of ``step_fn(x (B, C, H, W), y (B,) or None)`` from ``checkpoint`` (saved
-    every ``ckpt_every`` steps or ``ckpt_every_s`` s, on Ctrl-C, at the end): the History. Raises
-    CheckpointError, NonFiniteLossError, TrainingInterrupted, ValueError."""
+    """``epochs`` of ``step_fn(x (B, C, H, W), y (B,) or None)``, checkpointed: the History.
+    Raises CheckpointError, NonFiniteLossError, TrainingInterrupted, ValueError."""
     rank, world = (int(distributed.rank), int(distributed.world_size)) if distributed else (0, 1)
     device, config, per_epoch = torch.device(device), dict(config), len(dataset) // batch_size
     if per_epoch < 1:
