@@ -1,5 +1,4 @@
-"""Data-parallel FA (Algorithm 1) under ``torchrun --nproc_per_node N -m fa_utils.distributed``:
-rank k steps on slice k of each global batch (--batch-size), rank 0 checkpoints."""
+"""Data-parallel FA (Algorithm 1): ``torchrun --nproc_per_node N -m fa_utils.distributed``."""
 import argparse
 import contextlib
 import datetime
@@ -30,8 +29,7 @@ class DistInfo:
 
 
 def init_from_env(device: str = "auto") -> DistInfo:
-    """torchrun's process group (none without WORLD_SIZE): nccl on ``cuda:LOCAL_RANK``, else gloo.
-    Raises RuntimeError: RANK / MASTER_ADDR / MASTER_PORT missing, or too few GPUs."""
+    """torchrun's group (none without WORLD_SIZE), nccl or gloo. RuntimeError: bad env or GPUs."""
     if "WORLD_SIZE" not in os.environ:
         return DistInfo(device=train.resolve_device(device))
     if not all(os.environ.get(v) for v in ("RANK", "MASTER_ADDR", "MASTER_PORT")):
@@ -82,7 +80,6 @@ def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x:
         r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
                        device=x.device, dtype=x.dtype)
         kwargs["r0"] = r0[info.rank * local:(info.rank + 1) * local]
-    # DDP: E(x) through the wrapper, E(r) through the module (docs/choices.md section 8)
     return fa.fa_step(encoder, optimizer, x, generator=generator, r_init=r_init,
                       loss_scale=info.world_size * local / global_batch, **kwargs)
 

@@ -79,11 +79,9 @@ def _layer(m: nn.Module, batchnorm: bool) -> list[nn.Module]:
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
     """Tables 7-10's convolutions and Linear(hidden): (B, C, H, W) -> (B, hidden)."""
     layers: list[nn.Module] = []
-    c = arch.channels
-    for w in arch.widths:
+    for c, w in zip((arch.channels, *arch.widths), arch.widths):
         layers += [nn.Conv2d(c, w, 3, 1, 1), _act(), nn.Conv2d(w, w, 3, 2, 1), _act()]
         layers += [nn.BatchNorm2d(w)] if batchnorm else []
-        c = w
     layers += [nn.Flatten(), nn.Linear(arch.flat_dim, arch.hidden), _act()]
     return nn.Sequential(*layers)
 
@@ -105,8 +103,7 @@ class Encoder(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-#: What E(r) reads off an encoder: a head name, ``"mu+sigma"`` (VFA's mu + exp(logvar / 2)),
-#: a sequence of those (concatenated), or None (the network's own output).
+#: E(r)'s read-out: a head, "mu+sigma" (mu + exp(logvar / 2)), several (concatenated) or None.
 Head = Union[str, Sequence[str], None]
 
 
@@ -156,15 +153,13 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, arch: Architecture):
         super().__init__()
+        widths = [64 * 2 ** i for i in range(len(arch.widths))]
         layers: list[nn.Module] = []
-        c = arch.channels
-        for i in range(len(arch.widths)):
-            w = 64 * 2 ** i
+        for i, (c, w) in enumerate(zip((arch.channels, *widths), widths)):
             layers += [nn.Conv2d(c, w, 4, 2, 1), *([nn.BatchNorm2d(w)] if i else []),
                        nn.LeakyReLU(0.2)]
-            c = w
         self.trunk = nn.Sequential(*layers, nn.Flatten())
-        self.out = nn.Linear(c * (arch.size // 2 ** len(arch.widths)) ** 2, 1)
+        self.out = nn.Linear(widths[-1] * (arch.size // 2 ** len(widths)) ** 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.trunk(x)).squeeze(1)
@@ -220,9 +215,8 @@ class MirroredDecoder(nn.Module):
             layers += _layer(nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), batchnorm)
             if i + 1 < len(widths):
                 layers += _layer(nn.Conv2d(w, widths[i + 1], 3, 1, 1), batchnorm)
-            else:
-                layers += [nn.Conv2d(w, arch.channels, 3, 1, 1), nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Conv2d(widths[-1], arch.channels, 3, 1, 1),
+                                 nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -263,12 +257,10 @@ def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
                 w.clamp_(-bound, bound)
 
 
-def to_device(module: nn.Module, device: torch.device | str,
-              channels_last: bool | None = None) -> nn.Module:
-    """``module`` on ``device``, channels_last by default on a CPU (docs/choices.md section 14)."""
-    device = torch.device(device)
-    fmt = channels_last if channels_last is not None else device.type == "cpu"
-    return module.to(device, memory_format=torch.channels_last if fmt else torch.preserve_format)
+def to_device(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` on ``device``, channels_last on a CPU (docs/choices.md section 14)."""
+    cpu = torch.device(device).type == "cpu"
+    return module.to(device, memory_format=torch.channels_last if cpu else torch.preserve_format)
 
 
 def count_parameters(module: nn.Module) -> int:
