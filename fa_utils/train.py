@@ -127,7 +127,7 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int
 
 
 def _collate(items: list) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Items (image, label), (image,) or images -> (x, y (n,) int64 or None). ValueError: y."""
+    """Items (image, label), (image,) or images -> (x, y (n,) int64 or None). ValueError: bad y."""
     items = [i if isinstance(i, (tuple, list)) else (i,) for i in items]
     labels = [i[1] if len(i) > 1 else None for i in items]
     x = default_collate([i[0] for i in items])
