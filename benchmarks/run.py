@@ -72,7 +72,7 @@ def fa_model(dataset: str, device, fused: bool, channels_last: bool = False, ort
            else models.Encoder(models.architecture(dataset), {"z": LATENT})).to(device)
     if channels_last:
         enc = enc.to(memory_format=torch.channels_last)
-    return enc, train.make_adam(enc.parameters(), fused=fused, **ADAM)
+    return enc, (train.make_adam if fused else torch.optim.Adam)(enc.parameters(), **ADAM)
 
 
 def vae_model(dataset: str, device, fused: bool, channels_last: bool = False, orthogonal=True):
@@ -85,7 +85,8 @@ def vae_model(dataset: str, device, fused: bool, channels_last: bool = False, or
     enc, dec = enc.to(device), dec.to(device)
     if channels_last:
         enc, dec = enc.to(memory_format=torch.channels_last), dec.to(memory_format=torch.channels_last)
-    opt = train.make_adam(list(enc.parameters()) + list(dec.parameters()), fused=fused, **ADAM)
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = (train.make_adam if fused else torch.optim.Adam)(params, **ADAM)
     return enc, dec, opt
 
 

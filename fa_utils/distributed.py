@@ -1,5 +1,4 @@
-"""Data-parallel FA (Algorithm 1) under ``torchrun --nproc_per_node N -m fa_utils.distributed``:
-rank k steps on slice k of each global batch (--batch-size), rank 0 checkpoints."""
+"""Data-parallel FA (Algorithm 1): ``torchrun --nproc_per_node N -m fa_utils.distributed``."""
 import argparse
 import contextlib
 import datetime
@@ -30,8 +29,7 @@ class DistInfo:
 
 
 def init_from_env(device: str = "auto") -> DistInfo:
-    """torchrun's process group (none without WORLD_SIZE): nccl on ``cuda:LOCAL_RANK``, else gloo.
-    Raises RuntimeError: RANK / MASTER_ADDR / MASTER_PORT missing, or too few GPUs."""
+    """torchrun's group (none without WORLD_SIZE), nccl or gloo. RuntimeError: bad env or GPUs."""
     if "WORLD_SIZE" not in os.environ:
         return DistInfo(device=train.resolve_device(device))
     if not all(os.environ.get(v) for v in ("RANK", "MASTER_ADDR", "MASTER_PORT")):
@@ -76,15 +74,12 @@ def wrap_ddp(module: nn.Module, info: DistInfo, **kwargs) -> nn.Module:
 def fa_step_distributed(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                         *, info: DistInfo, global_batch: int | None = None, generator=None,
                         r_init: str = "zeros", **kwargs) -> dict[str, float]:
-    """Algorithm 1 (:func:`fa.fa_step`) on this rank's rows x (B_local, C, H, W) of a global
-    batch B (default B_local x world_size): this rank's ``{"loss", "mse"}``."""
+    """Algorithm 1 on this rank's rows x (B_local, C, H, W) of a batch B: ``{"loss", "mse"}``."""
     local, global_batch = x.shape[0], global_batch or x.shape[0] * info.world_size
     if r_init != "zeros":  # a random r_0: this rank's rows of one global draw
         r0 = fa.init_r((global_batch, *x.shape[1:]), r_init, generator=generator,
                        device=x.device, dtype=x.dtype)
         kwargs["r0"] = r0[info.rank * local:(info.rank + 1) * local]
-    # DDP: E(x) once through the wrapper, the inner E(r) through the module (fa.fa_loss), never
-    # static_graph=True (wrong gradients, docs/choices.md section 8); loss x world x B_local / B.
     return fa.fa_step(encoder, optimizer, x, generator=generator, r_init=r_init,
                       loss_scale=info.world_size * local / global_batch, **kwargs)
 

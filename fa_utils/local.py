@@ -1,5 +1,4 @@
-"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16; docs/method.md section 5).
-The memory it saves is measured in notebook 05."""
+"""Local feature alignment (Section 3.5, Algorithms 2-3, Figure 16; docs/method.md section 5)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,8 +28,7 @@ class LocalBlock(nn.Module):
 
 
 class LocalFANet(nn.Module):
-    """Tables 7-9's encoder, arcsinh after every layer but Linear(Z), no biases by default
-    (docs/choices.md section 3): (B, C, H, W) -> (B, Z); ``input_shapes[l]``: x_l's shape."""
+    """Tables 7-9's encoder, arcsinh after every layer but Linear(Z): (B, C, H, W) -> (B, Z)."""
 
     def __init__(self, arch: Architecture, latent_dim: int = 128, bias: bool = False):
         super().__init__()
@@ -41,14 +39,12 @@ class LocalFANet(nn.Module):
             shapes += [(c, s, s), (w, s, s)]
             c, s = w, (s + 1) // 2
         ops.append(nn.Sequential(nn.Flatten(), nn.Linear(arch.flat_dim, arch.hidden, bias=bias)))
-        self.input_shapes: list[tuple[int, ...]] = shapes + [(c, s, s), (arch.hidden,)]
+        self.input_shapes: list[tuple[int, ...]] = shapes + [(c, s, s), (arch.hidden,)]  # x_l
         last = LocalBlock(nn.Linear(arch.hidden, self.latent_dim, bias=bias), False)
-        self.blocks = nn.ModuleList([LocalBlock(op, True) for op in ops] + [last])
+        self.blocks = nn.Sequential(*[LocalBlock(op, True) for op in ops], last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return self.blocks(x)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -61,8 +57,7 @@ class LocalFANet(nn.Module):
 
 def make_local_net(arch: str | Architecture, latent_dim: int = 128, *,
                    spectral_init: bool = True, seed: int = 0, bias: bool = False) -> LocalFANet:
-    """Orthogonal weights, zero biases (Section 4); ``spectral_init``: each layer at operator
-    norm 1 (an orthogonal 3x3 kernel has up to 3, past Appendix 7.1's ||W||^2 < 2)."""
+    """Section 4's orthogonal weights, zero biases; ``spectral_init``: each at operator norm 1."""
     net = LocalFANet(architecture(arch) if isinstance(arch, str) else arch, latent_dim, bias)
     init_orthogonal_(net, zero_bias=True)
     if spectral_init:
@@ -97,8 +92,7 @@ def make_optimizers(net: LocalFANet, lr: float, betas=(0.5, 0.999)) -> list[torc
 
 def local_layer_loss(block: LocalBlock, x: torch.Tensor, *, align_activation: bool = False,
                      **inner):
-    """Algorithm 2, lines 2-12, for layer l on x (B, ...) (``inner``: :func:`fa.solve`'s).
-    Returns (C_l with a graph to ``block`` only, x_{l+1} and r_hat_l detached)."""
+    """Algorithm 2, lines 2-12, on x (B, ...): C_l (a graph to ``block`` only), x_{l+1}, r_hat_l."""
     x = x.detach()
     a = block.op(x)
     with torch.no_grad():  # x_{l+1} = arcsinh(a_l): a constant for the next layer
@@ -122,8 +116,7 @@ def local_layer_step(block: LocalBlock, optimizer: torch.optim.Optimizer, x: tor
 
 def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: torch.Tensor,
                **kwargs) -> dict[str, float]:
-    """Algorithm 2 on x (B, C, H, W), each layer updated before the next runs
-    (:func:`local_layer_step`'s ``kwargs``): {"c0": C_0, ..., "loss": mean of C_l / dim(x_l)}."""
+    """Algorithm 2 on x (B, C, H, W), layer by layer: {"c0": C_0, ..., "loss": mean C_l/dim x_l}."""
     out, per_elem = {}, []
     for i, (block, opt) in enumerate(zip(net.blocks, optimizers)):
         n = x[0].numel()
@@ -135,19 +128,16 @@ def local_step(net: LocalFANet, optimizers: Sequence[torch.optim.Optimizer], x: 
 
 def invert_block(block: LocalBlock, h: torch.Tensor, input_shape, *,
                  align_activation: bool = False, **inner) -> torch.Tensor:
-    """One layer of Algorithm 3, no graph: h (B, *out) -> (B, *input_shape) (``inner``:
-    :func:`fa.solve`'s)."""
-    if align_activation:  # T steps of 1/2 ||h - block(r)||^2
-        return fa.solve(block, h.detach(), tuple(input_shape), **inner).r
-    # Alg. 3: T steps of 1/2 ||sinh(h) - op(r)||^2 (sinh only after an arcsinh)
-    return fa.solve(block.op, (torch.sinh(h) if block.activation else h).detach(),
+    """One layer of Algorithm 3 (:func:`fa.solve`'s ``inner``): h (B, *out) -> (B, *input_shape)."""
+    # Alg. 3: T steps of 1/2 ||sinh(h) - op(r)||^2 (align_activation: ||h - block(r)||^2)
+    target = h if align_activation or not block.activation else torch.sinh(h)
+    return fa.solve(block if align_activation else block.op, target.detach(),
                     tuple(input_shape), **inner).r
 
 
 def local_recover(net: LocalFANet, x: torch.Tensor, *, batch_size: int = 500, seed: int = 0,
                   **kwargs) -> torch.Tensor:
-    """Algorithm 3 from z = net(x), in batches: (N, C, H, W) -> (N, C, H, W) on x's device
-    (:func:`invert_block`'s ``kwargs``)."""
+    """Algorithm 3 from z = net(x), in batches: (N, C, H, W) -> (N, C, H, W) on x's device."""
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

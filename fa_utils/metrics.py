@@ -20,8 +20,7 @@ def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
 
 
 def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
-    """The k leading right singular vectors of a (N, D) as rows (k', D), from the smaller Gram
-    matrix (docs/choices.md section 2); k' < k only if rank(a) < k."""
+    """The k leading right singular vectors of a (N, D) as rows (k', D); k' < k if rank(a) < k."""
     n, d = a.shape
     vals, vecs = torch.linalg.eigh(a @ a.T if n < d else a.T @ a)  # ascending
     vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
@@ -32,8 +31,7 @@ def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def pca_mse(train_x: torch.Tensor, test_x: torch.Tensor, k: int, center: bool = True) -> float:
-    """Per-pixel MSE on test_x (M, C, H, W) of the best rank-k fit on train_x (N, C, H, W): PCA,
-    or (``center=False``) the k-dim subspace through 0 that bounds one-step FA from r_0 = 0."""
+    """Per-pixel MSE on test_x (M, C, H, W) of the best rank-k fit to train_x: PCA, or through 0."""
     a = train_x.flatten(1).double()
     mean = a.mean(0, keepdim=True) if center else torch.zeros_like(a[:1])
     basis = top_right_singular_vectors(a - mean, k)  # (k', D), k' <= k

@@ -1,5 +1,4 @@
-"""The networks of Appendix B (Tables 7-12, LeakyReLU(0.01)). Images are (B, C, H, W) in
-[0, 1], latents (B, Z)."""
+"""The networks of Appendix B (Tables 7-12): images (B, C, H, W) in [0, 1], latents (B, Z)."""
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +32,6 @@ class Architecture:
         return self.widths[-1] * math.ceil(self.size / 2 ** len(self.widths)) ** 2
 
 
-#: The paper's encoder shapes (read-only).
 ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
     "mnist": Architecture(1, 28, (32, 64), 4096),  # Table 7
     "cifar10": Architecture(3, 32, (32, 64, 128), 2048),  # Table 8
@@ -41,14 +39,12 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
     "stl10": Architecture(3, 64, (32, 64, 128, 256), 4096),  # Table 9
 })
 
-#: :func:`architecture`'s width factor in this thread / task (:func:`scaled_architectures`).
 _WIDTH_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("width_scale", default=1.0)
 
 
 @contextlib.contextmanager
 def scaled_architectures(scale: float) -> Iterator[None]:
-    """Inside the block (this thread / task), :func:`architecture`'s widths times ``scale``
-    (not compounded). Raises ValueError: ``scale`` not in (0, 1]."""
+    """:func:`architecture`'s widths times ``scale`` in the block. ValueError: not in (0, 1]."""
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale!r}")
     token = _WIDTH_SCALE.set(float(scale))
@@ -59,8 +55,7 @@ def scaled_architectures(scale: float) -> Iterator[None]:
 
 
 def architecture(dataset: str) -> Architecture:
-    """Tables 7-9's shape of ``dataset``, scaled in :func:`scaled_architectures` (widths at
-    least 4, hidden at least 16). Raises ValueError: unknown dataset."""
+    """Tables 7-9's shape of a dataset, scaled (widths >= 4, hidden >= 16). ValueError: unknown."""
     if dataset not in ARCHITECTURES:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ARCHITECTURES)}")
     arch, scale = ARCHITECTURES[dataset], _WIDTH_SCALE.get()
@@ -75,7 +70,6 @@ def _act(inplace: bool = False) -> nn.LeakyReLU:
 
 
 def _layer(m: nn.Module, batchnorm: bool) -> list[nn.Module]:
-    """[m, BatchNorm of its outputs if ``batchnorm``, LeakyReLU]."""
     if not batchnorm:
         return [m, _act()]
     return [m, nn.BatchNorm1d(m.out_features) if isinstance(m, nn.Linear)
@@ -83,21 +77,17 @@ def _layer(m: nn.Module, batchnorm: bool) -> list[nn.Module]:
 
 
 def conv_trunk(arch: Architecture, batchnorm: bool = False) -> nn.Sequential:
-    """Tables 7-10's convolutions, Linear(hidden): (B, C, H, W) -> (B, hidden); ``batchnorm``
-    (Table 10) after each stride-2 conv's activation."""
+    """Tables 7-10's convolutions and Linear(hidden): (B, C, H, W) -> (B, hidden)."""
     layers: list[nn.Module] = []
-    c = arch.channels
-    for w in arch.widths:
+    for c, w in zip((arch.channels, *arch.widths), arch.widths):
         layers += [nn.Conv2d(c, w, 3, 1, 1), _act(), nn.Conv2d(w, w, 3, 2, 1), _act()]
         layers += [nn.BatchNorm2d(w)] if batchnorm else []
-        c = w
     layers += [nn.Flatten(), nn.Linear(arch.flat_dim, arch.hidden), _act()]
     return nn.Sequential(*layers)
 
 
 class Encoder(nn.Module):
-    """Tables 7-9's FA / VFA encoder with heads Linear(hidden, width), e.g. {"z": 128} or
-    {"mu": 128, "logvar": 128, "logits": 10}: (B, C, H, W) -> {name: (B, width)}."""
+    """Tables 7-9's encoder, heads Linear(hidden, width): (B, C, H, W) -> {name: (B, width)}."""
 
     def __init__(self, arch: Architecture, heads: Mapping[str, int]):
         super().__init__()
@@ -113,8 +103,7 @@ class Encoder(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-#: What E(r) reads off an encoder: a head name, ``"mu+sigma"`` (VFA's mu + exp(logvar / 2)),
-#: a sequence of those (concatenated), or None (the network's own output).
+#: E(r)'s read-out: a head, "mu+sigma" (mu + exp(logvar / 2)), several (concatenated) or None.
 Head = Union[str, Sequence[str], None]
 
 
@@ -123,19 +112,16 @@ def head_items(head: Head) -> tuple:
 
 
 def head_names(head: Head) -> list:
-    """The names of the heads the read-out uses."""
     return [n for i in head_items(head) for n in (("mu", "logvar") if i == "mu+sigma" else (i,))]
 
 
 def bounded_logvar(logvar: torch.Tensor) -> torch.Tensor:
-    """``logvar`` clamped to [LOGVAR_MIN, LOGVAR_MAX] in value, its gradient passed straight
-    through (KL still pulls a unit back): any shape -> the same."""
+    """``logvar`` (any shape) clamped in value to [LOGVAR_MIN, LOGVAR_MAX], gradient unclamped."""
     return logvar + (logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) - logvar).detach()
 
 
 def read_out(out: dict, head: Head) -> torch.Tensor:
-    """``head`` off an encoder's outputs {name: (B, width)}: (B, total width).
-    Raises KeyError: a missing head (the message lists the encoder's heads)."""
+    """``head`` off an encoder's outputs {name: (B, width)}: (B, total width). KeyError: no head."""
     for name in head_names(head):
         if name not in out:
             raise KeyError(f"encoder has no head {name!r}; its heads are {list(out)}")
@@ -163,28 +149,24 @@ class Discriminator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """DCGAN's discriminator (the GAN baseline's at smoke and quick, docs/baselines.md):
-    (B, C, H, W) -> (B,)."""
+    """DCGAN's discriminator (docs/baselines.md): (B, C, H, W) -> (B,)."""
 
     def __init__(self, arch: Architecture):
         super().__init__()
+        widths = [64 * 2 ** i for i in range(len(arch.widths))]
         layers: list[nn.Module] = []
-        c = arch.channels
-        for i in range(len(arch.widths)):
-            w = 64 * 2 ** i
+        for i, (c, w) in enumerate(zip((arch.channels, *widths), widths)):
             layers += [nn.Conv2d(c, w, 4, 2, 1), *([nn.BatchNorm2d(w)] if i else []),
                        nn.LeakyReLU(0.2)]
-            c = w
         self.trunk = nn.Sequential(*layers, nn.Flatten())
-        self.out = nn.Linear(c * (arch.size // 2 ** len(arch.widths)) ** 2, 1)
+        self.out = nn.Linear(widths[-1] * (arch.size // 2 ** len(widths)) ** 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.trunk(x)).squeeze(1)
 
 
 class FAGenerator(nn.Module):
-    """Table 11, r -> G(r): (B, C, H, W) -> (B, C, H, W). Padding 3, not the table's 1, which
-    would shrink the image; LeakyReLU in place (docs/choices.md section 14)."""
+    """Table 11, r -> G(r): (B, C, H, W) -> (B, C, H, W), padding 3 keeping the size."""
 
     def __init__(self, channels: int, width: int = 128, kernel: int = 7):
         super().__init__()
@@ -200,8 +182,7 @@ class FAGenerator(nn.Module):
 
 
 class GANGenerator(nn.Module):
-    """Table 12: (B, Z) -> (B, C, H, W); MNIST and CIFAR-10 drop the last two transposed convs,
-    MNIST's first has output_padding 0 to reach 28. ``batchnorm``: after every layer."""
+    """Table 12 (docs/method.md): (B, Z) -> (B, C, H, W); ``batchnorm``: after every layer."""
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
@@ -220,8 +201,7 @@ class GANGenerator(nn.Module):
 
 
 class MirroredDecoder(nn.Module):
-    """Tables 7-9's encoder mirrored (as Tables 3-5's sizes imply): (B, Z) -> (B, C, H, W).
-    ``batchnorm``: after every layer but the last (the GAN's generator, Section 4)."""
+    """Tables 7-9's encoder mirrored (as Tables 3-5's sizes imply): (B, Z) -> (B, C, H, W)."""
 
     def __init__(self, arch: Architecture, latent_dim: int, batchnorm: bool = False):
         super().__init__()
@@ -235,9 +215,8 @@ class MirroredDecoder(nn.Module):
             layers += _layer(nn.ConvTranspose2d(w, w, 3, 2, 1, output_padding=out_pad), batchnorm)
             if i + 1 < len(widths):
                 layers += _layer(nn.Conv2d(w, widths[i + 1], 3, 1, 1), batchnorm)
-            else:
-                layers += [nn.Conv2d(w, arch.channels, 3, 1, 1), nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Conv2d(widths[-1], arch.channels, 3, 1, 1),
+                                 nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -278,12 +257,10 @@ def clamp_weights_(module: nn.Module, bound: float = math.sqrt(2.0)) -> None:
                 w.clamp_(-bound, bound)
 
 
-def to_device(module: nn.Module, device: torch.device | str,
-              channels_last: bool | None = None) -> nn.Module:
-    """``module`` on ``device``, channels_last by default on a CPU (docs/choices.md section 14)."""
-    device = torch.device(device)
-    fmt = channels_last if channels_last is not None else device.type == "cpu"
-    return module.to(device, memory_format=torch.channels_last if fmt else torch.preserve_format)
+def to_device(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` on ``device``, channels_last on a CPU (docs/choices.md section 14)."""
+    cpu = torch.device(device).type == "cpu"
+    return module.to(device, memory_format=torch.channels_last if cpu else torch.preserve_format)
 
 
 def count_parameters(module: nn.Module) -> int:

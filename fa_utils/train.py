@@ -1,5 +1,4 @@
-"""The training loop that knows no method (:func:`fit`): atomic checkpoints as a plain dict,
-epoch e's order drawn from (seed, e), so a resumed run is bit-identical to an uninterrupted one."""
+"""The method-free training loop :func:`fit`, whose resumed runs are bit-identical."""
 import contextlib
 import math
 import os
@@ -31,7 +30,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C in :func:`fit` (``desc``) after checkpointing ``step`` of ``total``."""
 
     def __init__(self, desc: str, step: int, total: int, checkpoint) -> None:
-        self.step, self.total = step, total
         self.checkpoint = Path(checkpoint).resolve() if checkpoint is not None else None
         where = (f"checkpoint written to {self.checkpoint}; run the same code again to resume "
                  f"from step {step}" if checkpoint is not None else "no checkpoint was given")
@@ -51,7 +49,7 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
     """``torch.save`` to a temporary file, fsync, rename. CheckpointError: the old file stays."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -62,13 +60,11 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if not isinstance(exc, (OSError, RuntimeError)):  # torch.save: RuntimeError from OSError
-            raise
+    except (OSError, RuntimeError) as exc:  # torch.save: RuntimeError from OSError
         raise CheckpointError(f"could not write checkpoint {path} ({type(exc).__name__}: {exc});"
                               f" the last checkpoint, if any, is intact") from exc
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -81,8 +77,7 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load(weights_only=True)`` on the CPU, the wrappers' ``module.`` / ``_orig_mod.``
-    stripped. Raises FileNotFoundError, or CheckpointError (truncated or corrupt; untouched)."""
+    """The checkpoint on the CPU, wrapper prefixes stripped. FileNotFoundError, CheckpointError."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -99,13 +94,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def make_adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), *,
-              fused: Optional[bool] = None, **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused where torch has it unless ``fused=False``."""
+def make_adam(params, lr: float, betas: tuple = (0.9, 0.999), **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam``, fused where torch has it."""
     params = list(params)
-    if fused is not False:
-        with contextlib.suppress(RuntimeError, TypeError):  # no fused Adam for these parameters
-            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, **kwargs)
+    with contextlib.suppress(RuntimeError, TypeError):  # no fused Adam for these parameters
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, **kwargs)
     return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
 
 
@@ -120,9 +113,6 @@ class History:
         for k, v in values.items():
             getattr(self, kind).setdefault(k, []).append([int(step), float(v)])
 
-    def to_dict(self) -> dict:
-        return {"train": self.train, "eval": self.eval}
-
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=seeded_generator(int(seed) * 1_000_003 + epoch))
@@ -136,29 +126,24 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, world_size: int
     return order[:n * batch_size].view(n, batch_size)[:, rank * local:(rank + 1) * local].flatten()
 
 
-def _collate(items: list) -> tuple[torch.Tensor, Any]:
-    """Items (image, label), (image,) or bare images -> (images, labels or None)."""
+def _collate(items: list) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Items (image, label), (image,) or images -> (x, y (n,) int64 or None). ValueError: bad y."""
     items = [i if isinstance(i, (tuple, list)) else (i,) for i in items]
     labels = [i[1] if len(i) > 1 else None for i in items]
-    return (default_collate([i[0] for i in items]),
-            None if None in labels else default_collate(labels))
-
-
-def _labels(y: Any, n: int) -> Optional[torch.Tensor]:
-    """Labels (n,) as int64, None when absent or all -1. Raises ValueError: not (n,) integers."""
-    if y is None:
-        return None
-    if (y := torch.as_tensor(y)).is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+    x = default_collate([i[0] for i in items])
+    if None in labels:
+        return x, None
+    y = torch.as_tensor(default_collate(labels))
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"the training labels must be integers (-1: unlabeled), got {y.dtype}: "
                          f"convert them with y.long()")
-    if tuple(y.shape) != (n,):
-        raise ValueError(f"the training labels must have shape ({n},), got {tuple(y.shape)}")
-    return None if bool((y == -1).all()) else y.long()
+    if tuple(y.shape) != (len(items),):
+        raise ValueError(f"training labels must have shape ({len(items)},), got {tuple(y.shape)}")
+    return x, None if bool((y == -1).all()) else y.long()
 
 
 def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, device, sigint):
-    """This rank's (x (B, C, H, W), y (B,) or None) on ``device`` of global batches step + 1 ...
-    end; ends early when a DataLoader worker dies of the SIGINT that stopped the kernel."""
+    """This rank's (x (B, C, H, W), y (B,) or None) on ``device`` of global batches step+1..end."""
     per_epoch, local, pin = len(dataset) // batch_size, batch_size // world, device.type == "cuda"
     while step < end:
         order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
@@ -167,11 +152,10 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, devi
                             pin_memory=pin, collate_fn=_collate)
         try:
             for x, y in loader:
-                y = _labels(y, local)
                 yield x.to(device, non_blocking=pin), None if y is None else y.to(device)
                 if (step := step + 1) >= end:
                     return
-        except Exception:
+        except Exception:  # a DataLoader worker killed by the SIGINT that stops the kernel
             if world == 1 and sigint["count"] > 0:
                 return
             raise
@@ -179,8 +163,7 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, devi
 
 @contextlib.contextmanager
 def _deferred_sigint():
-    """A first SIGINT only counts (``state["count"]``); a second raises KeyboardInterrupt.
-    Nothing is installed off the main thread or when SIGINT is ignored."""
+    """A first SIGINT only counts (``state["count"]``); a second raises KeyboardInterrupt."""
     state = {"count": 0}
 
     def handler(signum, frame):
@@ -213,9 +196,8 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
         desc: str = "train", progress: bool = True,
         nan_hint: str = "Lower the learning rate or keep the weight clamp on.",
         distributed: Optional[Any] = None) -> History:
-    """Train ``epochs`` of ``step_fn(x (B, C, H, W), y (B,) or None)`` from ``checkpoint`` (saved
-    every ``ckpt_every`` steps or ``ckpt_every_s`` s, on Ctrl-C, at the end): the History. Raises
-    CheckpointError, NonFiniteLossError, TrainingInterrupted, ValueError."""
+    """``epochs`` of ``step_fn(x (B, C, H, W), y (B,) or None)``, checkpointed: the History.
+    Raises CheckpointError, NonFiniteLossError, TrainingInterrupted, ValueError."""
     rank, world = (int(distributed.rank), int(distributed.world_size)) if distributed else (0, 1)
     device, config, per_epoch = torch.device(device), dict(config), len(dataset) // batch_size
     if per_epoch < 1:
@@ -232,7 +214,8 @@ def fit(step_fn: Callable, *, modules: Mapping[str, nn.Module],
                     k: _unwrap(m).state_dict() for k, m in modules.items()},
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history.to_dict(), "train_seconds": history.seconds})
+                "history": {"train": history.train, "eval": history.eval},
+                "train_seconds": history.seconds})
         if checkpoint is not None and world > 1:
             torch.distributed.barrier()
 

@@ -111,7 +111,8 @@ def worker(out: Path) -> None:
         torch.save({k: v for k, v in module.state_dict().items()},
                    out / f"uniform-rank{info.rank}.pt")
         (out / f"rank{info.rank}.json").write_text(json.dumps({
-            "saves": saves, "history": hist.to_dict(), "history_resumed": hist_b.to_dict(),
+            "saves": saves, "history": {"train": hist.train, "eval": hist.eval},
+            "history_resumed": {"train": hist_b.train, "eval": hist_b.eval},
             "seconds": time.perf_counter() - t0, "world": info.world_size,
             "backend": info.backend}))
     finally:

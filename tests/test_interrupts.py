@@ -256,7 +256,7 @@ def test_sigint_in_fit_checkpoints_the_step_reached_and_resume_is_bit_identical(
     hist_b = fit(path, step_b, enc_b, opt_b, gen_b)
     for (name, pa), (_, pb) in zip(enc_a.state_dict().items(), enc_b.state_dict().items()):
         assert torch.equal(pa, pb), name
-    assert hist_a.to_dict() == hist_b.to_dict()
+    assert hist_a == hist_b
 
 
 @pytest.mark.usefixtures("sigint_delivered")

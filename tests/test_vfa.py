@@ -324,8 +324,8 @@ def test_channels_last_networks_give_the_contiguous_vfagan_step():
     x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
     logs = []
     for channels_last in (False, True):
-        nets = [models.to_device(copy.deepcopy(m), "cpu", channels_last=channels_last)
-                for m in (enc, refiner, disc)]
+        fmt = torch.channels_last if channels_last else torch.preserve_format
+        nets = [copy.deepcopy(m).to(memory_format=fmt) for m in (enc, refiner, disc)]
         conv = nets[1].net[3].weight  # (8, 8, 3, 3): the two formats differ
         assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
         opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in nets]
