@@ -125,9 +125,12 @@ def write_table(name: str, title: str, columns: Sequence[str], rows: Iterable[Se
 
 
 def source_commit() -> str:
-    """The commit checked out, as markdown for REPORT.md's header."""
+    """The commit checked out, as markdown for REPORT.md's header, marked when the code that
+    makes the outputs (fa_utils/, notebooks/) differs from it."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
-                                       text=True, timeout=60, stderr=subprocess.DEVNULL)
-        return f"`{head.strip()}`"
+        head, dirty = (subprocess.check_output(["git", *args], cwd=repo_root(), text=True,
+                                               timeout=60, stderr=subprocess.DEVNULL)
+                       for args in (["rev-parse", "--short", "HEAD"],
+                                    ["status", "--porcelain", "--", "fa_utils", "notebooks"]))
+        return f"`{head.strip()}`" + (" with uncommitted changes" if dirty.strip() else "")
     return "unknown (not a git work tree)"

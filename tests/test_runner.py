@@ -174,6 +174,10 @@ def test_the_report_names_its_commit(clean_repo, monkeypatch):
     head = _git(clean_repo, "rev-parse", "--short", "HEAD").strip()
     assert runner.main(["run", "06", "--profile", "quick"]) == 0
     assert f"| commit `{head}` |" in (clean_repo / "results" / "REPORT.md").read_text()
+    (clean_repo / "fa_utils" / "code.py").write_text("x = 2\n")  # the code differs from HEAD
+    assert runner.main(["run", "06", "--profile", "quick"]) == 0
+    assert f"| commit `{head}` with uncommitted changes |" in (
+        clean_repo / "results" / "REPORT.md").read_text()
 
 
 def test_the_main_job_writes_its_run_times(clean_repo, monkeypatch, capsys):
