@@ -1,5 +1,5 @@
-"""Section 5's baselines (AE, VAE, least squares GAN, GAN reconstruction by argmin_z
-||x - G(z)||^2) and the networks Tables 3-6 count and time. Why so: docs/baselines.md."""
+"""Section 5's baselines (AE, VAE, least squares GAN) and the networks Tables 3-6 count and
+time. Why so: docs/baselines.md."""
 from __future__ import annotations
 
 import functools
@@ -24,18 +24,15 @@ def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
     """The AE / VAE decoder or (``batchnorm``) the GAN's G, He init: (B, Z) -> (B, C, H, W);
     ``kind="auto"``: the one Tables 3-6's sizes imply. Raises ValueError: an unknown kind."""
-    arch = architecture(dataset)
-    if kind not in DECODERS:
-        raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
+    fa.check_choice("decoder", kind, DECODERS)
     kind = IMPLIED_ARCHITECTURES[dataset].decoder if kind == "auto" else kind
     cls = MirroredDecoder if kind == "mirrored" else GANGenerator
-    return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
+    return init_he_(cls(architecture(dataset), latent_dim, batchnorm=batchnorm))
 
 
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
     """Table 10's or ``"dcgan"``'s D: (B, C, H, W) -> (B,). Raises ValueError: unknown kind."""
-    if kind not in DISCRIMINATORS:
-        raise ValueError(f"unknown discriminator {kind!r}; choose one of {list(DISCRIMINATORS)}")
+    fa.check_choice("discriminator", kind, DISCRIMINATORS)
     return (Discriminator if kind == "table10" else DCGANDiscriminator)(architecture(dataset))
 
 

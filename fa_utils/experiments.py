@@ -1,11 +1,10 @@
-"""Every trained model of notebooks 02-05, built from a config, and the models of the
-comparison (:data:`MODELS`). Checkpoints: :func:`checkpoint_for`; seeds: SEED_STREAMS."""
+"""The trained models of notebooks 02-05, from a config, and the comparison's :data:`MODELS`."""
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -84,7 +83,6 @@ NOT_LEARNT = frozenset({
 })
 _DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
 _AE_KEYS = _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2")
-#: The ``vfagan`` section's fields that each of its models learns from.
 _GAN_SECTION_KEYS = {
     "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
                             "gan_lr", "beta1", "beta2"),
@@ -178,7 +176,9 @@ def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
 
 def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
     """The method's settings of a VFA config (class head only for labeled datasets)."""
-    return vfa.VFASettings.from_config(cfg, dataset_info(cfg.dataset).num_classes or 0)
+    num_classes = (dataset_info(cfg.dataset).num_classes or 0) if cfg.conditional else 0
+    return vfa.VFASettings(**{f.name: getattr(cfg, f.name) for f in fields(vfa.VFASettings)
+                              if f.name != "num_classes"}, num_classes=num_classes)
 
 
 def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
@@ -237,8 +237,7 @@ def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor)
 def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
                          scales, judge: nn.Module, *, per_class: int = 20, seed: int = 0,
                          refiner: Optional[nn.Module] = None) -> list[tuple[float, float, float]]:
-    """Figure 6b quantified: rows (one-hot value s, mean c(r)_k, the judge's accuracy) of
-    ``per_class`` prior draws per class k decoded with s * onehot(k) (then ``refiner``)."""
+    """Figure 6b quantified: (s, mean c(r)_k, judge accuracy) per one-hot value s in ``scales``."""
     device = next(encoder.parameters()).device
     k = settings.num_classes
     z = vfa.prior(per_class * k, latent_dim, seeded_generator(seed)).to(device)
@@ -296,7 +295,6 @@ def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, prog
     run = _Run(gcfg, trial.seed, identity(gcfg, "vfagan", seed=trial.seed,
                                           encoder=identity(vcfg, "vfa")))
     width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
     refiner = to_device(init_orthogonal_(FAGenerator(
         architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), run.device)
     disc = to_device(baselines.make_discriminator(gcfg.dataset), run.device)
@@ -324,8 +322,7 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
                                           beta_schedule=settings.beta_schedule))
     heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
     encoder = init_he_(Encoder(architecture(gcfg.dataset), heads)).to(run.device)
-    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder)
-    decoder = decoder.to(run.device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(run.device)
     opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
                     gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
 

@@ -1,9 +1,8 @@
-"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4); the
-data side z_x = mu(x) + eps sigma(x), the random side z_r = mu(r) (the paper) or mu(r) +
-sigma(r) (the authors' code) [with c(r)]. docs/method.md sections 3-4."""
+"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4); the random
+side z_r = mu(r) (the paper) or mu(r) + sigma(r) (the authors' code). docs/method.md 3-4."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -20,9 +19,8 @@ FAKE_SOURCES = ("reconstruction", "prior", "authors")
 
 @dataclass(frozen=True)
 class VFASettings:
-    """The inner problem (T, tau, r_init, squash), the random side, ``num_classes`` (0:
-    unconditional), the one-hot value, the class term's weight and KL's ``beta``, fixed or
-    U(0, beta) per example (Section 4). Raises ValueError: an unknown choice."""
+    """Inner problem, random side, classes (0: unconditional), one-hot value, class weight and
+    KL's beta (fixed or U(0, beta) per example, Section 4). ValueError: an unknown choice."""
 
     T: int = 1
     tau: float = 1.0
@@ -45,14 +43,7 @@ class VFASettings:
 
     @property
     def heads(self) -> tuple:
-        """The random side as a :data:`fa_utils.models.Head`."""
         return (self.rand_side, "logits") if self.conditional else (self.rand_side,)
-
-    @classmethod
-    def from_config(cls, cfg, num_classes: int) -> "VFASettings":
-        """From a :class:`fa_utils.config.VFAConfig`; ``num_classes`` 0 for unlabeled data."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "num_classes"},
-                   num_classes=num_classes if cfg.conditional else 0)
 
 
 def vfa_heads(latent_dim: int, num_classes: int = 0) -> dict[str, int]:
@@ -111,8 +102,7 @@ def _check_labels(lo: float, hi: float, num_classes: int) -> None:
 
 def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
             validate: bool = True) -> torch.Tensor:
-    """``scale * onehot(labels)``: (B,) -> (B, K); ``validate=False``: no check, a label
-    outside [0, K) gives zeros. Raises ValueError: a label outside [0, K)."""
+    """scale * onehot(labels): (B,) -> (B, K). ValueError if ``validate``: a label not in [0, K)."""
     labels = labels.long()
     if validate and labels.numel():
         _check_labels(labels.min().item(), labels.max().item(), num_classes)
@@ -121,8 +111,7 @@ def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
 
 def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.Tensor] = None,
                  scale: Optional[float] = None, *, validate: bool = True) -> torch.Tensor:
-    """z (B, Z), with ``scale * onehot(labels)`` (default ``class_scale``) appended when
-    conditional: (B, Z [+ K]). Raises ValueError: no labels."""
+    """z (B, Z) [, scale * onehot(labels) if conditional]: (B, Z [+ K]). ValueError: no labels."""
     if not settings.conditional:
         return z
     if labels is None:
@@ -266,9 +255,8 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
 
 def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
                        settings: VFASettings, refiner: Optional[nn.Module] = None) -> torch.Tensor:
-    """Figures 8, 10, 12 (right): four images' latents (4, C, H, W: top-left, top-right,
-    bottom-left, bottom-right) mixed bilinearly on a steps x steps grid and decoded:
-    (steps * steps, C, H, W), row-major. Raises ValueError: not 4 corners."""
+    """Figures 8, 10, 12 (right): the latents of corners (4, C, H, W: TL, TR, BL, BR) mixed
+    bilinearly, decoded: (steps * steps, C, H, W), row-major. ValueError: not 4 corners."""
     if corners.shape[0] != 4:
         raise ValueError(f"need 4 corner images, got {corners.shape[0]}")
     device = next(encoder.parameters()).device
@@ -286,12 +274,9 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 generator: Optional[torch.Generator] = None,
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA-GAN step (Eq. 6-8) on x (B, C, H, W), labels (B,): [with ``opt_e`` (joint
-    training, Figure 4) the encoder's :func:`vfa_step`, whose r_hat and E(x) G and D reuse,]
-    D's step, G's step. Fakes: G(r_hat) (``"reconstruction"``), G(r) of z ~ N(0, I)
-    (``"prior"``), or G(r_hat) for G and prior fakes for D (``"authors"``). Returns floats
-    ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` [and ``enc_*``], one sync per network.
-    Raises ValueError: bad images, ``fake_source``; NonFiniteLossError (before that update)."""
+    """One VFA-GAN step (Eq. 6-8) on x (B, C, H, W), labels (B,): [``opt_e``: the encoder's
+    :func:`vfa_step` (Figure 4),] D's, G's; fakes: docs/method.md. Returns floats loss_d,
+    loss_g, adv_g, perc [, enc_*]. Raises ValueError; NonFiniteLossError (before that update)."""
     fa.check_choice("fake_source", fake_source, FAKE_SOURCES)
     logs = {}
     fa.check_batch(x, refiner, deferred=opt_e is not None)  # the encoder's step reads the range
@@ -330,7 +315,6 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
     # Eq. 7: L_G = ||1 - D(G(r))||^2 + lambda perceptual
     loss_g = adv + perceptual_weight * perc
     values = fa.read_once([loss_d, loss_g, adv, perc])  # G's one sync
-    # only G's parameters get gradients (fa.update); D's and the encoder's stay as they are
     fa.update(refiner, opt_g, loss_g, values[2:], {"adversarial": adv, "perceptual": perc},
               "VFA-GAN's refiner loss (Eq. 7)", None)
     return {**logs, **dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values))}
