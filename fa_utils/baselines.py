@@ -1,5 +1,4 @@
-"""Section 5's baselines (AE, VAE, least squares GAN) and the networks Tables 3-6 count and
-time. Why so: docs/baselines.md."""
+"""Section 5's baselines (AE, VAE, least squares GAN), Tables 3-6's networks; docs/baselines.md."""
 from __future__ import annotations
 
 import functools
@@ -22,12 +21,12 @@ DISCRIMINATORS = ("table10", "dcgan")
 
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder or (``batchnorm``) the GAN's G, He init: (B, Z) -> (B, C, H, W);
-    ``kind="auto"``: the one Tables 3-6's sizes imply. Raises ValueError: an unknown kind."""
+    """AE / VAE decoder or (``batchnorm``) GAN's G, He init: (B, Z) -> (B, C, H, W). ValueError."""
+    arch = architecture(dataset)  # ValueError: an unknown dataset
     fa.check_choice("decoder", kind, DECODERS)
     kind = IMPLIED_ARCHITECTURES[dataset].decoder if kind == "auto" else kind
     cls = MirroredDecoder if kind == "mirrored" else GANGenerator
-    return init_he_(cls(architecture(dataset), latent_dim, batchnorm=batchnorm))
+    return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
 
 
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
@@ -42,8 +41,7 @@ def _rec(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
             x: torch.Tensor) -> dict[str, float]:
-    """One AE step on ||x - D(E(x)[z])||^2, x (B, C, H, W) in [0, 1]: {"loss", "mse"}.
-    Raises ValueError: bad images; NonFiniteLossError: before the update."""
+    """One AE step on ||x - D(E(x)[z])||^2: {"loss", "mse"}. ValueError; NonFiniteLossError."""
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     rec = _rec(x, decoder(encoder(x)["z"]))
@@ -147,15 +145,14 @@ def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device =
                    frozen: bool = True) -> dict[str, Any]:
     """{model: a call drawing ``batch`` samples} of :func:`paper_models`; ``frozen``: E(0) once."""
     a = IMPLIED_ARCHITECTURES[dataset]
-    arch = architecture(dataset)
     device = str(resolve_device(str(device)))
     nets = paper_models(dataset, device=device)
+    enc, refiner = nets["VFA-GAN"]
     settings = vfa.VFASettings(num_classes=a.num_classes)
-    shape = (arch.channels, arch.size, arch.size)
+    shape = (enc.arch.channels, enc.arch.size, enc.arch.size)
     z = torch.randn(batch, a.latent_dim, device=device)
     labels = torch.zeros(batch, dtype=torch.long, device=device) if settings.conditional else None
-    enc, refiner = nets["VFA-GAN"]
-    start = vfa.frozen_start(enc, shape, settings) if frozen else None
+    start = fa.frozen_start(enc, shape, head=settings.heads) if frozen else None
     draw = functools.partial(vfa.decode, enc, z, shape, settings=settings, labels=labels,
                              start=start)
 

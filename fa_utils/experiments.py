@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from . import baselines, config, fa, fid, local, metrics, vfa
-from .config import SEED_STREAMS
 from .data import ImageData, dataset_info, load_image_data  # noqa: F401 (the notebooks call it)
 from .models import (Encoder, FAGenerator, architecture, init_he_, init_orthogonal_,
                      make_encoder, scaled_architectures, to_device)
@@ -56,7 +55,8 @@ def fa_codec(encoder: Encoder, shape, *, head: str = "z", T: int = 1, tau: float
 def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
     """(encode x (B, C, H, W) -> [mu(x), c(x)], decode that -> image) by fa_utils.vfa."""
     shape, device = tuple(shape), next(encoder.parameters()).device
-    start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
+    frozen = settings.r_init == "zeros"
+    start = fa.frozen_start(encoder, shape, head=settings.heads) if frozen else None
     return (lambda x: vfa.latent_of(encoder, x.to(device), settings),
             lambda t: vfa.decode_full(encoder, t.to(device), shape, settings, start=start))
 
@@ -113,11 +113,11 @@ def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
 
 
 class _Run:
-    """One model's training: seeds its networks when made (:data:`SEED_STREAMS`), then fits."""
+    """One model's training: seeds its networks when made (config.SEED_STREAMS), then fits."""
 
     def __init__(self, cfg, seed: int, run_identity: dict, *,
                  device: Optional[torch.device] = None, checkpoint: Optional[Path] = None):
-        seed_of_model = seed + SEED_STREAMS[run_identity["method"]]
+        seed_of_model = seed + config.SEED_STREAMS[run_identity["method"]]
         torch.manual_seed(seed_of_model)  # its networks; its method's generator: the next seed
         self.cfg, self.seed, self.identity = cfg, seed, run_identity
         self.device = device or resolve_device(cfg.device)
@@ -151,9 +151,8 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
     run = _Run(cfg, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), checkpoint=checkpoint,
                device=None if distributed is None else distributed.device)
     with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(run.device)
-    if channels_last:  # docs/choices.md section 10
-        encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim})
+    encoder = to_device(encoder, run.device, channels_last)  # docs/choices.md section 10
     opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
     settings = dict(generator=run.generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
     step = (make_step(encoder, opt, **settings) if make_step else
@@ -192,16 +191,10 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
                                        orthogonal=not run.checkpoint.exists())
     encoder = to_device(encoder, run.device)  # channels_last on a CPU (docs/choices.md sec. 14)
     opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
-
-    def step(x, y):
-        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
-                            settings=settings, generator=run.generator,
-                            weight_clamp=cfg.weight_clamp)
-
-    def reconstruct(x):
-        return vfa.reconstruct(encoder, x.to(run.device), settings=settings).cpu().clamp(0, 1)
-
-    history = run.fit(data, step, {"encoder": encoder}, {"adam": opt}, reconstruct,
+    step = functools.partial(vfa.vfa_step, encoder, opt, settings=settings,
+                             generator=run.generator, weight_clamp=cfg.weight_clamp)
+    history = run.fit(data, step, {"encoder": encoder}, {"adam": opt},
+                      lambda x: vfa.reconstruct(encoder, x, settings=settings).cpu().clamp(0, 1),
                       desc=f"VFA {cfg.dataset}", progress=progress,
                       nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
                                f"1e-4 with the sigmoid.")
@@ -301,13 +294,10 @@ def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, prog
     opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
                     for n in (refiner, disc))
 
-    def step(x, y):
-        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                               y if settings.conditional else None, settings=settings,
-                               latent_dim=vcfg.latent_dim, generator=run.generator,
-                               perceptual_weight=gcfg.perceptual_weight,
-                               fake_source=gcfg.fake_source)
-
+    step = functools.partial(vfa.vfagan_step, encoder, refiner, disc, opt_g, opt_d,
+                             settings=settings, latent_dim=vcfg.latent_dim,
+                             generator=run.generator, perceptual_weight=gcfg.perceptual_weight,
+                             fake_source=gcfg.fake_source)
     history = run.fit(data, step, {"refiner": refiner, "discriminator": disc},
                       {"g": opt_g, "d": opt_d}, desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
     return refiner.eval(), disc.eval(), history
@@ -424,7 +414,7 @@ def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
     with scaled_architectures(cfg.width_scale):
         arch = architecture(dataset)
     net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
-                               seed=cfg.seed + SEED_STREAMS["local"],
+                               seed=cfg.seed + config.SEED_STREAMS["local"],
                                bias=cfg.align_activation).to(run.device)
     opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
     step = functools.partial(

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from . import fa
-from .fa import FrozenStart
 from .models import Encoder, architecture, bounded_logvar, init_orthogonal_
 
 RAND_SIDES = ("mu", "mu+sigma")
@@ -19,8 +18,7 @@ FAKE_SOURCES = ("reconstruction", "prior", "authors")
 
 @dataclass(frozen=True)
 class VFASettings:
-    """Inner problem, random side, classes (0: unconditional), one-hot value, class weight and
-    KL's beta (fixed or U(0, beta) per example, Section 4). ValueError: an unknown choice."""
+    """The inner problem, random side, classes (0: none), class term, KL's beta. ValueError."""
 
     T: int = 1
     tau: float = 1.0
@@ -127,11 +125,6 @@ def _solve(encoder, target, shape, settings, *, create_graph, generator=None, st
                     create_graph=create_graph, start=start)
 
 
-def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
-    """:func:`fa.frozen_start` of the random side, for sampling."""
-    return fa.frozen_start(encoder, shape, head=settings.heads)
-
-
 def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generator] = None,
                device=None) -> torch.Tensor:
     """Per-example KL weights (n,): ``beta`` (fixed) or U(0, beta) (Section 4)."""
@@ -168,8 +161,8 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
              generator: Optional[torch.Generator] = None,
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA step (Eq. 5, Figure 3) on x (B, C, H, W) in [0, 1], labels (B,), with the Eq. 9
-    clamp: floats ``loss``, ``mse``, ``kl``, ``cls``. Raises ValueError; NonFiniteLossError."""
+    """One VFA step (Eq. 5, Figure 3, Eq. 9's clamp) on x (B, C, H, W), labels (B,) (unused if
+    unconditional): floats loss, mse, kl, cls. Raises ValueError; NonFiniteLossError."""
     return _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp)[0]
 
 
@@ -201,15 +194,14 @@ def prior(n: int, latent_dim: int, generator: Optional[torch.Generator] = None,
 def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            generator: Optional[torch.Generator] = None, refiner: Optional[nn.Module] = None,
-           start: Optional[FrozenStart] = None) -> torch.Tensor:
-    """VFA's decoder (Figure 3, right): z (B, Z) [with ``labels`` one-hot times ``scale``] ->
-    (B, *shape), then G if ``refiner``; ``start``: a :func:`frozen_start`. No graph."""
+           start: Optional[fa.FrozenStart] = None) -> torch.Tensor:
+    """VFA's decoder (Figure 3, right), no graph: z (B, Z) [, labels (B,)] -> (B, *shape) [, G]."""
     return decode_full(encoder, inner_target(z, settings, labels, scale), shape, settings,
                        refiner, start, generator)
 
 
 def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
-                refiner: Optional[nn.Module] = None, start: Optional[FrozenStart] = None,
+                refiner: Optional[nn.Module] = None, start: Optional[fa.FrozenStart] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """:func:`decode` of a whole inner target (B, Z [+ K]) (:func:`latent_of`)."""
     image = _solve(encoder, target, shape, settings, create_graph=False, generator=generator,
@@ -224,8 +216,7 @@ def sample(encoder: nn.Module, n: int, shape, *, settings: VFASettings, latent_d
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            generator: Optional[torch.Generator] = None,
            refiner: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n samples of z ~ N(0, I) (uniform classes when conditional without ``labels``),
-    :func:`decode`d: (images (n, C, H, W), z (n, Z), labels (n,) or empty)."""
+    """n decoded z ~ N(0, I) [, random classes]: (images (n, C, H, W), z (n, Z), labels (n,))."""
     device = next(encoder.parameters()).device
     z = prior(n, latent_dim, generator).to(device)
     if settings.conditional and labels is None:
@@ -255,8 +246,8 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
 
 def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
                        settings: VFASettings, refiner: Optional[nn.Module] = None) -> torch.Tensor:
-    """Figures 8, 10, 12 (right): the latents of corners (4, C, H, W: TL, TR, BL, BR) mixed
-    bilinearly, decoded: (steps * steps, C, H, W), row-major. ValueError: not 4 corners."""
+    """Figures 8, 10, 12: 4 corners (4, C, H, W) mixed bilinearly -> (steps**2, C, H, W), row-major.
+    Raises ValueError: not 4 corners."""
     if corners.shape[0] != 4:
         raise ValueError(f"need 4 corner images, got {corners.shape[0]}")
     device = next(encoder.parameters()).device
@@ -274,9 +265,8 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 generator: Optional[torch.Generator] = None,
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA-GAN step (Eq. 6-8) on x (B, C, H, W), labels (B,): [``opt_e``: the encoder's
-    :func:`vfa_step` (Figure 4),] D's, G's; fakes: docs/method.md. Returns floats loss_d,
-    loss_g, adv_g, perc [, enc_*]. Raises ValueError; NonFiniteLossError (before that update)."""
+    """One VFA-GAN step (Eq. 6-8; ``opt_e``: E's :func:`vfa_step` first, Figure 4), x (B, C, H, W):
+    floats loss_d, loss_g, adv_g, perc [, enc_*]. Raises ValueError; NonFiniteLossError."""
     fa.check_choice("fake_source", fake_source, FAKE_SOURCES)
     logs = {}
     fa.check_batch(x, refiner, deferred=opt_e is not None)  # the encoder's step reads the range
