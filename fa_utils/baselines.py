@@ -59,7 +59,6 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     out = encoder(x)
-    # z = mu + eps sigma, eps ~ N(0, I); KL(N(mu, sigma^2) || N(0, I)), per example
     rec = _rec(x, decoder(reparameterise(out["mu"], out["logvar"], generator)))
     kl = kl_normal(out["mu"], out["logvar"])
     refuse_non_finite({"rec": rec, "KL": kl}, what="the VAE loss")
@@ -75,8 +74,7 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
     """One least squares GAN step, D then G: {"loss_d", "loss_g"}. Raises as :func:`ae_step`."""
     check_batch(x, generator_net)
-    z = vfa.prior(x.shape[0], latent_dim, generator, device=x.device)
-    fake = generator_net(z)
+    fake = generator_net(vfa.prior(x.shape[0], latent_dim, generator, device=x.device))
     opt_d.zero_grad(set_to_none=True)
     # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(z))||^2
     loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake.detach()))

@@ -64,8 +64,7 @@ def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Nearest-class-mean accuracy of z (N, Z) on its own points. ValueError: < 2 classes."""
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
-                         "such as CelebA or STL-10): skip the check there")
+        raise ValueError("class_separation needs class labels, not -1 (unlabeled data)")
     classes = labels.unique()
     if len(classes) < 2:
         raise ValueError(f"class_separation needs at least 2 classes, got {len(classes)}")
@@ -74,6 +73,7 @@ def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).float().mean())
 
 
+CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
 #: Settings that never change what a network learns: not in a checkpoint's identity.
 NOT_LEARNT = frozenset({
     "profile", "device", "epochs", "num_workers", "ckpt_every", "n_test",
@@ -246,9 +246,6 @@ def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim
     return rows
 
 
-CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
-
-
 def choose_class_scale(rows, judge_note: str) -> tuple[float, str]:
     """(s, why): the least s reaching CLASS_ROW_ACCURACY, else the best. ValueError: no rows."""
     if not rows:
@@ -293,7 +290,6 @@ def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, prog
     disc = to_device(baselines.make_discriminator(gcfg.dataset), run.device)
     opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
                     for n in (refiner, disc))
-
     step = functools.partial(vfa.vfagan_step, encoder, refiner, disc, opt_g, opt_d,
                              settings=settings, latent_dim=vcfg.latent_dim,
                              generator=run.generator, perceptual_weight=gcfg.perceptual_weight,
@@ -307,7 +303,6 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
                        progress: bool, *, kind: str):
     """The AE or the VAE (``kind``; KL weights by the trial's beta schedule)."""
     settings = trial.settings if kind == "vae" else vfa.VFASettings()
-    head = "z" if kind == "ae" else "mu"  # the VAE reconstructs from its mean
     run = _Run(gcfg, trial.seed, identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
                                           beta_schedule=settings.beta_schedule))
     heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
@@ -323,7 +318,7 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
         return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=run.generator)
 
     history = run.fit(data, step, {"encoder": encoder, "decoder": decoder}, {"adam": opt},
-                      lambda x: encode_all(encoder, x, head, decoder),
+                      lambda x: encode_all(encoder, x, "z" if kind == "ae" else "mu", decoder),
                       desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
     return encoder.eval(), decoder.eval(), history
 

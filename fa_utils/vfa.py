@@ -1,5 +1,4 @@
-"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4); the random
-side z_r = mu(r) (the paper) or mu(r) + sigma(r) (the authors' code). docs/method.md 3-4."""
+"""VFA (Section 3.3, Eq. 5, Figure 3), VFA-GAN (Section 3.4, Eq. 6-8, Figure 4): docs/method.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from torch import nn
 from . import fa
 from .models import Encoder, architecture, bounded_logvar, init_orthogonal_
 
-RAND_SIDES = ("mu", "mu+sigma")
+RAND_SIDES = ("mu", "mu+sigma")  # z_r = mu(r) (the paper) or mu(r) + sigma(r) (the authors' code)
 BETA_SCHEDULES = ("fixed", "uniform")
 FAKE_SOURCES = ("reconstruction", "prior", "authors")
 
@@ -223,9 +222,8 @@ def sample(encoder: nn.Module, n: int, shape, *, settings: VFASettings, latent_d
         labels = torch.randint(settings.num_classes, (n,), generator=generator,
                                device=generator.device if generator is not None else None)
     labels = labels.to(device) if labels is not None else torch.empty(0, dtype=torch.long)
-    images = decode(encoder, z, shape, settings=settings, scale=scale, generator=generator,
-                    labels=labels if settings.conditional else None, refiner=refiner)
-    return images, z, labels
+    return (decode(encoder, z, shape, settings=settings, labels=labels, scale=scale,
+                   generator=generator, refiner=refiner), z, labels)
 
 
 def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> torch.Tensor:
@@ -246,8 +244,7 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
 
 def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
                        settings: VFASettings, refiner: Optional[nn.Module] = None) -> torch.Tensor:
-    """Figures 8, 10, 12: 4 corners (4, C, H, W) mixed bilinearly -> (steps**2, C, H, W), row-major.
-    Raises ValueError: not 4 corners."""
+    """Figures 8, 10, 12: corners (4, C, H, W) mixed bilinearly: (steps**2, C, H, W). ValueError."""
     if corners.shape[0] != 4:
         raise ValueError(f"need 4 corner images, got {corners.shape[0]}")
     device = next(encoder.parameters()).device
