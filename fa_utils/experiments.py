@@ -222,8 +222,7 @@ def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequ
 
 def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per class k in ``labels``: the share of the images asked for k the judge assigns to k."""
-    pred = fid.recognise(judge, images)[1]
-    labels = labels.cpu()
+    pred = fid.recognise(judge, images)[1].to(labels.device)
     return [float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
 
 

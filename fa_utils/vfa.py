@@ -244,7 +244,8 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
 
 def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
                        settings: VFASettings, refiner: Optional[nn.Module] = None) -> torch.Tensor:
-    """Figures 8, 10, 12: corners (4, C, H, W) mixed bilinearly: (steps**2, C, H, W). ValueError."""
+    """Figures 8, 10, 12: corners (4, C, H, W: TL, TR, BL, BR) mixed bilinearly, decoded:
+    (steps * steps, C, H, W), row-major. Raises ValueError: not 4 corners."""
     if corners.shape[0] != 4:
         raise ValueError(f"need 4 corner images, got {corners.shape[0]}")
     device = next(encoder.parameters()).device
