@@ -354,7 +354,7 @@ def section_sampling(args, device, out: list[str]) -> None:
             "Networks as the paper's sizes imply (`fa_utils.baselines.paper_models`, fresh "
             "weights; the calls of `baselines.sampling_calls`): VAE and GAN decode z; VFA is "
             "one inner step from r_0 = 0, r_1 = J_E(0)^T (z - E(0)): the transposed Jacobian, "
-            "E(0) and its Jacobian built once for the trained encoder (`vfa.frozen_start`; "
+            "E(0) and its Jacobian built once for the trained encoder (`fa.frozen_start`; "
             "'E(0) each call' times the encoder forward on a batch of one as well); VFA-GAN adds "
             f"the refiner G. Paper: Tables 3-6's sampling times ({paper.SAMPLING_DEVICE}); the "
             "ratios cancel the tables' time units. The notebooks' `results/table0[3-6]*.md` give the "

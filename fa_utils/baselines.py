@@ -1,5 +1,4 @@
-"""Section 5's baselines (AE, VAE, least squares GAN, GAN reconstruction by argmin_z
-||x - G(z)||^2) and the networks Tables 3-6 count and time. Why so: docs/baselines.md."""
+"""Section 5's baselines (AE, VAE, least squares GAN), Tables 3-6's networks; docs/baselines.md."""
 from __future__ import annotations
 
 import functools
@@ -22,11 +21,9 @@ DISCRIMINATORS = ("table10", "dcgan")
 
 def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
                  batchnorm: bool = False) -> nn.Module:
-    """The AE / VAE decoder or (``batchnorm``) the GAN's G, He init: (B, Z) -> (B, C, H, W);
-    ``kind="auto"``: the one Tables 3-6's sizes imply. Raises ValueError: an unknown kind."""
-    arch = architecture(dataset)
-    if kind not in DECODERS:
-        raise ValueError(f"unknown decoder {kind!r}; choose one of {list(DECODERS)}")
+    """AE / VAE decoder or (``batchnorm``) GAN's G, He init: (B, Z) -> (B, C, H, W). ValueError."""
+    arch = architecture(dataset)  # ValueError: an unknown dataset
+    fa.check_choice("decoder", kind, DECODERS)
     kind = IMPLIED_ARCHITECTURES[dataset].decoder if kind == "auto" else kind
     cls = MirroredDecoder if kind == "mirrored" else GANGenerator
     return init_he_(cls(arch, latent_dim, batchnorm=batchnorm))
@@ -34,8 +31,7 @@ def make_decoder(dataset: str, latent_dim: int, kind: str = "auto", *,
 
 def make_discriminator(dataset: str, kind: str = "table10") -> nn.Module:
     """Table 10's or ``"dcgan"``'s D: (B, C, H, W) -> (B,). Raises ValueError: unknown kind."""
-    if kind not in DISCRIMINATORS:
-        raise ValueError(f"unknown discriminator {kind!r}; choose one of {list(DISCRIMINATORS)}")
+    fa.check_choice("discriminator", kind, DISCRIMINATORS)
     return (Discriminator if kind == "table10" else DCGANDiscriminator)(architecture(dataset))
 
 
@@ -45,8 +41,7 @@ def _rec(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 def ae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Optimizer,
             x: torch.Tensor) -> dict[str, float]:
-    """One AE step on ||x - D(E(x)[z])||^2, x (B, C, H, W) in [0, 1]: {"loss", "mse"}.
-    Raises ValueError: bad images; NonFiniteLossError: before the update."""
+    """One AE step on ||x - D(E(x)[z])||^2: {"loss", "mse"}. ValueError; NonFiniteLossError."""
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     rec = _rec(x, decoder(encoder(x)["z"]))
@@ -64,7 +59,6 @@ def vae_step(encoder: nn.Module, decoder: nn.Module, optimizer: torch.optim.Opti
     check_batch(x, encoder)
     optimizer.zero_grad(set_to_none=True)
     out = encoder(x)
-    # z = mu + eps sigma, eps ~ N(0, I); KL(N(mu, sigma^2) || N(0, I)), per example
     rec = _rec(x, decoder(reparameterise(out["mu"], out["logvar"], generator)))
     kl = kl_normal(out["mu"], out["logvar"])
     refuse_non_finite({"rec": rec, "KL": kl}, what="the VAE loss")
@@ -80,8 +74,7 @@ def gan_step(generator_net: nn.Module, discriminator: nn.Module, opt_g: torch.op
              generator: Optional[torch.Generator] = None) -> dict[str, float]:
     """One least squares GAN step, D then G: {"loss_d", "loss_g"}. Raises as :func:`ae_step`."""
     check_batch(x, generator_net)
-    z = vfa.prior(x.shape[0], latent_dim, generator, device=x.device)
-    fake = generator_net(z)
+    fake = generator_net(vfa.prior(x.shape[0], latent_dim, generator, device=x.device))
     opt_d.zero_grad(set_to_none=True)
     # Eq. 8: L_D = ||1 - D(x)||^2 + ||-1 - D(G(z))||^2
     loss_d = lsgan_discriminator_loss(discriminator(x), discriminator(fake.detach()))
@@ -150,15 +143,14 @@ def sampling_calls(dataset: str, *, batch: int = 1, device: str | torch.device =
                    frozen: bool = True) -> dict[str, Any]:
     """{model: a call drawing ``batch`` samples} of :func:`paper_models`; ``frozen``: E(0) once."""
     a = IMPLIED_ARCHITECTURES[dataset]
-    arch = architecture(dataset)
     device = str(resolve_device(str(device)))
     nets = paper_models(dataset, device=device)
+    enc, refiner = nets["VFA-GAN"]
     settings = vfa.VFASettings(num_classes=a.num_classes)
-    shape = (arch.channels, arch.size, arch.size)
+    shape = (enc.arch.channels, enc.arch.size, enc.arch.size)
     z = torch.randn(batch, a.latent_dim, device=device)
     labels = torch.zeros(batch, dtype=torch.long, device=device) if settings.conditional else None
-    enc, refiner = nets["VFA-GAN"]
-    start = vfa.frozen_start(enc, shape, settings) if frozen else None
+    start = fa.frozen_start(enc, shape, head=settings.heads) if frozen else None
     draw = functools.partial(vfa.decode, enc, z, shape, settings=settings, labels=labels,
                              start=start)
 

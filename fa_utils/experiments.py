@@ -1,11 +1,10 @@
-"""Every trained model of notebooks 02-05, built from a config, and the models of the
-comparison (:data:`MODELS`). Checkpoints: :func:`checkpoint_for`; seeds: SEED_STREAMS."""
+"""The trained models of notebooks 02-05, from a config, and the comparison's :data:`MODELS`."""
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -13,7 +12,6 @@ import torch
 from torch import nn
 
 from . import baselines, config, fa, fid, local, metrics, vfa
-from .config import SEED_STREAMS
 from .data import ImageData, dataset_info, load_image_data  # noqa: F401 (the notebooks call it)
 from .models import (Encoder, FAGenerator, architecture, init_he_, init_orthogonal_,
                      make_encoder, scaled_architectures, to_device)
@@ -57,7 +55,8 @@ def fa_codec(encoder: Encoder, shape, *, head: str = "z", T: int = 1, tau: float
 def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
     """(encode x (B, C, H, W) -> [mu(x), c(x)], decode that -> image) by fa_utils.vfa."""
     shape, device = tuple(shape), next(encoder.parameters()).device
-    start = vfa.frozen_start(encoder, shape, settings) if settings.r_init == "zeros" else None
+    frozen = settings.r_init == "zeros"
+    start = fa.frozen_start(encoder, shape, head=settings.heads) if frozen else None
     return (lambda x: vfa.latent_of(encoder, x.to(device), settings),
             lambda t: vfa.decode_full(encoder, t.to(device), shape, settings, start=start))
 
@@ -65,8 +64,7 @@ def vfa_codec(encoder: Encoder, settings: vfa.VFASettings, shape):
 def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Nearest-class-mean accuracy of z (N, Z) on its own points. ValueError: < 2 classes."""
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError("class_separation needs class labels; these are -1 (unlabeled data "
-                         "such as CelebA or STL-10): skip the check there")
+        raise ValueError("class_separation needs class labels, not -1 (unlabeled data)")
     classes = labels.unique()
     if len(classes) < 2:
         raise ValueError(f"class_separation needs at least 2 classes, got {len(classes)}")
@@ -75,6 +73,7 @@ def class_separation(z: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).float().mean())
 
 
+CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
 #: Settings that never change what a network learns: not in a checkpoint's identity.
 NOT_LEARNT = frozenset({
     "profile", "device", "epochs", "num_workers", "ckpt_every", "n_test",
@@ -84,7 +83,6 @@ NOT_LEARNT = frozenset({
 })
 _DATA_KEYS = ("dataset", "data_source", "data_root", "n_train", "batch_size")
 _AE_KEYS = _DATA_KEYS + ("latent_dim", "vae_decoder", "baseline_lr", "baseline_beta1", "beta2")
-#: The ``vfagan`` section's fields that each of its models learns from.
 _GAN_SECTION_KEYS = {
     "vfagan": _DATA_KEYS + ("gen_width", "gen_kernel", "perceptual_weight", "fake_source",
                             "gan_lr", "beta1", "beta2"),
@@ -115,11 +113,11 @@ def checkpoint_for(run_identity: Mapping[str, Any], profile: str) -> Path:
 
 
 class _Run:
-    """One model's training: seeds its networks when made (:data:`SEED_STREAMS`), then fits."""
+    """One model's training: seeds its networks when made (config.SEED_STREAMS), then fits."""
 
     def __init__(self, cfg, seed: int, run_identity: dict, *,
                  device: Optional[torch.device] = None, checkpoint: Optional[Path] = None):
-        seed_of_model = seed + SEED_STREAMS[run_identity["method"]]
+        seed_of_model = seed + config.SEED_STREAMS[run_identity["method"]]
         torch.manual_seed(seed_of_model)  # its networks; its method's generator: the next seed
         self.cfg, self.seed, self.identity = cfg, seed, run_identity
         self.device = device or resolve_device(cfg.device)
@@ -153,9 +151,8 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
     run = _Run(cfg, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), checkpoint=checkpoint,
                device=None if distributed is None else distributed.device)
     with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(run.device)
-    if channels_last:  # docs/choices.md section 10
-        encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim})
+    encoder = to_device(encoder, run.device, channels_last)  # docs/choices.md section 10
     opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
     settings = dict(generator=run.generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
     step = (make_step(encoder, opt, **settings) if make_step else
@@ -178,7 +175,9 @@ def vfa_config_for(gcfg: config.VFAGANConfig, seed: int) -> config.VFAConfig:
 
 def vfa_settings(cfg: config.VFAConfig) -> vfa.VFASettings:
     """The method's settings of a VFA config (class head only for labeled datasets)."""
-    return vfa.VFASettings.from_config(cfg, dataset_info(cfg.dataset).num_classes or 0)
+    num_classes = (dataset_info(cfg.dataset).num_classes or 0) if cfg.conditional else 0
+    return vfa.VFASettings(**{f.name: getattr(cfg, f.name) for f in fields(vfa.VFASettings)
+                              if f.name != "num_classes"}, num_classes=num_classes)
 
 
 def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
@@ -192,16 +191,10 @@ def train_vfa(cfg: config.VFAConfig, data: ImageData, *, progress: bool = True
                                        orthogonal=not run.checkpoint.exists())
     encoder = to_device(encoder, run.device)  # channels_last on a CPU (docs/choices.md sec. 14)
     opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
-
-    def step(x, y):
-        return vfa.vfa_step(encoder, opt, x, y if settings.conditional else None,
-                            settings=settings, generator=run.generator,
-                            weight_clamp=cfg.weight_clamp)
-
-    def reconstruct(x):
-        return vfa.reconstruct(encoder, x.to(run.device), settings=settings).cpu().clamp(0, 1)
-
-    history = run.fit(data, step, {"encoder": encoder}, {"adam": opt}, reconstruct,
+    step = functools.partial(vfa.vfa_step, encoder, opt, settings=settings,
+                             generator=run.generator, weight_clamp=cfg.weight_clamp)
+    history = run.fit(data, step, {"encoder": encoder}, {"adam": opt},
+                      lambda x: vfa.reconstruct(encoder, x, settings=settings).cpu().clamp(0, 1),
                       desc=f"VFA {cfg.dataset}", progress=progress,
                       nan_hint=f"Lower lr (now {cfg.lr}); docs/method.md section 9: keep lr <= "
                                f"1e-4 with the sigmoid.")
@@ -229,16 +222,14 @@ def train_judge(cfg, data: ImageData, *, progress: bool = True) -> tuple[nn.Sequ
 
 def class_accuracy(judge: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
     """Per class k in ``labels``: the share of the images asked for k the judge assigns to k."""
-    pred = fid.recognise(judge, images)[1]
-    labels = labels.cpu()
+    pred = fid.recognise(judge, images)[1].to(labels.device)
     return [float((pred[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
 
 
 def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim: int, shape,
                          scales, judge: nn.Module, *, per_class: int = 20, seed: int = 0,
                          refiner: Optional[nn.Module] = None) -> list[tuple[float, float, float]]:
-    """Figure 6b quantified: rows (one-hot value s, mean c(r)_k, the judge's accuracy) of
-    ``per_class`` prior draws per class k decoded with s * onehot(k) (then ``refiner``)."""
+    """Figure 6b quantified: (s, mean c(r)_k, judge accuracy) per one-hot value s in ``scales``."""
     device = next(encoder.parameters()).device
     k = settings.num_classes
     z = vfa.prior(per_class * k, latent_dim, seeded_generator(seed)).to(device)
@@ -252,9 +243,6 @@ def class_emphasis_stats(encoder: Encoder, settings: vfa.VFASettings, latent_dim
         accuracy = class_accuracy(judge, shown, labels)
         rows.append((float(s), score, float(sum(accuracy) / len(accuracy))))
     return rows
-
-
-CLASS_ROW_ACCURACY = 0.8  # Figure 8's class rows: the smallest s with this judge accuracy
 
 
 def choose_class_scale(rows, judge_note: str) -> tuple[float, str]:
@@ -296,20 +284,15 @@ def _train_vfagan(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial, prog
     run = _Run(gcfg, trial.seed, identity(gcfg, "vfagan", seed=trial.seed,
                                           encoder=identity(vcfg, "vfa")))
     width = max(8, round(gcfg.gen_width * gcfg.width_scale))
-    # channels_last on a CPU: G is most of a VFA-GAN step (docs/choices.md section 14)
     refiner = to_device(init_orthogonal_(FAGenerator(
         architecture(gcfg.dataset).channels, width=width, kernel=gcfg.gen_kernel)), run.device)
     disc = to_device(baselines.make_discriminator(gcfg.dataset), run.device)
     opt_g, opt_d = (make_adam(n.parameters(), gcfg.gan_lr, (gcfg.beta1, gcfg.beta2))
                     for n in (refiner, disc))
-
-    def step(x, y):
-        return vfa.vfagan_step(encoder, refiner, disc, opt_g, opt_d, x,
-                               y if settings.conditional else None, settings=settings,
-                               latent_dim=vcfg.latent_dim, generator=run.generator,
-                               perceptual_weight=gcfg.perceptual_weight,
-                               fake_source=gcfg.fake_source)
-
+    step = functools.partial(vfa.vfagan_step, encoder, refiner, disc, opt_g, opt_d,
+                             settings=settings, latent_dim=vcfg.latent_dim,
+                             generator=run.generator, perceptual_weight=gcfg.perceptual_weight,
+                             fake_source=gcfg.fake_source)
     history = run.fit(data, step, {"refiner": refiner, "discriminator": disc},
                       {"g": opt_g, "d": opt_d}, desc=f"VFA-GAN {gcfg.dataset}", progress=progress)
     return refiner.eval(), disc.eval(), history
@@ -319,13 +302,11 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
                        progress: bool, *, kind: str):
     """The AE or the VAE (``kind``; KL weights by the trial's beta schedule)."""
     settings = trial.settings if kind == "vae" else vfa.VFASettings()
-    head = "z" if kind == "ae" else "mu"  # the VAE reconstructs from its mean
     run = _Run(gcfg, trial.seed, identity(gcfg, kind, seed=trial.seed, beta=settings.beta,
                                           beta_schedule=settings.beta_schedule))
     heads = {"z": gcfg.latent_dim} if kind == "ae" else vfa.vfa_heads(gcfg.latent_dim)
     encoder = init_he_(Encoder(architecture(gcfg.dataset), heads)).to(run.device)
-    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder)
-    decoder = decoder.to(run.device)
+    decoder = baselines.make_decoder(gcfg.dataset, gcfg.latent_dim, gcfg.vae_decoder).to(run.device)
     opt = make_adam(list(encoder.parameters()) + list(decoder.parameters()),
                     gcfg.baseline_lr, (gcfg.baseline_beta1, gcfg.beta2))
 
@@ -336,7 +317,7 @@ def _train_autoencoder(gcfg: config.VFAGANConfig, data: ImageData, trial: Trial,
         return baselines.vae_step(encoder, decoder, opt, x, betas=betas, generator=run.generator)
 
     history = run.fit(data, step, {"encoder": encoder, "decoder": decoder}, {"adam": opt},
-                      lambda x: encode_all(encoder, x, head, decoder),
+                      lambda x: encode_all(encoder, x, "z" if kind == "ae" else "mu", decoder),
                       desc=f"{kind.upper()} {gcfg.dataset}", progress=progress)
     return encoder.eval(), decoder.eval(), history
 
@@ -427,7 +408,7 @@ def train_local(cfg: config.LocalFAConfig, data: ImageData, dataset: str, *,
     with scaled_architectures(cfg.width_scale):
         arch = architecture(dataset)
     net = local.make_local_net(arch, cfg.latent_dim, spectral_init=cfg.spectral_init,
-                               seed=cfg.seed + SEED_STREAMS["local"],
+                               seed=cfg.seed + config.SEED_STREAMS["local"],
                                bias=cfg.align_activation).to(run.device)
     opts = local.make_optimizers(net, cfg.lr, (cfg.beta1, cfg.beta2))
     step = functools.partial(

@@ -1,28 +1,23 @@
-"""VFA (Section 3.3, Eq. 5, Figure 3) and VFA-GAN (Section 3.4, Eq. 6-8, Figure 4); the
-data side z_x = mu(x) + eps sigma(x), the random side z_r = mu(r) (the paper) or mu(r) +
-sigma(r) (the authors' code) [with c(r)]. docs/method.md sections 3-4."""
+"""VFA (Section 3.3, Eq. 5, Figure 3), VFA-GAN (Section 3.4, Eq. 6-8, Figure 4): docs/method.md."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
 from . import fa
-from .fa import FrozenStart
 from .models import Encoder, architecture, bounded_logvar, init_orthogonal_
 
-RAND_SIDES = ("mu", "mu+sigma")
+RAND_SIDES = ("mu", "mu+sigma")  # z_r = mu(r) (the paper) or mu(r) + sigma(r) (the authors' code)
 BETA_SCHEDULES = ("fixed", "uniform")
 FAKE_SOURCES = ("reconstruction", "prior", "authors")
 
 
 @dataclass(frozen=True)
 class VFASettings:
-    """The inner problem (T, tau, r_init, squash), the random side, ``num_classes`` (0:
-    unconditional), the one-hot value, the class term's weight and KL's ``beta``, fixed or
-    U(0, beta) per example (Section 4). Raises ValueError: an unknown choice."""
+    """The inner problem, random side, classes (0: none), class term, KL's beta. ValueError."""
 
     T: int = 1
     tau: float = 1.0
@@ -45,14 +40,7 @@ class VFASettings:
 
     @property
     def heads(self) -> tuple:
-        """The random side as a :data:`fa_utils.models.Head`."""
         return (self.rand_side, "logits") if self.conditional else (self.rand_side,)
-
-    @classmethod
-    def from_config(cls, cfg, num_classes: int) -> "VFASettings":
-        """From a :class:`fa_utils.config.VFAConfig`; ``num_classes`` 0 for unlabeled data."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "num_classes"},
-                   num_classes=num_classes if cfg.conditional else 0)
 
 
 def vfa_heads(latent_dim: int, num_classes: int = 0) -> dict[str, int]:
@@ -111,8 +99,7 @@ def _check_labels(lo: float, hi: float, num_classes: int) -> None:
 
 def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
             validate: bool = True) -> torch.Tensor:
-    """``scale * onehot(labels)``: (B,) -> (B, K); ``validate=False``: no check, a label
-    outside [0, K) gives zeros. Raises ValueError: a label outside [0, K)."""
+    """scale * onehot(labels): (B,) -> (B, K). ValueError if ``validate``: a label not in [0, K)."""
     labels = labels.long()
     if validate and labels.numel():
         _check_labels(labels.min().item(), labels.max().item(), num_classes)
@@ -121,8 +108,7 @@ def one_hot(labels: torch.Tensor, num_classes: int, scale: float = 1.0, *,
 
 def inner_target(z: torch.Tensor, settings: VFASettings, labels: Optional[torch.Tensor] = None,
                  scale: Optional[float] = None, *, validate: bool = True) -> torch.Tensor:
-    """z (B, Z), with ``scale * onehot(labels)`` (default ``class_scale``) appended when
-    conditional: (B, Z [+ K]). Raises ValueError: no labels."""
+    """z (B, Z) [, scale * onehot(labels) if conditional]: (B, Z [+ K]). ValueError: no labels."""
     if not settings.conditional:
         return z
     if labels is None:
@@ -136,11 +122,6 @@ def _solve(encoder, target, shape, settings, *, create_graph, generator=None, st
     return fa.solve(encoder, target, shape, head=settings.heads, T=settings.T, tau=settings.tau,
                     r_init=settings.r_init, squash=settings.squash, generator=generator,
                     create_graph=create_graph, start=start)
-
-
-def frozen_start(encoder: nn.Module, shape, settings: VFASettings) -> FrozenStart:
-    """:func:`fa.frozen_start` of the random side, for sampling."""
-    return fa.frozen_start(encoder, shape, head=settings.heads)
 
 
 def draw_betas(n: int, settings: VFASettings, generator: Optional[torch.Generator] = None,
@@ -179,8 +160,8 @@ def vfa_step(encoder: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
              labels: Optional[torch.Tensor] = None, *, settings: VFASettings,
              generator: Optional[torch.Generator] = None,
              weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA step (Eq. 5, Figure 3) on x (B, C, H, W) in [0, 1], labels (B,), with the Eq. 9
-    clamp: floats ``loss``, ``mse``, ``kl``, ``cls``. Raises ValueError; NonFiniteLossError."""
+    """One VFA step (Eq. 5, Figure 3, Eq. 9's clamp) on x (B, C, H, W), labels (B,) (unused if
+    unconditional): floats loss, mse, kl, cls. Raises ValueError; NonFiniteLossError."""
     return _vfa_update(encoder, optimizer, x, labels, settings, generator, weight_clamp)[0]
 
 
@@ -212,15 +193,14 @@ def prior(n: int, latent_dim: int, generator: Optional[torch.Generator] = None,
 def decode(encoder: nn.Module, z: torch.Tensor, shape, *, settings: VFASettings,
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            generator: Optional[torch.Generator] = None, refiner: Optional[nn.Module] = None,
-           start: Optional[FrozenStart] = None) -> torch.Tensor:
-    """VFA's decoder (Figure 3, right): z (B, Z) [with ``labels`` one-hot times ``scale``] ->
-    (B, *shape), then G if ``refiner``; ``start``: a :func:`frozen_start`. No graph."""
+           start: Optional[fa.FrozenStart] = None) -> torch.Tensor:
+    """VFA's decoder (Figure 3, right), no graph: z (B, Z) [, labels (B,)] -> (B, *shape) [, G]."""
     return decode_full(encoder, inner_target(z, settings, labels, scale), shape, settings,
                        refiner, start, generator)
 
 
 def decode_full(encoder: nn.Module, target: torch.Tensor, shape, settings: VFASettings,
-                refiner: Optional[nn.Module] = None, start: Optional[FrozenStart] = None,
+                refiner: Optional[nn.Module] = None, start: Optional[fa.FrozenStart] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """:func:`decode` of a whole inner target (B, Z [+ K]) (:func:`latent_of`)."""
     image = _solve(encoder, target, shape, settings, create_graph=False, generator=generator,
@@ -235,17 +215,15 @@ def sample(encoder: nn.Module, n: int, shape, *, settings: VFASettings, latent_d
            labels: Optional[torch.Tensor] = None, scale: Optional[float] = None,
            generator: Optional[torch.Generator] = None,
            refiner: Optional[nn.Module] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n samples of z ~ N(0, I) (uniform classes when conditional without ``labels``),
-    :func:`decode`d: (images (n, C, H, W), z (n, Z), labels (n,) or empty)."""
+    """n decoded z ~ N(0, I) [, random classes]: (images (n, C, H, W), z (n, Z), labels (n,))."""
     device = next(encoder.parameters()).device
     z = prior(n, latent_dim, generator).to(device)
     if settings.conditional and labels is None:
         labels = torch.randint(settings.num_classes, (n,), generator=generator,
                                device=generator.device if generator is not None else None)
     labels = labels.to(device) if labels is not None else torch.empty(0, dtype=torch.long)
-    images = decode(encoder, z, shape, settings=settings, scale=scale, generator=generator,
-                    labels=labels if settings.conditional else None, refiner=refiner)
-    return images, z, labels
+    return (decode(encoder, z, shape, settings=settings, labels=labels, scale=scale,
+                   generator=generator, refiner=refiner), z, labels)
 
 
 def latent_of(encoder: nn.Module, x: torch.Tensor, settings: VFASettings) -> torch.Tensor:
@@ -266,8 +244,7 @@ def reconstruct(encoder: nn.Module, x: torch.Tensor, *, settings: VFASettings,
 
 def interpolation_grid(encoder: nn.Module, corners: torch.Tensor, steps: int, *,
                        settings: VFASettings, refiner: Optional[nn.Module] = None) -> torch.Tensor:
-    """Figures 8, 10, 12 (right): four images' latents (4, C, H, W: top-left, top-right,
-    bottom-left, bottom-right) mixed bilinearly on a steps x steps grid and decoded:
+    """Figures 8, 10, 12: corners (4, C, H, W: TL, TR, BL, BR) mixed bilinearly, decoded:
     (steps * steps, C, H, W), row-major. Raises ValueError: not 4 corners."""
     if corners.shape[0] != 4:
         raise ValueError(f"need 4 corner images, got {corners.shape[0]}")
@@ -286,12 +263,8 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
                 generator: Optional[torch.Generator] = None,
                 opt_e: Optional[torch.optim.Optimizer] = None,
                 weight_clamp: Optional[float] = 2 ** 0.5) -> dict[str, float]:
-    """One VFA-GAN step (Eq. 6-8) on x (B, C, H, W), labels (B,): [with ``opt_e`` (joint
-    training, Figure 4) the encoder's :func:`vfa_step`, whose r_hat and E(x) G and D reuse,]
-    D's step, G's step. Fakes: G(r_hat) (``"reconstruction"``), G(r) of z ~ N(0, I)
-    (``"prior"``), or G(r_hat) for G and prior fakes for D (``"authors"``). Returns floats
-    ``loss_d``, ``loss_g``, ``adv_g``, ``perc`` [and ``enc_*``], one sync per network.
-    Raises ValueError: bad images, ``fake_source``; NonFiniteLossError (before that update)."""
+    """One VFA-GAN step (Eq. 6-8; ``opt_e``: E's :func:`vfa_step` first, Figure 4), x (B, C, H, W):
+    floats loss_d, loss_g, adv_g, perc [, enc_*]. Raises ValueError; NonFiniteLossError."""
     fa.check_choice("fake_source", fake_source, FAKE_SOURCES)
     logs = {}
     fa.check_batch(x, refiner, deferred=opt_e is not None)  # the encoder's step reads the range
@@ -330,7 +303,6 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
     # Eq. 7: L_G = ||1 - D(G(r))||^2 + lambda perceptual
     loss_g = adv + perceptual_weight * perc
     values = fa.read_once([loss_d, loss_g, adv, perc])  # G's one sync
-    # only G's parameters get gradients (fa.update); D's and the encoder's stay as they are
     fa.update(refiner, opt_g, loss_g, values[2:], {"adversarial": adv, "perceptual": perc},
               "VFA-GAN's refiner loss (Eq. 7)", None)
     return {**logs, **dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values))}

@@ -242,7 +242,7 @@ def test_frozen_start_sampling_equals_the_recomputed_step(dataset, num_classes):
     arch = enc.arch
     shape = (arch.channels, arch.size, arch.size)
     settings = vfa.VFASettings(num_classes=num_classes, tau=0.7, class_scale=2.0)
-    start = vfa.frozen_start(enc, shape, settings)
+    start = fa.frozen_start(enc, shape, head=settings.heads)
     gen = torch.Generator().manual_seed(1)
     for n in (3, 1, 4):
         z = vfa.prior(n, 16, gen)
@@ -266,7 +266,7 @@ def test_a_frozen_start_is_a_snapshot_of_the_weights():
     enc = models.init_orthogonal_(models.Encoder(arch, vfa.vfa_heads(6, 3))).eval()
     shape = (1, 12, 12)
     z, labels = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
-    old = vfa.frozen_start(enc, shape, settings)
+    old = fa.frozen_start(enc, shape, head=settings.heads)
     before = vfa.decode(enc, z, shape, settings=settings, labels=labels, start=old)
     opt = train.make_adam(enc.parameters(), lr=1e-2)
     vfa.vfa_step(enc, opt, torch.rand(8, 1, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
@@ -277,7 +277,7 @@ def test_a_frozen_start_is_a_snapshot_of_the_weights():
     assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels, start=old),
                        before)
     assert torch.equal(vfa.decode(enc, z, shape, settings=settings, labels=labels,
-                                  start=vfa.frozen_start(enc, shape, settings)), now)
+                                  start=fa.frozen_start(enc, shape, head=settings.heads)), now)
     enc2 = small_encoder()
     start = fa.frozen_start(enc2, (1, 12, 12))
     x = torch.rand(2, 1, 12, 12)
