@@ -151,8 +151,9 @@ def train_fa_encoder(cfg: config.FAConfig, data: ImageData, *, latent_dim: Optio
     run = _Run(cfg, cfg.seed, identity(cfg, "fa", latent_dim=latent_dim), checkpoint=checkpoint,
                device=None if distributed is None else distributed.device)
     with scaled_architectures(cfg.width_scale):  # 1 (the paper's) except at smoke
-        encoder = make_encoder(cfg.dataset, {"z": latent_dim})
-    encoder = to_device(encoder, run.device, channels_last)  # docs/choices.md section 10
+        encoder = make_encoder(cfg.dataset, {"z": latent_dim}).to(run.device)
+    if channels_last:  # docs/choices.md section 10
+        encoder = encoder.to(memory_format=torch.channels_last)
     opt = make_adam(encoder.parameters(), cfg.lr, (cfg.beta1, cfg.beta2))
     settings = dict(generator=run.generator, weight_clamp=cfg.weight_clamp, head="z", **inner)
     step = (make_step(encoder, opt, **settings) if make_step else

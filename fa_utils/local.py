@@ -31,6 +31,7 @@ class LocalFANet(nn.Module):
     """Tables 7-9's encoder, arcsinh after every layer but Linear(Z): (B, C, H, W) -> (B, Z)."""
 
     def __init__(self, arch: Architecture, latent_dim: int = 128, bias: bool = False):
+        # no biases unless asked (docs/choices.md section 3)
         super().__init__()
         self.latent_dim = int(latent_dim)
         ops, shapes, c, s = [], [], arch.channels, arch.size

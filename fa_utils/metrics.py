@@ -22,7 +22,8 @@ def mean_image_mse(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
 def top_right_singular_vectors(a: torch.Tensor, k: int) -> torch.Tensor:
     """The k leading right singular vectors of a (N, D) as rows (k', D); k' < k if rank(a) < k."""
     n, d = a.shape
-    vals, vecs = torch.linalg.eigh(a @ a.T if n < d else a.T @ a)  # ascending
+    # from the smaller Gram matrix (docs/choices.md section 2); eigh: ascending
+    vals, vecs = torch.linalg.eigh(a @ a.T if n < d else a.T @ a)
     vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
     keep = vals > 1e-18 * vals[0].clamp_min(0)  # singular values above 1e-9 of the largest
     if n < d:  # right singular vectors v = a^T u / s
