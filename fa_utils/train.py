@@ -148,8 +148,10 @@ def _shards(dataset, step, end, batch_size, seed, rank, world, num_workers, devi
     while step < end:
         order = _epoch_order(len(dataset), seed, step // per_epoch)[step % per_epoch * batch_size:]
         rows = shard_order(order, batch_size, rank, world).view(-1, local)
+        # its own generator: the workers' base seed never draws from the global RNG (dropout's)
         loader = DataLoader(dataset, batch_sampler=rows.tolist(), num_workers=num_workers,
-                            pin_memory=pin, collate_fn=_collate)
+                            pin_memory=pin, collate_fn=_collate,
+                            generator=torch.Generator().manual_seed(seed))
         try:
             for x, y in loader:
                 yield x.to(device, non_blocking=pin), None if y is None else y.to(device)
