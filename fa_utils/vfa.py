@@ -304,5 +304,5 @@ def vfagan_step(encoder: nn.Module, refiner: nn.Module, discriminator: nn.Module
     loss_g = adv + perceptual_weight * perc
     values = fa.read_once([loss_d, loss_g, adv, perc])  # G's one sync
     fa.update(refiner, opt_g, loss_g, values[2:], {"adversarial": adv, "perceptual": perc},
-              "VFA-GAN's refiner loss (Eq. 7)", None)
+              "VFA-GAN's refiner loss (Eq. 7)", None, only=True)
     return {**logs, **dict(zip(("loss_d", "loss_g", "adv_g", "perc"), values))}
