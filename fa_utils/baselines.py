@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from . import fa, vfa
+from .fa import check_batch, refuse_non_finite
 from .models import (DCGANDiscriminator, Discriminator, FAGenerator, GANGenerator,
                      MirroredDecoder, architecture, count_parameters, init_he_,
                      scaled_architectures)
 from .paper import IMPLIED_ARCHITECTURES
-from .train import check_batch, refuse_non_finite, resolve_device
+from .train import resolve_device
 from .vfa import kl_normal, lsgan_discriminator_loss, lsgan_generator_loss, reparameterise
 
 DECODERS = ("auto", "mirrored", "table12")

@@ -15,7 +15,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from .fa import NonFiniteLossError, check_batch, refuse_non_finite  # noqa: F401
+from .fa import NonFiniteLossError, check_batch
 
 CHECKPOINT_FORMAT = 1
 _RUN_ONLY = {"epochs", "device", "num_workers", "ckpt_every"}  # may change on resume
